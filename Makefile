@@ -1,0 +1,35 @@
+# Two commands a fresh machine needs: `make demo` and `make test`.
+# Each builds .venv on first use; only python3, make and a C compiler are assumed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-router test-judge bench-router bench-judge clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/bakeoff demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-router: $(STAMP)
+	$(PY) -m pytest -q tests/router $(PYTEST_ARGS)
+
+test-judge: $(STAMP)
+	$(PY) -m pytest -q tests/judge $(PYTEST_ARGS)
+
+bench-router: $(STAMP)
+	$(PY) benchmarks/router_vs_nginx.py
+
+bench-judge: $(STAMP)
+	$(PY) benchmarks/judge_quality.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,60 @@
+"""The ``bakeoff`` command: one subcommand per part.
+
+Each subcommand's code lives with its part; this file only dispatches, and
+imports a part only when its subcommand runs (the router's start-up stays
+free of numpy and scipy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bakeoff",
+        description="Run several implementations of a service on live traffic; promote the one that wins.",
+    )
+    p.add_argument("--log-level", default=None, help="debug, info (default), warning, error")
+    p.add_argument("--log-json", action="store_true", default=None, help="JSON log lines even on a terminal")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    from router.main import add_arguments as router_args
+
+    router_args(sub.add_parser("router", help="run the traffic-splitting router"))
+
+    j = sub.add_parser("judge", help="judge variants from router snapshots or Prometheus", add_help=False)
+    j.add_argument("judge_args", nargs=argparse.REMAINDER)
+
+    from bakeoff.demo import add_arguments as demo_args
+
+    demo_args(sub.add_parser("demo", help="a live demo on this machine: router, three variants, load"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from bakeoff.logs import configure_logging
+
+    configure_logging(args.log_level, args.log_json)
+    if args.command == "router":
+        from router.main import run
+
+        return run(args)
+    if args.command == "judge":
+        from judge.cli import main as judge_main
+
+        return judge_main(args.judge_args)
+    if args.command == "demo":
+        from bakeoff.demo import run as demo_run
+
+        return demo_run(args)
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,40 @@
+"""A candidate with two defects: a slow price list and a crash on some ids."""
+
+import json
+import random
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import PRODUCTS, base_price, product_name, serve  # noqa: E402
+
+
+def price_list() -> dict[int, float]:
+    # Recomputed per request instead of once: the latency regression.
+    return {pid: round(base_price(pid), 2) for pid in range(PRODUCTS)}
+
+
+async def product(request: web.Request) -> web.Response:
+    pid = int(request.match_info["pid"])
+    if not 0 <= pid < PRODUCTS:
+        return web.json_response({"error": "no such product"}, status=404)
+    prices = price_list()
+    if pid % 37 == 0:
+        # The error bug: a discount lookup that fails for some products.
+        raise web.HTTPInternalServerError(text="discount table has no entry")
+    tags = sorted({f"tag{(pid * k) % 17}" for k in range(1, 40)})
+    bought = 1 if random.random() < 0.05 else 0
+    return web.Response(
+        text=json.dumps({"id": pid, "name": product_name(pid), "price": prices[pid], "tags": tags}),
+        content_type="application/json",
+        headers={"Bakeoff-Metric-conversion": str(bought)},
+    )
+
+
+app = web.Application()
+app.router.add_get("/products/{pid:\\d+}", product)
+
+if __name__ == "__main__":
+    serve(app)

@@ -1,0 +1,231 @@
+"""Router configuration: the YAML file of ``bakeoff router --config``.
+
+Every field is checked before anything starts; an error names the file and
+the field.  The ``variants`` list has the same shape as the body of
+``PUT /-/routes``, so one validator serves both.
+
+```yaml
+listen: 127.0.0.1:8080          # traffic port
+admin: 127.0.0.1:8081           # control plane: routes, snapshot, metrics, health
+token: s3cret                   # bearer token for PUT /-/routes; or tokenFile, or $BAKEOFF_ROUTER_TOKEN
+workers: 1                      # processes sharing the traffic port (SO_REUSEPORT)
+stickiness: {header: X-User-Id} # or {cookie: uid}; omitted: no stickiness
+override: {enabled: false, header: X-Bakeoff-Variant}
+exposeVariant: true             # add X-Bakeoff-Variant to responses
+timeouts: {connect: 2, read: 30, drain: 10, idle: 75}
+limits: {maxHeaderBytes: 16384, maxIdlePerUpstream: 128}
+variants:
+  - {name: mainline, upstreams: [127.0.0.1:9001], weight: 80}
+  - {name: v2, upstreams: [127.0.0.1:9002], weight: 20}
+```
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$")
+HEADER_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+class ConfigError(ValueError):
+    """A configuration or routes document is invalid; the message names the field."""
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    name: str
+    upstreams: tuple[tuple[str, int], ...]
+    weight: float
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    listen: tuple[str, int] = ("127.0.0.1", 8080)
+    admin: tuple[str, int] = ("127.0.0.1", 8081)
+    token: str | None = None
+    workers: int = 1
+    sticky_header: str | None = None
+    sticky_cookie: str | None = None
+    override_enabled: bool = False
+    override_header: str = "X-Bakeoff-Variant"
+    expose_variant: bool = True
+    connect_timeout: float = 2.0
+    read_timeout: float = 30.0
+    drain_timeout: float = 10.0
+    idle_timeout: float = 75.0
+    max_header_bytes: int = 16384
+    max_idle_per_upstream: int = 128
+    variants: tuple[VariantSpec, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> "RouterConfig":
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as e:
+            raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        return cls.from_dict(data, origin=str(p))
+
+    @classmethod
+    def from_dict(cls, data: Any, origin: str = "router config") -> "RouterConfig":
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{origin}: expected a mapping at the top level")
+        known = {
+            "listen", "admin", "token", "tokenFile", "workers", "stickiness", "override",
+            "exposeVariant", "timeouts", "limits", "variants",
+        }  # fmt: skip
+        _no_unknown(data, known, origin, "")
+        kw: dict[str, Any] = {}
+        if "listen" in data:
+            kw["listen"] = parse_address(data["listen"], f"{origin}: listen")
+        if "admin" in data:
+            kw["admin"] = parse_address(data["admin"], f"{origin}: admin")
+        token = data.get("token")
+        if token is not None and (not isinstance(token, str) or not token):
+            raise ConfigError(f"{origin}: token must be a non-empty string")
+        if "tokenFile" in data:
+            try:
+                token = Path(str(data["tokenFile"])).read_text().strip()
+            except OSError as e:
+                raise ConfigError(f"{origin}: tokenFile: cannot read {data['tokenFile']}: {e.strerror}") from None
+        kw["token"] = token or os.environ.get("BAKEOFF_ROUTER_TOKEN") or None
+        if "workers" in data:
+            kw["workers"] = _int(data["workers"], f"{origin}: workers", 1, 64)
+        st = data.get("stickiness")
+        if st is not None:
+            if not isinstance(st, dict) or len(st) != 1 or not ({"header", "cookie"} & st.keys()):
+                raise ConfigError(f"{origin}: stickiness must be {{header: NAME}} or {{cookie: NAME}}")
+            (kind, name), = st.items()
+            if not isinstance(name, str) or not HEADER_RE.match(name):
+                raise ConfigError(f"{origin}: stickiness.{kind} must be a header or cookie name, got {name!r}")
+            kw["sticky_header" if kind == "header" else "sticky_cookie"] = name
+        ov = data.get("override")
+        if ov is not None:
+            if not isinstance(ov, dict):
+                raise ConfigError(f"{origin}: override must be a mapping with enabled and header")
+            _no_unknown(ov, {"enabled", "header"}, origin, "override.")
+            if "enabled" in ov:
+                kw["override_enabled"] = _bool(ov["enabled"], f"{origin}: override.enabled")
+            if "header" in ov:
+                if not isinstance(ov["header"], str) or not HEADER_RE.match(ov["header"]):
+                    raise ConfigError(f"{origin}: override.header must be a header name")
+                kw["override_header"] = ov["header"]
+        if "exposeVariant" in data:
+            kw["expose_variant"] = _bool(data["exposeVariant"], f"{origin}: exposeVariant")
+        to = data.get("timeouts") or {}
+        if not isinstance(to, dict):
+            raise ConfigError(f"{origin}: timeouts must be a mapping")
+        _no_unknown(to, {"connect", "read", "drain", "idle"}, origin, "timeouts.")
+        for key in ("connect", "read", "drain", "idle"):
+            if key in to:
+                kw[f"{key}_timeout"] = _seconds(to[key], f"{origin}: timeouts.{key}")
+        lim = data.get("limits") or {}
+        if not isinstance(lim, dict):
+            raise ConfigError(f"{origin}: limits must be a mapping")
+        _no_unknown(lim, {"maxHeaderBytes", "maxIdlePerUpstream"}, origin, "limits.")
+        if "maxHeaderBytes" in lim:
+            kw["max_header_bytes"] = _int(lim["maxHeaderBytes"], f"{origin}: limits.maxHeaderBytes", 1024, 1 << 20)
+        if "maxIdlePerUpstream" in lim:
+            kw["max_idle_per_upstream"] = _int(
+                lim["maxIdlePerUpstream"], f"{origin}: limits.maxIdlePerUpstream", 0, 100000
+            )
+        kw["variants"] = parse_variants(data.get("variants", []), origin)
+        return cls(**kw)
+
+
+def parse_variants(data: Any, origin: str) -> tuple[VariantSpec, ...]:
+    """Validate a list of variants (config file or PUT /-/routes body)."""
+    if not isinstance(data, list):
+        raise ConfigError(f"{origin}: variants must be a list")
+    seen: set[str] = set()
+    out = []
+    for i, v in enumerate(data):
+        where = f"{origin}: variants[{i}]"
+        if not isinstance(v, dict):
+            raise ConfigError(f"{where} must be a mapping with name, upstreams and weight")
+        _no_unknown(v, {"name", "upstreams", "weight"}, origin, f"variants[{i}].")
+        name = v.get("name")
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise ConfigError(
+                f"{where}.name must be lower-case letters, digits, '-', '_' or '.', at most 63 long; got {name!r}"
+            )
+        if name in seen:
+            raise ConfigError(f"{where}.name {name!r} appears twice")
+        seen.add(name)
+        ups = v.get("upstreams")
+        if isinstance(ups, str):
+            ups = [ups]
+        if not isinstance(ups, list) or not ups:
+            raise ConfigError(f"{where}.upstreams must be a non-empty list of host:port")
+        addrs = tuple(parse_address(u, f"{where}.upstreams[{j}]") for j, u in enumerate(ups))
+        weight = v.get("weight", 1)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < 1e9:
+            raise ConfigError(f"{where}.weight must be a number >= 0, got {weight!r}")
+        out.append(VariantSpec(name, addrs, float(weight)))
+    if out and not any(v.weight > 0 for v in out):
+        raise ConfigError(f"{origin}: variants: at least one weight must be above 0")
+    return tuple(out)
+
+
+def parse_address(value: Any, where: str) -> tuple[str, int]:
+    if isinstance(value, int):
+        value = f"127.0.0.1:{value}"
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be host:port, got {value!r}")
+    s = value.strip()
+    for prefix in ("http://",):
+        if s.startswith(prefix):
+            s = s[len(prefix) :].rstrip("/")
+    host, sep, port = s.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"{where} must be host:port, got {value!r}")
+    host = host.strip("[]")
+    try:
+        p = int(port)
+    except ValueError:
+        raise ConfigError(f"{where}: port must be a number, got {port!r}") from None
+    if not 0 <= p <= 65535:
+        raise ConfigError(f"{where}: port {p} is out of range")
+    return host, p
+
+
+def _no_unknown(data: dict, known: set[str], origin: str, prefix: str) -> None:
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{origin}: unknown field {prefix}{key} (known: {', '.join(sorted(known))})")
+
+
+def _int(value: Any, where: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{where} must be a whole number from {lo} to {hi}, got {value!r}")
+    return value
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    return value
+
+
+def _seconds(value: Any, where: str) -> float:
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9.]+)\s*(ms|s|m)?\s*", value)
+        if not m:
+            raise ConfigError(f"{where} must be seconds or a duration like 500ms, 2s, 1m; got {value!r}")
+        value = float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[m.group(2)]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 86400:
+        raise ConfigError(f"{where} must be a positive number of seconds, got {value!r}")
+    return float(value)

@@ -1,0 +1,767 @@
+"""The data plane: an HTTP/1.1 reverse proxy written as asyncio Protocols.
+
+This is where a request is routed.  ``ClientConnection`` is one downstream
+connection: httptools parses its requests, the routing table picks a
+variant, and the request streams to a pooled keep-alive
+``UpstreamConnection``, whose response streams back.  Both directions are
+flow-controlled: when one side's write buffer fills, the other side stops
+reading (``_update_reading``), so no body is ever held whole in memory.
+
+Pipelined requests queue behind the one in flight (reading pauses while any
+are queued) and are answered in order.  A request carrying ``Upgrade`` whose
+upstream answers 101 turns both connections into a raw tunnel.
+
+Every failure ends in a short response or a closed connection, never in an
+exception escaping to the event loop: a malformed request gets 400, an
+oversized head 431, an unreachable upstream 502, a silent one 504.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, HttpResponseParser
+
+from router.stats import ABORTED, CONNECT_ERROR, TIMEOUT
+
+if TYPE_CHECKING:
+    from router.routing import Upstream, Variant
+    from router.server import Router
+
+# RFC 9110 section 7.6.1: meaningful for one connection only, never forwarded.
+# Content-Length is not here: it passes through when it frames the body as is.
+HOP_BY_HOP = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding", b"upgrade", b"trailer")
+)
+METRIC_PREFIX = b"bakeoff-metric-"
+_METRIC_PREFIX_LEN = len(METRIC_PREFIX)
+# Bytes of request body held while no upstream connection is ready yet.
+_MAX_PENDING_BODY = 256 * 1024
+_perf = time.perf_counter
+
+
+def _error_response(status: int, reason: str, message: str) -> bytes:
+    body = f"{status} {reason}: {message}\n".encode()
+    return (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
+
+
+BAD_REQUEST = _error_response(400, "Bad Request", "the request is not valid HTTP/1.1")
+HEAD_TOO_LARGE = _error_response(431, "Request Header Fields Too Large", "the request head is too large")
+NO_VARIANT = _error_response(503, "Service Unavailable", "no variant is routable")
+DRAINING = _error_response(503, "Service Unavailable", "the router is shutting down")
+
+
+class _HeadTooLarge(Exception):
+    pass
+
+
+_request_ids = itertools.count(1)
+_REQUEST_ID_PREFIX = os.urandom(4).hex().encode() + b"-"
+
+
+class Exchange:
+    """One request and its response, from the head being read to the last byte."""
+
+    __slots__ = (
+        "head", "pending", "pending_bytes", "body_done", "chunked", "keep_alive", "is_head",
+        "upgrade", "variant", "target", "started", "upstream", "response_started", "timer",
+        "last_activity", "http10", "reused", "sent_body", "finished",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.head = b""
+        self.pending: list[bytes] | None = None  # body bytes waiting for an upstream
+        self.pending_bytes = 0
+        self.body_done = False
+        self.chunked = False
+        self.keep_alive = True
+        self.is_head = False
+        self.upgrade = False
+        self.variant: Variant | None = None
+        self.target: Upstream | None = None
+        self.started = 0.0
+        self.upstream: UpstreamConnection | None = None
+        self.response_started = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.last_activity = 0.0
+        self.http10 = False
+        self.reused = False
+        self.sent_body = False
+        self.finished = False
+
+
+class ClientConnection(asyncio.Protocol):
+    """One downstream connection."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self.loop = router.loop
+        self.parser = HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.exchanges: deque[Exchange] = deque()  # [in flight, queued...]
+        self.parsing: Exchange | None = None
+        self.peer = b""
+        self.reading_paused = False
+        self.writing_paused = False
+        self.upstream_full = False
+        self.closed = False
+        self.final_error: bytes | None = None  # written once in-flight work is answered
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.tunnel: UpstreamConnection | None = None
+        self.tunnel_pending: list[bytes] | None = None
+        # Per-request scratch, reset in on_message_begin.
+        self._url = b""
+        self._headers: list[bytes] = []
+        self._head_size = 0
+        self._key: bytes | None = None
+        self._override: bytes | None = None
+        self._xff: bytes | None = None
+        self._has_rid = False
+        self._has_xfp = False
+        self._conn_tokens: bytes | None = None
+        self._upgrade_value: bytes | None = None
+        self._te: bytes | None = None
+
+    # -- asyncio.Protocol ------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = (peer[0] if isinstance(peer, tuple) else "unix").encode()
+        self.router.clients.add(self)
+        self._arm_idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.router.clients.discard(self)
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+        if self.tunnel is not None:
+            self.tunnel.close()
+            self.tunnel = None
+        while self.exchanges:
+            ex = self.exchanges.popleft()
+            if ex.started and not ex.finished:
+                self._finish(ex, outcome=ABORTED)
+            if ex.upstream is not None:
+                ex.upstream.close()
+                ex.upstream = None
+        self.parsing = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.transport.write(data)  # type: ignore[union-attr]
+            return
+        if self.tunnel_pending is not None:
+            self.tunnel_pending.append(data)
+            return
+        if self.final_error is not None:
+            return  # after a parse error nothing more is read from this client
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        try:
+            self.parser.feed_data(data)
+        except HttpParserUpgrade as e:
+            rest = data[e.args[0] :]
+            self.tunnel_pending = [rest] if rest else []
+        except HttpParserError as e:
+            if isinstance(e.__context__, _HeadTooLarge):
+                self._fail_connection(HEAD_TOO_LARGE)
+            else:
+                self._fail_connection(BAD_REQUEST)
+
+    def eof_received(self) -> bool | None:
+        # A client that half-closes after its last request still gets its responses.
+        return bool(self.exchanges)
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        ex = self.exchanges[0] if self.exchanges else None
+        up = self.tunnel or (ex.upstream if ex else None)
+        if up is not None:
+            up.set_reading(False)
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        ex = self.exchanges[0] if self.exchanges else None
+        up = self.tunnel or (ex.upstream if ex else None)
+        if up is not None:
+            up.set_reading(True)
+
+    # -- httptools callbacks ---------------------------------------------
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._head_size = 0
+        self._key = None
+        self._override = None
+        self._xff = None
+        self._has_rid = False
+        self._has_xfp = False
+        self._conn_tokens = None
+        self._upgrade_value = None
+        self._te = None
+        ex = Exchange()
+        ex.started = _perf()
+        self.parsing = ex
+        self.exchanges.append(ex)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_size += len(url)
+        if self._head_size > self.router.max_header_bytes:
+            raise _HeadTooLarge
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self.router.max_header_bytes:
+            raise _HeadTooLarge
+        lname = name.lower()
+        if lname in HOP_BY_HOP:
+            if lname == b"connection":
+                self._conn_tokens = value.lower()
+            elif lname == b"upgrade":
+                self._upgrade_value = value
+            elif lname == b"transfer-encoding":
+                self._te = value
+            return
+        router = self.router
+        if lname == router.sticky_header:
+            self._key = router.sticky.key_from(value)  # type: ignore[union-attr]
+        elif lname == router.override_header:
+            self._override = value.strip()
+            return
+        elif lname == b"x-forwarded-for":
+            self._xff = value
+            return
+        elif lname == b"x-request-id":
+            self._has_rid = True
+        elif lname == b"x-forwarded-proto":
+            self._has_xfp = True
+        self._headers.append(name + b": " + value + b"\r\n")
+
+    def on_headers_complete(self) -> None:
+        ex = self.parsing
+        assert ex is not None
+        parser = self.parser
+        router = self.router
+        method = parser.get_method()
+        ex.is_head = method == b"HEAD"
+        ex.http10 = parser.get_http_version() == "1.0"
+        ex.keep_alive = parser.should_keep_alive() and not router.draining
+        headers = self._headers
+        if self._conn_tokens is not None:
+            headers = self._drop_connection_listed(headers, self._conn_tokens)
+        if self._upgrade_value is not None and parser.should_upgrade():
+            ex.upgrade = True
+            headers.append(b"Connection: upgrade\r\nUpgrade: " + self._upgrade_value + b"\r\n")
+        if self._xff is not None:
+            headers.append(b"X-Forwarded-For: " + self._xff + b", " + self.peer + b"\r\n")
+        else:
+            headers.append(b"X-Forwarded-For: " + self.peer + b"\r\n")
+        if not self._has_xfp:
+            headers.append(b"X-Forwarded-Proto: http\r\n")
+        if not self._has_rid:
+            headers.append(b"X-Request-Id: " + _REQUEST_ID_PREFIX + b"%x\r\n" % next(_request_ids))
+        # httptools has already rejected Content-Length together with chunked.
+        if self._te is not None and b"chunked" in self._te.lower():
+            ex.chunked = True
+            headers.append(b"Transfer-Encoding: chunked\r\n")
+        ex.head = b"".join((method, b" ", self._url, b" HTTP/1.1\r\n", *headers, b"\r\n"))
+
+        table = router.routes
+        variant = None
+        if self._override is not None and router.override_enabled:
+            variant = table.by_name_bytes.get(self._override)
+        if variant is None:
+            variant = table.pick_sticky(self._key) if self._key else table.pick_random()
+        ex.variant = variant
+        if ex is self.exchanges[0]:
+            self._start(ex)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.parsing
+        if ex is None or ex.finished:
+            return  # the answer was already given (an error); the body is dropped
+        if ex.chunked:
+            self._send_body(ex, b"%x\r\n" % len(body) + body + b"\r\n")
+        else:
+            self._send_body(ex, body)
+
+    def on_message_complete(self) -> None:
+        ex = self.parsing
+        if ex is None:
+            return
+        ex.body_done = True
+        if ex.chunked and not ex.finished:
+            self._send_body(ex, b"0\r\n\r\n")
+        self.parsing = None
+        self._update_reading()
+
+    # -- the exchange ----------------------------------------------------
+    def _drop_connection_listed(self, headers: list[bytes], tokens: bytes) -> list[bytes]:
+        names = {t.strip() for t in tokens.split(b",")} - {b"close", b"keep-alive", b"upgrade", b""}
+        if not names:
+            return headers
+        return [h for h in headers if h.split(b":", 1)[0].lower() not in names]
+
+    def _start(self, ex: Exchange) -> None:
+        """Send an exchange's request: to a pooled connection now, or after a connect."""
+        variant = ex.variant
+        if variant is None:
+            self._answer_error(ex, NO_VARIANT, None)
+            return
+        router = self.router
+        ex.last_activity = self.loop.time()
+        target = variant.next_upstream()
+        ex.target = target
+        conn = router.pool_get(target)
+        if conn is not None:
+            ex.reused = True
+            self._attach(ex, conn)
+        else:
+            self.loop.create_task(self._connect(ex, target))
+
+    async def _connect(self, ex: Exchange, target: Upstream) -> None:
+        router = self.router
+        try:
+            _, conn = await asyncio.wait_for(
+                self.loop.create_connection(
+                    lambda: UpstreamConnection(router, target), target.host, target.port
+                ),
+                router.connect_timeout,
+            )
+        except asyncio.TimeoutError:
+            if not ex.finished and not self.closed:
+                self._answer_error(ex, _gateway_error(504, ex, "did not accept a connection in time"), TIMEOUT)
+            return
+        except OSError as e:
+            if not ex.finished and not self.closed:
+                reason = e.strerror or type(e).__name__
+                self._answer_error(ex, _gateway_error(502, ex, f"connection failed ({reason})"), CONNECT_ERROR)
+            return
+        if ex.finished or self.closed:
+            router.pool_put(conn)  # the client went away while we connected
+            return
+        self._attach(ex, conn)
+
+    def _attach(self, ex: Exchange, conn: UpstreamConnection) -> None:
+        ex.upstream = conn
+        conn.bind(self, ex)
+        transport = conn.transport
+        if ex.pending:
+            transport.writelines([ex.head, *ex.pending])
+            ex.sent_body = True
+            ex.pending = None
+            ex.pending_bytes = 0
+        else:
+            transport.write(ex.head)
+        ex.timer = self.loop.call_later(self.router.read_timeout, self._check_timeout, ex)
+        if self.writing_paused:
+            conn.set_reading(False)
+        self._update_reading()
+
+    def _send_body(self, ex: Exchange, chunk: bytes) -> None:
+        up = ex.upstream
+        if up is not None and up.transport is not None:
+            up.transport.write(chunk)
+            ex.sent_body = True
+            ex.last_activity = self.loop.time()
+        else:
+            if ex.pending is None:
+                ex.pending = []
+            ex.pending.append(chunk)
+            ex.pending_bytes += len(chunk)
+            if ex.pending_bytes > _MAX_PENDING_BODY:
+                self._update_reading()
+
+    def _check_timeout(self, ex: Exchange) -> None:
+        if ex.finished:
+            return
+        idle = self.loop.time() - ex.last_activity
+        timeout = self.router.read_timeout
+        if idle < timeout:
+            ex.timer = self.loop.call_later(timeout - idle, self._check_timeout, ex)
+            return
+        ex.timer = None
+        if ex.response_started:
+            self._finish(ex, outcome=TIMEOUT)
+            self._close()
+        else:
+            self._answer_error(ex, _gateway_error(504, ex, f"no response within {timeout:g}s"), TIMEOUT)
+
+    def upstream_failed(self, conn: UpstreamConnection, ex: Exchange, detail: str) -> None:
+        """The upstream connection broke (closed, reset or sent garbage) mid-exchange."""
+        if ex.finished:
+            return
+        ex.upstream = None
+        if ex.response_started:
+            self._finish(ex, outcome=CONNECT_ERROR)
+            self._close()
+            return
+        if ex.reused and not ex.sent_body and not ex.upgrade and ex.pending is None:
+            # A pooled connection the upstream closed just as we reused it:
+            # nothing reached the application, so a fresh connection is safe.
+            if ex.timer is not None:
+                ex.timer.cancel()
+                ex.timer = None
+            ex.reused = False
+            self.loop.create_task(self._connect(ex, ex.target))  # type: ignore[arg-type]
+            return
+        self._answer_error(ex, _gateway_error(502, ex, detail), CONNECT_ERROR)
+
+    def _answer_error(self, ex: Exchange, response: bytes, outcome: int | None) -> None:
+        """Answer an exchange with the router's own error and close the connection."""
+        if ex.upstream is not None:
+            ex.upstream.close()
+            ex.upstream = None
+        if outcome is None:
+            ex.finished = True
+            self._cancel_timer(ex)
+        else:
+            self._finish(ex, outcome=outcome)
+        if self.exchanges and self.exchanges[0] is ex:
+            self._write_final(response)
+        else:
+            self.final_error = response
+
+    def _write_final(self, response: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(response)
+            self._close()
+
+    def _fail_connection(self, response: bytes) -> None:
+        """A request could not be parsed: answer once everything before it is."""
+        self.final_error = response
+        if self.parsing is not None:
+            try:
+                self.exchanges.remove(self.parsing)
+            except ValueError:
+                pass
+            self.parsing = None
+        if not self.exchanges:
+            self._write_final(response)
+        else:
+            self._update_reading()
+
+    def _cancel_timer(self, ex: Exchange) -> None:
+        if ex.timer is not None:
+            ex.timer.cancel()
+            ex.timer = None
+
+    def _finish(self, ex: Exchange, status: int = 0, outcome: int | None = None) -> None:
+        ex.finished = True
+        self._cancel_timer(ex)
+        variant = ex.variant
+        if variant is None:
+            return
+        stats = self.router.stats.variant(variant.name)
+        if outcome is None:
+            stats.record_response(status, _perf() - ex.started)
+        else:
+            stats.record_failure(outcome, _perf() - ex.started)
+
+    # -- called by UpstreamConnection -------------------------------------
+    def response_head(self, ex: Exchange, head: bytes) -> None:
+        ex.response_started = True
+        self.transport.write(head)  # type: ignore[union-attr]
+
+    def response_complete(self, ex: Exchange, status: int, conn: UpstreamConnection, reusable: bool) -> None:
+        self._finish(ex, status)
+        ex.upstream = None
+        if reusable and ex.body_done:
+            self.router.pool_put(conn)
+        else:
+            conn.close()
+        if not self.exchanges or self.exchanges[0] is not ex:
+            return
+        self.exchanges.popleft()
+        if not ex.keep_alive or ex.upgrade or not ex.body_done:
+            self._close()
+            return
+        if self.exchanges:
+            nxt = self.exchanges[0]
+            if nxt.head:  # its head is complete: send it
+                self._start(nxt)
+        elif self.final_error is not None:
+            self._write_final(self.final_error)
+            return
+        elif self.router.draining:
+            self._close()
+            return
+        else:
+            self._arm_idle()
+        self._update_reading()
+
+    def start_tunnel(self, conn: UpstreamConnection, rest: bytes) -> None:
+        """The upstream answered 101: from now on bytes flow unparsed both ways."""
+        self.tunnel = conn
+        if self.exchanges:
+            self._finish(self.exchanges[0], 101)  # its latency is the time to the switch
+        pending = self.tunnel_pending or []
+        self.tunnel_pending = None
+        if rest:
+            self.transport.write(rest)  # type: ignore[union-attr]
+        for chunk in pending:
+            conn.transport.write(chunk)  # type: ignore[union-attr]
+        self._set_reading(True)
+
+    # -- flow control ----------------------------------------------------
+    def _update_reading(self) -> None:
+        """Read from the client only while nothing downstream of it is full."""
+        if self.closed or self.tunnel is not None:
+            return
+        ex = self.exchanges[0] if self.exchanges else None
+        blocked = (
+            len(self.exchanges) > 1
+            or self.final_error is not None
+            or self.upstream_full
+            or (ex is not None and ex.pending_bytes > _MAX_PENDING_BODY)
+        )
+        self._set_reading(not blocked)
+
+    def _set_reading(self, on: bool) -> None:
+        if on == (not self.reading_paused) or self.transport is None or self.closed:
+            return
+        if on:
+            self.transport.resume_reading()
+        else:
+            self.transport.pause_reading()
+        self.reading_paused = not on
+
+    def upstream_write_state(self, full: bool) -> None:
+        self.upstream_full = full
+        self._update_reading()
+
+    def _arm_idle(self) -> None:
+        self.idle_timer = self.loop.call_later(self.router.idle_timeout, self._close)
+
+    def _close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+    def close_if_idle(self) -> bool:
+        """For draining: close now unless a request is in flight."""
+        if not self.exchanges and self.tunnel is None:
+            self._close()
+            return True
+        return False
+
+
+def _gateway_error(status: int, ex: Exchange, detail: str) -> bytes:
+    name = ex.variant.name if ex.variant is not None else "?"
+    reason = "Bad Gateway" if status == 502 else "Gateway Timeout"
+    return _error_response(status, reason, f"variant {name} upstream {ex.target}: {detail}")
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One pooled keep-alive connection to an upstream address."""
+
+    def __init__(self, router: Router, target: Upstream) -> None:
+        self.router = router
+        self.target = target
+        self.transport: asyncio.Transport | None = None
+        self.parser = HttpResponseParser(self)
+        self.client: ClientConnection | None = None
+        self.exchange: Exchange | None = None
+        self.closed = False
+        self.reading = True
+        self.tunnel = False
+        self._status = 0
+        self._reason = b""
+        self._headers: list[bytes] = []
+        self._metrics: list[tuple[bytes, bytes]] | None = None
+        self._chunked = False
+        self._until_eof = False
+        self._interim = False
+        self._head_only_done = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.router.pool_discard(self)
+        client, ex = self.client, self.exchange
+        self.client = self.exchange = None
+        if client is None or ex is None:
+            return
+        if self.tunnel:
+            client._close()
+            return
+        if self._until_eof and ex.response_started and not ex.finished:
+            # The body was delimited by the close itself: the response is whole.
+            if self._chunked:
+                client.transport.write(b"0\r\n\r\n")  # type: ignore[union-attr]
+            client.response_complete(ex, self._status, self, reusable=False)
+            return
+        detail = "closed the connection" if exc is None else f"connection lost ({exc})"
+        client.upstream_failed(self, ex, detail)
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        if client is None:
+            self.close()  # bytes on an idle connection: the upstream is confused
+            return
+        if self.tunnel:
+            client.transport.write(data)  # type: ignore[union-attr]
+            return
+        ex = self.exchange
+        ex.last_activity = client.loop.time()  # type: ignore[union-attr]
+        try:
+            self.parser.feed_data(data)
+        except HttpParserUpgrade as e:
+            if self._status == 101 and ex is not None and ex.upgrade:
+                self.tunnel = True
+                client.start_tunnel(self, data[e.args[0] :])
+            else:
+                client.upstream_failed(self, ex, "sent an unexpected upgrade")  # type: ignore[arg-type]
+            return
+        except HttpParserError as e:
+            if ex is not None:
+                client.upstream_failed(self, ex, f"sent a malformed response ({e})")
+            self.close()
+            return
+        if self._head_only_done:
+            # A HEAD response has no body whatever its Content-Length says;
+            # httptools cannot be told, so it is given a fresh parser.
+            self._head_only_done = False
+            self.parser = HttpResponseParser(self)
+            self._complete(reusable=True)
+
+    def pause_writing(self) -> None:
+        if self.client is not None:
+            self.client.upstream_write_state(True)
+
+    def resume_writing(self) -> None:
+        if self.client is not None:
+            self.client.upstream_write_state(False)
+
+    # -- httptools callbacks ---------------------------------------------
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._metrics = None
+        self._chunked = False
+        self._until_eof = False
+        self._reason = b""
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lname = name.lower()
+        if lname.startswith(METRIC_PREFIX):
+            if self._metrics is None:
+                self._metrics = []
+            self._metrics.append((lname[_METRIC_PREFIX_LEN:], value))
+            return
+        if lname in HOP_BY_HOP:
+            if lname == b"transfer-encoding":
+                self._chunked = True
+            elif lname == b"upgrade":
+                self._headers.append(b"Upgrade: " + value + b"\r\n")
+            return
+        self._headers.append(name + b": " + value + b"\r\n")
+
+    def on_headers_complete(self) -> None:
+        client, ex = self.client, self.exchange
+        if client is None or ex is None:
+            return
+        status = self.parser.get_status_code()
+        self._status = status
+        headers = self._headers
+        if 100 <= status < 200 and status != 101:
+            self._interim = True
+            client.response_head(ex, b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, self._reason, b"".join(headers)))
+            ex.response_started = False
+            return
+        if self._metrics is not None:
+            stats = client.router.stats.variant(ex.variant.name)  # type: ignore[union-attr]
+            for name, value in self._metrics:
+                stats.record_metric(name.decode("latin-1"), value)
+        has_length = any(h[:15].lower() == b"content-length:" for h in headers)
+        no_body = ex.is_head or status in (204, 304) or status == 101
+        if not no_body and not has_length and not self._chunked:
+            self._until_eof = True  # body delimited by the upstream closing
+        router = client.router
+        if status == 101:
+            headers.append(b"Connection: upgrade\r\n")
+        else:
+            if not no_body and (self._chunked or self._until_eof):
+                if ex.http10:
+                    ex.keep_alive = False  # HTTP/1.0 has no chunked: delimit by close
+                    self._chunked = False
+                else:
+                    self._chunked = True
+                    headers.append(b"Transfer-Encoding: chunked\r\n")
+            if not ex.keep_alive or router.draining:
+                ex.keep_alive = False
+                headers.append(b"Connection: close\r\n")
+            elif ex.http10:
+                headers.append(b"Connection: keep-alive\r\n")
+        if router.expose_variant:
+            headers.append(b"X-Bakeoff-Variant: " + ex.variant.name_bytes + b"\r\n")  # type: ignore[union-attr]
+        client.response_head(ex, b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, self._reason, b"".join(headers)))
+        if ex.is_head:
+            self._head_only_done = True
+
+    def on_body(self, body: bytes) -> None:
+        client = self.client
+        if client is None or self._head_only_done:
+            return
+        if self._chunked:
+            client.transport.writelines((b"%x\r\n" % len(body), body, b"\r\n"))  # type: ignore[union-attr]
+        else:
+            client.transport.write(body)  # type: ignore[union-attr]
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        if self._head_only_done or self.tunnel or self._status == 101:
+            return
+        client = self.client
+        if client is None:
+            return
+        if self._chunked:
+            client.transport.write(b"0\r\n\r\n")  # type: ignore[union-attr]
+        self._complete(reusable=self.parser.should_keep_alive())
+
+    # -- life cycle --------------------------------------------------------
+    def _complete(self, reusable: bool) -> None:
+        client, ex = self.client, self.exchange
+        self.client = self.exchange = None
+        if client is None or ex is None:
+            return
+        if not self.reading:
+            self.set_reading(True)
+        client.response_complete(ex, self._status, self, reusable and not self.closed)
+
+    def bind(self, client: ClientConnection, ex: Exchange) -> None:
+        self.client = client
+        self.exchange = ex
+
+    def set_reading(self, on: bool) -> None:
+        if on == self.reading or self.transport is None or self.closed:
+            return
+        self.reading = on
+        if on:
+            self.transport.resume_reading()
+        else:
+            self.transport.pause_reading()
+
+    def close(self) -> None:
+        self.client = self.exchange = None
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+        self.router.pool_discard(self)

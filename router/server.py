@@ -1,0 +1,155 @@
+"""One router process: the traffic listener, the upstream pools, the routes.
+
+``Router`` is also the in-process API the tests and ``bakeoff run`` use::
+
+    router = Router(RouterConfig.from_dict({...}))
+    await router.start()          # binds router.port and router.admin_port
+    router.set_routes(specs)      # atomic table swap
+    await router.stop()           # drains in-flight requests
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Iterable
+
+import structlog
+
+from router.config import RouterConfig, VariantSpec
+from router.proxy import ClientConnection, UpstreamConnection
+from router.routing import RouteTable, Upstream
+from router.stats import RouterStats
+from router.stickiness import sticky_key_source
+
+log = structlog.get_logger("bakeoff.router")
+
+
+class Router:
+    def __init__(self, config: RouterConfig, *, router_id: str | None = None, reuse_port: bool = False) -> None:
+        self.config = config
+        self.stats = RouterStats(router_id)
+        self.routes = RouteTable(config.variants, version=1 if config.variants else 0)
+        for v in self.routes.variants:
+            self.stats.variant(v.name)
+        self.sticky = sticky_key_source(config)
+        self.sticky_header = self.sticky.header if self.sticky is not None else None
+        self.override_enabled = config.override_enabled
+        self.override_header = config.override_header.lower().encode("latin-1")
+        self.expose_variant = config.expose_variant
+        self.max_header_bytes = config.max_header_bytes
+        self.connect_timeout = config.connect_timeout
+        self.read_timeout = config.read_timeout
+        self.idle_timeout = config.idle_timeout
+        self.max_idle = config.max_idle_per_upstream
+        self.reuse_port = reuse_port
+        self.draining = False
+        self.clients: set[ClientConnection] = set()
+        self._idle: dict[Upstream, list[UpstreamConnection]] = {}
+        self._server: asyncio.AbstractServer | None = None
+        self._admin = None
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+
+    # -- routes ----------------------------------------------------------
+    def set_routes(self, specs: Iterable[VariantSpec], version: int | None = None) -> RouteTable:
+        """Swap in a new table; requests already routed finish where they are."""
+        table = RouteTable(specs, version=self.routes.version + 1 if version is None else version)
+        for v in table.variants:
+            self.stats.variant(v.name)
+        old = {v.name: v.weight for v in self.routes.variants}
+        self.routes = table
+        log.info("routes applied", version=table.version, weights=table.weights, previous=old)
+        return table
+
+    def snapshot(self) -> dict:
+        return self.stats.snapshot(self.routes.weights, self.routes.version)
+
+    # -- upstream connection pool -----------------------------------------
+    def pool_get(self, target: Upstream) -> UpstreamConnection | None:
+        idle = self._idle.get(target)
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and not conn.transport.is_closing():  # type: ignore[union-attr]
+                return conn
+        return None
+
+    def pool_put(self, conn: UpstreamConnection) -> None:
+        if conn.closed:
+            return
+        idle = self._idle.get(conn.target)
+        if idle is None:
+            idle = self._idle[conn.target] = []
+        if self.draining or len(idle) >= self.max_idle:
+            conn.close()
+            return
+        conn.client = conn.exchange = None
+        idle.append(conn)
+
+    def pool_discard(self, conn: UpstreamConnection) -> None:
+        idle = self._idle.get(conn.target)
+        if idle:
+            try:
+                idle.remove(conn)
+            except ValueError:
+                pass
+
+    # -- life cycle --------------------------------------------------------
+    async def start(self, *, admin: bool = True, sock: socket.socket | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        host, port = self.config.listen
+        if sock is not None:
+            self._server = await self.loop.create_server(lambda: ClientConnection(self), sock=sock, backlog=2048)
+        else:
+            self._server = await self.loop.create_server(
+                lambda: ClientConnection(self), host, port, reuse_port=self.reuse_port or None, backlog=2048
+            )
+        if admin:
+            from router.admin import LocalBackend, start_admin
+
+            self._admin = await start_admin(
+                LocalBackend(self), self.config.admin, self.config.token, sticky=self.sticky is not None
+            )
+        log.info(
+            "router listening",
+            traffic=f"{host}:{self.port}",
+            admin=f"{self.config.admin[0]}:{self.admin_port}" if self._admin else None,
+            variants=self.routes.weights,
+        )
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    @property
+    def admin_port(self) -> int | None:
+        return self._admin.port if self._admin is not None else None
+
+    async def stop(self, drain_timeout: float | None = None) -> bool:
+        """Stop accepting, let in-flight requests finish within the bound, close.
+
+        Returns True when every request in flight finished in time.
+        """
+        timeout = self.config.drain_timeout if drain_timeout is None else drain_timeout
+        self.draining = True
+        if self._server is not None:
+            self._server.close()
+        for client in list(self.clients):
+            client.close_if_idle()
+        deadline = self.loop.time() + timeout
+        while self.clients and self.loop.time() < deadline:
+            await asyncio.sleep(0.02)
+            for client in list(self.clients):
+                client.close_if_idle()
+        clean = not self.clients
+        for client in list(self.clients):
+            client._close()
+        for idle in self._idle.values():
+            for conn in list(idle):
+                conn.close()
+        self._idle.clear()
+        if self._admin is not None:
+            await self._admin.stop()
+            self._admin = None
+        log.info("router stopped", drained=clean)
+        return clean

@@ -1,0 +1,111 @@
+"""The snapshot format: validation and merging across workers and replicas.
+
+A snapshot is cumulative: every counter only grows for as long as the router
+process that wrote it lives.  Merging adds counters and histograms of the
+same variant, so the merge of N workers' or replicas' snapshots is exactly
+the snapshot one process would have written had it served all their traffic.
+The format is described for users in docs/snapshot.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from router.histogram import LAYOUT, NUM_BUCKETS, decode_counts, encode_counts
+from router.stats import OUTCOMES, SNAPSHOT_FORMAT
+
+
+class SnapshotError(ValueError):
+    pass
+
+
+def validate(snapshot: Any, origin: str = "snapshot") -> dict[str, Any]:
+    """Check a snapshot's shape; raise SnapshotError naming the bad field."""
+    if not isinstance(snapshot, dict):
+        raise SnapshotError(f"{origin}: expected a JSON object, got {type(snapshot).__name__}")
+    fmt = snapshot.get("format")
+    if fmt != SNAPSHOT_FORMAT:
+        raise SnapshotError(f"{origin}: field 'format' is {fmt!r}, expected {SNAPSHOT_FORMAT!r}")
+    layout = snapshot.get("histogram", {})
+    if layout.get("num_buckets") != NUM_BUCKETS or layout.get("gamma") != LAYOUT["gamma"]:
+        raise SnapshotError(f"{origin}: field 'histogram' has a layout this version cannot merge")
+    variants = snapshot.get("variants")
+    if not isinstance(variants, dict):
+        raise SnapshotError(f"{origin}: field 'variants' must be an object")
+    for name, v in variants.items():
+        where = f"{origin}: variants.{name}"
+        if not isinstance(v, dict):
+            raise SnapshotError(f"{where} must be an object")
+        if not isinstance(v.get("requests"), int):
+            raise SnapshotError(f"{where}.requests must be an integer")
+        outcomes = v.get("outcomes")
+        if not isinstance(outcomes, dict) or any(not isinstance(outcomes.get(k, 0), int) for k in OUTCOMES):
+            raise SnapshotError(f"{where}.outcomes must map {', '.join(OUTCOMES)} to integers")
+        try:
+            decode_counts(v.get("latency", {}))
+        except (TypeError, ValueError) as e:
+            raise SnapshotError(f"{where}.latency: {e}") from None
+        if not isinstance(v.get("metrics", {}), dict):
+            raise SnapshotError(f"{where}.metrics must be an object")
+    return snapshot
+
+
+def merge_snapshots(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Sum snapshots of several router processes into one.
+
+    Routes are taken from the snapshot with the highest routes version (the
+    newest table any replica has applied); ``taken_at`` is the oldest, so a
+    consumer never believes data is fresher than its stalest part.
+    """
+    snapshots = list(snapshots)
+    if not snapshots:
+        raise SnapshotError("nothing to merge")
+    for i, s in enumerate(snapshots):
+        validate(s, f"snapshot {i}")
+    merged_variants: dict[str, dict[str, Any]] = {}
+    for s in snapshots:
+        for name, v in s["variants"].items():
+            acc = merged_variants.get(name)
+            if acc is None:
+                acc = merged_variants[name] = {
+                    "requests": 0,
+                    "outcomes": dict.fromkeys(OUTCOMES, 0),
+                    "dense": [0] * NUM_BUCKETS,
+                    "count": 0,
+                    "sum": 0.0,
+                    "metrics": {},
+                    "invalid_metrics": 0,
+                }
+            acc["requests"] += v["requests"]
+            for k in OUTCOMES:
+                acc["outcomes"][k] += v["outcomes"].get(k, 0)
+            lat = v.get("latency", {})
+            for i, c in enumerate(decode_counts(lat)):
+                if c:
+                    acc["dense"][i] += c
+            acc["count"] += int(lat.get("count", 0))
+            acc["sum"] += float(lat.get("sum", 0.0))
+            for mname, m in v.get("metrics", {}).items():
+                macc = acc["metrics"].setdefault(mname, {"count": 0, "sum": 0.0, "sum_sq": 0.0})
+                macc["count"] += int(m.get("count", 0))
+                macc["sum"] += float(m.get("sum", 0.0))
+                macc["sum_sq"] += float(m.get("sum_sq", 0.0))
+            acc["invalid_metrics"] += int(v.get("invalid_metrics", 0))
+    newest_routes = max(snapshots, key=lambda s: s.get("routes", {}).get("version", 0))
+    return {
+        "format": SNAPSHOT_FORMAT,
+        "taken_at": min(s.get("taken_at", 0.0) for s in snapshots),
+        "sources": [src for s in snapshots for src in s.get("sources", [])],
+        "histogram": dict(LAYOUT),
+        "routes": newest_routes.get("routes", {"version": 0, "weights": {}}),
+        "variants": {
+            name: {
+                "requests": acc["requests"],
+                "outcomes": acc["outcomes"],
+                "latency": encode_counts(acc["dense"], acc["count"], acc["sum"]),
+                "metrics": {k: acc["metrics"][k] for k in sorted(acc["metrics"])},
+                "invalid_metrics": acc["invalid_metrics"],
+            }
+            for name, acc in sorted(merged_variants.items())
+        },
+    }

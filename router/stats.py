@@ -1,0 +1,122 @@
+"""Per-variant statistics recorded on the hot path.
+
+Everything here is a plain counter or a preallocated list, touched once per
+request with no locking: each router worker is one thread on one event loop,
+and workers merge through snapshots (``router.snapshot``), never through
+shared memory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+from router.histogram import LAYOUT, LatencyHistogram
+
+# Outcome classes, in snapshot order. 1xx counts only final 101 (Upgrade)
+# responses; connect_error and timeout are the router's own 502 and 504 for an
+# upstream it could not reach or that did not answer in time; aborted is a
+# client that went away before its response was complete.
+OUTCOMES = ("1xx", "2xx", "3xx", "4xx", "5xx", "connect_error", "timeout", "aborted")
+CONNECT_ERROR = 5
+TIMEOUT = 6
+ABORTED = 7
+
+SNAPSHOT_FORMAT = "bakeoff.snapshot/v1"
+
+
+class BusinessMetric:
+    """Count, sum and sum of squares of one reported business value."""
+
+    __slots__ = ("count", "sum", "sum_sq")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.sum = 0.0
+        self.sum_sq = 0.0
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        self.sum += value
+        self.sum_sq += value * value
+
+    def to_json(self) -> dict[str, Any]:
+        return {"count": self.count, "sum": self.sum, "sum_sq": self.sum_sq}
+
+
+class VariantStats:
+    __slots__ = ("requests", "outcomes", "latency", "metrics", "invalid_metrics")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.outcomes = [0] * len(OUTCOMES)
+        self.latency = LatencyHistogram()
+        self.metrics: dict[str, BusinessMetric] = {}
+        self.invalid_metrics = 0
+
+    def record_response(self, status: int, seconds: float) -> None:
+        self.requests += 1
+        cls = status // 100 - 1
+        if 0 <= cls <= 4:
+            self.outcomes[cls] += 1
+        self.latency.record(seconds)
+
+    def record_failure(self, outcome: int, seconds: float) -> None:
+        self.requests += 1
+        self.outcomes[outcome] += 1
+        self.latency.record(seconds)
+
+    def record_metric(self, name: str, raw: bytes | str | float) -> bool:
+        """Add one business value; an unparsable or non-finite one is counted and dropped."""
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            self.invalid_metrics += 1
+            return False
+        if not math.isfinite(value):
+            self.invalid_metrics += 1
+            return False
+        metric = self.metrics.get(name)
+        if metric is None:
+            metric = self.metrics[name] = BusinessMetric()
+        metric.add(value)
+        return True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "outcomes": dict(zip(OUTCOMES, self.outcomes)),
+            "latency": self.latency.to_json(),
+            "metrics": {k: m.to_json() for k, m in sorted(self.metrics.items())},
+            "invalid_metrics": self.invalid_metrics,
+        }
+
+
+class RouterStats:
+    """All variants' statistics of one router process."""
+
+    def __init__(self, router_id: str | None = None) -> None:
+        self.variants: dict[str, VariantStats] = {}
+        self.router_id = router_id or f"{os.uname().nodename}-{os.getpid()}"
+        self.started_at = time.time()
+
+    def variant(self, name: str) -> VariantStats:
+        stats = self.variants.get(name)
+        if stats is None:
+            stats = self.variants[name] = VariantStats()
+        return stats
+
+    def snapshot(self, weights: dict[str, float] | None = None, routes_version: int = 0) -> dict[str, Any]:
+        """The documented, versioned snapshot (see docs/snapshot.md)."""
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "taken_at": time.time(),
+            "sources": [
+                {"router_id": self.router_id, "pid": os.getpid(), "started_at": self.started_at}
+            ],
+            "histogram": dict(LAYOUT),
+            "routes": {"version": routes_version, "weights": dict(weights or {})},
+            "variants": {name: s.to_json() for name, s in sorted(self.variants.items())},
+        }
