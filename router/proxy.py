@@ -72,7 +72,7 @@ class Exchange:
 
     __slots__ = (
         "head", "pending", "pending_bytes", "body_done", "chunked", "keep_alive", "is_head",
-        "upgrade", "variant", "target", "started", "upstream", "response_started", "timer",
+        "upgrade", "variant", "target", "started", "upstream", "response_started",
         "last_activity", "http10", "reused", "sent_body", "finished",
     )  # fmt: skip
 
@@ -90,8 +90,7 @@ class Exchange:
         self.started = 0.0
         self.upstream: UpstreamConnection | None = None
         self.response_started = False
-        self.timer: asyncio.TimerHandle | None = None
-        self.last_activity = 0.0
+        self.last_activity = 0.0  # loop time of the last byte either way; read timeouts count from it
         self.http10 = False
         self.reused = False
         self.sent_body = False
@@ -113,8 +112,9 @@ class ClientConnection(asyncio.Protocol):
         self.writing_paused = False
         self.upstream_full = False
         self.closed = False
+        self.eof = False
         self.final_error: bytes | None = None  # written once in-flight work is answered
-        self.idle_timer: asyncio.TimerHandle | None = None
+        self.last_active = router.loop.time()  # for the idle and head timeouts (Router.sweep)
         self.tunnel: UpstreamConnection | None = None
         self.tunnel_pending: list[bytes] | None = None
         # Per-request scratch, reset in on_message_begin.
@@ -136,13 +136,10 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = (peer[0] if isinstance(peer, tuple) else "unix").encode()
         self.router.clients.add(self)
-        self._arm_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.router.clients.discard(self)
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
         if self.tunnel is not None:
             self.tunnel.close()
             self.tunnel = None
@@ -164,9 +161,7 @@ class ClientConnection(asyncio.Protocol):
             return
         if self.final_error is not None:
             return  # after a parse error nothing more is read from this client
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
+        self.last_active = self.loop.time()
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade as e:
@@ -180,6 +175,7 @@ class ClientConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         # A client that half-closes after its last request still gets its responses.
+        self.eof = True
         return bool(self.exchanges)
 
     def pause_writing(self) -> None:
@@ -211,6 +207,7 @@ class ClientConnection(asyncio.Protocol):
         self._te = None
         ex = Exchange()
         ex.started = _perf()
+        ex.last_activity = self.loop.time()
         self.parsing = ex
         self.exchanges.append(ex)
 
@@ -364,7 +361,6 @@ class ClientConnection(asyncio.Protocol):
             ex.pending_bytes = 0
         else:
             transport.write(ex.head)
-        ex.timer = self.loop.call_later(self.router.read_timeout, self._check_timeout, ex)
         if self.writing_paused:
             conn.set_reading(False)
         self._update_reading()
@@ -383,15 +379,30 @@ class ClientConnection(asyncio.Protocol):
             if ex.pending_bytes > _MAX_PENDING_BODY:
                 self._update_reading()
 
-    def _check_timeout(self, ex: Exchange) -> None:
-        if ex.finished:
+    def sweep(self, now: float) -> None:
+        """Enforce timeouts; called by Router about four times per shortest timeout.
+
+        One periodic pass over all connections replaces two timers per
+        request (read timeout, keep-alive idle), which cost more than the
+        rest of the request's bookkeeping together.
+        """
+        if self.closed or self.tunnel is not None:
             return
-        idle = self.loop.time() - ex.last_activity
+        router = self.router
+        ex = self.exchanges[0] if self.exchanges else None
+        if ex is None:
+            if now - self.last_active > router.idle_timeout:
+                self._close()  # idle keep-alive connection
+            return
+        if not ex.head:
+            if now - ex.last_activity > router.idle_timeout:
+                self._close()  # a head that takes this long is an attack or a dead client
+            return
+        if ex.upstream is not None and not ex.finished and now - ex.last_activity >= router.read_timeout:
+            self._read_timed_out(ex)
+
+    def _read_timed_out(self, ex: Exchange) -> None:
         timeout = self.router.read_timeout
-        if idle < timeout:
-            ex.timer = self.loop.call_later(timeout - idle, self._check_timeout, ex)
-            return
-        ex.timer = None
         if ex.response_started:
             self._finish(ex, outcome=TIMEOUT)
             self._close()
@@ -410,9 +421,6 @@ class ClientConnection(asyncio.Protocol):
         if ex.reused and not ex.sent_body and not ex.upgrade and ex.pending is None:
             # A pooled connection the upstream closed just as we reused it:
             # nothing reached the application, so a fresh connection is safe.
-            if ex.timer is not None:
-                ex.timer.cancel()
-                ex.timer = None
             ex.reused = False
             self.loop.create_task(self._connect(ex, ex.target))  # type: ignore[arg-type]
             return
@@ -425,7 +433,6 @@ class ClientConnection(asyncio.Protocol):
             ex.upstream = None
         if outcome is None:
             ex.finished = True
-            self._cancel_timer(ex)
         else:
             self._finish(ex, outcome=outcome)
         if self.exchanges and self.exchanges[0] is ex:
@@ -452,14 +459,8 @@ class ClientConnection(asyncio.Protocol):
         else:
             self._update_reading()
 
-    def _cancel_timer(self, ex: Exchange) -> None:
-        if ex.timer is not None:
-            ex.timer.cancel()
-            ex.timer = None
-
     def _finish(self, ex: Exchange, status: int = 0, outcome: int | None = None) -> None:
         ex.finished = True
-        self._cancel_timer(ex)
         variant = ex.variant
         if variant is None:
             return
@@ -497,8 +498,11 @@ class ClientConnection(asyncio.Protocol):
         elif self.router.draining:
             self._close()
             return
+        elif self.eof:
+            self._close()  # the client half-closed and has had every answer
+            return
         else:
-            self._arm_idle()
+            self.last_active = self.loop.time()
         self._update_reading()
 
     def start_tunnel(self, conn: UpstreamConnection, rest: bytes) -> None:
@@ -540,9 +544,6 @@ class ClientConnection(asyncio.Protocol):
     def upstream_write_state(self, full: bool) -> None:
         self.upstream_full = full
         self._update_reading()
-
-    def _arm_idle(self) -> None:
-        self.idle_timer = self.loop.call_later(self.router.idle_timeout, self._close)
 
     def _close(self) -> None:
         if not self.closed and self.transport is not None:

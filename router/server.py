@@ -48,6 +48,7 @@ class Router:
         self._idle: dict[Upstream, list[UpstreamConnection]] = {}
         self._server: asyncio.AbstractServer | None = None
         self._admin = None
+        self._sweeper: asyncio.Task | None = None
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
 
     # -- routes ----------------------------------------------------------
@@ -103,6 +104,7 @@ class Router:
             self._server = await self.loop.create_server(
                 lambda: ClientConnection(self), host, port, reuse_port=self.reuse_port or None, backlog=2048
             )
+        self._sweeper = self.loop.create_task(self._sweep())
         if admin:
             from router.admin import LocalBackend, start_admin
 
@@ -115,6 +117,15 @@ class Router:
             admin=f"{self.config.admin[0]}:{self.admin_port}" if self._admin else None,
             variants=self.routes.weights,
         )
+
+    async def _sweep(self) -> None:
+        """Timeouts for every connection, checked on one clock instead of per-request timers."""
+        interval = max(0.01, min(1.0, self.read_timeout / 4, self.idle_timeout / 4))
+        while True:
+            await asyncio.sleep(interval)
+            now = self.loop.time()
+            for client in list(self.clients):
+                client.sweep(now)
 
     @property
     def port(self) -> int:
@@ -142,6 +153,8 @@ class Router:
             for client in list(self.clients):
                 client.close_if_idle()
         clean = not self.clients
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for client in list(self.clients):
             client._close()
         for idle in self._idle.values():

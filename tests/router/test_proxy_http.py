@@ -247,3 +247,38 @@ async def test_http10_client_gets_a_close_delimited_or_length_framed_response(up
     assert data.startswith(b"HTTP/1.1 200")
     assert b"Connection: close" in data
     assert data.endswith(b"alpha GET /old 0")
+
+
+async def test_idle_and_slow_head_connections_are_closed(upstreams, make_router):
+    (a,) = await upstreams("alpha")
+    router = await make_router([a], timeouts={"idle": 0.4})
+    loop = asyncio.get_running_loop()
+    # Idle keep-alive after one response.
+    reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    await reader.readuntil(b"alpha GET / 0")
+    t0 = loop.time()
+    assert await asyncio.wait_for(reader.read(), 3) == b""
+    assert 0.3 < loop.time() - t0 < 2
+    # A head dribbled a byte at a time never completes: closed all the same.
+    reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
+    t0 = loop.time()
+    closed_after = None
+    for ch in b"GET / HTTP/1.1\r\nHost: h\r\nX-Slow: " + b"a" * 100:
+        try:
+            writer.write(bytes([ch]))
+            await writer.drain()
+        except ConnectionError:
+            closed_after = loop.time() - t0
+            break
+        if reader.at_eof():
+            closed_after = loop.time() - t0
+            break
+        try:
+            if await asyncio.wait_for(reader.read(1), 0.1) == b"":
+                closed_after = loop.time() - t0
+                break
+        except asyncio.TimeoutError:
+            pass
+    assert closed_after is not None and closed_after < 2.5
+    assert not a.seen[1:]  # only the first, complete request reached the variant

@@ -212,3 +212,36 @@ def _spec(up: Upstream, weight: float):
     from router.config import VariantSpec
 
     return VariantSpec(up.name, (("127.0.0.1", up.port),), weight)
+
+
+async def test_upstream_that_never_accepts_gets_504_after_connect_timeout(make_router):
+    # A listener whose accept queue is full: Linux drops further SYNs, so a
+    # connect neither succeeds nor fails -- what a black-holed host looks like.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fillers.append(s)
+    up = Upstream("blackhole")
+    up.port = port
+    try:
+        router = await make_router([up], timeouts={"connect": 0.3})
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        status, body = await fetch(router.port)
+        assert status == 504
+        assert "did not accept a connection in time" in body
+        assert loop.time() - t0 < 2
+        assert router.snapshot()["variants"]["blackhole"]["outcomes"]["timeout"] == 1
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()
