@@ -36,7 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if "judge" in argv:
+        # The judge parses its own arguments (argparse's REMAINDER would
+        # swallow options such as --help that come first).
+        i = argv.index("judge")
+        args = parser.parse_args(argv[:i] + ["judge"])
+        args.judge_args = argv[i + 1 :]
+    else:
+        args = parser.parse_args(argv)
     from bakeoff.logs import configure_logging
 
     configure_logging(args.log_level, args.log_json)

@@ -1,0 +1,316 @@
+"""The judge's configuration: the ``spec.judge`` part of a Bakeoff resource.
+
+Validated up front with errors that name the file and the field, e.g.
+``judge.yaml: guardrails[1].maxIncreaseRatio must be a non-negative number``.
+A whole Bakeoff document (``apiVersion: bakeoff.dev/v1alpha1``, ``kind:
+Bakeoff``) is accepted too; its ``spec.judge`` is used.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+API_VERSION = "bakeoff.dev/v1alpha1"
+
+# Default standardised effect sizes (see judge.sequential): the effect, in
+# per-request standard deviations, each kind of test is tuned to find fastest.
+DEFAULT_EFFECT_SIZE = {"error_rate": 0.05, "latency": 0.1, "proportion": 0.05, "mean": 0.05}
+
+_LATENCY_RE = re.compile(r"^latency_p(\d{1,2}(?:\.\d+)?)$")
+_DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?$")
+
+
+class JudgeConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One judged metric.
+
+    ``harm`` is +1 when an increase is bad (errors, latency, a cost) and -1
+    when a decrease is bad (conversion, revenue).  ``tolerance`` is the change
+    in the harmful direction that is still acceptable: absolute (``relative``
+    False, in the metric's units) or relative (a fraction of the control).
+    """
+
+    name: str
+    kind: str  # error_rate | latency | proportion | mean
+    role: str  # guardrail | objective
+    harm: int = 1
+    tolerance: float = 0.0
+    relative: bool = False
+    quantile: float | None = None
+    per: str = "request"  # for business metrics: denominator = requests or reported values
+    effect_size: float = 0.05
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "role": self.role,
+            "harm": "increase" if self.harm > 0 else "decrease",
+            "tolerance": self.tolerance,
+            "relative": self.relative,
+            "quantile": self.quantile,
+        }
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    control: str = "mainline"
+    alpha: float = 0.05
+    min_samples: int = 500
+    max_samples: int | None = None
+    max_duration: float | None = None  # seconds
+    guardrails: tuple[MetricSpec, ...] = ()
+    objective: MetricSpec | None = None
+    candidates: int | None = None  # number of candidates alpha is split over (default: as seen)
+    origin: str = field(default="judge config", compare=False)
+
+    @property
+    def metrics(self) -> tuple[MetricSpec, ...]:
+        return self.guardrails + ((self.objective,) if self.objective else ())
+
+
+def parse_duration(value: Any, where: str) -> float:
+    if isinstance(value, bool):
+        raise JudgeConfigError(f"{where} must be a duration like 30m, 2h, 90s or a number of seconds")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value) or value <= 0:
+            raise JudgeConfigError(f"{where} must be a positive duration")
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION_RE.match(value.strip())
+        if m and any(m.groups()):
+            h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+            total = h * 3600 + mi * 60 + s
+            if total > 0:
+                return total
+    raise JudgeConfigError(f"{where} must be a duration like 30m, 2h, 90s or a number of seconds")
+
+
+def _num(d: dict, key: str, where: str, *, minimum: float | None = None, positive=False, maximum=None):
+    v = d[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise JudgeConfigError(f"{where}.{key} must be a number" if minimum is None and not positive
+                               else f"{where}.{key} must be a {'positive' if positive else 'non-negative'} number")
+    if positive and v <= 0:
+        raise JudgeConfigError(f"{where}.{key} must be a positive number")
+    if minimum is not None and v < minimum:
+        raise JudgeConfigError(f"{where}.{key} must be a non-negative number")
+    if maximum is not None and v > maximum:
+        raise JudgeConfigError(f"{where}.{key} must be at most {maximum}")
+    return float(v)
+
+
+def _int(d: dict, key: str, where: str, minimum: int) -> int:
+    v = d[key]
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise JudgeConfigError(f"{where}.{key} must be an integer >= {minimum}")
+    return v
+
+
+def _kind_of(name: str, declared: Any, where: str) -> tuple[str, float | None]:
+    if name == "error_rate":
+        if declared not in (None, "error_rate", "proportion"):
+            raise JudgeConfigError(f"{where}.kind must be omitted for error_rate")
+        return "error_rate", None
+    m = _LATENCY_RE.match(name)
+    if m:
+        q = float(m.group(1)) / 100.0
+        if not 0.0 < q < 1.0:
+            raise JudgeConfigError(f"{where}.metric {name!r}: quantile must be between p0 and p100")
+        if declared not in (None, "latency"):
+            raise JudgeConfigError(f"{where}.kind must be omitted for {name}")
+        return "latency", q
+    if name.startswith("latency"):
+        raise JudgeConfigError(f"{where}.metric {name!r}: latency metrics are named latency_pNN, e.g. latency_p99")
+    if declared is None:
+        declared = "proportion"
+    if declared not in ("proportion", "mean"):
+        raise JudgeConfigError(f"{where}.kind must be 'proportion' or 'mean'")
+    return declared, None
+
+
+_TOLERANCE_KEYS = {
+    "maxIncrease": (1, False),
+    "maxIncreaseRatio": (1, True),
+    "maxDecrease": (-1, False),
+    "maxDecreaseRatio": (-1, True),
+}
+
+
+def _metric(raw: Any, where: str, role: str) -> MetricSpec:
+    if not isinstance(raw, dict):
+        raise JudgeConfigError(f"{where} must be a mapping")
+    allowed = {"metric", "kind", "direction", "per", "effectSize", *_TOLERANCE_KEYS}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise JudgeConfigError(f"{where}: unknown field {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+    name = raw.get("metric")
+    if not isinstance(name, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_.:-]*$", name):
+        raise JudgeConfigError(f"{where}.metric must be a metric name such as error_rate, latency_p99 or conversion")
+    kind, quantile = _kind_of(name, raw.get("kind"), where)
+    per = raw.get("per", "request")
+    if per not in ("request", "value"):
+        raise JudgeConfigError(f"{where}.per must be 'request' or 'value'")
+    if per == "value" and kind != "mean":
+        raise JudgeConfigError(f"{where}.per: 'value' applies only to kind: mean")
+    effect = DEFAULT_EFFECT_SIZE[kind]
+    if "effectSize" in raw:
+        effect = _num(raw, "effectSize", where, positive=True, maximum=10)
+    tol_keys = [k for k in _TOLERANCE_KEYS if k in raw]
+    if role == "guardrail":
+        if "direction" in raw:
+            raise JudgeConfigError(f"{where}.direction belongs to the objective; guardrails use maxIncrease/maxDecrease[Ratio]")
+        if len(tol_keys) != 1:
+            raise JudgeConfigError(
+                f"{where} needs exactly one of maxIncrease, maxIncreaseRatio, maxDecrease, maxDecreaseRatio"
+            )
+        key = tol_keys[0]
+        harm, relative = _TOLERANCE_KEYS[key]
+        tol = _num(raw, key, where, minimum=0.0)
+        if relative and harm < 0 and tol >= 1:
+            raise JudgeConfigError(f"{where}.{key} must be below 1")
+        if kind in ("error_rate", "latency") and harm < 0:
+            raise JudgeConfigError(f"{where}.{key}: {name} is guarded against increases; use maxIncrease or maxIncreaseRatio")
+        if kind == "latency" and not relative:
+            raise JudgeConfigError(f"{where}.maxIncrease: latency tolerances are relative; use maxIncreaseRatio")
+        if kind == "latency" and tol > 1.0:
+            raise JudgeConfigError(f"{where}.{key} must be at most 1 (a 100% rise)")
+        if kind == "error_rate" and not relative and tol >= 1:
+            raise JudgeConfigError(f"{where}.{key} is a fraction of requests and must be below 1")
+        return MetricSpec(name, kind, role, harm, tol, relative, quantile, per, effect)
+    # objective
+    if tol_keys:
+        raise JudgeConfigError(f"{where}.{tol_keys[0]}: the objective has a direction, not a tolerance")
+    direction = raw.get("direction")
+    if direction is None and kind in ("error_rate", "latency"):
+        direction = "lower"
+    if direction not in ("higher", "lower"):
+        raise JudgeConfigError(f"{where}.direction must be 'higher' or 'lower'")
+    harm = -1 if direction == "higher" else 1
+    return MetricSpec(name, kind, role, harm, 0.0, False, quantile, per, effect)
+
+
+_JUDGE_KEYS = {
+    "alpha", "control", "minSamples", "maxSamples", "maxDuration", "guardrails", "objective", "candidates",
+    "source", "interval",
+}
+
+
+def config_from_dict(raw: Any, origin: str = "judge config") -> JudgeConfig:
+    """Validate a ``spec.judge`` mapping (or a whole Bakeoff document)."""
+    where = origin
+    if isinstance(raw, dict) and raw.get("kind") == "Bakeoff":
+        if raw.get("apiVersion") != API_VERSION:
+            raise JudgeConfigError(f"{origin}: apiVersion must be {API_VERSION!r}, got {raw.get('apiVersion')!r}")
+        spec = raw.get("spec")
+        if not isinstance(spec, dict) or "judge" not in spec:
+            raise JudgeConfigError(f"{origin}: spec.judge is missing")
+        raw = spec["judge"]
+        where = f"{origin}: spec.judge"
+        prefix = "spec.judge."
+    else:
+        prefix = ""
+        where = f"{origin}:"
+    if not isinstance(raw, dict):
+        raise JudgeConfigError(f"{origin}: {prefix or 'the judge config '}must be a mapping")
+    unknown = sorted(set(raw) - _JUDGE_KEYS)
+    if unknown:
+        raise JudgeConfigError(f"{origin}: {prefix}{unknown[0]} is not a judge field (allowed: {', '.join(sorted(_JUDGE_KEYS))})")
+    p = f"{origin}: {prefix}".rstrip(".")
+
+    def f(key: str) -> str:
+        return f"{origin}: {prefix}{key}"
+
+    alpha = 0.05
+    if "alpha" in raw:
+        a = raw["alpha"]
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a < 1:
+            raise JudgeConfigError(f"{f('alpha')} must be a number between 0 and 1")
+        alpha = float(a)
+    control = raw.get("control", "mainline")
+    if not isinstance(control, str) or not control:
+        raise JudgeConfigError(f"{f('control')} must be the name of the control variant")
+    min_samples = 500
+    if "minSamples" in raw:
+        v = raw["minSamples"]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise JudgeConfigError(f"{f('minSamples')} must be a positive integer")
+        min_samples = v
+    max_samples = None
+    if "maxSamples" in raw and raw["maxSamples"] is not None:
+        v = raw["maxSamples"]
+        if isinstance(v, bool) or not isinstance(v, int) or v < min_samples:
+            raise JudgeConfigError(f"{f('maxSamples')} must be an integer >= minSamples ({min_samples})")
+        max_samples = v
+    max_duration = None
+    if "maxDuration" in raw and raw["maxDuration"] is not None:
+        max_duration = parse_duration(raw["maxDuration"], f("maxDuration"))
+    candidates = None
+    if "candidates" in raw and raw["candidates"] is not None:
+        v = raw["candidates"]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise JudgeConfigError(f"{f('candidates')} must be a positive integer")
+        candidates = v
+    guard_raw = raw.get("guardrails", [])
+    if guard_raw is None:
+        guard_raw = []
+    if not isinstance(guard_raw, list):
+        raise JudgeConfigError(f"{f('guardrails')} must be a list")
+    guardrails = tuple(_metric(g, f(f"guardrails[{i}]"), "guardrail") for i, g in enumerate(guard_raw))
+    names = [g.name for g in guardrails]
+    for i, n in enumerate(names):
+        if n in names[:i]:
+            raise JudgeConfigError(f"{f(f'guardrails[{i}]')}.metric {n!r} is listed twice")
+    objective = None
+    if raw.get("objective") is not None:
+        objective = _metric(raw["objective"], f("objective"), "objective")
+    if not guardrails and objective is None:
+        raise JudgeConfigError(f"{p}: needs at least one guardrail or an objective")
+    del p
+    return JudgeConfig(
+        control=control,
+        alpha=alpha,
+        min_samples=min_samples,
+        max_samples=max_samples,
+        max_duration=max_duration,
+        guardrails=guardrails,
+        objective=objective,
+        candidates=candidates,
+        origin=origin,
+    )
+
+
+def load_config(path: str | Path) -> JudgeConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise JudgeConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as e:
+        raise JudgeConfigError(f"{path.name}: not valid YAML: {e}") from None
+    if not docs:
+        raise JudgeConfigError(f"{path.name}: empty")
+    bakeoffs = [d for d in docs if isinstance(d, dict) and d.get("kind") == "Bakeoff"]
+    if bakeoffs:
+        if len(bakeoffs) > 1:
+            raise JudgeConfigError(f"{path.name}: holds {len(bakeoffs)} Bakeoff documents; give one")
+        return config_from_dict(bakeoffs[0], path.name)
+    if len(docs) > 1:
+        raise JudgeConfigError(f"{path.name}: expected one judge config document, found {len(docs)}")
+    return config_from_dict(docs[0], path.name)

@@ -1,0 +1,109 @@
+"""Anytime-valid evidence for a drift: Gaussian mixture martingales.
+
+Every test the judge runs is reduced to one shape.  At look ``j`` a batch of
+new requests gives, for a contrast between a candidate and the control, an
+unbiased batch estimate ``d_j`` with (plug-in) variance ``v_j``.  The running
+sums
+
+    W = sum_j d_j / v_j          I = sum_j 1 / v_j      (the "information")
+
+behave like a Brownian motion with drift observed at information time ``I``:
+``W - theta * I`` has independent, mean-zero increments of variance ``1/v_j``
+when ``theta`` is the true contrast.  Shifting by a hypothesised value
+``theta0`` gives ``W0 = W - theta0 * I``.
+
+Mixture SPRT (Robbins 1970; as used for A/B tests by Johari, Pekelis, Walsh,
+"Always Valid Inference: Continuous Monitoring of A/B Tests", Operations
+Research 70(3), 2022).  Mixing the likelihood ratio ``exp(t*W0 - t^2*I/2)``
+over a prior on ``t`` gives a non-negative martingale under the null, so by
+Ville's inequality ``P(sup_j Lambda_j >= 1/alpha) <= alpha``: the test may be
+looked at after every batch without inflating its error.
+
+- two-sided, prior ``t ~ N(0, tau^2)``::
+
+      Lambda = (1 + tau^2 I)^(-1/2) * exp(tau^2 W0^2 / (2 (1 + tau^2 I)))
+
+- one-sided ("the drift is above theta0"), half-normal prior on ``t > 0``::
+
+      Lambda+ = 2 (1 + tau^2 I)^(-1/2) * exp(tau^2 W0^2 / (2 (1 + tau^2 I)))
+                * Phi(tau W0 / sqrt(1 + tau^2 I))
+
+  For every ``t > 0`` the ratio is a supermartingale whenever the true drift
+  is ``<= theta0``, so ``Lambda+`` tests the *composite* null "drift <=
+  theta0" (what non-inferiority and "worse than tolerated" need); the
+  half-normal prior spends no evidence on the direction we do not test,
+  which buys roughly a factor 2 in alpha over the two-sided mixture.
+
+The always-valid p-value is ``p_j = min(1, min_{i<=j} 1/Lambda_i)`` (Johari
+et al., Section 3); the two-sided mixture inverted in ``theta0`` is a
+confidence sequence (Robbins' normal mixture boundary; see also Howard,
+Ramdas, McAuliffe, Sekhon, "Time-uniform, nonparametric, nonasymptotic
+confidence sequences", Annals of Statistics 2021)::
+
+      theta_hat +- sqrt((1 + tau^2 I) / (tau^2 I^2) * (2 log(1/alpha) + log(1 + tau^2 I)))
+
+with ``theta_hat = W / I``.
+
+The mixing scale is ``tau = effect_size * sigma`` where ``sigma`` is the
+per-request standard deviation of the metric and ``effect_size`` a
+standardised effect the test should be quickest to find (Johari et al.
+recommend tuning it to the effects one expects; the boundary is flat in it
+within a factor of a few).
+
+Validity is exact for Gaussian increments with known variance and
+asymptotic with plug-in variances (Johari et al., Section 4); the judge's
+simulation tests measure the resulting false-alarm rate.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.special import log_ndtr
+
+LOG2 = math.log(2.0)
+
+
+def log_mixture_two_sided(w0, info, tau2):
+    """log Lambda of the two-sided normal mixture (scalar or array)."""
+    a = 1.0 + tau2 * np.asarray(info, dtype=float)
+    w0 = np.asarray(w0, dtype=float)
+    return -0.5 * np.log(a) + tau2 * w0 * w0 / (2.0 * a)
+
+
+def log_mixture_one_sided(w0, info, tau2):
+    """log Lambda+ : evidence that the drift is *above* theta0 (W0 = W - theta0 I).
+
+    For evidence that the drift is below theta0, pass ``-W0``.
+    """
+    a = 1.0 + tau2 * np.asarray(info, dtype=float)
+    w0 = np.asarray(w0, dtype=float)
+    return LOG2 - 0.5 * np.log(a) + tau2 * w0 * w0 / (2.0 * a) + log_ndtr(np.sqrt(tau2) * w0 / np.sqrt(a))
+
+
+def cs_half_width(info: float, tau2: float, alpha: float) -> float:
+    """Half-width of the (1 - alpha) normal-mixture confidence sequence at information ``info``."""
+    if info <= 0 or tau2 <= 0:
+        return math.inf
+    a = 1.0 + tau2 * info
+    return math.sqrt(a / (tau2 * info * info) * (2.0 * math.log(1.0 / alpha) + math.log(a)))
+
+
+def p_from_log_lambda(log_lambda: float) -> float:
+    """1/Lambda clipped to [0, 1] (not yet running-minimised)."""
+    if not math.isfinite(log_lambda):
+        return 0.0 if log_lambda > 0 else 1.0
+    return min(1.0, math.exp(-log_lambda)) if log_lambda > -700 else 1.0
+
+
+def log_one_sided(w0: float, info: float, tau2: float) -> float:
+    """Scalar :func:`log_mixture_one_sided` (the judge's hot path)."""
+    a = 1.0 + tau2 * info
+    return LOG2 - 0.5 * math.log(a) + tau2 * w0 * w0 / (2.0 * a) + float(log_ndtr(math.sqrt(tau2) * w0 / math.sqrt(a)))
+
+
+def log_two_sided(w0: float, info: float, tau2: float) -> float:
+    """Scalar :func:`log_mixture_two_sided`."""
+    a = 1.0 + tau2 * info
+    return -0.5 * math.log(a) + tau2 * w0 * w0 / (2.0 * a)

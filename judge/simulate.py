@@ -1,0 +1,114 @@
+"""Synthetic request streams as router snapshots (for tests, benchmarks, demos).
+
+Pure numpy: a look's new requests per variant are drawn in bulk -- errors
+and conversions as binomials, latencies as a multinomial over the router's
+histogram buckets (``router.histogram`` layout, lognormal latencies) -- and
+added to cumulative counters, so a simulated snapshot is exactly what a
+router that served those requests would report.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.stats import norm
+
+from router.histogram import LAYOUT, NUM_BUCKETS, bucket_upper_bound, encode_counts
+from router.stats import OUTCOMES, SNAPSHOT_FORMAT
+
+_UPPER_LOG = np.log(np.array([bucket_upper_bound(i) for i in range(NUM_BUCKETS)]))
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One variant's behaviour: lognormal latency, error and conversion rates."""
+
+    median: float = 0.1  # seconds
+    sigma: float = 0.5  # sd of log latency
+    error_rate: float = 0.01
+    conversion: float = 0.05
+    revenue_mean: float = 20.0  # per conversion (exponential)
+    tail_factor: float = 1.0  # multiplies latencies above the control's p95 (a tail-only slowdown)
+
+    def bucket_probs(self) -> np.ndarray:
+        cdf = norm.cdf((_UPPER_LOG - math.log(self.median)) / self.sigma)
+        if self.tail_factor != 1.0:
+            # Latencies above x95 are stretched by tail_factor: P(L' <= y) = P(L <= y/f) for y/f > x95.
+            x95 = math.log(self.median) + self.sigma * norm.ppf(0.95)
+            stretched = norm.cdf((_UPPER_LOG - math.log(self.tail_factor) - math.log(self.median)) / self.sigma)
+            below = _UPPER_LOG <= x95 + math.log(self.tail_factor)
+            cdf = np.where(_UPPER_LOG <= x95, cdf, np.where(below, 0.95, stretched))
+        cdf[-1] = 1.0
+        return np.diff(np.concatenate(([0.0], cdf)))
+
+
+def _sparse(dense: np.ndarray, count: int, total: float) -> dict[str, Any]:
+    """The snapshot's sparse histogram form (as router.histogram.encode_counts), vectorised."""
+    nz = np.flatnonzero(dense)
+    if len(nz) == 0:
+        return encode_counts([], 0, 0.0)
+    return {"count": count, "sum": total, "offset": int(nz[0]), "counts": dense[nz[0] : nz[-1] + 1].tolist()}
+
+
+class Stream:
+    """Cumulative per-variant counters, advanced batch by batch."""
+
+    def __init__(self, arms: dict[str, Arm], rng: np.random.Generator, router_id: str = "sim",
+                 started_at: float = 0.0):
+        self.arms = arms
+        self.rng = rng
+        self.probs = {k: a.bucket_probs() for k, a in arms.items()}
+        self.state = {
+            k: {"requests": 0, "errors": 0, "lat": np.zeros(NUM_BUCKETS, dtype=np.int64), "lat_sum": 0.0,
+                "conv": 0, "rev": 0.0, "rev_sq": 0.0}
+            for k in arms
+        }
+        self.router_id = router_id
+        self.started_at = started_at
+        self.t = started_at
+
+    def advance(self, per_variant: dict[str, int] | int, dt: float = 1.0) -> None:
+        self.t += dt
+        for k, arm in self.arms.items():
+            n = per_variant if isinstance(per_variant, int) else per_variant.get(k, 0)
+            if n <= 0:
+                continue
+            s = self.state[k]
+            s["requests"] += n
+            s["errors"] += int(self.rng.binomial(n, arm.error_rate))
+            s["lat"] += self.rng.multinomial(n, self.probs[k])
+            s["lat_sum"] += n * arm.median * math.exp(arm.sigma**2 / 2)
+            c = int(self.rng.binomial(n, arm.conversion))
+            s["conv"] += c
+            if c:
+                vals = self.rng.exponential(arm.revenue_mean, size=c)
+                s["rev"] += float(vals.sum())
+                s["rev_sq"] += float((vals * vals).sum())
+
+    def snapshot(self) -> dict[str, Any]:
+        variants = {}
+        for k, s in self.state.items():
+            outcomes = dict.fromkeys(OUTCOMES, 0)
+            outcomes["2xx"] = s["requests"] - s["errors"]
+            outcomes["5xx"] = s["errors"]
+            variants[k] = {
+                "requests": s["requests"],
+                "outcomes": outcomes,
+                "latency": _sparse(s["lat"], s["requests"], s["lat_sum"]),
+                "metrics": {
+                    "conversion": {"count": s["conv"], "sum": float(s["conv"]), "sum_sq": float(s["conv"])},
+                    "revenue": {"count": s["conv"], "sum": s["rev"], "sum_sq": s["rev_sq"]},
+                },
+                "invalid_metrics": 0,
+            }
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "taken_at": self.t,
+            "sources": [{"router_id": self.router_id, "pid": 1, "started_at": self.started_at}],
+            "histogram": dict(LAYOUT),
+            "routes": {"version": 1, "weights": {k: 1 for k in self.arms}},
+            "variants": variants,
+        }

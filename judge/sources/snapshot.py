@@ -1,0 +1,56 @@
+"""Router snapshots: ``GET /-/snapshot`` of one or many replicas, or files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from judge.sources import SourceError
+from router.snapshot import SnapshotError, merge_snapshots, validate
+
+
+class SnapshotSource:
+    """Fetches every location and merges them (replicas add up)."""
+
+    def __init__(self, locations: list[str], *, timeout: float = 10.0):
+        self.locations = list(locations)
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+        self.description = ", ".join(self.locations)
+
+    async def _one(self, loc: str) -> dict[str, Any]:
+        if loc.startswith(("http://", "https://")):
+            if self._session is None:
+                self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+            try:
+                async with self._session.get(loc) as resp:
+                    if resp.status != 200:
+                        raise SourceError(f"{loc}: HTTP {resp.status}")
+                    return await resp.json(content_type=None)
+            except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError, ValueError) as e:
+                raise SourceError(f"{loc}: {type(e).__name__}: {e}") from None
+        path = Path(loc[len("file://"):] if loc.startswith("file://") else loc)
+        try:
+            return json.loads(path.read_text())
+        except OSError as e:
+            raise SourceError(f"{loc}: cannot read: {e.strerror or e}") from None
+        except json.JSONDecodeError as e:
+            raise SourceError(f"{loc}: not JSON: {e}") from None
+
+    async def fetch(self) -> dict[str, Any]:
+        snaps = await asyncio.gather(*(self._one(loc) for loc in self.locations))
+        try:
+            if len(snaps) == 1:
+                return validate(snaps[0], self.locations[0])
+            return merge_snapshots(snaps)
+        except SnapshotError as e:
+            raise SourceError(str(e)) from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

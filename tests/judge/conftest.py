@@ -1,0 +1,66 @@
+"""Shared helpers for the judge tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from judge.config import config_from_dict  # noqa: E402
+from judge.core import JudgeState, step  # noqa: E402
+from judge.simulate import Arm, Stream  # noqa: E402
+
+
+def make_config(**over):
+    raw = {
+        "alpha": 0.05,
+        "control": "mainline",
+        "minSamples": 500,
+        "maxSamples": 20000,
+        "guardrails": [
+            {"metric": "error_rate", "maxIncrease": 0.0},
+            {"metric": "latency_p99", "maxIncreaseRatio": 0.05},
+            {"metric": "latency_p50", "maxIncreaseRatio": 0.02},
+        ],
+        "objective": {"metric": "conversion", "kind": "proportion", "direction": "higher"},
+    }
+    raw.update(over)
+    return config_from_dict(raw, "test.yaml")
+
+
+def run_stream(config, arms: dict[str, Arm], seed: int, batch: int = 200, max_looks: int = 10_000):
+    """Look every ``batch`` requests per variant until promote/stop; return (decision, n, verdict)."""
+    rng = np.random.default_rng(seed)
+    stream = Stream(arms, rng)
+    state = JudgeState.new(config)
+    verdict = None
+    for _ in range(max_looks):
+        stream.advance(batch)
+        state, verdict = step(state, stream.snapshot(), stream.t)
+        if verdict.decision.action in ("promote", "stop"):
+            break
+    return verdict.decision, stream.state[config.control]["requests"], verdict
+
+
+def binomial_slack(p: float, runs: int) -> float:
+    """Upper one-sided 99% binomial bound for a rate whose true value is at most ``p``."""
+    return p + 2.33 * (p * (1 - p) / runs) ** 0.5
+
+
+@pytest.fixture
+def prometheus_binary():
+    """Path of the prometheus binary; skip without it, unless CI=true (then fail)."""
+    path = shutil.which("prometheus") or ("/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("prometheus is required when CI=true but was not found")
+        pytest.skip("prometheus not installed")
+    return path
