@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 import time
 from collections import deque
 from typing import TYPE_CHECKING
@@ -43,6 +44,19 @@ _METRIC_PREFIX_LEN = len(METRIC_PREFIX)
 # Bytes of request body held while no upstream connection is ready yet.
 _MAX_PENDING_BODY = 256 * 1024
 _perf = time.perf_counter
+
+# The fast response path's grammar (RFC 9112 section 4 and 5, strictly): a
+# status line, then field lines of a token, a colon and visible characters;
+# no obsolete line folding, no bare CR or LF, no NUL.
+_RESPONSE_HEAD = re.compile(
+    rb"HTTP/1\.1 [1-5][0-9][0-9] [\t\x20-\x7e\x80-\xff]*\r\n"
+    rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*\r\n)*"
+)
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]{1,18})[ \t]*(?=\r\n)")
+# Matched on the lower-cased head, whose byte positions equal the original's.
+_RESPONSE_SPECIAL = re.compile(
+    rb"\r\n(connection|keep-alive|proxy-connection|te|trailer|upgrade|bakeoff-metric-[^:]*):[ \t]*([^\r]*)"
+)
 
 
 def _error_response(status: int, reason: str, message: str) -> bytes:
@@ -113,6 +127,7 @@ class ClientConnection(asyncio.Protocol):
         self.upstream_full = False
         self.closed = False
         self.eof = False
+        self.out: list[bytes] | None = None  # see send()
         self.final_error: bytes | None = None  # written once in-flight work is answered
         self.last_active = router.loop.time()  # for the idle and head timeouts (Router.sweep)
         self.tunnel: UpstreamConnection | None = None
@@ -174,8 +189,12 @@ class ClientConnection(asyncio.Protocol):
                 self._fail_connection(BAD_REQUEST)
 
     def eof_received(self) -> bool | None:
-        # A client that half-closes after its last request still gets its responses.
+        # A client that half-closes after its last request still gets its
+        # responses; one that half-closes in the middle of a request has
+        # abandoned it (connection_lost then counts it aborted).
         self.eof = True
+        if self.parsing is not None:
+            return False
         return bool(self.exchanges)
 
     def pause_writing(self) -> None:
@@ -256,7 +275,7 @@ class ClientConnection(asyncio.Protocol):
         ex.keep_alive = parser.should_keep_alive() and not router.draining
         headers = self._headers
         if self._conn_tokens is not None:
-            headers = self._drop_connection_listed(headers, self._conn_tokens)
+            headers = drop_connection_listed(headers, self._conn_tokens)
         if self._upgrade_value is not None and parser.should_upgrade():
             ex.upgrade = True
             headers.append(b"Connection: upgrade\r\nUpgrade: " + self._upgrade_value + b"\r\n")
@@ -304,12 +323,6 @@ class ClientConnection(asyncio.Protocol):
         self._update_reading()
 
     # -- the exchange ----------------------------------------------------
-    def _drop_connection_listed(self, headers: list[bytes], tokens: bytes) -> list[bytes]:
-        names = {t.strip() for t in tokens.split(b",")} - {b"close", b"keep-alive", b"upgrade", b""}
-        if not names:
-            return headers
-        return [h for h in headers if h.split(b":", 1)[0].lower() not in names]
-
     def _start(self, ex: Exchange) -> None:
         """Send an exchange's request: to a pooled connection now, or after a connect."""
         variant = ex.variant
@@ -442,18 +455,29 @@ class ClientConnection(asyncio.Protocol):
 
     def _write_final(self, response: bytes) -> None:
         if self.transport is not None and not self.closed:
-            self.transport.write(response)
+            self.send(response)
             self._close()
 
     def _fail_connection(self, response: bytes) -> None:
         """A request could not be parsed: answer once everything before it is."""
         self.final_error = response
-        if self.parsing is not None:
-            try:
-                self.exchanges.remove(self.parsing)
-            except ValueError:
-                pass
-            self.parsing = None
+        ex = self.parsing
+        self.parsing = None
+        if ex is not None and ex in self.exchanges:
+            if ex is self.exchanges[0] and ex.head:
+                # Its head went to a variant and its body turned out bad:
+                # the upstream connection cannot be reused or left waiting.
+                self.exchanges.popleft()
+                if ex.upstream is not None:
+                    ex.upstream.close()
+                    ex.upstream = None
+                if not ex.finished:
+                    self._finish(ex, outcome=ABORTED)
+                if ex.response_started:
+                    self._close()
+                    return
+            else:
+                self.exchanges.remove(ex)
         if not self.exchanges:
             self._write_final(response)
         else:
@@ -473,7 +497,7 @@ class ClientConnection(asyncio.Protocol):
     # -- called by UpstreamConnection -------------------------------------
     def response_head(self, ex: Exchange, head: bytes) -> None:
         ex.response_started = True
-        self.transport.write(head)  # type: ignore[union-attr]
+        self.send(head)
 
     def response_complete(self, ex: Exchange, status: int, conn: UpstreamConnection, reusable: bool) -> None:
         self._finish(ex, status)
@@ -513,7 +537,7 @@ class ClientConnection(asyncio.Protocol):
         pending = self.tunnel_pending or []
         self.tunnel_pending = None
         if rest:
-            self.transport.write(rest)  # type: ignore[union-attr]
+            self.send(rest)
         for chunk in pending:
             conn.transport.write(chunk)  # type: ignore[union-attr]
         self._set_reading(True)
@@ -545,7 +569,29 @@ class ClientConnection(asyncio.Protocol):
         self.upstream_full = full
         self._update_reading()
 
+    def send(self, data: bytes) -> None:
+        """Write to the client, or gather while an upstream's bytes are being parsed.
+
+        A response's head and body usually arrive in one read; gathering them
+        makes one write (one system call) of what would otherwise be two.
+        """
+        out = self.out
+        if out is not None:
+            out.append(data)
+        elif not self.closed and self.transport is not None:
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        out = self.out
+        self.out = None
+        if out and not self.closed and self.transport is not None:
+            if len(out) == 1:
+                self.transport.write(out[0])
+            else:
+                self.transport.writelines(out)
+
     def _close(self) -> None:
+        self.flush()
         if not self.closed and self.transport is not None:
             self.closed = True
             self.transport.close()
@@ -556,6 +602,14 @@ class ClientConnection(asyncio.Protocol):
             self._close()
             return True
         return False
+
+
+def drop_connection_listed(headers: list[bytes], tokens: bytes) -> list[bytes]:
+    """Drop the header lines a Connection header names (RFC 9110 section 7.6.1)."""
+    names = {t.strip() for t in tokens.lower().split(b",")} - {b"close", b"keep-alive", b"upgrade", b""}
+    if not names:
+        return headers
+    return [h for h in headers if h.split(b":", 1)[0].strip().lower() not in names]
 
 
 def _gateway_error(status: int, ex: Exchange, detail: str) -> bytes:
@@ -582,9 +636,22 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers: list[bytes] = []
         self._metrics: list[tuple[bytes, bytes]] | None = None
         self._chunked = False
+        self._has_length = False
         self._until_eof = False
+        self._conn_tokens: bytes | None = None
         self._interim = False
         self._head_only_done = False
+        # The fast path (see _fast_response) is used only while httptools
+        # sits between two messages; -1: no fast-path body is in progress.
+        self._parser_idle = True
+        self._fast_left = -1
+        self._fast_reusable = True
+        # Inside httptools' feed_data a finished response is only noted
+        # (_deferred); a response that begins after it in the same read is
+        # stray: ignored, and the connection is not reused.
+        self._feeding = False
+        self._deferred: bool | None = None
+        self._stray = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -602,7 +669,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self._until_eof and ex.response_started and not ex.finished:
             # The body was delimited by the close itself: the response is whole.
             if self._chunked:
-                client.transport.write(b"0\r\n\r\n")  # type: ignore[union-attr]
+                client.send(b"0\r\n\r\n")
             client.response_complete(ex, self._status, self, reusable=False)
             return
         detail = "closed the connection" if exc is None else f"connection lost ({exc})"
@@ -618,26 +685,64 @@ class UpstreamConnection(asyncio.Protocol):
             return
         ex = self.exchange
         ex.last_activity = client.loop.time()  # type: ignore[union-attr]
+        left = self._fast_left
+        if left > 0:
+            # More of a fast-path body: pass it on as it is.
+            n = len(data)
+            if n < left:
+                self._fast_left = left - n
+                client.send(data)
+                return
+            if n > left:
+                # Bytes past the framed body: the upstream is confused, so
+                # the connection is not reused.
+                data = data[:left]
+                self._fast_reusable = False
+            self._fast_left = -1
+            client.send(data)
+            self._complete(reusable=self._fast_reusable)
+            return
+        if self._parser_idle and self._fast_response(client, ex, data):  # type: ignore[arg-type]
+            return
+        client.out = []
+        self._feeding = True
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade as e:
+            self._feeding = False
             if self._status == 101 and ex is not None and ex.upgrade:
                 self.tunnel = True
                 client.start_tunnel(self, data[e.args[0] :])
             else:
                 client.upstream_failed(self, ex, "sent an unexpected upgrade")  # type: ignore[arg-type]
+            client.flush()
             return
         except HttpParserError as e:
-            if ex is not None:
+            self._feeding = False
+            if self._deferred is not None:
+                self._deferred = None  # the response was whole; what followed was junk
+                self._complete(reusable=False)
+            elif ex is not None:
                 client.upstream_failed(self, ex, f"sent a malformed response ({e})")
+            client.flush()
             self.close()
             return
+        self._feeding = False
+        if self._deferred is not None:
+            # Completion waits for the end of the read so that bytes after
+            # the response can never be taken for the next request's answer.
+            reusable = self._deferred and not self._stray
+            self._deferred = None
+            self._stray = False
+            self._complete(reusable)
         if self._head_only_done:
             # A HEAD response has no body whatever its Content-Length says;
             # httptools cannot be told, so it is given a fresh parser.
             self._head_only_done = False
             self.parser = HttpResponseParser(self)
+            self._parser_idle = True
             self._complete(reusable=True)
+        client.flush()
 
     def pause_writing(self) -> None:
         if self.client is not None:
@@ -647,18 +752,108 @@ class UpstreamConnection(asyncio.Protocol):
         if self.client is not None:
             self.client.upstream_write_state(False)
 
+    def _fast_response(self, client: ClientConnection, ex: Exchange, data: bytes) -> bool:
+        """Forward a plain Content-Length response without httptools' callbacks.
+
+        Most responses are a whole head and a small body with a
+        Content-Length, in one read.  This path checks the head against a
+        strict grammar with one regular expression, removes hop-by-hop and
+        metric headers by their positions, and writes head and body at
+        once: a handful of C-level calls where httptools makes a Python
+        callback per header.  Anything else -- chunked, no length, 1xx,
+        Upgrade, HEAD, a head split across reads, a doubtful byte -- returns
+        False and takes the general path, which is the reference behaviour.
+        """
+        if ex.is_head or ex.upgrade:
+            return False
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        head = data[: end + 2]
+        if _RESPONSE_HEAD.fullmatch(head) is None:
+            return False
+        status = int(head[9:12])
+        if status < 200:
+            return False
+        lower = head.lower()
+        if b"\r\ntransfer-encoding:" in lower:
+            return False
+        if status == 204 or status == 304:
+            length = 0
+        else:
+            lengths = _CONTENT_LENGTH.findall(lower)
+            if len(lengths) != 1:
+                return False  # none (body until close) or several: the general path decides
+            length = int(lengths[0])
+        body_start = end + 4
+        available = len(data) - body_start
+        if available > length:
+            return False
+        reusable = True
+        specials = _RESPONSE_SPECIAL.search(lower)
+        if specials is not None:
+            parts = []
+            pos = 0
+            stats = None
+            for m in _RESPONSE_SPECIAL.finditer(lower):
+                name = m.group(1)
+                if name[0] == 98:  # b"b": bakeoff-metric-<name>
+                    if stats is None:
+                        stats = client.router.stats.variant(ex.variant.name)  # type: ignore[union-attr]
+                    stats.record_metric(name[_METRIC_PREFIX_LEN:].decode("latin-1"), m.group(2))
+                elif name == b"connection":
+                    tokens = {t.strip() for t in m.group(2).split(b",")}
+                    if not tokens <= {b"keep-alive", b"close", b""}:
+                        return False  # names more hop-by-hop headers: the general path drops them
+                    if b"close" in tokens:
+                        reusable = False
+                elif name == b"upgrade":
+                    return False
+                parts.append(head[pos : m.start()])
+                pos = m.end()
+            parts.append(head[pos:])
+            head = b"".join(parts)
+        if not ex.keep_alive or client.router.draining:
+            ex.keep_alive = False
+            head += b"Connection: close\r\n"
+        elif ex.http10:
+            head += b"Connection: keep-alive\r\n"
+        if client.router.expose_variant:
+            head += ex.variant.header_line  # type: ignore[union-attr]
+        self._status = status
+        ex.response_started = True
+        if available == length:
+            client.send(head + b"\r\n" + data[body_start:])
+            self._complete(reusable=reusable)
+        else:
+            client.send(head + b"\r\n")
+            if available:
+                client.send(data[body_start:])
+            self._fast_left = length - available
+            self._fast_reusable = reusable
+        return True
+
     # -- httptools callbacks ---------------------------------------------
     def on_message_begin(self) -> None:
+        if self._deferred is not None:
+            self._stray = True
+            return
+        self._parser_idle = False
         self._headers = []
         self._metrics = None
         self._chunked = False
+        self._has_length = False
         self._until_eof = False
+        self._conn_tokens = None
         self._reason = b""
 
     def on_status(self, reason: bytes) -> None:
-        self._reason += reason
+        if not self._stray:
+            self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._stray:
+            return
         lname = name.lower()
         if lname.startswith(METRIC_PREFIX):
             if self._metrics is None:
@@ -666,20 +861,26 @@ class UpstreamConnection(asyncio.Protocol):
             self._metrics.append((lname[_METRIC_PREFIX_LEN:], value))
             return
         if lname in HOP_BY_HOP:
-            if lname == b"transfer-encoding":
+            if lname == b"connection":
+                self._conn_tokens = value
+            elif lname == b"transfer-encoding":
                 self._chunked = True
             elif lname == b"upgrade":
                 self._headers.append(b"Upgrade: " + value + b"\r\n")
             return
+        if lname == b"content-length":
+            self._has_length = True
         self._headers.append(name + b": " + value + b"\r\n")
 
     def on_headers_complete(self) -> None:
         client, ex = self.client, self.exchange
-        if client is None or ex is None:
+        if client is None or ex is None or self._stray:
             return
         status = self.parser.get_status_code()
         self._status = status
         headers = self._headers
+        if self._conn_tokens is not None:
+            headers = self._headers = drop_connection_listed(headers, self._conn_tokens)
         if 100 <= status < 200 and status != 101:
             self._interim = True
             client.response_head(ex, b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, self._reason, b"".join(headers)))
@@ -689,9 +890,8 @@ class UpstreamConnection(asyncio.Protocol):
             stats = client.router.stats.variant(ex.variant.name)  # type: ignore[union-attr]
             for name, value in self._metrics:
                 stats.record_metric(name.decode("latin-1"), value)
-        has_length = any(h[:15].lower() == b"content-length:" for h in headers)
         no_body = ex.is_head or status in (204, 304) or status == 101
-        if not no_body and not has_length and not self._chunked:
+        if not no_body and not self._has_length and not self._chunked:
             self._until_eof = True  # body delimited by the upstream closing
         router = client.router
         if status == 101:
@@ -717,16 +917,21 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         client = self.client
-        if client is None or self._head_only_done:
+        if client is None or self._head_only_done or self._stray:
             return
         if self._chunked:
-            client.transport.writelines((b"%x\r\n" % len(body), body, b"\r\n"))  # type: ignore[union-attr]
+            client.send(b"%x\r\n" % len(body))
+            client.send(body)
+            client.send(b"\r\n")
         else:
-            client.transport.write(body)  # type: ignore[union-attr]
+            client.send(body)
 
     def on_message_complete(self) -> None:
         if self._interim:
             self._interim = False
+            return
+        self._parser_idle = True
+        if self._stray:
             return
         if self._head_only_done or self.tunnel or self._status == 101:
             return
@@ -734,11 +939,14 @@ class UpstreamConnection(asyncio.Protocol):
         if client is None:
             return
         if self._chunked:
-            client.transport.write(b"0\r\n\r\n")  # type: ignore[union-attr]
+            client.send(b"0\r\n\r\n")
         self._complete(reusable=self.parser.should_keep_alive())
 
     # -- life cycle --------------------------------------------------------
     def _complete(self, reusable: bool) -> None:
+        if self._feeding:
+            self._deferred = reusable
+            return
         client, ex = self.client, self.exchange
         self.client = self.exchange = None
         if client is None or ex is None:

@@ -55,11 +55,12 @@ class Upstream:
 class Variant:
     """A variant in a table: its name, upstream addresses and weight."""
 
-    __slots__ = ("name", "name_bytes", "upstreams", "weight", "seed", "_next")
+    __slots__ = ("name", "name_bytes", "header_line", "upstreams", "weight", "seed", "_next")
 
     def __init__(self, spec: VariantSpec) -> None:
         self.name = spec.name
         self.name_bytes = spec.name.encode()
+        self.header_line = b"X-Bakeoff-Variant: " + self.name_bytes + b"\r\n"
         self.upstreams = tuple(Upstream(h, p) for h, p in spec.upstreams)
         self.weight = spec.weight
         self.seed = key_hash(b"bakeoff-variant\0" + self.name_bytes)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 
 import aiohttp
+
+from router.proxy import UpstreamConnection
 
 VALID = [
     b"GET /a?b=c HTTP/1.1\r\nHost: h\r\nX-User-Id: u1\r\n\r\n",
@@ -72,5 +75,9 @@ async def test_thousands_of_random_inputs_leave_the_router_serving(upstreams, ma
                 assert r.status == 200
                 assert await r.text() == "main GET /after 0"
     assert errors == [], errors[:3]
+    # No upstream connection is left bound to a request that is over.
+    await asyncio.sleep(0.3)
+    stuck = [o for o in gc.get_objects() if isinstance(o, UpstreamConnection) and not o.closed and o.exchange]
+    assert stuck == []
     snap = router.snapshot()["variants"]["main"]
     assert sum(snap["outcomes"].values()) == snap["requests"]

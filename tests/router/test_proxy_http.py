@@ -282,3 +282,16 @@ async def test_idle_and_slow_head_connections_are_closed(upstreams, make_router)
             pass
     assert closed_after is not None and closed_after < 2.5
     assert not a.seen[1:]  # only the first, complete request reached the variant
+
+
+async def test_bad_chunk_in_a_streaming_body_releases_the_upstream(upstreams, make_router):
+    (a,) = await upstreams("alpha")
+    router = await make_router([a])
+    req = b"POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZZ\r\n"
+    data = await raw_exchange(router.port, req)
+    assert data.startswith(b"HTTP/1.1 400")
+    await asyncio.sleep(0.1)
+    assert router.snapshot()["variants"]["alpha"]["outcomes"]["aborted"] == 1
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://127.0.0.1:{router.port}/next") as r:
+            assert await r.text() == "alpha GET /next 0"
