@@ -43,6 +43,8 @@ METRIC_PREFIX = b"bakeoff-metric-"
 _METRIC_PREFIX_LEN = len(METRIC_PREFIX)
 # Bytes of request body held while no upstream connection is ready yet.
 _MAX_PENDING_BODY = 256 * 1024
+# How long a connection answered with a 400 or 431 drains before it closes.
+_LINGER_SECONDS = 2.0
 _perf = time.perf_counter
 
 # The fast response path's grammar (RFC 9112 section 4 and 5, strictly): a
@@ -51,6 +53,10 @@ _perf = time.perf_counter
 _RESPONSE_HEAD = re.compile(
     rb"HTTP/1\.1 [1-5][0-9][0-9] [\t\x20-\x7e\x80-\xff]*\r\n"
     rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*\r\n)*"
+)
+_REQUEST_HEAD = re.compile(
+    rb"(GET|HEAD|POST|PUT|DELETE|PATCH|OPTIONS) /[\x21-\x7e]* HTTP/1\.1\r\n"
+    rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e]*\r\n)*"
 )
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]{1,18})[ \t]*(?=\r\n)")
 # Matched on the lower-cased head, whose byte positions equal the original's.
@@ -132,6 +138,7 @@ class ClientConnection(asyncio.Protocol):
         self.last_active = router.loop.time()  # for the idle and head timeouts (Router.sweep)
         self.tunnel: UpstreamConnection | None = None
         self.tunnel_pending: list[bytes] | None = None
+        self._parser_idle = True  # httptools is between messages: the fast path may be used
         # Per-request scratch, reset in on_message_begin.
         self._url = b""
         self._headers: list[bytes] = []
@@ -177,6 +184,8 @@ class ClientConnection(asyncio.Protocol):
         if self.final_error is not None:
             return  # after a parse error nothing more is read from this client
         self.last_active = self.loop.time()
+        if self._parser_idle and not self.exchanges and self._fast_request(data):
+            return
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade as e:
@@ -211,8 +220,110 @@ class ClientConnection(asyncio.Protocol):
         if up is not None:
             up.set_reading(True)
 
+    def _fast_request(self, data: bytes) -> bool:
+        """Route a plain request that arrived whole, without httptools' callbacks.
+
+        The common request -- one read holding a head and, if any, its
+        whole Content-Length body, on an otherwise idle connection -- is
+        checked against a strict grammar with one regular expression; the
+        headers the router acts on are found with one more, by position.
+        Anything else (HTTP/1.0, chunked, Upgrade, a split head, pipelining,
+        a doubtful byte) returns False and takes httptools' path, the
+        reference behaviour; tests/router/test_request_paths.py holds the
+        two to the same results.
+        """
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        head = data[: end + 2]
+        m = _REQUEST_HEAD.match(head)
+        if m is None or m.end() != len(head):
+            return False
+        router = self.router
+        if end + 2 > router.max_header_bytes:
+            return False
+        lower = head.lower()
+        keep_alive = True
+        length = -1
+        key = override = xff = None
+        has_xfp = has_rid = False
+        cuts: list[tuple[int, int]] | None = None
+        sticky = router.sticky_header
+        for f in router.request_special.finditer(lower):
+            name = f.group(1)
+            drop = False
+            if name == b"content-length":
+                value = f.group(2).strip()
+                if length >= 0 or not value.isdigit() or len(value) > 18:
+                    return False
+                length = int(value)
+            elif name == b"connection":
+                tokens = {t.strip() for t in f.group(2).split(b",")}
+                if not tokens <= {b"keep-alive", b"close", b""}:
+                    return False
+                if b"close" in tokens:
+                    keep_alive = False
+                drop = True
+            elif name == b"transfer-encoding" or name == b"upgrade":
+                return False
+            elif name == sticky:
+                key = router.sticky.key_from(head[f.start(2) : f.end(2)])  # type: ignore[union-attr]
+            elif name == router.override_header:
+                override = head[f.start(2) : f.end(2)].strip()
+                drop = True
+            elif name == b"x-forwarded-for":
+                xff = head[f.start(2) : f.end(2)].rstrip()
+                drop = True
+            elif name == b"x-forwarded-proto":
+                has_xfp = True
+            elif name == b"x-request-id":
+                has_rid = True
+            else:  # keep-alive, proxy-connection, te, trailer: this hop's only
+                drop = True
+            if drop:
+                if cuts is None:
+                    cuts = []
+                cuts.append((f.start(), f.end()))
+        body_len = len(data) - end - 4
+        if body_len != (length if length > 0 else 0):
+            return False  # a body still to come, or a pipelined request behind it
+        if cuts is not None:
+            parts = []
+            pos = 0
+            for a, b in cuts:
+                parts.append(head[pos:a])
+                pos = b
+            parts.append(head[pos:])
+            head = b"".join(parts)
+        extra = b"X-Forwarded-For: " + (xff + b", " + self.peer if xff is not None else self.peer) + b"\r\n"
+        if not has_xfp:
+            extra += b"X-Forwarded-Proto: http\r\n"
+        if not has_rid:
+            extra += b"X-Request-Id: " + _REQUEST_ID_PREFIX + b"%x\r\n" % next(_request_ids)
+        ex = Exchange()
+        ex.started = _perf()
+        ex.last_activity = self.last_active
+        ex.is_head = m.group(1) == b"HEAD"
+        ex.keep_alive = keep_alive and not router.draining
+        ex.head = head + extra + b"\r\n"
+        ex.body_done = True
+        if body_len:
+            ex.pending = [data[end + 4 :]]
+            ex.pending_bytes = body_len
+        table = router.routes
+        variant = None
+        if override is not None and router.override_enabled:
+            variant = table.by_name_bytes.get(override)
+        if variant is None:
+            variant = table.pick_sticky(key) if key else table.pick_random()
+        ex.variant = variant
+        self.exchanges.append(ex)
+        self._start(ex)
+        return True
+
     # -- httptools callbacks ---------------------------------------------
     def on_message_begin(self) -> None:
+        self._parser_idle = False
         self._url = b""
         self._headers = []
         self._head_size = 0
@@ -313,6 +424,7 @@ class ClientConnection(asyncio.Protocol):
             self._send_body(ex, body)
 
     def on_message_complete(self) -> None:
+        self._parser_idle = True
         ex = self.parsing
         if ex is None:
             return
@@ -454,9 +566,20 @@ class ClientConnection(asyncio.Protocol):
             self.final_error = response
 
     def _write_final(self, response: bytes) -> None:
-        if self.transport is not None and not self.closed:
-            self.send(response)
+        if self.transport is None or self.closed:
+            return
+        self.send(response)
+        self.flush()
+        if self.final_error is None or not self.transport.can_write_eof():
             self._close()
+            return
+        # Lingering close (as nginx does): half-close, then read and discard
+        # what the client is still sending for a moment.  Closing at once
+        # would answer its next bytes with a reset, which can destroy the
+        # error response before the client has read it.
+        self.transport.write_eof()
+        self._set_reading(True)
+        self.loop.call_later(_LINGER_SECONDS, self._close)
 
     def _fail_connection(self, response: bytes) -> None:
         """A request could not be parsed: answer once everything before it is."""

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from typing import Iterable
 
@@ -37,6 +38,15 @@ class Router:
         self.override_enabled = config.override_enabled
         self.override_header = config.override_header.lower().encode("latin-1")
         self.expose_variant = config.expose_variant
+        # The request headers the fast request path acts on (proxy._fast_request).
+        names = [b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade",
+                 b"transfer-encoding", b"content-length", b"x-forwarded-for", b"x-forwarded-proto",
+                 b"x-request-id", self.override_header]  # fmt: skip
+        if self.sticky_header is not None:
+            names.append(self.sticky_header)
+        self.request_special = re.compile(
+            rb"\r\n(" + b"|".join(re.escape(n) for n in dict.fromkeys(names)) + rb"):[ \t]*([^\r]*)"
+        )
         self.max_header_bytes = config.max_header_bytes
         self.connect_timeout = config.connect_timeout
         self.read_timeout = config.read_timeout
