@@ -212,7 +212,6 @@ _JUDGE_KEYS = {
 
 def config_from_dict(raw: Any, origin: str = "judge config") -> JudgeConfig:
     """Validate a ``spec.judge`` mapping (or a whole Bakeoff document)."""
-    where = origin
     if isinstance(raw, dict) and raw.get("kind") == "Bakeoff":
         if raw.get("apiVersion") != API_VERSION:
             raise JudgeConfigError(f"{origin}: apiVersion must be {API_VERSION!r}, got {raw.get('apiVersion')!r}")
@@ -220,11 +219,9 @@ def config_from_dict(raw: Any, origin: str = "judge config") -> JudgeConfig:
         if not isinstance(spec, dict) or "judge" not in spec:
             raise JudgeConfigError(f"{origin}: spec.judge is missing")
         raw = spec["judge"]
-        where = f"{origin}: spec.judge"
         prefix = "spec.judge."
     else:
         prefix = ""
-        where = f"{origin}:"
     if not isinstance(raw, dict):
         raise JudgeConfigError(f"{origin}: {prefix or 'the judge config '}must be a mapping")
     unknown = sorted(set(raw) - _JUDGE_KEYS)

@@ -34,7 +34,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 
 from judge.config import MetricSpec
 from judge.counters import VariantCounters

@@ -1,0 +1,960 @@
+#!/usr/bin/env python3
+"""bakeoff's router against nginx, on the same machine, in the same run.
+
+Run it as ``.venv/bin/python benchmarks/router_vs_nginx.py`` (``make
+bench-router``).  ``--quick`` (or ``QUICK=1``) is a smoke mode: one round of
+1-second runs.  ``--soak-requests 1000000`` (or ``SOAK_REQUESTS``) keeps
+driving the router after the rounds until it has served that many requests in
+total, printing its RSS at intervals.  See docs/benchmarks.md.
+
+What runs (all on 127.0.0.1, ports picked free at run time, every process a
+child of this script, all stopped at the end, on Ctrl-C, SIGTERM or an error):
+
+* **Upstreams** — one separate nginx process (``worker_processes 1``, its own
+  prefix, config, pid file, error log and temp dirs in a temporary directory,
+  ``daemon off``) listening on three ports, each answering every request with
+  ``return 200 "ok <name>\\n"`` plus ``add_header Bakeoff-Metric-revenue 1.5``.
+  nginx answering from its config, with access log off and unlimited
+  keep-alive, is the fastest HTTP server at hand, so the upstreams are not the
+  bottleneck; one worker, because the machine this was written for has two
+  cores and the proxies and wrk need the rest.
+* **nginx under test** — ``worker_processes 1``; three ``upstream`` blocks with
+  ``keepalive 64``; ``split_clients "${http_x_user_id}"`` chooses one of them
+  per request (a third each); ``proxy_http_version 1.1``,
+  ``proxy_set_header Connection ""``, ``access_log off``.  To do the same work
+  as the router it also strips the metric header (``proxy_hide_header``) and
+  tells the client the variant (``add_header X-Bakeoff-Variant``).
+  ``keepalive_requests`` is raised on both sides so neither nginx closes
+  keep-alive connections every 1000 requests (the router does not either).
+* **bakeoff's router** — ``bakeoff router --config FILE`` with one worker and
+  every feature on: three variants of weight 1 (one per upstream port),
+  stickiness on the ``X-User-Id`` header, the override header enabled,
+  ``exposeVariant: true``, and business metrics from the upstreams'
+  ``Bakeoff-Metric-revenue`` header (parsed, recorded, stripped).
+* **wrk** with ``benchmarks/wrk_users.lua``: every request carries an
+  ``X-User-Id`` drawn at random from 10,000 ids per thread, so the sticky key
+  changes all the time.
+
+Each round drives, in turn, one upstream directly, nginx, then the router:
+``wrk -t2 -c64`` for throughput (requests/s) and ``wrk -t1 -c1`` for latency
+(p50).  "Added p50" is a proxy's p50 at -c1 minus the direct upstream's p50 in
+the same round.  Ratios (router / nginx) are computed per round and the
+medians reported.  The last line of output is one JSON object.
+
+Also reported: the router's RSS (VmRSS from /proc) when idle, after warm-up
+and at the end, its peak (VmHWM); CPU time per request and CPU use (% of one
+core) of the router and of nginx's worker in the throughput runs (utime+stime
+from /proc), which say whether a proxy was saturated; the requests
+the router recorded (its /-/snapshot), by outcome; errors counted by wrk; and
+warnings or errors in the processes' logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+LUA = HERE / "wrk_users.lua"
+VARIANTS = ("mainline", "v2", "v3")
+METRIC_HEADER = "Bakeoff-Metric-revenue"
+TARGETS = ("direct", "nginx", "router")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+JSON_KEYS = (
+    "router_rps", "nginx_rps", "rps_ratio", "router_added_p50_us", "nginx_added_p50_us",
+    "added_p50_ratio", "router_rss_mb_after",
+)  # fmt: skip
+
+
+TOOLS = {"nginx": "nginx", "wrk": "wrk"}  # absolute paths once run() has found them
+
+
+def find_tool(name: str) -> str | None:
+    """The program on PATH, or in /usr/sbin or /usr/bin (nginx is in /usr/sbin, often not on a user's PATH)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for d in ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"):
+        if os.access(f"{d}/{name}", os.X_OK):
+            return f"{d}/{name}"
+    return None
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot go on; the message says why."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM (or SIGHUP) received: unwind and stop the children."""
+
+
+def out(line: str = "") -> None:
+    print(line, flush=True)
+
+
+# --------------------------------------------------------------------------
+# child processes
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: no orphans if we are SIGKILLed
+    except Exception:
+        pass
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen
+    log: Path
+    stop_signal: int = signal.SIGTERM
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            lines = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(lines[-n:])
+
+
+class Children:
+    """Every process this script starts, so that all of them can be stopped."""
+
+    def __init__(self) -> None:
+        self.children: list[Child] = []
+        self.exit_codes: dict[str, int | None] = {}
+
+    def start(self, name: str, argv: list[str], log: Path, **kw: Any) -> Child:
+        fh = open(log, "ab")
+        try:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=_die_with_parent, **kw,
+            )  # fmt: skip
+        finally:
+            fh.close()
+        child = Child(name, proc, log)
+        self.children.append(child)
+        return child
+
+    def check(self) -> None:
+        for c in self.children:
+            if not c.alive():
+                raise BenchError(
+                    f"{c.name} (pid {c.proc.pid}) exited with status {c.proc.returncode} during the run; "
+                    f"last lines of {c.log}:\n{c.log_tail()}"
+                )
+
+    def stop_all(self, timeout: float = 15.0) -> None:
+        # Stop in reverse order of start: the proxies before their upstreams.
+        for c in reversed(self.children):
+            if c.alive():
+                try:
+                    c.proc.send_signal(c.stop_signal)
+                except ProcessLookupError:
+                    pass
+            try:
+                c.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                out(f"warning: {c.name} (pid {c.proc.pid}) did not stop within {timeout:.0f}s; killing it")
+                try:
+                    os.killpg(c.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                c.proc.wait()
+            self.exit_codes.setdefault(c.name, c.proc.returncode)
+        self.children.clear()
+
+
+def free_ports(n: int) -> list[int]:
+    socks, ports = [], []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+def wait_port(port: int, child: Child, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not child.alive():
+            raise BenchError(
+                f"{child.name} exited with status {child.proc.returncode} while starting; "
+                f"last lines of {child.log}:\n{child.log_tail()}"
+            )
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise BenchError(f"{child.name} is not listening on 127.0.0.1:{port} after {timeout:.0f}s; "
+                     f"last lines of {child.log}:\n{child.log_tail()}")  # fmt: skip
+
+
+def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+
+
+# --------------------------------------------------------------------------
+# /proc
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def rss_mb(pid: int, field_name: str = "VmRSS") -> float:
+    value = proc_status(pid)[field_name].split()  # e.g. "52344 kB"
+    return int(value[0]) / 1024.0
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+
+def nginx_worker_pid(master: int) -> int:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            kids = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        except OSError:
+            kids = []
+        if kids:
+            return int(kids[0])
+        time.sleep(0.05)
+    raise BenchError(f"nginx master {master} has no worker process")
+
+
+# --------------------------------------------------------------------------
+# configs
+
+
+NGINX_COMMON = """\
+worker_processes 1;
+daemon off;
+master_process on;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+{user}
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    default_type text/plain;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+{body}
+}}
+"""
+
+
+def upstream_nginx_conf(d: Path, ports: list[int], user: str) -> str:
+    body = []
+    for name, port in zip(VARIANTS, ports):
+        body.append(f"""\
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            add_header {METRIC_HEADER} 1.5;
+            return 200 "ok {name}\\n";
+        }}
+    }}""")
+    return NGINX_COMMON.format(dir=d, user=user, body="\n".join(body))
+
+
+def proxy_nginx_conf(d: Path, port: int, upstream_ports: list[int], user: str) -> str:
+    body = []
+    for name, up in zip(VARIANTS, upstream_ports):
+        body.append(f"""\
+    upstream {name} {{
+        server 127.0.0.1:{up};
+        keepalive 64;
+        keepalive_requests 100000000;
+        keepalive_timeout 300s;
+    }}""")
+    body.append("""\
+    split_clients "${http_x_user_id}" $variant {
+        33.33% mainline;
+        33.33% v2;
+        * v3;
+    }""")
+    body.append(f"""\
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://$variant;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_hide_header {METRIC_HEADER};
+            add_header X-Bakeoff-Variant $variant;
+        }}
+    }}""")
+    return NGINX_COMMON.format(dir=d, user=user, body="\n".join(body))
+
+
+def router_conf(port: int, admin: int, upstream_ports: list[int]) -> str:
+    lines = [
+        f"listen: 127.0.0.1:{port}",
+        f"admin: 127.0.0.1:{admin}",
+        "token: bench-token",
+        "workers: 1",
+        "stickiness: {header: X-User-Id}",
+        "override: {enabled: true, header: X-Bakeoff-Variant}",
+        "exposeVariant: true",
+        "timeouts: {connect: 2, read: 30, drain: 2, idle: 300}",
+        "limits: {maxHeaderBytes: 16384, maxIdlePerUpstream: 128}",
+        "variants:",
+    ]
+    for name, up in zip(VARIANTS, upstream_ports):
+        lines.append(f"  - {{name: {name}, upstreams: ['127.0.0.1:{up}'], weight: 1}}")
+    return "\n".join(lines) + "\n"
+
+
+def router_command(config: Path) -> list[str]:
+    """``bakeoff router --config FILE``, with this Python (so the venv's packages)."""
+    return [sys.executable, "-m", "bakeoff.cli", "router", "--config", str(config)]
+
+
+# --------------------------------------------------------------------------
+# wrk
+
+
+@dataclass
+class WrkResult:
+    target: str
+    kind: str  # "throughput" or "latency"
+    connections: int
+    requests: int
+    duration_s: float
+    rps: float
+    p50_us: float
+    p90_us: float
+    p99_us: float
+    max_us: float
+    non_2xx: int  # wrk's "Non-2xx or 3xx responses" (status >= 400)
+    socket_errors: int  # connect + read + write + timeout
+    cpu_s: float = 0.0  # CPU time of the target process during the run
+    other_pct: float = float("nan")  # CPU used by processes not in this benchmark, % of one core
+    raw: str = field(default="", repr=False)
+
+
+_UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
+
+
+def _to_us(text: str) -> float:
+    m = re.fullmatch(r"([0-9.]+)(us|ms|s|m|h)", text.strip())
+    if not m:
+        raise ValueError(text)
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_wrk(output: str) -> dict[str, Any]:
+    """Figures from wrk's output: the BAKEOFF_WRK line of wrk_users.lua, else the text."""
+    r: dict[str, Any] = {}
+    m = re.search(r"^Requests/sec:\s+([0-9.]+)", output, re.M)
+    if m:
+        r["rps"] = float(m.group(1))
+    m = re.search(r"^\s*(\d+) requests in ([0-9.]+\w+)", output, re.M)
+    if m:
+        r["requests"] = int(m.group(1))
+        r["duration_s"] = _to_us(m.group(2)) / 1e6
+    for pct in ("50", "90", "99"):
+        m = re.search(rf"^\s*{pct}%\s+([0-9.]+\w+)", output, re.M)
+        if m:
+            r[f"p{pct}_us"] = _to_us(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    r["socket_errors"] = sum(int(x) for x in m.groups()) if m else 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    r["non_2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"^BAKEOFF_WRK (\{.*\})\s*$", output, re.M)
+    if m:
+        d = json.loads(m.group(1))
+        e = d["errors"]
+        r.update(
+            requests=d["requests"], duration_s=d["duration_us"] / 1e6,
+            rps=d["requests"] / (d["duration_us"] / 1e6) if d["duration_us"] else 0.0,
+            p50_us=float(d["p50_us"]), p90_us=float(d["p90_us"]), p99_us=float(d["p99_us"]),
+            max_us=float(d["max_us"]), non_2xx=e["status"],
+            socket_errors=e["connect"] + e["read"] + e["write"] + e["timeout"],
+        )  # fmt: skip
+    missing = {"rps", "requests", "p50_us"} - r.keys()
+    if missing:
+        raise BenchError(f"could not read {', '.join(sorted(missing))} from wrk's output:\n{output}")
+    r.setdefault("p90_us", float("nan"))
+    r.setdefault("p99_us", float("nan"))
+    r.setdefault("max_us", float("nan"))
+    r.setdefault("duration_s", float("nan"))
+    return r
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds spent busy on all CPUs since boot (/proc/stat; steal counts as busy)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (v + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+class Wrk:
+    def __init__(self, children: Children, tmp: Path) -> None:
+        self.children = children
+        self.tmp = tmp
+        self.proc: subprocess.Popen | None = None
+        self.own_pids: list[int] = []  # long-lived benchmark processes (proxies, upstream worker)
+
+    def _own_cpu(self) -> float:
+        total = 0.0
+        for p in self.own_pids:
+            try:
+                total += cpu_seconds(p)
+            except OSError:
+                pass
+        return total
+
+    def run(self, target: str, kind: str, url: str, threads: int, conns: int, seconds: float,
+            pid: int | None = None, pin: bool = False) -> WrkResult:  # fmt: skip
+        self.children.check()
+        cpus = sorted(os.sched_getaffinity(0))
+        if pin and len(cpus) >= 2:
+            # wrk alone on one CPU, the servers together on another: every run crosses CPUs the same way
+            for p in self.own_pids:
+                os.sched_setaffinity(p, {cpus[1]})
+            preexec = lambda: (_die_with_parent(), os.sched_setaffinity(0, {cpus[0]}))  # noqa: E731
+        else:
+            pin = False
+            preexec = _die_with_parent
+        argv = [TOOLS["wrk"], f"-t{threads}", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--latency",
+                "--timeout", "5s", "-s", str(LUA), url]  # fmt: skip
+        cpu0 = cpu_seconds(pid) if pid else 0.0
+        own0, busy0, t0 = self._own_cpu(), machine_busy_seconds(), time.monotonic()
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            preexec_fn=preexec,
+        )  # fmt: skip
+        try:
+            output, _ = self.proc.communicate(timeout=seconds + 60)
+        finally:
+            if pin:
+                for p in self.own_pids:
+                    try:
+                        os.sched_setaffinity(p, cpus)
+                    except OSError:
+                        pass
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        rc, self.proc = self.proc.returncode, None
+        cpu = (cpu_seconds(pid) - cpu0) if pid else 0.0
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk's own CPU, now that it has been waited for
+        wrk_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+        elapsed = time.monotonic() - t0
+        other = machine_busy_seconds() - busy0 - (self._own_cpu() - own0) - wrk_cpu
+        other_pct = max(0.0, other) / elapsed * 100 if elapsed > 0 else float("nan")
+        if rc != 0:
+            raise BenchError(f"wrk exited with status {rc} against {target} ({url}):\n{output}")
+        self.children.check()
+        r = parse_wrk(output)
+        return WrkResult(target=target, kind=kind, connections=conns, cpu_s=cpu, other_pct=other_pct, raw=output,
+                         **r)  # fmt: skip
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+
+
+# --------------------------------------------------------------------------
+# the benchmark
+
+
+def machine_info() -> list[str]:
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        kb = int(proc_status_like("/proc/meminfo")["MemTotal"].split()[0])
+        mem = f"{kb / 1024 / 1024:.1f} GiB"
+    except Exception:
+        pass
+    nginx_v = subprocess.run([TOOLS["nginx"], "-v"], capture_output=True, text=True)
+    wrk_v = subprocess.run([TOOLS["wrk"], "-v"], capture_output=True, text=True)
+    wrk_line = next((ln for ln in (wrk_v.stdout + wrk_v.stderr).splitlines() if ln.startswith("wrk")), "?")
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=10).stdout.strip() or "none"  # fmt: skip
+    except Exception:
+        commit = "?"
+    try:
+        import uvloop  # noqa: PLC0415
+
+        uv = uvloop.__version__
+    except Exception:
+        uv = "?"
+    return [
+        f"machine: nproc={len(os.sched_getaffinity(0))} cpu={model!r} memory={mem} "
+        f"kernel={platform.release()} load={'/'.join(f'{x:.2f}' for x in os.getloadavg())}",
+        f"versions: {(nginx_v.stderr or nginx_v.stdout).strip()}; {wrk_line.strip()}; "
+        f"python {platform.python_version()}; uvloop {uv}; bakeoff commit {commit}",
+    ]
+
+
+def proc_status_like(path: str) -> dict[str, str]:
+    with open(path) as f:
+        return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in f)}
+
+
+def snapshot(admin_port: int) -> dict[str, Any]:
+    status, _, body = http_get(f"http://127.0.0.1:{admin_port}/-/snapshot", timeout=10)
+    if status != 200:
+        raise BenchError(f"router /-/snapshot answered {status}: {body[:200]!r}")
+    return json.loads(body)
+
+
+def snapshot_totals(snap: dict[str, Any]) -> dict[str, Any]:
+    requests, outcomes, metric_count, invalid = 0, {}, 0, 0
+    per_variant = {}
+    for name, v in snap.get("variants", {}).items():
+        requests += v.get("requests", 0)
+        per_variant[name] = v.get("requests", 0)
+        for k, n in v.get("outcomes", {}).items():
+            outcomes[k] = outcomes.get(k, 0) + n
+        metric_count += v.get("metrics", {}).get("revenue", {}).get("count", 0)
+        invalid += v.get("invalid_metrics", 0)
+    return {"requests": requests, "outcomes": outcomes, "revenue_count": metric_count,
+            "invalid_metrics": invalid, "per_variant": per_variant}  # fmt: skip
+
+
+def sanity_checks(direct_url: str, nginx_url: str, router_url: str) -> list[str]:
+    """Each target answers as configured; returns the problems found (empty: all good)."""
+    problems = []
+    st, h, body = http_get(direct_url, {"X-User-Id": "check"})
+    if st != 200 or h.get(METRIC_HEADER.lower()) != "1.5":
+        problems.append(f"upstream: status {st}, {METRIC_HEADER}={h.get(METRIC_HEADER.lower())!r}")
+    for name, url in (("nginx", nginx_url), ("router", router_url)):
+        seen: dict[str, str] = {}
+        for i in range(60):
+            uid = f"check-{i}"
+            for _ in range(2 if i < 10 else 1):
+                st, h, body = http_get(url, {"X-User-Id": uid})
+                if st != 200:
+                    problems.append(f"{name}: status {st} for X-User-Id {uid}: {body[:200]!r}")
+                    break
+                if METRIC_HEADER.lower() in h:
+                    problems.append(f"{name}: {METRIC_HEADER} reached the client")
+                variant = h.get("x-bakeoff-variant")
+                if not variant:
+                    problems.append(f"{name}: no X-Bakeoff-Variant in the response")
+                    break
+                if body.decode(errors="replace").strip() != f"ok {variant}":
+                    problems.append(f"{name}: X-Bakeoff-Variant {variant} but the body is {body[:40]!r}")
+                if uid in seen and seen[uid] != variant:
+                    problems.append(f"{name}: X-User-Id {uid} went to {seen[uid]} then {variant} (not sticky)")
+                seen[uid] = variant
+            if problems:
+                break
+        if not problems and len(set(seen.values())) < 3:
+            problems.append(f"{name}: 60 user ids reached only {sorted(set(seen.values()))}")
+    return problems
+
+
+def log_findings(path: Path, patterns: tuple[str, ...]) -> tuple[int, list[str]]:
+    """Lines of a log that report a problem: JSON lines by their level, other lines by ``patterns``."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return 0, []
+    hits = []
+    for ln in lines:
+        if ln.startswith("{"):
+            try:
+                level = str(json.loads(ln).get("level", "")).lower()
+            except ValueError:
+                level = ""
+            if level in ("warning", "warn", "error", "critical", "exception", "fatal"):
+                hits.append(ln)
+                continue
+            if level:
+                continue
+        if any(p in ln.lower() for p in patterns):
+            hits.append(ln)
+    return len(hits), hits[:5]
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def fmt_us(us: float) -> str:
+    if us != us:
+        return "-"
+    return f"{us:.0f}us" if us < 10000 else f"{us / 1000:.1f}ms"
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    for tool in ("nginx", "wrk"):
+        path = find_tool(tool)
+        if not path:
+            raise BenchError(
+                f"{tool} is not installed (not on PATH, nor in /usr/sbin or /usr/bin); this benchmark needs "
+                "nginx and wrk (Debian/Ubuntu: apt-get install nginx-light wrk)"
+            )
+        TOOLS[tool] = path
+    if not LUA.exists():
+        raise BenchError(f"{LUA} is missing")
+
+    for line in machine_info():
+        out(line)
+    out(f"mode: {'quick' if args.quick else 'full'}; rounds={args.rounds}; throughput runs "
+        f"-t{args.threads} -c{args.connections} {args.duration}s; latency runs -t1 -c1 "
+        f"{args.latency_duration}s; warm-up {args.warmup}s per target"
+        + (f"; soak to {args.soak_requests} router requests" if args.soak_requests else ""))  # fmt: skip
+
+    tmp = Path(tempfile.mkdtemp(prefix="bakeoff-bench-"))
+    children = Children()
+    wrk = Wrk(children, tmp)
+    ok = interrupted = False
+    try:
+        up_ports = free_ports(6)
+        upstream_ports, nginx_port, router_port, admin_port = up_ports[:3], up_ports[3], up_ports[4], up_ports[5]
+        user = ""  # as root, nginx runs its workers as nobody; nothing here needs more
+
+        # upstreams
+        ud = tmp / "upstreams"
+        ud.mkdir()
+        (ud / "nginx.conf").write_text(upstream_nginx_conf(ud, upstream_ports, user))
+        ups = children.start("upstream nginx", [TOOLS["nginx"], "-p", str(ud), "-c", str(ud / "nginx.conf"),
+                                                "-e", str(ud / "error.log")], ud / "stdout.log")  # fmt: skip
+        ups.stop_signal = signal.SIGQUIT  # graceful; keep upstreams up until the proxies are gone
+        for p in upstream_ports:
+            wait_port(p, ups)
+
+        # nginx under test
+        nd = tmp / "nginx"
+        nd.mkdir()
+        (nd / "nginx.conf").write_text(proxy_nginx_conf(nd, nginx_port, upstream_ports, user))
+        ngx = children.start("nginx under test", [TOOLS["nginx"], "-p", str(nd), "-c", str(nd / "nginx.conf"),
+                                                  "-e", str(nd / "error.log")], nd / "stdout.log")  # fmt: skip
+        wait_port(nginx_port, ngx)
+        ngx_worker = nginx_worker_pid(ngx.proc.pid)
+
+        # router
+        rconf = tmp / "router.yaml"
+        rconf.write_text(router_conf(router_port, admin_port, upstream_ports))
+        argv = router_command(rconf)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.setdefault("BAKEOFF_LOG_LEVEL", "info")
+        router = children.start("router", argv, tmp / "router.log", cwd=str(REPO), env=env)
+        wait_port(router_port, router, timeout=30)
+        wait_port(admin_port, router, timeout=30)
+        deadline = time.monotonic() + 20
+        while http_get(f"http://127.0.0.1:{admin_port}/-/readyz")[0] != 200:
+            if time.monotonic() > deadline:
+                raise BenchError("router /-/readyz is not 200 after 20s")
+            time.sleep(0.1)
+        rpid = router.proc.pid
+        rss_idle = rss_mb(rpid)
+
+        urls = {
+            "direct": f"http://127.0.0.1:{upstream_ports[0]}/",
+            "nginx": f"http://127.0.0.1:{nginx_port}/",
+            "router": f"http://127.0.0.1:{router_port}/",
+        }
+        pids = {"direct": None, "nginx": ngx_worker, "router": rpid}
+        wrk.own_pids = [nginx_worker_pid(ups.proc.pid), ngx_worker, rpid]
+        out(f"processes: upstream nginx pid {ups.proc.pid} ports {upstream_ports}; nginx pid {ngx.proc.pid} "
+            f"(worker {ngx_worker}) port {nginx_port}; router pid {rpid} port {router_port} admin {admin_port}; "
+            f"router command: {' '.join(argv[1:4])} ...")  # fmt: skip
+
+        problems = sanity_checks(urls["direct"], urls["nginx"], urls["router"])
+        for p in problems:
+            out(f"CHECK FAILED: {p}")
+        if not problems:
+            out("checks: all three answer 200; both proxies strip the metric header, name the variant, "
+                "keep a user on one variant and spread 60 users over all three variants")  # fmt: skip
+
+        # warm-up: connection pools, code paths, page cache
+        for t in TARGETS:
+            wrk.run(t, "warmup", urls[t], args.threads, args.connections, args.warmup, pids[t])
+        rss_before = rss_mb(rpid)
+        snap0 = snapshot_totals(snapshot(admin_port))
+        out(f"router after warm-up: RSS {rss_before:.1f} MB (idle {rss_idle:.1f} MB), "
+            f"{snap0['requests']} requests recorded")  # fmt: skip
+
+        results: list[list[WrkResult]] = []
+        for i in range(args.rounds):
+            row = []
+            for t in TARGETS:
+                row.append(wrk.run(t, "throughput", urls[t], args.threads, args.connections, args.duration, pids[t]))
+                row.append(wrk.run(t, "latency", urls[t], 1, 1, args.latency_duration, pids[t], pin=args.pin))
+            results.append(row)
+            by = {(r.target, r.kind): r for r in row}
+            out(f"round {i + 1}/{args.rounds}: rps direct {by['direct', 'throughput'].rps:.0f} nginx "
+                f"{by['nginx', 'throughput'].rps:.0f} router {by['router', 'throughput'].rps:.0f}; p50 at -c1 "
+                f"direct {fmt_us(by['direct', 'latency'].p50_us)} nginx {fmt_us(by['nginx', 'latency'].p50_us)} "
+                f"router {fmt_us(by['router', 'latency'].p50_us)}; router RSS {rss_mb(rpid):.1f} MB")  # fmt: skip
+        rss_rounds = rss_mb(rpid)
+
+        soak_log = []
+        if args.soak_requests:
+            t0 = time.monotonic()
+            while True:
+                total = snapshot_totals(snapshot(admin_port))["requests"]
+                rss = rss_mb(rpid)
+                soak_log.append((round(time.monotonic() - t0, 1), total, round(rss, 2)))
+                out(f"soak: t={time.monotonic() - t0:6.1f}s router requests {total:>9d}  RSS {rss:7.2f} MB  "
+                    f"peak {rss_mb(rpid, 'VmHWM'):7.2f} MB")  # fmt: skip
+                if total >= args.soak_requests:
+                    break
+                wrk.run("router", "soak", urls["router"], args.threads, args.connections, args.soak_interval, rpid)
+
+        final = snapshot_totals(snapshot(admin_port))
+        rss_after = rss_mb(rpid)
+        rss_peak = rss_mb(rpid, "VmHWM")
+        ngx_rss = rss_mb(ngx_worker)
+        children.check()
+        report = summarise(args, results, rss_idle, rss_before, rss_rounds, rss_after, rss_peak, ngx_rss,
+                           snap0, final, soak_log, problems)  # fmt: skip
+        ok = True
+    except (KeyboardInterrupt, Interrupted):
+        interrupted = True
+        raise
+    finally:
+        wrk.kill()
+        router_alive_at_end = any(c.name == "router" and c.alive() for c in children.children)
+        children.stop_all()
+        logs = [("router", tmp / "router.log", ("error", "exception", "traceback", "warning", "critical")),
+                ("nginx under test", tmp / "nginx" / "error.log", ("[error]", "[crit]", "[alert]", "[emerg]", "[warn]")),
+                ("upstream nginx", tmp / "upstreams" / "error.log", ("[error]", "[crit]", "[alert]", "[emerg]", "[warn]"))]  # fmt: skip
+        findings = {}
+        for name, path, pats in logs:
+            n, first = log_findings(path, pats)
+            findings[name] = n
+            if n:
+                out(f"log: {n} warning/error lines in {name}'s log ({path}); first ones:")
+                for ln in first:
+                    out(f"    {ln[:300]}")
+        if router_alive_at_end and children.exit_codes.get("router") not in (0, None):
+            out(f"note: the router exited with status {children.exit_codes['router']} after SIGTERM")
+        if (ok or interrupted) and not args.keep_tmp and not any(findings.values()):
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            out(f"kept {tmp} (logs and configs)")
+    report["router_log_problems"] = findings["router"]
+    report["router_exit_code"] = children.exit_codes.get("router")
+    return report
+
+
+def summarise(args, results, rss_idle, rss_before, rss_rounds, rss_after, rss_peak, ngx_rss, snap0, final,
+              soak_log, problems) -> dict[str, Any]:  # fmt: skip
+    out()
+    head = (f"{'round':>5}  {'target':<7} {'rps -c64':>10} {'p50 -c64':>9} {'p99 -c64':>9} "
+            f"{'p50 -c1':>8} {'p99 -c1':>8} {'added p50':>9} {'cpu us/req':>10} {'cpu %':>6} {'other%':>6} {'non-2xx':>8} {'sock err':>8}")  # fmt: skip
+    out(head)
+    out("-" * len(head))
+    per_round = []
+    cpu = {t: [0.0, 0] for t in TARGETS}  # throughput runs: CPU seconds, requests
+    cpu_pct: dict[str, list[float]] = {t: [] for t in TARGETS}
+    errors = {t: [0, 0] for t in TARGETS}
+    for i, row in enumerate(results):
+        by = {(r.target, r.kind): r for r in row}
+        direct_p50 = by["direct", "latency"].p50_us
+        added = {}
+        for t in TARGETS:
+            thr, lat = by[t, "throughput"], by[t, "latency"]
+            added[t] = lat.p50_us - direct_p50
+            cpu[t][0] += thr.cpu_s
+            cpu[t][1] += thr.requests
+            for r in (thr, lat):
+                errors[t][0] += r.non_2xx
+                errors[t][1] += r.socket_errors
+            cpu_req = thr.cpu_s / thr.requests * 1e6 if t != "direct" and thr.requests else float("nan")
+            pct = thr.cpu_s / thr.duration_s * 100 if t != "direct" and thr.duration_s else float("nan")
+            cpu_pct[t].append(pct)
+            out(f"{i + 1:>5}  {t:<7} {thr.rps:>10.0f} {fmt_us(thr.p50_us):>9} {fmt_us(thr.p99_us):>9} "
+                f"{fmt_us(lat.p50_us):>8} {fmt_us(lat.p99_us):>8} "
+                f"{(fmt_us(added[t]) if t != 'direct' else '-'):>9} "
+                f"{(f'{cpu_req:.1f}' if cpu_req == cpu_req else '-'):>10} "
+                f"{(f'{pct:.0f}' if pct == pct else '-'):>6} "
+                f"{max(thr.other_pct, lat.other_pct):>6.0f} "
+                f"{thr.non_2xx + lat.non_2xx:>8} {thr.socket_errors + lat.socket_errors:>8}")  # fmt: skip
+        n_added = added["nginx"]
+        per_round.append({
+            "rps": {t: by[t, "throughput"].rps for t in TARGETS},
+            "p50": {t: by[t, "latency"].p50_us for t in TARGETS},
+            "added": added,
+            "rps_ratio": by["router", "throughput"].rps / by["nginx", "throughput"].rps,
+            # nginx's added p50 can be ~0 on a quiet machine; floor it at 1us so the ratio stays finite
+            "added_ratio": added["router"] / max(n_added, 1.0),
+        })  # fmt: skip
+    out("-" * len(head))
+    noisy = [r for row in results for r in row if r.other_pct > 25]
+    med = {t: median([r["rps"][t] for r in per_round]) for t in TARGETS}
+    p50 = {t: median([r["p50"][t] for r in per_round]) for t in TARGETS}
+    add = {t: median([r["added"][t] for r in per_round]) for t in TARGETS}
+    rps_ratio = median([r["rps_ratio"] for r in per_round])
+    added_ratio = median([r["added_ratio"] for r in per_round])
+    cpu_req = {t: (cpu[t][0] / cpu[t][1] * 1e6 if cpu[t][1] and t != "direct" else None) for t in TARGETS}
+    for t in TARGETS:
+        out(f"{'med':>5}  {t:<7} {med[t]:>10.0f} {'':>9} {'':>9} {fmt_us(p50[t]):>8} {'':>8} "
+            f"{(fmt_us(add[t]) if t != 'direct' else '-'):>9} "
+            f"{(f'{cpu_req[t]:.1f}' if cpu_req[t] else '-'):>10} "
+            f"{(f'{median(cpu_pct[t]):.0f}' if t != 'direct' else '-'):>6} {'':>6} "
+            f"{errors[t][0]:>8} {errors[t][1]:>8}")  # fmt: skip
+    out()
+    out(f"rps ratio router/nginx per round: {', '.join(format(r['rps_ratio'], '.3f') for r in per_round)}; "
+        f"median {rps_ratio:.3f} (target >= 0.7: {'met' if rps_ratio >= 0.7 else 'NOT met'})")
+    out(f"added p50 ratio router/nginx per round: {', '.join(format(r['added_ratio'], '.2f') for r in per_round)}; "
+        f"median {added_ratio:.2f} (target <= 1.5: {'met' if added_ratio <= 1.5 else 'NOT met'})")
+    if noisy:
+        out(f"NOISE: other processes used more than 25% of a core during {len(noisy)} of "
+            f"{sum(len(row) for row in results)} runs (up to {max(r.other_pct for r in noisy):.0f}%); "
+            "the figures are less trustworthy, consider running again on a quiet machine")  # fmt: skip
+    served = final["requests"]
+    out(f"router RSS: idle {rss_idle:.2f} MB, after warm-up {rss_before:.2f} MB, after the rounds "
+        f"{rss_rounds:.2f} MB, at the end {rss_after:.2f} MB (peak {rss_peak:.2f} MB); "
+        f"growth after warm-up {rss_after - rss_before:+.2f} MB over {served - snap0['requests']} requests; "
+        f"nginx worker RSS {ngx_rss:.2f} MB")  # fmt: skip
+    outcomes = ", ".join(f"{k} {v}" for k, v in sorted(final["outcomes"].items()) if v)
+    out(f"router /-/snapshot: {served} requests ({outcomes}); per variant "
+        f"{', '.join(f'{k} {v}' for k, v in sorted(final['per_variant'].items()))}; "
+        f"revenue values recorded {final['revenue_count']}, invalid {final['invalid_metrics']}")  # fmt: skip
+    non2xx = sum(v for k, v in final["outcomes"].items() if k != "2xx")
+    if non2xx:
+        out(f"WARNING: the router recorded {non2xx} requests that did not end in 2xx")
+    if final["revenue_count"] != final["outcomes"].get("2xx", 0):
+        out(f"WARNING: revenue values recorded ({final['revenue_count']}) != 2xx responses "
+            f"({final['outcomes'].get('2xx', 0)})")  # fmt: skip
+    return {
+        "router_rps": round(med["router"], 1),
+        "nginx_rps": round(med["nginx"], 1),
+        "rps_ratio": round(rps_ratio, 4),
+        "router_added_p50_us": round(add["router"], 1),
+        "nginx_added_p50_us": round(add["nginx"], 1),
+        "added_p50_ratio": round(added_ratio, 3),
+        "router_rss_mb_after": round(rss_after, 2),
+        "router_rss_mb_before": round(rss_before, 2),
+        "router_rss_mb_idle": round(rss_idle, 2),
+        "router_rss_mb_peak": round(rss_peak, 2),
+        "router_requests_total": served,
+        "router_non_2xx": non2xx,
+        "router_wrk_errors": errors["router"][0] + errors["router"][1],
+        "nginx_wrk_errors": errors["nginx"][0] + errors["nginx"][1],
+        "direct_rps": round(med["direct"], 1),
+        "router_p50_us": p50["router"],
+        "nginx_p50_us": p50["nginx"],
+        "direct_p50_us": p50["direct"],
+        "router_cpu_us_per_req": round(cpu_req["router"], 1) if cpu_req["router"] else None,
+        "nginx_cpu_us_per_req": round(cpu_req["nginx"], 1) if cpu_req["nginx"] else None,
+        "router_cpu_pct": round(median(cpu_pct["router"]), 1),
+        "nginx_cpu_pct": round(median(cpu_pct["nginx"]), 1),
+        "rps_ratio_rounds": [round(r["rps_ratio"], 4) for r in per_round],
+        "added_p50_ratio_rounds": [round(r["added_ratio"], 3) for r in per_round],
+        "rounds": len(per_round),
+        "quick": bool(args.quick),
+        "soak": soak_log,
+        "checks_ok": not problems,
+        "max_other_cpu_pct": round(max(r.other_pct for row in results for r in row), 1),
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ
+    p = argparse.ArgumentParser(description="bakeoff's router against nginx on this machine (see docs/benchmarks.md)")
+    p.add_argument("--quick", action="store_true", default=env.get("QUICK", "") not in ("", "0", "false"),
+                   help="smoke mode: 1 round of 1-second runs (or QUICK=1)")  # fmt: skip
+    p.add_argument("--rounds", type=int, default=None, help="rounds (default 3; 1 with --quick)")
+    p.add_argument("--duration", type=float, default=None, help="seconds per throughput run (default 5)")
+    p.add_argument("--latency-duration", type=float, default=None, help="seconds per latency run (default 5)")
+    p.add_argument("--warmup", type=float, default=None, help="seconds of warm-up per target (default 2)")
+    p.add_argument("--connections", type=int, default=64, help="connections for throughput runs (default 64)")
+    p.add_argument("--threads", type=int, default=2, help="wrk threads for throughput runs (default 2)")
+    p.add_argument("--soak-requests", type=int, default=int(env.get("SOAK_REQUESTS", "0") or 0),
+                   help="after the rounds, drive the router until it has served this many requests in all "
+                        "and print its RSS at intervals (or SOAK_REQUESTS)")  # fmt: skip
+    p.add_argument("--soak-interval", type=float, default=10.0, help="seconds between RSS readings in the soak")
+    p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=env.get("PIN", "1") not in ("0", "false"),
+                   help="in the -c1 latency runs, pin wrk to one CPU and the servers to another (default on)")
+    p.add_argument("--keep-tmp", action="store_true", help="keep the temporary directory (configs, logs)")
+    a = p.parse_args(argv)
+    a.rounds = a.rounds or (1 if a.quick else int(env.get("ROUNDS", "3")))
+    a.duration = a.duration or (1.0 if a.quick else 5.0)
+    a.latency_duration = a.latency_duration or (1.0 if a.quick else 5.0)
+    a.warmup = a.warmup or (1.0 if a.quick else 2.0)
+    if a.rounds < 1:
+        p.error("--rounds must be at least 1")
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        raise Interrupted(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    try:
+        report = run(args)
+    except BenchError as e:
+        print(f"router_vs_nginx: {e}", file=sys.stderr, flush=True)
+        return 1
+    except (KeyboardInterrupt, Interrupted) as e:
+        print(f"router_vs_nginx: interrupted ({str(e) or 'SIGINT'}); all child processes stopped", file=sys.stderr)
+        return 130
+    out(json.dumps(report, separators=(", ", ": ")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
