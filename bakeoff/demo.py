@@ -144,7 +144,7 @@ def _rows(snap: dict[str, Any], prev: dict[str, Any] | None, dt: float) -> list[
         n = v["requests"]
         errors = o["5xx"] + o["connect_error"] + o["timeout"]
         counts = decode_counts(v["latency"])
-        conv = v["metrics"].get("conversion", {"count": 0, "sum": 0.0})
+        conv = v["metrics"].get("conversion", {"count": 0})
         rate = None
         if prev is not None and dt > 0 and name in prev["variants"]:
             rate = (n - prev["variants"][name]["requests"]) / dt
@@ -157,7 +157,7 @@ def _rows(snap: dict[str, Any], prev: dict[str, Any] | None, dt: float) -> list[
                 "error_rate": errors / n if n else None,
                 "p50_ms": quantile_from_counts(counts, 0.5) * 1000 if n else None,
                 "p99_ms": quantile_from_counts(counts, 0.99) * 1000 if n else None,
-                "conversion": conv["sum"] / conv["count"] if conv["count"] else None,
+                "conversion": conv["count"] / n if n else None,
             }
         )
     return rows

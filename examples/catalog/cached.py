@@ -22,9 +22,10 @@ async def product(request: web.Request) -> web.Response:
     pid = int(request.match_info["pid"])
     if not 0 <= pid < PRODUCTS:
         return web.json_response({"error": "no such product"}, status=404)
-    bought = 1 if random.random() < 0.05 else 0
+    # Conversion is a proportion metric: reported only when it happens.
+    headers = {"Bakeoff-Metric-conversion": "1"} if random.random() < 0.05 else {}
     return web.Response(
-        text=rendered(pid), content_type="application/json", headers={"Bakeoff-Metric-conversion": str(bought)}
+        text=rendered(pid), content_type="application/json", headers=headers
     )
 
 

@@ -25,11 +25,12 @@ async def product(request: web.Request) -> web.Response:
         # The error bug: a discount lookup that fails for some products.
         raise web.HTTPInternalServerError(text="discount table has no entry")
     tags = sorted({f"tag{(pid * k) % 17}" for k in range(1, 40)})
-    bought = 1 if random.random() < 0.05 else 0
+    # Conversion is a proportion metric: reported only when it happens.
+    headers = {"Bakeoff-Metric-conversion": "1"} if random.random() < 0.05 else {}
     return web.Response(
         text=json.dumps({"id": pid, "name": product_name(pid), "price": prices[pid], "tags": tags}),
         content_type="application/json",
-        headers={"Bakeoff-Metric-conversion": str(bought)},
+        headers=headers,
     )
 
 
