@@ -58,10 +58,16 @@ _REQUEST_HEAD = re.compile(
     rb"(GET|HEAD|POST|PUT|DELETE|PATCH|OPTIONS) /[\x21-\x7e]* HTTP/1\.1\r\n"
     rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e]*\r\n)*"
 )
-_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]{1,18})[ \t]*(?=\r\n)")
 # Matched on the lower-cased head, whose byte positions equal the original's.
 _RESPONSE_SPECIAL = re.compile(
-    rb"\r\n(connection|keep-alive|proxy-connection|te|trailer|upgrade|bakeoff-metric-[^:]*):[ \t]*([^\r]*)"
+    rb"\r\n(connection|keep-alive|proxy-connection|te|trailer|upgrade|transfer-encoding|content-length"
+    rb"|bakeoff-metric-[^:]*):[ \t]*([^\r]*)"
+)
+_PLAIN_CONNECTION_TOKENS = frozenset((b"keep-alive", b"close", b""))
+# The lines the fast response path removes: hop-by-hop and metric headers
+# (the same names as _RESPONSE_SPECIAL less those it keeps or refuses).
+_RESPONSE_DROP = re.compile(
+    rb"\r\n(?:connection|keep-alive|proxy-connection|te|trailer|bakeoff-metric-[^:\r]*):[^\r]*", re.IGNORECASE
 )
 
 
@@ -880,12 +886,15 @@ class UpstreamConnection(asyncio.Protocol):
 
         Most responses are a whole head and a small body with a
         Content-Length, in one read.  This path checks the head against a
-        strict grammar with one regular expression, removes hop-by-hop and
-        metric headers by their positions, and writes head and body at
-        once: a handful of C-level calls where httptools makes a Python
-        callback per header.  Anything else -- chunked, no length, 1xx,
-        Upgrade, HEAD, a head split across reads, a doubtful byte -- returns
-        False and takes the general path, which is the reference behaviour.
+        strict grammar with one regular expression, finds the headers the
+        router acts on with one more (by position, on the lower-cased copy,
+        whose offsets are the original's), cuts hop-by-hop and metric
+        headers out, and writes head and body at once: a handful of C-level
+        calls where httptools makes a Python callback per header.  Anything
+        else -- chunked, no length, 1xx, Upgrade, HEAD, a head split across
+        reads, a doubtful byte -- returns False, having changed nothing, and
+        takes the general path, the reference behaviour
+        (tests/router/test_response_paths.py holds the two to the same results).
         """
         if ex.is_head or ex.upgrade:
             return False
@@ -898,60 +907,64 @@ class UpstreamConnection(asyncio.Protocol):
         status = int(head[9:12])
         if status < 200:
             return False
-        lower = head.lower()
-        if b"\r\ntransfer-encoding:" in lower:
-            return False
+        length = -1
+        reusable = True
+        metrics = None
+        cut = False
+        for name, value in _RESPONSE_SPECIAL.findall(head.lower()):
+            if name == b"content-length":
+                value = value.rstrip()
+                if length >= 0 or not value.isdigit() or len(value) > 18:
+                    return False  # several lengths, or a strange one: the general path decides
+                length = int(value)
+                continue
+            if name == b"transfer-encoding" or name == b"upgrade":
+                return False
+            if name == b"connection":
+                if value != b"keep-alive":
+                    tokens = {t.strip() for t in value.split(b",")}
+                    if not tokens <= _PLAIN_CONNECTION_TOKENS:
+                        return False  # names more hop-by-hop headers: the general path drops them
+                    if b"close" in tokens:
+                        reusable = False
+            elif name[0] == 98:  # b"b": bakeoff-metric-<name>
+                if metrics is None:
+                    metrics = []
+                metrics.append((name[_METRIC_PREFIX_LEN:], value))
+            cut = True
         if status == 204 or status == 304:
             length = 0
-        else:
-            lengths = _CONTENT_LENGTH.findall(lower)
-            if len(lengths) != 1:
-                return False  # none (body until close) or several: the general path decides
-            length = int(lengths[0])
+        elif length < 0:
+            return False  # the body runs until the upstream closes: the general path
         body_start = end + 4
         available = len(data) - body_start
         if available > length:
             return False
-        reusable = True
-        specials = _RESPONSE_SPECIAL.search(lower)
-        if specials is not None:
-            parts = []
-            pos = 0
-            stats = None
-            for m in _RESPONSE_SPECIAL.finditer(lower):
-                name = m.group(1)
-                if name[0] == 98:  # b"b": bakeoff-metric-<name>
-                    if stats is None:
-                        stats = client.router.stats.variant(ex.variant.name)  # type: ignore[union-attr]
-                    stats.record_metric(name[_METRIC_PREFIX_LEN:].decode("latin-1"), m.group(2))
-                elif name == b"connection":
-                    tokens = {t.strip() for t in m.group(2).split(b",")}
-                    if not tokens <= {b"keep-alive", b"close", b""}:
-                        return False  # names more hop-by-hop headers: the general path drops them
-                    if b"close" in tokens:
-                        reusable = False
-                elif name == b"upgrade":
-                    return False
-                parts.append(head[pos : m.start()])
-                pos = m.end()
-            parts.append(head[pos:])
-            head = b"".join(parts)
-        if not ex.keep_alive or client.router.draining:
+        # Committed to this path from here on.
+        router = client.router
+        if metrics is not None:
+            stats = router.stats.variant(ex.variant.name)  # type: ignore[union-attr]
+            for name, value in metrics:
+                stats.record_metric(name.decode("latin-1"), value)
+        parts = [_RESPONSE_DROP.sub(b"", head) if cut else head]
+        if not ex.keep_alive or router.draining:
             ex.keep_alive = False
-            head += b"Connection: close\r\n"
+            parts.append(b"Connection: close\r\n")
         elif ex.http10:
-            head += b"Connection: keep-alive\r\n"
-        if client.router.expose_variant:
-            head += ex.variant.header_line  # type: ignore[union-attr]
+            parts.append(b"Connection: keep-alive\r\n")
+        if router.expose_variant:
+            parts.append(ex.variant.header_line)  # type: ignore[union-attr]
+        parts.append(b"\r\n")
         self._status = status
         ex.response_started = True
         if available == length:
-            client.send(head + b"\r\n" + data[body_start:])
+            parts.append(data[body_start:])
+            client.send(b"".join(parts))
             self._complete(reusable=reusable)
         else:
-            client.send(head + b"\r\n")
             if available:
-                client.send(data[body_start:])
+                parts.append(data[body_start:])
+            client.send(b"".join(parts))
             self._fast_left = length - available
             self._fast_reusable = reusable
         return True

@@ -23,8 +23,7 @@ import bisect
 import hashlib
 import math
 import random
-from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from router.config import VariantSpec
 
@@ -43,8 +42,9 @@ def key_hash(key: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
 
 
-@dataclass(frozen=True)
-class Upstream:
+class Upstream(NamedTuple):
+    """An upstream address; a tuple, so hashing it (pool look-ups) stays in C."""
+
     host: str
     port: int
 

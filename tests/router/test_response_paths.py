@@ -34,6 +34,10 @@ CASES = {
     "utf8-value": "HTTP/1.1 200 OK\r\nX-Name: caf\u00e9\r\nContent-Length: 2\r\n\r\nhi".encode(),
     "big-body": b"HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n" + bytes(range(256)) * 1171 + b"x" * 224,
     "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+    "metric-then-refused": (
+        b"HTTP/1.1 200 OK\r\nBakeoff-Metric-x: 1\r\nConnection: X-Secret\r\nX-Secret: s\r\n"
+        b"Content-Length: 2\r\n\r\nok"
+    ),
     "connection-lists-header": (
         b"HTTP/1.1 200 OK\r\nConnection: X-Secret\r\nX-Secret: s\r\nContent-Length: 2\r\n\r\nok"
     ),
