@@ -674,7 +674,10 @@ class ClientConnection(asyncio.Protocol):
     # -- flow control ----------------------------------------------------
     def _update_reading(self) -> None:
         """Read from the client only while nothing downstream of it is full."""
-        if self.closed or self.tunnel is not None:
+        if self.closed:
+            return
+        if self.tunnel is not None:
+            self._set_reading(not self.upstream_full)  # a tunnel: only the upstream can be full
             return
         ex = self.exchanges[0] if self.exchanges else None
         blocked = (

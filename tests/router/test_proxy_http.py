@@ -295,3 +295,38 @@ async def test_bad_chunk_in_a_streaming_body_releases_the_upstream(upstreams, ma
     async with aiohttp.ClientSession() as s:
         async with s.get(f"http://127.0.0.1:{router.port}/next") as r:
             assert await r.text() == "alpha GET /next 0"
+
+
+async def test_tunnel_applies_back_pressure_to_a_fast_client(make_router):
+    """An upgraded connection whose upstream stops reading must stop the client, not buffer."""
+
+    async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x-test\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(30)  # never reads again
+
+    server = await asyncio.start_server(deaf, "127.0.0.1", 0)
+    up = Upstream("deaf")
+    up.port = server.sockets[0].getsockname()[1]
+    try:
+        router = await make_router([up])
+        reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
+        writer.write(b"GET /t HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: x-test\r\n\r\n")
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        sent = 0
+        block = b"z" * 65536
+        try:
+            while sent < 64 * 1024 * 1024:
+                writer.write(block)
+                await asyncio.wait_for(writer.drain(), 1.0)
+                sent += len(block)
+        except asyncio.TimeoutError:
+            pass
+        assert sent < 64 * 1024 * 1024, "the client was never slowed down"
+        (client,) = router.clients
+        buffered = client.tunnel.transport.get_write_buffer_size()
+        assert buffered < 2 * 1024 * 1024, f"router buffered {buffered} bytes for a deaf upstream"
+        writer.transport.abort()
+    finally:
+        server.close()
