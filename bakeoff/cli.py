@@ -27,6 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     j = sub.add_parser("judge", help="judge variants from router snapshots or Prometheus", add_help=False)
     j.add_argument("judge_args", nargs=argparse.REMAINDER)
 
+    from bakeoff.run import add_arguments as run_args
+
+    run_args(sub.add_parser("run", help="run a bake-off from Bakeoff/Variant resources: judge, ramp, roll back, promote"))
+
     from bakeoff.demo import add_arguments as demo_args
 
     demo_args(sub.add_parser("demo", help="a live demo on this machine: router, three variants, load"))
@@ -55,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         from judge.cli import main as judge_main
 
         return judge_main(args.judge_args)
+    if args.command == "run":
+        from bakeoff.run import run as run_main
+
+        return run_main(args)
     if args.command == "demo":
         from bakeoff.demo import run as demo_run
 

@@ -1,0 +1,326 @@
+"""The decision logic of the controller: pure, data in and actions out.
+
+``reconcile(policy, state, observations) -> Plan`` looks at what the user
+asked for (the :class:`Policy` taken from the Bakeoff and Variant resources),
+what the controller already did (:class:`ControllerState`, rebuilt from the
+journal after a restart), and what it sees now (:class:`Observations`: which
+workloads are healthy or have failed, gate results, the judge's latest
+decision, approvals), and returns the new state, the actions a platform
+carries out (start a workload, set the traffic split, retire a workload) and
+the events to record.  No I/O, no clock: tests feed it tables of situations.
+
+Rules, in the order they are applied on every pass:
+
+1. A workload that failed (crashed, or never became healthy) is out of the
+   split at once; a candidate that failed is rolled back (``failed`` set).
+2. A Pending candidate whose gate blocks it becomes Gated and never gets
+   traffic; otherwise its workload is started, and once healthy it is
+   admitted (Serving) on the first ramp step.
+3. The judge's verdict: every candidate it rolls back leaves the split; a
+   promotion makes the winner the mainline (all traffic; every other workload
+   retired) — with ``promotion: manual`` the winner first waits (phase
+   Winner) for an approval; a stop leaves the mainline with all traffic.
+4. When no candidate is left that could still win, the bake-off stops
+   without a winner.
+5. Serving candidates move up one ramp step when they have spent at least
+   ``stepInterval`` on their step; a candidate's share is its step, capped so
+   that all candidates together stay within ``maxCandidateShare``.
+
+Promotions and stops are final: once the state says so, reconcile only keeps
+the final split in place.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+# Variant phases (the resource schema's status.phase)
+PENDING, GATED, SERVING, WINNER, PROMOTED, ROLLED_BACK, LOST = (
+    "Pending", "Gated", "Serving", "Winner", "Promoted", "RolledBack", "Lost")
+ACTIVE = (PENDING, SERVING, WINNER)
+# Bakeoff phases
+RUNNING, AWAITING_APPROVAL, DONE_PROMOTED, DONE_STOPPED = "Running", "AwaitingApproval", "Promoted", "Stopped"
+FINAL = (DONE_PROMOTED, DONE_STOPPED)
+SHARE_EPSILON = 1e-9
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The parts of the Bakeoff spec the decision logic needs."""
+
+    mainline: str
+    steps: tuple[float, ...] = (0.05, 0.1, 0.2)
+    step_interval: float = 60.0
+    max_candidate_share: float = 0.5
+    promotion: str = "auto"  # auto | manual
+
+
+@dataclass
+class VariantState:
+    name: str
+    phase: str = PENDING
+    step: int = -1  # index into Policy.steps; -1 before admission
+    step_since: float | None = None
+    share: float = 0.0
+    reason: str = ""
+    failed: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "phase": self.phase, "step": self.step, "share": self.share,
+                "reason": self.reason, "failed": self.failed}
+
+
+@dataclass
+class ControllerState:
+    bakeoff: str
+    mainline: str  # the variant that is mainline now (the winner after a promotion)
+    variants: dict[str, VariantState]
+    phase: str = RUNNING
+    decision: dict[str, Any] | None = None  # {"action", "winner", "reason", "at"} once final
+    weights: dict[str, float] = field(default_factory=dict)  # the split last asked for
+    started: set[str] = field(default_factory=set)  # runtime only: workloads asked to start
+    retired: set[str] = field(default_factory=set)  # runtime only: workloads asked to stop
+    mainline_failed: str | None = None
+
+    @classmethod
+    def new(cls, bakeoff: str, mainline: str, candidates: list[str]) -> "ControllerState":
+        return cls(bakeoff=bakeoff, mainline=mainline, variants={n: VariantState(n) for n in candidates})
+
+    def to_json(self) -> dict[str, Any]:
+        return {"bakeoff": self.bakeoff, "phase": self.phase, "mainline": self.mainline,
+                "decision": self.decision, "weights": self.weights, "mainline_failed": self.mainline_failed,
+                "variants": {n: v.to_json() for n, v in self.variants.items()}}
+
+
+@dataclass(frozen=True)
+class JudgeDecision:
+    """What reconcile needs of a judge verdict (judge.verdict.Decision plus reasons)."""
+
+    action: str = "continue"  # continue | rollback | promote | stop
+    rollback: tuple[str, ...] = ()
+    winner: str | None = None
+    reason: str = ""
+    reasons: dict[str, str] = field(default_factory=dict)  # per rolled-back variant
+
+    @classmethod
+    def from_verdict(cls, verdict: Any) -> "JudgeDecision":
+        d = verdict.decision
+        reasons = {n: vv.reason for n, vv in verdict.variants.items() if vv.reason}
+        return cls(d.action, tuple(d.rollback), d.winner, d.reason, reasons)
+
+
+@dataclass(frozen=True)
+class Observations:
+    now: float
+    ready: frozenset[str] = frozenset()  # workloads started and healthy
+    failed: dict[str, str] = field(default_factory=dict)  # workload -> why it failed
+    gates: dict[str, str | None] = field(default_factory=dict)  # candidate -> None (passed) or why blocked
+    verdict: JudgeDecision | None = None
+    approved: frozenset[str] = frozenset()  # winners a person approved (promotion: manual)
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str  # start | route | retire
+    variant: str | None = None
+    weights: dict[str, float] | None = None
+    reason: str = ""
+
+
+@dataclass
+class Plan:
+    state: ControllerState
+    actions: list[Action] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def candidate_shares(policy: Policy, state: ControllerState, ready: frozenset[str]) -> dict[str, float]:
+    """Each serving, healthy candidate's share: its step, capped so the total stays within the cap."""
+    live = [v for v in state.variants.values() if v.phase in (SERVING, WINNER) and v.name in ready and v.step >= 0]
+    if not live:
+        return {}
+    cap = policy.max_candidate_share / len(live)
+    return {v.name: min(policy.steps[min(v.step, len(policy.steps) - 1)], cap) for v in live}
+
+
+def reconcile(policy: Policy, state: ControllerState, obs: Observations) -> Plan:
+    st = copy.deepcopy(state)
+    plan = Plan(st)
+    now = obs.now
+
+    def event(kind: str, variant: str | None, reason: str = "", **extra: Any) -> None:
+        plan.events.append({"type": kind, "variant": variant, "reason": reason, **extra})
+
+    def retire(name: str, reason: str) -> None:
+        if name not in st.retired:
+            st.retired.add(name)
+            plan.actions.append(Action("retire", name, reason=reason))
+
+    def start(name: str) -> None:
+        if name not in st.started and name not in obs.failed:
+            st.started.add(name)
+            plan.actions.append(Action("start", name))
+
+    # 0. the mainline's workload
+    if st.mainline in obs.failed and st.mainline_failed is None:
+        st.mainline_failed = obs.failed[st.mainline]
+        event("mainline_failed", st.mainline, obs.failed[st.mainline])
+    start(st.mainline)
+
+    if st.phase not in FINAL:
+        # 1. failed workloads leave the split
+        for name, why in obs.failed.items():
+            v = st.variants.get(name)
+            if v is not None and v.phase in ACTIVE and not v.failed:
+                was = v.phase
+                v.phase, v.failed, v.reason, v.share = ROLLED_BACK, True, f"failed: {why}", 0.0
+                event("failed", name, why, previous=was, phase=ROLLED_BACK)
+                retire(name, "failed")
+
+        # 2. gates, start, admission
+        for v in st.variants.values():
+            if v.phase == PENDING:
+                blocked = obs.gates.get(v.name)
+                if blocked:
+                    v.phase, v.reason = GATED, blocked
+                    event("gated", v.name, blocked, phase=GATED)
+                    continue
+                if v.name not in obs.gates:
+                    continue  # gate not evaluated yet
+                start(v.name)
+                if v.name in obs.ready:
+                    v.phase, v.step, v.step_since, v.reason = SERVING, 0, now, ""
+                    event("admitted", v.name, "healthy and gate passed", phase=SERVING, step=0)
+            elif v.phase in (SERVING, WINNER):
+                start(v.name)  # after a restart: bring the workload back up
+
+        # 3. the judge's verdict
+        d = obs.verdict
+        if d is not None:
+            for name in d.rollback:
+                v = st.variants.get(name)
+                if v is not None and v.phase in (SERVING, WINNER, PENDING):
+                    why = d.reasons.get(name) or "judged worse than tolerated"
+                    v.phase, v.reason, v.share = ROLLED_BACK, why, 0.0
+                    event("rolled_back", name, why, phase=ROLLED_BACK)
+                    retire(name, "rolled back")
+            if d.action == "promote" and d.winner:
+                w = st.variants.get(d.winner)
+                if w is not None and w.phase in (SERVING, WINNER) and d.winner in obs.ready:
+                    if policy.promotion == "manual" and d.winner not in obs.approved:
+                        if w.phase != WINNER:
+                            w.phase, w.reason = WINNER, d.reason
+                            st.phase = AWAITING_APPROVAL
+                            event("winner", w.name, d.reason + "; waiting for approval", phase=WINNER)
+                    else:
+                        _promote(st, w, d.reason, now, event, retire)
+                elif st.phase != DONE_STOPPED:
+                    why = (f"the judge picked {d.winner}, which is no longer serving "
+                           f"({w.phase if w else 'unknown'}); {st.mainline} stays")
+                    _stop(st, why, now, event, retire)
+            elif d.action == "stop":
+                _stop(st, d.reason or "the judge stopped without a winner", now, event, retire)
+
+        # 4. nobody left who could win
+        if st.phase == RUNNING and st.variants and all(
+            v.phase in (GATED, ROLLED_BACK, LOST) for v in st.variants.values()
+        ):
+            _stop(st, f"no candidate left that could win; {st.mainline} stays", now, event, retire)
+
+        # 5. ramp
+        if st.phase == RUNNING:
+            last = len(policy.steps) - 1
+            for v in st.variants.values():
+                if v.phase != SERVING or v.name not in obs.ready or v.step >= last:
+                    continue
+                if v.step_since is None:
+                    v.step_since = now
+                elif now - v.step_since >= policy.step_interval:
+                    v.step, v.step_since = v.step + 1, now
+                    event("ramped", v.name, f"{policy.step_interval:g}s on the previous step", step=v.step)
+
+    # 6. the split
+    if st.phase == DONE_PROMOTED:
+        weights = {st.mainline: 1.0} if st.mainline in obs.ready else {}
+    elif st.mainline not in obs.ready:
+        weights = {}  # nothing to send traffic to yet
+    elif st.phase == DONE_STOPPED:
+        weights = {st.mainline: 1.0}
+    else:
+        shares = candidate_shares(policy, st, obs.ready)
+        weights = {st.mainline: round(max(0.0, 1.0 - sum(shares.values())), 9), **shares}
+        weights = {k: w for k, w in weights.items() if w > SHARE_EPSILON} or {st.mainline: 1.0}
+    for v in st.variants.values():
+        v.share = weights.get(v.name, 0.0)
+    if weights and not _same(weights, st.weights):
+        st.weights = weights
+        plan.actions.append(Action("route", weights=dict(weights)))
+    for e in plan.events:
+        if e["type"] in ("admitted", "ramped") and e["variant"] in st.variants:
+            e["share"] = st.variants[e["variant"]].share
+    return plan
+
+
+def _same(a: dict[str, float], b: dict[str, float]) -> bool:
+    return a.keys() == b.keys() and all(abs(a[k] - b[k]) <= SHARE_EPSILON for k in a)
+
+
+def _promote(st: ControllerState, w: VariantState, reason: str, now: float, event, retire) -> None:
+    old = st.mainline
+    w.phase, w.reason, w.share = PROMOTED, reason, 1.0
+    for v in st.variants.values():
+        if v is not w and v.phase in ACTIVE:
+            v.phase, v.reason = LOST, f"{w.name} won"
+            event("lost", v.name, v.reason, phase=LOST)
+            retire(v.name, "lost")
+    st.phase = DONE_PROMOTED
+    st.mainline = w.name
+    st.decision = {"action": "promote", "winner": w.name, "previous_mainline": old, "reason": reason, "at": now}
+    event("promoted", w.name, reason, phase=PROMOTED, previous_mainline=old)
+    retire(old, f"replaced by {w.name}")
+
+
+def _stop(st: ControllerState, reason: str, now: float, event, retire) -> None:
+    for v in st.variants.values():
+        if v.phase in ACTIVE:
+            v.phase, v.reason = LOST, "stopped without a winner"
+            event("lost", v.name, v.reason, phase=LOST)
+            retire(v.name, "lost")
+    st.phase = DONE_STOPPED
+    st.decision = {"action": "stop", "winner": None, "reason": reason, "at": now}
+    event("stopped", None, reason)
+
+
+def replay(state: ControllerState, events: list[dict[str, Any]]) -> ControllerState:
+    """Rebuild the state from journal events (after a restart)."""
+    st = copy.deepcopy(state)
+    for e in events:
+        kind, name = e.get("type"), e.get("variant")
+        v = st.variants.get(name) if name else None
+        if kind == "admitted" and v is not None:
+            v.phase, v.step = SERVING, int(e.get("step", 0))
+        elif kind == "ramped" and v is not None:
+            v.step = int(e.get("step", v.step + 1))
+        elif kind in ("rolled_back", "failed") and v is not None:
+            v.phase, v.reason, v.failed = ROLLED_BACK, e.get("reason", ""), kind == "failed"
+        elif kind == "gated" and v is not None:
+            v.phase, v.reason = GATED, e.get("reason", "")
+        elif kind == "winner" and v is not None:
+            v.phase = WINNER
+            st.phase = AWAITING_APPROVAL
+        elif kind == "lost" and v is not None:
+            v.phase, v.reason = LOST, e.get("reason", "")
+        elif kind == "promoted" and v is not None:
+            v.phase = PROMOTED
+            st.phase, st.mainline = DONE_PROMOTED, name
+            st.decision = {"action": "promote", "winner": name, "previous_mainline": e.get("previous_mainline"),
+                           "reason": e.get("reason", ""), "at": e.get("at")}
+        elif kind == "stopped":
+            st.phase = DONE_STOPPED
+            st.decision = {"action": "stop", "winner": None, "reason": e.get("reason", ""), "at": e.get("at")}
+        elif kind == "mainline_failed":
+            pass  # a new run starts the mainline afresh
+    st.started, st.retired, st.weights = set(), set(), {}
+    return st

@@ -1,0 +1,364 @@
+"""The resource schema: ``Bakeoff`` and ``Variant`` documents (``bakeoff.dev/v1alpha1``).
+
+One YAML file holds one ``Bakeoff`` and any number of ``Variant`` documents.
+``bakeoff run`` (local) reads it here; the Kubernetes controller reads the
+same fields from custom resources.  Every field is checked before anything
+starts, and an error names the file, the document (index, kind, name) and the
+field, e.g.::
+
+    shop.yaml: document 2 (Variant "cached"): spec.command must be a non-empty list of strings
+
+See docs/resources.md for the whole schema.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from judge.config import JudgeConfig, JudgeConfigError, config_from_dict, parse_duration
+
+API_VERSION = "bakeoff.dev/v1alpha1"
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$")
+HEADER_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+SARIF_LEVELS = ("none", "note", "warning", "error")  # ascending severity
+PHASES = ("Pending", "Gated", "Serving", "Winner", "Promoted", "RolledBack", "Lost")
+
+
+class ResourceError(ValueError):
+    """A resource file is invalid; the message names the document and the field."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """How to run one variant locally: a command (with ``{port}``) or an existing URL."""
+
+    command: tuple[str, ...] | None = None
+    url: str | None = None
+    health_path: str = "/healthz"
+    env: tuple[tuple[str, str], ...] = ()
+    working_dir: str | None = None
+    start_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class Gate:
+    sarif: str
+    max_severity: str = "warning"
+
+
+@dataclass(frozen=True)
+class VariantResource:
+    name: str
+    bakeoff: str
+    workload: Workload
+    change: dict[str, str] = field(default_factory=dict)
+    gate: Gate | None = None
+    index: int = 0  # document index in the file (for messages)
+
+    @property
+    def commit(self) -> str | None:
+        return self.change.get("commit")
+
+
+@dataclass(frozen=True)
+class Routing:
+    sticky_header: str | None = "X-User-Id"
+    sticky_cookie: str | None = None
+    max_candidate_share: float = 0.5
+    steps: tuple[float, ...] = (0.05, 0.1, 0.2)
+    step_interval: float = 60.0
+    allocation: str = "fixed"
+
+
+@dataclass(frozen=True)
+class BakeoffResource:
+    name: str
+    mainline_name: str
+    mainline: Workload
+    routing: Routing
+    judge: JudgeConfig
+    judge_raw: dict[str, Any]
+    promotion: str = "auto"  # auto | manual
+    listen: str = "127.0.0.1:8080"
+    admin: str = "127.0.0.1:8081"
+    look_interval: float = 1.0
+
+
+@dataclass(frozen=True)
+class Resources:
+    origin: str
+    bakeoff: BakeoffResource
+    variants: tuple[VariantResource, ...]
+
+    def variant(self, name: str) -> VariantResource | None:
+        return next((v for v in self.variants if v.name == name), None)
+
+
+class _Doc:
+    """Error messages for one document."""
+
+    def __init__(self, origin: str, index: int, kind: Any, name: Any) -> None:
+        label = f"document {index}"
+        if isinstance(kind, str) and kind:
+            label += f" ({kind}"
+            label += f" {name!r})" if isinstance(name, str) and name else ")"
+        self.prefix = f"{origin}: {label}"
+
+    def error(self, fieldname: str, message: str) -> ResourceError:
+        return ResourceError(f"{self.prefix}: {fieldname} {message}" if fieldname else f"{self.prefix}: {message}")
+
+
+def _mapping(doc: _Doc, value: Any, where: str, known: set[str], required: bool = False) -> dict:
+    if value is None:
+        if required:
+            raise doc.error(where, "is required")
+        return {}
+    if not isinstance(value, dict):
+        raise doc.error(where, "must be a mapping")
+    for key in value:
+        if key not in known:
+            raise doc.error(f"{where}.{key}", f"is not a known field (known: {', '.join(sorted(known))})")
+    return value
+
+
+def _workload(doc: _Doc, spec: dict, where: str) -> Workload:
+    has_cmd, has_url = "command" in spec and spec["command"] is not None, "url" in spec and spec["url"] is not None
+    if has_cmd == has_url:
+        raise doc.error(where or "spec", "needs exactly one of command (a list) or url")
+    p = f"{where}." if where else "spec."
+    kw: dict[str, Any] = {}
+    if has_cmd:
+        cmd = spec["command"]
+        if not isinstance(cmd, list) or not cmd or not all(isinstance(c, (str, int, float)) for c in cmd):
+            raise doc.error(f"{p}command", "must be a non-empty list of strings")
+        kw["command"] = tuple(str(c) for c in cmd)
+    else:
+        url = spec["url"]
+        if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+(:\d+)?/?$", url):
+            raise doc.error(f"{p}url", f"must be http://host:port, got {url!r}")
+        if url.startswith("https://"):
+            raise doc.error(f"{p}url", "must be plain http (the router speaks HTTP/1.1 to upstreams)")
+        kw["url"] = url.rstrip("/")
+    hp = spec.get("healthPath", "/healthz")
+    if not isinstance(hp, str) or not hp.startswith("/"):
+        raise doc.error(f"{p}healthPath", f"must be a path starting with '/', got {hp!r}")
+    kw["health_path"] = hp
+    env = spec.get("env")
+    if env is not None:
+        if not isinstance(env, dict) or not all(isinstance(k, str) for k in env):
+            raise doc.error(f"{p}env", "must be a mapping of names to strings")
+        kw["env"] = tuple((k, str(v)) for k, v in env.items())
+    if spec.get("workingDir") is not None:
+        if not isinstance(spec["workingDir"], str):
+            raise doc.error(f"{p}workingDir", "must be a directory path")
+        kw["working_dir"] = spec["workingDir"]
+    if spec.get("startTimeout") is not None:
+        try:
+            kw["start_timeout"] = parse_duration(spec["startTimeout"], "")
+        except JudgeConfigError:
+            raise doc.error(f"{p}startTimeout", "must be a duration like 30s or 2m") from None
+    return Workload(**kw)
+
+
+_WORKLOAD_KEYS = {"command", "url", "healthPath", "env", "workingDir", "startTimeout"}
+
+
+def _share(doc: _Doc, value: Any, where: str, *, zero_ok: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise doc.error(where, f"must be a number between 0 and 1, got {value!r}")
+    if not (0 <= value <= 1) or (value == 0 and not zero_ok):
+        raise doc.error(where, f"must be a number {'from' if zero_ok else 'above'} 0 {'to' if zero_ok else 'up to'} 1, got {value!r}")
+    return float(value)
+
+
+def _bakeoff(doc: _Doc, d: dict, origin: str) -> BakeoffResource:
+    spec = _mapping(doc, d.get("spec"), "spec", {"mainline", "routing", "judge", "promotion", "router"}, required=True)
+    name = d["metadata"]["name"]
+    main = _mapping(doc, spec.get("mainline"), "spec.mainline", _WORKLOAD_KEYS | {"name"}, required=True)
+    mname = main.get("name", "mainline")
+    if not isinstance(mname, str) or not NAME_RE.match(mname):
+        raise doc.error("spec.mainline.name", f"must be lower-case letters, digits, '-', '_' or '.'; got {mname!r}")
+    mainline = _workload(doc, main, "spec.mainline")
+
+    r = _mapping(doc, spec.get("routing"), "spec.routing",
+                 {"stickiness", "maxCandidateShare", "steps", "stepInterval", "allocation"})
+    rk: dict[str, Any] = {}
+    if "stickiness" in r:
+        st = r["stickiness"]
+        if st is None:
+            rk["sticky_header"] = None
+        else:
+            if not isinstance(st, dict) or len(st) != 1 or not ({"header", "cookie"} & st.keys()):
+                raise doc.error("spec.routing.stickiness", "must be {header: NAME} or {cookie: NAME}")
+            (kind, hname), = st.items()
+            if not isinstance(hname, str) or not HEADER_RE.match(hname):
+                raise doc.error(f"spec.routing.stickiness.{kind}", f"must be a header or cookie name, got {hname!r}")
+            rk["sticky_header"] = hname if kind == "header" else None
+            rk["sticky_cookie"] = hname if kind == "cookie" else None
+    if "maxCandidateShare" in r:
+        rk["max_candidate_share"] = _share(doc, r["maxCandidateShare"], "spec.routing.maxCandidateShare")
+    if "steps" in r:
+        steps = r["steps"]
+        if not isinstance(steps, list) or not steps:
+            raise doc.error("spec.routing.steps", "must be a non-empty list of shares, e.g. [0.05, 0.1, 0.2]")
+        vals = tuple(_share(doc, s, f"spec.routing.steps[{i}]") for i, s in enumerate(steps))
+        for i in range(1, len(vals)):
+            if vals[i] <= vals[i - 1]:
+                raise doc.error(f"spec.routing.steps[{i}]", f"must be larger than the step before ({vals[i - 1]:g})")
+        rk["steps"] = vals
+    if "stepInterval" in r:
+        try:
+            rk["step_interval"] = parse_duration(r["stepInterval"], "")
+        except JudgeConfigError:
+            raise doc.error("spec.routing.stepInterval", f"must be a duration like 10s or 5m, got {r['stepInterval']!r}") from None
+    if "allocation" in r:
+        if r["allocation"] not in ("fixed", "bandit"):
+            raise doc.error("spec.routing.allocation", f"must be 'fixed' or 'bandit', got {r['allocation']!r}")
+        rk["allocation"] = r["allocation"]
+    routing = Routing(**rk)
+
+    raw_judge = spec.get("judge")
+    if not isinstance(raw_judge, dict):
+        raise doc.error("spec.judge", "is required: the judge config of docs/judge.md (a mapping)")
+    jraw = dict(raw_judge)
+    if "control" in jraw and jraw["control"] != mname:
+        raise doc.error("spec.judge.control", f"must be the mainline's name {mname!r} (or omitted), got {jraw['control']!r}")
+    jraw["control"] = mname
+    look_interval = 1.0
+    if "interval" in jraw:
+        try:
+            look_interval = parse_duration(jraw["interval"], "")
+        except JudgeConfigError:
+            raise doc.error("spec.judge.interval", "must be a duration like 1s") from None
+    jraw.pop("interval", None)
+    jraw.pop("source", None)  # local runs always read the in-process router
+    try:
+        judge = config_from_dict(jraw, origin=f"{doc.prefix}: spec.judge")
+    except JudgeConfigError as e:
+        msg, head = str(e), f"{doc.prefix}: spec.judge: "
+        if msg.startswith(head + ": "):  # a message about the judge config as a whole
+            msg = head + msg[len(head) + 2 :]
+        elif msg.startswith(head):  # a message about one field: name it as spec.judge.FIELD
+            msg = f"{doc.prefix}: spec.judge." + msg[len(head) :]
+        raise ResourceError(msg) from None
+    if judge.objective is None:
+        raise doc.error("spec.judge.objective", "is required: a bake-off promotes on its objective")
+
+    promo = _mapping(doc, spec.get("promotion"), "spec.promotion", {"mode"})
+    mode = promo.get("mode", "auto")
+    if mode not in ("auto", "manual"):
+        raise doc.error("spec.promotion.mode", f"must be 'auto' or 'manual', got {mode!r}")
+
+    rt = _mapping(doc, spec.get("router"), "spec.router", {"listen", "admin"})
+    addrs = {}
+    for key, default in (("listen", "127.0.0.1:8080"), ("admin", "127.0.0.1:8081")):
+        val = rt.get(key, default)
+        if isinstance(val, int):
+            val = f"127.0.0.1:{val}"
+        if not isinstance(val, str) or not re.match(r"^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$", val) or int(val.rsplit(":", 1)[1]) > 65535:
+            raise doc.error(f"spec.router.{key}", f"must be host:port (port 0 picks a free one), got {val!r}")
+        addrs[key] = val
+    return BakeoffResource(
+        name=name, mainline_name=mname, mainline=mainline, routing=routing, judge=judge, judge_raw=jraw,
+        promotion=mode, listen=addrs["listen"], admin=addrs["admin"], look_interval=look_interval,
+    )
+
+
+def _variant(doc: _Doc, d: dict, index: int) -> VariantResource:
+    spec = _mapping(doc, d.get("spec"), "spec", _WORKLOAD_KEYS | {"bakeoff", "change", "gate", "image"}, required=True)
+    bname = spec.get("bakeoff")
+    if not isinstance(bname, str) or not bname:
+        raise doc.error("spec.bakeoff", "is required: the name of the Bakeoff this variant enters")
+    if "image" in spec and "command" not in spec and "url" not in spec:
+        raise doc.error("spec.image", "is for the Kubernetes platform; a local run needs spec.command or spec.url")
+    workload = _workload(doc, {k: v for k, v in spec.items() if k != "image"}, "spec")
+    change: dict[str, str] = {}
+    if spec.get("change") is not None:
+        ch = _mapping(doc, spec["change"], "spec.change", {"commit", "repository", "author", "generator", "message"})
+        for k, v in ch.items():
+            if v is None:
+                continue
+            if not isinstance(v, (str, int)):
+                raise doc.error(f"spec.change.{k}", f"must be a string, got {v!r}")
+            change[k] = str(v)
+    gate = None
+    if spec.get("gate") is not None:
+        g = _mapping(doc, spec["gate"], "spec.gate", {"sarif", "maxSeverity"})
+        if not isinstance(g.get("sarif"), str) or not g["sarif"]:
+            raise doc.error("spec.gate.sarif", "must be the path of a SARIF file")
+        sev = g.get("maxSeverity", "warning")
+        if sev not in SARIF_LEVELS:
+            raise doc.error("spec.gate.maxSeverity", f"must be one of {', '.join(SARIF_LEVELS)}, got {sev!r}")
+        gate = Gate(g["sarif"], sev)
+    return VariantResource(name=d["metadata"]["name"], bakeoff=bname, workload=workload, change=change,
+                           gate=gate, index=index)
+
+
+def parse_documents(docs: list[Any], origin: str) -> Resources:
+    """Validate the documents of one file; raise ResourceError naming document and field."""
+    bakeoffs: list[BakeoffResource] = []
+    variants: list[VariantResource] = []
+    names: dict[str, int] = {}
+    for i, d in enumerate(docs):
+        if d is None:
+            continue
+        kind = d.get("kind") if isinstance(d, dict) else None
+        meta = d.get("metadata") if isinstance(d, dict) else None
+        name = meta.get("name") if isinstance(meta, dict) else None
+        doc = _Doc(origin, i, kind, name)
+        if not isinstance(d, dict):
+            raise doc.error("", "must be a mapping with apiVersion, kind, metadata and spec")
+        for key in d:
+            if key not in ("apiVersion", "kind", "metadata", "spec", "status"):
+                raise doc.error(key, "is not a known field (known: apiVersion, kind, metadata, spec, status)")
+        if d.get("apiVersion") != API_VERSION:
+            raise doc.error("apiVersion", f"must be {API_VERSION!r}, got {d.get('apiVersion')!r}")
+        if kind not in ("Bakeoff", "Variant"):
+            raise doc.error("kind", f"must be Bakeoff or Variant, got {kind!r}")
+        if not isinstance(meta, dict):
+            raise doc.error("metadata", "is required, with a name")
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise doc.error("metadata.name", f"must be lower-case letters, digits, '-', '_' or '.', at most 63 long; got {name!r}")
+        if kind == "Bakeoff":
+            bakeoffs.append(_bakeoff(doc, d, origin))
+        else:
+            if name in names:
+                raise doc.error("metadata.name", f"{name!r} is already used by document {names[name]}")
+            names[name] = i
+            variants.append(_variant(doc, d, i))
+    if not bakeoffs:
+        raise ResourceError(f"{origin}: no Bakeoff document (kind: Bakeoff) in the file")
+    if len(bakeoffs) > 1:
+        raise ResourceError(f"{origin}: {len(bakeoffs)} Bakeoff documents; a file runs one bake-off")
+    b = bakeoffs[0]
+    for v in variants:
+        doc = _Doc(origin, v.index, "Variant", v.name)
+        if v.bakeoff != b.name:
+            raise doc.error("spec.bakeoff", f"names {v.bakeoff!r}, but the file's Bakeoff is {b.name!r}")
+        if v.name == b.mainline_name:
+            raise doc.error("metadata.name", f"{v.name!r} is the mainline's name; pick another")
+    if not variants:
+        raise ResourceError(f"{origin}: no Variant documents: a bake-off needs at least one candidate")
+    # Bonferroni over every candidate in the file, fixed from the start.
+    k = max(len(variants), b.judge.candidates or 0)
+    b = replace(b, judge=replace(b.judge, candidates=k))
+    return Resources(origin=origin, bakeoff=b, variants=tuple(variants))
+
+
+def load_resources(path: str | Path) -> Resources:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ResourceError(f"{p}: cannot read: {e.strerror or e}") from None
+    try:
+        docs = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as e:
+        raise ResourceError(f"{p.name}: not valid YAML: {e}") from None
+    return parse_documents(docs, p.name)

@@ -1,0 +1,279 @@
+"""The reconcile loop: observe, judge, decide (pure), record, act — until a decision.
+
+Every tick (a quarter second) the runner gathers observations from the
+platform (healthy and failed workloads), asks the judge for a verdict every
+``spec.judge.interval`` (default 1 s) from the router's snapshot, runs the
+pure :func:`controller.reconcile.reconcile`, appends the resulting events to
+the journal (fsync'ed) *before* carrying out the actions, and then lets the
+platform act.  A restarted run replays the journal, so a promotion or stop
+recorded there is final and never happens twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import inspect
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import structlog
+
+from bakeoff.logs import bind_variant
+from controller import gate as gates
+from controller.journal import Journal
+from controller.platforms import Platform
+from controller.reconcile import (
+    AWAITING_APPROVAL, FINAL, PENDING, ControllerState, JudgeDecision, Observations, Policy, reconcile, replay,
+)
+from controller.resources import Resources, Workload
+from judge.core import JudgeState, step
+from judge.verdict import Verdict
+
+log = structlog.get_logger("bakeoff.controller")
+
+TICK = 0.25
+
+
+class RunError(RuntimeError):
+    pass
+
+
+def policy_of(res: Resources) -> Policy:
+    b = res.bakeoff
+    return Policy(mainline=b.mainline_name, steps=b.routing.steps, step_interval=b.routing.step_interval,
+                  max_candidate_share=b.routing.max_candidate_share, promotion=b.promotion)
+
+
+def compact_verdict(v: Verdict) -> dict[str, Any]:
+    """One look, small enough to keep every look: for the report's charts."""
+    out: dict[str, Any] = {"at": v.at, "look": v.look, "action": v.decision.action, "variants": {}}
+    for name, vv in v.variants.items():
+        ms = {}
+        for mname, mv in vv.metrics.items():
+            ms[mname] = {"state": mv.state, "estimate": _num(mv.estimate), "ci": [_num(mv.ci[0]), _num(mv.ci[1])],
+                         "control": _num(mv.control), "candidate": _num(mv.candidate), "scale": mv.scale,
+                         "role": mv.role, "p": _num(min(mv.p_worse, mv.p_better, mv.p_non_inferior))}
+        out["variants"][name] = {"requests": vv.requests, "status": vv.status, "metrics": ms}
+    return out
+
+
+def _num(x: float) -> float | None:
+    return x if isinstance(x, (int, float)) and x == x and abs(x) != float("inf") else None
+
+
+class Runner:
+    def __init__(
+        self,
+        resources: Resources,
+        platform: Platform,
+        journal: Journal,
+        *,
+        base_dir: Path,
+        view: Any = None,
+        exit_on_decision: bool = False,
+        load_users: int = 0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.res = resources
+        self.b = resources.bakeoff
+        self.platform = platform
+        self.journal = journal
+        self.base_dir = base_dir
+        self.view = view
+        self.exit_on_decision = exit_on_decision
+        self.load_users = load_users
+        self.clock = clock
+        self.policy = policy_of(resources)
+        self.judge_config = self.b.judge
+        self.verdict: Verdict | None = None
+        self.last_snapshot: dict[str, Any] | None = None
+        self.history: list[dict[str, Any]] = journal.read_verdicts()
+        self.events: list[dict[str, Any]] = []
+        self.load_task: asyncio.Task | None = None
+        self.resumed = False
+        self.state = ControllerState.new(self.b.name, self.b.mainline_name, [v.name for v in resources.variants])
+        self.judge_state = JudgeState.new(self.judge_config)
+
+    # -- set-up -------------------------------------------------------------
+    def restore(self) -> None:
+        records = [r for r in self.journal.read() if r.get("bakeoff") in (None, self.b.name)]
+        self.events = [r for r in records if r.get("type") != "run_started"]
+        if self.events:
+            self.resumed = True
+        self.state = replay(self.state, self.events)
+        d = self.state.decision
+        if d and d.get("winner") and d["winner"] not in self.state.variants:
+            raise RunError(f"journal {self.journal.path}: {d['winner']!r} was promoted, but the file has no "
+                           f"Variant of that name; restore it or use another --state-dir")
+        saved = self.journal.load_judge()
+        if saved is not None and self.state.phase not in FINAL:
+            try:
+                self.judge_state = JudgeState.from_json(saved, self.judge_config)
+            except (ValueError, KeyError, TypeError) as e:
+                log.warning("judge state not usable; judging afresh", bakeoff=self.b.name, error=str(e))
+
+    def workload_of(self, name: str) -> Workload:
+        if name == self.b.mainline_name:
+            return self.b.mainline
+        v = self.res.variant(name)
+        if v is None:
+            raise RunError(f"no workload named {name!r}")
+        return v.workload
+
+    def commit_of(self, name: str | None) -> str | None:
+        v = self.res.variant(name) if name else None
+        return v.commit if v else None
+
+    def _gates(self) -> dict[str, str | None]:
+        out = {}
+        for v in self.res.variants:
+            if self.state.variants[v.name].phase == PENDING:
+                out[v.name] = gates.evaluate(v.gate, self.base_dir)
+        return out
+
+    # -- the loop -------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> int:
+        self.restore()
+        self.journal.append({"type": "run_started", "bakeoff": self.b.name, "resumed": self.resumed,
+                             "phase": self.state.phase})
+        if self.resumed:
+            self._note({"type": "resumed", "variant": None, "reason": f"journal has {len(self.events)} records; "
+                        f"phase {self.state.phase}"}, journal=False)
+        gate_results = self._gates()
+        await self.platform.open()
+        self._write_status()
+        load_stop = asyncio.Event()
+        last_look = 0.0
+        decided_reported = False
+        try:
+            while not stop.is_set():
+                now = self.clock()
+                if self.state.phase not in FINAL and now - last_look >= self.b.look_interval:
+                    last_look = now
+                    self._look(now)
+                obs = Observations(
+                    now=now,
+                    ready=self.platform.ready(),
+                    failed=self.platform.failures(),
+                    gates=gate_results,
+                    verdict=JudgeDecision.from_verdict(self.verdict) if self.verdict is not None else None,
+                    approved=self._approvals(),
+                )
+                plan = reconcile(self.policy, self.state, obs)
+                for e in plan.events:
+                    self._note(e)
+                changed = bool(plan.events) or plan.state.weights != self.state.weights
+                self.state = plan.state
+                for a in plan.actions:
+                    if a.kind == "start":
+                        self.platform.start(a.variant, self.workload_of(a.variant),
+                                            {"bakeoff": self.b.name, "commit": self.commit_of(a.variant)})
+                    elif a.kind == "route":
+                        self.platform.set_weights(a.weights or {})
+                    elif a.kind == "retire":
+                        self.platform.retire(a.variant, a.reason)
+                if self.load_users and self.load_task is None and self.state.weights:
+                    self.load_task = self._start_load(load_stop)
+                if changed:
+                    self._write_status()
+                if self.view is not None:
+                    self.view.update(self)
+                if self.state.phase in FINAL and not decided_reported:
+                    decided_reported = True
+                    self._write_status()
+                    self.write_report()
+                if self.state.phase in FINAL and self.exit_on_decision and self.state.weights:
+                    break
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), TICK)
+        finally:
+            load_stop.set()
+            if self.load_task is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.load_task, 5)
+            with contextlib.suppress(Exception):
+                self.write_report()
+            await self.platform.close()
+            self._write_status(stopped=True)
+        return 0
+
+    def _look(self, now: float) -> None:
+        try:
+            snap = self.platform.snapshot()
+        except Exception as e:  # noqa: BLE001 - a failed look is skipped, never fatal
+            log.warning("snapshot failed", bakeoff=self.b.name, error=str(e))
+            return
+        self.last_snapshot = snap
+        self.judge_state, self.verdict = step(self.judge_state, snap, now)
+        self.journal.save_judge(self.judge_state.to_json())
+        if self.verdict.notes and not any(v.requests for v in self.verdict.variants.values()):
+            return
+        compact = compact_verdict(self.verdict)
+        self.history.append(compact)
+        self.journal.append_verdict(compact)
+
+    def _approvals(self) -> frozenset[str]:
+        if self.policy.promotion != "manual" or self.state.phase != AWAITING_APPROVAL:
+            return frozenset()
+        f = self.journal.dir / "approve"
+        if not f.exists():
+            return frozenset()
+        try:
+            text = f.read_text().strip()
+        except OSError:
+            return frozenset()
+        if text:
+            return frozenset(text.split())
+        return frozenset(n for n, v in self.state.variants.items() if v.phase == "Winner")
+
+    def _note(self, e: dict[str, Any], journal: bool = True) -> None:
+        rec = {"bakeoff": self.b.name, "at": self.clock(), **e, "commit": self.commit_of(e.get("variant"))}
+        if journal:
+            rec = self.journal.append(rec)
+        self.events.append(rec)
+        kw = {k: v for k, v in rec.items() if k not in ("type", "variant", "bakeoff", "commit", "reason")}
+        bind_variant(log, self.b.name, rec.get("variant") or "-", rec.get("commit")).info(
+            rec["type"], reason=rec.get("reason", ""), **kw)
+        if self.view is not None:
+            self.view.event(rec)
+
+    def status(self, stopped: bool = False) -> dict[str, Any]:
+        st = self.state.to_json()
+        for n, v in st["variants"].items():
+            v["commit"] = self.commit_of(n)
+        return {"format": "bakeoff.status/v1", "at": self.clock(), "pid": os.getpid(), "running": not stopped, **st,
+                "state_dir": str(self.journal.dir), **self.platform.describe()}
+
+    def _write_status(self, stopped: bool = False) -> None:
+        try:
+            self.journal.write_status(self.status(stopped))
+        except OSError as e:
+            log.warning("status not written", error=str(e))
+
+    def write_report(self) -> dict[str, Path]:
+        from controller.report import write_reports
+
+        snap = None
+        with contextlib.suppress(Exception):
+            snap = self.platform.snapshot()
+        return write_reports(self, snap)
+
+    def _start_load(self, stop: asyncio.Event) -> asyncio.Task | None:
+        try:
+            mod = importlib.import_module("bakeoff.loadgen")
+            fn = getattr(mod, "run_shoppers")
+        except (ImportError, AttributeError):
+            log.warning("--load given but bakeoff.loadgen.run_shoppers is not available; running without load",
+                        bakeoff=self.b.name)
+            self.load_users = 0
+            return None
+        desc = self.platform.describe().get("router") or {}
+        result = fn(desc.get("url"), desc.get("events_url"), self.load_users, stop)
+        if inspect.isawaitable(result):
+            log.info("built-in load started", bakeoff=self.b.name, users=self.load_users)
+            return asyncio.ensure_future(result)
+        return None

@@ -1,0 +1,212 @@
+"""What a person watching ``bakeoff run`` sees.
+
+On a terminal: a live table (rich) — per variant its phase, share, requests,
+error rate, p50/p99, the objective, and the judge's state per metric — above
+a log of events.  Otherwise (or with ``--headless``): one plain line per
+event and a progress line per variant every few seconds.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+STATE_MARK = {"worse": "worse", "better": "better", "non_inferior": "ok", "unknown": "?"}
+SYMBOL = {"worse": "✗", "better": "▲", "non_inferior": "≈", "unknown": "?"}
+
+
+def short_metric(name: str) -> str:
+    if name == "error_rate":
+        return "err"
+    if name.startswith("latency_"):
+        return name[len("latency_"):]
+    return name.replace(" (objective)", "")[:8]
+
+
+def variant_rows(runner: Any) -> list[dict[str, Any]]:
+    """Per-variant figures from the last snapshot, the controller state and the last verdict."""
+    from router.histogram import decode_counts, quantile_from_counts
+
+    snap = runner.last_snapshot or {}
+    svars = snap.get("variants", {})
+    st = runner.state
+    obj = runner.b.judge.objective
+    names = [st.mainline] + [n for n in st.variants if n != st.mainline]
+    if runner.b.mainline_name not in names:
+        names.insert(1, runner.b.mainline_name)
+    rows = []
+    for name in names:
+        v = svars.get(name) or {}
+        n = v.get("requests", 0)
+        o = v.get("outcomes", {})
+        errors = o.get("5xx", 0) + o.get("connect_error", 0) + o.get("timeout", 0)
+        p50 = p99 = None
+        if n:
+            counts = decode_counts(v["latency"])
+            p50, p99 = quantile_from_counts(counts, 0.5), quantile_from_counts(counts, 0.99)
+        objective = None
+        if obj is not None and n:
+            m = v.get("metrics", {}).get(obj.name) or {}
+            c, s = m.get("count", 0), m.get("sum", 0.0)
+            objective = c / n if obj.kind == "proportion" else (s / n if obj.per == "request" else (s / c if c else None))
+        vs = st.variants.get(name)
+        if name == st.mainline:
+            phase = "Mainline" if vs is None else vs.phase
+        elif name == runner.b.mainline_name and vs is None:
+            phase = "Retired"
+        else:
+            phase = vs.phase if vs else "?"
+        judge = {}
+        if runner.verdict is not None and name in runner.verdict.variants:
+            vv = runner.verdict.variants[name]
+            judge = {m: mv.state for m, mv in vv.metrics.items()}
+        rows.append({
+            "variant": name, "phase": phase, "share": st.weights.get(name, 0.0), "requests": n,
+            "error_rate": errors / n if n else None, "p50_ms": p50 * 1000 if p50 is not None else None,
+            "p99_ms": p99 * 1000 if p99 is not None else None, "objective": objective, "judge": judge,
+            "commit": runner.commit_of(name), "reason": vs.reason if vs else "",
+        })
+    return rows
+
+
+def _f(x: Any, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def event_line(e: dict[str, Any], t0: float | None = None) -> str:
+    when = time.strftime("%H:%M:%S", time.localtime(e.get("at") or time.time()))
+    parts = [when, f"{e['type']:<12}"]
+    if e.get("variant"):
+        parts.append(e["variant"])
+    if e.get("share") is not None:
+        parts.append(f"share={e['share']:.1%}")
+    if e.get("commit"):
+        parts.append(f"commit={str(e['commit'])[:10]}")
+    if e.get("reason"):
+        parts.append(f"- {e['reason']}")
+    return " ".join(parts)
+
+
+class LineView:
+    live = False
+
+    def __init__(self, bakeoff: Any, state_dir: Path, out=None, every: float = 5.0) -> None:
+        self.b = bakeoff
+        self.out = out or sys.stdout
+        self.every = every
+        self.last = 0.0
+        self.state_dir = state_dir
+
+    def start(self) -> None:
+        print(f"bakeoff {self.b.name}: state in {self.state_dir}", file=self.out, flush=True)
+
+    def stop(self) -> None:
+        pass
+
+    def event(self, e: dict[str, Any]) -> None:
+        print(event_line(e), file=self.out, flush=True)
+
+    def update(self, runner: Any) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return
+        if self.last == 0.0:
+            r = runner.platform.describe().get("router") or {}
+            if r:
+                print(f"router {r.get('url')}  admin http://{r.get('admin')}", file=self.out, flush=True)
+        self.last = now
+        if runner.last_snapshot is None:
+            return
+        for r in variant_rows(runner):
+            judge = " ".join(f"{m}={STATE_MARK.get(s, s)}" for m, s in r["judge"].items())
+            print(f"  {r['variant']:<14} {r['phase']:<10} share={r['share']:6.1%} requests={r['requests']:<7} "
+                  f"errors={_f(r['error_rate'], '.2%')} p50={_f(r['p50_ms'], '.1f')}ms p99={_f(r['p99_ms'], '.1f')}ms "
+                  f"{self.b.judge.objective.name}={_f(r['objective'], '.3f')} {judge}".rstrip(),
+                  file=self.out, flush=True)
+
+    def summary(self, runner: Any) -> None:
+        d = runner.state.decision
+        if d is None:
+            print(f"stopped before a decision; phase {runner.state.phase}; resume with the same --state-dir",
+                  file=self.out, flush=True)
+        elif d["action"] == "promote":
+            print(f"decision: promote {d['winner']} — {d['reason']}", file=self.out, flush=True)
+        else:
+            print(f"decision: stop without a winner — {d['reason']}", file=self.out, flush=True)
+        print(f"report: {runner.journal.dir / 'report.html'}", file=self.out, flush=True)
+
+
+class LiveView(LineView):
+    live = True
+
+    def __init__(self, bakeoff: Any, state_dir: Path) -> None:
+        super().__init__(bakeoff, state_dir)
+        from rich.console import Console
+
+        self.console = Console()
+        self.events: deque[str] = deque(maxlen=12)
+        self.live_obj = None
+        self.runner = None
+
+    def start(self) -> None:
+        from rich.live import Live
+
+        self.live_obj = Live(self._render(), console=self.console, refresh_per_second=4, transient=False)
+        self.live_obj.start()
+
+    def stop(self) -> None:
+        if self.live_obj is not None:
+            self.live_obj.update(self._render())
+            self.live_obj.stop()
+            self.live_obj = None
+
+    def event(self, e: dict[str, Any]) -> None:
+        self.events.append(event_line(e))
+        if self.live_obj is not None:
+            self.live_obj.update(self._render())
+
+    def update(self, runner: Any) -> None:
+        self.runner = runner
+        now = time.monotonic()
+        if now - self.last < 0.5 or self.live_obj is None:
+            return
+        self.last = now
+        self.live_obj.update(self._render())
+
+    def _render(self):
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        r = self.runner
+        if r is None:
+            return Text(f"bakeoff {self.b.name}: starting …")
+        router = r.platform.describe().get("router") or {}
+        d = r.state.decision
+        head = f"bakeoff [bold]{self.b.name}[/]  phase [bold]{r.state.phase}[/]  router {router.get('url', '-')}"
+        if d:
+            head += f"  decision: [bold green]{d['action']}[/] {d.get('winner') or ''}"
+        obj = self.b.judge.objective
+        t = Table(expand=False)
+        cols = ["variant", "phase", "share", "requests", "errors", "p50 ms", "p99 ms", f"{obj.name} ({'higher' if obj.harm < 0 else 'lower'} wins)", "judge"]
+        for c in cols:
+            t.add_column(c, justify="left" if c in ("variant", "phase", "judge") else "right", no_wrap=c == "judge")
+        colour = {"worse": "red", "better": "green", "non_inferior": "cyan", "unknown": "dim"}
+        for row in variant_rows(r):
+            judge = " ".join(f"[{colour.get(s, 'white')}]{short_metric(m)}{SYMBOL.get(s, s)}[/]"
+                             for m, s in row["judge"].items())
+            t.add_row(row["variant"], row["phase"], f"{row['share']:.1%}", str(row["requests"]),
+                      _f(row["error_rate"], ".2%"), _f(row["p50_ms"], ".1f"), _f(row["p99_ms"], ".1f"),
+                      _f(row["objective"], ".3f"), judge)
+        log = Text("\n".join(self.events) or "(no events yet)")
+        legend = Text("judge: ▲ better  ≈ within tolerance  ✗ worse  ? not yet known", style="dim")
+        return Group(Text.from_markup(head), t, legend, Text("events", style="bold"), log)
+
+
+def make_view(*, headless: bool, bakeoff: Any, state_dir: Path) -> LineView:
+    if headless or not sys.stdout.isatty():
+        return LineView(bakeoff, state_dir)
+    return LiveView(bakeoff, state_dir)
