@@ -24,19 +24,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exit-on-decision", action="store_true",
                    help="stop everything and exit once a promotion or stop is decided")
     p.add_argument("--headless", action="store_true", help="one line per event instead of the live view")
-    p.add_argument("--load", default=None, metavar="users=N",
-                   help="drive load with bakeoff.loadgen (simulated shoppers), e.g. users=32")
+    p.add_argument("--load", default=None, metavar="users=N[,think=S]",
+                   help="drive load with bakeoff.loadgen (simulated shoppers), e.g. users=32 or users=32,think=0.1 "
+                        "(mean seconds between a shopper's pages; default 0.1)")
     p.add_argument("--drain", type=float, default=2.0, metavar="S",
                    help="seconds a retired variant keeps running for requests in flight (default 2)")
 
 
-def parse_load(value: str | None) -> int:
+def parse_load(value: str | None) -> tuple[int, float]:
+    """``users=N[,think=S]`` -> (N, S); (0, 0.1) for no load."""
     if value is None:
-        return 0
-    m = re.fullmatch(r"\s*(?:users\s*=\s*)?(\d+)\s*", value)
+        return 0, 0.1
+    m = re.fullmatch(r"\s*(?:users\s*=\s*)?(\d+)\s*(?:,\s*think\s*=\s*([0-9.]+)\s*)?", value)
     if not m or int(m.group(1)) < 1:
-        raise ValueError(f"--load must be users=N with N >= 1, got {value!r}")
-    return int(m.group(1))
+        raise ValueError(f"--load must be users=N[,think=S] with N >= 1, got {value!r}")
+    return int(m.group(1)), float(m.group(2)) if m.group(2) else 0.1
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         resources = load_resources(args.file)
-        users = parse_load(args.load)
+        users, think = parse_load(args.load)
         if args.drain < 0:
             raise ValueError("--drain must be >= 0")
     except (ResourceError, ValueError) as e:
@@ -58,12 +60,28 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, early_stop)
     try:
-        return uvloop.run(_main(args, resources, state_dir, users))
+        code, _ = uvloop.run(
+            execute(resources, state_dir, base_dir=Path(args.file).resolve().parent, headless=args.headless,
+                    exit_on_decision=args.exit_on_decision, drain=args.drain, load_users=users, load_think=think)
+        )
+        return code
     except KeyboardInterrupt:
         return 130
 
 
-async def _main(args, resources, state_dir: Path, users: int) -> int:
+async def execute(
+    resources,
+    state_dir: Path,
+    *,
+    base_dir: Path,
+    headless: bool,
+    exit_on_decision: bool,
+    drain: float = 2.0,
+    load_users: int = 0,
+    load_think: float = 0.1,
+    load=None,
+):
+    """Run one bake-off until a decision (or a signal); returns (exit status, the Runner)."""
     import structlog
 
     from controller.journal import Journal
@@ -73,7 +91,7 @@ async def _main(args, resources, state_dir: Path, users: int) -> int:
 
     b = resources.bakeoff
     journal = Journal(state_dir)
-    view = make_view(headless=args.headless, bakeoff=b, state_dir=state_dir)
+    view = make_view(headless=headless, bakeoff=b, state_dir=state_dir)
     if view.live:
         # the live view owns the terminal: log lines go to a file in the state directory
         logfile = open(state_dir / "bakeoff.log", "a", buffering=1)
@@ -82,11 +100,10 @@ async def _main(args, resources, state_dir: Path, users: int) -> int:
         structlog.configure(processors=procs, logger_factory=structlog.PrintLoggerFactory(file=logfile))
     platform = make_platform(
         "local", listen=b.listen, admin=b.admin, sticky_header=b.routing.sticky_header,
-        sticky_cookie=b.routing.sticky_cookie, state_dir=state_dir,
-        base_dir=Path(args.file).resolve().parent, drain=args.drain,
+        sticky_cookie=b.routing.sticky_cookie, state_dir=state_dir, base_dir=base_dir, drain=drain,
     )
-    runner = Runner(resources, platform, journal, base_dir=Path(args.file).resolve().parent, view=view,
-                    exit_on_decision=args.exit_on_decision, load_users=users)
+    runner = Runner(resources, platform, journal, base_dir=base_dir, view=view, exit_on_decision=exit_on_decision,
+                    load_users=load_users, load_think=load_think, load=load)
     stop = asyncio.Event()
     got: list[int] = []
     loop = asyncio.get_running_loop()
@@ -98,14 +115,14 @@ async def _main(args, resources, state_dir: Path, users: int) -> int:
     except RunError as e:
         view.stop()
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return 2, runner
     except OSError as e:
         view.stop()
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 1, runner
     finally:
         view.stop()
     view.summary(runner)
     if got:
-        return 128 + got[0]
-    return code
+        return 128 + got[0], runner
+    return code, runner

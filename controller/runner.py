@@ -76,6 +76,8 @@ class Runner:
         view: Any = None,
         exit_on_decision: bool = False,
         load_users: int = 0,
+        load: Callable[[str, str | None, asyncio.Event], Any] | None = None,
+        load_think: float = 0.1,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.res = resources
@@ -86,6 +88,9 @@ class Runner:
         self.view = view
         self.exit_on_decision = exit_on_decision
         self.load_users = load_users
+        # load(router_url, events_url, stop) -> awaitable; default: bakeoff.loadgen.run_shoppers
+        self.load = load
+        self.load_think = load_think  # mean seconds a simulated shopper pauses between pages
         self.clock = clock
         self.policy = policy_of(resources)
         self.judge_config = self.b.judge
@@ -176,7 +181,7 @@ class Runner:
                         self.platform.set_weights(a.weights or {})
                     elif a.kind == "retire":
                         self.platform.retire(a.variant, a.reason)
-                if self.load_users and self.load_task is None and self.state.weights:
+                if (self.load_users or self.load) and self.load_task is None and self.state.weights:
                     self.load_task = self._start_load(load_stop)
                 if changed:
                     self._write_status()
@@ -263,6 +268,10 @@ class Runner:
         return write_reports(self, snap)
 
     def _start_load(self, stop: asyncio.Event) -> asyncio.Task | None:
+        desc = self.platform.describe().get("router") or {}
+        if self.load is not None:
+            log.info("load started", bakeoff=self.b.name)
+            return asyncio.ensure_future(self.load(desc.get("url"), desc.get("events_url"), stop))
         try:
             mod = importlib.import_module("bakeoff.loadgen")
             fn = getattr(mod, "run_shoppers")
@@ -271,8 +280,7 @@ class Runner:
                         bakeoff=self.b.name)
             self.load_users = 0
             return None
-        desc = self.platform.describe().get("router") or {}
-        result = fn(desc.get("url"), desc.get("events_url"), self.load_users, stop)
+        result = fn(desc.get("url"), desc.get("events_url"), self.load_users, stop, think_time=self.load_think)
         if inspect.isawaitable(result):
             log.info("built-in load started", bakeoff=self.b.name, users=self.load_users)
             return asyncio.ensure_future(result)

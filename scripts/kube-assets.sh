@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# kube-assets.sh — build/install a real kube-apiserver, etcd and helm into a
+# cache directory OUTSIDE the repository, then print that directory.
+#
+# The directory follows controller-runtime's envtest convention (a directory
+# holding `kube-apiserver` and `etcd`), so tests can do:
+#
+#     export KUBEBUILDER_ASSETS="$(scripts/kube-assets.sh)"
+#
+# Everything comes from registries this project may use: kube-apiserver, etcd
+# and helm are all built from their Go modules (Go module proxy). No Docker,
+# kind, minikube, GitHub release or dl.k8s.io download is involved.
+#
+# Idempotent and cached: when $DIR/VERSIONS already records the wanted
+# versions and the binaries exist, it prints the directory and exits 0 without
+# touching Go or the network. A change of version (or of RECIPE below) rebuilds
+# only the component that changed.
+#
+# Usage:
+#   scripts/kube-assets.sh            build what is missing, print the dir
+#   scripts/kube-assets.sh --check    print the dir and exit 0 if everything is
+#                                     already cached, else exit 1 (never builds)
+#   scripts/kube-assets.sh --force    rebuild everything
+#
+# Environment (all optional):
+#   BAKEOFF_KUBE_ASSETS        cache dir (default ~/.cache/bakeoff/kube-assets)
+#   BAKEOFF_KUBE_VERSION       Kubernetes version (default v1.32.13)
+#   BAKEOFF_ETCD_VERSION       etcd version       (default v3.5.16, the one
+#                              Kubernetes v1.32 is built and tested against)
+#   BAKEOFF_ETCD_SOURCE        go (default: build go.etcd.io/etcd/server/v3)
+#                              | deb (Debian's etcd-server package; bookworm
+#                              ships 3.4.23 — BAKEOFF_ETCD_VERSION is ignored)
+#   BAKEOFF_HELM_VERSION       helm version (default v3.19.5)
+#   BAKEOFF_KUBE_ASSETS_JOBS   parallel compile jobs (default 1: at most one
+#                              core, at nice 19, so builds do not disturb
+#                              timing-sensitive work on a 2-core machine)
+#   GO                         go binary (default: go on PATH, else
+#                              /usr/local/go/bin/go)
+set -euo pipefail
+
+RECIPE=1   # bump when the way a binary is built changes, to force a rebuild
+
+KUBE_VERSION="${BAKEOFF_KUBE_VERSION:-v1.32.13}"
+ETCD_SOURCE="${BAKEOFF_ETCD_SOURCE:-go}"
+ETCD_VERSION="${BAKEOFF_ETCD_VERSION:-v3.5.16}"
+HELM_VERSION="${BAKEOFF_HELM_VERSION:-v3.19.5}"
+DIR="${BAKEOFF_KUBE_ASSETS:-$HOME/.cache/bakeoff/kube-assets}"
+JOBS="${BAKEOFF_KUBE_ASSETS_JOBS:-1}"
+
+MODE=build
+case "${1:-}" in
+  "") ;;
+  --check) MODE=check ;;
+  --force) MODE=force ;;
+  -h|--help) sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) echo "kube-assets: unknown argument: $1 (try --help)" >&2; exit 2 ;;
+esac
+
+log() { echo "kube-assets: $*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# The line each component gets in $DIR/VERSIONS.
+want_line() {
+  case "$1" in
+    kube-apiserver) echo "kube-apiserver $KUBE_VERSION recipe=$RECIPE" ;;
+    etcd)
+      if [ "$ETCD_SOURCE" = deb ]; then echo "etcd debian:etcd-server recipe=$RECIPE"
+      else echo "etcd $ETCD_VERSION recipe=$RECIPE"; fi ;;
+    helm) echo "helm $HELM_VERSION recipe=$RECIPE" ;;
+  esac
+}
+
+is_cached() {  # is_cached NAME
+  [ -x "$DIR/$1" ] && [ -f "$DIR/VERSIONS" ] && grep -qxF "$(want_line "$1")" "$DIR/VERSIONS"
+}
+
+all_cached() { is_cached kube-apiserver && is_cached etcd && is_cached helm; }
+
+# ---- fast path: nothing to do -------------------------------------------------
+if [ "$MODE" != force ] && all_cached; then
+  echo "$DIR"
+  exit 0
+fi
+if [ "$MODE" = check ]; then
+  log "assets in $DIR are missing or not the wanted versions; run scripts/kube-assets.sh"
+  exit 1
+fi
+
+# ---- slow path ------------------------------------------------------------------
+case "$DIR" in /*) ;; *) DIR="$PWD/$DIR" ;; esac
+REPO_ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+case "$DIR/" in "$REPO_ROOT"/*) die "cache dir $DIR must be outside the repository ($REPO_ROOT)" ;; esac
+mkdir -p "$DIR"
+
+# One build at a time per cache dir.
+exec 9>"$DIR/.lock"
+if ! flock -n 9; then
+  log "another kube-assets.sh is building into $DIR; waiting for it"
+  flock 9
+fi
+if [ "$MODE" != force ] && all_cached; then echo "$DIR"; exit 0; fi
+
+if [ -z "${GO:-}" ]; then
+  if command -v go >/dev/null 2>&1; then GO="$(command -v go)"
+  elif [ -x /usr/local/go/bin/go ]; then GO=/usr/local/go/bin/go
+  else die "no Go toolchain found (set GO=/path/to/go)"; fi
+fi
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/kube-assets.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+
+# Low priority, one core: GOMAXPROCS limits each Go process, -p the number of
+# packages compiled at once. GOTOOLCHAIN=local: never fetch another toolchain.
+gocmd() {
+  nice -n 19 env GOMAXPROCS="$JOBS" GOFLAGS="-p=$JOBS -buildvcs=false" \
+    GOTOOLCHAIN=local CGO_ENABLED=0 "$GO" "$@"
+}
+
+record() {  # record NAME — replace NAME's line in VERSIONS
+  local tmp="$DIR/.VERSIONS.tmp"
+  { if [ -f "$DIR/VERSIONS" ]; then grep -v "^$1 " "$DIR/VERSIONS" || true; fi; want_line "$1"; } > "$tmp"
+  sort -o "$tmp" "$tmp"
+  mv -f "$tmp" "$DIR/VERSIONS"
+}
+
+elapsed() { echo $(( $(date +%s) - $1 )); }
+
+# ---- kube-apiserver -----------------------------------------------------------
+# k8s.io/kubernetes requires its staging modules (k8s.io/api, apimachinery,
+# client-go, apiserver, component-base, kms, …) at v0.0.0 and replaces them with
+# ./staging/src/k8s.io/X — replaces that only apply inside that repository. A
+# wrapper module re-states each of those replaces as the published v0.N.P.
+build_kube_apiserver() {
+  local t0 minor staging_version kdir gomod build_date ld p
+  t0=$(date +%s)
+  minor="${KUBE_VERSION#v1.}"; minor="${minor%%.*}"
+  staging_version="v0.${KUBE_VERSION#v1.}"
+  log "kube-apiserver $KUBE_VERSION: downloading k8s.io/kubernetes (staging modules at $staging_version)"
+  kdir="$(gocmd mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')" \
+    || die "go mod download k8s.io/kubernetes@$KUBE_VERSION failed (is that version on the module proxy? try: go list -m -versions k8s.io/kubernetes)"
+  if [ -z "$kdir" ] || [ ! -f "$kdir/go.mod" ]; then die "could not download k8s.io/kubernetes@$KUBE_VERSION"; fi
+  gomod="$kdir/go.mod"
+
+  mkdir -p "$WORK/kube" && cd "$WORK/kube"
+  {
+    printf 'module bakeoff.local/kube-apiserver-build\n\ngo 1.23.0\n\nrequire k8s.io/kubernetes %s\n\nreplace (\n' "$KUBE_VERSION"
+    sed -n "s#^[[:space:]]*\(k8s.io/[A-Za-z0-9._-]*\) => ./staging/src/k8s.io/.*#\t\1 => \1 $staging_version#p" "$gomod"
+    printf ')\n'
+  } > go.mod
+  local n; n=$(grep -c '=> k8s.io/' go.mod || true)
+  [ "$n" -gt 0 ] || die "found no './staging/src/k8s.io' replace lines in $gomod"
+  log "kube-apiserver: wrapper go.mod replaces $n staging modules with $staging_version"
+  printf '//go:build tools\n\npackage tools\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver"\n' > tools.go
+  # -e: tidy also resolves modules that only tests of dependencies import; some
+  # of those (e.g. k8s.io/cri-client) may be missing from a registry mirror and
+  # are not needed to build the binary.
+  gocmd mod tidy -e >tidy.log 2>&1 || { cat tidy.log >&2; die "go mod tidy failed for kube-apiserver"; }
+
+  # Version stamps, as Kubernetes' hack/lib/version.sh sets them (without them
+  # /version reports v0.0.0-master and e.g. helm's kubeVersion checks fail).
+  build_date="$(gocmd list -m -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/^[[:space:]]*"Time": "\(.*\)",\{0,1\}$/\1/p')"
+  build_date="${build_date:-1970-01-01T00:00:00Z}"
+  ld="-s -w"
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld="$ld -X $p.gitVersion=$KUBE_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+    ld="$ld -X $p.gitTreeState=clean -X $p.buildDate=$build_date"
+  done
+  log "kube-apiserver: go build (one core at nice 19: about 5-6 minutes with a cold Go build cache on 1 core, seconds when warm)"
+  gocmd build -trimpath -ldflags "$ld" -o "$DIR/.kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver \
+    || die "go build of kube-apiserver $KUBE_VERSION failed (see above)"
+  mv -f "$DIR/.kube-apiserver.tmp" "$DIR/kube-apiserver"
+  record kube-apiserver
+  log "kube-apiserver $KUBE_VERSION built in $(elapsed "$t0")s"
+}
+
+# ---- etcd -----------------------------------------------------------------------
+build_etcd_go() {
+  local t0; t0=$(date +%s)
+  log "etcd $ETCD_VERSION: building go.etcd.io/etcd/server/v3 from the Go module proxy"
+  # A wrapper module rather than `go install …@v`: etcd's own go.mod has
+  # replace directives (../api, ../pkg, …), which `go install pkg@version` rejects.
+  mkdir -p "$WORK/etcd" && cd "$WORK/etcd"
+  printf 'module bakeoff.local/etcd-build\n\ngo 1.23.0\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" > go.mod
+  printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' > tools.go
+  gocmd mod tidy -e >tidy.log 2>&1 || { cat tidy.log >&2; die "go mod tidy failed for etcd"; }
+  gocmd build -trimpath -ldflags "-s -w" -o "$DIR/.etcd.tmp" go.etcd.io/etcd/server/v3 \
+    || die "go build of etcd $ETCD_VERSION failed (see above)"
+  mv -f "$DIR/.etcd.tmp" "$DIR/etcd"
+  record etcd
+  log "etcd $ETCD_VERSION built in $(elapsed "$t0")s"
+}
+
+install_etcd_deb() {
+  # Debian's etcd-server, unpacked without installing (so no daemon starts).
+  command -v apt-get >/dev/null || die "BAKEOFF_ETCD_SOURCE=deb needs apt-get"
+  log "etcd: fetching Debian's etcd-server package"
+  mkdir -p "$WORK/deb" && cd "$WORK/deb"
+  apt-get -o APT::Sandbox::User=root download etcd-server >&2 || die "apt-get download etcd-server failed (run apt-get update as root first?)"
+  dpkg-deb -x etcd-server_*.deb root
+  install -m 0755 root/usr/bin/etcd "$DIR/.etcd.tmp"
+  mv -f "$DIR/.etcd.tmp" "$DIR/etcd"
+  record etcd
+  log "etcd: installed $("$DIR/etcd" --version | head -1)"
+}
+
+# ---- helm -----------------------------------------------------------------------
+build_helm() {
+  local t0 ld; t0=$(date +%s)
+  log "helm $HELM_VERSION: go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  mkdir -p "$WORK/helm" && cd "$WORK/helm"
+  GOBIN="$WORK/helm/bin" gocmd install -trimpath -ldflags "$ld" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" \
+    || die "go install of helm $HELM_VERSION failed (see above)"
+  install -m 0755 "$WORK/helm/bin/helm" "$DIR/.helm.tmp"
+  mv -f "$DIR/.helm.tmp" "$DIR/helm"
+  record helm
+  log "helm $HELM_VERSION built in $(elapsed "$t0")s"
+}
+
+log "building into $DIR with $("$GO" version)"
+if [ "$MODE" = force ] || ! is_cached etcd; then
+  if [ "$ETCD_SOURCE" = deb ]; then install_etcd_deb; else build_etcd_go; fi
+fi
+if [ "$MODE" = force ] || ! is_cached helm; then build_helm; fi
+if [ "$MODE" = force ] || ! is_cached kube-apiserver; then build_kube_apiserver; fi
+
+all_cached || die "internal error: assets still incomplete in $DIR"
+echo "$DIR"
