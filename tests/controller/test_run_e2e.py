@@ -149,7 +149,10 @@ async def test_ctrl_c_mid_run_leaves_no_process_and_a_restart_resumes(tmp_path, 
     assert run.status()["decision"] is None
 
     again = runs(spec, state)
-    st = await again.wait_for(lambda s: s if s.get("weights", {}).get("v2") else None, 20, "resumed split")
+    # Each resumed candidate rejoins the split once its new process is healthy: wait for both.
+    st = await again.wait_for(
+        lambda s: s if s.get("weights", {}).get("v1") and s.get("weights", {}).get("v2") else None, 20, "resumed split"
+    )
     assert {n: (v["phase"], v["step"]) for n, v in st["variants"].items()} == {"v1": ("Serving", 1), "v2": ("Serving", 1)}
     assert st["weights"] == {"mainline": 0.6, "v1": 0.2, "v2": 0.2}
     assert [e["type"] for e in again.journal()].count("admitted") == 2  # not admitted again
