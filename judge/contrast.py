@@ -27,6 +27,24 @@ Software Deployments through Sequential Testing", KDD 2022): new errors per
 arm are independent increments whose intensity ratio is the tested contrast;
 the Gaussian form lets absolute tolerances (percentage points) be tested, not
 only rate ratios.
+
+Variances at the null boundary.  For error rates and proportions the tests
+against a tolerance (``H0: p_t - p_c >= delta`` for non-inferiority, ``<=
+delta`` for "worse than tolerated", or ``p_t = c p_c`` for relative
+tolerances) weight each batch with the variance *under the null boundary*,
+evaluated at the restricted maximum-likelihood estimate of Farrington &
+Manning ("Test statistics and sample size formulae for comparative binomial
+trials with null hypothesis of non-zero risk difference or non-unity
+relative risk", Statistics in Medicine 9, 1990; the same estimate as
+Miettinen & Nurminen 1985).  The unrestricted plug-in ``p(1-p)`` is wrong
+there: with no errors on either side it is almost 0, so a difference of
+``-delta`` looked like hundreds of standard errors (p-values like 1e-261 for
+"non-inferior" from a few thousand requests) although a candidate erring at
+exactly the tolerated rate produces no errors in its first hundred requests a
+third of the time.  Under the boundary the candidate's rate is at least
+``delta``, and so is its variance.  The plain difference (estimate,
+confidence sequence, "better", "worse than control") keeps the smoothed
+plug-in variances.
 """
 
 from __future__ import annotations
@@ -59,6 +77,54 @@ def unit_stats(spec: MetricSpec, v: VariantCounters) -> tuple[float, float, floa
     return n, mean, var
 
 
+def rmle_difference(x_t: float, n_t: float, x_c: float, n_c: float, delta: float) -> tuple[float, float]:
+    """Restricted MLE of (p_t, p_c) under ``p_t - p_c = delta`` (Farrington & Manning 1990, closed form)."""
+    p1h, p2h = x_t / n_t, x_c / n_c
+    th = n_c / n_t
+    a = 1.0 + th
+    b = -(1.0 + th + p1h + th * p2h + delta * (th + 2.0))
+    c = delta * delta + delta * (2.0 * p1h + th + 1.0) + p1h + th * p2h
+    d = -p1h * delta * (1.0 + delta)
+    v = b**3 / (27.0 * a**3) - b * c / (6.0 * a * a) + d / (2.0 * a)
+    u = math.copysign(math.sqrt(max(b * b / (9.0 * a * a) - c / (3.0 * a), 0.0)), v)
+    if u == 0.0:
+        p1 = -b / (3.0 * a)
+    else:
+        w = (math.pi + math.acos(max(-1.0, min(1.0, v / u**3)))) / 3.0
+        p1 = 2.0 * u * math.cos(w) - b / (3.0 * a)
+    p1 = min(max(p1, max(0.0, delta)), min(1.0, 1.0 + delta))
+    return p1, p1 - delta
+
+
+def rmle_ratio(x_t: float, n_t: float, x_c: float, n_c: float, phi: float) -> tuple[float, float]:
+    """Restricted MLE of (p_t, p_c) under ``p_t = phi * p_c`` (Farrington & Manning 1990)."""
+    A = (n_t + n_c) * phi
+    B = -(n_t * phi + x_t + n_c + x_c * phi)
+    C = x_t + x_c
+    disc = max(B * B - 4.0 * A * C, 0.0)
+    p2 = (-B - math.sqrt(disc)) / (2.0 * A)
+    p2 = min(max(p2, 0.0), min(1.0, 1.0 / phi))
+    return phi * p2, p2
+
+
+def null_variances(spec: MetricSpec, tot_t: VariantCounters, tot_c: VariantCounters, c: float,
+                   a: float) -> tuple[float, float]:
+    """Per-request variances of a binary metric under ``p_t = c p_c + a`` (restricted MLE)."""
+    x_t, n_t = binary_counts(spec, tot_t)
+    x_c, n_c = binary_counts(spec, tot_c)
+    if n_t <= 0 or n_c <= 0:
+        return math.nan, math.nan
+    p_t, p_c = rmle_difference(x_t, n_t, x_c, n_c, a) if c == 1.0 else rmle_ratio(x_t, n_t, x_c, n_c, c)
+    return p_t * (1.0 - p_t), p_c * (1.0 - p_c)
+
+
+def binary_counts(spec: MetricSpec, v: VariantCounters) -> tuple[float, int]:
+    """(events, requests) of an error rate or proportion (events capped at requests)."""
+    n = v.requests
+    x = v.errors if spec.kind == "error_rate" else v.metrics.get(spec.name, (0, 0.0, 0.0))[0]
+    return float(min(max(x, 0), n)), n
+
+
 def batch_mean(spec: MetricSpec, inc: VariantCounters) -> tuple[int, float]:
     if spec.kind == "error_rate":
         n = inc.requests
@@ -74,7 +140,9 @@ def batch_mean(spec: MetricSpec, inc: VariantCounters) -> tuple[int, float]:
 class ContrastTest:
     """Tests of one metric of one candidate against the control.
 
-    State (serialisable): ``acc[c] = [W, I]`` per contrast coefficient.
+    State (serialisable): ``acc[name] = [W, I]`` for the plain difference
+    (``"diff"``: ``mu_t - mu_c``) and the tolerance contrast (``"tol"``:
+    ``mu_t - c mu_c - a``).
     """
 
     def __init__(self, spec: MetricSpec):
@@ -84,31 +152,37 @@ class ContrastTest:
             self.c_tol, self.a_tol = 1.0 + spec.harm * tol, 0.0
         else:
             self.c_tol, self.a_tol = 1.0, spec.harm * tol
-        self.coefficients = sorted({1.0, self.c_tol})
+        self.binary = spec.kind in ("error_rate", "proportion")
+        # Tolerance tests of binary metrics use variances at the null boundary.
+        self.null_var = self.binary and (self.c_tol != 1.0 or self.a_tol != 0.0)
 
     def new_state(self) -> dict[str, Any]:
-        return {"acc": {repr(c): [0.0, 0.0] for c in self.coefficients}}
+        return {"acc": {"diff": [0.0, 0.0], "tol": [0.0, 0.0]}}
+
+    def _variances(self, name: str, tot_t, tot_c) -> tuple[float, float]:
+        if name == "tol" and self.null_var:
+            return null_variances(self.spec, tot_t, tot_c, self.c_tol, self.a_tol)
+        return unit_stats(self.spec, tot_t)[2], unit_stats(self.spec, tot_c)[2]
 
     def update(self, st: dict[str, Any], inc_t, inc_c, tot_t, tot_c) -> None:
         n_t, m_t = batch_mean(self.spec, inc_t)
         n_c, m_c = batch_mean(self.spec, inc_c)
         if n_t <= 0 or n_c <= 0 or not (math.isfinite(m_t) and math.isfinite(m_c)):
             return
-        _, _, var_t = unit_stats(self.spec, tot_t)
-        _, _, var_c = unit_stats(self.spec, tot_c)
-        if not (math.isfinite(var_t) and math.isfinite(var_c)):
-            return
-        for c in self.coefficients:
+        for name, c, a in (("diff", 1.0, 0.0), ("tol", self.c_tol, self.a_tol)):
+            var_t, var_c = self._variances(name, tot_t, tot_c)
+            if not (math.isfinite(var_t) and math.isfinite(var_c)):
+                continue
             v = var_t / n_t + c * c * var_c / n_c
             if not v > 0:
                 continue
-            acc = st["acc"][repr(c)]
-            acc[0] += (m_t - c * m_c) / v
+            acc = st["acc"][name]
+            acc[0] += (m_t - c * m_c - a) / v
             acc[1] += 1.0 / v
 
-    def _tau2(self, c: float, tot_t, tot_c) -> float:
-        _, _, var_t = unit_stats(self.spec, tot_t)
-        _, _, var_c = unit_stats(self.spec, tot_c)
+    def _tau2(self, name: str, tot_t, tot_c) -> float:
+        c = self.c_tol if name == "tol" else 1.0
+        var_t, var_c = self._variances(name, tot_t, tot_c)
         sigma2 = (var_t + c * c * var_c) / 2.0
         if not (math.isfinite(sigma2) and sigma2 > 0):
             return math.nan
@@ -118,16 +192,15 @@ class ContrastTest:
         """log Lambda of each test (before running maxima)."""
         h = self.spec.harm
         out: dict[str, float] = {}
-        w1, i1 = st["acc"][repr(1.0)]
-        tau1 = self._tau2(1.0, tot_t, tot_c)
+        w1, i1 = st["acc"]["diff"]
+        tau1 = self._tau2("diff", tot_t, tot_c)
         if i1 > 0 and math.isfinite(tau1):
             out["no_change"] = float(log_mixture_two_sided(w1, i1, tau1))
             out["better"] = float(log_mixture_one_sided(-h * w1, i1, tau1))
             out["worse_than_control"] = float(log_mixture_one_sided(h * w1, i1, tau1))
-        wt, it = st["acc"][repr(self.c_tol)]
-        taut = self._tau2(self.c_tol, tot_t, tot_c)
+        w0, it = st["acc"]["tol"]
+        taut = self._tau2("tol", tot_t, tot_c)
         if it > 0 and math.isfinite(taut):
-            w0 = wt - self.a_tol * it
             out["worse"] = float(log_mixture_one_sided(h * w0, it, taut))
             out["non_inferior"] = float(log_mixture_one_sided(-h * w0, it, taut))
         return out
@@ -135,8 +208,8 @@ class ContrastTest:
     def estimate(self, st: dict[str, Any], tot_t, tot_c, alpha_ci: float) -> dict[str, Any]:
         _, mean_t, _ = unit_stats(self.spec, tot_t)
         _, mean_c, _ = unit_stats(self.spec, tot_c)
-        w1, i1 = st["acc"][repr(1.0)]
-        tau1 = self._tau2(1.0, tot_t, tot_c)
+        w1, i1 = st["acc"]["diff"]
+        tau1 = self._tau2("diff", tot_t, tot_c)
         if i1 > 0 and math.isfinite(tau1):
             est = w1 / i1
             hw = cs_half_width(i1, tau1, alpha_ci)

@@ -67,7 +67,7 @@ from judge.verdict import (
     Verdict,
 )
 
-STATE_FORMAT = "bakeoff.judge-state/v1"
+STATE_FORMAT = "bakeoff.judge-state/v2"
 
 
 @functools.lru_cache(maxsize=256)

@@ -2,39 +2,52 @@
 
 The router only exposes latency as a cumulative log-bucketed histogram, so the
 judge works on the *increments* between looks (the new requests).  For
-quantile ``q`` (median, p95, p99, ...) it asks whether the candidate's
-quantile exceeds ``rho`` times the control's.
+quantile ``q`` (median, p95, p99, ...) it estimates the ratio ``rho`` of the
+candidate's quantile to the control's, with a confidence sequence, and tests
+it against 1 and against the tolerance.
 
-Quantile tests through exceedances.  Let ``x`` be the control's q-quantile.
-Then ``P(L_c > x) = 1 - q`` and ``Q_t(q) > rho * x`` exactly when
-``P(L_t / rho > x) > 1 - q``.  So each new request becomes a Bernoulli
-"exceeds the threshold" -- for the control at ``x``, for the candidate at
-``rho * x`` -- and "the candidate's quantile is more than rho times the
-control's" becomes "the candidate's exceedance rate is higher than the
-control's": a difference of proportions, tested with the normal mixture SPRT
-of :mod:`judge.sequential` (Johari, Pekelis, Walsh 2022) exactly as error
-rates are.  This is the two-sample analogue of the quantile confidence
-sequences of Howard & Ramdas ("Sequential estimation of quantiles with
-applications to A/B-testing and best-arm identification", Bernoulli 28(3),
-2022), which likewise reduce a quantile to the Bernoulli process
-``1{X_i <= Q(q)}`` and bound it uniformly over time.
+Quantile tests through exceedances.  "The candidate's q-quantile is ``r``
+times the control's" is, when the candidate is a rescaled control
+(``L_t ~ r L_c``), the statement that ``L_c`` and ``L_t / r`` have the same
+distribution, so at *any* threshold ``x`` the two exceed ``x`` equally often.
+This reduces the quantile to the Bernoulli process ``1{X > x}`` -- the device
+of Howard & Ramdas ("Sequential estimation of quantiles with applications to
+A/B-testing and best-arm identification", Bernoulli 28(3), 2022), who bound it
+uniformly over time -- and the comparison to a difference of exceedance rates,
+accumulated over looks in the normal mixture SPRT of :mod:`judge.sequential`
+(Johari, Pekelis, Walsh 2022).
 
-The threshold must not peek at the data it tests, so at every look it is the
-control's q-quantile of the data *before* that look (a predictable choice):
-given the past, the batch's exceedances are independent Bernoullis.  Under
-the A/A null (same distributions) the two exceedance rates are equal for
-*any* threshold, so the test is exact whatever the threshold; at a
-tolerance boundary it is exact when the candidate is a rescaled control
-(``L_t ~ rho L_c``) and otherwise tests the quantile level the threshold
-actually sits at, which converges to ``q``.
+The threshold of a look is the q-quantile of that look's *pooled* batch:
+the control's new latencies together with the candidate's divided by ``r``.
+Under the null the pooled values are exchangeable, so given the pooled batch
+the candidate's share of the exceedances is a draw without replacement: the
+difference of exceedance rates has mean exactly 0 and a known (permutation)
+variance, with no plug-in estimate, no peeking at the data tested, no warm-up
+and no drift when load changes during the run (each look tests the quantile
+of its own time window).  Histogram buckets are 2% wide, so the pooled
+quantile usually falls inside a bucket; that bucket's latencies count as a
+fractional exceedance (log-uniform within the bucket), which keeps the
+tested level at exactly ``q`` despite ties.  Dividing by ``r = gamma**s``
+moves bucket ``i`` to ``i - s`` exactly, so for integer ``s`` the test is
+exact under the rescaling null; half-bucket points and the tolerance's own
+(fractional) shift interpolate between their two integer neighbours.
 
-Relative tolerances are free on a log-bucketed histogram: dividing every
-latency by ``gamma**s`` moves bucket ``i`` to bucket ``i - s`` exactly, so the
-judge keeps the mixture statistics for a grid of shifts ``s`` (ratios
-``gamma**s``, about 2% apart), tests the tolerance at the grid point on the
-tolerance's own (fractional) shift, interpolating within a bucket, and
-reports the confidence sequence for the ratio as the set of shifts not
-rejected (Robbins' duality between tests and confidence sets).
+Confidence sequence, estimate and states come from the same tests.  For
+every grid ratio ``r`` the two-sided mixture ``Lambda(r)`` is kept as a
+running maximum over looks, split by the sign of its drift: evidence that
+``rho > r`` (``W(r) > 0``) and that ``rho < r``.  The lower confidence bound
+is the largest ``r`` such that ``rho > r'`` is established for every grid
+``r' <= r``; the upper bound symmetrically (Robbins' duality between tests
+and confidence sets, with running intersection -- the interval only
+shrinks).  At the true ratio ``Lambda`` is a martingale, so by Ville's
+inequality the interval misses it at *any* look with probability at most
+``alpha``; a test of "``rho <= r``" against the same threshold is valid for
+the composite null because its evidence for ``rho > r`` requires ``W(r) > 0``
+(a supermartingale when ``rho <= r``).  The states are read off the interval
+(worse: it lies above the tolerance; non-inferior: below it; better: below
+1), and the p-values are those of the same tests, so they always agree.  The
+estimate is the ratio at which the accumulated exceedance difference changes
+sign (where the evidence is weakest), clamped into the interval.
 """
 
 from __future__ import annotations
@@ -43,133 +56,185 @@ import math
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from judge.config import MetricSpec
 from judge.counters import VariantCounters
-from judge.sequential import log_mixture_two_sided, log_one_sided, log_two_sided
+from judge.sequential import log_mixture_two_sided
 from router.histogram import GAMMA, NUM_BUCKETS, bucket_value
 
 LOG_GAMMA = math.log(GAMMA)
-GRID = 40  # shifts -GRID..GRID: ratios 0.45 .. 2.24
+SPAN = 60  # integer shifts -SPAN..SPAN buckets: ratios 0.30 .. 3.3
+SETTLED = 50.0  # log Lambda beyond any threshold in use (p < 2e-22): that grid point stays excluded
 
 
-def quantile_index(counts: np.ndarray, q: float, cum: np.ndarray | None = None) -> int | None:
+def quantile_index(counts: np.ndarray, q: float) -> int | None:
     """Bucket index of the q-quantile (same rank rule as router.histogram.quantile_from_counts)."""
-    if cum is None:
-        cum = np.cumsum(counts)
+    cum = np.cumsum(counts)
     total = int(cum[-1])
     if total == 0:
         return None
     return int(np.searchsorted(cum, q * (total - 1), side="right"))
 
 
-def _cum(counts: np.ndarray) -> np.ndarray:
-    """cum[i] = number of values in buckets < i (length NUM_BUCKETS + 1)."""
-    out = np.empty(NUM_BUCKETS + 1, dtype=np.int64)
-    out[0] = 0
-    np.cumsum(counts, out=out[1:])
-    return out
-
-
-def _tails(cum: np.ndarray, idx):
-    """Number of values in buckets strictly above ``idx`` (idx may be out of range)."""
-    j = np.minimum(np.maximum(np.asarray(idx) + 1, 0), NUM_BUCKETS)
-    return cum[-1] - cum[j]
-
-
 class LatencyTest:
     def __init__(self, spec: MetricSpec):
         self.spec = spec
         self.q = float(spec.quantile)
-        self.shifts = np.arange(-GRID, GRID + 1)
-        # The tolerance as a (fractional) shift in buckets; within a bucket the
-        # tail count is interpolated log-linearly (buckets are 2% wide, finer
-        # than any tolerance worth setting, and the histogram itself is only
-        # 1% accurate).
-        self.t_tol = math.log1p(spec.tolerance) / LOG_GAMMA if spec.tolerance else 0.0
-        self.s_floor = int(math.floor(self.t_tol))
-        self.frac = self.t_tol - self.s_floor
-        # Warm-up: the threshold needs enough control data to mean something.
-        self.warmup = max(20, math.ceil(5.0 / min(self.q, 1.0 - self.q)))
+        self.h = 1 if spec.harm > 0 else -1
+        self.ints = np.arange(-SPAN, SPAN + 1)
+        r_tol = 1.0 + self.h * spec.tolerance
+        self.t_tol = math.log(r_tol) / LOG_GAMMA if spec.tolerance and r_tol > 0 else 0.0
+        # The grid of tested shifts (in buckets): integers, half-integers and the tolerance.
+        pts = np.concatenate([self.ints, self.ints[:-1] + 0.5, [self.t_tol, 0.0]])
+        self.grid = np.unique(np.clip(np.round(pts, 9), -SPAN, SPAN))
+        fl = np.clip(np.floor(self.grid).astype(int), -SPAN, SPAN - 1)
+        self.i0 = fl + SPAN
+        self.f = self.grid - fl
+        self.k0 = int(np.searchsorted(self.grid, 0.0))
+        self.k_tol = int(np.searchsorted(self.grid, round(self.t_tol, 9)))
         self.tau2 = (spec.effect_size**2) * self.q * (1.0 - self.q)
+        # Relative change at each grid point (exact at 0 and at the tolerance, so
+        # that "the interval is above the tolerance" is the same test as p_worse).
+        self.change = GAMMA**self.grid - 1.0
+        self.change[self.k_tol] = self.h * spec.tolerance if self.t_tol else 0.0
+        self.change[self.k0] = 0.0
 
     def new_state(self) -> dict[str, Any]:
-        n = len(self.shifts)
-        return {"W": np.zeros(n), "I": np.zeros(n), "tol": [0.0, 0.0]}
+        n = len(self.grid)
+        # W, I: mixture sums (current); A, B: running max of log Lambda with drift > 0 / < 0.
+        return {"W": np.zeros(n), "I": np.zeros(n), "A": np.zeros(n), "B": np.zeros(n)}
 
-    def update(self, st, inc_t: VariantCounters, inc_c: VariantCounters, prior_t: VariantCounters,
-               prior_c: VariantCounters) -> None:
+    # -- one look ------------------------------------------------------------
+    def batch(self, ct: np.ndarray, cc: np.ndarray, smin: int = -SPAN, smax: int = SPAN
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Per integer shift s in smin..smax: (exceedance difference D, its permutation variance V)
+        for one batch.
+
+        Threshold: the q-quantile of the control's counts pooled with the
+        candidate's shifted down by s buckets.  V = 0 marks "no information".
+        """
+        n_t, n_c = int(ct.sum()), int(cc.sum())
+        N = n_t + n_c
+        nz_c, nz_t = np.flatnonzero(cc), np.flatnonzero(ct)
+        # Positions u (u = lower edge of bucket u, in the control's coordinates) from below
+        # every latency to above every latency, for every shift.
+        lo = min(int(nz_c[0]), int(nz_t[0]) - smax)
+        hi = max(int(nz_c[-1]), int(nz_t[-1]) - smin) + 2
+        u = np.arange(lo, hi)
+        cum_c = np.zeros(NUM_BUCKETS + 1, dtype=np.int64)  # cum[i]: values in buckets < i
+        cum_t = np.zeros(NUM_BUCKETS + 1, dtype=np.int64)
+        np.cumsum(cc, out=cum_c[1:])
+        np.cumsum(ct, out=cum_t[1:])
+        Fc = cum_c.take(u, mode="clip")
+        # Row s of Ft: the candidate's cumulative counts at u + s (its latencies divided by gamma**s).
+        ext = cum_t.take(np.arange(lo + smin, hi + smax), mode="clip")
+        Ft = sliding_window_view(ext, len(u))
+        P = Fc[None, :] + Ft
+        target = self.q * N
+        j = np.minimum((P <= target).sum(axis=1) - 1, len(u) - 2)
+        rows = np.arange(smax - smin + 1)
+        p0, p1 = P[rows, j], P[rows, j + 1]
+        m_b = p1 - p0  # pooled count in the bucket holding the threshold
+        frac = np.minimum(np.maximum((target - p0) / np.maximum(m_b, 1), 0.0), 1.0)
+        g = 1.0 - frac  # exceedance credit of a latency in that bucket (log-uniform within it)
+        fc0, fc1 = Fc[j], Fc[j + 1]
+        ft0, ft1 = Ft[rows, j], Ft[rows, j + 1]
+        x_c = (n_c - fc1) + (fc1 - fc0) * g
+        x_t = (n_t - ft1) + (ft1 - ft0) * g
+        # Permutation variance of the difference of exceedance rates given the pooled batch:
+        # N^2 S^2 / (n_t n_c (N - 1)), S^2 the pooled (population) variance of the credits.
+        above = N - p1
+        s1 = above + m_b * g
+        s2 = above + m_b * g * g
+        var_g = np.maximum(s2 / N - (s1 / N) ** 2, 0.0)
+        V = N * N * var_g / (n_t * n_c * (N - 1))
+        D = x_t / n_t - x_c / n_c
+        return D, V
+
+    def update(self, st, inc_t: VariantCounters, inc_c: VariantCounters, prior_t: VariantCounters = None,
+               prior_c: VariantCounters = None) -> None:
         n_t, n_c = int(inc_t.latency.sum()), int(inc_c.latency.sum())
-        n_c_prior = int(prior_c.latency.sum())
         if n_t == 0 or n_c == 0:
             return
-        if n_c_prior < self.warmup:
-            # No history yet (the first look): take the threshold from this
-            # batch's own control data.  Under the A/A null this is
-            # conservative -- the control's exceedances of its own quantile
-            # vary less than modelled -- and it lets a single look judge.
-            if n_c < self.warmup:
-                return
-            prior_c, n_c_prior = inc_c, n_c
-        cum_pc = _cum(prior_c.latency)
-        k = quantile_index(None, self.q, cum_pc[1:])
-        ks = k + self.shifts
-        a_c_batch = float(_tails(_cum(inc_c.latency), k)) / n_c
-        a_t_batch = _tails(_cum(inc_t.latency), ks) / n_t
-        a_c = (float(_tails(cum_pc, k)) + 0.5) / (n_c_prior + 1.0)
-        n_t_prior = int(prior_t.latency.sum())
-        if n_t_prior >= self.warmup:
-            a_t = (_tails(_cum(prior_t.latency), ks) + 0.5) / (n_t_prior + 1.0)
-        else:
-            a_t = np.full(len(ks), a_c)
-        v = a_t * (1 - a_t) / n_t + a_c * (1 - a_c) / n_c
-        st["W"] = st["W"] + (a_t_batch - a_c_batch) / v
-        st["I"] = st["I"] + 1.0 / v
-        # The tolerance shift, interpolated between its two grid neighbours.
-        i0 = self.s_floor + GRID
-        f = self.frac
-        at_b = (1 - f) * a_t_batch[i0] + f * a_t_batch[min(i0 + 1, 2 * GRID)]
-        at_p = (1 - f) * a_t[i0] + f * a_t[min(i0 + 1, 2 * GRID)]
-        vt = at_p * (1 - at_p) / n_t + a_c * (1 - a_c) / n_c
-        st["tol"] = [st["tol"][0] + (at_b - a_c_batch) / vt, st["tol"][1] + 1.0 / vt]
+        # Grid points already excluded beyond any level (running maxima are sticky) need no
+        # more data: compute only the integer shifts the others interpolate between.
+        live = np.flatnonzero((st["A"] < SETTLED) & (st["B"] < SETTLED))
+        if len(live) == 0:
+            return
+        i0, f = self.i0[live], self.f[live]
+        smin, smax = int(i0[0]) - SPAN, int(i0[-1]) + 1 - SPAN
+        D, V = self.batch(inc_t.latency, inc_c.latency, smin, smax)
+        k0 = i0 - (smin + SPAN)
+        d0, d1, v0, v1 = D[k0], D[k0 + 1], V[k0], V[k0 + 1]
+        Dg = (1 - f) * d0 + f * d1
+        Vg = (1 - f) * v0 + f * v1
+        ok = ((v0 > 0) | (f == 1.0)) & ((v1 > 0) | (f == 0.0)) & (Vg > 0)
+        inv = np.where(ok, 1.0 / np.where(ok, Vg, 1.0), 0.0)
+        W, I = st["W"].copy(), st["I"].copy()
+        W[live] += Dg * inv
+        I[live] += inv
+        st["W"], st["I"] = W, I
 
-    def _at(self, st, s: int) -> tuple[float, float]:
-        i = s + GRID
-        return float(st["W"][i]), float(st["I"][i])
+    # -- evidence, interval, estimate -------------------------------------------
+    def _monotone(self, st) -> tuple[np.ndarray, np.ndarray]:
+        """Evidence for rho > r (non-increasing in r) and for rho < r (non-decreasing in r)."""
+        above = np.minimum.accumulate(st["A"])
+        below = np.minimum.accumulate(st["B"][::-1])[::-1]
+        return above, below
 
     def evidence(self, st, tot_t, tot_c) -> dict[str, float]:
-        h = self.spec.harm
-        out: dict[str, float] = {}
-        w0, i0 = self._at(st, 0)
-        if i0 <= 0:
-            return out
-        out["no_change"] = log_two_sided(w0, i0, self.tau2)
-        out["better"] = log_one_sided(-h * w0, i0, self.tau2)
-        out["worse_than_control"] = log_one_sided(h * w0, i0, self.tau2)
-        wt, it = st["tol"] if self.t_tol else (w0, i0)
-        if it > 0:
-            out["worse"] = log_one_sided(h * wt, it, self.tau2)
-            out["non_inferior"] = log_one_sided(-h * wt, it, self.tau2)
-        return out
+        W, I = st["W"], st["I"]
+        if not np.any(I > 0):
+            return {}
+        logl = np.where(I > 0, log_mixture_two_sided(W, I, self.tau2), 0.0)
+        st["A"] = np.maximum(st["A"], np.where(W > 0, logl, 0.0))
+        st["B"] = np.maximum(st["B"], np.where(W < 0, logl, 0.0))
+        above, below = self._monotone(st)
+        up, down = (above, below) if self.h > 0 else (below, above)  # harmful / helpful direction
+        return {
+            "no_change": float(max(above[self.k0], below[self.k0])),
+            "better": float(down[self.k0]),
+            "worse_than_control": float(up[self.k0]),
+            "worse": float(up[self.k_tol]),
+            "non_inferior": float(down[self.k_tol]),
+        }
 
     def estimate(self, st, tot_t, tot_c, alpha_ci: float) -> dict[str, Any]:
         it = quantile_index(tot_t.latency, self.q)
         ic = quantile_index(tot_c.latency, self.q)
         qt = bucket_value(it) if it is not None else math.nan
         qc = bucket_value(ic) if ic is not None else math.nan
-        est = qt / qc - 1.0 if ic is not None and it is not None else math.nan
         W, I = st["W"], st["I"]
-        ci = (math.nan, math.nan)
-        if np.all(I > 0):
-            logl = log_mixture_two_sided(W, I, self.tau2)
-            keep = np.nonzero(logl < math.log(1.0 / alpha_ci))[0]
-            if len(keep):
-                lo, hi = int(keep[0]), int(keep[-1])
-                ci = (
-                    -1.0 if lo == 0 else GAMMA ** float(self.shifts[lo]) - 1.0,
-                    math.inf if hi == len(self.shifts) - 1 else GAMMA ** float(self.shifts[hi]) - 1.0,
-                )
-            elif math.isfinite(est):
-                ci = (est, est)
+        grid = self.grid
+        # Point estimate: where the accumulated exceedance difference changes sign.
+        s_hat = math.nan
+        info = np.flatnonzero(I > 0)
+        if len(info):
+            g, w = grid[info], W[info]
+            neg = np.flatnonzero(w <= 0)
+            if len(neg) == 0:
+                s_hat = float(g[-1])
+            elif neg[0] == 0:
+                s_hat = float(g[0])
+            else:
+                k = int(neg[0])
+                s_hat = float(g[k - 1] + w[k - 1] / (w[k - 1] - w[k]) * (g[k] - g[k - 1]))
+        # Confidence sequence: the grid ratios not (yet) excluded by either side.
+        thr = math.log(1.0 / alpha_ci)
+        above, below = self._monotone(st)
+        rej_lo = np.flatnonzero(above >= thr)
+        rej_hi = np.flatnonzero(below >= thr)
+        k_lo = int(rej_lo[-1]) if len(rej_lo) else None
+        k_hi = int(rej_hi[0]) if len(rej_hi) else None
+        if k_lo is not None and k_hi is not None and k_lo > k_hi:
+            # Contradictory evidence (the ratio changed during the run): report the hull.
+            k_lo, k_hi = k_hi, k_lo
+        ci = (float(self.change[k_lo]) if k_lo is not None else -1.0,
+              float(self.change[k_hi]) if k_hi is not None else math.inf)
+        est = math.nan
+        if math.isfinite(s_hat):
+            est = GAMMA**s_hat - 1.0
+            est = min(max(est, ci[0]), ci[1])
         return {"control": qc, "candidate": qt, "estimate": est, "ci": ci, "relative_estimate": est,
                 "scale": "ratio"}
