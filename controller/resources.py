@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
+from bakeoff.yamlfile import read_yaml_documents
 
 from judge.config import JudgeConfig, JudgeConfigError, config_from_dict, parse_duration
 
@@ -352,13 +352,5 @@ def parse_documents(docs: list[Any], origin: str) -> Resources:
 
 
 def load_resources(path: str | Path) -> Resources:
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise ResourceError(f"{p}: cannot read: {e.strerror or e}") from None
-    try:
-        docs = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as e:
-        raise ResourceError(f"{p.name}: not valid YAML: {e}") from None
-    return parse_documents(docs, p.name)
+    docs = read_yaml_documents(path, ResourceError)
+    return parse_documents(docs, Path(path).name)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from bakeoff.yamlfile import read_yaml_documents
 
 API_VERSION = "bakeoff.dev/v1alpha1"
 
@@ -293,14 +293,7 @@ def config_from_dict(raw: Any, origin: str = "judge config") -> JudgeConfig:
 
 def load_config(path: str | Path) -> JudgeConfig:
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise JudgeConfigError(f"{path}: cannot read: {e.strerror or e}") from None
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as e:
-        raise JudgeConfigError(f"{path.name}: not valid YAML: {e}") from None
+    docs = [d for d in read_yaml_documents(path, JudgeConfigError) if d is not None]
     if not docs:
         raise JudgeConfigError(f"{path.name}: empty")
     bakeoffs = [d for d in docs if isinstance(d, dict) and d.get("kind") == "Bakeoff"]

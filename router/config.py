@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from bakeoff.yamlfile import read_yaml_documents
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$")
 HEADER_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -66,16 +66,10 @@ class RouterConfig:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> "RouterConfig":
-        p = Path(path)
-        try:
-            text = p.read_text()
-        except OSError as e:
-            raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
-        return cls.from_dict(data, origin=str(p))
+        docs = read_yaml_documents(path, ConfigError)
+        if len(docs) > 1:
+            raise ConfigError(f"{path}: expected one document, found {len(docs)}")
+        return cls.from_dict(docs[0] if docs else None, origin=str(path))
 
     @classmethod
     def from_dict(cls, data: Any, origin: str = "router config") -> "RouterConfig":
