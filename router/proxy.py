@@ -744,6 +744,19 @@ def drop_connection_listed(headers: list[bytes], tokens: bytes) -> list[bytes]:
     return [h for h in headers if h.split(b":", 1)[0].strip().lower() not in names]
 
 
+def _add_own_headers(lines: list[bytes], ex: Exchange, router: Router, upgrade: bool = False) -> None:
+    """The response headers that are the router's: this hop's Connection, and the variant's name."""
+    if upgrade:
+        lines.append(b"Connection: upgrade\r\n")
+    elif not ex.keep_alive or router.draining:
+        ex.keep_alive = False
+        lines.append(b"Connection: close\r\n")
+    elif ex.http10:
+        lines.append(b"Connection: keep-alive\r\n")
+    if router.expose_variant:
+        lines.append(ex.variant.header_line)  # type: ignore[union-attr]
+
+
 def _gateway_error(status: int, ex: Exchange, detail: str) -> bytes:
     name = ex.variant.name if ex.variant is not None else "?"
     reason = "Bad Gateway" if status == 502 else "Gateway Timeout"
@@ -950,13 +963,7 @@ class UpstreamConnection(asyncio.Protocol):
             for name, value in metrics:
                 stats.record_metric(name.decode("latin-1"), value)
         parts = [_RESPONSE_DROP.sub(b"", head) if cut else head]
-        if not ex.keep_alive or router.draining:
-            ex.keep_alive = False
-            parts.append(b"Connection: close\r\n")
-        elif ex.http10:
-            parts.append(b"Connection: keep-alive\r\n")
-        if router.expose_variant:
-            parts.append(ex.variant.header_line)  # type: ignore[union-attr]
+        _add_own_headers(parts, ex, router)
         parts.append(b"\r\n")
         self._status = status
         ex.response_started = True
@@ -1032,24 +1039,14 @@ class UpstreamConnection(asyncio.Protocol):
         no_body = ex.is_head or status in (204, 304) or status == 101
         if not no_body and not self._has_length and not self._chunked:
             self._until_eof = True  # body delimited by the upstream closing
-        router = client.router
-        if status == 101:
-            headers.append(b"Connection: upgrade\r\n")
-        else:
-            if not no_body and (self._chunked or self._until_eof):
-                if ex.http10:
-                    ex.keep_alive = False  # HTTP/1.0 has no chunked: delimit by close
-                    self._chunked = False
-                else:
-                    self._chunked = True
-                    headers.append(b"Transfer-Encoding: chunked\r\n")
-            if not ex.keep_alive or router.draining:
-                ex.keep_alive = False
-                headers.append(b"Connection: close\r\n")
-            elif ex.http10:
-                headers.append(b"Connection: keep-alive\r\n")
-        if router.expose_variant:
-            headers.append(b"X-Bakeoff-Variant: " + ex.variant.name_bytes + b"\r\n")  # type: ignore[union-attr]
+        if status != 101 and not no_body and (self._chunked or self._until_eof):
+            if ex.http10:
+                ex.keep_alive = False  # HTTP/1.0 has no chunked: delimit by close
+                self._chunked = False
+            else:
+                self._chunked = True
+                headers.append(b"Transfer-Encoding: chunked\r\n")
+        _add_own_headers(headers, ex, client.router, upgrade=status == 101)
         client.response_head(ex, b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, self._reason, b"".join(headers)))
         if ex.is_head:
             self._head_only_done = True
