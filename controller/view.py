@@ -191,9 +191,13 @@ class LiveView(LineView):
             head += f"  decision: [bold green]{d['action']}[/] {d.get('winner') or ''}"
         obj = self.b.judge.objective
         t = Table(expand=False)
-        cols = ["variant", "phase", "share", "requests", "errors", "p50 ms", "p99 ms", f"{obj.name} ({'higher' if obj.harm < 0 else 'lower'} wins)", "judge"]
+        arrow = "\u2191" if obj.harm < 0 else "\u2193"  # which way the objective should go
+        cols = ["variant", "phase", "share", "requests", "errors", "p50 ms", "p99 ms", f"{obj.name} {arrow}", "judge"]
         for c in cols:
-            t.add_column(c, justify="left" if c in ("variant", "phase", "judge") else "right", no_wrap=c == "judge")
+            # The figures never wrap or shrink; on a narrow terminal the judge column folds instead.
+            t.add_column(c, justify="left" if c in ("variant", "phase", "judge") else "right",
+                         no_wrap=c != "judge", overflow="fold" if c == "judge" else "ellipsis",
+                         min_width=14 if c == "judge" else len(c))
         colour = {"worse": "red", "better": "green", "non_inferior": "cyan", "unknown": "dim"}
         for row in variant_rows(r):
             judge = " ".join(f"[{colour.get(s, 'white')}]{short_metric(m)}{SYMBOL.get(s, s)}[/]"
