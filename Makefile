@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-router test-judge bench-router bench-judge clean
+.PHONY: demo test test-router test-judge test-kube kube-assets bench-router bench-judge clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ test-router: $(STAMP)
 
 test-judge: $(STAMP)
 	$(PY) -m pytest -q tests/judge $(PYTEST_ARGS)
+
+# The Kubernetes tier needs kube-apiserver and etcd: built once into ~/.cache/bakeoff/kube-assets.
+kube-assets:
+	scripts/kube-assets.sh
+
+test-kube: $(STAMP)
+	KUBEBUILDER_ASSETS="$$(scripts/kube-assets.sh)" $(PY) -m pytest -q tests/kube $(PYTEST_ARGS)
 
 bench-router: $(STAMP)
 	$(PY) benchmarks/router_vs_nginx.py

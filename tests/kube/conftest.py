@@ -1,0 +1,117 @@
+"""A real Kubernetes API server (etcd + kube-apiserver) for the tests in tests/kube.
+
+The binaries come from $KUBEBUILDER_ASSETS or ``scripts/kube-assets.sh --check``
+(see docs/kube-assets.md). Without them the tests are skipped, except in CI
+(``CI=true``), where that is a failure: .ci/run must build them first.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CLUSTER = ROOT / "scripts" / "kube-test-cluster.sh"
+ASSETS = ROOT / "scripts" / "kube-assets.sh"
+CRD_DIR = ROOT / "charts" / "bakeoff" / "crds"
+GROUP, VERSION = "bakeoff.dev", "v1alpha1"
+
+
+@dataclass
+class Kube:
+    url: str
+    token: str
+    kubeconfig: str
+    ca: str
+    state_dir: str
+    api: object  # kubernetes.client.ApiClient
+
+
+def _assets_dir() -> str | None:
+    env = os.environ.get("KUBEBUILDER_ASSETS")
+    if env:
+        return env if all(os.access(Path(env) / b, os.X_OK) for b in ("kube-apiserver", "etcd")) else None
+    r = subprocess.run([str(ASSETS), "--check"], capture_output=True, text=True)
+    return r.stdout.strip() or None if r.returncode == 0 else None
+
+
+@pytest.fixture(scope="session")
+def kube(tmp_path_factory):
+    kubernetes = pytest.importorskip("kubernetes")
+    assets = _assets_dir()
+    if not assets:
+        msg = ("kube-apiserver/etcd not found: set KUBEBUILDER_ASSETS or build them with "
+               "scripts/kube-assets.sh (docs/kube-assets.md)")
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{msg}; in CI .ci/run must run scripts/kube-assets.sh first")
+        pytest.skip(msg)
+    state = tmp_path_factory.mktemp("kube") / "cluster"
+    env = dict(os.environ, KUBEBUILDER_ASSETS=assets)
+    r = subprocess.run([str(CLUSTER), "start", str(state)], capture_output=True, text=True, env=env, timeout=120)
+    try:
+        if r.returncode != 0:
+            pytest.fail(f"kube-test-cluster.sh start failed ({r.returncode}):\n{r.stderr[-3000:]}")
+        out = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+        conf = kubernetes.client.Configuration()
+        conf.host = out["KUBE_TEST_URL"]
+        conf.ssl_ca_cert = out["KUBE_TEST_CA"]
+        conf.api_key = {"authorization": out["KUBE_TEST_TOKEN"]}
+        conf.api_key_prefix = {"authorization": "Bearer"}
+        api = kubernetes.client.ApiClient(conf)
+        yield Kube(out["KUBE_TEST_URL"], out["KUBE_TEST_TOKEN"], out["KUBECONFIG"], out["KUBE_TEST_CA"],
+                   out["KUBE_TEST_STATE_DIR"], api)
+        api.close()
+    finally:
+        subprocess.run([str(CLUSTER), "stop", str(state)], capture_output=True, text=True, timeout=60)
+
+
+def crd_documents() -> list[dict]:
+    docs = []
+    for path in sorted(CRD_DIR.glob("*.yaml")):
+        docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
+    return docs
+
+
+def wait_established(ext, name: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        crd = ext.read_custom_resource_definition(name)
+        conds = {c.type: c.status for c in (crd.status.conditions or [])} if crd.status else {}
+        if conds.get("Established") == "True" and conds.get("NamesAccepted") == "True":
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"CRD {name} not Established after {timeout}s: {conds}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def crds(kube):
+    """Create the CRDs of charts/bakeoff/crds/ and wait until they are Established; their names."""
+    from kubernetes import client
+
+    ext = client.ApiextensionsV1Api(kube.api)
+    names = []
+    for doc in crd_documents():
+        ext.create_custom_resource_definition(doc)
+        names.append(doc["metadata"]["name"])
+    for name in names:
+        wait_established(ext, name)
+    # Discovery (and so the custom resource endpoints) can lag a moment behind Established.
+    custom = client.CustomObjectsApi(kube.api)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            custom.list_namespaced_custom_object(GROUP, VERSION, "default", "bakeoffs")
+            custom.list_namespaced_custom_object(GROUP, VERSION, "default", "variants")
+            break
+        except client.ApiException as e:
+            if e.status != 404 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    return names
