@@ -28,16 +28,17 @@ async def test_rolls_back_the_bad_promotes_the_better_survives_a_crash(tmp_path,
     url = st["router"]["url"]
     stop = asyncio.Event()
     t0 = time.monotonic()
+    # Kill one serving candidate's process mid-run, before the load starts (with load
+    # the judge may decide within a second, before the crash is seen): it is marked
+    # failed and leaves the split, and the run goes on to its decision.
+    os.kill(st["workloads"]["doomed"]["pid"], signal.SIGKILL)
+    st = await run.wait_for(lambda s: s if s["variants"]["doomed"]["phase"] == "RolledBack" else None, 10,
+                            "doomed marked failed")
+    assert st["variants"]["doomed"]["failed"] is True
+    assert "doomed" not in st["weights"]
+    assert st["decision"] is None
     load = asyncio.create_task(drive_load(url, stop, users=40))
     try:
-        # kill one candidate's process mid-run: it is marked failed, leaves the split, the run goes on
-        await asyncio.sleep(0.3)
-        os.kill(st["workloads"]["doomed"]["pid"], signal.SIGKILL)
-        st = await run.wait_for(lambda s: s if s["variants"]["doomed"]["phase"] == "RolledBack" else None, 10,
-                                "doomed marked failed")
-        assert st["variants"]["doomed"]["failed"] is True
-        assert "doomed" not in st["weights"]
-        assert st["decision"] is None
         await run.wait_for(lambda s: s.get("decision"), 45, "a decision")
         elapsed = time.monotonic() - t0
     finally:
