@@ -61,12 +61,13 @@ class PrometheusSource:
     def _m(self, name: str) -> str:
         return f"{name}{{{self.selector}}}" if self.selector else name
 
-    async def query(self, promql: str) -> list[dict[str, Any]]:
+    async def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
         url = f"{self.base_url}/api/v1/query"
         try:
-            async with self._session.post(url, data={"query": promql}) as resp:
+            form = {"query": promql} if at is None else {"query": promql, "time": f"{at:.3f}"}
+            async with self._session.post(url, data=form) as resp:
                 body = await resp.json(content_type=None)
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
             raise SourceError(f"{url}: {type(e).__name__}: {e}") from None
@@ -79,14 +80,18 @@ class PrometheusSource:
         return data.get("result", [])
 
     async def fetch(self) -> dict[str, Any]:
+        # Every query is evaluated at the same instant, so all the series come
+        # from the same scrape: a scrape landing between two queries would
+        # otherwise mix two points in time into one snapshot.
+        at = time.time()
         q_req, q_bucket, q_sum, q_cnt, q_mc, q_ms, q_mq = await asyncio.gather(
-            self.query(f"sum by (variant, outcome) ({self._m('bakeoff_requests_total')})"),
-            self.query(f"sum by (variant, le) ({self._m('bakeoff_request_duration_seconds_bucket')})"),
-            self.query(f"sum by (variant) ({self._m('bakeoff_request_duration_seconds_sum')})"),
-            self.query(f"sum by (variant) ({self._m('bakeoff_request_duration_seconds_count')})"),
-            self.query(f"sum by (variant, metric) ({self._m('bakeoff_metric_values_total')})"),
-            self.query(f"sum by (variant, metric) ({self._m('bakeoff_metric_sum')})"),
-            self.query(f"sum by (variant, metric) ({self._m('bakeoff_metric_sum_squares')})"),
+            self.query(f"sum by (variant, outcome) ({self._m('bakeoff_requests_total')})", at),
+            self.query(f"sum by (variant, le) ({self._m('bakeoff_request_duration_seconds_bucket')})", at),
+            self.query(f"sum by (variant) ({self._m('bakeoff_request_duration_seconds_sum')})", at),
+            self.query(f"sum by (variant) ({self._m('bakeoff_request_duration_seconds_count')})", at),
+            self.query(f"sum by (variant, metric) ({self._m('bakeoff_metric_values_total')})", at),
+            self.query(f"sum by (variant, metric) ({self._m('bakeoff_metric_sum')})", at),
+            self.query(f"sum by (variant, metric) ({self._m('bakeoff_metric_sum_squares')})", at),
         )
         variants: dict[str, dict[str, Any]] = {}
         taken = 0.0

@@ -79,13 +79,17 @@ async def test_prometheus_scraping_a_real_router_gives_the_routers_numbers(tmp_p
 
             await asyncio.gather(*(user() for _ in range(20)))
         want = router.snapshot()["variants"]
-        got = await _fetch_until(
-            src,
-            lambda snap: all(
-                snap["variants"].get(n, {}).get("requests") == want[n]["requests"] for n in want
-            ),
-            timeout=30,
-        )
+        def caught_up(snap: dict) -> bool:
+            # Requests and business metrics are separate series; wait until a scrape holds both.
+            for n, v in want.items():
+                g = snap["variants"].get(n, {})
+                if g.get("requests") != v["requests"]:
+                    return False
+                if g.get("metrics", {}).get("conversion", {}).get("count") != v["metrics"]["conversion"]["count"]:
+                    return False
+            return True
+
+        got = await _fetch_until(src, caught_up, timeout=30)
         for name, v in want.items():
             g = got["variants"][name]
             assert g["outcomes"] == v["outcomes"]
