@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import socket
 import subprocess
 import time
 
@@ -24,6 +23,7 @@ from router.metrics import CONTENT_TYPE, render
 from router.snapshot import merge_snapshots
 
 from .conftest import make_config
+from controller.platforms.local import free_port
 
 CONFIG_YAML = """\
 alpha: 0.05
@@ -46,12 +46,6 @@ def _snap(seed, n=2000, router_id="r", arms=None):
     s = Stream(arms or {"mainline": Arm(), "slow": Arm(median=0.14)}, np.random.default_rng(seed), router_id=router_id)
     s.advance(n)
     return s.snapshot()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class SnapshotServer:

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from router.config import RouterConfig
 from router.server import Router
+from controller.platforms.local import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SEEN = web.AppKey("seen", list)
@@ -128,12 +129,6 @@ async def raw_exchange(port: int, payload: bytes, read_timeout: float = 3.0) -> 
     with contextlib.suppress(Exception):
         await writer.wait_closed()
     return b"".join(chunks)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RouterProcess:
