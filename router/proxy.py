@@ -316,13 +316,7 @@ class ClientConnection(asyncio.Protocol):
         if body_len:
             ex.pending = [data[end + 4 :]]
             ex.pending_bytes = body_len
-        table = router.routes
-        variant = None
-        if override is not None and router.override_enabled:
-            variant = table.by_name_bytes.get(override)
-        if variant is None:
-            variant = table.pick_sticky(key) if key else table.pick_random()
-        ex.variant = variant
+        ex.variant = router.routes.choose(key, override if router.override_enabled else None)
         self.exchanges.append(ex)
         self._start(ex)
         return True
@@ -410,13 +404,7 @@ class ClientConnection(asyncio.Protocol):
             headers.append(b"Transfer-Encoding: chunked\r\n")
         ex.head = b"".join((method, b" ", self._url, b" HTTP/1.1\r\n", *headers, b"\r\n"))
 
-        table = router.routes
-        variant = None
-        if self._override is not None and router.override_enabled:
-            variant = table.by_name_bytes.get(self._override)
-        if variant is None:
-            variant = table.pick_sticky(self._key) if self._key else table.pick_random()
-        ex.variant = variant
+        ex.variant = router.routes.choose(self._key, self._override if router.override_enabled else None)
         if ex is self.exchanges[0]:
             self._start(ex)
 

@@ -96,9 +96,6 @@ class RouteTable:
         self._total = total
         self._cache: dict[bytes, Variant] = {}
 
-    def __len__(self) -> int:
-        return len(self.variants)
-
     @property
     def weights(self) -> dict[str, float]:
         return {v.name: v.weight for v in self.variants}
@@ -128,7 +125,12 @@ class RouteTable:
         self._cache[key] = best  # type: ignore[assignment]
         return best
 
-    def pick(self, key: bytes | None) -> Variant | None:
+    def choose(self, key: bytes | None, override: bytes | None = None) -> Variant | None:
+        """The variant for a request: a pinned name if it is in the table, else by key, else by weight."""
+        if override is not None:
+            variant = self.by_name_bytes.get(override)
+            if variant is not None:
+                return variant
         return self.pick_sticky(key) if key else self.pick_random()
 
     def to_json(self) -> dict:
