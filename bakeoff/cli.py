@@ -34,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     from bakeoff.demo import add_arguments as demo_args
 
     demo_args(sub.add_parser("demo", help="a live demo on this machine: router, three variants, load"))
+
+    from bakeoff.cluster_cli import add_revert_arguments, add_status_arguments, add_submit_arguments
+
+    add_submit_arguments(sub.add_parser("submit", help="enter a build into a Bakeoff in a cluster (creates a Variant)"))
+    add_status_arguments(sub.add_parser("status", help="bake-offs in a cluster, their variants and verdicts"))
+    add_revert_arguments(sub.add_parser("revert", help="put the mainline's pod template from before a promotion back"))
     return p
 
 
@@ -67,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         from bakeoff.demo import run as demo_run
 
         return demo_run(args)
+    if args.command in ("submit", "status", "revert"):
+        from bakeoff import cluster_cli
+
+        return getattr(cluster_cli, args.command)(args)
     parser.print_help()
     return 2
 

@@ -41,11 +41,20 @@ def evaluate(gate: Gate | None, base_dir: Path) -> str | None:
     if not path.is_absolute():
         path = base_dir / path
     try:
-        doc = json.loads(path.read_text())
+        text = path.read_text()
+    except OSError as e:
+        return f"gate: cannot read SARIF {gate.sarif}: {e}"
+    return evaluate_text(gate, text)
+
+
+def evaluate_text(gate: Gate, text: str) -> str | None:
+    """As :func:`evaluate`, for a report already read (in a cluster: from a ConfigMap)."""
+    try:
+        doc = json.loads(text)
         runs = doc["runs"]
         if not isinstance(runs, list):
             raise TypeError("runs is not a list")
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError) as e:
         return f"gate: cannot read SARIF {gate.sarif}: {e}"
     ceiling = _RANK[gate.max_severity]
     above: dict[str, int] = {}

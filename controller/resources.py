@@ -36,10 +36,16 @@ class ResourceError(ValueError):
 
 @dataclass(frozen=True)
 class Workload:
-    """How to run one variant locally: a command (with ``{port}``) or an existing URL."""
+    """How to run one variant: locally a command (with ``{port}``) or an existing URL;
+    in a cluster the mainline's Deployment or a candidate's image."""
 
     command: tuple[str, ...] | None = None
     url: str | None = None
+    image: str | None = None  # cluster: a candidate's container image
+    deployment: str | None = None  # cluster: the mainline Deployment
+    port: int | None = None  # cluster: the port the pods listen on (None: from the pod template)
+    container: str | None = None  # cluster: the container a candidate's image replaces (None: the first)
+    replicas: int = 1  # cluster: a candidate's pods while it serves
     health_path: str = "/healthz"
     env: tuple[tuple[str, str], ...] = ()
     working_dir: str | None = None
@@ -88,6 +94,7 @@ class BakeoffResource:
     listen: str = "127.0.0.1:8080"
     admin: str = "127.0.0.1:8081"
     look_interval: float = 1.0
+    source: str | None = None  # cluster: where the judge's figures come from (spec.judge.source)
 
 
 @dataclass(frozen=True)
@@ -127,18 +134,44 @@ def _mapping(doc: _Doc, value: Any, where: str, known: set[str], required: bool 
     return value
 
 
-def _workload(doc: _Doc, spec: dict, where: str) -> Workload:
-    has_cmd, has_url = "command" in spec and spec["command"] is not None, "url" in spec and spec["url"] is not None
-    if has_cmd == has_url:
-        raise doc.error(where or "spec", "needs exactly one of command (a list) or url")
+def _cluster_fields(doc: _Doc, spec: dict, p: str, kw: dict[str, Any]) -> None:
+    for key, attr in (("image", "image"), ("deployment", "deployment"), ("container", "container")):
+        if spec.get(key) is not None:
+            if not isinstance(spec[key], str) or not spec[key]:
+                raise doc.error(f"{p}{key}", f"must be a non-empty string, got {spec[key]!r}")
+            kw[attr] = spec[key]
+    for key, lo, hi in (("port", 1, 65535), ("replicas", 1, 1000)):
+        if spec.get(key) is not None:
+            v = spec[key]
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise doc.error(f"{p}{key}", f"must be a whole number from {lo} to {hi}, got {v!r}")
+            kw[key] = v
+
+
+def _workload(doc: _Doc, spec: dict, where: str, platform: str = "local") -> Workload:
     p = f"{where}." if where else "spec."
     kw: dict[str, Any] = {}
+    _cluster_fields(doc, spec, p, kw)
+    has_cmd, has_url = "command" in spec and spec["command"] is not None, "url" in spec and spec["url"] is not None
+    if platform == "kubernetes":
+        need = "deployment" if where == "spec.mainline" else "image"
+        if need not in kw:
+            raise doc.error(f"{p}{need}", "is required on Kubernetes" + (
+                " (the name of the mainline Deployment in the same namespace)" if need == "deployment"
+                else " (the candidate's container image)"))
+        has_cmd = has_url = False  # local-only fields are stored and ignored in a cluster
+    elif has_cmd == has_url:
+        if not has_cmd and ("image" in kw or "deployment" in kw):
+            key = "image" if "image" in kw else "deployment"
+            raise doc.error(f"{p}{key}", "is for the Kubernetes platform; a local run needs "
+                            f"{p}command or {p}url")
+        raise doc.error(where or "spec", "needs exactly one of command (a list) or url")
     if has_cmd:
         cmd = spec["command"]
         if not isinstance(cmd, list) or not cmd or not all(isinstance(c, (str, int, float)) for c in cmd):
             raise doc.error(f"{p}command", "must be a non-empty list of strings")
         kw["command"] = tuple(str(c) for c in cmd)
-    else:
+    elif has_url:
         url = spec["url"]
         if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+(:\d+)?/?$", url):
             raise doc.error(f"{p}url", f"must be http://host:port, got {url!r}")
@@ -167,6 +200,8 @@ def _workload(doc: _Doc, spec: dict, where: str) -> Workload:
 
 
 _WORKLOAD_KEYS = {"command", "url", "healthPath", "env", "workingDir", "startTimeout"}
+_MAINLINE_KEYS = _WORKLOAD_KEYS | {"name", "deployment", "port", "container"}
+_VARIANT_KEYS = _WORKLOAD_KEYS | {"bakeoff", "change", "gate", "image", "replicas"}
 
 
 def _share(doc: _Doc, value: Any, where: str, *, zero_ok: bool = False) -> float:
@@ -177,14 +212,14 @@ def _share(doc: _Doc, value: Any, where: str, *, zero_ok: bool = False) -> float
     return float(value)
 
 
-def _bakeoff(doc: _Doc, d: dict, origin: str) -> BakeoffResource:
+def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> BakeoffResource:
     spec = _mapping(doc, d.get("spec"), "spec", {"mainline", "routing", "judge", "promotion", "router"}, required=True)
     name = d["metadata"]["name"]
-    main = _mapping(doc, spec.get("mainline"), "spec.mainline", _WORKLOAD_KEYS | {"name"}, required=True)
+    main = _mapping(doc, spec.get("mainline"), "spec.mainline", _MAINLINE_KEYS, required=True)
     mname = main.get("name", "mainline")
     if not isinstance(mname, str) or not NAME_RE.match(mname):
         raise doc.error("spec.mainline.name", f"must be lower-case letters, digits, '-', '_' or '.'; got {mname!r}")
-    mainline = _workload(doc, main, "spec.mainline")
+    mainline = _workload(doc, main, "spec.mainline", platform)
 
     r = _mapping(doc, spec.get("routing"), "spec.routing",
                  {"stickiness", "maxCandidateShare", "steps", "stepInterval", "allocation"})
@@ -237,7 +272,9 @@ def _bakeoff(doc: _Doc, d: dict, origin: str) -> BakeoffResource:
         except JudgeConfigError:
             raise doc.error("spec.judge.interval", "must be a duration like 1s") from None
     jraw.pop("interval", None)
-    jraw.pop("source", None)  # local runs always read the in-process router
+    source = jraw.pop("source", None)  # local runs always read the in-process router
+    if source is not None and not isinstance(source, str):
+        raise doc.error("spec.judge.source", f"must be a string, got {source!r}")
     try:
         judge = config_from_dict(jraw, origin=f"{doc.prefix}: spec.judge")
     except JudgeConfigError as e:
@@ -267,17 +304,16 @@ def _bakeoff(doc: _Doc, d: dict, origin: str) -> BakeoffResource:
     return BakeoffResource(
         name=name, mainline_name=mname, mainline=mainline, routing=routing, judge=judge, judge_raw=jraw,
         promotion=mode, listen=addrs["listen"], admin=addrs["admin"], look_interval=look_interval,
+        source=source,
     )
 
 
-def _variant(doc: _Doc, d: dict, index: int) -> VariantResource:
-    spec = _mapping(doc, d.get("spec"), "spec", _WORKLOAD_KEYS | {"bakeoff", "change", "gate", "image"}, required=True)
+def _variant(doc: _Doc, d: dict, index: int, platform: str = "local") -> VariantResource:
+    spec = _mapping(doc, d.get("spec"), "spec", _VARIANT_KEYS, required=True)
     bname = spec.get("bakeoff")
     if not isinstance(bname, str) or not bname:
         raise doc.error("spec.bakeoff", "is required: the name of the Bakeoff this variant enters")
-    if "image" in spec and "command" not in spec and "url" not in spec:
-        raise doc.error("spec.image", "is for the Kubernetes platform; a local run needs spec.command or spec.url")
-    workload = _workload(doc, {k: v for k, v in spec.items() if k != "image"}, "spec")
+    workload = _workload(doc, spec, "spec", platform)
     change: dict[str, str] = {}
     if spec.get("change") is not None:
         ch = _mapping(doc, spec["change"], "spec.change", {"commit", "repository", "author", "generator", "message"})
@@ -300,8 +336,12 @@ def _variant(doc: _Doc, d: dict, index: int) -> VariantResource:
                            gate=gate, index=index)
 
 
-def parse_documents(docs: list[Any], origin: str) -> Resources:
-    """Validate the documents of one file; raise ResourceError naming document and field."""
+def parse_documents(docs: list[Any], origin: str, platform: str = "local", need_variants: bool = True) -> Resources:
+    """Validate the documents of one file; raise ResourceError naming document and field.
+
+    ``platform`` is ``local`` (``bakeoff run``: commands and URLs) or
+    ``kubernetes`` (the controller: a mainline Deployment, candidate images).
+    """
     bakeoffs: list[BakeoffResource] = []
     variants: list[VariantResource] = []
     names: dict[str, int] = {}
@@ -326,12 +366,12 @@ def parse_documents(docs: list[Any], origin: str) -> Resources:
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise doc.error("metadata.name", f"must be lower-case letters, digits, '-', '_' or '.', at most 63 long; got {name!r}")
         if kind == "Bakeoff":
-            bakeoffs.append(_bakeoff(doc, d, origin))
+            bakeoffs.append(_bakeoff(doc, d, origin, platform))
         else:
             if name in names:
                 raise doc.error("metadata.name", f"{name!r} is already used by document {names[name]}")
             names[name] = i
-            variants.append(_variant(doc, d, i))
+            variants.append(_variant(doc, d, i, platform))
     if not bakeoffs:
         raise ResourceError(f"{origin}: no Bakeoff document (kind: Bakeoff) in the file")
     if len(bakeoffs) > 1:
@@ -343,7 +383,7 @@ def parse_documents(docs: list[Any], origin: str) -> Resources:
             raise doc.error("spec.bakeoff", f"names {v.bakeoff!r}, but the file's Bakeoff is {b.name!r}")
         if v.name == b.mainline_name:
             raise doc.error("metadata.name", f"{v.name!r} is the mainline's name; pick another")
-    if not variants:
+    if not variants and need_variants:
         raise ResourceError(f"{origin}: no Variant documents: a bake-off needs at least one candidate")
     # Bonferroni over every candidate in the file, fixed from the start.
     k = max(len(variants), b.judge.candidates or 0)

@@ -1,0 +1,505 @@
+"""The Kubernetes controller (controller/kube/) against a real kube-apiserver.
+
+No kubelet or kube-controller-manager runs, so the tests do their part: they
+mark Deployments available (and rolled out) by writing Deployment status as
+the deployment controller would, and the judge reads snapshots from a small
+HTTP server the test controls (judge.simulate.Stream: the judge itself is
+tested in tests/judge; here the question is what the controller does with its
+verdicts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from controller.kube import objects as ko
+from controller.kube.operator import KubeController
+from judge.simulate import Arm, Stream
+
+from .conftest import GROUP, VERSION
+
+kclient = pytest.importorskip("kubernetes.client")
+
+IMAGE_MAIN = "registry.example/shop:main"
+
+
+# -- helpers ---------------------------------------------------------------------
+@pytest.fixture
+def ns(kube, crds):
+    name = f"ctl-{uuid.uuid4().hex[:8]}"
+    kclient.CoreV1Api(kube.api).create_namespace({"metadata": {"name": name}})
+    return name
+
+
+def apis(kube):
+    return (kclient.CustomObjectsApi(kube.api), kclient.AppsV1Api(kube.api), kclient.CoreV1Api(kube.api))
+
+
+def mainline_deployment(name: str = "shop") -> dict:
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name, "tier": "web"}},
+                "spec": {"containers": [
+                    {"name": "shop", "image": IMAGE_MAIN, "ports": [{"containerPort": 8000}],
+                     "env": [{"name": "MODE", "value": "prod"}]},
+                    {"name": "sidecar", "image": "registry.example/sidecar:1"},
+                ]},
+            },
+        },
+    }
+
+
+def bakeoff_doc(name: str, source: str, **judge) -> dict:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "Bakeoff", "metadata": {"name": name},
+        "spec": {
+            "mainline": {"deployment": "shop"},
+            "routing": {"steps": [0.1, 0.2], "stepInterval": 1, "maxCandidateShare": 0.5},
+            "judge": {"source": source, "minSamples": 200, "interval": "1s",
+                      "objective": {"metric": "conversion", "kind": "proportion", "direction": "higher"},
+                      "guardrails": [{"metric": "error_rate", "maxIncrease": 0.01}], **judge},
+        },
+    }
+
+
+def variant_doc(name: str, bakeoff: str = "shop", image: str | None = None, **spec) -> dict:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Variant", "metadata": {"name": name},
+            "spec": {"bakeoff": bakeoff, "image": image or f"registry.example/shop:{name}",
+                     "change": {"commit": f"{name}123"}, **spec}}
+
+
+def create(custom, ns: str, doc: dict) -> dict:
+    plural = {"Bakeoff": "bakeoffs", "Variant": "variants"}[doc["kind"]]
+    return custom.create_namespaced_custom_object(GROUP, VERSION, ns, plural, doc)
+
+
+def get(custom, ns: str, plural: str, name: str) -> dict:
+    return custom.get_namespaced_custom_object(GROUP, VERSION, ns, plural, name)
+
+
+def mark_available(apps, ns: str, name: str, *, rolled_out: bool = True) -> None:
+    """Write the Deployment's status as the deployment controller would once its pods are ready."""
+    dep = apps.read_namespaced_deployment(name, ns)
+    n = dep.spec.replicas or 1
+    apps.patch_namespaced_deployment_status(name, ns, {"status": {
+        "observedGeneration": dep.metadata.generation, "replicas": n, "updatedReplicas": n if rolled_out else 0,
+        "readyReplicas": n, "availableReplicas": n,
+        "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
+                        "message": "ok", "lastUpdateTime": "2026-01-01T00:00:00Z",
+                        "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
+
+
+def wait_for(fn, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+        except kclient.ApiException as e:
+            if e.status != 404:
+                raise
+            last = None
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+async def await_for(fn, timeout: float = 30.0, what: str = "condition"):
+    return await asyncio.to_thread(wait_for, fn, timeout, what)
+
+
+def events_for(core, ns: str, name: str) -> list[str]:
+    return [e.reason for e in core.list_namespaced_event(ns).items if e.involved_object.name == name]
+
+
+class SnapshotServer:
+    """Serves judge.simulate snapshots on /-/snapshot; the test decides the variants' behaviour."""
+
+    def __init__(self, arms: dict[str, Arm], per_look: int = 1500) -> None:
+        self.stream = Stream(arms, np.random.default_rng(7), router_id="test-router", started_at=1.0)
+        self.per_look = per_look
+        self.fetches = 0
+
+    async def start(self) -> str:
+        from aiohttp import web
+
+        async def snapshot(request):
+            self.fetches += 1
+            live = {n for n in self.stream.arms if n in self.routed}
+            self.stream.advance({n: self.per_look for n in live})
+            return web.json_response(self.stream.snapshot())
+
+        self.routed: set[str] = set()
+        app = web.Application()
+        app.router.add_get("/-/snapshot", snapshot)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/-/snapshot"
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def running(controller: KubeController):
+    stop = asyncio.Event()
+    task = asyncio.create_task(controller.run(stop))
+    try:
+        yield controller
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+def controller_for(kube, ns: str, **kw) -> KubeController:
+    kw.setdefault("interval", 0.2)
+    kw.setdefault("lease_namespace", ns)
+    return KubeController(kube.api, namespace=ns, **kw)
+
+
+def routing_of(b: dict) -> dict[str, float]:
+    return {e["name"]: e["weight"] for e in ((b.get("status") or {}).get("routing") or {}).get("variants", [])}
+
+
+# -- pure object builders ----------------------------------------------------------
+def test_child_names_are_dns_labels_and_stay_distinct():
+    assert ko.child_name("shop", "cached") == "shop-cached"
+    a, b = ko.child_name("shop", "v1_2"), ko.child_name("shop", "v1-2")
+    assert a != b and b == "shop-v1-2"
+    long = ko.child_name("s" * 60, "candidate-number-one")
+    assert len(long) <= 63 and long[-9] == "-"
+    assert ko.child_name("9lives", "x")[0].isalpha()
+    for n in (a, long, ko.child_name("9lives", "x")):
+        assert all(c.isalnum() and c.islower() or c.isdigit() or c == "-" for c in n), n
+
+
+def test_candidate_template_drops_the_mainline_selector_and_swaps_one_image():
+    dep = {**mainline_deployment(), "metadata": {"name": "shop", "namespace": "x"}}
+    tpl = ko.candidate_template(dep, "img:2", None, "shop", "fast", {"FLAG": "on"})
+    labels = tpl["metadata"]["labels"]
+    assert "app" not in labels and labels["tier"] == "web"
+    assert labels[ko.LABEL_VARIANT] == "fast" and labels[ko.LABEL_BAKEOFF] == "shop"
+    c0, c1 = tpl["spec"]["containers"]
+    assert c0["image"] == "img:2" and c1["image"] == "registry.example/sidecar:1"
+    assert {"name": "FLAG", "value": "on"} in c0["env"] and {"name": "MODE", "value": "prod"} in c0["env"]
+    tpl = ko.candidate_template(dep, "img:3", "sidecar", "shop", "fast")
+    assert [c["image"] for c in tpl["spec"]["containers"]] == [IMAGE_MAIN, "img:3"]
+    with pytest.raises(ko.ObjectError, match="no container named 'nope'.*spec.mainline.container"):
+        ko.candidate_template(dep, "img", "nope", "shop", "fast")
+    assert ko.mainline_port(dep, None) == 8000 and ko.mainline_port(dep, 9000) == 9000
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE_MAIN  # not mutated
+
+
+# -- the whole loop on the API server -------------------------------------------------
+async def test_rollback_and_promotion_end_to_end(kube, ns):
+    custom, apps, core = apis(kube)
+    apps.create_namespaced_deployment(ns, mainline_deployment())
+    mark_available(apps, ns, "shop")
+    server = SnapshotServer({"mainline": Arm(conversion=0.05), "fast": Arm(conversion=0.15),
+                             "buggy": Arm(error_rate=0.3)})
+    url = await server.start()
+    create(custom, ns, bakeoff_doc("shop", url))
+    create(custom, ns, variant_doc("fast"))
+    create(custom, ns, variant_doc("buggy", replicas=3))
+    ctl = controller_for(kube, ns)
+    try:
+        async with running(ctl):
+            # Deployments cloned from the mainline, with the candidate's image and labels
+            dep = await await_for(lambda: apps.read_namespaced_deployment("shop-buggy", ns), what="shop-buggy")
+            assert dep.spec.replicas == 3
+            assert dep.spec.template.spec.containers[0].image == "registry.example/shop:buggy"
+            assert dep.spec.template.spec.containers[1].image == "registry.example/sidecar:1"
+            assert "app" not in dep.spec.template.metadata.labels
+            assert dep.spec.selector.match_labels == {ko.LABEL_BAKEOFF: "shop", ko.LABEL_VARIANT: "buggy"}
+            owner = dep.metadata.owner_references[0]
+            assert (owner.kind, owner.name) == ("Variant", "buggy")
+            svc = await await_for(lambda: core.read_namespaced_service("shop-mainline", ns), what="mainline svc")
+            assert svc.spec.selector == {"app": "shop"} and svc.spec.ports[0].port == 8000
+            await await_for(lambda: core.read_namespaced_service("shop-fast", ns), what="fast svc")
+            v = get(custom, ns, "variants", "fast")
+            assert ko.FINALIZER in v["metadata"]["finalizers"]
+            assert get(custom, ns, "variants", "fast")["status"]["phase"] == "Pending"
+            b = get(custom, ns, "bakeoffs", "shop")
+            assert routing_of(b) == {"mainline": 1.0}  # nobody else is healthy yet
+
+            # healthy candidates are admitted on the first step
+            await await_for(lambda: apps.read_namespaced_deployment("shop-fast", ns), what="shop-fast")
+            mark_available(apps, ns, "shop-fast")
+            mark_available(apps, ns, "shop-buggy")
+            b = await await_for(lambda: (lambda b: b if len(routing_of(b)) == 3 else None)(
+                get(custom, ns, "bakeoffs", "shop")), what="three routed variants")
+            r = routing_of(b)
+            assert r["fast"] == r["buggy"] == 0.1 and abs(r["mainline"] - 0.8) < 1e-9
+            assert b["status"]["routing"]["variants"][0]["port"] == 8000
+            server.routed = set(r)
+
+            # the buggy build is rolled back: out of the routing, scaled to zero, an Event says why
+            v = await await_for(lambda: (lambda v: v if v["status"].get("phase") == "RolledBack" else None)(
+                get(custom, ns, "variants", "buggy")), what="buggy rolled back")
+            assert "error_rate" in v["status"]["reason"]
+            assert "buggy" not in routing_of(get(custom, ns, "bakeoffs", "shop"))
+            await await_for(lambda: apps.read_namespaced_deployment("shop-buggy", ns).spec.replicas == 0,
+                            what="buggy scaled to zero")
+            assert "RolledBack" in events_for(core, ns, "buggy")
+            conds = {c["type"]: c for c in v["status"]["conditions"]}
+            assert conds["RolledBack"]["status"] == "True" and conds["Accepted"]["status"] == "True"
+
+            # fast wins: recorded, then the mainline Deployment carries its image
+            b = await await_for(lambda: (lambda b: b if b["status"].get("phase") == "Promoted" else None)(
+                get(custom, ns, "bakeoffs", "shop")), timeout=60, what="promotion")
+            assert b["status"]["winner"] == "fast" and b["status"]["decision"]["action"] == "promote"
+            main = await await_for(lambda: (lambda d: d if d.metadata.annotations and ko.ANN_PROMOTION in
+                                            d.metadata.annotations else None)(apps.read_namespaced_deployment("shop", ns)),
+                                   what="mainline patched")
+            assert main.spec.template.spec.containers[0].image == "registry.example/shop:fast"
+            assert main.spec.template.metadata.labels == {"app": "shop", "tier": "web"}
+            previous = json.loads(main.metadata.annotations[ko.ANN_PREVIOUS_TEMPLATE])
+            assert previous["spec"]["containers"][0]["image"] == IMAGE_MAIN
+            promo = json.loads(main.metadata.annotations[ko.ANN_PROMOTION])
+            assert promo["variant"] == "fast" and promo["uid"] == get(custom, ns, "variants", "fast")["metadata"]["uid"]
+            assert get(custom, ns, "variants", "fast")["status"]["phase"] == "Promoted"
+            assert routing_of(get(custom, ns, "bakeoffs", "shop")) == {"fast": 1.0}
+            assert "Promoted" in events_for(core, ns, "fast") and "MainlinePatched" in events_for(core, ns, "shop")
+
+            # once the mainline has rolled out, traffic goes to it and the winner's copy is scaled down
+            mark_available(apps, ns, "shop")
+            b = await await_for(lambda: (lambda b: b if b["status"]["routing"]["variants"][0]["service"] ==
+                                         "shop-mainline" else None)(get(custom, ns, "bakeoffs", "shop")),
+                                what="hand-over")
+            assert routing_of(b) == {"fast": 1.0}
+            await await_for(lambda: apps.read_namespaced_deployment("shop-fast", ns).spec.replicas == 0,
+                            what="winner's copy scaled down")
+            gen = apps.read_namespaced_deployment("shop", ns).metadata.generation
+            hist = [h["type"] for h in b["status"]["history"]]
+            assert hist.count("promoted") == 1 and hist.count("rolled_back") == 1
+            await asyncio.sleep(1.0)
+            assert apps.read_namespaced_deployment("shop", ns).metadata.generation == gen  # patched once
+            assert ctl.metrics.promotions._value.get() == 1
+    finally:
+        await server.stop()
+
+
+async def test_restart_mid_promotion_patches_once(kube, ns):
+    """A controller that recorded a promotion and died before patching: the next one patches, once."""
+    custom, apps, core = apis(kube)
+    apps.create_namespaced_deployment(ns, mainline_deployment())
+    mark_available(apps, ns, "shop")
+    create(custom, ns, bakeoff_doc("shop", "http://127.0.0.1:1/-/snapshot"))
+    v = create(custom, ns, variant_doc("fast"))
+    b = get(custom, ns, "bakeoffs", "shop")
+    b["status"] = {"phase": "Promoted", "mainline": "fast", "winner": "fast", "candidates": 1,
+                   "decision": {"action": "promote", "winner": "fast", "previous_mainline": "mainline",
+                                "reason": "conversion better"},
+                   "variants": {"fast": {"phase": "Promoted", "step": 1, "uid": v["metadata"]["uid"]}},
+                   "routing": {"version": 3, "variants": [
+                       {"name": "fast", "service": "shop-fast", "port": 8000, "weight": 1.0}]}}
+    custom.replace_namespaced_custom_object_status(GROUP, VERSION, ns, "bakeoffs", "shop", b)
+    gen0 = apps.read_namespaced_deployment("shop", ns).metadata.generation
+
+    async with running(controller_for(kube, ns, identity="first")) as ctl:
+        main = await await_for(lambda: (lambda d: d if ko.ANN_PROMOTION in (d.metadata.annotations or {}) else None)(
+            apps.read_namespaced_deployment("shop", ns)), what="patch")
+        assert ctl.metrics.promotions._value.get() == 1
+    gen1 = main.metadata.generation
+    assert gen1 == gen0 + 1
+    assert json.loads(main.metadata.annotations[ko.ANN_PREVIOUS_TEMPLATE])["spec"]["containers"][0]["image"] == IMAGE_MAIN
+
+    # a second controller (a restart) sees the winner's uid in the annotation and leaves the Deployment alone
+    async with running(controller_for(kube, ns, identity="second")) as ctl2:
+        await asyncio.sleep(1.5)
+        assert ctl2.passes >= 3 and ctl2.metrics.promotions._value.get() == 0
+    main = apps.read_namespaced_deployment("shop", ns)
+    assert main.metadata.generation == gen1
+    assert json.loads(main.metadata.annotations[ko.ANN_PREVIOUS_TEMPLATE])["spec"]["containers"][0]["image"] == IMAGE_MAIN
+    assert get(custom, ns, "bakeoffs", "shop")["status"]["phase"] == "Promoted"
+
+
+async def test_invalid_resources_get_conditions_naming_the_field(kube, ns):
+    custom, apps, core = apis(kube)
+    create(custom, ns, bakeoff_doc("shop", "http://127.0.0.1:1/-/snapshot"))  # no Deployment "shop" yet
+    bad = variant_doc("local-only")
+    del bad["spec"]["image"]
+    bad["spec"]["command"] = ["python", "app.py", "{port}"]  # valid for the CRD (local mode), not in a cluster
+    create(custom, ns, bad)
+    create(custom, ns, variant_doc("stray", bakeoff="nosuch"))
+    other = bakeoff_doc("wrong-container", "http://127.0.0.1:1/-/snapshot")
+    other["spec"]["mainline"]["container"] = "nope"
+    create(custom, ns, other)
+    apps.create_namespaced_deployment(ns, mainline_deployment("other"))
+    other2 = bakeoff_doc("other", "http://127.0.0.1:1/-/snapshot")
+    other2["spec"]["mainline"] = {"deployment": "other", "container": "nope"}
+    create(custom, ns, other2)
+
+    def cond(plural, name, ctype):
+        st = get(custom, ns, plural, name).get("status") or {}
+        return next((c for c in st.get("conditions") or [] if c["type"] == ctype), None)
+
+    async with running(controller_for(kube, ns)):
+        c = await await_for(lambda: cond("bakeoffs", "shop", "Ready"), what="Ready condition")
+        assert c["status"] == "False" and c["reason"] == "MainlineNotFound"
+        assert "spec.mainline.deployment" in c["message"] and "'shop'" in c["message"]
+        c = await await_for(lambda: cond("variants", "local-only", "Accepted"), what="Accepted condition")
+        assert c["status"] == "False" and c["reason"] == "InvalidSpec"
+        assert c["message"].startswith(f"Variant {ns}/local-only: spec.image is required")
+        c = await await_for(lambda: cond("variants", "stray", "Accepted"), what="stray condition")
+        assert c["reason"] == "BakeoffNotFound" and "spec.bakeoff" in c["message"] and "nosuch" in c["message"]
+        c = await await_for(lambda: cond("bakeoffs", "other", "Ready"), what="other Ready")
+        assert c["reason"] == "InvalidMainline" and "spec.mainline.container" in c["message"]
+        # nothing was created for any of them
+        assert not apps.list_namespaced_deployment(ns, label_selector="app.kubernetes.io/managed-by=bakeoff").items
+
+        # fixing the cause clears the condition
+        apps.create_namespaced_deployment(ns, mainline_deployment())
+        mark_available(apps, ns, "shop")
+        await await_for(lambda: (cond("bakeoffs", "shop", "Ready") or {}).get("status") == "True", what="Ready=True")
+
+
+async def test_deleting_a_serving_variant_routes_around_it_then_cleans_up(kube, ns):
+    custom, apps, core = apis(kube)
+    apps.create_namespaced_deployment(ns, mainline_deployment())
+    mark_available(apps, ns, "shop")
+    server = SnapshotServer({"mainline": Arm(), "fast": Arm()})
+    url = await server.start()
+    create(custom, ns, bakeoff_doc("shop", url))
+    create(custom, ns, variant_doc("fast"))
+    try:
+        async with running(controller_for(kube, ns)):
+            await await_for(lambda: apps.read_namespaced_deployment("shop-fast", ns), what="deployment")
+            mark_available(apps, ns, "shop-fast")
+            await await_for(lambda: "fast" in routing_of(get(custom, ns, "bakeoffs", "shop")), what="routed")
+            custom.delete_namespaced_custom_object(GROUP, VERSION, ns, "variants", "fast")
+            # the finalizer holds the Variant until routing has dropped it and its objects are gone
+            await await_for(lambda: routing_of(get(custom, ns, "bakeoffs", "shop")) == {"mainline": 1.0},
+                            what="routing without fast")
+
+            def gone():
+                try:
+                    get(custom, ns, "variants", "fast")
+                    return False
+                except kclient.ApiException as e:
+                    return e.status == 404
+            await await_for(gone, what="variant deleted")
+            with pytest.raises(kclient.ApiException) as e:
+                apps.read_namespaced_deployment("shop-fast", ns)
+            assert e.value.status == 404
+            with pytest.raises(kclient.ApiException) as e:
+                core.read_namespaced_service("shop-fast", ns)
+            assert e.value.status == 404
+            hist = get(custom, ns, "bakeoffs", "shop")["status"]["history"]
+            assert any(h["type"] == "failed" and h["variant"] == "fast" and "deleted" in h["reason"] for h in hist)
+    finally:
+        await server.stop()
+
+
+async def test_two_replicas_only_the_leader_acts(kube, ns):
+    custom, apps, core = apis(kube)
+    apps.create_namespaced_deployment(ns, mainline_deployment())
+    mark_available(apps, ns, "shop")
+    create(custom, ns, bakeoff_doc("shop", "http://127.0.0.1:1/-/snapshot", candidates=2))
+    kw = dict(lease_name="ctl", lease_duration=3.0, renew_deadline=2.0)
+    a, b = controller_for(kube, ns, identity="replica-a", **kw), controller_for(kube, ns, identity="replica-b", **kw)
+    stop_a, stop_b = asyncio.Event(), asyncio.Event()
+    ta = asyncio.create_task(a.run(stop_a))
+    await asyncio.sleep(0.5)
+    tb = asyncio.create_task(b.run(stop_b))
+    try:
+        leaders = []
+        for _ in range(15):
+            await asyncio.sleep(0.2)
+            leaders.append((a.leading, b.leading))
+        assert all(x != y for x, y in leaders), leaders  # never both, never neither once started
+        assert a.leading and b.passes == 0 and a.passes > 0
+        create(custom, ns, variant_doc("fast"))
+        await await_for(lambda: apps.read_namespaced_deployment("shop-fast", ns), what="deployment by the leader")
+        instances = {e.reporting_instance for e in core.list_namespaced_event(ns).items}
+        assert instances == {"replica-a"}
+
+        # the leader dies without releasing the Lease (as under SIGKILL: its release never runs);
+        # the other takes over once the record has not changed for the lease duration
+        a.elector.release = lambda: None
+        ta.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ta
+        t0 = time.monotonic()
+        await await_for(lambda: b.leading, timeout=15, what="replica-b leading")
+        took = time.monotonic() - t0
+        print(f"failover after {took:.1f}s (lease 3s)")
+        assert took >= 2.0  # not before the dead leader's lease could have run out
+        lease = kclient.CoordinationV1Api(kube.api).read_namespaced_lease("ctl", ns)
+        assert lease.spec.holder_identity == "replica-b" and lease.spec.lease_transitions == 1
+        create(custom, ns, variant_doc("slow"))
+        await await_for(lambda: apps.read_namespaced_deployment("shop-slow", ns), what="deployment by b")
+        ev = [e for e in core.list_namespaced_event(ns).items if e.involved_object.name == "slow"]
+        assert ev and {e.reporting_instance for e in ev} == {"replica-b"}
+    finally:
+        stop_b.set()
+        stop_a.set()
+        await asyncio.wait_for(tb, 30)
+    # a clean stop gives the Lease up
+    lease = kclient.CoordinationV1Api(kube.api).read_namespaced_lease("ctl", ns)
+    assert not lease.spec.holder_identity
+
+
+async def test_concurrent_writers_get_409s_and_nothing_is_lost(kube, ns):
+    """Another writer keeps changing the Bakeoff; the controller's stale writes fail and are redone."""
+    custom, apps, core = apis(kube)
+    apps.create_namespaced_deployment(ns, mainline_deployment())
+    mark_available(apps, ns, "shop")
+    server = SnapshotServer({"mainline": Arm(), "fast": Arm(), "slow": Arm(), "buggy": Arm(error_rate=0.4)})
+    url = await server.start()
+    create(custom, ns, bakeoff_doc("shop", url))
+    for n in ("fast", "slow", "buggy"):
+        create(custom, ns, variant_doc(n))
+    stop_writer = threading.Event()
+    writes = [0]
+
+    def writer():
+        i = 0
+        while not stop_writer.is_set():
+            i += 1
+            with contextlib.suppress(kclient.ApiException):
+                custom.patch_namespaced_custom_object(GROUP, VERSION, ns, "bakeoffs", "shop",
+                                                      {"metadata": {"annotations": {"example.com/touch": str(i)}}})
+                writes[0] += 1
+            time.sleep(0.15)
+
+    th = threading.Thread(target=writer, daemon=True)
+    ctl = controller_for(kube, ns, interval=0.1)
+    try:
+        th.start()
+        async with running(ctl):
+            for n in ("fast", "slow", "buggy"):
+                await await_for(lambda n=n: apps.read_namespaced_deployment(f"shop-{n}", ns), what=n)
+                mark_available(apps, ns, f"shop-{n}")
+            await await_for(lambda: len(routing_of(get(custom, ns, "bakeoffs", "shop"))) == 4, what="all routed")
+            server.routed = {"mainline", "fast", "slow", "buggy"}
+            await await_for(lambda: get(custom, ns, "variants", "buggy")["status"].get("phase") == "RolledBack",
+                            timeout=60, what="buggy rolled back")
+            await asyncio.sleep(1.0)
+    finally:
+        stop_writer.set()
+        th.join(5)
+        await server.stop()
+    assert writes[0] > 5
+    assert ctl.metrics.conflicts._value.get() > 0, "the other writer never made a controller write stale"
+    hist = get(custom, ns, "bakeoffs", "shop")["status"]["history"]
+    admitted = [h["variant"] for h in hist if h["type"] == "admitted"]
+    assert sorted(admitted) == ["buggy", "fast", "slow"]  # each transition recorded exactly once
+    assert [h["variant"] for h in hist if h["type"] == "rolled_back"] == ["buggy"]
+    assert get(custom, ns, "bakeoffs", "shop")["metadata"]["annotations"]["example.com/touch"]  # theirs kept
