@@ -19,9 +19,8 @@ COPY bakeoff ./bakeoff
 COPY router ./router
 COPY judge ./judge
 COPY controller ./controller
-# The kubernetes client is what `bakeoff controller` and `bakeoff router --kubernetes` reach the
-# API server with; named here too in case pyproject.toml keeps it among the test extras only.
-ARG EXTRA_PACKAGES="kubernetes>=30.1"
+# Extra packages for a site's own image (none by default; the kubernetes client is a dependency).
+ARG EXTRA_PACKAGES=""
 RUN /opt/bakeoff/bin/pip install . ${EXTRA_PACKAGES} \
  && /opt/bakeoff/bin/pip check \
  && /opt/bakeoff/bin/python -m compileall -q /opt/bakeoff

@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo_args(sub.add_parser("demo", help="a live demo on this machine: router, three variants, load"))
 
+    from controller.kube.main import add_arguments as controller_args
+
+    controller_args(sub.add_parser("controller", help="the Kubernetes controller (Bakeoff and Variant resources)"))
+
     from bakeoff.cluster_cli import add_revert_arguments, add_status_arguments, add_submit_arguments
 
     add_submit_arguments(sub.add_parser("submit", help="enter a build into a Bakeoff in a cluster (creates a Variant)"))
@@ -73,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         from bakeoff.demo import run as demo_run
 
         return demo_run(args)
+    if args.command == "controller":
+        from controller.kube.main import run as controller_run
+
+        return controller_run(args)
     if args.command in ("submit", "status", "revert"):
         from bakeoff import cluster_cli
 
