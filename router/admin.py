@@ -123,7 +123,8 @@ def make_admin_app(backend: ControlBackend, token: str | None, sticky: bool = Tr
     async def readyz(request: web.Request) -> web.Response:
         if backend.ready():
             return web.Response(text="ready\n")
-        return web.Response(text="not ready\n", status=503)
+        reason = getattr(backend, "not_ready_reason", None)  # e.g. router.cluster.ClusterBackend
+        return web.Response(text=f"not ready: {reason()}\n" if reason else "not ready\n", status=503)
 
     async def get_routes(request: web.Request) -> web.Response:
         denied = authorised(request)

@@ -37,16 +37,115 @@ async def _serve(config: RouterConfig) -> int:
     return await _serve_single(config, stop)
 
 
+async def _serve_cluster(config: RouterConfig, cluster, bakeoff: str, sticky_from_file) -> int:
+    """--kubernetes: the routes come from the Bakeoff's status.routing (router.cluster)."""
+    import dataclasses
+
+    from router.admin import LocalBackend, start_admin
+    from router.cluster import DEFAULT_STICKINESS, ClusterBackend, ClusterSource, read_stickiness
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # Stickiness is fixed for the life of the process: read it from the Bakeoff now.
+    sticky, why = await loop.run_in_executor(None, read_stickiness, cluster.api, cluster.namespace, bakeoff)
+    if why is not None:
+        sticky = sticky_from_file or DEFAULT_STICKINESS
+        log.warning("cannot read the Bakeoff's stickiness at start; using a default until restarted",
+                    bakeoff=bakeoff, namespace=cluster.namespace, error=why,
+                    stickiness=f"{sticky[0]}: {sticky[1]}")  # fmt: skip
+    elif sticky_from_file and sticky != sticky_from_file:
+        log.warning("the config file's stickiness is ignored: the Bakeoff's spec.routing.stickiness applies",
+                    bakeoff=bakeoff, file=f"{sticky_from_file[0]}: {sticky_from_file[1]}")  # fmt: skip
+    config = dataclasses.replace(
+        config,
+        sticky_header=sticky[1] if sticky and sticky[0] == "header" else None,
+        sticky_cookie=sticky[1] if sticky and sticky[0] == "cookie" else None,
+    )
+    sticky_on = sticky is not None
+    if config.workers > 1:
+        from router.workers import Supervisor, WorkerBackend
+
+        holder: dict = {}
+        sup = Supervisor(config, None, wrap_backend=lambda b: ClusterBackend(b, holder["source"]))
+        workers = WorkerBackend(sup)
+
+        async def apply_to_workers(specs, version):
+            await workers.put_routes(specs, version)
+
+        source = holder["source"] = ClusterSource(cluster.api, cluster.namespace, bakeoff, apply_to_workers, sticky)
+        log.info("router in cluster mode", bakeoff=bakeoff, namespace=cluster.namespace, source=cluster.source,
+                 workers=config.workers, stickiness=f"{sticky[0]}: {sticky[1]}" if sticky else None)  # fmt: skip
+        source.start()
+        try:
+            return await sup.run(stop)
+        finally:
+            await source.stop()
+            cluster.close()
+    from router.server import Router
+
+    router = Router(config)
+
+    async def apply_local(specs, version):
+        router.set_routes(specs, version)
+
+    source = ClusterSource(cluster.api, cluster.namespace, bakeoff, apply_local, sticky)
+    await router.start(admin=False)
+    admin = await start_admin(ClusterBackend(LocalBackend(router), source), config.admin, config.token,
+                              sticky=sticky_on)  # fmt: skip
+    log.info("router in cluster mode", bakeoff=bakeoff, namespace=cluster.namespace, source=cluster.source,
+             traffic=f"{config.listen[0]}:{router.port}", admin=f"{config.admin[0]}:{admin.port}",
+             stickiness=f"{sticky[0]}: {sticky[1]}" if sticky else None)  # fmt: skip
+    source.start()
+    try:
+        await stop.wait()
+    finally:
+        await source.stop()
+        await router.stop()
+        await admin.stop()
+        cluster.close()
+    return 0
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from bakeoff.kube import add_arguments as kube_arguments
+
     p.add_argument("--config", "-c", help="router YAML file (see docs/router.md)")
     p.add_argument("--listen", help="traffic address host:port (overrides the file)")
     p.add_argument("--admin", help="control-plane address host:port (overrides the file)")
     p.add_argument("--workers", type=int, help="processes sharing the traffic port (SO_REUSEPORT)")
+    p.add_argument("--kubernetes", action="store_true",
+                   help="take the routes from a Bakeoff's status.routing and its Services' EndpointSlices "
+                        "(docs/kubernetes.md); needs --bakeoff")  # fmt: skip
+    p.add_argument("--bakeoff", help="with --kubernetes: the Bakeoff whose traffic this router splits")
+    kube_arguments(p, namespace_help="with --kubernetes: the Bakeoff's namespace (default: the context's, else default)")
+
+
+def _check_cluster_flags(args: argparse.Namespace) -> str | None:
+    """A one-line error about the --kubernetes flags, or None."""
+    import re
+
+    if not getattr(args, "kubernetes", False):
+        for flag in ("bakeoff", "kubeconfig", "context", "namespace"):
+            if getattr(args, flag, None):
+                return f"--{flag} needs --kubernetes"
+        return None
+    if not args.bakeoff:
+        return "--bakeoff is required with --kubernetes (the Bakeoff whose status.routing to apply)"
+    if len(args.bakeoff) > 253 or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", args.bakeoff):
+        return f"--bakeoff: {args.bakeoff!r} is not a valid resource name"
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
+    problem = _check_cluster_flags(args)
+    if problem:
+        print(f"bakeoff router: {problem}", file=sys.stderr)
+        return 2
     try:
-        config = RouterConfig.from_file(args.config) if args.config else RouterConfig()
+        # from_dict, not RouterConfig(): $BAKEOFF_ROUTER_TOKEN applies without a file too
+        config = RouterConfig.from_file(args.config) if args.config else RouterConfig.from_dict({}, "command line")
         overrides = {}
         if args.listen:
             overrides["listen"] = args.listen
@@ -59,12 +158,42 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"bakeoff router: {e}", file=sys.stderr)
         return 2
+    if getattr(args, "kubernetes", False):
+        return _run_cluster(args, config)
     if not config.variants:
         print(f"bakeoff router: {args.config or 'command line'}: variants: at least one variant is needed",
               file=sys.stderr)  # fmt: skip
         return 2
     try:
         return uvloop.run(_serve(config))
+    except OSError as e:
+        print(f"bakeoff router: cannot listen: {e}", file=sys.stderr)
+        return 1
+
+
+def _run_cluster(args: argparse.Namespace, config: RouterConfig) -> int:
+    from bakeoff.kube import KubeConfigError, connect_from_args
+
+    if config.variants:
+        print(f"bakeoff router: {args.config}: variants: not allowed with --kubernetes "
+              "(the routes come from the Bakeoff's status.routing)", file=sys.stderr)  # fmt: skip
+        return 2
+    sticky_from_file = None
+    if config.sticky_header:
+        sticky_from_file = ("header", config.sticky_header)
+    elif config.sticky_cookie:
+        sticky_from_file = ("cookie", config.sticky_cookie)
+    try:
+        cluster = connect_from_args(args)
+    except KubeConfigError as e:
+        print(f"bakeoff router: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a kubeconfig that is not YAML, a missing key, ...
+        where = f"--kubeconfig {args.kubeconfig}" if args.kubeconfig else "kubeconfig"
+        print(f"bakeoff router: {where}: {type(e).__name__}: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    try:
+        return uvloop.run(_serve_cluster(config, cluster, args.bakeoff, sticky_from_file))
     except OSError as e:
         print(f"bakeoff router: cannot listen: {e}", file=sys.stderr)
         return 1

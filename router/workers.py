@@ -104,8 +104,9 @@ class Worker:
 
 
 class Supervisor:
-    def __init__(self, config: RouterConfig, config_path: str | None) -> None:
+    def __init__(self, config: RouterConfig, config_path: str | None, wrap_backend: Any = None) -> None:
         self.config = config
+        self.wrap_backend = wrap_backend  # e.g. router.cluster.ClusterBackend around the admin's backend
         self.config_path = config_path
         self.table = RouteTable(config.variants, version=1 if config.variants else 0)
         self.runtime = Path(tempfile.mkdtemp(prefix="bakeoff-router-"))
@@ -160,7 +161,10 @@ class Supervisor:
         self._write_routes()
         for w in self.workers:
             self._spawn(w)
-        admin = await start_admin(WorkerBackend(self), self.config.admin, self.config.token,
+        admin_backend: Any = WorkerBackend(self)
+        if self.wrap_backend is not None:
+            admin_backend = self.wrap_backend(admin_backend)
+        admin = await start_admin(admin_backend, self.config.admin, self.config.token,
                                   sticky=bool(self.config.sticky_header or self.config.sticky_cookie))  # fmt: skip
         log.info("router supervisor", workers=len(self.workers), traffic=f"{self.config.listen[0]}:{self.port}",
                  admin=f"{self.config.admin[0]}:{admin.port}")  # fmt: skip

@@ -1,0 +1,472 @@
+"""``bakeoff router --kubernetes``: the routing table comes from the API server.
+
+The router watches one ``Bakeoff`` (``bakeoff.dev/v1alpha1``) and the
+EndpointSlices of its namespace, and turns the Bakeoff's ``status.routing``
+(written by the controller, docs/kubernetes.md) into a table:
+
+* every entry of ``status.routing.variants`` with weight > 0 becomes a
+  variant with that weight;
+* its upstreams are the ready endpoints (``conditions.ready`` true or absent)
+  of the EndpointSlices labelled ``kubernetes.io/service-name: <service>``,
+  on the slice port named ``http`` (else the slice's only port, else the one
+  equal to the entry's ``port``);
+* a variant without any ready endpoint is left out (its sticky users fall
+  back to the others by rendezvous hashing); when no variant is routable the
+  previous table stays;
+* the table's version is ``status.routing.version``; a table equal to the one
+  being served (same version, weights and addresses) is not swapped in again.
+
+The kubernetes client is synchronous: each watch runs in a daemon thread
+(list, then watch from the list's resourceVersion, resumed from the last one
+seen when the server ends it; on 410 Gone list again at once; on any other
+error list again after an exponential back-off) and hands what it saw
+to the event loop, where the table is built and applied.  Nothing here ever
+stops the router: while the API server is unreachable, or the Bakeoff is
+missing, the last table keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+import structlog
+
+from router.config import HEADER_RE, NAME_RE, VariantSpec
+
+log = structlog.get_logger("bakeoff.router")
+
+GROUP, VERSION, PLURAL = "bakeoff.dev", "v1alpha1", "bakeoffs"
+SERVICE_LABEL = "kubernetes.io/service-name"
+# The CRD's default for spec.routing.stickiness.
+DEFAULT_STICKINESS: tuple[str, str] = ("header", "X-User-Id")
+WATCH_SECONDS = 240  # server-side watch timeout; the watch is then resumed from its resourceVersion
+BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0
+
+Stickiness = tuple[str, str] | None  # ("header" | "cookie", name) or None
+
+
+@dataclass(frozen=True)
+class SliceView:
+    """What the router needs of one EndpointSlice."""
+
+    service: str
+    ports: tuple[tuple[str, int], ...]  # (name, port)
+    addresses: tuple[str, ...]  # of the ready endpoints, sorted
+
+    def port_for(self, wanted: int | None) -> int | None:
+        named = [p for n, p in self.ports if n == "http"]
+        if named:
+            return named[0]
+        if len(self.ports) == 1:
+            return self.ports[0][1]
+        return next((p for _, p in self.ports if p == wanted), None)
+
+
+@dataclass(frozen=True)
+class Table:
+    version: int
+    variants: tuple[VariantSpec, ...]
+
+
+def slice_view(obj: dict[str, Any]) -> SliceView | None:
+    """An EndpointSlice (a dict, as the API server sends it) reduced to service, ports and ready addresses."""
+    service = ((obj.get("metadata") or {}).get("labels") or {}).get(SERVICE_LABEL)
+    if not service:
+        return None
+    ports = tuple(
+        (str(p.get("name") or ""), int(p["port"])) for p in (obj.get("ports") or []) if p.get("port") is not None
+    )
+    addresses: set[str] = set()
+    for ep in obj.get("endpoints") or []:
+        ready = (ep.get("conditions") or {}).get("ready")
+        if ready is None or ready is True:
+            addresses.update(str(a) for a in ep.get("addresses") or [])
+    return SliceView(service, ports, tuple(sorted(addresses)))
+
+
+def stickiness_of(bakeoff: dict[str, Any]) -> Stickiness:
+    """``spec.routing.stickiness`` of a Bakeoff: absent means the CRD's default, null means none."""
+    routing = (bakeoff.get("spec") or {}).get("routing") or {}
+    if "stickiness" not in routing:
+        return DEFAULT_STICKINESS
+    st = routing["stickiness"]
+    if not st:
+        return None
+    if isinstance(st, dict) and len(st) == 1:
+        (kind, name), = st.items()
+        if kind in ("header", "cookie") and isinstance(name, str) and HEADER_RE.match(name):
+            return kind, name
+    raise ValueError(f"spec.routing.stickiness must be {{header: NAME}}, {{cookie: NAME}} or null, got {st!r}")
+
+
+def build_table(bakeoff: dict[str, Any] | None, slices: dict[str, SliceView]) -> tuple[Table | None, str]:
+    """The table for a Bakeoff and the namespace's slices, or None and why nothing is routable."""
+    if bakeoff is None:
+        return None, "the Bakeoff does not exist"
+    routing = (bakeoff.get("status") or {}).get("routing")
+    if not routing or not routing.get("variants"):
+        return None, "the Bakeoff has no status.routing yet"
+    by_service: dict[str, list[SliceView]] = {}
+    for s in slices.values():
+        by_service.setdefault(s.service, []).append(s)
+    out = []
+    missing = []
+    for entry in routing.get("variants") or []:
+        name, service = entry.get("name"), entry.get("service")
+        weight = entry.get("weight") or 0
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight <= 0:
+            continue
+        if not isinstance(name, str) or not NAME_RE.match(name) or not isinstance(service, str):
+            log.warning("status.routing entry skipped: bad name or service", entry=entry)
+            continue
+        upstreams: set[tuple[str, int]] = set()
+        for s in by_service.get(service, ()):
+            port = s.port_for(entry.get("port"))
+            if port is not None:
+                upstreams.update((a, port) for a in s.addresses)
+        if not upstreams:
+            missing.append(name)
+            continue
+        out.append(VariantSpec(name, tuple(sorted(upstreams)), float(weight)))
+    if not out:
+        if missing:
+            return None, f"no ready endpoints for any variant ({', '.join(missing)})"
+        return None, "status.routing gives no variant a weight above 0"
+    return Table(int(routing.get("version") or 0), tuple(out)), (
+        f"no ready endpoints for {', '.join(missing)}" if missing else ""
+    )
+
+
+ApplyFn = Callable[[tuple[VariantSpec, ...], int], Awaitable[Any]]
+
+
+class ClusterSource:
+    """Watches Bakeoff ``name`` and the EndpointSlices of ``namespace``; applies each new table."""
+
+    def __init__(self, api: Any, namespace: str, name: str, apply: ApplyFn, stickiness: Stickiness) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.name = name
+        self.apply = apply
+        self.stickiness = stickiness
+        self.bakeoff: dict[str, Any] | None = None
+        self.listed = False  # the Bakeoff watch listed once: self.bakeoff is known
+        self.slices_listed = False  # ...and the EndpointSlices watch
+        self.slices: dict[str, SliceView] = {}
+        self.applied: Table | None = None
+        self.problem = "waiting for the API server"
+        self._errors: dict[str, str] = {}  # watch -> last error, while it lasts
+        self._warned: str | None = None
+        self._warned_stickiness: Stickiness | str = stickiness
+        self._dirty: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task | None = None
+        self._stopping = threading.Event()
+        self._watches: set[Any] = set()
+
+    @property
+    def where(self) -> str:
+        return f"Bakeoff {self.namespace}/{self.name}"
+
+    # -- life cycle ------------------------------------------------------
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._dirty = asyncio.Event()
+        self._task = self._loop.create_task(self._reconcile_forever())
+        for what, target in (("bakeoff", self._watch_bakeoff), ("endpointslices", self._watch_slices)):
+            threading.Thread(target=self._run_watch, args=(what, target), name=f"watch-{what}", daemon=True).start()
+        log.info("watching the API server", bakeoff=self.name, namespace=self.namespace)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for w in list(self._watches):
+            w.stop()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    def not_ready_reason(self) -> str:
+        if self.applied is not None:
+            return ""
+        errors = "; ".join(dict.fromkeys(v for _, v in sorted(self._errors.items())))
+        if errors:
+            host = getattr(getattr(self.api, "configuration", None), "host", "")
+            return f"no routing table yet from {self.where}: API server {host}: {errors}"
+        return f"no routing table yet from {self.where}: {self.problem}"
+
+    # -- the event loop side ------------------------------------------------
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        """From a watch thread: run fn(*args) on the event loop, then rebuild the table."""
+        assert self._loop is not None
+        if self._loop.is_closed():
+            return
+
+        def run() -> None:
+            fn(*args)
+            self._dirty.set()  # type: ignore[union-attr]
+
+        try:
+            self._loop.call_soon_threadsafe(run)
+        except RuntimeError:  # the loop closed meanwhile
+            pass
+
+    def _set_bakeoff(self, obj: dict[str, Any] | None) -> None:
+        if obj is None and self.bakeoff is not None:
+            log.warning("Bakeoff deleted; keeping the last routing table", bakeoff=self.name, namespace=self.namespace)
+        self.bakeoff = obj
+        self.listed = True
+        if obj is None:
+            return
+        try:
+            st: Stickiness | str = stickiness_of(obj)
+        except ValueError as e:
+            st = str(e)
+        if st == self.stickiness:
+            self._warned_stickiness = st
+        elif st != self._warned_stickiness:
+            self._warned_stickiness = st
+            log.warning("spec.routing.stickiness changed; restart the router to apply it",
+                        bakeoff=self.name, running=_fmt_sticky(self.stickiness), wanted=_fmt_sticky(st))  # fmt: skip
+
+    def _set_slices(self, slices: dict[str, SliceView]) -> None:
+        self.slices = slices
+        self.slices_listed = True
+
+    def _slice_event(self, kind: str, name: str, view: SliceView | None) -> None:
+        if kind == "DELETED" or view is None:
+            self.slices.pop(name, None)
+        else:
+            self.slices[name] = view
+
+    def _set_error(self, what: str, error: str | None) -> None:
+        if error is None:
+            self._errors.pop(what, None)
+        else:
+            self._errors[what] = error
+
+    async def _reconcile_forever(self) -> None:
+        assert self._dirty is not None
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                await self._reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a worker that did not take the table: push it again
+                log.warning("applying the routing table failed; retrying", bakeoff=self.name, error=str(e))
+                try:  # again in 0.5 s, or at once when something new arrives
+                    await asyncio.wait_for(self._dirty.wait(), 0.5)
+                except asyncio.TimeoutError:
+                    pass
+                self._dirty.set()
+
+    async def _reconcile(self) -> None:
+        if not (self.listed and self.slices_listed):
+            return
+        table, why = build_table(self.bakeoff, self.slices)
+        if table is None:
+            self.problem = why
+            if why != self._warned:
+                self._warned = why
+                log.warning("nothing routable; keeping the current routing table",
+                            bakeoff=self.name, namespace=self.namespace, reason=why,
+                            serving=self.applied.version if self.applied else None)  # fmt: skip
+            return
+        self._warned = None
+        if table == self.applied:
+            return
+        await self.apply(table.variants, table.version)
+        previous = self.applied
+        self.applied = table
+        self.problem = ""
+        log.info("routing table applied from the API server", bakeoff=self.name, namespace=self.namespace,
+                 version=table.version,
+                 variants={v.name: {"weight": v.weight, "upstreams": [f"{h}:{p}" for h, p in v.upstreams]}
+                           for v in table.variants},
+                 previous=previous.version if previous else None, note=why or None)  # fmt: skip
+
+    # -- the watch threads ------------------------------------------------
+    def _run_watch(self, what: str, target: Callable[[list[str | None]], None]) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        from bakeoff.kube import api_error_message
+
+        rv: list[str | None] = [None]  # the resourceVersion to watch from; None: list first
+        delay = BACKOFF_MIN
+        while not self._stopping.is_set():
+            try:
+                target(rv)  # returns when the server ends the watch; rv is where to resume
+                delay = BACKOFF_MIN
+                continue
+            except ApiException as e:
+                if e.status == 410:
+                    log.info("watch expired; listing again", watch=what)
+                    rv[0] = None
+                    continue
+                error = f"{e.status} {api_error_message(e)}"
+            except Exception as e:  # connection refused, reset, timeouts, TLS, ...
+                error = _short_error(e)
+            if self._stopping.is_set():
+                return
+            rv[0] = None  # list again once reconnected: nothing missed, and the error clears
+            self._post(self._set_error, what, error)
+            log.warning("API server watch failed; retrying", watch=what, error=error, retry_in=round(delay, 1),
+                        bakeoff=self.name, namespace=self.namespace)  # fmt: skip
+            self._stopping.wait(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    def _stream(self, list_fn: Callable[..., Any], rv: list[str | None], on_event: Callable[[str, dict], None],
+                **kw: Any) -> None:  # fmt: skip
+        from kubernetes import watch
+
+        w = watch.Watch()
+        self._watches.add(w)
+        try:
+            for ev in w.stream(list_fn, resource_version=rv[0], timeout_seconds=WATCH_SECONDS,
+                               allow_watch_bookmarks=True, _request_timeout=(10, WATCH_SECONDS + 30), **kw):  # fmt: skip
+                obj = ev.get("raw_object") or {}
+                new_rv = (obj.get("metadata") or {}).get("resourceVersion")
+                if ev["type"] != "BOOKMARK":
+                    on_event(ev["type"], obj)
+                if new_rv:
+                    rv[0] = new_rv
+                if self._stopping.is_set():
+                    return
+        finally:
+            self._watches.discard(w)
+
+    def _watch_bakeoff(self, rv: list[str | None]) -> None:
+        from kubernetes import client
+
+        custom = client.CustomObjectsApi(self.api)
+        selector = f"metadata.name={self.name}"
+        if rv[0] is None:
+            listed = custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL,
+                                                          field_selector=selector, _request_timeout=(10, 30))  # fmt: skip
+            items = listed.get("items") or []
+            self._post(self._set_error, "bakeoff", None)
+            self._post(self._set_bakeoff, items[0] if items else None)
+            if not items:
+                log.warning("Bakeoff not found; waiting for it", bakeoff=self.name, namespace=self.namespace)
+            rv[0] = (listed.get("metadata") or {}).get("resourceVersion")
+
+        def on_event(kind: str, obj: dict) -> None:
+            if (obj.get("metadata") or {}).get("name") != self.name:
+                return
+            self._post(self._set_bakeoff, None if kind == "DELETED" else obj)
+
+        self._stream(custom.list_namespaced_custom_object, rv, on_event, group=GROUP, version=VERSION,
+                     namespace=self.namespace, plural=PLURAL, field_selector=selector)  # fmt: skip
+
+    def _watch_slices(self, rv: list[str | None]) -> None:
+        from kubernetes import client
+
+        discovery = client.DiscoveryV1Api(self.api)
+        if rv[0] is None:
+            resp = discovery.list_namespaced_endpoint_slice(self.namespace, label_selector=SERVICE_LABEL,
+                                                            _preload_content=False, _request_timeout=(10, 30))  # fmt: skip
+            listed = json.loads(resp.data)
+            views = {}
+            for obj in listed.get("items") or []:
+                view = slice_view(obj)
+                if view is not None:
+                    views[obj["metadata"]["name"]] = view
+            self._post(self._set_error, "endpointslices", None)
+            self._post(self._set_slices, views)
+            rv[0] = (listed.get("metadata") or {}).get("resourceVersion")
+
+        def on_event(kind: str, obj: dict) -> None:
+            name = (obj.get("metadata") or {}).get("name")
+            if name:
+                self._post(self._slice_event, kind, name, slice_view(obj))
+
+        self._stream(discovery.list_namespaced_endpoint_slice, rv, on_event, namespace=self.namespace,
+                     label_selector=SERVICE_LABEL)  # fmt: skip
+
+
+class ClusterBackend:
+    """The control backend in cluster mode: the router's own (local or workers), plus the source's state.
+
+    Ready only once a table from the API server is applied; PUT /-/routes is
+    refused, since the next change of the Bakeoff would overwrite it.
+    """
+
+    def __init__(self, inner: Any, source: ClusterSource) -> None:
+        self.inner = inner
+        self.source = source
+
+    def ready(self) -> bool:
+        return self.source.applied is not None and self.inner.ready()
+
+    def not_ready_reason(self) -> str:
+        return self.source.not_ready_reason() or "the router is not accepting traffic"
+
+    async def snapshot(self) -> dict[str, Any]:
+        return await self.inner.snapshot()
+
+    async def routes(self) -> dict[str, Any]:
+        return await self.inner.routes()
+
+    async def put_routes(self, specs: tuple[VariantSpec, ...], version: int | None = None) -> dict[str, Any]:
+        from aiohttp import web
+
+        raise web.HTTPConflict(
+            text=json.dumps({"error": f"routes come from {self.source.where} (status.routing) in --kubernetes mode; "
+                                      "PUT /-/routes is disabled"}),
+            content_type="application/json",
+        )  # fmt: skip
+
+    async def record_events(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return await self.inner.record_events(events)
+
+
+def read_stickiness(api: Any, namespace: str, name: str) -> tuple[Stickiness, str | None]:
+    """The Bakeoff's stickiness at start-up, or (None, why) when it cannot be read now."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    from bakeoff.kube import api_error_message
+
+    try:
+        obj = client.CustomObjectsApi(api).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, _request_timeout=(3, 5)
+        )
+    except ApiException as e:
+        return None, f"{e.status} {api_error_message(e)}"
+    except Exception as e:
+        return None, _short_error(e)
+    try:
+        return stickiness_of(obj), None
+    except ValueError as e:
+        return None, str(e)
+
+
+def _fmt_sticky(st: Stickiness | str) -> str:
+    if st is None:
+        return "none"
+    if isinstance(st, str):
+        return st
+    return f"{st[0]}: {st[1]}"
+
+
+def _short_error(e: BaseException) -> str:
+    """urllib3 wraps the cause in long reprs; the innermost reason says it best."""
+    reason: Any = e
+    while getattr(reason, "reason", None) is not None and reason.reason is not reason:
+        reason = reason.reason
+    text = " ".join(str(reason).split())
+    for marker in ("Failed to establish a new connection: ", "Read timed out", "Connection aborted"):
+        i = text.find(marker)
+        if i >= 0:
+            text = text[i:].removeprefix("Failed to establish a new connection: ")
+            break
+    return text[:300] or type(e).__name__

@@ -1,0 +1,542 @@
+"""`bakeoff router --kubernetes` against a real kube-apiserver (router/cluster.py).
+
+The routers are real subprocesses; the upstreams are real HTTP servers on this
+machine's non-loopback address (the API server refuses loopback addresses in
+EndpointSlices).  No controller-manager runs, so the tests write the
+EndpointSlices themselves, as the EndpointSlice controller would, and the
+Bakeoff's status.routing, as the bakeoff controller would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from controller.platforms.local import free_port
+
+from .conftest import GROUP, ROOT, VERSION
+
+kclient = pytest.importorskip("kubernetes.client")
+
+NS = "router-kube"
+TOKEN = "router-kube-token"
+BAKEOFF_BIN = ROOT / ".venv" / "bin" / "bakeoff"
+SERVICE_LABEL = "kubernetes.io/service-name"
+
+
+# -- the cluster side ------------------------------------------------------
+class Apis:
+    def __init__(self, api) -> None:
+        self.core = kclient.CoreV1Api(api)
+        self.custom = kclient.CustomObjectsApi(api)
+        self.discovery = kclient.DiscoveryV1Api(api)
+
+    def create_bakeoff(self, name: str, stickiness: object = "default") -> None:
+        spec: dict = {
+            "mainline": {"deployment": "shop"},
+            "judge": {"objective": {"metric": "conversion", "kind": "proportion", "direction": "higher"}},
+        }
+        if stickiness != "default":
+            spec["routing"] = {"stickiness": stickiness}
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Bakeoff", "metadata": {"name": name}, "spec": spec}
+        self.custom.create_namespaced_custom_object(GROUP, VERSION, NS, "bakeoffs", body)
+
+    def set_routing(self, name: str, version: int, variants: list[tuple[str, str, float]]) -> None:
+        """Write status.routing as the controller does: [(variant, service, weight)]."""
+        routing = {
+            "version": version,
+            "variants": [{"name": v, "service": s, "port": 8080, "weight": w} for v, s, w in variants],
+        }
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, NS, "bakeoffs", name, {"status": {"routing": routing}},
+            _content_type="application/merge-patch+json",
+        )  # fmt: skip
+
+    def put_slice(self, name: str, service: str, ip: str, port: int, ready: bool | None = True,
+                  port_name: str = "http") -> None:  # fmt: skip
+        """An EndpointSlice of `service` with one endpoint ip:port (ready True/False, or None: no condition)."""
+        endpoint: dict = {"addresses": [ip]}
+        if ready is not None:
+            endpoint["conditions"] = {"ready": ready}
+        body = {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": name, "labels": {SERVICE_LABEL: service}},
+            "addressType": "IPv4",
+            "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
+            "endpoints": [endpoint],
+        }
+        try:
+            old = self.discovery.read_namespaced_endpoint_slice(name, NS)
+        except kclient.ApiException as e:
+            if e.status != 404:
+                raise
+            self.discovery.create_namespaced_endpoint_slice(NS, body)
+            return
+        body["metadata"]["resourceVersion"] = old.metadata.resource_version
+        self.discovery.replace_namespaced_endpoint_slice(name, NS, body)
+
+
+@pytest.fixture(scope="module")
+def apis(kube, crds) -> Apis:
+    a = Apis(kube.api)
+    a.core.create_namespace({"metadata": {"name": NS}})
+    return a
+
+
+@pytest.fixture(scope="module")
+def host_ip() -> str:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("10.255.255.255", 1))  # no packet is sent; this only picks the outgoing interface
+        ip = s.getsockname()[0]
+    except OSError as e:
+        pytest.fail(f"no non-loopback IPv4 address on this machine ({e}); EndpointSlices refuse 127.0.0.0/8")
+    finally:
+        s.close()
+    if ip.startswith("127.") or ip == "0.0.0.0":
+        pytest.fail(f"no non-loopback IPv4 address on this machine (got {ip}); EndpointSlices refuse 127.0.0.0/8")
+    return ip
+
+
+# -- upstreams ----------------------------------------------------------------
+class Upstream:
+    """An HTTP server on host_ip answering with its variant name (and its own id in X-Upstream)."""
+
+    def __init__(self, variant: str, ident: str) -> None:
+        self.variant = variant
+        self.ident = ident
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self, ip: str) -> "Upstream":
+        async def handler(request: web.Request) -> web.Response:
+            return web.Response(text=self.variant, headers={"X-Upstream": self.ident})
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, ip, 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+        return self
+
+
+@pytest.fixture
+async def upstream(host_ip):
+    started: list[Upstream] = []
+
+    async def make(variant: str, ident: str | None = None) -> Upstream:
+        u = await Upstream(variant, ident or variant).start(host_ip)
+        started.append(u)
+        return u
+
+    yield make
+    for u in started:
+        await u.runner.cleanup()
+
+
+# -- router processes -----------------------------------------------------------
+class RouterProc:
+    def __init__(self, log_path: Path, args: list[str]) -> None:
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        cmd = [str(BAKEOFF_BIN), "--log-json", "router", "--kubernetes", *args,
+               "--listen", f"127.0.0.1:{self.port}", "--admin", f"127.0.0.1:{self.admin_port}"]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                     env=os.environ | {"BAKEOFF_ROUTER_TOKEN": TOKEN})  # fmt: skip
+
+    @property
+    def admin(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    async def wait_up(self, timeout: float = 20) -> "RouterProc":
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as s:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"router exited ({self.proc.returncode}):\n{self.logs()}")
+                try:
+                    async with s.get(f"{self.admin}/-/healthz") as r:
+                        if r.status == 200:
+                            # ...and the traffic port accepts (with --workers, once a worker listens).
+                            _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                            writer.close()
+                            return self
+                except (aiohttp.ClientError, OSError):
+                    pass
+                await asyncio.sleep(0.05)
+        raise AssertionError(f"router did not come up:\n{self.logs()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def router(tmp_path, kube):
+    procs: list[RouterProc] = []
+
+    async def make(bakeoff: str, *extra: str, kubeconfig: str | None = None) -> RouterProc:
+        args = ["--bakeoff", bakeoff, "-n", NS, "--kubeconfig", kubeconfig or kube.kubeconfig, *extra]
+        p = RouterProc(tmp_path / f"router-{len(procs)}.log", args)
+        procs.append(p)
+        return await p.wait_up()
+
+    yield make
+    for p in procs:
+        p.stop()
+
+
+async def routes(s: aiohttp.ClientSession, r: RouterProc) -> dict:
+    async with s.get(f"{r.admin}/-/routes", headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+
+def table(doc: dict) -> dict[str, tuple[float, list[str]]]:
+    return {v["name"]: (v["weight"], sorted(v["upstreams"])) for v in doc["variants"]}
+
+
+async def wait_routes(r: RouterProc, pred, timeout: float = 10, what: str = "") -> dict:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as s:
+        while True:
+            doc = await routes(s, r)
+            if pred(doc):
+                return doc
+            if time.monotonic() > deadline:
+                raise AssertionError(f"router never showed {what or 'the expected table'}; last: {doc}\n{r.logs()}")
+            await asyncio.sleep(0.02)
+
+
+async def readyz(r: RouterProc) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{r.admin}/-/readyz") as resp:
+            return resp.status, await resp.text()
+
+
+async def send(r: RouterProc, n: int, user=None, concurrency: int = 16) -> list[tuple[int, str, str]]:
+    """n GETs through the router: (status, body, X-Upstream); user(i) gives the X-User-Id, or None."""
+    out: list[tuple[int, str, str]] = [(0, "", "")] * n
+    queue = iter(range(n))
+    async with aiohttp.ClientSession() as s:
+
+        async def worker() -> None:
+            for i in queue:
+                headers = {"X-User-Id": user(i)} if user else {}
+                async with s.get(f"{r.url}/p/{i}", headers=headers) as resp:
+                    out[i] = (resp.status, await resp.text(), resp.headers.get("X-Upstream", ""))
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return out
+
+
+def within(count: int, n: int, p: float, sigmas: float = 5) -> bool:
+    return abs(count - n * p) <= sigmas * math.sqrt(n * p * (1 - p))
+
+
+# -- tests ----------------------------------------------------------------------
+async def test_split_follows_status_routing(apis, upstream, router, host_ip):
+    a, b = await upstream("mainline"), await upstream("fast")
+    apis.put_slice("split-mainline-1", "split-mainline", host_ip, a.port)
+    apis.put_slice("split-fast-1", "split-fast", host_ip, b.port)
+    apis.create_bakeoff("split")
+    apis.set_routing("split", 1, [("mainline", "split-mainline", 0.5), ("fast", "split-fast", 0.5)])
+    r = await router("split")
+    doc = await wait_routes(r, lambda d: d["version"] == 1)
+    assert table(doc) == {"mainline": (0.5, [f"{host_ip}:{a.port}"]), "fast": (0.5, [f"{host_ip}:{b.port}"])}
+    assert (await readyz(r))[0] == 200
+
+    n = 2000
+    got = await send(r, n)
+    assert {s for s, _, _ in got} == {200}
+    counts = collections.Counter(body for _, body, _ in got)
+    assert set(counts) == {"mainline", "fast"}
+    assert within(counts["fast"], n, 0.5), counts
+
+    apis.set_routing("split", 2, [("mainline", "split-mainline", 0.8), ("fast", "split-fast", 0.2)])
+    await wait_routes(r, lambda d: d["version"] == 2)
+    got = await send(r, n)
+    counts = collections.Counter(body for _, body, _ in got)
+    assert within(counts["fast"], n, 0.2), counts
+    print(f"\nsplit 0.8/0.2 over {n} requests: {dict(counts)}")
+
+    # The table is the API server's: a PUT would be overwritten, so it is refused.
+    async with aiohttp.ClientSession() as s:
+        body = {"variants": [{"name": "fast", "upstreams": [f"{host_ip}:{b.port}"], "weight": 1}]}
+        async with s.put(f"{r.admin}/-/routes", json=body, headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+            assert resp.status == 409
+            assert "status.routing" in (await resp.json())["error"]
+        assert table(await routes(s, r))["fast"][0] == 0.2
+
+
+async def test_rollback_reaches_two_replicas_sticky_users_stay(apis, upstream, router, host_ip):
+    ups = {name: await upstream(name) for name in ("mainline", "c1", "c2")}
+    for name, u in ups.items():
+        apis.put_slice(f"rb-{name}-1", f"rb-{name}", host_ip, u.port)
+    apis.create_bakeoff("rb")  # stickiness: the CRD's default, header X-User-Id
+    apis.set_routing("rb", 4, [("mainline", "rb-mainline", 0.5), ("c1", "rb-c1", 0.3), ("c2", "rb-c2", 0.2)])
+    one = await router("rb")
+    two = await router("rb", "--workers", "2")  # the supervisor's fan-out to its workers
+    for r in (one, two):
+        await wait_routes(r, lambda d: d["version"] == 4 and len(d["variants"]) == 3)
+
+    users = [f"user-{i}" for i in range(400)]
+    before = [body for _, body, _ in await send(one, len(users), user=lambda i: users[i])]
+    assert set(before) == {"mainline", "c1", "c2"}
+    again = [body for _, body, _ in await send(two, len(users), user=lambda i: users[i])]
+    assert again == before  # both replicas (and both workers) put every user in the same place
+
+    # Roll c2 back: the controller drops it from status.routing (the others keep their ratio, 5:3).
+    t0 = time.monotonic()
+    apis.set_routing("rb", 5, [("mainline", "rb-mainline", 0.625), ("c1", "rb-c1", 0.375)])
+    seen: dict[int, float] = {}
+    async with aiohttp.ClientSession() as s:
+        while len(seen) < 2 and time.monotonic() - t0 < 10:
+            docs = await asyncio.gather(routes(s, one), routes(s, two))
+            for i, d in enumerate(docs):
+                if i not in seen and d["version"] == 5 and set(table(d)) == {"mainline", "c1"}:
+                    seen[i] = time.monotonic() - t0
+            await asyncio.sleep(0.01)
+    assert len(seen) == 2, f"not every replica took the rollback: {seen}\n{one.logs()}\n{two.logs()}"
+    took = max(seen.values())
+    print(f"\nrollback propagation (status write -> both routers' /-/routes): {took * 1000:.0f} ms "
+          f"(single process {seen[0] * 1000:.0f} ms, --workers 2 {seen[1] * 1000:.0f} ms)")  # fmt: skip
+    assert took < 2.0
+
+    # The supervisor shows the table before its workers have it: give them a moment, then check traffic.
+    deadline = time.monotonic() + 5
+    while True:
+        after = {r: [body for _, body, _ in await send(r, len(users), user=lambda i: users[i])] for r in (one, two)}
+        if all("c2" not in a for a in after.values()) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    for r, a in after.items():
+        assert "c2" not in a
+        moved = [u for u, x, y in zip(users, before, a) if x != y]
+        assert moved and all(before[users.index(u)] == "c2" for u in moved)  # only c2's users moved
+    assert after[one] == after[two]
+
+
+async def test_endpoint_changes(apis, upstream, router, host_ip):
+    a, b1, b2 = await upstream("a"), await upstream("b", "b-1"), await upstream("b", "b-2")
+    apis.put_slice("ep-a-1", "ep-a", host_ip, a.port)
+    apis.put_slice("ep-b-1", "ep-b", host_ip, b1.port, ready=None)  # no condition counts as ready
+    apis.create_bakeoff("ep", stickiness=None)
+    apis.set_routing("ep", 1, [("a", "ep-a", 0.5), ("b", "ep-b", 0.5)])
+    r = await router("ep")
+    await wait_routes(r, lambda d: set(table(d)) == {"a", "b"})
+
+    # a's only endpoint stops being ready: a leaves the table; the version is still the Bakeoff's.
+    apis.put_slice("ep-a-1", "ep-a", host_ip, a.port, ready=False)
+    doc = await wait_routes(r, lambda d: set(table(d)) == {"b"}, what="a without ready endpoints left out")
+    assert doc["version"] == 1
+    got = await send(r, 100)
+    assert {body for _, body, _ in got} == {"b"}
+
+    # A second endpoint for b (a slice of its own, as pods with another port get): round robin reaches both.
+    apis.put_slice("ep-b-2", "ep-b", host_ip, b2.port)
+    doc = await wait_routes(r, lambda d: len(table(d).get("b", (0, []))[1]) == 2)
+    assert table(doc)["b"][1] == sorted([f"{host_ip}:{b1.port}", f"{host_ip}:{b2.port}"])
+    got = await send(r, 100)
+    hits = collections.Counter(ident for _, _, ident in got)
+    assert set(hits) == {"b-1", "b-2"} and min(hits.values()) >= 30, hits
+
+    # b-1 goes, then b-2: with no ready endpoint anywhere the previous table (b on b-2) stays.
+    apis.put_slice("ep-b-1", "ep-b", host_ip, b1.port, ready=False)
+    await wait_routes(r, lambda d: table(d) == {"b": (0.5, [f"{host_ip}:{b2.port}"])})
+    apis.put_slice("ep-b-2", "ep-b", host_ip, b2.port, ready=False)
+    deadline = time.monotonic() + 10
+    while "no ready endpoints for any variant" not in r.logs() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert "no ready endpoints for any variant" in r.logs()
+    assert table(await wait_routes(r, lambda d: True)) == {"b": (0.5, [f"{host_ip}:{b2.port}"])}
+    assert {ident for _, _, ident in await send(r, 20)} == {"b-2"}
+    assert (await readyz(r))[0] == 200
+    # ...and a comes back when it is ready again.
+    apis.put_slice("ep-a-1", "ep-a", host_ip, a.port, ready=True)
+    await wait_routes(r, lambda d: set(table(d)) == {"a"})
+    assert {body for _, body, _ in await send(r, 20)} == {"a"}
+
+    # Stickiness is read at start (null here); a change asks for a restart and the router serves on.
+    assert '"stickiness": null, "event": "router in cluster mode"' in r.logs()
+    apis.custom.patch_namespaced_custom_object(GROUP, VERSION, NS, "bakeoffs", "ep",
+                                               {"spec": {"routing": {"stickiness": {"cookie": "uid"}}}},
+                                               _content_type="application/merge-patch+json")  # fmt: skip
+    deadline = time.monotonic() + 10
+    while "restart the router to apply it" not in r.logs() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert "restart the router to apply it" in r.logs() and "cookie: uid" in r.logs()
+    assert {body for _, body, _ in await send(r, 5)} == {"a"}
+
+
+async def test_missing_bakeoff_then_no_routing_then_routes(apis, upstream, router, host_ip):
+    r = await router("late")
+    deadline = time.monotonic() + 10
+    status, text = await readyz(r)
+    while "does not exist" not in text and time.monotonic() < deadline:  # until the first list is in
+        await asyncio.sleep(0.05)
+        status, text = await readyz(r)
+    assert status == 503 and "Bakeoff router-kube/late" in text and "does not exist" in text, text
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{r.url}/x") as resp:
+            assert resp.status == 503
+            assert "no variant is routable" in await resp.text()
+
+    apis.create_bakeoff("late")
+    deadline = time.monotonic() + 10
+    while "status.routing" not in text and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        status, text = await readyz(r)
+    assert status == 503 and "no status.routing" in text, text
+
+    u = await upstream("mainline")
+    apis.put_slice("late-mainline-1", "late-mainline", host_ip, u.port)
+    apis.set_routing("late", 1, [("mainline", "late-mainline", 1.0)])
+    await wait_routes(r, lambda d: d["version"] == 1)
+    assert (await readyz(r))[0] == 200
+    assert {body for _, body, _ in await send(r, 10)} == {"mainline"}
+
+    # The Bakeoff is deleted: the router keeps serving its last table.
+    apis.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, "bakeoffs", "late")
+    deadline = time.monotonic() + 10
+    while "Bakeoff deleted" not in r.logs() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert "Bakeoff deleted" in r.logs()
+    assert {body for _, body, _ in await send(r, 10)} == {"mainline"}
+    assert r.proc.poll() is None
+
+
+async def test_unreachable_api_server(tmp_path, router, kube):
+    closed = free_port()  # nothing listens here
+    kc = tmp_path / "closed.kubeconfig"
+    kc.write_text(Path(kube.kubeconfig).read_text().replace(kube.url, f"https://127.0.0.1:{closed}"))
+    assert f"127.0.0.1:{closed}" in kc.read_text()
+    r = await router("shop", kubeconfig=str(kc))
+    await asyncio.sleep(1.5)  # a few failed attempts
+    status, text = await readyz(r)
+    assert status == 503
+    assert f"127.0.0.1:{closed}" in text and "refused" in text, text
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{r.url}/x") as resp:
+            assert resp.status == 503
+        async with s.get(f"{r.admin}/-/healthz") as resp:
+            assert resp.status == 200
+    assert r.proc.poll() is None
+    assert "API server watch failed; retrying" in r.logs()
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["--kubernetes"], "--bakeoff"),
+        (["--bakeoff", "shop"], "--kubernetes"),
+        (["--kubeconfig", "/x", "--listen", "127.0.0.1:0"], "--kubernetes"),
+        (["--kubernetes", "--bakeoff", "Not_A_Name"], "--bakeoff"),
+        (["--kubernetes", "--bakeoff", "shop", "--kubeconfig", "/nonexistent/kubeconfig"], "kubeconfig"),
+        (["--kubernetes", "--bakeoff", "shop", "--kubeconfig", "{garbage"], "kubeconfig"),
+        (["--kubernetes", "--bakeoff", "shop", "--config", "{variants}"], "variants"),
+    ],
+)
+def test_bad_flags(tmp_path, args, flag):
+    garbage = tmp_path / "garbage.yaml"
+    garbage.write_text("this: [is not: a kubeconfig\n")
+    config = tmp_path / "router.yaml"
+    config.write_text("variants: [{name: a, upstreams: ['127.0.0.1:1'], weight: 1}]\n")
+    args = [str(garbage) if a == "{garbage" else str(config) if a == "{variants}" else a for a in args]
+    if "--config" in args:
+        args += ["--kubeconfig", str(garbage)]  # the variants are refused before the kubeconfig is read
+    r = subprocess.run([sys.executable, "-m", "bakeoff.cli", "router", *args], capture_output=True, text=True,
+                       cwd=ROOT, timeout=60)  # fmt: skip
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bakeoff router: ") and flag in lines[0], r.stderr
+
+
+# -- the pure parts, without a cluster ---------------------------------------------
+def test_build_table_ports_readiness_weights():
+    from router.cluster import build_table, slice_view
+
+    def sl(service, ports, endpoints):
+        return {"metadata": {"labels": {SERVICE_LABEL: service}}, "ports": ports,
+                "endpoints": [{"addresses": [a], **({"conditions": {"ready": r}} if r is not None else {})}
+                              for a, r in endpoints]}  # fmt: skip
+
+    slices = {
+        "m": slice_view(sl("svc-m", [{"name": "metrics", "port": 9090}, {"name": "http", "port": 8080}],
+                           [("10.0.0.1", True), ("10.0.0.2", False), ("10.0.0.3", None)])),  # fmt: skip
+        "c": slice_view(sl("svc-c", [{"name": "", "port": 7000}], [("10.0.1.1", True)])),
+        "d": slice_view(sl("svc-d", [{"name": "a", "port": 1}, {"name": "b", "port": 8080}], [("10.0.2.1", True)])),
+        "z": slice_view(sl("svc-z", [{"name": "http", "port": 8080}], [("10.0.3.1", True)])),
+    }
+    bakeoff = {"status": {"routing": {"version": 3, "variants": [
+        {"name": "mainline", "service": "svc-m", "port": 8080, "weight": 0.7},
+        {"name": "c", "service": "svc-c", "port": 8080, "weight": 0.2},
+        {"name": "d", "service": "svc-d", "port": 8080, "weight": 0.1},
+        {"name": "z", "service": "svc-z", "port": 8080, "weight": 0},
+        {"name": "gone", "service": "svc-none", "port": 8080, "weight": 0.1},
+    ]}}}  # fmt: skip
+    table, note = build_table(bakeoff, slices)
+    assert table.version == 3
+    assert {v.name: (v.weight, v.upstreams) for v in table.variants} == {
+        "mainline": (0.7, (("10.0.0.1", 8080), ("10.0.0.3", 8080))),  # the port named http; not-ready left out
+        "c": (0.2, (("10.0.1.1", 7000),)),  # the only port
+        "d": (0.1, (("10.0.2.1", 8080),)),  # several unnamed-http ports: the entry's port
+    }
+    assert "gone" in note
+    assert build_table(None, slices)[0] is None
+    assert build_table({"status": {}}, slices) == (None, "the Bakeoff has no status.routing yet")
+    only_gone = {"status": {"routing": {"version": 1, "variants": [bakeoff["status"]["routing"]["variants"][-1]]}}}
+    assert build_table(only_gone, slices)[0] is None
+
+
+def test_watch_lists_again_after_410_and_backs_off():
+    from router.cluster import ClusterSource
+
+    src = ClusterSource(api=None, namespace="ns", name="b", apply=None, stickiness=None)
+    src._post = lambda fn, *a: fn(*a)  # no event loop here
+    seen: list = []
+
+    def target(rv):
+        seen.append(rv[0])
+        if len(seen) == 1:
+            rv[0] = "100"  # listed, then the watch ends normally: resume from 100
+            return
+        if len(seen) == 2:
+            raise kclient.ApiException(status=410, reason="Gone")
+        if len(seen) == 3:
+            rv[0] = "200"
+            raise ConnectionResetError("reset by peer")
+        src._stopping.set()
+
+    src._run_watch("bakeoff", target)
+    assert seen == [None, "100", None, None]  # 410: list again at once; other errors: after a back-off
+    assert src._errors == {"bakeoff": "reset by peer"}
