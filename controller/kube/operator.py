@@ -836,6 +836,16 @@ class KubeController:
                                                   why or ("at least one replica available" if ok else
                                                           f"Deployment {dep['metadata']['name']} has no available replica"),
                                                   gen, now)
+                applied = (dep["metadata"].get("annotations") or {}).get(ko.ANN_VARIANT_SPEC)
+                if applied and applied != ko.spec_hash(v.get("spec") or {}):
+                    image = dep["spec"]["template"]["spec"]["containers"][0].get("image")
+                    new["conditions"] = set_condition(
+                        new["conditions"], "SpecApplied", False, "ChangedAfterStart",
+                        f"the spec changed after the candidate started; Deployment {dep['metadata']['name']} keeps "
+                        f"the build it was judged on ({image}); submit a new Variant for the new build", gen, now)
+                else:
+                    new["conditions"] = set_condition(new["conditions"], "SpecApplied", True, "Applied",
+                                                      "the running build is the spec's", gen, now)
             if rec["phase"] == ROLLED_BACK:
                 new["conditions"] = set_condition(new["conditions"], "RolledBack", True, "RolledBack",
                                                   rec.get("reason") or "", gen, now)

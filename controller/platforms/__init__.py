@@ -1,9 +1,11 @@
 """The Platform seam: where variants run and how traffic reaches them.
 
 The reconcile loop decides; a platform carries the actions out.  One file per
-implementation, chosen by :func:`make_platform` (``local`` now; ``kubernetes``
-will implement the same protocol on Deployments, Services and the router's
-admin API).
+implementation, chosen by :func:`make_platform` (``local``).  On Kubernetes
+the same pure decision logic runs in controller/kube/operator.py, which acts
+declaratively on Deployments, Services and ``Bakeoff.status.routing`` instead
+of through this imperative interface: there the state lives in resource
+status, not in one process.
 """
 
 from __future__ import annotations

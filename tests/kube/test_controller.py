@@ -503,3 +503,37 @@ async def test_concurrent_writers_get_409s_and_nothing_is_lost(kube, ns):
     assert sorted(admitted) == ["buggy", "fast", "slow"]  # each transition recorded exactly once
     assert [h["variant"] for h in hist if h["type"] == "rolled_back"] == ["buggy"]
     assert get(custom, ns, "bakeoffs", "shop")["metadata"]["annotations"]["example.com/touch"]  # theirs kept
+
+
+async def test_a_spec_update_applies_on_the_next_pass(kube, ns):
+    custom, apps, core = apis(kube)
+    apps.create_namespaced_deployment(ns, mainline_deployment())
+    mark_available(apps, ns, "shop")
+    create(custom, ns, bakeoff_doc("shop", "http://127.0.0.1:1/-/snapshot"))
+    create(custom, ns, variant_doc("fast"))
+    async with running(controller_for(kube, ns)):
+        await await_for(lambda: apps.read_namespaced_deployment("shop-fast", ns), what="deployment")
+        mark_available(apps, ns, "shop-fast")
+        await await_for(lambda: routing_of(get(custom, ns, "bakeoffs", "shop")).get("fast") == 0.1, what="step 0")
+        custom.patch_namespaced_custom_object(GROUP, VERSION, ns, "bakeoffs", "shop",
+                                              {"spec": {"routing": {"maxCandidateShare": 0.04}}})
+        b = await await_for(lambda: (lambda b: b if routing_of(b).get("fast") == 0.04 else None)(
+            get(custom, ns, "bakeoffs", "shop")), what="the new cap applied")
+        assert b["status"]["observedGeneration"] == b["metadata"]["generation"] == 2
+        assert abs(routing_of(b)["mainline"] - 0.96) < 1e-9
+        # a bad edit is refused by the API server and changes nothing
+        with pytest.raises(kclient.ApiException) as e:
+            custom.patch_namespaced_custom_object(GROUP, VERSION, ns, "bakeoffs", "shop",
+                                                  {"spec": {"routing": {"steps": [0.3, 0.1]}}})
+        assert e.value.status == 422 and "strictly increasing" in e.value.body
+        # editing a running Variant's image does not swap the build under the judge
+        custom.patch_namespaced_custom_object(GROUP, VERSION, ns, "variants", "fast",
+                                              {"spec": {"image": "registry.example/shop:other"}})
+        def spec_applied():
+            st = get(custom, ns, "variants", "fast").get("status") or {}
+            c = next((c for c in st.get("conditions") or [] if c["type"] == "SpecApplied"), None)
+            return c if c and c["status"] == "False" else None
+        c = await await_for(spec_applied, what="SpecApplied=False")
+        assert c["reason"] == "ChangedAfterStart" and "registry.example/shop:fast" in c["message"]
+        dep = apps.read_namespaced_deployment("shop-fast", ns)
+        assert dep.spec.template.spec.containers[0].image == "registry.example/shop:fast"
