@@ -208,8 +208,7 @@ class KubeController:
                         await asyncio.to_thread(self.reconcile_bakeoff, view, now, snap_result)
                         self.metrics.reconciles.labels("ok").inc()
                         break
-                    except Conflict:
-                        self.metrics.conflicts.inc()
+                    except Conflict:  # counted where the 409 came back
                         snap_result = None  # the look already updated the judge; don't step twice
                         fresh = await asyncio.to_thread(self.read_bakeoff, b["metadata"]["namespace"],
                                                         b["metadata"]["name"])
