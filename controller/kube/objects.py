@@ -121,10 +121,15 @@ def candidate_template(deployment: dict[str, Any], image: str, container: str | 
     meta.pop("name", None)
     c = _target_container(tpl, container, where)
     c["image"] = image
-    if env:
-        existing = [e for e in c.get("env") or [] if e.get("name") not in env]
-        c["env"] = existing + [{"name": k, "value": str(v)} for k, v in env.items()]
+    _set_env(c, env)
     return tpl
+
+
+def _set_env(container: dict[str, Any], env: dict[str, str] | None) -> None:
+    """The Variant's spec.env over the container's own variables (same name: the Variant's wins)."""
+    if env:
+        existing = [e for e in container.get("env") or [] if e.get("name") not in env]
+        container["env"] = existing + [{"name": k, "value": str(v)} for k, v in env.items()]
 
 
 def spec_hash(obj: Any) -> str:
@@ -181,10 +186,7 @@ def promotion_patch(mainline: dict[str, Any], winner_image: str, container: str 
     tpl = dep["spec"]["template"]
     c = _target_container(tpl, container, where)
     c["image"] = winner_image
-    env = (variant.get("spec") or {}).get("env")
-    if env:
-        existing = [e for e in c.get("env") or [] if e.get("name") not in env]
-        c["env"] = existing + [{"name": k, "value": str(v)} for k, v in env.items()]
+    _set_env(c, (variant.get("spec") or {}).get("env"))
     ann = dep["metadata"].setdefault("annotations", {})
     ann[ANN_PREVIOUS_TEMPLATE] = json.dumps(previous, sort_keys=True, separators=(",", ":"))
     ann[ANN_PROMOTION] = json.dumps({"bakeoff": bakeoff, "variant": variant["metadata"]["name"],

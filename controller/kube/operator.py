@@ -507,7 +507,7 @@ class KubeController:
             **status,
             "observedGeneration": gen, "phase": new.phase, "mainline": new.mainline, "candidates": k,
             "variants": record, "shares": {n: round(w, 6) for n, w in new.weights.items()},
-            "decision": self._decision(new.decision, verdict), "history": history[-HISTORY_LIMIT:],
+            "decision": self._decision(new.decision), "history": history[-HISTORY_LIMIT:],
         }
         if new.decision and new.decision.get("winner"):
             new_status["winner"] = new.decision["winner"]
@@ -556,7 +556,7 @@ class KubeController:
             return cur
         return {"version": int(cur.get("version") or 0) + 1, "variants": entries}
 
-    def _decision(self, decision: dict[str, Any] | None, verdict: Verdict | None) -> dict[str, Any] | None:
+    def _decision(self, decision: dict[str, Any] | None) -> dict[str, Any] | None:
         if not decision:
             return None
         out = {k: v for k, v in decision.items() if v is not None}
@@ -629,13 +629,8 @@ class KubeController:
             self._ensure_finalizer(v)
             phase = record[n]["phase"]
             wanted = int((v.get("spec") or {}).get("replicas") or 1)
-            if phase in (SERVING, WINNER) or (phase == PENDING and n in st.started and not record[n].get("failed")
-                                              and self._gate_passed(st, n)):
-                replicas = wanted
-            elif phase == PROMOTED and not handed_over:
-                replicas = wanted
-            else:
-                replicas = 0
+            # Pending here means its gate passed this pass (a blocked one is Gated by now).
+            replicas = wanted if phase in (PENDING, SERVING, WINNER) or (phase == PROMOTED and not handed_over) else 0
             dname = ko.child_name(bname, n)
             dep = view.children.get(dname)
             if dep is None:
@@ -650,9 +645,6 @@ class KubeController:
                                  ko.labels_for(bname, n), v, view)
         if winner and winner in valid:
             self._promote(view, bres, valid[winner], mainline, st, now, handed_over)
-
-    def _gate_passed(self, st: ControllerState, n: str) -> bool:
-        return st.variants[n].phase != "Gated"
 
     def _deadline(self, v: dict[str, Any]) -> int | None:
         raw = (v.get("spec") or {}).get("startTimeout")

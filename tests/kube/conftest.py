@@ -115,3 +115,14 @@ def crds(kube):
                 raise
             time.sleep(0.1)
     return names
+
+
+async def start_app(app, host: str):
+    """Serve an aiohttp app on host, a free port; (runner, port). Call runner.cleanup() to stop."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]

@@ -25,9 +25,9 @@ from aiohttp import web
 from controller.kube import objects as ko
 from controller.platforms.local import free_port
 
-from .conftest import ROOT
+from .conftest import ROOT, start_app
 from .test_controller import (
-    await_for, bakeoff_doc, create, get, mainline_deployment, mark_available, routing_of, running, variant_doc,
+    await_for, bakeoff_doc, candidates_available, create, get, mainline_deployment, mark_available, routing_of, running, variant_doc,
 )
 from .test_router_kube import host_ip  # noqa: F401 - a fixture
 
@@ -55,11 +55,7 @@ class Service:
 
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", handler)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, ip, 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        self.runner, self.port = await start_app(app, ip)
         return self
 
 
@@ -132,9 +128,7 @@ async def test_a_bake_off_on_the_cluster_from_first_request_to_promotion(kube, c
     load = []
     try:
         async with running(ctl):
-            for n in ("fast", "buggy"):
-                await await_for(lambda n=n: apps.read_namespaced_deployment(f"shop-{n}", ns), what=n)
-                mark_available(apps, ns, f"shop-{n}")
+            await candidates_available(apps, ns, ("fast", "buggy"))
             await await_for(lambda: len(routing_of(get(custom, ns, "bakeoffs", "shop"))) == 3, what="routed")
             load = [asyncio.create_task(shopper(session, i)) for i in range(12)]
 

@@ -24,7 +24,7 @@ from controller.kube import objects as ko
 from controller.kube.operator import KubeController
 from judge.simulate import Arm, Stream
 
-from .conftest import GROUP, VERSION
+from .conftest import GROUP, VERSION, start_app
 
 kclient = pytest.importorskip("kubernetes.client")
 
@@ -101,6 +101,22 @@ def mark_available(apps, ns: str, name: str, *, rolled_out: bool = True) -> None
                         "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
 
 
+def shop_with_mainline(kube, ns: str, source: str, **judge):
+    """The mainline Deployment "shop" (available) and a Bakeoff "shop" for it; the three APIs."""
+    custom, apps, core = apis(kube)
+    apps.create_namespaced_deployment(ns, mainline_deployment())
+    mark_available(apps, ns, "shop")
+    create(custom, ns, bakeoff_doc("shop", source, **judge))
+    return custom, apps, core
+
+
+async def candidates_available(apps, ns: str, names) -> None:
+    """Wait for each candidate's Deployment, then mark it available."""
+    for n in names:
+        await await_for(lambda n=n: apps.read_namespaced_deployment(f"shop-{n}", ns), what=f"Deployment shop-{n}")
+        mark_available(apps, ns, f"shop-{n}")
+
+
 def wait_for(fn, timeout: float = 30.0, what: str = "condition"):
     deadline = time.monotonic() + timeout
     last = None
@@ -145,11 +161,7 @@ class SnapshotServer:
         self.routed: set[str] = set()
         app = web.Application()
         app.router.add_get("/-/snapshot", snapshot)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
+        self.runner, port = await start_app(app, "127.0.0.1")
         return f"http://127.0.0.1:{port}/-/snapshot"
 
     async def stop(self) -> None:
@@ -297,10 +309,7 @@ async def test_rollback_and_promotion_end_to_end(kube, ns):
 
 async def test_restart_mid_promotion_patches_once(kube, ns):
     """A controller that recorded a promotion and died before patching: the next one patches, once."""
-    custom, apps, core = apis(kube)
-    apps.create_namespaced_deployment(ns, mainline_deployment())
-    mark_available(apps, ns, "shop")
-    create(custom, ns, bakeoff_doc("shop", "http://127.0.0.1:1/-/snapshot"))
+    custom, apps, core = shop_with_mainline(kube, ns, "http://127.0.0.1:1/-/snapshot")
     v = create(custom, ns, variant_doc("fast"))
     b = get(custom, ns, "bakeoffs", "shop")
     b["status"] = {"phase": "Promoted", "mainline": "fast", "winner": "fast", "candidates": 1,
@@ -408,10 +417,7 @@ async def test_deleting_a_serving_variant_routes_around_it_then_cleans_up(kube, 
 
 
 async def test_two_replicas_only_the_leader_acts(kube, ns):
-    custom, apps, core = apis(kube)
-    apps.create_namespaced_deployment(ns, mainline_deployment())
-    mark_available(apps, ns, "shop")
-    create(custom, ns, bakeoff_doc("shop", "http://127.0.0.1:1/-/snapshot", candidates=2))
+    custom, apps, core = shop_with_mainline(kube, ns, "http://127.0.0.1:1/-/snapshot", candidates=2)
     kw = dict(lease_name="ctl", lease_duration=3.0, renew_deadline=2.0)
     a, b = controller_for(kube, ns, identity="replica-a", **kw), controller_for(kube, ns, identity="replica-b", **kw)
     stop_a, stop_b = asyncio.Event(), asyncio.Event()
@@ -484,9 +490,7 @@ async def test_concurrent_writers_get_409s_and_nothing_is_lost(kube, ns):
     try:
         th.start()
         async with running(ctl):
-            for n in ("fast", "slow", "buggy"):
-                await await_for(lambda n=n: apps.read_namespaced_deployment(f"shop-{n}", ns), what=n)
-                mark_available(apps, ns, f"shop-{n}")
+            await candidates_available(apps, ns, ("fast", "slow", "buggy"))
             await await_for(lambda: len(routing_of(get(custom, ns, "bakeoffs", "shop"))) == 4, what="all routed")
             server.routed = {"mainline", "fast", "slow", "buggy"}
             await await_for(lambda: get(custom, ns, "variants", "buggy")["status"].get("phase") == "RolledBack",
@@ -505,10 +509,7 @@ async def test_concurrent_writers_get_409s_and_nothing_is_lost(kube, ns):
 
 
 async def test_a_spec_update_applies_on_the_next_pass(kube, ns):
-    custom, apps, core = apis(kube)
-    apps.create_namespaced_deployment(ns, mainline_deployment())
-    mark_available(apps, ns, "shop")
-    create(custom, ns, bakeoff_doc("shop", "http://127.0.0.1:1/-/snapshot"))
+    custom, apps, core = shop_with_mainline(kube, ns, "http://127.0.0.1:1/-/snapshot")
     create(custom, ns, variant_doc("fast"))
     async with running(controller_for(kube, ns)):
         await await_for(lambda: apps.read_namespaced_deployment("shop-fast", ns), what="deployment")
@@ -542,10 +543,7 @@ async def test_a_stale_write_is_refused_and_the_pass_redone(kube, ns):
     """Deterministic 409: another writer changes the Bakeoff between the controller's read and its write."""
     from controller.kube.operator import Conflict
 
-    custom, apps, core = apis(kube)
-    apps.create_namespaced_deployment(ns, mainline_deployment())
-    mark_available(apps, ns, "shop")
-    create(custom, ns, bakeoff_doc("shop", "http://127.0.0.1:1/-/snapshot"))
+    custom, apps, core = shop_with_mainline(kube, ns, "http://127.0.0.1:1/-/snapshot")
     create(custom, ns, variant_doc("fast"))
     ctl = controller_for(kube, ns, leader_election=False)
 

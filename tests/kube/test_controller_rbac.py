@@ -17,7 +17,7 @@ from judge.simulate import Arm
 
 from .test_chart import apply_all, helm, render  # noqa: F401 - helm is a fixture
 from .test_controller import (
-    GROUP, VERSION, SnapshotServer, await_for, bakeoff_doc, create, get, mainline_deployment, mark_available,
+    GROUP, VERSION, SnapshotServer, await_for, candidates_available, bakeoff_doc, create, get, mainline_deployment, mark_available,
     routing_of, running, variant_doc,
 )
 
@@ -81,9 +81,7 @@ async def test_the_controller_needs_no_more_than_the_chart_grants(kube, crds, he
                          interval=0.2)
     try:
         async with running(ctl):
-            for n in ("fast", "buggy", "extra"):
-                await await_for(lambda n=n: apps.read_namespaced_deployment(f"shop-{n}", WORK_NS), what=n)
-                mark_available(apps, WORK_NS, f"shop-{n}")
+            await candidates_available(apps, WORK_NS, ("fast", "buggy", "extra"))
             await await_for(lambda: len(routing_of(get(custom, WORK_NS, "bakeoffs", "shop"))) == 4, what="routed")
             server.routed = {"mainline", "fast", "buggy", "extra"}
             # a Variant deleted while serving: finalizer, routing, cleanup

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from controller.platforms.local import free_port
 
-from .conftest import GROUP, ROOT, VERSION
+from .conftest import GROUP, ROOT, VERSION, start_app
 
 kclient = pytest.importorskip("kubernetes.client")
 
@@ -126,11 +126,7 @@ class Upstream:
 
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", handler)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, ip, 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        self.runner, self.port = await start_app(app, ip)
         return self
 
 
