@@ -14,14 +14,15 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/bakeoff
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY bakeoff ./bakeoff
 COPY router ./router
 COPY judge ./judge
 COPY controller ./controller
+COPY examples ./examples
 # Extra packages for a site's own image (none by default; the kubernetes client is a dependency).
 ARG EXTRA_PACKAGES=""
-RUN /opt/bakeoff/bin/pip install . ${EXTRA_PACKAGES} \
+RUN /opt/bakeoff/bin/pip install -c constraints.txt . ${EXTRA_PACKAGES} \
  && /opt/bakeoff/bin/pip check \
  && /opt/bakeoff/bin/python -m compileall -q /opt/bakeoff
 

@@ -5,19 +5,23 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-router test-judge test-kube kube-assets bench-router bench-judge clean
+.PHONY: demo test lint constraints test-router test-judge test-kube kube-assets bench-router bench-judge clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/bakeoff demo
 
-test: $(STAMP)
+# Lint first (ruff, mypy, import-linter: scripts/lint.sh), then every test tier.
+test: lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	PY=$(PY) scripts/lint.sh
 
 test-router: $(STAMP)
 	$(PY) -m pytest -q tests/router $(PYTEST_ARGS)
@@ -37,6 +41,11 @@ bench-router: $(STAMP)
 
 bench-judge: $(STAMP)
 	$(PY) benchmarks/judge_quality.py
+
+# Re-pin the tested versions after changing dependencies (then run make test).
+constraints: $(STAMP)
+	$(PY) -m pip install --quiet --upgrade -e '.[test]'
+	{ head -2 constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^bakeoff'; } > constraints.new && mv constraints.new constraints.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

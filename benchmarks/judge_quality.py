@@ -52,10 +52,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from judge.config import config_from_dict  # noqa: E402
-from judge.core import JudgeState, step  # noqa: E402
-from judge.simulate import Arm, Stream  # noqa: E402
-from router.histogram import NUM_BUCKETS, bucket_value  # noqa: E402
+from bakeoff.contracts.histogram import NUM_BUCKETS, bucket_value  # noqa: E402
+from bakeoff.judge.config import config_from_dict  # noqa: E402
+from bakeoff.judge.core import JudgeState, step  # noqa: E402
+from bakeoff.judge.simulate import Arm, Stream  # noqa: E402
 
 QUICK = os.environ.get("QUICK") == "1"
 BUCKET_VALUES = np.array([bucket_value(i) for i in range(NUM_BUCKETS)])
@@ -76,8 +76,17 @@ def judge_config(kind: str, max_samples: int):
     guard = [dict(g) for g in GUARDRAILS]
     if kind == "ship":
         guard[0]["maxIncrease"] = 0.002
-    return config_from_dict({"alpha": 0.05, "control": "mainline", "minSamples": 500, "maxSamples": max_samples,
-                             "guardrails": guard, "objective": OBJECTIVE}, f"benchmark-{kind}")
+    return config_from_dict(
+        {
+            "alpha": 0.05,
+            "control": "mainline",
+            "minSamples": 500,
+            "maxSamples": max_samples,
+            "guardrails": guard,
+            "objective": OBJECTIVE,
+        },
+        f"benchmark-{kind}",
+    )
 
 
 @dataclass
@@ -102,10 +111,20 @@ def scenarios() -> list[Scenario]:
         Scenario("latency5", Arm(median=0.105), 1, "rollback", 200, 30_000, 100 if q else 400, seed=4),
         Scenario("p99_20", Arm(tail_factor=1.2), 1, "rollback", 200, 30_000, 100 if q else 400, seed=5),
         Scenario("errors", Arm(error_rate=0.015), 1, "rollback", 200, 40_000, 100 if q else 400, seed=6),
-        Scenario("conversion_minus2", Arm(conversion=0.049), 1, "not_promote", 10_000, 1_500_000,
-                 30 if q else 120, seed=7),
-        Scenario("conversion_better", Arm(conversion=0.055), 1, "promote", 1000, 150_000, 60 if q else 300,
-                 config="ship", seed=8),
+        Scenario(
+            "conversion_minus2", Arm(conversion=0.049), 1, "not_promote", 10_000, 1_500_000, 30 if q else 120, seed=7
+        ),
+        Scenario(
+            "conversion_better",
+            Arm(conversion=0.055),
+            1,
+            "promote",
+            1000,
+            150_000,
+            60 if q else 300,
+            config="ship",
+            seed=8,
+        ),
     ]
 
 
@@ -209,9 +228,12 @@ def run_one(args):
             for name in names:
                 b = vals[name]
                 ok = (
-                    math.isfinite(b["error_rate"]) and b["error_rate"] <= 0.02
-                    and math.isfinite(b["p99"]) and b["p99"] <= 1.25 * BASE_P99
-                    and math.isfinite(b["p50"]) and b["p50"] <= 1.1 * BASE_P50
+                    math.isfinite(b["error_rate"])
+                    and b["error_rate"] <= 0.02
+                    and math.isfinite(b["p99"])
+                    and b["p99"] <= 1.25 * BASE_P99
+                    and math.isfinite(b["p50"])
+                    and b["p50"] <= 1.1 * BASE_P50
                 )
                 if not ok:
                     fails[name] = fails.get(name, 0) + 1 if label == "flagger" else fails[name]
@@ -287,7 +309,9 @@ def main() -> int:
     def fmt_n(x):
         return "-" if not math.isfinite(x) else f"{x:,.0f}"
 
-    print(f"judge quality ({'QUICK' if QUICK else 'full'}; {len(tasks)} streams; looks every batch of requests per variant)")
+    print(
+        f"judge quality ({'QUICK' if QUICK else 'full'}; {len(tasks)} streams; looks every batch of requests per variant)"
+    )
     header = f"{'scenario':20} {'k':>2} {'batch':>6} {'runs':>5} {'method':9} {'right':>6} {'FWER':>6} {'wrong dir':>9} {'median n':>10} {'p90 n':>10}"
     print(header)
     print("-" * len(header))
@@ -295,8 +319,10 @@ def main() -> int:
         for m in METHODS:
             r = summary[sc.name][m]
             fw = "" if math.isnan(r["false_alarm"]) else f"{r['false_alarm']:.3f}"
-            print(f"{sc.name:20} {sc.k:>2} {sc.batch:>6} {sc.runs:>5} {m:9} {r['right']:>6.3f} {fw:>6} "
-                  f"{r['wrong_direction']:>9.3f} {fmt_n(r['median_n']):>10} {fmt_n(r['p90_n']):>10}")
+            print(
+                f"{sc.name:20} {sc.k:>2} {sc.batch:>6} {sc.runs:>5} {m:9} {r['right']:>6.3f} {fw:>6} "
+                f"{r['wrong_direction']:>9.3f} {fmt_n(r['median_n']):>10} {fmt_n(r['p90_n']):>10}"
+            )
     print(f"elapsed {time.time() - t0:.1f}s")
 
     def j(x):

@@ -220,7 +220,9 @@ def wait_port(port: int, child: Child, timeout: float = 20.0) -> None:
                      f"last lines of {child.log}:\n{child.log_tail()}")  # fmt: skip
 
 
-def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+def http_get(
+    url: str, headers: dict[str, str] | None = None, timeout: float = 5.0
+) -> tuple[int, dict[str, str], bytes]:
     req = urllib.request.Request(url, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -353,7 +355,7 @@ def router_conf(port: int, admin: int, upstream_ports: list[int]) -> str:
 
 def router_command(config: Path) -> list[str]:
     """``bakeoff router --config FILE``, with this Python (so the venv's packages)."""
-    return [sys.executable, "-m", "bakeoff.cli", "router", "--config", str(config)]
+    return [sys.executable, "-m", "bakeoff", "router", "--config", str(config)]
 
 
 # --------------------------------------------------------------------------
@@ -852,10 +854,14 @@ def summarise(args, results, rss_idle, rss_before, rss_rounds, rss_after, rss_pe
             f"{(f'{median(cpu_pct[t]):.0f}' if t != 'direct' else '-'):>6} {'':>6} "
             f"{errors[t][0]:>8} {errors[t][1]:>8}")  # fmt: skip
     out()
-    out(f"rps ratio router/nginx per round: {', '.join(format(r['rps_ratio'], '.3f') for r in per_round)}; "
-        f"median {rps_ratio:.3f} (target >= 0.7: {'met' if rps_ratio >= 0.7 else 'NOT met'})")
-    out(f"added p50 ratio router/nginx per round: {', '.join(format(r['added_ratio'], '.2f') for r in per_round)}; "
-        f"median {added_ratio:.2f} (target <= 1.5: {'met' if added_ratio <= 1.5 else 'NOT met'})")
+    out(
+        f"rps ratio router/nginx per round: {', '.join(format(r['rps_ratio'], '.3f') for r in per_round)}; "
+        f"median {rps_ratio:.3f} (target >= 0.7: {'met' if rps_ratio >= 0.7 else 'NOT met'})"
+    )
+    out(
+        f"added p50 ratio router/nginx per round: {', '.join(format(r['added_ratio'], '.2f') for r in per_round)}; "
+        f"median {added_ratio:.2f} (target <= 1.5: {'met' if added_ratio <= 1.5 else 'NOT met'})"
+    )
     if noisy:
         out(f"NOISE: other processes used more than 25% of a core during {len(noisy)} of "
             f"{sum(len(row) for row in results)} runs (up to {max(r.other_pct for r in noisy):.0f}%); "
@@ -923,8 +929,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="after the rounds, drive the router until it has served this many requests in all "
                         "and print its RSS at intervals (or SOAK_REQUESTS)")  # fmt: skip
     p.add_argument("--soak-interval", type=float, default=10.0, help="seconds between RSS readings in the soak")
-    p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=env.get("PIN", "1") not in ("0", "false"),
-                   help="in the -c1 latency runs, pin wrk to one CPU and the servers to another (default on)")
+    p.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=env.get("PIN", "1") not in ("0", "false"),
+        help="in the -c1 latency runs, pin wrk to one CPU and the servers to another (default on)",
+    )
     p.add_argument("--keep-tmp", action="store_true", help="keep the temporary directory (configs, logs)")
     a = p.parse_args(argv)
     a.rounds = a.rounds or (1 if a.quick else int(env.get("ROUNDS", "3")))

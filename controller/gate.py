@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from controller.resources import SARIF_LEVELS, Gate
+from bakeoff.controller.resources import SARIF_LEVELS, Gate
 
 _RANK = {level: i for i, level in enumerate(SARIF_LEVELS)}
 
@@ -75,4 +75,5 @@ def evaluate_text(gate: Gate, text: str) -> str | None:
         return None
     counts = ", ".join(f"{n} {lvl}" for lvl, n in sorted(above.items(), key=lambda x: -_RANK[x[0]]))
     return f"gate: {counts} finding(s) above maxSeverity={gate.max_severity} in {gate.sarif}" + (
-        f" (first: {first})" if first else "")
+        f" (first: {first})" if first else ""
+    )

@@ -38,7 +38,14 @@ from typing import Any
 
 # Variant phases (the resource schema's status.phase)
 PENDING, GATED, SERVING, WINNER, PROMOTED, ROLLED_BACK, LOST = (
-    "Pending", "Gated", "Serving", "Winner", "Promoted", "RolledBack", "Lost")
+    "Pending",
+    "Gated",
+    "Serving",
+    "Winner",
+    "Promoted",
+    "RolledBack",
+    "Lost",
+)
 ACTIVE = (PENDING, SERVING, WINNER)
 # Bakeoff phases
 RUNNING, AWAITING_APPROVAL, DONE_PROMOTED, DONE_STOPPED = "Running", "AwaitingApproval", "Promoted", "Stopped"
@@ -68,8 +75,14 @@ class VariantState:
     failed: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "phase": self.phase, "step": self.step, "share": self.share,
-                "reason": self.reason, "failed": self.failed}
+        return {
+            "name": self.name,
+            "phase": self.phase,
+            "step": self.step,
+            "share": self.share,
+            "reason": self.reason,
+            "failed": self.failed,
+        }
 
 
 @dataclass
@@ -85,13 +98,19 @@ class ControllerState:
     mainline_failed: str | None = None
 
     @classmethod
-    def new(cls, bakeoff: str, mainline: str, candidates: list[str]) -> "ControllerState":
+    def new(cls, bakeoff: str, mainline: str, candidates: list[str]) -> ControllerState:
         return cls(bakeoff=bakeoff, mainline=mainline, variants={n: VariantState(n) for n in candidates})
 
     def to_json(self) -> dict[str, Any]:
-        return {"bakeoff": self.bakeoff, "phase": self.phase, "mainline": self.mainline,
-                "decision": self.decision, "weights": self.weights, "mainline_failed": self.mainline_failed,
-                "variants": {n: v.to_json() for n, v in self.variants.items()}}
+        return {
+            "bakeoff": self.bakeoff,
+            "phase": self.phase,
+            "mainline": self.mainline,
+            "decision": self.decision,
+            "weights": self.weights,
+            "mainline_failed": self.mainline_failed,
+            "variants": {n: v.to_json() for n, v in self.variants.items()},
+        }
 
 
 @dataclass(frozen=True)
@@ -105,7 +124,7 @@ class JudgeDecision:
     reasons: dict[str, str] = field(default_factory=dict)  # per rolled-back variant
 
     @classmethod
-    def from_verdict(cls, verdict: Any) -> "JudgeDecision":
+    def from_verdict(cls, verdict: Any) -> JudgeDecision:
         d = verdict.decision
         reasons = {n: vv.reason for n, vv in verdict.variants.items() if vv.reason}
         return cls(d.action, tuple(d.rollback), d.winner, d.reason, reasons)
@@ -217,15 +236,19 @@ def reconcile(policy: Policy, state: ControllerState, obs: Observations) -> Plan
                     else:
                         _promote(st, w, d.reason, now, event, retire)
                 elif st.phase != DONE_STOPPED:
-                    why = (f"the judge picked {d.winner}, which is no longer serving "
-                           f"({w.phase if w else 'unknown'}); {st.mainline} stays")
+                    why = (
+                        f"the judge picked {d.winner}, which is no longer serving "
+                        f"({w.phase if w else 'unknown'}); {st.mainline} stays"
+                    )
                     _stop(st, why, now, event, retire)
             elif d.action == "stop":
                 _stop(st, d.reason or "the judge stopped without a winner", now, event, retire)
 
         # 4. nobody left who could win
-        if st.phase == RUNNING and st.variants and all(
-            v.phase in (GATED, ROLLED_BACK, LOST) for v in st.variants.values()
+        if (
+            st.phase == RUNNING
+            and st.variants
+            and all(v.phase in (GATED, ROLLED_BACK, LOST) for v in st.variants.values())
         ):
             _stop(st, f"no candidate left that could win; {st.mainline} stays", now, event, retire)
 
@@ -315,8 +338,13 @@ def replay(state: ControllerState, events: list[dict[str, Any]]) -> ControllerSt
         elif kind == "promoted" and v is not None:
             v.phase = PROMOTED
             st.phase, st.mainline = DONE_PROMOTED, name
-            st.decision = {"action": "promote", "winner": name, "previous_mainline": e.get("previous_mainline"),
-                           "reason": e.get("reason", ""), "at": e.get("at")}
+            st.decision = {
+                "action": "promote",
+                "winner": name,
+                "previous_mainline": e.get("previous_mainline"),
+                "reason": e.get("reason", ""),
+                "at": e.get("at"),
+            }
         elif kind == "stopped":
             st.phase = DONE_STOPPED
             st.decision = {"action": "stop", "winner": None, "reason": e.get("reason", ""), "at": e.get("at")}

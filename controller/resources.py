@@ -19,15 +19,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bakeoff.yamlfile import read_yaml_documents
+from bakeoff.common.yamlfile import read_yaml_documents
+from bakeoff.contracts.resources import API_VERSION
+from bakeoff.judge.config import JudgeConfig, JudgeConfigError, config_from_dict, parse_duration
 
-from judge.config import JudgeConfig, JudgeConfigError, config_from_dict, parse_duration
-
-API_VERSION = "bakeoff.dev/v1alpha1"
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$")
 HEADER_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 SARIF_LEVELS = ("none", "note", "warning", "error")  # ascending severity
-PHASES = ("Pending", "Gated", "Serving", "Winner", "Promoted", "RolledBack", "Lost")
 
 
 class ResourceError(ValueError):
@@ -156,15 +154,20 @@ def _workload(doc: _Doc, spec: dict, where: str, platform: str = "local") -> Wor
     if platform == "kubernetes":
         need = "deployment" if where == "spec.mainline" else "image"
         if need not in kw:
-            raise doc.error(f"{p}{need}", "is required on Kubernetes" + (
-                " (the name of the mainline Deployment in the same namespace)" if need == "deployment"
-                else " (the candidate's container image)"))
+            raise doc.error(
+                f"{p}{need}",
+                "is required on Kubernetes"
+                + (
+                    " (the name of the mainline Deployment in the same namespace)"
+                    if need == "deployment"
+                    else " (the candidate's container image)"
+                ),
+            )
         has_cmd = has_url = False  # local-only fields are stored and ignored in a cluster
     elif has_cmd == has_url:
         if not has_cmd and ("image" in kw or "deployment" in kw):
             key = "image" if "image" in kw else "deployment"
-            raise doc.error(f"{p}{key}", "is for the Kubernetes platform; a local run needs "
-                            f"{p}command or {p}url")
+            raise doc.error(f"{p}{key}", f"is for the Kubernetes platform; a local run needs {p}command or {p}url")
         raise doc.error(where or "spec", "needs exactly one of command (a list) or url")
     if has_cmd:
         cmd = spec["command"]
@@ -208,7 +211,10 @@ def _share(doc: _Doc, value: Any, where: str, *, zero_ok: bool = False) -> float
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise doc.error(where, f"must be a number between 0 and 1, got {value!r}")
     if not (0 <= value <= 1) or (value == 0 and not zero_ok):
-        raise doc.error(where, f"must be a number {'from' if zero_ok else 'above'} 0 {'to' if zero_ok else 'up to'} 1, got {value!r}")
+        raise doc.error(
+            where,
+            f"must be a number {'from' if zero_ok else 'above'} 0 {'to' if zero_ok else 'up to'} 1, got {value!r}",
+        )
     return float(value)
 
 
@@ -221,8 +227,12 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
         raise doc.error("spec.mainline.name", f"must be lower-case letters, digits, '-', '_' or '.'; got {mname!r}")
     mainline = _workload(doc, main, "spec.mainline", platform)
 
-    r = _mapping(doc, spec.get("routing"), "spec.routing",
-                 {"stickiness", "maxCandidateShare", "steps", "stepInterval", "allocation"})
+    r = _mapping(
+        doc,
+        spec.get("routing"),
+        "spec.routing",
+        {"stickiness", "maxCandidateShare", "steps", "stepInterval", "allocation"},
+    )
     rk: dict[str, Any] = {}
     if "stickiness" in r:
         st = r["stickiness"]
@@ -231,7 +241,7 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
         else:
             if not isinstance(st, dict) or len(st) != 1 or not ({"header", "cookie"} & st.keys()):
                 raise doc.error("spec.routing.stickiness", "must be {header: NAME} or {cookie: NAME}")
-            (kind, hname), = st.items()
+            ((kind, hname),) = st.items()
             if not isinstance(hname, str) or not HEADER_RE.match(hname):
                 raise doc.error(f"spec.routing.stickiness.{kind}", f"must be a header or cookie name, got {hname!r}")
             rk["sticky_header"] = hname if kind == "header" else None
@@ -251,7 +261,9 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
         try:
             rk["step_interval"] = parse_duration(r["stepInterval"], "")
         except JudgeConfigError:
-            raise doc.error("spec.routing.stepInterval", f"must be a duration like 10s or 5m, got {r['stepInterval']!r}") from None
+            raise doc.error(
+                "spec.routing.stepInterval", f"must be a duration like 10s or 5m, got {r['stepInterval']!r}"
+            ) from None
     if "allocation" in r:
         if r["allocation"] not in ("fixed", "bandit"):
             raise doc.error("spec.routing.allocation", f"must be 'fixed' or 'bandit', got {r['allocation']!r}")
@@ -263,7 +275,9 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
         raise doc.error("spec.judge", "is required: the judge config of docs/judge.md (a mapping)")
     jraw = dict(raw_judge)
     if "control" in jraw and jraw["control"] != mname:
-        raise doc.error("spec.judge.control", f"must be the mainline's name {mname!r} (or omitted), got {jraw['control']!r}")
+        raise doc.error(
+            "spec.judge.control", f"must be the mainline's name {mname!r} (or omitted), got {jraw['control']!r}"
+        )
     jraw["control"] = mname
     look_interval = 1.0
     if "interval" in jraw:
@@ -298,12 +312,24 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
         val = rt.get(key, default)
         if isinstance(val, int):
             val = f"127.0.0.1:{val}"
-        if not isinstance(val, str) or not re.match(r"^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$", val) or int(val.rsplit(":", 1)[1]) > 65535:
+        if (
+            not isinstance(val, str)
+            or not re.match(r"^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$", val)
+            or int(val.rsplit(":", 1)[1]) > 65535
+        ):
             raise doc.error(f"spec.router.{key}", f"must be host:port (port 0 picks a free one), got {val!r}")
         addrs[key] = val
     return BakeoffResource(
-        name=name, mainline_name=mname, mainline=mainline, routing=routing, judge=judge, judge_raw=jraw,
-        promotion=mode, listen=addrs["listen"], admin=addrs["admin"], look_interval=look_interval,
+        name=name,
+        mainline_name=mname,
+        mainline=mainline,
+        routing=routing,
+        judge=judge,
+        judge_raw=jraw,
+        promotion=mode,
+        listen=addrs["listen"],
+        admin=addrs["admin"],
+        look_interval=look_interval,
         source=source,
     )
 
@@ -332,8 +358,9 @@ def _variant(doc: _Doc, d: dict, index: int, platform: str = "local") -> Variant
         if sev not in SARIF_LEVELS:
             raise doc.error("spec.gate.maxSeverity", f"must be one of {', '.join(SARIF_LEVELS)}, got {sev!r}")
         gate = Gate(g["sarif"], sev)
-    return VariantResource(name=d["metadata"]["name"], bakeoff=bname, workload=workload, change=change,
-                           gate=gate, index=index)
+    return VariantResource(
+        name=d["metadata"]["name"], bakeoff=bname, workload=workload, change=change, gate=gate, index=index
+    )
 
 
 def parse_documents(docs: list[Any], origin: str, platform: str = "local", need_variants: bool = True) -> Resources:
@@ -364,7 +391,9 @@ def parse_documents(docs: list[Any], origin: str, platform: str = "local", need_
         if not isinstance(meta, dict):
             raise doc.error("metadata", "is required, with a name")
         if not isinstance(name, str) or not NAME_RE.match(name):
-            raise doc.error("metadata.name", f"must be lower-case letters, digits, '-', '_' or '.', at most 63 long; got {name!r}")
+            raise doc.error(
+                "metadata.name", f"must be lower-case letters, digits, '-', '_' or '.', at most 63 long; got {name!r}"
+            )
         if kind == "Bakeoff":
             bakeoffs.append(_bakeoff(doc, d, origin, platform))
         else:

@@ -17,21 +17,30 @@ import importlib
 import inspect
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import structlog
 
-from bakeoff.logs import bind_variant
-from controller import gate as gates
-from controller.journal import Journal
-from controller.platforms import Platform
-from controller.reconcile import (
-    AWAITING_APPROVAL, FINAL, PENDING, ControllerState, JudgeDecision, Observations, Policy, reconcile, replay,
+from bakeoff.common.logs import bind_variant
+from bakeoff.controller import gate as gates
+from bakeoff.controller.journal import Journal
+from bakeoff.controller.platforms import Platform
+from bakeoff.controller.reconcile import (
+    AWAITING_APPROVAL,
+    FINAL,
+    PENDING,
+    ControllerState,
+    JudgeDecision,
+    Observations,
+    Policy,
+    reconcile,
+    replay,
 )
-from controller.resources import Resources, Workload
-from judge.core import JudgeState, step
-from judge.verdict import Verdict
+from bakeoff.controller.resources import Resources, Workload
+from bakeoff.judge.core import JudgeState, step
+from bakeoff.judge.verdict import Verdict
 
 log = structlog.get_logger("bakeoff.controller")
 
@@ -44,8 +53,13 @@ class RunError(RuntimeError):
 
 def policy_of(res: Resources) -> Policy:
     b = res.bakeoff
-    return Policy(mainline=b.mainline_name, steps=b.routing.steps, step_interval=b.routing.step_interval,
-                  max_candidate_share=b.routing.max_candidate_share, promotion=b.promotion)
+    return Policy(
+        mainline=b.mainline_name,
+        steps=b.routing.steps,
+        step_interval=b.routing.step_interval,
+        max_candidate_share=b.routing.max_candidate_share,
+        promotion=b.promotion,
+    )
 
 
 def compact_verdict(v: Verdict) -> dict[str, Any]:
@@ -54,9 +68,16 @@ def compact_verdict(v: Verdict) -> dict[str, Any]:
     for name, vv in v.variants.items():
         ms = {}
         for mname, mv in vv.metrics.items():
-            ms[mname] = {"state": mv.state, "estimate": _num(mv.estimate), "ci": [_num(mv.ci[0]), _num(mv.ci[1])],
-                         "control": _num(mv.control), "candidate": _num(mv.candidate), "scale": mv.scale,
-                         "role": mv.role, "p": _num(min(mv.p_worse, mv.p_better, mv.p_non_inferior))}
+            ms[mname] = {
+                "state": mv.state,
+                "estimate": _num(mv.estimate),
+                "ci": [_num(mv.ci[0]), _num(mv.ci[1])],
+                "control": _num(mv.control),
+                "candidate": _num(mv.candidate),
+                "scale": mv.scale,
+                "role": mv.role,
+                "p": _num(min(mv.p_worse, mv.p_better, mv.p_non_inferior)),
+            }
         out["variants"][name] = {"requests": vv.requests, "status": vv.status, "metrics": ms}
     return out
 
@@ -88,7 +109,7 @@ class Runner:
         self.view = view
         self.exit_on_decision = exit_on_decision
         self.load_users = load_users
-        # load(router_url, events_url, stop) -> awaitable; default: bakeoff.loadgen.run_shoppers
+        # load(router_url, events_url, stop) -> awaitable; default: bakeoff.cli.loadgen.run_shoppers
         self.load = load
         self.load_think = load_think  # mean seconds a simulated shopper pauses between pages
         self.clock = clock
@@ -112,8 +133,10 @@ class Runner:
         self.state = replay(self.state, self.events)
         d = self.state.decision
         if d and d.get("winner") and d["winner"] not in self.state.variants:
-            raise RunError(f"journal {self.journal.path}: {d['winner']!r} was promoted, but the file has no "
-                           f"Variant of that name; restore it or use another --state-dir")
+            raise RunError(
+                f"journal {self.journal.path}: {d['winner']!r} was promoted, but the file has no "
+                f"Variant of that name; restore it or use another --state-dir"
+            )
         saved = self.journal.load_judge()
         if saved is not None and self.state.phase not in FINAL:
             try:
@@ -143,11 +166,18 @@ class Runner:
     # -- the loop -------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> int:
         self.restore()
-        self.journal.append({"type": "run_started", "bakeoff": self.b.name, "resumed": self.resumed,
-                             "phase": self.state.phase})
+        self.journal.append(
+            {"type": "run_started", "bakeoff": self.b.name, "resumed": self.resumed, "phase": self.state.phase}
+        )
         if self.resumed:
-            self._note({"type": "resumed", "variant": None, "reason": f"journal has {len(self.events)} records; "
-                        f"phase {self.state.phase}"}, journal=False)
+            self._note(
+                {
+                    "type": "resumed",
+                    "variant": None,
+                    "reason": f"journal has {len(self.events)} records; phase {self.state.phase}",
+                },
+                journal=False,
+            )
         gate_results = self._gates()
         await self.platform.open()
         self._write_status()
@@ -175,8 +205,11 @@ class Runner:
                 self.state = plan.state
                 for a in plan.actions:
                     if a.kind == "start":
-                        self.platform.start(a.variant, self.workload_of(a.variant),
-                                            {"bakeoff": self.b.name, "commit": self.commit_of(a.variant)})
+                        self.platform.start(
+                            a.variant,
+                            self.workload_of(a.variant),
+                            {"bakeoff": self.b.name, "commit": self.commit_of(a.variant)},
+                        )
                     elif a.kind == "route":
                         self.platform.set_weights(a.weights or {})
                     elif a.kind == "retire":
@@ -242,7 +275,8 @@ class Runner:
         self.events.append(rec)
         kw = {k: v for k, v in rec.items() if k not in ("type", "variant", "bakeoff", "commit", "reason")}
         bind_variant(log, self.b.name, rec.get("variant") or "-", rec.get("commit")).info(
-            rec["type"], reason=rec.get("reason", ""), **kw)
+            rec["type"], reason=rec.get("reason", ""), **kw
+        )
         if self.view is not None:
             self.view.event(rec)
 
@@ -250,8 +284,15 @@ class Runner:
         st = self.state.to_json()
         for n, v in st["variants"].items():
             v["commit"] = self.commit_of(n)
-        return {"format": "bakeoff.status/v1", "at": self.clock(), "pid": os.getpid(), "running": not stopped, **st,
-                "state_dir": str(self.journal.dir), **self.platform.describe()}
+        return {
+            "format": "bakeoff.status/v1",
+            "at": self.clock(),
+            "pid": os.getpid(),
+            "running": not stopped,
+            **st,
+            "state_dir": str(self.journal.dir),
+            **self.platform.describe(),
+        }
 
     def _write_status(self, stopped: bool = False) -> None:
         try:
@@ -260,7 +301,7 @@ class Runner:
             log.warning("status not written", error=str(e))
 
     def write_report(self) -> dict[str, Path]:
-        from controller.report import write_reports
+        from bakeoff.controller.report import write_reports
 
         snap = None
         with contextlib.suppress(Exception):
@@ -273,11 +314,13 @@ class Runner:
             log.info("load started", bakeoff=self.b.name)
             return asyncio.ensure_future(self.load(desc.get("url"), desc.get("events_url"), stop))
         try:
-            mod = importlib.import_module("bakeoff.loadgen")
-            fn = getattr(mod, "run_shoppers")
+            mod = importlib.import_module("bakeoff.cli.loadgen")
+            fn = mod.run_shoppers
         except (ImportError, AttributeError):
-            log.warning("--load given but bakeoff.loadgen.run_shoppers is not available; running without load",
-                        bakeoff=self.b.name)
+            log.warning(
+                "--load given but bakeoff.cli.loadgen.run_shoppers is not available; running without load",
+                bakeoff=self.b.name,
+            )
             self.load_users = 0
             return None
         result = fn(desc.get("url"), desc.get("events_url"), self.load_users, stop, think_time=self.load_think)

@@ -22,13 +22,13 @@ def short_metric(name: str) -> str:
     if name == "error_rate":
         return "err"
     if name.startswith("latency_"):
-        return name[len("latency_"):]
+        return name[len("latency_") :]
     return name.replace(" (objective)", "")[:8]
 
 
 def variant_rows(runner: Any) -> list[dict[str, Any]]:
     """Per-variant figures from the last snapshot, the controller state and the last verdict."""
-    from router.histogram import decode_counts, quantile_from_counts
+    from bakeoff.contracts.histogram import decode_counts, quantile_from_counts
 
     snap = runner.last_snapshot or {}
     svars = snap.get("variants", {})
@@ -51,7 +51,9 @@ def variant_rows(runner: Any) -> list[dict[str, Any]]:
         if obj is not None and n:
             m = v.get("metrics", {}).get(obj.name) or {}
             c, s = m.get("count", 0), m.get("sum", 0.0)
-            objective = c / n if obj.kind == "proportion" else (s / n if obj.per == "request" else (s / c if c else None))
+            objective = (
+                c / n if obj.kind == "proportion" else (s / n if obj.per == "request" else (s / c if c else None))
+            )
         vs = st.variants.get(name)
         if name == st.mainline:
             phase = "Mainline" if vs is None else vs.phase
@@ -63,12 +65,21 @@ def variant_rows(runner: Any) -> list[dict[str, Any]]:
         if runner.verdict is not None and name in runner.verdict.variants:
             vv = runner.verdict.variants[name]
             judge = {m: mv.state for m, mv in vv.metrics.items()}
-        rows.append({
-            "variant": name, "phase": phase, "share": st.weights.get(name, 0.0), "requests": n,
-            "error_rate": errors / n if n else None, "p50_ms": p50 * 1000 if p50 is not None else None,
-            "p99_ms": p99 * 1000 if p99 is not None else None, "objective": objective, "judge": judge,
-            "commit": runner.commit_of(name), "reason": vs.reason if vs else "",
-        })
+        rows.append(
+            {
+                "variant": name,
+                "phase": phase,
+                "share": st.weights.get(name, 0.0),
+                "requests": n,
+                "error_rate": errors / n if n else None,
+                "p50_ms": p50 * 1000 if p50 is not None else None,
+                "p99_ms": p99 * 1000 if p99 is not None else None,
+                "objective": objective,
+                "judge": judge,
+                "commit": runner.commit_of(name),
+                "reason": vs.reason if vs else "",
+            }
+        )
     return rows
 
 
@@ -122,16 +133,22 @@ class LineView:
             return
         for r in variant_rows(runner):
             judge = " ".join(f"{m}={STATE_MARK.get(s, s)}" for m, s in r["judge"].items())
-            print(f"  {r['variant']:<14} {r['phase']:<10} share={r['share']:6.1%} requests={r['requests']:<7} "
-                  f"errors={_f(r['error_rate'], '.2%')} p50={_f(r['p50_ms'], '.1f')}ms p99={_f(r['p99_ms'], '.1f')}ms "
-                  f"{self.b.judge.objective.name}={_f(r['objective'], '.3f')} {judge}".rstrip(),
-                  file=self.out, flush=True)
+            print(
+                f"  {r['variant']:<14} {r['phase']:<10} share={r['share']:6.1%} requests={r['requests']:<7} "
+                f"errors={_f(r['error_rate'], '.2%')} p50={_f(r['p50_ms'], '.1f')}ms p99={_f(r['p99_ms'], '.1f')}ms "
+                f"{self.b.judge.objective.name}={_f(r['objective'], '.3f')} {judge}".rstrip(),
+                file=self.out,
+                flush=True,
+            )
 
     def summary(self, runner: Any) -> None:
         d = runner.state.decision
         if d is None:
-            print(f"stopped before a decision; phase {runner.state.phase}; resume with the same --state-dir",
-                  file=self.out, flush=True)
+            print(
+                f"stopped before a decision; phase {runner.state.phase}; resume with the same --state-dir",
+                file=self.out,
+                flush=True,
+            )
         elif d["action"] == "promote":
             print(f"decision: promote {d['winner']} — {d['reason']}", file=self.out, flush=True)
         else:
@@ -195,16 +212,29 @@ class LiveView(LineView):
         cols = ["variant", "phase", "share", "requests", "errors", "p50 ms", "p99 ms", f"{obj.name} {arrow}", "judge"]
         for c in cols:
             # The figures never wrap or shrink; on a narrow terminal the judge column folds instead.
-            t.add_column(c, justify="left" if c in ("variant", "phase", "judge") else "right",
-                         no_wrap=c != "judge", overflow="fold" if c == "judge" else "ellipsis",
-                         min_width=14 if c == "judge" else len(c))
+            t.add_column(
+                c,
+                justify="left" if c in ("variant", "phase", "judge") else "right",
+                no_wrap=c != "judge",
+                overflow="fold" if c == "judge" else "ellipsis",
+                min_width=14 if c == "judge" else len(c),
+            )
         colour = {"worse": "red", "better": "green", "non_inferior": "cyan", "unknown": "dim"}
         for row in variant_rows(r):
-            judge = " ".join(f"[{colour.get(s, 'white')}]{short_metric(m)}{SYMBOL.get(s, s)}[/]"
-                             for m, s in row["judge"].items())
-            t.add_row(row["variant"], row["phase"], f"{row['share']:.1%}", str(row["requests"]),
-                      _f(row["error_rate"], ".2%"), _f(row["p50_ms"], ".1f"), _f(row["p99_ms"], ".1f"),
-                      _f(row["objective"], ".3f"), judge)
+            judge = " ".join(
+                f"[{colour.get(s, 'white')}]{short_metric(m)}{SYMBOL.get(s, s)}[/]" for m, s in row["judge"].items()
+            )
+            t.add_row(
+                row["variant"],
+                row["phase"],
+                f"{row['share']:.1%}",
+                str(row["requests"]),
+                _f(row["error_rate"], ".2%"),
+                _f(row["p50_ms"], ".1f"),
+                _f(row["p99_ms"], ".1f"),
+                _f(row["objective"], ".3f"),
+                judge,
+            )
         log = Text("\n".join(self.events) or "(no events yet)")
         legend = Text("judge: ▲ better  ≈ within tolerance  ✗ worse  ? not yet known", style="dim")
         return Group(Text.from_markup(head), t, legend, Text("events", style="bold"), log)

@@ -20,21 +20,29 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from judge.config import JudgeConfigError, load_config
-from judge.core import JudgeState, step
-from judge.sources import SourceError, make_source
-from judge.verdict import Verdict
+from bakeoff.judge.config import JudgeConfigError, load_config
+from bakeoff.judge.core import JudgeState, step
+from bakeoff.judge.sources import SourceError, make_source
+from bakeoff.judge.verdict import Verdict
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bakeoff judge", description="Judge candidates against the mainline.")
     p.add_argument("--config", required=True, help="judge YAML (spec.judge) or a whole Bakeoff resource")
-    p.add_argument("--snapshot", required=True, nargs="+", action="extend", metavar="URL|FILE",
-                   help="router /-/snapshot URLs or files (merged), or prometheus+http://host:9090")
+    p.add_argument(
+        "--snapshot",
+        required=True,
+        nargs="+",
+        action="extend",
+        metavar="URL|FILE",
+        help="router /-/snapshot URLs or files (merged), or prometheus+http://host:9090",
+    )
     p.add_argument("--watch", action="store_true", help="keep looking until a final decision")
     p.add_argument("--interval", type=float, default=10.0, metavar="S", help="seconds between looks (default 10)")
     p.add_argument("--json", action="store_true", help="print verdicts as JSON (one per line)")
-    p.add_argument("--state", metavar="FILE", help="load the judge state from FILE if it exists and save it after each look")
+    p.add_argument(
+        "--state", metavar="FILE", help="load the judge state from FILE if it exists and save it after each look"
+    )
     p.add_argument("--max-looks", type=int, default=0, help=argparse.SUPPRESS)
     return p
 
@@ -59,16 +67,30 @@ def render_table(verdict: Verdict, out: TextIO) -> None:
         title += f" winner: [bold]{d.winner}[/]"
     if d.rollback:
         title += f"  rollback: {', '.join(d.rollback)}"
-    console.print(f"look {verdict.look}  control {verdict.control}  alpha {verdict.alpha:g} "
-                  f"(Bonferroni over {verdict.tests_in_family} tests)  {title}")
+    console.print(
+        f"look {verdict.look}  control {verdict.control}  alpha {verdict.alpha:g} "
+        f"(Bonferroni over {verdict.tests_in_family} tests)  {title}"
+    )
     if d.reason:
         console.print(f"  {d.reason}")
     for note in verdict.notes:
         console.print(f"  [dim]{note}[/]")
     table = Table(show_lines=False)
-    for col in ("variant", "status", "requests", "metric", "state", "control", "candidate", "change", "confidence sequence", "p"):
-        table.add_column(col, justify="right" if col in ("requests", "control", "candidate", "p") else "left",
-                         no_wrap=True)
+    for col in (
+        "variant",
+        "status",
+        "requests",
+        "metric",
+        "state",
+        "control",
+        "candidate",
+        "change",
+        "confidence sequence",
+        "p",
+    ):
+        table.add_column(
+            col, justify="right" if col in ("requests", "control", "candidate", "p") else "left", no_wrap=True
+        )
     state_colour = {"worse": "red", "better": "green", "non_inferior": "cyan", "unknown": "dim"}
     for name, vv in verdict.variants.items():
         first = True
@@ -79,9 +101,16 @@ def render_table(verdict: Verdict, out: TextIO) -> None:
             ci = f"[{_fmt(lo, pct)}, {_fmt(hi, pct)}]"
             p = min(mv.p_worse, mv.p_better, mv.p_non_inferior)
             table.add_row(
-                name if first else "", vv.status if first else "", str(vv.requests) if first else "",
-                mname, f"[{state_colour[mv.state]}]{mv.state}[/]",
-                _fmt(mv.control), _fmt(mv.candidate), change, ci, _fmt(p),
+                name if first else "",
+                vv.status if first else "",
+                str(vv.requests) if first else "",
+                mname,
+                f"[{state_colour[mv.state]}]{mv.state}[/]",
+                _fmt(mv.control),
+                _fmt(mv.candidate),
+                change,
+                ci,
+                _fmt(p),
             )
             first = False
     console.print(table)

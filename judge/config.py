@@ -14,16 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bakeoff.yamlfile import read_yaml_documents
-
-API_VERSION = "bakeoff.dev/v1alpha1"
+from bakeoff.common.durations import DurationError
+from bakeoff.common.durations import parse_duration as _parse_duration
+from bakeoff.common.yamlfile import read_yaml_documents
+from bakeoff.contracts.resources import API_VERSION
 
 # Default standardised effect sizes (see judge.sequential): the effect, in
 # per-request standard deviations, each kind of test is tuned to find fastest.
 DEFAULT_EFFECT_SIZE = {"error_rate": 0.05, "latency": 0.1, "proportion": 0.05, "mean": 0.05}
 
 _LATENCY_RE = re.compile(r"^latency_p(\d{1,2}(?:\.\d+)?)$")
-_DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?$")
 
 
 class JudgeConfigError(ValueError):
@@ -84,27 +84,21 @@ class JudgeConfig:
 
 
 def parse_duration(value: Any, where: str) -> float:
-    if isinstance(value, bool):
-        raise JudgeConfigError(f"{where} must be a duration like 30m, 2h, 90s or a number of seconds")
-    if isinstance(value, (int, float)):
-        if not math.isfinite(value) or value <= 0:
-            raise JudgeConfigError(f"{where} must be a positive duration")
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION_RE.match(value.strip())
-        if m and any(m.groups()):
-            h, mi, s = (float(g) if g else 0.0 for g in m.groups())
-            total = h * 3600 + mi * 60 + s
-            if total > 0:
-                return total
-    raise JudgeConfigError(f"{where} must be a duration like 30m, 2h, 90s or a number of seconds")
+    """The shared duration grammar (bakeoff.common.durations), as a judge config error."""
+    try:
+        return _parse_duration(value, where)
+    except DurationError as e:
+        raise JudgeConfigError(str(e)) from None
 
 
 def _num(d: dict, key: str, where: str, *, minimum: float | None = None, positive=False, maximum=None):
     v = d[key]
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise JudgeConfigError(f"{where}.{key} must be a number" if minimum is None and not positive
-                               else f"{where}.{key} must be a {'positive' if positive else 'non-negative'} number")
+        raise JudgeConfigError(
+            f"{where}.{key} must be a number"
+            if minimum is None and not positive
+            else f"{where}.{key} must be a {'positive' if positive else 'non-negative'} number"
+        )
     if positive and v <= 0:
         raise JudgeConfigError(f"{where}.{key} must be a positive number")
     if minimum is not None and v < minimum:
@@ -173,7 +167,9 @@ def _metric(raw: Any, where: str, role: str) -> MetricSpec:
     tol_keys = [k for k in _TOLERANCE_KEYS if k in raw]
     if role == "guardrail":
         if "direction" in raw:
-            raise JudgeConfigError(f"{where}.direction belongs to the objective; guardrails use maxIncrease/maxDecrease[Ratio]")
+            raise JudgeConfigError(
+                f"{where}.direction belongs to the objective; guardrails use maxIncrease/maxDecrease[Ratio]"
+            )
         if len(tol_keys) != 1:
             raise JudgeConfigError(
                 f"{where} needs exactly one of maxIncrease, maxIncreaseRatio, maxDecrease, maxDecreaseRatio"
@@ -184,7 +180,9 @@ def _metric(raw: Any, where: str, role: str) -> MetricSpec:
         if relative and harm < 0 and tol >= 1:
             raise JudgeConfigError(f"{where}.{key} must be below 1")
         if kind in ("error_rate", "latency") and harm < 0:
-            raise JudgeConfigError(f"{where}.{key}: {name} is guarded against increases; use maxIncrease or maxIncreaseRatio")
+            raise JudgeConfigError(
+                f"{where}.{key}: {name} is guarded against increases; use maxIncrease or maxIncreaseRatio"
+            )
         if kind == "latency" and not relative:
             raise JudgeConfigError(f"{where}.maxIncrease: latency tolerances are relative; use maxIncreaseRatio")
         if kind == "latency" and tol > 1.0:
@@ -205,8 +203,16 @@ def _metric(raw: Any, where: str, role: str) -> MetricSpec:
 
 
 _JUDGE_KEYS = {
-    "alpha", "control", "minSamples", "maxSamples", "maxDuration", "guardrails", "objective", "candidates",
-    "source", "interval",
+    "alpha",
+    "control",
+    "minSamples",
+    "maxSamples",
+    "maxDuration",
+    "guardrails",
+    "objective",
+    "candidates",
+    "source",
+    "interval",
 }
 
 
@@ -226,7 +232,9 @@ def config_from_dict(raw: Any, origin: str = "judge config") -> JudgeConfig:
         raise JudgeConfigError(f"{origin}: {prefix or 'the judge config '}must be a mapping")
     unknown = sorted(set(raw) - _JUDGE_KEYS)
     if unknown:
-        raise JudgeConfigError(f"{origin}: {prefix}{unknown[0]} is not a judge field (allowed: {', '.join(sorted(_JUDGE_KEYS))})")
+        raise JudgeConfigError(
+            f"{origin}: {prefix}{unknown[0]} is not a judge field (allowed: {', '.join(sorted(_JUDGE_KEYS))})"
+        )
     p = f"{origin}: {prefix}".rstrip(".")
 
     def f(key: str) -> str:

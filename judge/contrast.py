@@ -52,10 +52,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-
-from judge.config import MetricSpec
-from judge.counters import VariantCounters
-from judge.sequential import cs_half_width, log_one_sided as log_mixture_one_sided, log_two_sided as log_mixture_two_sided
+from bakeoff.judge.config import MetricSpec
+from bakeoff.judge.counters import VariantCounters
+from bakeoff.judge.sequential import cs_half_width
+from bakeoff.judge.sequential import log_one_sided as log_mixture_one_sided
+from bakeoff.judge.sequential import log_two_sided as log_mixture_two_sided
 
 
 def unit_stats(spec: MetricSpec, v: VariantCounters) -> tuple[float, float, float]:
@@ -107,8 +108,9 @@ def rmle_ratio(x_t: float, n_t: float, x_c: float, n_c: float, phi: float) -> tu
     return phi * p2, p2
 
 
-def null_variances(spec: MetricSpec, tot_t: VariantCounters, tot_c: VariantCounters, c: float,
-                   a: float) -> tuple[float, float]:
+def null_variances(
+    spec: MetricSpec, tot_t: VariantCounters, tot_c: VariantCounters, c: float, a: float
+) -> tuple[float, float]:
     """Per-request variances of a binary metric under ``p_t = c p_c + a`` (restricted MLE)."""
     x_t, n_t = binary_counts(spec, tot_t)
     x_c, n_c = binary_counts(spec, tot_c)
@@ -225,5 +227,3 @@ class ContrastTest:
             "relative_estimate": rel,
             "scale": "difference",
         }
-
-

@@ -48,11 +48,11 @@ from typing import Any
 
 import numpy as np
 
-from judge.config import JudgeConfig, MetricSpec
-from judge.contrast import ContrastTest
-from judge.counters import InvalidSnapshot, VariantCounters, parse_snapshot
-from judge.latency import LatencyTest
-from judge.verdict import (
+from bakeoff.judge.config import JudgeConfig, MetricSpec
+from bakeoff.judge.contrast import ContrastTest
+from bakeoff.judge.counters import InvalidSnapshot, VariantCounters, parse_snapshot
+from bakeoff.judge.latency import LatencyTest
+from bakeoff.judge.verdict import (
     BETTER,
     CONTINUE,
     NON_INFERIOR,
@@ -99,10 +99,10 @@ class JudgeState:
     resets: int = 0
 
     @classmethod
-    def new(cls, config: JudgeConfig) -> "JudgeState":
+    def new(cls, config: JudgeConfig) -> JudgeState:
         return cls(config=config)
 
-    def copy(self) -> "JudgeState":
+    def copy(self) -> JudgeState:
         def copy_test(d):
             return {k: (v.copy() if isinstance(v, np.ndarray) else _deep(v)) for k, v in d.items()}
 
@@ -148,7 +148,7 @@ class JudgeState:
         }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any], config: JudgeConfig) -> "JudgeState":
+    def from_json(cls, d: dict[str, Any], config: JudgeConfig) -> JudgeState:
         def dec(x):
             if isinstance(x, dict):
                 if "__array__" in x:
@@ -168,7 +168,9 @@ class JudgeState:
             started_at=d["started_at"],
             last_taken_at=d["last_taken_at"],
             fingerprint=tuple(tuple(f) for f in d["fingerprint"]),
-            baseline=None if d["baseline"] is None else {k: VariantCounters.from_json(v) for k, v in d["baseline"].items()},
+            baseline=None
+            if d["baseline"] is None
+            else {k: VariantCounters.from_json(v) for k, v in d["baseline"].items()},
             totals={k: VariantCounters.from_json(v) for k, v in d["totals"].items()},
             tests=dec(d["tests"]),
             best=dec(d["best"]),
@@ -219,9 +221,7 @@ def step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Verd
     if base is not None:
         reset = fingerprint != st.fingerprint
         if not reset:
-            reset = any(
-                counters.get(name, VariantCounters()).went_backwards(b) for name, b in base.items()
-            )
+            reset = any(counters.get(name, VariantCounters()).went_backwards(b) for name, b in base.items())
         if reset:
             st.baseline, st.fingerprint, st.last_taken_at = counters, fingerprint, taken_at
             st.resets += 1
@@ -284,8 +284,15 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
     alpha = cfg.alpha
     alpha_unit = alpha / m
     ctrl_tot = st.totals.get(cfg.control, VariantCounters())
-    verdict = Verdict(at=float(now), look=st.look, control=cfg.control, alpha=alpha, tests_in_family=m,
-                      decision=Decision(), notes=notes)
+    verdict = Verdict(
+        at=float(now),
+        look=st.look,
+        control=cfg.control,
+        alpha=alpha,
+        tests_in_family=m,
+        decision=Decision(),
+        notes=notes,
+    )
     promotable: list[tuple[float, str]] = []
     for v in st.seen_candidates:
         tot = st.totals.get(v, VariantCounters())
@@ -298,10 +305,21 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
             key = _key(spec)
             t = _test_for(spec)
             ts = st.tests.get(v, {}).get(key)
-            mv = MetricVerdict(metric=spec.name, role=spec.role, kind=spec.kind, tolerance=spec.tolerance,
-                               tolerance_relative=spec.relative, harm="increase" if spec.harm > 0 else "decrease")
-            vv.metrics[spec.name if spec.role == "guardrail" else f"{spec.name} (objective)" if any(
-                g.name == spec.name for g in cfg.guardrails) else spec.name] = mv
+            mv = MetricVerdict(
+                metric=spec.name,
+                role=spec.role,
+                kind=spec.kind,
+                tolerance=spec.tolerance,
+                tolerance_relative=spec.relative,
+                harm="increase" if spec.harm > 0 else "decrease",
+            )
+            vv.metrics[
+                spec.name
+                if spec.role == "guardrail"
+                else f"{spec.name} (objective)"
+                if any(g.name == spec.name for g in cfg.guardrails)
+                else spec.name
+            ] = mv
             b = best.setdefault(key, {})
             if ts is not None:
                 if fresh and eligible and v not in st.rolled_back:
@@ -356,22 +374,32 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
     if st.final is None and promotable:
         promotable.sort(key=lambda x: (-x[0], x[1]))
         winner = promotable[0][1]
-        st.final = {"action": PROMOTE, "winner": winner,
-                    "reason": f"{winner} is better than {cfg.control} on {cfg.objective.name} and within "
-                              f"tolerance on every guardrail"}
+        st.final = {
+            "action": PROMOTE,
+            "winner": winner,
+            "reason": f"{winner} is better than {cfg.control} on {cfg.objective.name} and within "
+            f"tolerance on every guardrail",
+        }
     if st.final is None and fresh:
         remaining = [v for v in st.seen_candidates if v not in st.rolled_back and v not in st.out]
         if st.seen_candidates and not remaining:
-            st.final = {"action": STOP, "winner": None,
-                        "reason": "no candidate left that could win; mainline stays"}
-        elif remaining and cfg.max_samples is not None and all(
-            st.totals.get(v, VariantCounters()).requests >= cfg.max_samples for v in remaining
+            st.final = {"action": STOP, "winner": None, "reason": "no candidate left that could win; mainline stays"}
+        elif (
+            remaining
+            and cfg.max_samples is not None
+            and all(st.totals.get(v, VariantCounters()).requests >= cfg.max_samples for v in remaining)
         ):
-            st.final = {"action": STOP, "winner": None,
-                        "reason": f"maxSamples={cfg.max_samples} reached without a winner; mainline stays"}
+            st.final = {
+                "action": STOP,
+                "winner": None,
+                "reason": f"maxSamples={cfg.max_samples} reached without a winner; mainline stays",
+            }
         elif cfg.max_duration is not None and st.started_at is not None and now - st.started_at >= cfg.max_duration:
-            st.final = {"action": STOP, "winner": None,
-                        "reason": f"maxDuration={cfg.max_duration:g}s reached without a winner; mainline stays"}
+            st.final = {
+                "action": STOP,
+                "winner": None,
+                "reason": f"maxDuration={cfg.max_duration:g}s reached without a winner; mainline stays",
+            }
     if st.final is not None:
         d.action, d.winner, d.reason = st.final["action"], st.final["winner"], st.final["reason"]
         if d.winner in verdict.variants:

@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from router.histogram import NUM_BUCKETS
-from router.snapshot import SnapshotError, validate
-from router.stats import OUTCOMES
+from bakeoff.contracts.histogram import NUM_BUCKETS
+from bakeoff.contracts.snapshot import OUTCOMES, SnapshotError, validate
 
 ERROR_OUTCOMES = ("5xx", "connect_error", "timeout")
 
@@ -34,10 +33,10 @@ class VariantCounters:
     latency: np.ndarray = field(default_factory=lambda: np.zeros(NUM_BUCKETS, dtype=np.int64))
     metrics: dict[str, tuple[int, float, float]] = field(default_factory=dict)  # count, sum, sum_sq
 
-    def copy(self) -> "VariantCounters":
+    def copy(self) -> VariantCounters:
         return VariantCounters(self.requests, self.errors, self.latency.copy(), dict(self.metrics))
 
-    def add(self, other: "VariantCounters") -> None:
+    def add(self, other: VariantCounters) -> None:
         self.requests += other.requests
         self.errors += other.errors
         self.latency += other.latency
@@ -45,14 +44,14 @@ class VariantCounters:
             c0, s0, q0 = self.metrics.get(k, (0, 0.0, 0.0))
             self.metrics[k] = (c0 + c, s0 + s, q0 + q)
 
-    def minus(self, base: "VariantCounters") -> "VariantCounters":
+    def minus(self, base: VariantCounters) -> VariantCounters:
         out = VariantCounters(self.requests - base.requests, self.errors - base.errors, self.latency - base.latency)
         for k, (c, s, q) in self.metrics.items():
             c0, s0, q0 = base.metrics.get(k, (0, 0.0, 0.0))
             out.metrics[k] = (c - c0, s - s0, q - q0)
         return out
 
-    def went_backwards(self, base: "VariantCounters") -> bool:
+    def went_backwards(self, base: VariantCounters) -> bool:
         if self.requests < base.requests or self.errors < base.errors:
             return True
         if np.any(self.latency < base.latency):
@@ -73,7 +72,7 @@ class VariantCounters:
         }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "VariantCounters":
+    def from_json(cls, d: dict[str, Any]) -> VariantCounters:
         lat = np.zeros(NUM_BUCKETS, dtype=np.int64)
         lat[np.asarray(d["latency"]["index"], dtype=np.int64)] = np.asarray(d["latency"]["counts"], dtype=np.int64)
         return cls(

@@ -58,10 +58,10 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from judge.config import MetricSpec
-from judge.counters import VariantCounters
-from judge.sequential import log_mixture_two_sided
-from router.histogram import GAMMA, NUM_BUCKETS, bucket_value
+from bakeoff.contracts.histogram import GAMMA, NUM_BUCKETS, bucket_value
+from bakeoff.judge.config import MetricSpec
+from bakeoff.judge.counters import VariantCounters
+from bakeoff.judge.sequential import log_mixture_two_sided
 
 LOG_GAMMA = math.log(GAMMA)
 SPAN = 60  # integer shifts -SPAN..SPAN buckets: ratios 0.30 .. 3.3
@@ -106,8 +106,9 @@ class LatencyTest:
         return {"W": np.zeros(n), "I": np.zeros(n), "A": np.zeros(n), "B": np.zeros(n)}
 
     # -- one look ------------------------------------------------------------
-    def batch(self, ct: np.ndarray, cc: np.ndarray, smin: int = -SPAN, smax: int = SPAN
-              ) -> tuple[np.ndarray, np.ndarray]:
+    def batch(
+        self, ct: np.ndarray, cc: np.ndarray, smin: int = -SPAN, smax: int = SPAN
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Per integer shift s in smin..smax: (exceedance difference D, its permutation variance V)
         for one batch.
 
@@ -152,8 +153,14 @@ class LatencyTest:
         D = x_t / n_t - x_c / n_c
         return D, V
 
-    def update(self, st, inc_t: VariantCounters, inc_c: VariantCounters, prior_t: VariantCounters = None,
-               prior_c: VariantCounters = None) -> None:
+    def update(
+        self,
+        st,
+        inc_t: VariantCounters,
+        inc_c: VariantCounters,
+        prior_t: VariantCounters = None,
+        prior_c: VariantCounters = None,
+    ) -> None:
         n_t, n_c = int(inc_t.latency.sum()), int(inc_c.latency.sum())
         if n_t == 0 or n_c == 0:
             return
@@ -230,11 +237,12 @@ class LatencyTest:
         if k_lo is not None and k_hi is not None and k_lo > k_hi:
             # Contradictory evidence (the ratio changed during the run): report the hull.
             k_lo, k_hi = k_hi, k_lo
-        ci = (float(self.change[k_lo]) if k_lo is not None else -1.0,
-              float(self.change[k_hi]) if k_hi is not None else math.inf)
+        ci = (
+            float(self.change[k_lo]) if k_lo is not None else -1.0,
+            float(self.change[k_hi]) if k_hi is not None else math.inf,
+        )
         est = math.nan
         if math.isfinite(s_hat):
             est = GAMMA**s_hat - 1.0
             est = min(max(est, ci[0]), ci[1])
-        return {"control": qc, "candidate": qt, "estimate": est, "ci": ci, "relative_estimate": est,
-                "scale": "ratio"}
+        return {"control": qc, "candidate": qt, "estimate": est, "ci": ci, "relative_estimate": est, "scale": "ratio"}

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm
 
-from router.histogram import LAYOUT, NUM_BUCKETS, bucket_upper_bound, encode_counts
-from router.stats import OUTCOMES, SNAPSHOT_FORMAT
+from bakeoff.contracts.histogram import LAYOUT, NUM_BUCKETS, bucket_upper_bound, encode_counts
+from bakeoff.contracts.snapshot import OUTCOMES, SNAPSHOT_FORMAT
 
 _UPPER_LOG = np.log(np.array([bucket_upper_bound(i) for i in range(NUM_BUCKETS)]))
 
@@ -56,14 +56,20 @@ def _sparse(dense: np.ndarray, count: int, total: float) -> dict[str, Any]:
 class Stream:
     """Cumulative per-variant counters, advanced batch by batch."""
 
-    def __init__(self, arms: dict[str, Arm], rng: np.random.Generator, router_id: str = "sim",
-                 started_at: float = 0.0):
+    def __init__(self, arms: dict[str, Arm], rng: np.random.Generator, router_id: str = "sim", started_at: float = 0.0):
         self.arms = arms
         self.rng = rng
         self.probs = {k: a.bucket_probs() for k, a in arms.items()}
         self.state = {
-            k: {"requests": 0, "errors": 0, "lat": np.zeros(NUM_BUCKETS, dtype=np.int64), "lat_sum": 0.0,
-                "conv": 0, "rev": 0.0, "rev_sq": 0.0}
+            k: {
+                "requests": 0,
+                "errors": 0,
+                "lat": np.zeros(NUM_BUCKETS, dtype=np.int64),
+                "lat_sum": 0.0,
+                "conv": 0,
+                "rev": 0.0,
+                "rev_sq": 0.0,
+            }
             for k in arms
         }
         self.router_id = router_id

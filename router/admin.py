@@ -23,8 +23,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from router.config import ConfigError, VariantSpec, parse_variants
-from router.metrics import CONTENT_TYPE, render
+from bakeoff.router.config import ConfigError, VariantSpec, parse_variants
+from bakeoff.router.metrics import CONTENT_TYPE, render
 
 
 class ControlBackend(Protocol):
@@ -91,8 +91,7 @@ def _check_event(e: Any, i: int, sticky: bool) -> dict[str, Any]:
             raise ValueError(f"{where}: field 'key' must be a non-empty string")
         if not sticky:
             raise ValueError(
-                f"{where}: field 'key' needs stickiness (header or cookie) in the router config; "
-                "send 'variant' instead"
+                f"{where}: field 'key' needs stickiness (header or cookie) in the router config; send 'variant' instead"
             )
     else:
         raise ValueError(f"{where}: give 'key' (the sticky key) or 'variant'")
@@ -139,7 +138,7 @@ def make_admin_app(backend: ControlBackend, token: str | None, sticky: bool = Tr
         except (json.JSONDecodeError, UnicodeDecodeError):
             return web.json_response({"error": "PUT /-/routes: body is not JSON"}, status=400)
         if not isinstance(body, dict) or "variants" not in body:
-            return web.json_response({"error": "PUT /-/routes: expected {\"variants\": [...]}"}, status=400)
+            return web.json_response({"error": 'PUT /-/routes: expected {"variants": [...]}'}, status=400)
         try:
             specs = parse_variants(body["variants"], "PUT /-/routes")
         except ConfigError as e:

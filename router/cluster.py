@@ -31,16 +31,18 @@ import asyncio
 import json
 import random
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import structlog
 
-from router.config import HEADER_RE, NAME_RE, VariantSpec
+from bakeoff.contracts.resources import BAKEOFF_PLURAL as PLURAL
+from bakeoff.contracts.resources import GROUP, VERSION
+from bakeoff.router.config import HEADER_RE, NAME_RE, VariantSpec
 
 log = structlog.get_logger("bakeoff.router")
 
-GROUP, VERSION, PLURAL = "bakeoff.dev", "v1alpha1", "bakeoffs"
 SERVICE_LABEL = "kubernetes.io/service-name"
 # The CRD's default for spec.routing.stickiness.
 DEFAULT_STICKINESS: tuple[str, str] = ("header", "X-User-Id")
@@ -98,7 +100,7 @@ def stickiness_of(bakeoff: dict[str, Any]) -> Stickiness:
     if not st:
         return None
     if isinstance(st, dict) and len(st) == 1:
-        (kind, name), = st.items()
+        ((kind, name),) = st.items()
         if kind in ("header", "cookie") and isinstance(name, str) and HEADER_RE.match(name):
             return kind, name
     raise ValueError(f"spec.routing.stickiness must be {{header: NAME}}, {{cookie: NAME}} or null, got {st!r}")
@@ -265,7 +267,7 @@ class ClusterSource:
                 log.warning("applying the routing table failed; retrying", bakeoff=self.name, error=str(e))
                 try:  # again in 0.5 s, or at once when something new arrives
                     await asyncio.wait_for(self._dirty.wait(), 0.5)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 self._dirty.set()
 
@@ -298,7 +300,7 @@ class ClusterSource:
     def _run_watch(self, what: str, target: Callable[[list[str | None]], None]) -> None:
         from kubernetes.client.exceptions import ApiException
 
-        from bakeoff.kube import api_error_message
+        from bakeoff.common.kube import api_error_message
 
         rv: list[str | None] = [None]  # the resourceVersion to watch from; None: list first
         delay = BACKOFF_MIN
@@ -434,7 +436,7 @@ def read_stickiness(api: Any, namespace: str, name: str) -> tuple[Stickiness, st
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    from bakeoff.kube import api_error_message
+    from bakeoff.common.kube import api_error_message
 
     try:
         obj = client.CustomObjectsApi(api).get_namespaced_custom_object(

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bakeoff.yamlfile import read_yaml_documents
+from bakeoff.common.durations import DurationError, parse_duration
+from bakeoff.common.yamlfile import read_yaml_documents
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$")
 HEADER_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -65,14 +66,14 @@ class RouterConfig:
     variants: tuple[VariantSpec, ...] = field(default_factory=tuple)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> "RouterConfig":
+    def from_file(cls, path: str | os.PathLike[str]) -> RouterConfig:
         docs = read_yaml_documents(path, ConfigError)
         if len(docs) > 1:
             raise ConfigError(f"{path}: expected one document, found {len(docs)}")
         return cls.from_dict(docs[0] if docs else None, origin=str(path))
 
     @classmethod
-    def from_dict(cls, data: Any, origin: str = "router config") -> "RouterConfig":
+    def from_dict(cls, data: Any, origin: str = "router config") -> RouterConfig:
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -102,7 +103,7 @@ class RouterConfig:
         if st is not None:
             if not isinstance(st, dict) or len(st) != 1 or not ({"header", "cookie"} & st.keys()):
                 raise ConfigError(f"{origin}: stickiness must be {{header: NAME}} or {{cookie: NAME}}")
-            (kind, name), = st.items()
+            ((kind, name),) = st.items()
             if not isinstance(name, str) or not HEADER_RE.match(name):
                 raise ConfigError(f"{origin}: stickiness.{kind} must be a header or cookie name, got {name!r}")
             kw["sticky_header" if kind == "header" else "sticky_cookie"] = name
@@ -215,11 +216,7 @@ def _bool(value: Any, where: str) -> bool:
 
 
 def _seconds(value: Any, where: str) -> float:
-    if isinstance(value, str):
-        m = re.fullmatch(r"\s*([0-9.]+)\s*(ms|s|m)?\s*", value)
-        if not m:
-            raise ConfigError(f"{where} must be seconds or a duration like 500ms, 2s, 1m; got {value!r}")
-        value = float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[m.group(2)]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 86400:
-        raise ConfigError(f"{where} must be a positive number of seconds, got {value!r}")
-    return float(value)
+    try:
+        return parse_duration(value, where, maximum=86400)
+    except DurationError as e:
+        raise ConfigError(str(e)) from None

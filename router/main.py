@@ -10,13 +10,13 @@ import sys
 import structlog
 import uvloop
 
-from router.config import ConfigError, RouterConfig
+from bakeoff.router.config import ConfigError, RouterConfig
 
 log = structlog.get_logger("bakeoff.router")
 
 
 async def _serve_single(config: RouterConfig, stop: asyncio.Event) -> int:
-    from router.server import Router
+    from bakeoff.router.server import Router
 
     router = Router(config)
     await router.start()
@@ -31,7 +31,7 @@ async def _serve(config: RouterConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if config.workers > 1:
-        from router.workers import Supervisor
+        from bakeoff.router.workers import Supervisor
 
         return await Supervisor(config, None).run(stop)
     return await _serve_single(config, stop)
@@ -41,8 +41,8 @@ async def _serve_cluster(config: RouterConfig, cluster, bakeoff: str, sticky_fro
     """--kubernetes: the routes come from the Bakeoff's status.routing (router.cluster)."""
     import dataclasses
 
-    from router.admin import LocalBackend, start_admin
-    from router.cluster import DEFAULT_STICKINESS, ClusterBackend, ClusterSource, read_stickiness
+    from bakeoff.router.admin import LocalBackend, start_admin
+    from bakeoff.router.cluster import DEFAULT_STICKINESS, ClusterBackend, ClusterSource, read_stickiness
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -65,7 +65,7 @@ async def _serve_cluster(config: RouterConfig, cluster, bakeoff: str, sticky_fro
     )
     sticky_on = sticky is not None
     if config.workers > 1:
-        from router.workers import Supervisor, WorkerBackend
+        from bakeoff.router.workers import Supervisor, WorkerBackend
 
         holder: dict = {}
         sup = Supervisor(config, None, wrap_backend=lambda b: ClusterBackend(b, holder["source"]))
@@ -83,7 +83,7 @@ async def _serve_cluster(config: RouterConfig, cluster, bakeoff: str, sticky_fro
         finally:
             await source.stop()
             cluster.close()
-    from router.server import Router
+    from bakeoff.router.server import Router
 
     router = Router(config)
 
@@ -109,7 +109,7 @@ async def _serve_cluster(config: RouterConfig, cluster, bakeoff: str, sticky_fro
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from bakeoff.kube import add_arguments as kube_arguments
+    from bakeoff.common.kube import add_arguments as kube_arguments
 
     p.add_argument("--config", "-c", help="router YAML file (see docs/router.md)")
     p.add_argument("--listen", help="traffic address host:port (overrides the file)")
@@ -119,7 +119,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="take the routes from a Bakeoff's status.routing and its Services' EndpointSlices "
                         "(docs/kubernetes.md); needs --bakeoff")  # fmt: skip
     p.add_argument("--bakeoff", help="with --kubernetes: the Bakeoff whose traffic this router splits")
-    kube_arguments(p, namespace_help="with --kubernetes: the Bakeoff's namespace (default: the context's, else default)")
+    kube_arguments(
+        p, namespace_help="with --kubernetes: the Bakeoff's namespace (default: the context's, else default)"
+    )
 
 
 def _check_cluster_flags(args: argparse.Namespace) -> str | None:
@@ -172,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_cluster(args: argparse.Namespace, config: RouterConfig) -> int:
-    from bakeoff.kube import KubeConfigError, connect_from_args
+    from bakeoff.common.kube import KubeConfigError, connect_from_args
 
     if config.variants:
         print(f"bakeoff router: {args.config}: variants: not allowed with --kubernetes "
@@ -202,7 +204,7 @@ def _run_cluster(args: argparse.Namespace, config: RouterConfig) -> int:
 def _with_overrides(config: RouterConfig, overrides: dict, origin: str) -> RouterConfig:
     import dataclasses
 
-    from router.config import parse_address
+    from bakeoff.router.config import parse_address
 
     kw = {}
     if "listen" in overrides:

@@ -22,7 +22,8 @@ judge's Prometheus source:
 from __future__ import annotations
 
 import bisect
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import generate_latest
 from prometheus_client.core import (
@@ -33,8 +34,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import CollectorRegistry
 
-from router.histogram import bucket_upper_bound, decode_counts
-from router.stats import OUTCOMES
+from bakeoff.contracts.histogram import bucket_upper_bound, decode_counts
+from bakeoff.contracts.snapshot import OUTCOMES
 
 PROMETHEUS_LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05,

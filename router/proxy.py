@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, HttpResponseParser
 
-from router.stats import ABORTED, CONNECT_ERROR, TIMEOUT
+from bakeoff.contracts.snapshot import ABORTED, CONNECT_ERROR, TIMEOUT
 
 if TYPE_CHECKING:
-    from router.routing import Upstream, Variant
-    from router.server import Router
+    from bakeoff.router.routing import Upstream, Variant
+    from bakeoff.router.server import Router
 
 # RFC 9110 section 7.6.1: meaningful for one connection only, never forwarded.
 # Content-Length is not here: it passes through when it frames the body as is.
@@ -450,12 +450,10 @@ class ClientConnection(asyncio.Protocol):
         router = self.router
         try:
             _, conn = await asyncio.wait_for(
-                self.loop.create_connection(
-                    lambda: UpstreamConnection(router, target), target.host, target.port
-                ),
+                self.loop.create_connection(lambda: UpstreamConnection(router, target), target.host, target.port),
                 router.connect_timeout,
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if not ex.finished and not self.closed:
                 self._answer_error(ex, _gateway_error(504, ex, "did not accept a connection in time"), TIMEOUT)
             return

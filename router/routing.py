@@ -23,9 +23,10 @@ import bisect
 import hashlib
 import math
 import random
-from typing import Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple
 
-from router.config import VariantSpec
+from bakeoff.router.config import VariantSpec
 
 _MASK = (1 << 64) - 1
 _CACHE_LIMIT = 1 << 16

@@ -13,15 +13,15 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-from typing import Iterable
+from collections.abc import Iterable
 
 import structlog
 
-from router.config import RouterConfig, VariantSpec
-from router.proxy import ClientConnection, UpstreamConnection
-from router.routing import RouteTable, Upstream
-from router.stats import RouterStats
-from router.stickiness import sticky_key_source
+from bakeoff.router.config import RouterConfig, VariantSpec
+from bakeoff.router.proxy import ClientConnection, UpstreamConnection
+from bakeoff.router.routing import RouteTable, Upstream
+from bakeoff.router.stats import RouterStats
+from bakeoff.router.stickiness import sticky_key_source
 
 log = structlog.get_logger("bakeoff.router")
 
@@ -116,7 +116,7 @@ class Router:
             )
         self._sweeper = self.loop.create_task(self._sweep())
         if admin:
-            from router.admin import LocalBackend, start_admin
+            from bakeoff.router.admin import LocalBackend, start_admin
 
             self._admin = await start_admin(
                 LocalBackend(self), self.config.admin, self.config.token, sticky=self.sticky is not None

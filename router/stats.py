@@ -2,7 +2,7 @@
 
 Everything here is a plain counter or a preallocated list, touched once per
 request with no locking: each router worker is one thread on one event loop,
-and workers merge through snapshots (``router.snapshot``), never through
+and workers merge through snapshots (``bakeoff.contracts.snapshot``), never through
 shared memory.
 """
 
@@ -13,18 +13,8 @@ import os
 import time
 from typing import Any
 
-from router.histogram import LAYOUT, LatencyHistogram
-
-# Outcome classes, in snapshot order. 1xx counts only final 101 (Upgrade)
-# responses; connect_error and timeout are the router's own 502 and 504 for an
-# upstream it could not reach or that did not answer in time; aborted is a
-# client that went away before its response was complete.
-OUTCOMES = ("1xx", "2xx", "3xx", "4xx", "5xx", "connect_error", "timeout", "aborted")
-CONNECT_ERROR = 5
-TIMEOUT = 6
-ABORTED = 7
-
-SNAPSHOT_FORMAT = "bakeoff.snapshot/v1"
+from bakeoff.contracts.histogram import LAYOUT, LatencyHistogram
+from bakeoff.contracts.snapshot import OUTCOMES, SNAPSHOT_FORMAT
 
 
 class BusinessMetric:
@@ -113,9 +103,7 @@ class RouterStats:
         return {
             "format": SNAPSHOT_FORMAT,
             "taken_at": time.time(),
-            "sources": [
-                {"router_id": self.router_id, "pid": os.getpid(), "started_at": self.started_at}
-            ],
+            "sources": [{"router_id": self.router_id, "pid": os.getpid(), "started_at": self.started_at}],
             "histogram": dict(LAYOUT),
             "routes": {"version": routes_version, "weights": dict(weights or {})},
             "variants": {name: s.to_json() for name, s in sorted(self.variants.items())},

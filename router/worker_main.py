@@ -10,10 +10,10 @@ import signal
 
 import uvloop
 
-from bakeoff.logs import configure_logging
-from router.admin import LocalBackend, start_admin
-from router.config import RouterConfig, parse_variants
-from router.server import Router
+from bakeoff.common.logs import configure_logging
+from bakeoff.router.admin import LocalBackend, start_admin
+from bakeoff.router.config import RouterConfig, parse_variants
+from bakeoff.router.server import Router
 
 
 async def main(args: argparse.Namespace) -> int:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -26,11 +26,11 @@ from typing import Any
 import aiohttp
 import structlog
 
-from router.admin import start_admin
-from router.config import RouterConfig, VariantSpec
-from router.routing import RouteTable
-from router.snapshot import merge_snapshots
-from router.stats import RouterStats
+from bakeoff.contracts.snapshot import merge_snapshots
+from bakeoff.router.admin import start_admin
+from bakeoff.router.config import RouterConfig, VariantSpec
+from bakeoff.router.routing import RouteTable
+from bakeoff.router.stats import RouterStats
 
 log = structlog.get_logger("bakeoff.router")
 
@@ -38,13 +38,13 @@ log = structlog.get_logger("bakeoff.router")
 class WorkerBackend:
     """Control backend that speaks to every worker over its Unix socket."""
 
-    def __init__(self, supervisor: "Supervisor") -> None:
+    def __init__(self, supervisor: Supervisor) -> None:
         self.sup = supervisor
 
     def ready(self) -> bool:
         return self.sup.ready()
 
-    async def _call(self, worker: "Worker", method: str, path: str, body: Any = None) -> Any:
+    async def _call(self, worker: Worker, method: str, path: str, body: Any = None) -> Any:
         conn = aiohttp.UnixConnector(path=str(worker.socket))
         async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=5)) as s:
             headers = {"Authorization": f"Bearer {self.sup.internal_token}"}
@@ -148,7 +148,7 @@ class Supervisor:
         if worker.socket.exists():
             worker.socket.unlink()
         cmd = [
-            sys.executable, "-m", "router.worker_main",
+            sys.executable, "-m", "bakeoff.router.worker_main",
             "--config-json", json.dumps(_config_for_worker(self.config, self.port)),
             "--routes-file", str(self.runtime / "routes.json"),
             "--control-socket", str(worker.socket),
@@ -173,7 +173,7 @@ class Supervisor:
             while not stop.is_set():
                 try:
                     await asyncio.wait_for(stop.wait(), 0.5)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 for w in self.workers:
                     if w.proc is not None and w.proc.poll() is not None and not stop.is_set():
@@ -216,8 +216,12 @@ def _config_for_worker(config: RouterConfig, port: int) -> dict[str, Any]:
         "listen": f"{config.listen[0]}:{port}",
         "exposeVariant": config.expose_variant,
         "override": {"enabled": config.override_enabled, "header": config.override_header},
-        "timeouts": {"connect": config.connect_timeout, "read": config.read_timeout,
-                     "drain": config.drain_timeout, "idle": config.idle_timeout},  # fmt: skip
+        "timeouts": {
+            "connect": config.connect_timeout,
+            "read": config.read_timeout,
+            "drain": config.drain_timeout,
+            "idle": config.idle_timeout,
+        },  # fmt: skip
         "limits": {"maxHeaderBytes": config.max_header_bytes, "maxIdlePerUpstream": config.max_idle_per_upstream},
     }
     if config.sticky_header:

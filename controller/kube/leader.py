@@ -14,8 +14,9 @@ renew within ``renew_deadline`` steps down before anyone else may take over
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 
@@ -23,13 +24,22 @@ log = structlog.get_logger("bakeoff.controller.leader")
 
 
 def _micro_time(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class LeaderElector:
-    def __init__(self, api: Any, namespace: str, name: str, identity: str, *, lease_duration: float = 15.0,
-                 renew_deadline: float = 10.0, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        api: Any,
+        namespace: str,
+        name: str,
+        identity: str,
+        *,
+        lease_duration: float = 15.0,
+        renew_deadline: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         from kubernetes import client
 
         if renew_deadline >= lease_duration:
@@ -58,9 +68,12 @@ class LeaderElector:
         except ApiException as e:
             if e.status != 404:
                 return self._failed(f"read lease: {e.status} {e.reason}")
-            body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                    "metadata": {"name": self.name, "namespace": self.namespace},
-                    "spec": self._spec(transitions=0, acquire=True)}
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": self.name, "namespace": self.namespace},
+                "spec": self._spec(transitions=0, acquire=True),
+            }
             try:
                 self.coord.create_namespaced_lease(self.namespace, body)
             except ApiException as e2:
@@ -83,10 +96,16 @@ class LeaderElector:
         spec = self._spec(transitions=transitions, acquire=not mine)
         if mine and lease.spec.acquire_time is not None:
             spec["acquireTime"] = _micro_time(lease.spec.acquire_time.timestamp())
-        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": self.name, "namespace": self.namespace,
-                             "resourceVersion": lease.metadata.resource_version},
-                "spec": spec}
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "resourceVersion": lease.metadata.resource_version,
+            },
+            "spec": spec,
+        }
         try:
             updated = self.coord.replace_namespaced_lease(self.name, self.namespace, body)
         except ApiException as e:
@@ -102,8 +121,12 @@ class LeaderElector:
 
     def _spec(self, transitions: int, acquire: bool) -> dict[str, Any]:
         t = _micro_time(self.wall())
-        spec = {"holderIdentity": self.identity, "leaseDurationSeconds": max(1, int(round(self.lease_duration))),
-                "renewTime": t, "leaseTransitions": transitions}
+        spec = {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": max(1, int(round(self.lease_duration))),
+            "renewTime": t,
+            "leaseTransitions": transitions,
+        }
         if acquire:
             spec["acquireTime"] = t
         return spec
@@ -138,8 +161,10 @@ class LeaderElector:
             lease = self.coord.read_namespaced_lease(self.name, self.namespace)
             if lease.spec.holder_identity != self.identity:
                 return
-            body = {"metadata": {"resourceVersion": lease.metadata.resource_version},
-                    "spec": {"holderIdentity": None, "leaseDurationSeconds": 1, "renewTime": _micro_time(self.wall())}}
+            body = {
+                "metadata": {"resourceVersion": lease.metadata.resource_version},
+                "spec": {"holderIdentity": None, "leaseDurationSeconds": 1, "renewTime": _micro_time(self.wall())},
+            }
             self.coord.patch_namespaced_lease(self.name, self.namespace, body)
         except (ApiException, Exception) as e:  # noqa: BLE001
             log.warning("lease not released", lease=self.name, error=str(e))

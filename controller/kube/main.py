@@ -15,14 +15,23 @@ log = structlog.get_logger("bakeoff.controller.kube")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from bakeoff.kube import add_arguments as kube_args
+    from bakeoff.common.kube import add_arguments as kube_args
 
     kube_args(p, namespace_help="watch only this namespace (default: all namespaces)")
-    p.add_argument("--metrics", default="0.0.0.0:9090", metavar="HOST:PORT",
-                   help="serve /metrics and /healthz here (default 0.0.0.0:9090; port 0 picks one)")
-    p.add_argument("--lease-name", default="bakeoff-controller", help="the leader election Lease (default bakeoff-controller)")
-    p.add_argument("--lease-namespace", default=None,
-                   help="namespace of the Lease (default: --namespace, else the pod's, else default)")
+    p.add_argument(
+        "--metrics",
+        default="0.0.0.0:9090",
+        metavar="HOST:PORT",
+        help="serve /metrics and /healthz here (default 0.0.0.0:9090; port 0 picks one)",
+    )
+    p.add_argument(
+        "--lease-name", default="bakeoff-controller", help="the leader election Lease (default bakeoff-controller)"
+    )
+    p.add_argument(
+        "--lease-namespace",
+        default=None,
+        help="namespace of the Lease (default: --namespace, else the pod's, else default)",
+    )
     p.add_argument("--identity", default=None, help="this replica's name in the Lease (default: hostname + random)")
     p.add_argument("--lease-duration", type=float, default=15.0, help="seconds before a silent leader is replaced")
     p.add_argument("--interval", type=float, default=0.5, help="seconds between reconcile passes (default 0.5)")
@@ -31,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvloop
 
-    from bakeoff.kube import SA_NAMESPACE, KubeConfigError, connect
+    from bakeoff.common.kube import SA_NAMESPACE, KubeConfigError, connect
 
     if not 0.05 <= args.interval <= 60:
         print("bakeoff controller: --interval must be from 0.05 to 60 seconds", file=sys.stderr)
@@ -65,20 +74,32 @@ def _address(text: str) -> tuple[str, int]:
 
 
 async def _serve(cluster, args, host: str, port: int, lease_ns: str, identity: str) -> int:
-    from controller.kube.metrics import ControllerMetrics, serve
-    from controller.kube.operator import KubeController
+    from bakeoff.controller.kube.metrics import ControllerMetrics, serve
+    from bakeoff.controller.kube.operator import KubeController
 
     metrics = ControllerMetrics()
-    ctl = KubeController(cluster.api, namespace=args.namespace, identity=identity, lease_name=args.lease_name,
-                         lease_namespace=lease_ns, lease_duration=args.lease_duration,
-                         renew_deadline=args.lease_duration * 2 / 3, interval=args.interval, metrics=metrics)
+    ctl = KubeController(
+        cluster.api,
+        namespace=args.namespace,
+        identity=identity,
+        lease_name=args.lease_name,
+        lease_namespace=lease_ns,
+        lease_duration=args.lease_duration,
+        renew_deadline=args.lease_duration * 2 / 3,
+        interval=args.interval,
+        metrics=metrics,
+    )
     try:
         runner = await serve(metrics, host, port, ctl.health)
     except OSError as e:
         print(f"bakeoff controller: cannot listen on {args.metrics}: {e}", file=sys.stderr)
         return 1
-    log.info("metrics listening", address=f"{host}:{runner.bound_port}", source=cluster.source,
-             lease=f"{lease_ns}/{args.lease_name}")
+    log.info(
+        "metrics listening",
+        address=f"{host}:{runner.bound_port}",
+        source=cluster.source,
+        lease=f"{lease_ns}/{args.lease_name}",
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -11,22 +11,32 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 class ControllerMetrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
-        self.reconciles = Counter("bakeoff_controller_reconciles_total", "Reconcile passes per Bakeoff, by result",
-                                  ["result"], registry=r)
-        self.reconcile_seconds = Histogram("bakeoff_controller_reconcile_seconds", "Time of one reconcile pass",
-                                           buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-                                           registry=r)
-        self.transitions = Counter("bakeoff_controller_transitions_total", "Recorded transitions, by type",
-                                   ["type"], registry=r)
-        self.conflicts = Counter("bakeoff_controller_conflicts_total",
-                                 "Writes refused with 409 Conflict (retried on a fresh read)", registry=r)
-        self.api_errors = Counter("bakeoff_controller_api_errors_total", "API calls that failed, by verb",
-                                  ["verb"], registry=r)
+        self.reconciles = Counter(
+            "bakeoff_controller_reconciles_total", "Reconcile passes per Bakeoff, by result", ["result"], registry=r
+        )
+        self.reconcile_seconds = Histogram(
+            "bakeoff_controller_reconcile_seconds",
+            "Time of one reconcile pass",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.transitions = Counter(
+            "bakeoff_controller_transitions_total", "Recorded transitions, by type", ["type"], registry=r
+        )
+        self.conflicts = Counter(
+            "bakeoff_controller_conflicts_total",
+            "Writes refused with 409 Conflict (retried on a fresh read)",
+            registry=r,
+        )
+        self.api_errors = Counter(
+            "bakeoff_controller_api_errors_total", "API calls that failed, by verb", ["verb"], registry=r
+        )
         self.looks = Counter("bakeoff_controller_judge_looks_total", "Judge looks, by result", ["result"], registry=r)
         self.leader = Gauge("bakeoff_controller_leader", "1 while this replica holds the leader Lease", registry=r)
         self.bakeoffs = Gauge("bakeoff_controller_bakeoffs", "Bakeoffs seen, by phase", ["phase"], registry=r)
-        self.promotions = Counter("bakeoff_controller_promotions_total", "Mainline Deployments patched to a winner",
-                                  registry=r)
+        self.promotions = Counter(
+            "bakeoff_controller_promotions_total", "Mainline Deployments patched to a winner", registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

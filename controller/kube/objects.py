@@ -12,20 +12,22 @@ import copy
 import hashlib
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from bakeoff.kube import API_VERSION
+from bakeoff.contracts.resources import (  # noqa: F401  (re-exported for the operator)
+    ANN_APPROVED,
+    ANN_PREVIOUS_TEMPLATE,
+    ANN_PROMOTION,
+    ANN_VARIANT_SPEC,
+    API_VERSION,
+    FINALIZER,
+    LABEL_BAKEOFF,
+    LABEL_ROUTER_FOR,
+    LABEL_VARIANT,
+)
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "bakeoff"}
-LABEL_BAKEOFF = "bakeoff.dev/bakeoff"
-LABEL_VARIANT = "bakeoff.dev/variant"
-LABEL_ROUTER_FOR = "bakeoff.dev/router-for"
-FINALIZER = "bakeoff.dev/cleanup"
-ANN_PREVIOUS_TEMPLATE = "bakeoff.dev/previous-template"
-ANN_PROMOTION = "bakeoff.dev/promotion"
-ANN_APPROVED = "bakeoff.dev/approved"
-ANN_VARIANT_SPEC = "bakeoff.dev/spec-hash"
 DEFAULT_PORT = 8080
 
 
@@ -47,12 +49,18 @@ def child_name(bakeoff: str, variant: str) -> str:
 
 
 def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def owner_reference(obj: dict[str, Any], controller: bool = True) -> dict[str, Any]:
-    return {"apiVersion": obj.get("apiVersion", API_VERSION), "kind": obj["kind"], "name": obj["metadata"]["name"],
-            "uid": obj["metadata"]["uid"], "controller": controller, "blockOwnerDeletion": True}
+    return {
+        "apiVersion": obj.get("apiVersion", API_VERSION),
+        "kind": obj["kind"],
+        "name": obj["metadata"]["name"],
+        "uid": obj["metadata"]["uid"],
+        "controller": controller,
+        "blockOwnerDeletion": True,
+    }
 
 
 def labels_for(bakeoff: str, variant: str) -> dict[str, str]:
@@ -98,13 +106,21 @@ def selector_of(deployment: dict[str, Any]) -> dict[str, str]:
     sel = (deployment.get("spec") or {}).get("selector") or {}
     labels = dict(sel.get("matchLabels") or {})
     if not labels:
-        raise ObjectError(f"Deployment {deployment['metadata']['name']}: spec.selector.matchLabels is empty; "
-                          "bakeoff needs label selectors to tell the mainline's pods from a candidate's")
+        raise ObjectError(
+            f"Deployment {deployment['metadata']['name']}: spec.selector.matchLabels is empty; "
+            "bakeoff needs label selectors to tell the mainline's pods from a candidate's"
+        )
     return labels
 
 
-def candidate_template(deployment: dict[str, Any], image: str, container: str | None, bakeoff: str,
-                       variant: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+def candidate_template(
+    deployment: dict[str, Any],
+    image: str,
+    container: str | None,
+    bakeoff: str,
+    variant: str,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """The mainline's pod template with the candidate's image and labels.
 
     The mainline selector's keys are dropped from the pod labels so the
@@ -136,8 +152,15 @@ def spec_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
-def candidate_deployment(mainline: dict[str, Any], bakeoff: dict[str, Any], variant: dict[str, Any], *,
-                         mainline_name_container: str | None, replicas: int, progress_deadline: int | None) -> dict[str, Any]:
+def candidate_deployment(
+    mainline: dict[str, Any],
+    bakeoff: dict[str, Any],
+    variant: dict[str, Any],
+    *,
+    mainline_name_container: str | None,
+    replicas: int,
+    progress_deadline: int | None,
+) -> dict[str, Any]:
     bname, vname = bakeoff["metadata"]["name"], variant["metadata"]["name"]
     vspec = variant.get("spec") or {}
     tpl = candidate_template(mainline, vspec["image"], mainline_name_container, bname, vname, vspec.get("env"))
@@ -153,26 +176,42 @@ def candidate_deployment(mainline: dict[str, Any], bakeoff: dict[str, Any], vari
         if key in mainline["spec"]:
             spec[key] = copy.deepcopy(mainline["spec"][key])
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": variant["metadata"]["namespace"], "labels": labels_for(bname, vname),
-                     "annotations": {ANN_VARIANT_SPEC: spec_hash(vspec)},
-                     "ownerReferences": [owner_reference(variant)]},
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": variant["metadata"]["namespace"],
+            "labels": labels_for(bname, vname),
+            "annotations": {ANN_VARIANT_SPEC: spec_hash(vspec)},
+            "ownerReferences": [owner_reference(variant)],
+        },
         "spec": spec,
     }
 
 
-def service(name: str, namespace: str, selector: dict[str, str], port: int, labels: dict[str, str],
-            owner: dict[str, Any]) -> dict[str, Any]:
+def service(
+    name: str, namespace: str, selector: dict[str, str], port: int, labels: dict[str, str], owner: dict[str, Any]
+) -> dict[str, Any]:
     return {
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels, "ownerReferences": [owner_reference(owner)]},
-        "spec": {"type": "ClusterIP", "selector": dict(selector),
-                 "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}]},
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": dict(selector),
+            "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}],
+        },
     }
 
 
-def promotion_patch(mainline: dict[str, Any], winner_image: str, container: str | None, bakeoff: str,
-                    variant: dict[str, Any], at: str) -> dict[str, Any]:
+def promotion_patch(
+    mainline: dict[str, Any], winner_image: str, container: str | None, bakeoff: str, variant: dict[str, Any], at: str
+) -> dict[str, Any]:
     """The mainline Deployment with the winner's image, and annotations recording the template before.
 
     The new template is the mainline's own (its labels, so its selector and
@@ -189,9 +228,17 @@ def promotion_patch(mainline: dict[str, Any], winner_image: str, container: str 
     _set_env(c, (variant.get("spec") or {}).get("env"))
     ann = dep["metadata"].setdefault("annotations", {})
     ann[ANN_PREVIOUS_TEMPLATE] = json.dumps(previous, sort_keys=True, separators=(",", ":"))
-    ann[ANN_PROMOTION] = json.dumps({"bakeoff": bakeoff, "variant": variant["metadata"]["name"],
-                                     "uid": variant["metadata"]["uid"], "image": winner_image,
-                                     "previousImage": old, "at": at}, sort_keys=True)
+    ann[ANN_PROMOTION] = json.dumps(
+        {
+            "bakeoff": bakeoff,
+            "variant": variant["metadata"]["name"],
+            "uid": variant["metadata"]["uid"],
+            "image": winner_image,
+            "previousImage": old,
+            "at": at,
+        },
+        sort_keys=True,
+    )
     return dep
 
 
@@ -232,5 +279,8 @@ def rolled_out(dep: dict[str, Any]) -> bool:
     st = dep.get("status") or {}
     gen = (dep.get("metadata") or {}).get("generation") or 0
     want = (dep.get("spec") or {}).get("replicas", 1)
-    return ((st.get("observedGeneration") or 0) >= gen and (st.get("updatedReplicas") or 0) >= want
-            and (st.get("availableReplicas") or 0) >= min(want, 1))
+    return (
+        (st.get("observedGeneration") or 0) >= gen
+        and (st.get("updatedReplicas") or 0) >= want
+        and (st.get("availableReplicas") or 0) >= min(want, 1)
+    )

@@ -33,34 +33,54 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 
-from bakeoff.kube import GROUP, VERSION, api_error_message
-from controller import gate as gates
-from controller.kube import objects as ko
-from controller.kube.metrics import ControllerMetrics
-from controller.reconcile import (
-    ACTIVE, DONE_PROMOTED, FINAL, PENDING, PROMOTED, ROLLED_BACK, RUNNING, SERVING, WINNER, ControllerState,
-    JudgeDecision, Observations, reconcile,
+from bakeoff.common.kube import GROUP, VERSION, api_error_message
+from bakeoff.controller import gate as gates
+from bakeoff.controller.kube import objects as ko
+from bakeoff.controller.kube.metrics import ControllerMetrics
+from bakeoff.controller.reconcile import (
+    ACTIVE,
+    DONE_PROMOTED,
+    FINAL,
+    PENDING,
+    PROMOTED,
+    ROLLED_BACK,
+    RUNNING,
+    SERVING,
+    WINNER,
+    ControllerState,
+    JudgeDecision,
+    Observations,
+    reconcile,
 )
-from controller.resources import ResourceError, parse_documents
-from controller.runner import compact_verdict, policy_of
-from judge.core import JudgeState, step
-from judge.verdict import Verdict
+from bakeoff.controller.resources import ResourceError, parse_documents
+from bakeoff.controller.runner import compact_verdict, policy_of
+from bakeoff.judge.core import JudgeState, step
+from bakeoff.judge.verdict import Verdict
 
 log = structlog.get_logger("bakeoff.controller.kube")
 
 HISTORY_LIMIT = 200
 EVENT_REASONS = {
-    "admitted": ("Admitted", "Normal"), "ramped": ("Ramped", "Normal"), "rolled_back": ("RolledBack", "Warning"),
-    "failed": ("Failed", "Warning"), "gated": ("Gated", "Warning"), "winner": ("Winner", "Normal"),
-    "lost": ("Lost", "Normal"), "promoted": ("Promoted", "Normal"), "stopped": ("Stopped", "Normal"),
-    "mainline_failed": ("MainlineFailed", "Warning"), "mainline_patched": ("MainlinePatched", "Normal"),
-    "handed_over": ("MainlineServing", "Normal"), "rejected": ("Rejected", "Warning"),
+    "admitted": ("Admitted", "Normal"),
+    "ramped": ("Ramped", "Normal"),
+    "rolled_back": ("RolledBack", "Warning"),
+    "failed": ("Failed", "Warning"),
+    "gated": ("Gated", "Warning"),
+    "winner": ("Winner", "Normal"),
+    "lost": ("Lost", "Normal"),
+    "promoted": ("Promoted", "Normal"),
+    "stopped": ("Stopped", "Normal"),
+    "mainline_failed": ("MainlineFailed", "Warning"),
+    "mainline_patched": ("MainlinePatched", "Normal"),
+    "handed_over": ("MainlineServing", "Normal"),
+    "rejected": ("Rejected", "Warning"),
 }
 
 
@@ -69,7 +89,7 @@ class Conflict(Exception):
 
 
 def rfc3339(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(s: Any) -> float | None:
@@ -87,14 +107,26 @@ def cluster_message(msg: str, namespace: str) -> str:
     return re.sub(r"^[^:]*: document \d+ \((\w+) '([^']*)'\): ", lambda m: f"{m[1]} {namespace}/{m[2]}: ", msg)
 
 
-def set_condition(conds: list[dict[str, Any]], ctype: str, status: bool | None, reason: str, message: str,
-                  generation: int | None, now: float) -> list[dict[str, Any]]:
+def set_condition(
+    conds: list[dict[str, Any]],
+    ctype: str,
+    status: bool | None,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: float,
+) -> list[dict[str, Any]]:
     """metav1.Condition semantics: lastTransitionTime moves only when status changes."""
     st = "Unknown" if status is None else ("True" if status else "False")
     out = [c for c in conds if c.get("type") != ctype]
     old = next((c for c in conds if c.get("type") == ctype), None)
-    c = {"type": ctype, "status": st, "reason": reason, "message": message[:32000],
-         "lastTransitionTime": old["lastTransitionTime"] if old and old.get("status") == st else rfc3339(now)}
+    c = {
+        "type": ctype,
+        "status": st,
+        "reason": reason,
+        "message": message[:32000],
+        "lastTransitionTime": old["lastTransitionTime"] if old and old.get("status") == st else rfc3339(now),
+    }
     if generation is not None:
         c["observedGeneration"] = generation
     out.append(c)
@@ -131,11 +163,22 @@ class BakeoffView:
 
 
 class KubeController:
-    def __init__(self, api: Any, *, namespace: str | None = None, identity: str | None = None,
-                 lease_name: str = "bakeoff-controller", lease_namespace: str = "default",
-                 lease_duration: float = 15.0, renew_deadline: float = 10.0, interval: float = 0.5,
-                 metrics: ControllerMetrics | None = None, leader_election: bool = True,
-                 clock: Callable[[], float] = time.time, snapshot_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        api: Any,
+        *,
+        namespace: str | None = None,
+        identity: str | None = None,
+        lease_name: str = "bakeoff-controller",
+        lease_namespace: str = "default",
+        lease_duration: float = 15.0,
+        renew_deadline: float = 10.0,
+        interval: float = 0.5,
+        metrics: ControllerMetrics | None = None,
+        leader_election: bool = True,
+        clock: Callable[[], float] = time.time,
+        snapshot_timeout: float = 5.0,
+    ) -> None:
         from kubernetes import client
 
         self.api = api
@@ -152,10 +195,16 @@ class KubeController:
         self.memory: dict[str, JudgeMemory] = {}
         self.elector = None
         if leader_election:
-            from controller.kube.leader import LeaderElector
+            from bakeoff.controller.kube.leader import LeaderElector
 
-            self.elector = LeaderElector(api, lease_namespace, lease_name, self.identity,
-                                         lease_duration=lease_duration, renew_deadline=renew_deadline)
+            self.elector = LeaderElector(
+                api,
+                lease_namespace,
+                lease_name,
+                self.identity,
+                lease_duration=lease_duration,
+                renew_deadline=renew_deadline,
+            )
         self.passes = 0
         self.last_pass_ok: float | None = None
 
@@ -203,15 +252,16 @@ class KubeController:
             now = self.clock()
             try:
                 snap_result = await self._maybe_look(view, now)
-                for attempt in range(3):
+                for _attempt in range(3):
                     try:
                         await asyncio.to_thread(self.reconcile_bakeoff, view, now, snap_result)
                         self.metrics.reconciles.labels("ok").inc()
                         break
                     except Conflict:  # counted where the 409 came back
                         snap_result = None  # the look already updated the judge; don't step twice
-                        fresh = await asyncio.to_thread(self.read_bakeoff, b["metadata"]["namespace"],
-                                                        b["metadata"]["name"])
+                        fresh = await asyncio.to_thread(
+                            self.read_bakeoff, b["metadata"]["namespace"], b["metadata"]["name"]
+                        )
                         if fresh is None:
                             break
                         view = fresh
@@ -219,8 +269,11 @@ class KubeController:
                     self.metrics.reconciles.labels("conflict").inc()
             except Exception as e:  # noqa: BLE001 - one broken Bakeoff must not stop the others
                 self.metrics.reconciles.labels("error").inc()
-                log.exception("reconcile failed", bakeoff=f"{b['metadata']['namespace']}/{b['metadata']['name']}",
-                              error=api_error_message(e))
+                log.exception(
+                    "reconcile failed",
+                    bakeoff=f"{b['metadata']['namespace']}/{b['metadata']['name']}",
+                    error=api_error_message(e),
+                )
             finally:
                 self.metrics.reconcile_seconds.observe(time.monotonic() - started)
             ph = ((view.obj.get("status") or {}).get("phase")) or "New"
@@ -266,7 +319,9 @@ class KubeController:
         from kubernetes.client import ApiException
 
         ns, name = b["metadata"]["namespace"], b["metadata"]["name"]
-        mine = [v for v in variants if v["metadata"]["namespace"] == ns and (v.get("spec") or {}).get("bakeoff") == name]
+        mine = [
+            v for v in variants if v["metadata"]["namespace"] == ns and (v.get("spec") or {}).get("bakeoff") == name
+        ]
         mainline = None
         dep_name = ((b.get("spec") or {}).get("mainline") or {}).get("deployment")
         if isinstance(dep_name, str) and dep_name:
@@ -284,8 +339,9 @@ class KubeController:
         except ApiException as e:
             if e.status != 404:
                 raise
-        return BakeoffView(b, mine, mainline, {d.metadata.name: self._dict(d) for d in deps},
-                           {s.metadata.name for s in svcs}, cm)
+        return BakeoffView(
+            b, mine, mainline, {d.metadata.name: self._dict(d) for d in deps}, {s.metadata.name for s in svcs}, cm
+        )
 
     # -- judging ----------------------------------------------------------------
     async def _maybe_look(self, view: BakeoffView, now: float) -> tuple[Verdict, dict[str, Any]] | None:
@@ -335,15 +391,17 @@ class KubeController:
         return mem
 
     async def fetch_snapshot(self, b: dict[str, Any], source: str | None) -> dict[str, Any]:
-        from judge.sources import make_source
+        from bakeoff.judge.sources import make_source
 
         if source:
             locations = [s for s in re.split(r"[\s,]+", source) if s]
         else:
             locations = await asyncio.to_thread(self.router_urls, b["metadata"]["namespace"], b["metadata"]["name"])
             if not locations:
-                raise RuntimeError(f"no router endpoints: no ready endpoint on a port named 'admin' of a Service "
-                                   f"labelled {ko.LABEL_ROUTER_FOR}={b['metadata']['name']}")
+                raise RuntimeError(
+                    f"no router endpoints: no ready endpoint on a port named 'admin' of a Service "
+                    f"labelled {ko.LABEL_ROUTER_FOR}={b['metadata']['name']}"
+                )
         src = make_source(locations, timeout=self.snapshot_timeout)
         try:
             return await src.fetch()
@@ -355,7 +413,8 @@ class KubeController:
         urls: list[str] = []
         for svc in self.core.list_namespaced_service(ns, label_selector=f"{ko.LABEL_ROUTER_FOR}={bakeoff}").items:
             slices = self.discovery.list_namespaced_endpoint_slice(
-                ns, label_selector=f"kubernetes.io/service-name={svc.metadata.name}").items
+                ns, label_selector=f"kubernetes.io/service-name={svc.metadata.name}"
+            ).items
             for sl in slices:
                 port = next((p.port for p in sl.ports or [] if p.name == "admin"), None)
                 if port is None:
@@ -398,14 +457,23 @@ class KubeController:
         k = status.get("candidates")
         variant_conds: dict[str, list[dict[str, Any]]] = {}
         valid: dict[str, dict[str, Any]] = {}
-        for v in sorted(view.variants, key=lambda v: (v["metadata"].get("creationTimestamp") or "", v["metadata"]["name"])):
+        for v in sorted(
+            view.variants, key=lambda v: (v["metadata"].get("creationTimestamp") or "", v["metadata"]["name"])
+        ):
             vname = v["metadata"]["name"]
             vconds = list((v.get("status") or {}).get("conditions") or [])
             try:
                 parse_documents([copy.deepcopy(b), copy.deepcopy(v)], "cluster", platform="kubernetes")
             except ResourceError as e:
-                vconds = set_condition(vconds, "Accepted", False, "InvalidSpec", cluster_message(str(e), ns),
-                                       v["metadata"].get("generation"), now)
+                vconds = set_condition(
+                    vconds,
+                    "Accepted",
+                    False,
+                    "InvalidSpec",
+                    cluster_message(str(e), ns),
+                    v["metadata"].get("generation"),
+                    now,
+                )
                 variant_conds[vname] = vconds
                 continue
             if vname not in record:
@@ -413,23 +481,28 @@ class KubeController:
                     continue
                 if phase in FINAL or phase != RUNNING:
                     why = f"bake-off {bname} is over ({phase}); create a new Bakeoff for another round"
-                    vconds = set_condition(vconds, "Accepted", False, "BakeoffFinished", why,
-                                           v["metadata"].get("generation"), now)
+                    vconds = set_condition(
+                        vconds, "Accepted", False, "BakeoffFinished", why, v["metadata"].get("generation"), now
+                    )
                     variant_conds[vname] = vconds
                     continue
                 limit = k or bres.judge.candidates
                 if limit and len(record) >= limit:
-                    why = (f"bake-off {bname} judges {limit} candidate(s) (spec.judge.candidates, fixed when "
-                           f"judging started); raise it in a new Bakeoff to enter more")
-                    vconds = set_condition(vconds, "Accepted", False, "TooManyCandidates", why,
-                                           v["metadata"].get("generation"), now)
+                    why = (
+                        f"bake-off {bname} judges {limit} candidate(s) (spec.judge.candidates, fixed when "
+                        f"judging started); raise it in a new Bakeoff to enter more"
+                    )
+                    vconds = set_condition(
+                        vconds, "Accepted", False, "TooManyCandidates", why, v["metadata"].get("generation"), now
+                    )
                     variant_conds[vname] = vconds
                     continue
                 record[vname] = {"phase": PENDING, "step": -1, "uid": v["metadata"]["uid"]}
                 events.append({"type": "entered", "variant": vname, "reason": f"entered bake-off {bname}"})
             valid[vname] = v
-            variant_conds[vname] = set_condition(vconds, "Accepted", True, "Entered", f"candidate in {bname}",
-                                                 v["metadata"].get("generation"), now)
+            variant_conds[vname] = set_condition(
+                vconds, "Accepted", True, "Entered", f"candidate in {bname}", v["metadata"].get("generation"), now
+            )
         if record and not k:
             k = max(len(record), bres.judge.candidates or 0)
 
@@ -438,8 +511,9 @@ class KubeController:
         port = None
         mainline_error = None
         if mainline is None:
-            mainline_error = (f"spec.mainline.deployment: Deployment {bres.mainline.deployment!r} not found in "
-                              f"namespace {ns}")
+            mainline_error = (
+                f"spec.mainline.deployment: Deployment {bres.mainline.deployment!r} not found in namespace {ns}"
+            )
         else:
             try:
                 port = ko.mainline_port(mainline, bres.mainline.port, bres.mainline.container)
@@ -484,12 +558,24 @@ class KubeController:
         gate_results = {n: self._gate(ns, valid[n]) for n in record if n in valid and record[n].get("phase") == PENDING}
         mem = self.memory.get(b["metadata"]["uid"])
         verdict = mem.verdict if mem is not None else None
-        approved = frozenset(n for n, v in valid.items()
-                             if ((v["metadata"].get("annotations") or {}).get(ko.ANN_APPROVED) or "").lower() == "true")
+        approved = frozenset(
+            n
+            for n, v in valid.items()
+            if ((v["metadata"].get("annotations") or {}).get(ko.ANN_APPROVED) or "").lower() == "true"
+        )
         if mainline_error is None:
-            plan = reconcile(policy_of(res_b), state, Observations(
-                now=now, ready=frozenset(ready), failed=failed, gates=gate_results,
-                verdict=JudgeDecision.from_verdict(verdict) if verdict is not None else None, approved=approved))
+            plan = reconcile(
+                policy_of(res_b),
+                state,
+                Observations(
+                    now=now,
+                    ready=frozenset(ready),
+                    failed=failed,
+                    gates=gate_results,
+                    verdict=JudgeDecision.from_verdict(verdict) if verdict is not None else None,
+                    approved=approved,
+                ),
+            )
             new, events = plan.state, events + plan.events
         else:
             new = state
@@ -505,9 +591,14 @@ class KubeController:
         history = list(status.get("history") or []) + [self._history_entry(e) for e in events if e["type"] != "entered"]
         new_status: dict[str, Any] = {
             **status,
-            "observedGeneration": gen, "phase": new.phase, "mainline": new.mainline, "candidates": k,
-            "variants": record, "shares": {n: round(w, 6) for n, w in new.weights.items()},
-            "decision": self._decision(new.decision), "history": history[-HISTORY_LIMIT:],
+            "observedGeneration": gen,
+            "phase": new.phase,
+            "mainline": new.mainline,
+            "candidates": k,
+            "variants": record,
+            "shares": {n: round(w, 6) for n, w in new.weights.items()},
+            "decision": self._decision(new.decision),
+            "history": history[-HISTORY_LIMIT:],
         }
         if new.decision and new.decision.get("winner"):
             new_status["winner"] = new.decision["winner"]
@@ -540,8 +631,15 @@ class KubeController:
         self._finish_deletions(view, routing_names={e["name"] for e in (routing or {}).get("variants", [])})
 
     # -- pieces of a pass --------------------------------------------------------
-    def _routing(self, bname: str, mname: str, st: ControllerState, port: int | None, handed_over: bool,
-                 current: dict[str, Any] | None) -> dict[str, Any] | None:
+    def _routing(
+        self,
+        bname: str,
+        mname: str,
+        st: ControllerState,
+        port: int | None,
+        handed_over: bool,
+        current: dict[str, Any] | None,
+    ) -> dict[str, Any] | None:
         if port is None:
             return current
         if st.phase == DONE_PROMOTED and handed_over and st.decision:
@@ -549,8 +647,10 @@ class KubeController:
         elif not st.weights:
             return current
         else:
-            entries = [{"name": n, "service": ko.child_name(bname, n), "port": port, "weight": round(w, 6)}
-                       for n, w in sorted(st.weights.items())]
+            entries = [
+                {"name": n, "service": ko.child_name(bname, n), "port": port, "weight": round(w, 6)}
+                for n, w in sorted(st.weights.items())
+            ]
         cur = current or {}
         if cur.get("variants") == entries:
             return cur
@@ -574,8 +674,15 @@ class KubeController:
             reason = "MainlineNotFound" if mainline is None else "InvalidMainline"
             conds = set_condition(conds, "Ready", False, reason, mainline_error, gen, now)
         elif mname not in ready and st.phase not in FINAL:
-            conds = set_condition(conds, "Ready", False, "MainlineUnavailable",
-                                  f"Deployment {mainline['metadata']['name']} has no available replica", gen, now)
+            conds = set_condition(
+                conds,
+                "Ready",
+                False,
+                "MainlineUnavailable",
+                f"Deployment {mainline['metadata']['name']} has no available replica",
+                gen,
+                now,
+            )
         else:
             conds = set_condition(conds, "Ready", True, "MainlineAvailable", "the mainline serves", gen, now)
         if st.phase in FINAL:
@@ -586,8 +693,9 @@ class KubeController:
             conds = set_condition(conds, "Judging", True, "Looking", f"look {mem.verdict.look}", gen, now)
         if st.phase == DONE_PROMOTED:
             w = (st.decision or {}).get("winner", "")
-            conds = set_condition(conds, "Promoted", True, "Promoted", f"{w} won: {(st.decision or {}).get('reason', '')}",
-                                  gen, now)
+            conds = set_condition(
+                conds, "Promoted", True, "Promoted", f"{w} won: {(st.decision or {}).get('reason', '')}", gen, now
+            )
         rolled = sorted(n for n, v in st.variants.items() if v.phase == ROLLED_BACK)
         if rolled:
             conds = set_condition(conds, "RolledBack", True, "RolledBack", ", ".join(rolled), gen, now)
@@ -599,13 +707,15 @@ class KubeController:
             return None
         from kubernetes.client import ApiException
 
-        from controller.resources import Gate
+        from bakeoff.controller.resources import Gate
 
         ref = g.get("sarif", "")
         m = re.match(r"^configmap:([a-z0-9][-a-z0-9.]*)(?:/([-._a-zA-Z0-9]+))?$", ref)
         if not m:
-            return (f"gate: in a cluster spec.gate.sarif must be configmap:NAME[/KEY] (a ConfigMap in {ns} "
-                    f"holding the SARIF report), got {ref!r}")
+            return (
+                f"gate: in a cluster spec.gate.sarif must be configmap:NAME[/KEY] (a ConfigMap in {ns} "
+                f"holding the SARIF report), got {ref!r}"
+            )
         try:
             cm = self.core.read_namespaced_config_map(m[1], ns)
         except ApiException as e:
@@ -620,8 +730,9 @@ class KubeController:
         b = view.obj
         ns, bname, mname = b["metadata"]["namespace"], b["metadata"]["name"], bres.mainline_name
         # The mainline's Service.
-        self._ensure_service(ko.child_name(bname, mname), ns, ko.selector_of(mainline), port,
-                             ko.labels_for(bname, mname), b, view)
+        self._ensure_service(
+            ko.child_name(bname, mname), ns, ko.selector_of(mainline), port, ko.labels_for(bname, mname), b, view
+        )
         winner = (st.decision or {}).get("winner") if st.phase == DONE_PROMOTED else None
         for n, v in valid.items():
             if v["metadata"].get("deletionTimestamp"):
@@ -636,13 +747,20 @@ class KubeController:
             if dep is None:
                 if replicas == 0:
                     continue
-                body = ko.candidate_deployment(mainline, b, v, mainline_name_container=bres.mainline.container,
-                                               replicas=replicas, progress_deadline=self._deadline(v))
+                body = ko.candidate_deployment(
+                    mainline,
+                    b,
+                    v,
+                    mainline_name_container=bres.mainline.container,
+                    replicas=replicas,
+                    progress_deadline=self._deadline(v),
+                )
                 self._create(self.apps.create_namespaced_deployment, ns, body)
             elif (dep["spec"].get("replicas") or 0) != replicas:
                 self._call("patch", self.apps.patch_namespaced_deployment, dname, ns, {"spec": {"replicas": replicas}})
-            self._ensure_service(dname, ns, {ko.LABEL_BAKEOFF: bname, ko.LABEL_VARIANT: n}, port,
-                                 ko.labels_for(bname, n), v, view)
+            self._ensure_service(
+                dname, ns, {ko.LABEL_BAKEOFF: bname, ko.LABEL_VARIANT: n}, port, ko.labels_for(bname, n), v, view
+            )
         if winner and winner in valid:
             self._promote(view, bres, valid[winner], mainline, st, now, handed_over)
 
@@ -650,7 +768,7 @@ class KubeController:
         raw = (v.get("spec") or {}).get("startTimeout")
         if raw is None:
             return None
-        from judge.config import parse_duration
+        from bakeoff.judge.config import parse_duration
 
         return max(1, int(round(parse_duration(raw, ""))))
 
@@ -662,8 +780,9 @@ class KubeController:
         done = ko.promotion_of(mainline)
         recorded = ((b.get("status") or {}).get("decision") or {}).get("mainlinePatched")
         if not recorded and (done is None or done.get("uid") != winner["metadata"]["uid"]):
-            body = ko.promotion_patch(mainline, winner["spec"]["image"], bres.mainline.container, bname, winner,
-                                      rfc3339(now))
+            body = ko.promotion_patch(
+                mainline, winner["spec"]["image"], bres.mainline.container, bname, winner, rfc3339(now)
+            )
             try:
                 self.apps.replace_namespaced_deployment(mainline["metadata"]["name"], ns, body)
             except ApiException as e:
@@ -679,11 +798,21 @@ class KubeController:
             with contextlib.suppress(Conflict):
                 self._write_bakeoff_status(b, status)
                 b["status"] = status
-            log.info("mainline patched", bakeoff=bname, deployment=mainline["metadata"]["name"],
-                     image=winner["spec"]["image"])
-            self._event(b, {"type": "mainline_patched", "variant": None, "reason":
-                            f"Deployment {mainline['metadata']['name']} now runs {winner['spec']['image']} "
-                            f"(the template before is in annotation {ko.ANN_PREVIOUS_TEMPLATE}; bakeoff revert {bname})"})
+            log.info(
+                "mainline patched",
+                bakeoff=bname,
+                deployment=mainline["metadata"]["name"],
+                image=winner["spec"]["image"],
+            )
+            self._event(
+                b,
+                {
+                    "type": "mainline_patched",
+                    "variant": None,
+                    "reason": f"Deployment {mainline['metadata']['name']} now runs {winner['spec']['image']} "
+                    f"(the template before is in annotation {ko.ANN_PREVIOUS_TEMPLATE}; bakeoff revert {bname})",
+                },
+            )
             return
         elif not recorded:
             status = copy.deepcopy(b.get("status") or {})
@@ -692,17 +821,29 @@ class KubeController:
                 self._write_bakeoff_status(b, status)
                 b["status"] = status
         if not handed_over and ko.rolled_out(mainline) and ko.promotion_of(mainline) is not None:
-            conds = set_condition(list((b.get("status") or {}).get("conditions") or []), "MainlineUpdated", True,
-                                  "RolledOut", f"Deployment {mainline['metadata']['name']} runs the winner; "
-                                  f"traffic goes to it", b["metadata"].get("generation"), now)
+            conds = set_condition(
+                list((b.get("status") or {}).get("conditions") or []),
+                "MainlineUpdated",
+                True,
+                "RolledOut",
+                f"Deployment {mainline['metadata']['name']} runs the winner; traffic goes to it",
+                b["metadata"].get("generation"),
+                now,
+            )
             status = dict(b.get("status") or {}, conditions=conds)
             port = (status.get("routing") or {}).get("variants", [{}])[0].get("port")
             if port:
                 status["routing"] = self._routing(bname, bres.mainline_name, st, port, True, status.get("routing"))
             self._write_bakeoff_status(b, status)
             b["status"] = status
-            self._event(b, {"type": "handed_over", "variant": None, "reason":
-                            f"traffic moved to Deployment {mainline['metadata']['name']} (now the winner's build)"})
+            self._event(
+                b,
+                {
+                    "type": "handed_over",
+                    "variant": None,
+                    "reason": f"traffic moved to Deployment {mainline['metadata']['name']} (now the winner's build)",
+                },
+            )
 
     def _ensure_service(self, name, ns, selector, port, labels, owner, view) -> None:
         if name in view.services:
@@ -716,8 +857,9 @@ class KubeController:
             return
         body = {"metadata": {"finalizers": fins + [ko.FINALIZER], "resourceVersion": v["metadata"]["resourceVersion"]}}
         try:
-            out = self.custom.patch_namespaced_custom_object(GROUP, VERSION, v["metadata"]["namespace"], "variants",
-                                                             v["metadata"]["name"], body)
+            out = self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, v["metadata"]["namespace"], "variants", v["metadata"]["name"], body
+            )
             v["metadata"] = out["metadata"]
         except Exception as e:  # noqa: BLE001 - next pass tries again
             if getattr(e, "status", None) == 409:
@@ -730,7 +872,9 @@ class KubeController:
         b = view.obj
         bname = b["metadata"]["name"]
         for v in view.variants:
-            if not v["metadata"].get("deletionTimestamp") or ko.FINALIZER not in (v["metadata"].get("finalizers") or []):
+            if not v["metadata"].get("deletionTimestamp") or ko.FINALIZER not in (
+                v["metadata"].get("finalizers") or []
+            ):
                 continue
             n = v["metadata"]["name"]
             if routing_names is not None and n in routing_names:
@@ -752,8 +896,9 @@ class KubeController:
         fins = [f for f in v["metadata"].get("finalizers") or [] if f != ko.FINALIZER]
         body = {"metadata": {"finalizers": fins or None, "resourceVersion": v["metadata"]["resourceVersion"]}}
         try:
-            self.custom.patch_namespaced_custom_object(GROUP, VERSION, v["metadata"]["namespace"], "variants",
-                                                       v["metadata"]["name"], body)
+            self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, v["metadata"]["namespace"], "variants", v["metadata"]["name"], body
+            )
             log.info("variant cleaned up", variant=v["metadata"]["name"])
         except Exception as e:  # noqa: BLE001
             if getattr(e, "status", None) not in (404, 409):
@@ -771,9 +916,15 @@ class KubeController:
                 self._remove_finalizer(v)
             elif not meta.get("deletionTimestamp"):
                 conds = list((v.get("status") or {}).get("conditions") or [])
-                new = set_condition(conds, "Accepted", False, "BakeoffNotFound",
-                                    f"spec.bakeoff: no Bakeoff {key[1]!r} in namespace {meta['namespace']}",
-                                    meta.get("generation"), self.clock())
+                new = set_condition(
+                    conds,
+                    "Accepted",
+                    False,
+                    "BakeoffNotFound",
+                    f"spec.bakeoff: no Bakeoff {key[1]!r} in namespace {meta['namespace']}",
+                    meta.get("generation"),
+                    self.clock(),
+                )
                 if new != conds:
                     self._replace_status("variants", v, dict(v.get("status") or {}, conditions=new))
 
@@ -781,14 +932,17 @@ class KubeController:
     def _write_bakeoff_status(self, b: dict[str, Any], status: dict[str, Any]) -> None:
         self._replace_status("bakeoffs", b, status, raise_conflict=True)
 
-    def _replace_status(self, plural: str, obj: dict[str, Any], status: dict[str, Any], raise_conflict: bool = False) -> None:
+    def _replace_status(
+        self, plural: str, obj: dict[str, Any], status: dict[str, Any], raise_conflict: bool = False
+    ) -> None:
         from kubernetes.client import ApiException
 
         body = {**obj, "status": status}
         meta = obj["metadata"]
         try:
-            out = self.custom.replace_namespaced_custom_object_status(GROUP, VERSION, meta["namespace"], plural,
-                                                                      meta["name"], body)
+            out = self.custom.replace_namespaced_custom_object_status(
+                GROUP, VERSION, meta["namespace"], plural, meta["name"], body
+            )
             obj["metadata"]["resourceVersion"] = out["metadata"]["resourceVersion"]
         except ApiException as e:
             if e.status == 409:
@@ -822,36 +976,60 @@ class KubeController:
             dep = view.children.get(ko.child_name(bname, n))
             if dep is not None:
                 ok, why = ko.deployment_health(dep)
-                new["conditions"] = set_condition(new["conditions"], "Available", ok,
-                                                  "Available" if ok else ("Failed" if why else "NotAvailable"),
-                                                  why or ("at least one replica available" if ok else
-                                                          f"Deployment {dep['metadata']['name']} has no available replica"),
-                                                  gen, now)
+                new["conditions"] = set_condition(
+                    new["conditions"],
+                    "Available",
+                    ok,
+                    "Available" if ok else ("Failed" if why else "NotAvailable"),
+                    why
+                    or (
+                        "at least one replica available"
+                        if ok
+                        else f"Deployment {dep['metadata']['name']} has no available replica"
+                    ),
+                    gen,
+                    now,
+                )
                 applied = (dep["metadata"].get("annotations") or {}).get(ko.ANN_VARIANT_SPEC)
                 if applied and applied != ko.spec_hash(v.get("spec") or {}):
                     image = dep["spec"]["template"]["spec"]["containers"][0].get("image")
                     new["conditions"] = set_condition(
-                        new["conditions"], "SpecApplied", False, "ChangedAfterStart",
+                        new["conditions"],
+                        "SpecApplied",
+                        False,
+                        "ChangedAfterStart",
                         f"the spec changed after the candidate started; Deployment {dep['metadata']['name']} keeps "
-                        f"the build it was judged on ({image}); submit a new Variant for the new build", gen, now)
+                        f"the build it was judged on ({image}); submit a new Variant for the new build",
+                        gen,
+                        now,
+                    )
                 else:
-                    new["conditions"] = set_condition(new["conditions"], "SpecApplied", True, "Applied",
-                                                      "the running build is the spec's", gen, now)
+                    new["conditions"] = set_condition(
+                        new["conditions"], "SpecApplied", True, "Applied", "the running build is the spec's", gen, now
+                    )
             if rec["phase"] == ROLLED_BACK:
-                new["conditions"] = set_condition(new["conditions"], "RolledBack", True, "RolledBack",
-                                                  rec.get("reason") or "", gen, now)
+                new["conditions"] = set_condition(
+                    new["conditions"], "RolledBack", True, "RolledBack", rec.get("reason") or "", gen, now
+                )
             if rec["phase"] == PROMOTED:
-                new["conditions"] = set_condition(new["conditions"], "Promoted", True, "Promoted",
-                                                  rec.get("reason") or "", gen, now)
+                new["conditions"] = set_condition(
+                    new["conditions"], "Promoted", True, "Promoted", rec.get("reason") or "", gen, now
+                )
             vv = verdict.variants.get(n) if verdict is not None else None
             if vv is not None:
                 new["requests"] = int(vv.requests)
                 items = []
                 for mname, mv in vv.metrics.items():
                     item = {"metric": mname, "state": mv.state.replace("_", "-")}
-                    for key, val in (("control", mv.control), ("candidate", mv.candidate), ("estimate", mv.estimate),
-                                     ("pWorse", mv.p_worse), ("pBetter", mv.p_better),
-                                     ("pNonInferior", mv.p_non_inferior), ("pValue", mv.p_value)):
+                    for key, val in (
+                        ("control", mv.control),
+                        ("candidate", mv.candidate),
+                        ("estimate", mv.estimate),
+                        ("pWorse", mv.p_worse),
+                        ("pBetter", mv.p_better),
+                        ("pNonInferior", mv.p_non_inferior),
+                        ("pValue", mv.p_value),
+                    ):
                         if _num(val) is not None:
                             item[key] = _num(val)
                     if _num(mv.ci[0]) is not None and _num(mv.ci[1]) is not None:
@@ -880,9 +1058,17 @@ class KubeController:
         data = {"state.json": json.dumps(state_json, separators=(",", ":"))}
         try:
             if view.judge_configmap is None:
-                body = {"apiVersion": "v1", "kind": "ConfigMap",
-                        "metadata": {"name": name, "namespace": ns, "labels": ko.labels_for(bname, "judge"),
-                                     "ownerReferences": [ko.owner_reference(b)]}, "data": data}
+                body = {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {
+                        "name": name,
+                        "namespace": ns,
+                        "labels": ko.labels_for(bname, "judge"),
+                        "ownerReferences": [ko.owner_reference(b)],
+                    },
+                    "data": data,
+                }
                 out = self.core.create_namespaced_config_map(ns, body)
             else:
                 out = self.core.patch_namespaced_config_map(name, ns, {"data": data})
@@ -920,21 +1106,33 @@ class KubeController:
         if e["type"] == "entered":
             reason = "Entered"
         meta = obj["metadata"]
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
         msg = e.get("reason") or e["type"]
         if e.get("share") is not None:
             msg += f" (share {float(e['share']):.3g})"
         body = {
-            "apiVersion": "v1", "kind": "Event",
+            "apiVersion": "v1",
+            "kind": "Event",
             "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": meta["name"],
-                               "namespace": meta["namespace"], "uid": meta.get("uid"),
-                               "resourceVersion": meta.get("resourceVersion")},
-            "reason": reason, "message": msg[:1024], "type": etype,
-            "source": {"component": "bakeoff-controller"}, "reportingComponent": "bakeoff.dev/controller",
-            "reportingInstance": self.identity, "action": e["type"],
-            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion"),
+                "kind": obj.get("kind"),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "reason": reason,
+            "message": msg[:1024],
+            "type": etype,
+            "source": {"component": "bakeoff-controller"},
+            "reportingComponent": "bakeoff.dev/controller",
+            "reportingInstance": self.identity,
+            "action": e["type"],
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
         }
         try:
             self.core.create_namespaced_event(meta["namespace"], body)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from controller.resources import Workload
+from bakeoff.controller.resources import Workload
 
 
 class PlatformError(RuntimeError):
@@ -56,7 +56,7 @@ class Platform(Protocol):
 
 def make_platform(kind: str, **options: Any) -> Platform:
     if kind == "local":
-        from controller.platforms.local import LocalPlatform
+        from bakeoff.controller.platforms.local import LocalPlatform
 
         return LocalPlatform(**options)
     raise PlatformError(f"unknown platform {kind!r} (known: local)")

@@ -31,8 +31,8 @@ from typing import Any
 import aiohttp
 import structlog
 
-from bakeoff.logs import bind_variant
-from controller.resources import Workload
+from bakeoff.common.logs import bind_variant
+from bakeoff.controller.resources import Workload
 
 log = structlog.get_logger("bakeoff.controller.local")
 
@@ -99,11 +99,10 @@ class LocalPlatform:
 
     # -- life cycle -------------------------------------------------------
     async def open(self) -> None:
-        from router.config import RouterConfig
-        from router.server import Router
+        from bakeoff.router.config import RouterConfig
+        from bakeoff.router.server import Router
 
-        cfg: dict[str, Any] = {"listen": self.listen, "admin": self.admin,
-                               "timeouts": {"drain": max(0.5, self.drain)}}
+        cfg: dict[str, Any] = {"listen": self.listen, "admin": self.admin, "timeouts": {"drain": max(0.5, self.drain)}}
         if self.sticky_header:
             cfg["stickiness"] = {"header": self.sticky_header}
         elif self.sticky_cookie:
@@ -168,8 +167,14 @@ class LocalPlatform:
                     cwd = str(self.base_dir / cwd)
                 try:
                     w.proc = subprocess.Popen(
-                        cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                        start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                        cmd,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        env=env,
+                        cwd=cwd,
+                        start_new_session=True,
+                        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
                     )
                 except OSError as e:
                     raise _StartFailed(f"cannot start {cmd[0]!r}: {e.strerror or e}") from None
@@ -203,11 +208,12 @@ class LocalPlatform:
         assert self._session is not None and w.address is not None
         host, port = w.address
         try:
-            async with self._session.get(f"http://{host}:{port}{w.spec.health_path}",
-                                         timeout=aiohttp.ClientTimeout(total=1.0)) as r:
+            async with self._session.get(
+                f"http://{host}:{port}{w.spec.health_path}", timeout=aiohttp.ClientTimeout(total=1.0)
+            ) as r:
                 await r.read()
                 return r.status == 200
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             return False
 
     def _fail(self, w: _Workload, why: str) -> None:
@@ -281,7 +287,7 @@ class LocalPlatform:
 
     # -- traffic ----------------------------------------------------------
     def set_weights(self, weights: dict[str, float]) -> None:
-        from router.config import VariantSpec
+        from bakeoff.router.config import VariantSpec
 
         specs = []
         for name, share in weights.items():
@@ -302,11 +308,15 @@ class LocalPlatform:
             "platform": "local",
             "router": self._addresses,
             "workloads": {
-                n: {"pid": w.proc.pid if w.proc else None,
+                n: {
+                    "pid": w.proc.pid if w.proc else None,
                     "pgid": w.proc.pid if w.proc else None,
                     "address": f"{w.address[0]}:{w.address[1]}" if w.address else None,
-                    "ready": w.ready, "failed": w.failed, "retiring": w.retiring,
-                    "exited": (w.proc.poll() is not None) if w.proc else None}
+                    "ready": w.ready,
+                    "failed": w.failed,
+                    "retiring": w.retiring,
+                    "exited": (w.proc.poll() is not None) if w.proc else None,
+                }
                 for n, w in self.workloads.items()
             },
         }

@@ -80,7 +80,9 @@ def build_cart(conn: sqlite3.Connection, user: str, suggest: bool = True) -> dic
         "recommendation": None,
     }
     if suggest and items and shipping > 0:
-        cart["recommendation"] = gap_filler(conn, FREE_SHIPPING_THRESHOLD_CENTS - subtotal, [i["product"] for i in items])
+        cart["recommendation"] = gap_filler(
+            conn, FREE_SHIPPING_THRESHOLD_CENTS - subtotal, [i["product"] for i in items]
+        )
     return cart
 
 
@@ -153,10 +155,13 @@ async def checkout(request: web.Request) -> web.Response:
             conn.execute("ROLLBACK")
             return bad_request("cart is empty", 409)
         for item in cart["items"]:
-            if conn.execute(
-                "UPDATE products SET stock = stock - ? WHERE id = ? AND stock >= ?",
-                (item["qty"], item["product"], item["qty"]),
-            ).rowcount != 1:
+            if (
+                conn.execute(
+                    "UPDATE products SET stock = stock - ? WHERE id = ? AND stock >= ?",
+                    (item["qty"], item["product"], item["qty"]),
+                ).rowcount
+                != 1
+            ):
                 conn.execute("ROLLBACK")
                 return bad_request(f"product {item['product']} is out of stock", 409)
         order_id = conn.execute(
@@ -174,9 +179,15 @@ async def checkout(request: web.Request) -> web.Response:
             conn.execute("ROLLBACK")
         raise
     return web.json_response(
-        {"order": order_id, "user": user, "count": cart["count"], "subtotal_cents": cart["subtotal_cents"],
-         "shipping_cents": cart["shipping_cents"], "total_cents": cart["total_cents"],
-         "free_shipping": cart["shipping_cents"] == 0},  # fmt: skip
+        {
+            "order": order_id,
+            "user": user,
+            "count": cart["count"],
+            "subtotal_cents": cart["subtotal_cents"],
+            "shipping_cents": cart["shipping_cents"],
+            "total_cents": cart["total_cents"],
+            "free_shipping": cart["shipping_cents"] == 0,
+        },  # fmt: skip
         status=201,
         headers=revenue_header(cart["total_cents"]),
     )

@@ -45,8 +45,13 @@ class Shop:
             (user,),
         ).fetchall()
         items = [
-            {"product": r["product"], "name": r["name"], "qty": r["qty"], "price_cents": r["price_cents"],
-             "line_cents": r["qty"] * r["price_cents"]}  # fmt: skip
+            {
+                "product": r["product"],
+                "name": r["name"],
+                "qty": r["qty"],
+                "price_cents": r["price_cents"],
+                "line_cents": r["qty"] * r["price_cents"],
+            }  # fmt: skip
             for r in rows
         ]
         subtotal = sum(i["line_cents"] for i in items)

@@ -69,8 +69,13 @@ class Catalogue:
             ids = self.ordered_ids[start : start + PAGE_SIZE]
             total = len(self.ordered_ids)
             body = json.dumps(
-                {"page": page, "per_page": PAGE_SIZE, "total": total, "pages": -(-total // PAGE_SIZE),
-                 "products": [self.products[i].summary() for i in ids]}  # fmt: skip
+                {
+                    "page": page,
+                    "per_page": PAGE_SIZE,
+                    "total": total,
+                    "pages": -(-total // PAGE_SIZE),
+                    "products": [self.products[i].summary() for i in ids],
+                }  # fmt: skip
             ).encode()
             # Only real pages are kept, so arbitrary ?page=N cannot grow the cache.
             if ids:
@@ -199,8 +204,14 @@ async def checkout(request: web.Request) -> web.Response:
         pid = item["product"]
         catalogue.stock_changed(pid, catalogue.products[pid].stock - item["qty"])
     return web.json_response(
-        {"order": order_id, "user": user, "count": summary["count"], "subtotal_cents": summary["subtotal_cents"],
-         "shipping_cents": summary["shipping_cents"], "total_cents": summary["total_cents"]},  # fmt: skip
+        {
+            "order": order_id,
+            "user": user,
+            "count": summary["count"],
+            "subtotal_cents": summary["subtotal_cents"],
+            "shipping_cents": summary["shipping_cents"],
+            "total_cents": summary["total_cents"],
+        },  # fmt: skip
         status=201,
         headers=revenue_header(summary["total_cents"]),
     )

@@ -42,9 +42,9 @@ def make_source(locations: list[str], *, timeout: float = 10.0) -> Source:
     if prom:
         if len(locations) > 1:
             raise ValueError("a Prometheus source already aggregates every router; give it alone")
-        from judge.sources.prometheus import PrometheusSource
+        from bakeoff.judge.sources.prometheus import PrometheusSource
 
         return PrometheusSource.from_location(prom[0], timeout=timeout)
-    from judge.sources.snapshot import SnapshotSource
+    from bakeoff.judge.sources.snapshot import SnapshotSource
 
     return SnapshotSource(locations, timeout=timeout)

@@ -30,9 +30,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 
-from judge.sources import SourceError
-from router.histogram import LAYOUT, MAX_VALUE, NUM_BUCKETS, bucket_index, encode_counts
-from router.stats import OUTCOMES, SNAPSHOT_FORMAT
+from bakeoff.contracts.histogram import LAYOUT, MAX_VALUE, NUM_BUCKETS, bucket_index, encode_counts
+from bakeoff.contracts.snapshot import OUTCOMES, SNAPSHOT_FORMAT
+from bakeoff.judge.sources import SourceError
 
 
 def _fine_index_between(lo: float, hi: float) -> int:
@@ -52,7 +52,7 @@ class PrometheusSource:
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
-    def from_location(cls, location: str, *, timeout: float = 10.0) -> "PrometheusSource":
+    def from_location(cls, location: str, *, timeout: float = 10.0) -> PrometheusSource:
         url = location.split("+", 1)[1]
         parts = urlsplit(url)
         selector = parse_qs(parts.query).get("selector", [""])[0]
@@ -69,7 +69,7 @@ class PrometheusSource:
             form = {"query": promql} if at is None else {"query": promql, "time": f"{at:.3f}"}
             async with self._session.post(url, data=form) as resp:
                 body = await resp.json(content_type=None)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as e:
             raise SourceError(f"{url}: {type(e).__name__}: {e}") from None
         if not isinstance(body, dict) or body.get("status") != "success":
             err = body.get("error") if isinstance(body, dict) else body
@@ -97,8 +97,9 @@ class PrometheusSource:
         taken = 0.0
 
         def var(name: str) -> dict[str, Any]:
-            return variants.setdefault(name, {"outcomes": dict.fromkeys(OUTCOMES, 0), "le": {}, "sum": 0.0,
-                                              "count": 0, "metrics": {}})
+            return variants.setdefault(
+                name, {"outcomes": dict.fromkeys(OUTCOMES, 0), "le": {}, "sum": 0.0, "count": 0, "metrics": {}}
+            )
 
         def val(r) -> float:
             nonlocal taken
@@ -124,7 +125,9 @@ class PrometheusSource:
             for r in q:
                 lab = r["metric"]
                 if "variant" in lab and "metric" in lab:
-                    m = var(lab["variant"])["metrics"].setdefault(lab["metric"], {"count": 0, "sum": 0.0, "sum_sq": 0.0})
+                    m = var(lab["variant"])["metrics"].setdefault(
+                        lab["metric"], {"count": 0, "sum": 0.0, "sum_sq": 0.0}
+                    )
                     m[field] = int(round(val(r))) if field == "count" else val(r)
 
         out = {}

@@ -9,8 +9,8 @@ from typing import Any
 
 import aiohttp
 
-from judge.sources import SourceError
-from router.snapshot import SnapshotError, merge_snapshots, validate
+from bakeoff.contracts.snapshot import SnapshotError, merge_snapshots, validate
+from bakeoff.judge.sources import SourceError
 
 
 class SnapshotSource:
@@ -31,9 +31,9 @@ class SnapshotSource:
                     if resp.status != 200:
                         raise SourceError(f"{loc}: HTTP {resp.status}")
                     return await resp.json(content_type=None)
-            except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError, ValueError) as e:
+            except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError, ValueError) as e:
                 raise SourceError(f"{loc}: {type(e).__name__}: {e}") from None
-        path = Path(loc[len("file://"):] if loc.startswith("file://") else loc)
+        path = Path(loc[len("file://") :] if loc.startswith("file://") else loc)
         try:
             return json.loads(path.read_text())
         except OSError as e:

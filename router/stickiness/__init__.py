@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from router.config import RouterConfig
+from bakeoff.router.config import RouterConfig
 
 
 class StickyKeySource(Protocol):
@@ -23,11 +23,11 @@ class StickyKeySource(Protocol):
 def sticky_key_source(config: RouterConfig) -> StickyKeySource | None:
     """The strategy the configuration asks for, or None for no stickiness."""
     if config.sticky_header:
-        from router.stickiness.header import HeaderKey
+        from bakeoff.router.stickiness.header import HeaderKey
 
         return HeaderKey(config.sticky_header)
     if config.sticky_cookie:
-        from router.stickiness.cookie import CookieKey
+        from bakeoff.router.stickiness.cookie import CookieKey
 
         return CookieKey(config.sticky_cookie)
     return None

@@ -18,7 +18,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE = Path(__file__).resolve().parent / "services" / "app.py"
-BAKEOFF = [sys.executable, "-m", "bakeoff.cli"]
+BAKEOFF = [sys.executable, "-m", "bakeoff"]
 
 
 def service(behaviour: str) -> list[str]:
@@ -28,10 +28,16 @@ def service(behaviour: str) -> list[str]:
 def bakeoff_doc(name: str = "t", **over) -> dict:
     spec = {
         "mainline": {"command": service("good")},
-        "routing": {"stickiness": {"header": "X-User-Id"}, "maxCandidateShare": 0.8, "steps": [0.1, 0.2],
-                    "stepInterval": "2s"},
+        "routing": {
+            "stickiness": {"header": "X-User-Id"},
+            "maxCandidateShare": 0.8,
+            "steps": [0.1, 0.2],
+            "stepInterval": "2s",
+        },
         "judge": {
-            "alpha": 0.05, "minSamples": 300, "maxDuration": "60s",
+            "alpha": 0.05,
+            "minSamples": 300,
+            "maxDuration": "60s",
             "guardrails": [
                 {"metric": "error_rate", "maxIncrease": 0.05, "effectSize": 0.3},
                 {"metric": "latency_p50", "maxIncreaseRatio": 1.0, "effectSize": 0.5},
@@ -46,8 +52,12 @@ def bakeoff_doc(name: str = "t", **over) -> dict:
 
 
 def variant_doc(name: str, behaviour: str, bakeoff: str = "t", **extra) -> dict:
-    return {"apiVersion": "bakeoff.dev/v1alpha1", "kind": "Variant", "metadata": {"name": name},
-            "spec": {"bakeoff": bakeoff, "command": service(behaviour), "change": {"commit": f"c0ffee-{name}"}, **extra}}
+    return {
+        "apiVersion": "bakeoff.dev/v1alpha1",
+        "kind": "Variant",
+        "metadata": {"name": name},
+        "spec": {"bakeoff": bakeoff, "command": service(behaviour), "change": {"commit": f"c0ffee-{name}"}, **extra},
+    }
 
 
 def write_docs(path: Path, docs: list[dict]) -> Path:
@@ -63,7 +73,10 @@ class RunProcess:
         self.out = open(state.parent / f"{state.name}-run.out", "ab")
         self.proc = subprocess.Popen(
             [*BAKEOFF, "run", str(spec), "--state-dir", str(state), "--headless", "--drain", "0.2", *extra],
-            cwd=ROOT, stdout=self.out, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=ROOT,
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
             env={**os.environ, "BAKEOFF_LOG_LEVEL": "info"},
         )
 
@@ -93,9 +106,13 @@ class RunProcess:
                 if got:
                     return got
             if self.proc.poll() is not None and not pred(self.status() or {}):
-                raise AssertionError(f"bakeoff run exited ({self.proc.returncode}) before {what}:\n{self.output()[-3000:]}")
+                raise AssertionError(
+                    f"bakeoff run exited ({self.proc.returncode}) before {what}:\n{self.output()[-3000:]}"
+                )
             await asyncio.sleep(0.2)
-        raise AssertionError(f"timed out waiting for {what}; status={json.dumps(self.status())[:2000]}\n{self.output()[-3000:]}")
+        raise AssertionError(
+            f"timed out waiting for {what}; status={json.dumps(self.status())[:2000]}\n{self.output()[-3000:]}"
+        )
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -150,7 +167,7 @@ async def drive_load(url: str, stop: asyncio.Event, users: int = 12) -> int:
                 async with s.get(f"{url}/item/{rng.randrange(100)}", headers={"X-User-Id": uid}) as r:
                     await r.read()
                 sent += 1
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 await asyncio.sleep(0.05)
             if rng.random() < 0.05:
                 uid = f"u{i}-{rng.getrandbits(32):x}"
@@ -176,4 +193,4 @@ def runs():
         r.kill()
         for w in (st.get("workloads") or {}).values():
             if w.get("pgid"):
-                with_suppress(lambda: os.killpg(w["pgid"], signal.SIGKILL))
+                with_suppress(lambda pgid=w["pgid"]: os.killpg(pgid, signal.SIGKILL))

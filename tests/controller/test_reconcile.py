@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from controller.reconcile import (
-    ControllerState, JudgeDecision, Observations, Policy, VariantState, reconcile, replay,
+from bakeoff.controller.reconcile import (
+    ControllerState,
+    JudgeDecision,
+    Observations,
+    Policy,
+    VariantState,
+    reconcile,
+    replay,
 )
 
 P = Policy(mainline="main", steps=(0.05, 0.1, 0.2), step_interval=10.0, max_candidate_share=0.3)
@@ -37,55 +43,142 @@ SERVING = ("Serving", 0, 100.0)
 
 CASES = [
     # (id, state, observations, expected events, expected non-route actions, expected route or None)
-    ("pending gate blocks", state(a=("Pending", -1, None)),
-     Observations(now=100, ready=frozenset({"main"}), gates={"a": "gate: 2 error finding(s)"}),
-     [("gated", "a"), ("stopped", None)], [], {"main": 1.0}),
-    ("pending gate passed: start", ControllerState("shop", "main", {"a": VariantState("a")}, started={"main"}),
-     Observations(now=100, ready=frozenset({"main"}), gates={"a": None}),
-     [], [("start", "a")], {"main": 1.0}),
-    ("healthy: admitted on the first step", state(a=("Pending", -1, None)),
-     Observations(now=100, ready=frozenset({"main", "a"}), gates={"a": None}),
-     [("admitted", "a")], [], {"main": 0.95, "a": 0.05}),
-    ("not on the step long enough: no ramp", state(a=("Serving", 0, 95.0)),
-     Observations(now=100, ready=frozenset({"main", "a"}), gates={}),
-     [], [], {"main": 0.95, "a": 0.05}),
-    ("ramp after stepInterval", state(a=("Serving", 0, 90.0)),
-     Observations(now=100, ready=frozenset({"main", "a"}), gates={}),
-     [("ramped", "a")], [], {"main": 0.9, "a": 0.1}),
-    ("last step: stays", state(a=("Serving", 2, 0.0)),
-     Observations(now=100, ready=frozenset({"main", "a"}), gates={}),
-     [], [], {"main": 0.8, "a": 0.2}),
-    ("blast-radius cap shared by candidates", state(a=("Serving", 2, 0.0), b=("Serving", 2, 0.0), c=("Serving", 0, 100.0)),
-     Observations(now=100, ready=frozenset({"main", "a", "b", "c"}), gates={}),
-     [], [], {"main": 0.75, "a": 0.1, "b": 0.1, "c": 0.05}),
-    ("mainline not healthy yet: no traffic", state(a=("Serving", 0, 100.0)),
-     Observations(now=100, ready=frozenset({"a"}), gates={}),
-     [], [], None),
-    ("crash: out of the split, marked failed", state(a=SERVING, b=SERVING),
-     Observations(now=100, ready=frozenset({"main", "b"}), failed={"a": "exited with code 1"}),
-     [("failed", "a")], [("retire", "a")], {"main": 0.95, "b": 0.05}),
-    ("judge rolls back", state(a=SERVING, b=SERVING),
-     Observations(now=100, ready=frozenset({"main", "a", "b"}),
-                  verdict=JudgeDecision("rollback", ("a",), reasons={"a": "worse than tolerated on error_rate"})),
-     [("rolled_back", "a")], [("retire", "a")], {"main": 0.95, "b": 0.05}),
-    ("judge promotes (auto)", state(a=SERVING, b=SERVING),
-     Observations(now=100, ready=frozenset({"main", "a", "b"}), verdict=JudgeDecision("promote", (), "b", "b is better")),
-     [("lost", "a"), ("promoted", "b")], [("retire", "a"), ("retire", "main")], {"b": 1.0}),
-    ("judge stops", state(a=SERVING),
-     Observations(now=100, ready=frozenset({"main", "a"}), verdict=JudgeDecision("stop", (), None, "maxDuration")),
-     [("lost", "a"), ("stopped", None)], [("retire", "a")], {"main": 1.0}),
-    ("winner crashed just before the promotion: stop, mainline stays", state(a=SERVING),
-     Observations(now=100, ready=frozenset({"main"}), failed={"a": "exited"}, verdict=JudgeDecision("promote", (), "a", "")),
-     [("failed", "a"), ("stopped", None)], [("retire", "a")], {"main": 1.0}),
-    ("every candidate out: stop without a winner", state(a=("RolledBack", 0, None), b=("Gated", -1, None)),
-     Observations(now=100, ready=frozenset({"main"})),
-     [("stopped", None)], [], {"main": 1.0}),
-    ("promoted is final: a later verdict changes nothing", state(phase="Promoted", mainline="b", b=("Promoted", 0, None)),
-     Observations(now=100, ready=frozenset({"b"}), verdict=JudgeDecision("promote", (), "b", "")),
-     [], [], {"b": 1.0}),
-    ("stopped is final", state(phase="Stopped", a=("Lost", 0, None)),
-     Observations(now=100, ready=frozenset({"main"}), verdict=JudgeDecision("promote", (), "a", "")),
-     [], [], {"main": 1.0}),
+    (
+        "pending gate blocks",
+        state(a=("Pending", -1, None)),
+        Observations(now=100, ready=frozenset({"main"}), gates={"a": "gate: 2 error finding(s)"}),
+        [("gated", "a"), ("stopped", None)],
+        [],
+        {"main": 1.0},
+    ),
+    (
+        "pending gate passed: start",
+        ControllerState("shop", "main", {"a": VariantState("a")}, started={"main"}),
+        Observations(now=100, ready=frozenset({"main"}), gates={"a": None}),
+        [],
+        [("start", "a")],
+        {"main": 1.0},
+    ),
+    (
+        "healthy: admitted on the first step",
+        state(a=("Pending", -1, None)),
+        Observations(now=100, ready=frozenset({"main", "a"}), gates={"a": None}),
+        [("admitted", "a")],
+        [],
+        {"main": 0.95, "a": 0.05},
+    ),
+    (
+        "not on the step long enough: no ramp",
+        state(a=("Serving", 0, 95.0)),
+        Observations(now=100, ready=frozenset({"main", "a"}), gates={}),
+        [],
+        [],
+        {"main": 0.95, "a": 0.05},
+    ),
+    (
+        "ramp after stepInterval",
+        state(a=("Serving", 0, 90.0)),
+        Observations(now=100, ready=frozenset({"main", "a"}), gates={}),
+        [("ramped", "a")],
+        [],
+        {"main": 0.9, "a": 0.1},
+    ),
+    (
+        "last step: stays",
+        state(a=("Serving", 2, 0.0)),
+        Observations(now=100, ready=frozenset({"main", "a"}), gates={}),
+        [],
+        [],
+        {"main": 0.8, "a": 0.2},
+    ),
+    (
+        "blast-radius cap shared by candidates",
+        state(a=("Serving", 2, 0.0), b=("Serving", 2, 0.0), c=("Serving", 0, 100.0)),
+        Observations(now=100, ready=frozenset({"main", "a", "b", "c"}), gates={}),
+        [],
+        [],
+        {"main": 0.75, "a": 0.1, "b": 0.1, "c": 0.05},
+    ),
+    (
+        "mainline not healthy yet: no traffic",
+        state(a=("Serving", 0, 100.0)),
+        Observations(now=100, ready=frozenset({"a"}), gates={}),
+        [],
+        [],
+        None,
+    ),
+    (
+        "crash: out of the split, marked failed",
+        state(a=SERVING, b=SERVING),
+        Observations(now=100, ready=frozenset({"main", "b"}), failed={"a": "exited with code 1"}),
+        [("failed", "a")],
+        [("retire", "a")],
+        {"main": 0.95, "b": 0.05},
+    ),
+    (
+        "judge rolls back",
+        state(a=SERVING, b=SERVING),
+        Observations(
+            now=100,
+            ready=frozenset({"main", "a", "b"}),
+            verdict=JudgeDecision("rollback", ("a",), reasons={"a": "worse than tolerated on error_rate"}),
+        ),
+        [("rolled_back", "a")],
+        [("retire", "a")],
+        {"main": 0.95, "b": 0.05},
+    ),
+    (
+        "judge promotes (auto)",
+        state(a=SERVING, b=SERVING),
+        Observations(
+            now=100, ready=frozenset({"main", "a", "b"}), verdict=JudgeDecision("promote", (), "b", "b is better")
+        ),
+        [("lost", "a"), ("promoted", "b")],
+        [("retire", "a"), ("retire", "main")],
+        {"b": 1.0},
+    ),
+    (
+        "judge stops",
+        state(a=SERVING),
+        Observations(now=100, ready=frozenset({"main", "a"}), verdict=JudgeDecision("stop", (), None, "maxDuration")),
+        [("lost", "a"), ("stopped", None)],
+        [("retire", "a")],
+        {"main": 1.0},
+    ),
+    (
+        "winner crashed just before the promotion: stop, mainline stays",
+        state(a=SERVING),
+        Observations(
+            now=100, ready=frozenset({"main"}), failed={"a": "exited"}, verdict=JudgeDecision("promote", (), "a", "")
+        ),
+        [("failed", "a"), ("stopped", None)],
+        [("retire", "a")],
+        {"main": 1.0},
+    ),
+    (
+        "every candidate out: stop without a winner",
+        state(a=("RolledBack", 0, None), b=("Gated", -1, None)),
+        Observations(now=100, ready=frozenset({"main"})),
+        [("stopped", None)],
+        [],
+        {"main": 1.0},
+    ),
+    (
+        "promoted is final: a later verdict changes nothing",
+        state(phase="Promoted", mainline="b", b=("Promoted", 0, None)),
+        Observations(now=100, ready=frozenset({"b"}), verdict=JudgeDecision("promote", (), "b", "")),
+        [],
+        [],
+        {"b": 1.0},
+    ),
+    (
+        "stopped is final",
+        state(phase="Stopped", a=("Lost", 0, None)),
+        Observations(now=100, ready=frozenset({"main"}), verdict=JudgeDecision("promote", (), "a", "")),
+        [],
+        [],
+        {"main": 1.0},
+    ),
 ]
 
 
@@ -109,19 +202,23 @@ def test_manual_promotion_waits_for_approval_then_promotes_once():
     assert route(plan) == {"main": 0.9, "a": 0.1}
     plan2 = reconcile(pol, plan.state, Observations(now=2, ready=frozenset({"main", "a"}), verdict=v))
     assert kinds(plan2) == []  # still waiting, no repeated event
-    plan3 = reconcile(pol, plan2.state, Observations(now=3, ready=frozenset({"main", "a"}), verdict=v,
-                                                      approved=frozenset({"a"})))
+    plan3 = reconcile(
+        pol, plan2.state, Observations(now=3, ready=frozenset({"main", "a"}), verdict=v, approved=frozenset({"a"}))
+    )
     assert kinds(plan3) == [("promoted", "a")] and route(plan3) == {"a": 1.0}
-    plan4 = reconcile(pol, plan3.state, Observations(now=4, ready=frozenset({"main", "a"}), verdict=v,
-                                                      approved=frozenset({"a"})))
+    plan4 = reconcile(
+        pol, plan3.state, Observations(now=4, ready=frozenset({"main", "a"}), verdict=v, approved=frozenset({"a"}))
+    )
     assert kinds(plan4) == []
 
 
 def test_replay_rebuilds_the_state_and_a_recorded_promotion_is_final():
     base = ControllerState.new("shop", "main", ["a", "b"])
     events = [
-        {"type": "admitted", "variant": "a", "step": 0}, {"type": "admitted", "variant": "b", "step": 0},
-        {"type": "ramped", "variant": "a", "step": 1}, {"type": "rolled_back", "variant": "b", "reason": "worse"},
+        {"type": "admitted", "variant": "a", "step": 0},
+        {"type": "admitted", "variant": "b", "step": 0},
+        {"type": "ramped", "variant": "a", "step": 1},
+        {"type": "rolled_back", "variant": "b", "reason": "worse"},
         {"type": "promoted", "variant": "a", "reason": "better", "previous_mainline": "main"},
     ]
     st = replay(base, events[:4])

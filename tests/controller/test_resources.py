@@ -8,14 +8,18 @@ import sys
 
 import pytest
 
-from controller.gate import evaluate
-from controller.journal import Journal
-from controller.resources import Gate, ResourceError, load_resources, parse_documents
+from bakeoff.controller.gate import evaluate
+from bakeoff.controller.journal import Journal
+from bakeoff.controller.resources import Gate, ResourceError, load_resources, parse_documents
 from tests.controller.conftest import ROOT, bakeoff_doc, variant_doc, write_docs
 
 
 def docs():
-    return [bakeoff_doc("shop"), variant_doc("cached", "good", bakeoff="shop"), variant_doc("fast", "better", bakeoff="shop")]
+    return [
+        bakeoff_doc("shop"),
+        variant_doc("cached", "good", bakeoff="shop"),
+        variant_doc("fast", "better", bakeoff="shop"),
+    ]
 
 
 def test_a_valid_file_parses_with_the_bonferroni_family_fixed_to_the_candidates(tmp_path):
@@ -36,38 +40,91 @@ def _bad(mutate):
 
 BAD = [
     ("missing apiVersion", lambda d: d[1].pop("apiVersion"), "document 1 (Variant 'cached'): apiVersion must be"),
-    ("unknown kind", lambda d: d[2].update(kind="Candidate"), "document 2 (Candidate 'fast'): kind must be Bakeoff or Variant"),
-    ("bad name", lambda d: d[1]["metadata"].update(name="Cached!"), "document 1 (Variant 'Cached!'): metadata.name must be"),
-    ("command not a list", lambda d: d[2]["spec"].update(command="python app.py"),
-     "document 2 (Variant 'fast'): spec.command must be a non-empty list of strings"),
-    ("command and url", lambda d: d[2]["spec"].update(url="http://127.0.0.1:9000"),
-     "document 2 (Variant 'fast'): spec needs exactly one of command (a list) or url"),
-    ("wrong bakeoff", lambda d: d[1]["spec"].update(bakeoff="other"),
-     "document 1 (Variant 'cached'): spec.bakeoff names 'other', but the file's Bakeoff is 'shop'"),
-    ("duplicate variant", lambda d: d[2]["metadata"].update(name="cached"),
-     "document 2 (Variant 'cached'): metadata.name 'cached' is already used by document 1"),
-    ("variant named like the mainline", lambda d: d[2]["metadata"].update(name="mainline"),
-     "document 2 (Variant 'mainline'): metadata.name 'mainline' is the mainline's name"),
-    ("steps not increasing", lambda d: d[0]["spec"]["routing"].update(steps=[0.2, 0.1]),
-     "document 0 (Bakeoff 'shop'): spec.routing.steps[1] must be larger than the step before"),
-    ("share above 1", lambda d: d[0]["spec"]["routing"].update(maxCandidateShare=1.5),
-     "document 0 (Bakeoff 'shop'): spec.routing.maxCandidateShare must be a number above 0 up to 1"),
-    ("bad stepInterval", lambda d: d[0]["spec"]["routing"].update(stepInterval="soon"),
-     "document 0 (Bakeoff 'shop'): spec.routing.stepInterval must be a duration"),
-    ("judge field", lambda d: d[0]["spec"]["judge"]["guardrails"][1].update(maxIncreaseRatio=-1),
-     "document 0 (Bakeoff 'shop'): spec.judge.guardrails[1].maxIncreaseRatio must be a non-negative number"),
-    ("judge control mismatch", lambda d: d[0]["spec"]["judge"].update(control="other"),
-     "document 0 (Bakeoff 'shop'): spec.judge.control must be the mainline's name 'mainline'"),
-    ("no objective", lambda d: d[0]["spec"]["judge"].pop("objective"),
-     "document 0 (Bakeoff 'shop'): spec.judge.objective is required"),
-    ("promotion mode", lambda d: d[0]["spec"].update(promotion={"mode": "yolo"}),
-     "document 0 (Bakeoff 'shop'): spec.promotion.mode must be 'auto' or 'manual'"),
-    ("unknown spec field", lambda d: d[0]["spec"].update(mainlin={}),
-     "document 0 (Bakeoff 'shop'): spec.mainlin is not a known field"),
-    ("gate severity", lambda d: d[1]["spec"].update(gate={"sarif": "x.sarif", "maxSeverity": "critical"}),
-     "document 1 (Variant 'cached'): spec.gate.maxSeverity must be one of"),
-    ("router address", lambda d: d[0]["spec"].update(router={"listen": "nowhere"}),
-     "document 0 (Bakeoff 'shop'): spec.router.listen must be host:port"),
+    (
+        "unknown kind",
+        lambda d: d[2].update(kind="Candidate"),
+        "document 2 (Candidate 'fast'): kind must be Bakeoff or Variant",
+    ),
+    (
+        "bad name",
+        lambda d: d[1]["metadata"].update(name="Cached!"),
+        "document 1 (Variant 'Cached!'): metadata.name must be",
+    ),
+    (
+        "command not a list",
+        lambda d: d[2]["spec"].update(command="python app.py"),
+        "document 2 (Variant 'fast'): spec.command must be a non-empty list of strings",
+    ),
+    (
+        "command and url",
+        lambda d: d[2]["spec"].update(url="http://127.0.0.1:9000"),
+        "document 2 (Variant 'fast'): spec needs exactly one of command (a list) or url",
+    ),
+    (
+        "wrong bakeoff",
+        lambda d: d[1]["spec"].update(bakeoff="other"),
+        "document 1 (Variant 'cached'): spec.bakeoff names 'other', but the file's Bakeoff is 'shop'",
+    ),
+    (
+        "duplicate variant",
+        lambda d: d[2]["metadata"].update(name="cached"),
+        "document 2 (Variant 'cached'): metadata.name 'cached' is already used by document 1",
+    ),
+    (
+        "variant named like the mainline",
+        lambda d: d[2]["metadata"].update(name="mainline"),
+        "document 2 (Variant 'mainline'): metadata.name 'mainline' is the mainline's name",
+    ),
+    (
+        "steps not increasing",
+        lambda d: d[0]["spec"]["routing"].update(steps=[0.2, 0.1]),
+        "document 0 (Bakeoff 'shop'): spec.routing.steps[1] must be larger than the step before",
+    ),
+    (
+        "share above 1",
+        lambda d: d[0]["spec"]["routing"].update(maxCandidateShare=1.5),
+        "document 0 (Bakeoff 'shop'): spec.routing.maxCandidateShare must be a number above 0 up to 1",
+    ),
+    (
+        "bad stepInterval",
+        lambda d: d[0]["spec"]["routing"].update(stepInterval="soon"),
+        "document 0 (Bakeoff 'shop'): spec.routing.stepInterval must be a duration",
+    ),
+    (
+        "judge field",
+        lambda d: d[0]["spec"]["judge"]["guardrails"][1].update(maxIncreaseRatio=-1),
+        "document 0 (Bakeoff 'shop'): spec.judge.guardrails[1].maxIncreaseRatio must be a non-negative number",
+    ),
+    (
+        "judge control mismatch",
+        lambda d: d[0]["spec"]["judge"].update(control="other"),
+        "document 0 (Bakeoff 'shop'): spec.judge.control must be the mainline's name 'mainline'",
+    ),
+    (
+        "no objective",
+        lambda d: d[0]["spec"]["judge"].pop("objective"),
+        "document 0 (Bakeoff 'shop'): spec.judge.objective is required",
+    ),
+    (
+        "promotion mode",
+        lambda d: d[0]["spec"].update(promotion={"mode": "yolo"}),
+        "document 0 (Bakeoff 'shop'): spec.promotion.mode must be 'auto' or 'manual'",
+    ),
+    (
+        "unknown spec field",
+        lambda d: d[0]["spec"].update(mainlin={}),
+        "document 0 (Bakeoff 'shop'): spec.mainlin is not a known field",
+    ),
+    (
+        "gate severity",
+        lambda d: d[1]["spec"].update(gate={"sarif": "x.sarif", "maxSeverity": "critical"}),
+        "document 1 (Variant 'cached'): spec.gate.maxSeverity must be one of",
+    ),
+    (
+        "router address",
+        lambda d: d[0]["spec"].update(router={"listen": "nowhere"}),
+        "document 0 (Bakeoff 'shop'): spec.router.listen must be host:port",
+    ),
     ("no bakeoff", lambda d: d.pop(0), "no Bakeoff document"),
     ("no variants", lambda d: (d.pop(2), d.pop(1)), "no Variant documents"),
 ]
@@ -87,13 +144,23 @@ def test_bakeoff_run_on_an_invalid_file_starts_nothing_and_exits_2(tmp_path):
     d[0]["spec"]["mainline"]["command"] = ["sh", "-c", f"touch {marker}; sleep 30"]
     d[2]["spec"]["gate"] = {"sarif": "r.sarif", "maxSeverity": "fatal"}
     spec = write_docs(tmp_path / "shop.yaml", d)
-    r = subprocess.run([sys.executable, "-m", "bakeoff.cli", "run", str(spec), "--state-dir", str(tmp_path / "st")],
-                       cwd=ROOT, capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "bakeoff", "run", str(spec), "--state-dir", str(tmp_path / "st")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 2
     assert "error: shop.yaml: document 2 (Variant 'fast'): spec.gate.maxSeverity must be one of" in r.stderr
     assert not marker.exists() and not (tmp_path / "st").exists()
-    r = subprocess.run([sys.executable, "-m", "bakeoff.cli", "run", str(tmp_path / "missing.yaml")],
-                       cwd=ROOT, capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "bakeoff", "run", str(tmp_path / "missing.yaml")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 2 and "missing.yaml: cannot read" in r.stderr
 
 

@@ -16,13 +16,16 @@ pytestmark = pytest.mark.slow
 
 
 async def test_rolls_back_the_bad_promotes_the_better_survives_a_crash(tmp_path, runs):
-    spec = write_docs(tmp_path / "bake.yaml", [
-        bakeoff_doc(),
-        variant_doc("erroring", "error"),
-        variant_doc("slow", "slow"),
-        variant_doc("better", "better"),
-        variant_doc("doomed", "good"),
-    ])
+    spec = write_docs(
+        tmp_path / "bake.yaml",
+        [
+            bakeoff_doc(),
+            variant_doc("erroring", "error"),
+            variant_doc("slow", "slow"),
+            variant_doc("better", "better"),
+            variant_doc("doomed", "good"),
+        ],
+    )
     run = runs(spec, tmp_path / "state", "--exit-on-decision")
     st = await run.wait_for(lambda s: s if s.get("weights", {}).get("doomed") else None, 30, "doomed is serving")
     url = st["router"]["url"]
@@ -32,8 +35,9 @@ async def test_rolls_back_the_bad_promotes_the_better_survives_a_crash(tmp_path,
     # the judge may decide within a second, before the crash is seen): it is marked
     # failed and leaves the split, and the run goes on to its decision.
     os.kill(st["workloads"]["doomed"]["pid"], signal.SIGKILL)
-    st = await run.wait_for(lambda s: s if s["variants"]["doomed"]["phase"] == "RolledBack" else None, 10,
-                            "doomed marked failed")
+    st = await run.wait_for(
+        lambda s: s if s["variants"]["doomed"]["phase"] == "RolledBack" else None, 10, "doomed marked failed"
+    )
     assert st["variants"]["doomed"]["failed"] is True
     assert "doomed" not in st["weights"]
     assert st["decision"] is None
@@ -49,7 +53,9 @@ async def test_rolls_back_the_bad_promotes_the_better_survives_a_crash(tmp_path,
     assert final["decision"]["action"] == "promote", final["decision"]
     assert final["decision"]["winner"] == "better"
     phases = {n: v["phase"] for n, v in final["variants"].items()}
-    assert phases == {"erroring": "RolledBack", "slow": "RolledBack", "better": "Promoted", "doomed": "RolledBack"}, phases
+    assert phases == {"erroring": "RolledBack", "slow": "RolledBack", "better": "Promoted", "doomed": "RolledBack"}, (
+        phases
+    )
     assert final["mainline"] == "better"
     assert elapsed < 45, elapsed
     assert sent > 1000
@@ -58,7 +64,9 @@ async def test_rolls_back_the_bad_promotes_the_better_survives_a_crash(tmp_path,
     assert ("rolled_back", "erroring") in kinds and ("rolled_back", "slow") in kinds
     assert ("failed", "doomed") in kinds
     assert kinds.count(("promoted", "better")) == 1
-    assert all(e.get("commit") == f"c0ffee-{e['variant']}" for e in journal if e.get("variant") not in (None, "mainline"))
+    assert all(
+        e.get("commit") == f"c0ffee-{e['variant']}" for e in journal if e.get("variant") not in (None, "mainline")
+    )
     # every process is gone after --exit-on-decision
     for w in final["workloads"].values():
         assert not group_alive(w["pgid"]), w
@@ -99,8 +107,9 @@ async def test_restart_after_kill_9_never_promotes_twice_and_ctrl_c_leaves_nothi
     spec = write_docs(tmp_path / "bake.yaml", [bakeoff_doc(), variant_doc("better", "better")])
     state = tmp_path / "state"
     first = runs(spec, state)
-    st = await _load_until(first, lambda s: s if s.get("decision") and s["weights"] == {"better": 1.0} else None,
-                           40, "a promotion")
+    st = await _load_until(
+        first, lambda s: s if s.get("decision") and s["weights"] == {"better": 1.0} else None, 40, "a promotion"
+    )
     assert st["decision"]["winner"] == "better"
     old_pids = [w["pid"] for w in st["workloads"].values()]
     first.proc.kill()  # kill -9 the run itself, right after the decision
@@ -110,8 +119,14 @@ async def test_restart_after_kill_9_never_promotes_twice_and_ctrl_c_leaves_nothi
 
     second = runs(spec, state)
     st = await second.wait_for(
-        lambda s: s if s.get("running") and s.get("weights") == {"better": 1.0} and s["router"]["url"] != st["router"]["url"]
-        else None, 20, "the restarted run serving the winner")
+        lambda s: (
+            s
+            if s.get("running") and s.get("weights") == {"better": 1.0} and s["router"]["url"] != st["router"]["url"]
+            else None
+        ),
+        20,
+        "the restarted run serving the winner",
+    )
     assert st["phase"] == "Promoted" and st["mainline"] == "better"
     assert st["variants"]["better"]["phase"] == "Promoted"
     assert set(st["workloads"]) == {"better"}  # the old mainline is not started again
@@ -140,8 +155,9 @@ async def test_ctrl_c_mid_run_leaves_no_process_and_a_restart_resumes(tmp_path, 
     spec = write_docs(tmp_path / "bake.yaml", [b, variant_doc("v1", "good"), variant_doc("v2", "good")])
     state = tmp_path / "state"
     run = runs(spec, state)
-    st = await run.wait_for(lambda s: s if all(v["step"] == 1 for v in s["variants"].values()) else None, 20,
-                            "both candidates on step 2")
+    st = await run.wait_for(
+        lambda s: s if all(v["step"] == 1 for v in s["variants"].values()) else None, 20, "both candidates on step 2"
+    )
     pgids = [w["pgid"] for w in st["workloads"].values()]
     assert len(pgids) == 3 and all(group_alive(g) for g in pgids)
     run.proc.send_signal(signal.SIGINT)
@@ -154,7 +170,10 @@ async def test_ctrl_c_mid_run_leaves_no_process_and_a_restart_resumes(tmp_path, 
     st = await again.wait_for(
         lambda s: s if s.get("weights", {}).get("v1") and s.get("weights", {}).get("v2") else None, 20, "resumed split"
     )
-    assert {n: (v["phase"], v["step"]) for n, v in st["variants"].items()} == {"v1": ("Serving", 1), "v2": ("Serving", 1)}
+    assert {n: (v["phase"], v["step"]) for n, v in st["variants"].items()} == {
+        "v1": ("Serving", 1),
+        "v2": ("Serving", 1),
+    }
     assert st["weights"] == {"mainline": 0.6, "v1": 0.2, "v2": 0.2}
     assert [e["type"] for e in again.journal()].count("admitted") == 2  # not admitted again
     again.proc.send_signal(signal.SIGTERM)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bakeoff.demo import decisions_of
+from bakeoff.cli.demo import decisions_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,7 +43,7 @@ def test_decisions_are_timed_from_the_first_admission_and_count_requests_at_the_
 @pytest.mark.slow
 def test_the_demo_rolls_back_the_slow_and_buggy_builds_and_promotes_the_better_one(tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bakeoff.cli", "demo", "--headless", "--no-locust", "--state-dir", str(tmp_path)],
+        [sys.executable, "-m", "bakeoff", "demo", "--headless", "--no-locust", "--state-dir", str(tmp_path)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     try:

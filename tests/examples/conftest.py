@@ -12,12 +12,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from controller.platforms.local import free_port
+
+from bakeoff.controller.platforms.local import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOP = ROOT / "examples" / "shop"
 IMPLEMENTATIONS = ("mainline", "cached", "n_plus_one", "buggy", "better_checkout")
-
 
 
 def _load_shop_common():
@@ -49,7 +49,7 @@ class ShopProcess:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def spawn(self) -> "ShopProcess":
+    def spawn(self) -> ShopProcess:
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, str(SHOP / f"{self.impl}.py"), "--port", str(self.port), "--db", str(self.db_path)],
@@ -59,7 +59,7 @@ class ShopProcess:
         )
         return self
 
-    def wait_healthy(self, timeout: float = 20.0) -> "ShopProcess":
+    def wait_healthy(self, timeout: float = 20.0) -> ShopProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -130,7 +130,14 @@ def seed() -> dict[int, dict]:
     categories, products = shop_common.seed_rows()
     names = dict(categories)
     return {
-        pid: {"id": pid, "name": name, "category": names[cat], "price_cents": price, "stock": stock,
-              "weight_grams": weight, "description": desc}  # fmt: skip
+        pid: {
+            "id": pid,
+            "name": name,
+            "category": names[cat],
+            "price_cents": price,
+            "stock": stock,
+            "weight_grams": weight,
+            "description": desc,
+        }  # fmt: skip
         for pid, name, cat, price, stock, weight, desc in products
     }

@@ -11,10 +11,17 @@ import time
 
 import pytest
 
-from bakeoff import loadgen
-from bakeoff.loadgen import LoadStats, Reply, purchase_probability, recommendation_taken, run_shoppers, shopper_session
-from router.config import RouterConfig
-from router.server import Router
+from bakeoff.cli import loadgen
+from bakeoff.cli.loadgen import (
+    LoadStats,
+    Reply,
+    purchase_probability,
+    recommendation_taken,
+    run_shoppers,
+    shopper_session,
+)
+from bakeoff.router.config import RouterConfig
+from bakeoff.router.server import Router
 
 from .conftest import free_port, shop_common
 

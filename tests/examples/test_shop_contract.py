@@ -65,7 +65,9 @@ async def test_product_details(shops, seed, impl):
             failing.append(pid)
             continue
         assert status == 200, (pid, body)
-        assert {k: body[k] for k in DETAIL_FIELDS if k != "stock"} == {k: want[k] for k in DETAIL_FIELDS if k != "stock"}
+        assert {k: body[k] for k in DETAIL_FIELDS if k != "stock"} == {
+            k: want[k] for k in DETAIL_FIELDS if k != "stock"
+        }
         assert expected_stock_ok(pid, body["stock"], want["stock"])
     for missing in (0, 201, 99999):
         status, body, _ = await call("GET", f"{base}/products/{missing}")
@@ -81,8 +83,13 @@ async def test_product_details(shops, seed, impl):
 
 def expected_cart(seed, lines: dict[int, int]) -> dict:
     items = [
-        {"product": pid, "name": seed[pid]["name"], "qty": qty, "price_cents": seed[pid]["price_cents"],
-         "line_cents": qty * seed[pid]["price_cents"]}  # fmt: skip
+        {
+            "product": pid,
+            "name": seed[pid]["name"],
+            "qty": qty,
+            "price_cents": seed[pid]["price_cents"],
+            "line_cents": qty * seed[pid]["price_cents"],
+        }  # fmt: skip
         for pid, qty in sorted(lines.items())
     ]
     subtotal = sum(i["line_cents"] for i in items)

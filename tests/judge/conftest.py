@@ -14,9 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from judge.config import config_from_dict  # noqa: E402
-from judge.core import JudgeState, step  # noqa: E402
-from judge.simulate import Arm, Stream  # noqa: E402
+from bakeoff.judge.config import config_from_dict  # noqa: E402
+from bakeoff.judge.core import JudgeState, step  # noqa: E402
+from bakeoff.judge.simulate import Arm, Stream  # noqa: E402
 
 
 def make_config(**over):

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from judge.config import JudgeConfigError, load_config, parse_duration
+from bakeoff.judge.config import JudgeConfigError, load_config, parse_duration
 
 EXAMPLE = """\
 alpha: 0.05
@@ -54,15 +54,19 @@ def test_whole_bakeoff_document_is_accepted(tmp_path):
 @pytest.mark.parametrize(
     "patch,message",
     [
-        (("    maxIncreaseRatio: 0.05   # relative", "    maxIncreaseRatio: -0.05"),
-         "judge.yaml: guardrails[1].maxIncreaseRatio must be a non-negative number"),
+        (
+            ("    maxIncreaseRatio: 0.05   # relative", "    maxIncreaseRatio: -0.05"),
+            "judge.yaml: guardrails[1].maxIncreaseRatio must be a non-negative number",
+        ),
         (("alpha: 0.05", "alpha: 2"), "judge.yaml: alpha must be a number between 0 and 1"),
         (("minSamples: 500 ", "minSamples: ten "), "judge.yaml: minSamples must be a positive integer"),
         (("  direction: higher", "  direction: up"), "judge.yaml: objective.direction must be 'higher' or 'lower'"),
         (("  kind: proportion ", "  kind: median "), "judge.yaml: objective.kind must be 'proportion' or 'mean'"),
         (("  - metric: latency_p99", "  - metric: latency_high"), "judge.yaml: guardrails[1].metric 'latency_high'"),
-        (("    maxIncrease: 0.005", "    maxIncrease: 0.005\n    maxIncreaseRatio: 0.1"),
-         "judge.yaml: guardrails[0] needs exactly one of"),
+        (
+            ("    maxIncrease: 0.005", "    maxIncrease: 0.005\n    maxIncreaseRatio: 0.1"),
+            "judge.yaml: guardrails[0] needs exactly one of",
+        ),
         (("maxSamples: 200000", "maxSamples: 10"), "judge.yaml: maxSamples must be an integer >= minSamples"),
         (("maxSamples: 200000", "maxSamples: 200000\nmaxDuration: soon"), "judge.yaml: maxDuration must be a duration"),
         (("alpha: 0.05", "alpha: 0.05\nalhpa: 0.1"), "judge.yaml: alhpa is not a judge field"),
@@ -86,7 +90,9 @@ def test_bakeoff_document_errors_carry_the_spec_path(tmp_path):
           - metric: latency_p99
             maxIncrease: 0.1
     """
-    with pytest.raises(JudgeConfigError, match=r"bakeoff.yaml: spec.judge.guardrails\[0\].maxIncrease: latency tolerances are relative"):
+    with pytest.raises(
+        JudgeConfigError, match=r"bakeoff.yaml: spec.judge.guardrails\[0\].maxIncrease: latency tolerances are relative"
+    ):
         load_config(write(tmp_path, "bakeoff.yaml", doc))
     with pytest.raises(JudgeConfigError, match="apiVersion must be"):
         load_config(write(tmp_path, "b2.yaml", doc.replace("bakeoff.dev/v1alpha1", "v0")))

@@ -10,9 +10,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from judge.core import JudgeState, step
-from judge.simulate import Arm, Stream
-from router.stats import RouterStats
+from bakeoff.judge.core import JudgeState, step
+from bakeoff.judge.simulate import Arm, Stream
+from bakeoff.router.stats import RouterStats
 
 from .conftest import make_config
 
@@ -48,15 +48,20 @@ def test_clear_regressions_are_rolled_back_with_the_offending_metric():
 
 
 def test_promotes_the_best_candidate_non_inferior_on_guardrails():
-    cfg = make_config(guardrails=[{"metric": "error_rate", "maxIncrease": 0.005},
-                                  {"metric": "latency_p50", "maxIncreaseRatio": 0.1}], maxSamples=200000)
+    cfg = make_config(
+        guardrails=[{"metric": "error_rate", "maxIncrease": 0.005}, {"metric": "latency_p50", "maxIncreaseRatio": 0.1}],
+        maxSamples=200000,
+    )
     arms = {"mainline": Arm(conversion=0.05), "good": Arm(conversion=0.065), "better": Arm(conversion=0.08)}
     _, verdicts, _ = looks(cfg, arms, 60, batch=1000, seed=3)
     final = next(v for v in verdicts if v.decision.action == "promote")
     assert final.decision.winner == "better"
     assert final.variants["better"].metrics["conversion"].state == "better"
-    assert all(m.state in ("non_inferior", "better") for k, m in final.variants["better"].metrics.items()
-               if m.role == "guardrail")
+    assert all(
+        m.state in ("non_inferior", "better")
+        for k, m in final.variants["better"].metrics.items()
+        if m.role == "guardrail"
+    )
     # Sticky: later looks repeat the promotion.
     assert verdicts[-1].decision.winner == "better"
 
@@ -200,8 +205,12 @@ def test_stale_snapshot_is_ignored():
     mutations=st.lists(
         st.tuples(
             st.sampled_from(["requests", "5xx", "count", "offset", "sum", "metric_count", "drop", "started_at"]),
-            st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True), st.none(),
-                      st.text(max_size=3)),
+            st.one_of(
+                st.integers(-(10**6), 10**6),
+                st.floats(allow_nan=True, allow_infinity=True),
+                st.none(),
+                st.text(max_size=3),
+            ),
         ),
         max_size=4,
     )

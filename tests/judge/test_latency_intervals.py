@@ -7,8 +7,8 @@ import math
 
 import numpy as np
 
-from judge.core import JudgeState, step
-from judge.simulate import Arm, Stream
+from bakeoff.judge.core import JudgeState, step
+from bakeoff.judge.simulate import Arm, Stream
 
 from .conftest import binomial_slack, make_config
 
@@ -17,10 +17,15 @@ TOL = {"latency_p50": 0.05, "latency_p99": 0.1}
 
 
 def lat_config(**over):
-    raw = dict(minSamples=500, maxSamples=10**6, objective=None, guardrails=[
-        {"metric": "latency_p50", "maxIncreaseRatio": TOL["latency_p50"]},
-        {"metric": "latency_p99", "maxIncreaseRatio": TOL["latency_p99"]},
-    ])
+    raw = dict(
+        minSamples=500,
+        maxSamples=10**6,
+        objective=None,
+        guardrails=[
+            {"metric": "latency_p50", "maxIncreaseRatio": TOL["latency_p50"]},
+            {"metric": "latency_p99", "maxIncreaseRatio": TOL["latency_p99"]},
+        ],
+    )
     raw.update(over)
     return make_config(**raw)
 
@@ -74,8 +79,7 @@ def test_shifted_interval_covers_the_true_ratio_and_agrees_with_state():
     runs = 60
     misses = 0
     for r in range(runs):
-        missed, _ = run_and_check(lat_config(), {"mainline": Arm(), "v": Arm(median=0.11)}, 120_000 + r, 20, 250,
-                                  0.1)
+        missed, _ = run_and_check(lat_config(), {"mainline": Arm(), "v": Arm(median=0.11)}, 120_000 + r, 20, 250, 0.1)
         misses += any(missed.values())
     assert misses / runs <= binomial_slack(ALPHA, runs)
 
@@ -108,8 +112,9 @@ def test_drifting_load_keeps_the_p99_ratio_and_never_says_better():
     runs = 25
     misses = 0
     for r in range(runs):
-        missed, states = run_and_check(cfg, arms_at(0), 140_000 + r, looks, 250, 0.1, drift=arms_at,
-                                       tol={"latency_p99": 0.5})
+        missed, states = run_and_check(
+            cfg, arms_at(0), 140_000 + r, looks, 250, 0.1, drift=arms_at, tol={"latency_p99": 0.5}
+        )
         assert "better" not in states["latency_p99"]
         misses += missed["latency_p99"]
     assert misses / runs <= binomial_slack(ALPHA, runs)

@@ -7,11 +7,11 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from judge.core import JudgeState, step
-from judge.simulate import Arm
-from router.histogram import bucket_value
-from router.snapshot import merge_snapshots
-from router.stats import RouterStats
+from bakeoff.contracts.histogram import bucket_value
+from bakeoff.contracts.snapshot import merge_snapshots
+from bakeoff.judge.core import JudgeState, step
+from bakeoff.judge.simulate import Arm
+from bakeoff.router.stats import RouterStats
 
 from .conftest import make_config
 
@@ -27,16 +27,23 @@ def record(stats: RouterStats, variant: str, bucket: int, error: bool, converted
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(replicas=st.integers(1, 4), split_seed=st.integers(0, 2**32 - 1), data_seed=st.integers(0, 2**16),
-       batch=st.integers(150, 400))
+@given(
+    replicas=st.integers(1, 4),
+    split_seed=st.integers(0, 2**32 - 1),
+    data_seed=st.integers(0, 2**16),
+    batch=st.integers(150, 400),
+)
 def test_split_and_merged_equals_single_router(replicas, split_seed, data_seed, batch):
     data = np.random.default_rng(data_seed)
     split = np.random.default_rng(split_seed)
-    cfg = make_config(minSamples=300, guardrails=[
-        {"metric": "error_rate", "maxIncrease": 0.0},
-        {"metric": "latency_p50", "maxIncreaseRatio": 0.05},
-        {"metric": "latency_p99", "maxIncreaseRatio": 0.1},
-    ])
+    cfg = make_config(
+        minSamples=300,
+        guardrails=[
+            {"metric": "error_rate", "maxIncrease": 0.0},
+            {"metric": "latency_p50", "maxIncreaseRatio": 0.05},
+            {"metric": "latency_p99", "maxIncreaseRatio": 0.1},
+        ],
+    )
     single = RouterStats(router_id="one")
     single.started_at = 0.0
     parts = []

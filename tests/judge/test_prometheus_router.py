@@ -9,9 +9,9 @@ import subprocess
 import aiohttp
 from aiohttp import web
 
-from judge.sources import make_source
-from router.config import RouterConfig
-from router.server import Router
+from bakeoff.judge.sources import make_source
+from bakeoff.router.config import RouterConfig
+from bakeoff.router.server import Router
 from tests.judge.test_sources import _fetch_until, _wait_ready, free_port
 
 
@@ -79,6 +79,7 @@ async def test_prometheus_scraping_a_real_router_gives_the_routers_numbers(tmp_p
 
             await asyncio.gather(*(user() for _ in range(20)))
         want = router.snapshot()["variants"]
+
         def caught_up(snap: dict) -> bool:
             # Requests and business metrics are separate series; wait until a scrape holds both.
             for n, v in want.items():

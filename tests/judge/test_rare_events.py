@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
 
-from judge.contrast import ContrastTest, rmle_difference, rmle_ratio
-from judge.core import JudgeState, step
-from judge.counters import VariantCounters
-from judge.simulate import Arm, Stream
+from bakeoff.judge.contrast import ContrastTest, rmle_difference, rmle_ratio
+from bakeoff.judge.core import JudgeState, step
+from bakeoff.judge.counters import VariantCounters
+from bakeoff.judge.simulate import Arm, Stream
 
 from .conftest import binomial_slack, make_config
 
@@ -23,17 +23,28 @@ def _numeric_rmle(x1, n1, x2, n2, constraint, lo, hi):
     def nll(p2):
         p1 = constraint(p2)
         e = 1e-300
-        return -(x1 * math.log(max(p1, e)) + (n1 - x1) * math.log(max(1 - p1, e))
-                 + x2 * math.log(max(p2, e)) + (n2 - x2) * math.log(max(1 - p2, e)))
+        return -(
+            x1 * math.log(max(p1, e))
+            + (n1 - x1) * math.log(max(1 - p1, e))
+            + x2 * math.log(max(p2, e))
+            + (n2 - x2) * math.log(max(1 - p2, e))
+        )
 
     r = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-12})
     return nll, r.fun
 
 
-@pytest.mark.parametrize("x1,n1,x2,n2,delta", [
-    (0, 1000, 0, 1000, 0.01), (3, 500, 0, 800, 0.01), (12, 1000, 1, 1000, 0.01),
-    (40, 2000, 55, 2100, -0.02), (0, 300, 7, 250, 0.005), (100, 100, 90, 100, -0.05),
-])
+@pytest.mark.parametrize(
+    "x1,n1,x2,n2,delta",
+    [
+        (0, 1000, 0, 1000, 0.01),
+        (3, 500, 0, 800, 0.01),
+        (12, 1000, 1, 1000, 0.01),
+        (40, 2000, 55, 2100, -0.02),
+        (0, 300, 7, 250, 0.005),
+        (100, 100, 90, 100, -0.05),
+    ],
+)
 def test_restricted_mle_of_a_difference_maximises_the_likelihood(x1, n1, x2, n2, delta):
     p1, p2 = rmle_difference(x1, n1, x2, n2, delta)
     assert p1 - p2 == pytest.approx(delta)

@@ -9,7 +9,7 @@ import pytest
 from scipy import integrate
 from scipy.stats import norm
 
-from judge.sequential import (
+from bakeoff.judge.sequential import (
     cs_half_width,
     log_mixture_one_sided,
     log_mixture_two_sided,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from judge.simulate import Arm
+from bakeoff.judge.simulate import Arm
 
 from .conftest import binomial_slack, make_config, run_stream
 
@@ -22,18 +22,24 @@ def false_alarm_rate(config, k, runs, seed0, arm=None):
 
 
 # Zero tolerances put every "worse" test exactly at its null boundary in an A/A.
-STRICT = dict(maxSamples=10000, guardrails=[
-    {"metric": "error_rate", "maxIncrease": 0.0},
-    {"metric": "latency_p99", "maxIncreaseRatio": 0.0},
-    {"metric": "latency_p50", "maxIncreaseRatio": 0.0},
-])
+STRICT = dict(
+    maxSamples=10000,
+    guardrails=[
+        {"metric": "error_rate", "maxIncrease": 0.0},
+        {"metric": "latency_p99", "maxIncreaseRatio": 0.0},
+        {"metric": "latency_p50", "maxIncreaseRatio": 0.0},
+    ],
+)
 # Margins let an A/A variant be shown non-inferior, so a false "better" on the
 # objective would promote it: this measures false promotions too.
-MARGINS = dict(maxSamples=10000, guardrails=[
-    {"metric": "error_rate", "maxIncrease": 0.01},
-    {"metric": "latency_p99", "maxIncreaseRatio": 0.5},
-    {"metric": "latency_p50", "maxIncreaseRatio": 0.2},
-])
+MARGINS = dict(
+    maxSamples=10000,
+    guardrails=[
+        {"metric": "error_rate", "maxIncrease": 0.01},
+        {"metric": "latency_p99", "maxIncreaseRatio": 0.5},
+        {"metric": "latency_p50", "maxIncreaseRatio": 0.2},
+    ],
+)
 
 
 def test_aa_false_alarms_k1():
@@ -51,25 +57,31 @@ def test_aa_false_alarms_k4_family_wise():
 def test_aa_false_promotions_k4():
     runs = 120
     cfg = make_config(**MARGINS)
-    assert not cfg.objective is None
+    assert cfg.objective is not None
     rate = false_alarm_rate(cfg, 4, runs, 30_000)
     assert rate <= binomial_slack(ALPHA, runs)
 
 
 def test_at_the_tolerance_boundary_latency_is_not_rolled_back():
     """Candidate median and p99 exactly 5% slower with a 5% tolerance: the null's edge."""
-    cfg = make_config(maxSamples=10000, guardrails=[
-        {"metric": "latency_p50", "maxIncreaseRatio": 0.05},
-        {"metric": "latency_p99", "maxIncreaseRatio": 0.05},
-    ])
+    cfg = make_config(
+        maxSamples=10000,
+        guardrails=[
+            {"metric": "latency_p50", "maxIncreaseRatio": 0.05},
+            {"metric": "latency_p99", "maxIncreaseRatio": 0.05},
+        ],
+    )
     runs = 150
     rate = false_alarm_rate(cfg, 1, runs, 40_000, arm=Arm(median=0.105))
     assert rate <= binomial_slack(ALPHA, runs)
 
 
 def test_aa_false_alarms_for_a_mean_objective():
-    cfg = make_config(maxSamples=10000, guardrails=[{"metric": "error_rate", "maxIncrease": 0.01}],
-                      objective={"metric": "revenue", "kind": "mean", "direction": "higher"})
+    cfg = make_config(
+        maxSamples=10000,
+        guardrails=[{"metric": "error_rate", "maxIncrease": 0.01}],
+        objective={"metric": "revenue", "kind": "mean", "direction": "higher"},
+    )
     runs = 150
     assert false_alarm_rate(cfg, 2, runs, 50_000) <= binomial_slack(ALPHA, runs)
 
@@ -102,8 +114,11 @@ def test_power_p99_only_plus_20_percent():
 
 
 def test_power_promotes_a_better_revenue_per_request():
-    cfg = make_config(maxSamples=60000, guardrails=[{"metric": "error_rate", "maxIncrease": 0.005}],
-                      objective={"metric": "revenue", "kind": "mean", "direction": "higher"})
+    cfg = make_config(
+        maxSamples=60000,
+        guardrails=[{"metric": "error_rate", "maxIncrease": 0.005}],
+        objective={"metric": "revenue", "kind": "mean", "direction": "higher"},
+    )
     wins = 0
     for r in range(30):
         decision, _, _ = run_stream(cfg, {"mainline": Arm(), "v2": Arm(revenue_mean=30.0)}, 90_000 + r, batch=1000)

@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from judge.cli import main
-from judge.core import JudgeState, step
-from judge.simulate import Arm, Stream
-from judge.sources import SourceError, make_source
-from judge.sources.prometheus import PrometheusSource
-from judge.sources.snapshot import SnapshotSource
-from router.metrics import CONTENT_TYPE, render
-from router.snapshot import merge_snapshots
+from bakeoff.contracts.snapshot import merge_snapshots
+from bakeoff.controller.platforms.local import free_port
+from bakeoff.judge.cli import main
+from bakeoff.judge.core import JudgeState, step
+from bakeoff.judge.simulate import Arm, Stream
+from bakeoff.judge.sources import SourceError, make_source
+from bakeoff.judge.sources.prometheus import PrometheusSource
+from bakeoff.judge.sources.snapshot import SnapshotSource
+from bakeoff.router.metrics import CONTENT_TYPE, render
 
 from .conftest import make_config
-from controller.platforms.local import free_port
 
 CONFIG_YAML = """\
 alpha: 0.05
@@ -58,6 +58,7 @@ class SnapshotServer:
 
     async def start(self):
         app = web.Application()
+
         async def snapshot(request):
             return web.json_response(self.snapshot)
 
@@ -100,7 +101,11 @@ async def test_snapshot_source_merges_files_and_http(tmp_path):
 @pytest.mark.asyncio
 async def test_snapshot_source_errors_are_source_errors(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
-    for loc in (str(tmp_path / "missing.json"), str(tmp_path / "bad.json"), f"http://127.0.0.1:{free_port()}/-/snapshot"):
+    for loc in (
+        str(tmp_path / "missing.json"),
+        str(tmp_path / "bad.json"),
+        f"http://127.0.0.1:{free_port()}/-/snapshot",
+    ):
         src = make_source([loc])
         with pytest.raises(SourceError):
             await src.fetch()
@@ -156,10 +161,24 @@ def test_cli_watch_threads_state_across_looks(tmp_path):
         grower = asyncio.create_task(grow())
         out = io.StringIO()
         state_file = tmp_path / "state.json"
-        from judge import cli
+        from bakeoff.judge import cli
 
-        args = cli._parser().parse_args(["--config", str(cfg), "--snapshot", server.url + "/-/snapshot", "--watch",
-                                         "--interval", "0.1", "--json", "--max-looks", "30", "--state", str(state_file)])
+        args = cli._parser().parse_args(
+            [
+                "--config",
+                str(cfg),
+                "--snapshot",
+                server.url + "/-/snapshot",
+                "--watch",
+                "--interval",
+                "0.1",
+                "--json",
+                "--max-looks",
+                "30",
+                "--state",
+                str(state_file),
+            ]
+        )
         rc = await cli._run(args, out, io.StringIO())
         grower.cancel()
         await server.stop()
@@ -221,20 +240,33 @@ async def test_prometheus_source_against_a_real_prometheus(tmp_path, prometheus_
         f"      - targets: ['127.0.0.1:{server.port}']\n"
     )
     proc = subprocess.Popen(
-        [prometheus_binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            prometheus_binary,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     src = make_source([f"prometheus+http://127.0.0.1:{prom_port}?selector=job%3D%22bakeoff%22"])
     assert isinstance(src, PrometheusSource) and src.selector == 'job="bakeoff"'
     try:
         await _wait_ready(f"http://127.0.0.1:{prom_port}", proc)
-        state = JudgeState.new(make_config(minSamples=500, guardrails=[
-            {"metric": "error_rate", "maxIncrease": 0.0}, {"metric": "latency_p50", "maxIncreaseRatio": 0.05}]))
+        state = JudgeState.new(
+            make_config(
+                minSamples=500,
+                guardrails=[
+                    {"metric": "error_rate", "maxIncrease": 0.0},
+                    {"metric": "latency_p50", "maxIncreaseRatio": 0.05},
+                ],
+            )
+        )
         for look in range(2):
             want = stream.snapshot()
             n = want["variants"]["mainline"]["requests"]
-            got = await _fetch_until(src, lambda s: s["variants"].get("mainline", {}).get("requests") == n)
+            got = await _fetch_until(src, lambda s, n=n: s["variants"].get("mainline", {}).get("requests") == n)
             for name, v in want["variants"].items():
                 g = got["variants"][name]
                 assert g["requests"] == v["requests"] and g["outcomes"] == v["outcomes"]

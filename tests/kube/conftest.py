@@ -46,8 +46,10 @@ def kube(tmp_path_factory):
     kubernetes = pytest.importorskip("kubernetes")
     assets = _assets_dir()
     if not assets:
-        msg = ("kube-apiserver/etcd not found: set KUBEBUILDER_ASSETS or build them with "
-               "scripts/kube-assets.sh (docs/kube-assets.md)")
+        msg = (
+            "kube-apiserver/etcd not found: set KUBEBUILDER_ASSETS or build them with "
+            "scripts/kube-assets.sh (docs/kube-assets.md)"
+        )
         if os.environ.get("CI") == "true":
             pytest.fail(f"{msg}; in CI .ci/run must run scripts/kube-assets.sh first")
         pytest.skip(msg)
@@ -64,8 +66,14 @@ def kube(tmp_path_factory):
         conf.api_key = {"authorization": out["KUBE_TEST_TOKEN"]}
         conf.api_key_prefix = {"authorization": "Bearer"}
         api = kubernetes.client.ApiClient(conf)
-        yield Kube(out["KUBE_TEST_URL"], out["KUBE_TEST_TOKEN"], out["KUBECONFIG"], out["KUBE_TEST_CA"],
-                   out["KUBE_TEST_STATE_DIR"], api)
+        yield Kube(
+            out["KUBE_TEST_URL"],
+            out["KUBE_TEST_TOKEN"],
+            out["KUBECONFIG"],
+            out["KUBE_TEST_CA"],
+            out["KUBE_TEST_STATE_DIR"],
+            api,
+        )
         api.close()
     finally:
         subprocess.run([str(CLUSTER), "stop", str(state)], capture_output=True, text=True, timeout=60)

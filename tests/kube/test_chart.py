@@ -34,7 +34,7 @@ def _rules(*entries) -> set[tuple]:
     for group, resources, verbs, *names in entries:
         for r in resources.split():
             for v in verbs.split():
-                for n in (names[0] if names else [None]):
+                for n in names[0] if names else [None]:
                     out.add((group, r, v, n))
     return out
 
@@ -74,8 +74,12 @@ def helm(tmp_path_factory) -> tuple[str, dict]:
             pytest.fail(f"{msg}; in CI .ci/run must run scripts/kube-assets.sh first")
         pytest.skip(msg)
     home = tmp_path_factory.mktemp("helm-home")
-    env = dict(os.environ, HELM_CACHE_HOME=str(home / "cache"), HELM_CONFIG_HOME=str(home / "config"),
-               HELM_DATA_HOME=str(home / "data"))
+    env = dict(
+        os.environ,
+        HELM_CACHE_HOME=str(home / "cache"),
+        HELM_CONFIG_HOME=str(home / "config"),
+        HELM_DATA_HOME=str(home / "data"),
+    )
     env.pop("KUBECONFIG", None)
     return str(path), env
 
@@ -96,10 +100,22 @@ def values_file(tmp_path: Path, values: dict) -> str:
     return str(f)
 
 
-def render(helm, tmp_path, values: dict | None = None, release="bakeoff", namespace="bakeoff-system",
-           *extra) -> list[dict]:
-    r = run_helm(helm, "template", release, str(CHART), "--namespace", namespace, "--kube-version", KUBE_VERSION,
-                 "-f", values_file(tmp_path, values or {}), *extra)
+def render(
+    helm, tmp_path, values: dict | None = None, release="bakeoff", namespace="bakeoff-system", *extra
+) -> list[dict]:
+    r = run_helm(
+        helm,
+        "template",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--kube-version",
+        KUBE_VERSION,
+        "-f",
+        values_file(tmp_path, values or {}),
+        *extra,
+    )
     docs = [d for d in yaml.safe_load_all(r.stdout) if d]
     assert docs, r.stdout
     return docs
@@ -142,11 +158,20 @@ VALUE_SETS = {
     "custom": {
         "image": {"repository": "registry.example/bakeoff", "tag": "9.9.9", "pullPolicy": "Always"},
         "imagePullSecrets": [{"name": "regcred"}],
-        "controller": {"replicas": 3, "logLevel": "debug", "extraArgs": ["--resync", "30s"],
-                       "nodeSelector": {"pool": "system"}, "tolerations": [{"key": "k", "operator": "Exists"}],
-                       "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}}},
-        "router": {"bakeoff": "shop", "replicas": 5, "service": {"type": "NodePort", "port": 8000},
-                   "extraArgs": ["--workers", "2"]},
+        "controller": {
+            "replicas": 3,
+            "logLevel": "debug",
+            "extraArgs": ["--resync", "30s"],
+            "nodeSelector": {"pool": "system"},
+            "tolerations": [{"key": "k", "operator": "Exists"}],
+            "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}},
+        },
+        "router": {
+            "bakeoff": "shop",
+            "replicas": 5,
+            "service": {"type": "NodePort", "port": 8000},
+            "extraArgs": ["--workers", "2"],
+        },
         "serviceAccount": {"controller": {"name": "ctl", "annotations": {"a": "b"}}, "router": {"name": "rtr"}},
         "fullnameOverride": "bo",
     },
@@ -160,8 +185,14 @@ def test_lint(helm):
     assert "0 chart(s) failed" in r.stdout, r.stdout
     r = run_helm(helm, "lint", "--strict", str(CHART), "--set", "router.bakeoff=shop")
     assert "0 chart(s) failed" in r.stdout, r.stdout
-    r = run_helm(helm, "lint", "--strict", str(CHART), "--set", "router.bakeoff=shop,serviceMonitor.enabled=true,"
-                 "controller.watchNamespace=team-a")
+    r = run_helm(
+        helm,
+        "lint",
+        "--strict",
+        str(CHART),
+        "--set",
+        "router.bakeoff=shop,serviceMonitor.enabled=true,controller.watchNamespace=team-a",
+    )
     assert "0 chart(s) failed" in r.stdout, r.stdout
 
 
@@ -180,9 +211,12 @@ def test_defaults(helm, tmp_path):
     docs = render(helm, tmp_path)
     kinds = sorted((d["kind"], d["metadata"]["name"]) for d in docs)
     assert kinds == [
-        ("ClusterRole", "bakeoff-controller"), ("ClusterRoleBinding", "bakeoff-controller"),
-        ("Deployment", "bakeoff-controller"), ("Role", "bakeoff-controller-leader-election"),
-        ("RoleBinding", "bakeoff-controller-leader-election"), ("Service", "bakeoff-controller-metrics"),
+        ("ClusterRole", "bakeoff-controller"),
+        ("ClusterRoleBinding", "bakeoff-controller"),
+        ("Deployment", "bakeoff-controller"),
+        ("Role", "bakeoff-controller-leader-election"),
+        ("RoleBinding", "bakeoff-controller-leader-election"),
+        ("Service", "bakeoff-controller-metrics"),
         ("ServiceAccount", "bakeoff-controller"),
     ]
     d = one(docs, "Deployment", "bakeoff-controller")
@@ -193,8 +227,17 @@ def test_defaults(helm, tmp_path):
     (c,) = pod["containers"]
     assert c["image"] == f"{IMAGE}:{APP_VERSION}"
     # The lease name matches docs/kubernetes.md ("bakeoff-controller") for a release named bakeoff.
-    assert c["args"] == ["controller", "--metrics", "0.0.0.0:9090", "--lease-name", "bakeoff-controller",
-                         "--lease-namespace", "bakeoff-system", "--identity", "$(POD_NAME)"]
+    assert c["args"] == [
+        "controller",
+        "--metrics",
+        "0.0.0.0:9090",
+        "--lease-name",
+        "bakeoff-controller",
+        "--lease-namespace",
+        "bakeoff-system",
+        "--identity",
+        "$(POD_NAME)",
+    ]
     env = {e["name"]: e for e in c["env"]}
     assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["BAKEOFF_LOG_LEVEL"]["value"] == "info"
@@ -215,16 +258,30 @@ def test_router_objects_only_with_a_bakeoff(helm, tmp_path):
     assert not [d for d in without if "router" in d["metadata"]["name"]]
     docs = render(helm, tmp_path, ROUTER)
     routers = sorted((d["kind"], d["metadata"]["name"]) for d in docs if "router" in d["metadata"]["name"])
-    assert routers == [("Deployment", "bakeoff-router"), ("Role", "bakeoff-router"),
-                       ("RoleBinding", "bakeoff-router"), ("Service", "bakeoff-router"),
-                       ("ServiceAccount", "bakeoff-router")]
+    assert routers == [
+        ("Deployment", "bakeoff-router"),
+        ("Role", "bakeoff-router"),
+        ("RoleBinding", "bakeoff-router"),
+        ("Service", "bakeoff-router"),
+        ("ServiceAccount", "bakeoff-router"),
+    ]
     d = one(docs, "Deployment", "bakeoff-router")
     assert d["spec"]["replicas"] == 2
     pod = d["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "bakeoff-router" and pod["automountServiceAccountToken"] is True
     (c,) = pod["containers"]
-    assert c["args"] == ["router", "--kubernetes", "--bakeoff", "shop", "--namespace", "bakeoff-system",
-                         "--listen", "0.0.0.0:8080", "--admin", "0.0.0.0:8081"]
+    assert c["args"] == [
+        "router",
+        "--kubernetes",
+        "--bakeoff",
+        "shop",
+        "--namespace",
+        "bakeoff-system",
+        "--listen",
+        "0.0.0.0:8080",
+        "--admin",
+        "0.0.0.0:8081",
+    ]
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8080, "admin": 8081}
     assert c["readinessProbe"]["httpGet"] == {"path": "/-/readyz", "port": "admin"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/-/healthz", "port": "admin"}
@@ -251,20 +308,25 @@ def test_custom_values(helm, tmp_path):
     assert c["args"][-2:] == ["--resync", "30s"] and c["args"][5:7] == ["--lease-namespace", "ns1"]
     assert c["args"][3:5] == ["--lease-name", "bo-controller"]
     assert {e["name"]: e.get("value") for e in c["env"]}["BAKEOFF_LOG_LEVEL"] == "debug"
-    assert c["resources"] == {"requests": {"cpu": "10m", "memory": "64Mi"},
-                              "limits": {"cpu": "1", "memory": "512Mi"}}  # merged with the defaults
+    assert c["resources"] == {
+        "requests": {"cpu": "10m", "memory": "64Mi"},
+        "limits": {"cpu": "1", "memory": "512Mi"},
+    }  # merged with the defaults
     assert one(docs, "ServiceAccount", "ctl")["metadata"]["annotations"] == {"a": "b"}
     assert one(docs, "RoleBinding", "bo-controller-leader-election")["subjects"] == [
-        {"kind": "ServiceAccount", "name": "ctl", "namespace": "ns1"}]
+        {"kind": "ServiceAccount", "name": "ctl", "namespace": "ns1"}
+    ]
     assert one(docs, "ClusterRoleBinding", "bo-controller")["subjects"] == [
-        {"kind": "ServiceAccount", "name": "ctl", "namespace": "ns1"}]
+        {"kind": "ServiceAccount", "name": "ctl", "namespace": "ns1"}
+    ]
     assert rule_set(one(docs, "Role", "bo-controller-leader-election")) == leader_rules("bo-controller")
     rtr = one(docs, "Deployment", "bo-router")
     assert rtr["spec"]["replicas"] == 5
     assert rtr["spec"]["template"]["spec"]["serviceAccountName"] == "rtr"
     assert rtr["spec"]["template"]["spec"]["containers"][0]["args"][-2:] == ["--workers", "2"]
-    assert one(docs, "RoleBinding", "bo-router")["subjects"] == [{"kind": "ServiceAccount", "name": "rtr",
-                                                                   "namespace": "ns1"}]
+    assert one(docs, "RoleBinding", "bo-router")["subjects"] == [
+        {"kind": "ServiceAccount", "name": "rtr", "namespace": "ns1"}
+    ]
     svc = one(docs, "Service", "bo-router")
     assert svc["spec"]["type"] == "NodePort"
     assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"http": 8000, "admin": 8081}
@@ -289,8 +351,10 @@ def test_watch_namespace_switches_cluster_role_to_role(helm, tmp_path):
     assert rule_set(one(docs, "ClusterRole", "bakeoff-controller")) == CONTROLLER_RULES
     crb = one(docs, "ClusterRoleBinding", "bakeoff-controller")
     assert crb["roleRef"]["kind"] == "ClusterRole"
-    assert "--namespace" not in one(docs, "Deployment", "bakeoff-controller")["spec"]["template"]["spec"][
-        "containers"][0]["args"]
+    assert (
+        "--namespace"
+        not in one(docs, "Deployment", "bakeoff-controller")["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
 
 
 def test_service_monitor_only_when_enabled(helm, tmp_path):
@@ -325,8 +389,19 @@ def test_rbac_least_privilege_in_every_value_set(helm, tmp_path, name):
         granted |= rules
         for g, r, v, _ in rules:
             assert "*" not in (g, r, v), (role["metadata"]["name"], g, r, v)
-            assert r not in {"secrets", "pods", "pods/exec", "pods/log", "serviceaccounts", "roles", "rolebindings",
-                             "clusterroles", "clusterrolebindings", "nodes", "namespaces"}, (role["metadata"], r)
+            assert r not in {
+                "secrets",
+                "pods",
+                "pods/exec",
+                "pods/log",
+                "serviceaccounts",
+                "roles",
+                "rolebindings",
+                "clusterroles",
+                "clusterrolebindings",
+                "nodes",
+                "namespaces",
+            }, (role["metadata"], r)
             assert v not in {"escalate", "bind", "impersonate", "deletecollection"}, (role["metadata"], v)
     full = "bo" if name == "custom" else "rel-bakeoff"
     expected = set()
@@ -391,8 +466,11 @@ def test_standard_labels_and_namespaces(helm, tmp_path, name):
         assert labels["app.kubernetes.io/component"] in {"controller", "router"}
         if d["kind"].startswith("Cluster"):
             assert "namespace" not in d["metadata"]
-        elif d["kind"] in ("Role", "RoleBinding") and watch and not d["metadata"]["name"].endswith(
-                ("leader-election", "router")):
+        elif (
+            d["kind"] in ("Role", "RoleBinding")
+            and watch
+            and not d["metadata"]["name"].endswith(("leader-election", "router"))
+        ):
             assert d["metadata"]["namespace"] == watch
         else:
             assert d["metadata"]["namespace"] == "ns1", (d["kind"], d["metadata"])
@@ -405,14 +483,16 @@ def test_standard_labels_and_namespaces(helm, tmp_path, name):
     for a in deps:
         for b in deps:
             if a is not b:
-                assert not a["spec"]["selector"]["matchLabels"].items() <= \
-                    b["spec"]["template"]["metadata"]["labels"].items()
+                assert (
+                    not a["spec"]["selector"]["matchLabels"].items()
+                    <= b["spec"]["template"]["metadata"]["labels"].items()
+                )
 
 
 # ---------------------------------------------------------------- against the API server
 
-APPLY_NS = "chart-apply"          # release "apply": controller cluster-wide + router for "shop"
-SCOPED_NS = "chart-scoped"        # release "scoped": controller restricted to WATCHED_NS
+APPLY_NS = "chart-apply"  # release "apply": controller cluster-wide + router for "shop"
+SCOPED_NS = "chart-scoped"  # release "scoped": controller restricted to WATCHED_NS
 WATCHED_NS = "chart-watched"
 SA_GROUPS = lambda ns: ["system:serviceaccounts", f"system:serviceaccounts:{ns}"]  # noqa: E731
 
@@ -477,8 +557,15 @@ def test_every_rendered_object_is_accepted(kube, applied):
 
     docs, created = applied["main"]
     assert sorted(created) == sorted((d["kind"], d["metadata"]["name"]) for d in docs)
-    assert {k for k, _ in created} == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
-                                       "Service", "Deployment"}
+    assert {k for k, _ in created} == {
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "Deployment",
+    }
     # What the server stored is what was rendered (nothing pruned, nothing rejected silently).
     apps = client.AppsV1Api(kube.api)
     dep = apps.read_namespaced_deployment("apply-bakeoff-router", APPLY_NS)
@@ -502,24 +589,47 @@ def test_every_rendered_object_is_accepted(kube, applied):
 
 def test_strict_apply_rejects_a_bad_manifest(kube, applied):
     # The check above could fail: a misspelt field is an error, not a warning.
-    doc = {"apiVersion": "v1", "kind": "ServiceAccount",
-           "metadata": {"name": "typo", "namespace": APPLY_NS}, "automountServiceAccountTokens": True}
+    doc = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": "typo", "namespace": APPLY_NS},
+        "automountServiceAccountTokens": True,
+    }
     status, body = _raw(kube, "POST", resource_path(kube, doc, APPLY_NS) + "?fieldValidation=Strict", body=doc)
     assert status == 400 and "unknown field" in body["message"], body
 
 
-def can(kube, sa_ns: str, sa: str, verb: str, resource: str, group: str = "", namespace: str = "",
-        subresource: str = "", name: str = "") -> bool:
+def can(
+    kube,
+    sa_ns: str,
+    sa: str,
+    verb: str,
+    resource: str,
+    group: str = "",
+    namespace: str = "",
+    subresource: str = "",
+    name: str = "",
+) -> bool:
     from kubernetes import client
 
-    review = client.AuthorizationV1Api(kube.api).create_subject_access_review({
-        "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-        "spec": {
-            "user": f"system:serviceaccount:{sa_ns}:{sa}", "groups": SA_GROUPS(sa_ns),
-            "resourceAttributes": {"group": group, "resource": resource, "subresource": subresource, "verb": verb,
-                                   "namespace": namespace, "name": name},
-        },
-    })
+    review = client.AuthorizationV1Api(kube.api).create_subject_access_review(
+        {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": f"system:serviceaccount:{sa_ns}:{sa}",
+                "groups": SA_GROUPS(sa_ns),
+                "resourceAttributes": {
+                    "group": group,
+                    "resource": resource,
+                    "subresource": subresource,
+                    "verb": verb,
+                    "namespace": namespace,
+                    "name": name,
+                },
+            },
+        }
+    )
     return bool(review.status.allowed)
 
 
@@ -546,17 +656,29 @@ def test_controller_permissions_by_subject_access_review(kube, applied):
         for ns in ("some-team", APPLY_NS, ""):  # any namespace, and all namespaces at once
             if ns == "" and verb not in ("list", "watch"):
                 continue
-            if not can(kube, APPLY_NS, sa, verb, r, group, ns, sub, name="x" if verb in ("get", "update", "patch",
-                                                                                          "delete") else ""):
+            if not can(
+                kube,
+                APPLY_NS,
+                sa,
+                verb,
+                r,
+                group,
+                ns,
+                sub,
+                name="x" if verb in ("get", "update", "patch", "delete") else "",
+            ):
                 denied.append((group, resource, verb, ns))
     assert not denied, denied
     for verb, name in (("get", sa), ("update", sa), ("create", "")):
         assert can(kube, APPLY_NS, sa, verb, "leases", "coordination.k8s.io", APPLY_NS, name=name), verb
 
     must_deny = [
-        ("get", "secrets", "", "some-team", "", ""), ("list", "secrets", "", "", "", ""),
-        ("list", "secrets", "", APPLY_NS, "", ""), ("watch", "secrets", "", "some-team", "", ""),
-        ("list", "pods", "", "some-team", "", ""), ("get", "pods", "", APPLY_NS, "", "p"),
+        ("get", "secrets", "", "some-team", "", ""),
+        ("list", "secrets", "", "", "", ""),
+        ("list", "secrets", "", APPLY_NS, "", ""),
+        ("watch", "secrets", "", "some-team", "", ""),
+        ("list", "pods", "", "some-team", "", ""),
+        ("get", "pods", "", APPLY_NS, "", "p"),
         ("create", "pods", "", "some-team", "exec", "p"),
         ("delete", "bakeoffs", "bakeoff.dev", "some-team", "", "b"),
         ("create", "bakeoffs", "bakeoff.dev", "some-team", "", ""),
@@ -572,7 +694,8 @@ def test_controller_permissions_by_subject_access_review(kube, applied):
         ("delete", "bakeoffs", "bakeoff.dev", "some-team", "status", "b"),
         ("create", "rolebindings", "rbac.authorization.k8s.io", "some-team", "", ""),
         ("create", "serviceaccounts", "", "some-team", "token", "default"),
-        ("list", "nodes", "", "", "", ""), ("get", "namespaces", "", "", "", "some-team"),
+        ("list", "nodes", "", "", "", ""),
+        ("get", "namespaces", "", "", "", "some-team"),
         ("create", "replicasets", "apps", "some-team", "", ""),
     ]
     allowed = [d for d in must_deny if can(kube, APPLY_NS, sa, d[0], d[1], d[2], d[3], d[4], d[5])]
@@ -583,14 +706,22 @@ def test_scoped_controller_permissions_by_subject_access_review(kube, applied):
     sa = "scoped-bakeoff-controller"
     wait_allowed(kube, SCOPED_NS, sa, "create", "deployments", "apps", WATCHED_NS)
     wait_allowed(kube, SCOPED_NS, sa, "update", "leases", "coordination.k8s.io", SCOPED_NS, name=sa)
-    for verb, resource, group in (("watch", "bakeoffs", "bakeoff.dev"), ("patch", "services", ""),
-                                  ("list", "endpointslices", "discovery.k8s.io"), ("create", "events", "")):
+    for verb, resource, group in (
+        ("watch", "bakeoffs", "bakeoff.dev"),
+        ("patch", "services", ""),
+        ("list", "endpointslices", "discovery.k8s.io"),
+        ("create", "events", ""),
+    ):
         assert can(kube, SCOPED_NS, sa, verb, resource, group, WATCHED_NS), (verb, resource)
     assert can(kube, SCOPED_NS, sa, "update", "bakeoffs", "bakeoff.dev", WATCHED_NS, "status", "b")
     for ns in (SCOPED_NS, APPLY_NS, "default", ""):  # outside the watched namespace: nothing
-        for verb, resource, group in (("get", "deployments", "apps"), ("list", "deployments", "apps"),
-                                      ("list", "bakeoffs", "bakeoff.dev"), ("create", "services", ""),
-                                      ("list", "configmaps", "")):
+        for verb, resource, group in (
+            ("get", "deployments", "apps"),
+            ("list", "deployments", "apps"),
+            ("list", "bakeoffs", "bakeoff.dev"),
+            ("create", "services", ""),
+            ("list", "configmaps", ""),
+        ):
             assert not can(kube, SCOPED_NS, sa, verb, resource, group, ns), (verb, resource, ns)
     assert not can(kube, SCOPED_NS, sa, "get", "secrets", "", WATCHED_NS)
     assert not can(kube, SCOPED_NS, sa, "list", "pods", "", WATCHED_NS)
@@ -610,8 +741,8 @@ def test_router_permissions_by_subject_access_review(kube, applied):
         ("get", "secrets", "", APPLY_NS, "", "s"),
         ("create", "services", "", APPLY_NS, "", ""),
         ("list", "pods", "", APPLY_NS, "", ""),
-        ("list", "bakeoffs", "bakeoff.dev", "", "", ""),            # not cluster-wide
-        ("list", "bakeoffs", "bakeoff.dev", "other", "", ""),       # not in another namespace
+        ("list", "bakeoffs", "bakeoff.dev", "", "", ""),  # not cluster-wide
+        ("list", "bakeoffs", "bakeoff.dev", "other", "", ""),  # not in another namespace
         ("list", "endpointslices", "discovery.k8s.io", "other", "", ""),
         ("create", "leases", "coordination.k8s.io", APPLY_NS, "", ""),
         ("create", "events", "", APPLY_NS, "", ""),
@@ -628,14 +759,23 @@ def rules_as(kube, user: str, namespace: str) -> set[tuple]:
     api = client.ApiClient(kube.api.configuration, header_name="Impersonate-User", header_value=user)
     try:
         review = client.AuthorizationV1Api(api).create_self_subject_rules_review(
-            {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview",
-             "spec": {"namespace": namespace}})
+            {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectRulesReview",
+                "spec": {"namespace": namespace},
+            }
+        )
     finally:
         api.close()
     assert not review.status.incomplete, review.status.evaluation_error
-    return {(g, r, v, n) for rule in review.status.resource_rules
-            for g in rule.api_groups or [""] for r in rule.resources or [] for v in rule.verbs
-            for n in rule.resource_names or [None]}
+    return {
+        (g, r, v, n)
+        for rule in review.status.resource_rules
+        for g in rule.api_groups or [""]
+        for r in rule.resources or []
+        for v in rule.verbs
+        for n in rule.resource_names or [None]
+    }
 
 
 def test_granted_rules_are_exactly_the_documented_ones(kube, applied):
@@ -666,13 +806,19 @@ def test_helm_install_and_upgrade(kube, crds, helm, tmp_path):
 
     ns = "chart-helm"
     args = ["--namespace", ns, "--kubeconfig", kube.kubeconfig]
-    r = run_helm(helm, "install", "bakeoff", str(CHART), *args, "--create-namespace",
-                 "-f", values_file(tmp_path, {}))
+    r = run_helm(helm, "install", "bakeoff", str(CHART), *args, "--create-namespace", "-f", values_file(tmp_path, {}))
     assert "STATUS: deployed" in r.stdout, r.stdout
     apps = client.AppsV1Api(kube.api)
     assert apps.read_namespaced_deployment("bakeoff-controller", ns).spec.replicas == 2
-    r = run_helm(helm, "upgrade", "bakeoff", str(CHART), *args,
-                 "-f", values_file(tmp_path, {"router": {"bakeoff": "shop"}, "controller": {"watchNamespace": ns}}))
+    r = run_helm(
+        helm,
+        "upgrade",
+        "bakeoff",
+        str(CHART),
+        *args,
+        "-f",
+        values_file(tmp_path, {"router": {"bakeoff": "shop"}, "controller": {"watchNamespace": ns}}),
+    )
     assert "STATUS: deployed" in r.stdout and 'Router for Bakeoff "shop"' in r.stdout, r.stdout
     assert apps.read_namespaced_deployment("bakeoff-router", ns).spec.replicas == 2
     rbac = client.RbacAuthorizationV1Api(kube.api)
@@ -680,7 +826,11 @@ def test_helm_install_and_upgrade(kube, crds, helm, tmp_path):
         rbac.read_cluster_role("bakeoff-controller")
     assert err.value.status == 404
     role = rbac.read_namespaced_role("bakeoff-controller", ns)
-    assert rule_set({"rules": [{"apiGroups": x.api_groups, "resources": x.resources, "verbs": x.verbs}
-                               for x in role.rules]}) == CONTROLLER_RULES
+    assert (
+        rule_set(
+            {"rules": [{"apiGroups": x.api_groups, "resources": x.resources, "verbs": x.verbs} for x in role.rules]}
+        )
+        == CONTROLLER_RULES
+    )
     r = run_helm(helm, "uninstall", "bakeoff", *args)
     assert apps.list_namespaced_deployment(ns).items == []

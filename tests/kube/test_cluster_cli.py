@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from bakeoff import cluster_cli, kube as bkube
+from bakeoff.cli import cluster as cluster_cli
+from bakeoff.common import kube as bkube
 
 pytestmark = pytest.mark.usefixtures("crds")
 
@@ -28,7 +29,7 @@ MERGE = "application/merge-patch+json"
 
 def _cmd() -> list[str]:
     exe = Path(sys.executable).parent / "bakeoff"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "bakeoff.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "bakeoff"]
 
 
 @pytest.fixture
@@ -48,8 +49,10 @@ def ns(kube):
 def run(kube, ns):
     def run(*args: str, namespace: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
         argv = _cmd() + list(args) + ["--kubeconfig", kube.kubeconfig, "-n", namespace or ns]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                              env=dict(os.environ, COLUMNS="200"))
+        return subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=dict(os.environ, COLUMNS="200")
+        )
+
     return run
 
 
@@ -76,14 +79,19 @@ def cluster(kube, ns):
 
 def make_bakeoff(custom, ns: str, name: str = "shop", status: dict | None = None) -> dict:
     body = {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "Bakeoff", "metadata": {"name": name},
-        "spec": {"mainline": {"deployment": "shop"},
-                 "judge": {"objective": {"metric": "conversion", "kind": "proportion", "direction": "higher"}}},
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Bakeoff",
+        "metadata": {"name": name},
+        "spec": {
+            "mainline": {"deployment": "shop"},
+            "judge": {"objective": {"metric": "conversion", "kind": "proportion", "direction": "higher"}},
+        },
     }
     b = custom.create_namespaced_custom_object(GROUP, VERSION, ns, "bakeoffs", body)
     if status is not None:
-        b = custom.patch_namespaced_custom_object_status(GROUP, VERSION, ns, "bakeoffs", name, {"status": status},
-                                                         _content_type=MERGE)
+        b = custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, ns, "bakeoffs", name, {"status": status}, _content_type=MERGE
+        )
     return b
 
 
@@ -96,9 +104,28 @@ def variants(custom, ns: str) -> list[dict]:
 
 def test_submit_creates_variant_with_all_fields(run, custom, ns):
     make_bakeoff(custom, ns)
-    r = run("submit", "--bakeoff", "shop", "--image", "registry.example/shop:3f2a9c1", "--name", "cached",
-            "--commit", "3f2a9c1e", "--repo", "https://git.example/shop", "--author", "ada",
-            "--generator", "model-x", "--message", "cache the catalogue\n\nlonger text", "--replicas", "3", "--json")
+    r = run(
+        "submit",
+        "--bakeoff",
+        "shop",
+        "--image",
+        "registry.example/shop:3f2a9c1",
+        "--name",
+        "cached",
+        "--commit",
+        "3f2a9c1e",
+        "--repo",
+        "https://git.example/shop",
+        "--author",
+        "ada",
+        "--generator",
+        "model-x",
+        "--message",
+        "cache the catalogue\n\nlonger text",
+        "--replicas",
+        "3",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     printed = json.loads(r.stdout)
     assert printed["metadata"]["name"] == "cached"
@@ -106,8 +133,13 @@ def test_submit_creates_variant_with_all_fields(run, custom, ns):
     assert v["spec"]["bakeoff"] == "shop"
     assert v["spec"]["image"] == "registry.example/shop:3f2a9c1"
     assert v["spec"]["replicas"] == 3
-    assert v["spec"]["change"] == {"commit": "3f2a9c1e", "repository": "https://git.example/shop", "author": "ada",
-                                   "generator": "model-x", "message": "cache the catalogue\n\nlonger text"}
+    assert v["spec"]["change"] == {
+        "commit": "3f2a9c1e",
+        "repository": "https://git.example/shop",
+        "author": "ada",
+        "generator": "model-x",
+        "message": "cache the catalogue\n\nlonger text",
+    }
     assert v["metadata"]["labels"]["bakeoff.dev/bakeoff"] == "shop"
     assert printed["metadata"]["uid"] == v["metadata"]["uid"]
 
@@ -179,12 +211,15 @@ def test_submit_running_bakeoff_is_accepted(run, custom, ns):
     assert [v["metadata"]["name"] for v in variants(custom, ns)] == ["shop-1"]
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--image", ""], "--image"),
-    (["--image", "  "], "--image"),
-    (["--image", "r/shop:1", "--replicas", "0"], "--replicas"),
-    (["--image", "r/shop:1", "--name", "Bad_Name"], "--name"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--image", ""], "--image"),
+        (["--image", "  "], "--image"),
+        (["--image", "r/shop:1", "--replicas", "0"], "--replicas"),
+        (["--image", "r/shop:1", "--name", "Bad_Name"], "--name"),
+    ],
+)
 def test_submit_bad_arguments_exit_2(run, custom, ns, args, needle):
     make_bakeoff(custom, ns)
     r = run("submit", "--bakeoff", "shop", *args)
@@ -217,8 +252,9 @@ def test_submit_422_prints_the_api_servers_message(run, custom, ns):
 def test_bad_kubeconfig_exit_2(tmp_path):
     missing = tmp_path / "nope.yaml"
     for args in (["submit", "--bakeoff", "shop", "--image", "r/shop:1"], ["status"], ["revert", "shop"]):
-        r = subprocess.run(_cmd() + args + ["--kubeconfig", str(missing)], capture_output=True, text=True,
-                           timeout=60, cwd=ROOT)
+        r = subprocess.run(
+            _cmd() + args + ["--kubeconfig", str(missing)], capture_output=True, text=True, timeout=60, cwd=ROOT
+        )
         assert r.returncode == 2, (args, r.stderr)
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and str(missing) in lines[0] and "does not exist" in lines[0]
@@ -239,9 +275,18 @@ def test_status_lists_bakeoffs(run, custom, ns):
     make_bakeoff(custom, ns, "shop", status={"phase": "Promoted", "winner": "fast", "mainline": "fast"})
     make_bakeoff(custom, ns, "search")
     for i in range(2):
-        custom.create_namespaced_custom_object(GROUP, VERSION, ns, "variants", {
-            "apiVersion": f"{GROUP}/{VERSION}", "kind": "Variant", "metadata": {"name": f"v{i}"},
-            "spec": {"bakeoff": "shop", "image": f"r/shop:{i}"}})
+        custom.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            ns,
+            "variants",
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "Variant",
+                "metadata": {"name": f"v{i}"},
+                "spec": {"bakeoff": "shop", "image": f"r/shop:{i}"},
+            },
+        )
     r = run("status")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
@@ -256,51 +301,120 @@ def test_status_lists_bakeoffs(run, custom, ns):
 BAKEOFF_STATUS = {
     "phase": "Running",
     "mainline": "mainline",
-    "routing": {"version": 7, "variants": [
-        {"name": "mainline", "service": "shop-mainline", "port": 8080, "weight": 0.9},
-        {"name": "cached", "service": "shop-cached", "port": 8080, "weight": 0.1}]},
+    "routing": {
+        "version": 7,
+        "variants": [
+            {"name": "mainline", "service": "shop-mainline", "port": 8080, "weight": 0.9},
+            {"name": "cached", "service": "shop-cached", "port": 8080, "weight": 0.1},
+        ],
+    },
     "decision": {"action": "rollback", "rollback": ["slow"], "reason": "slow: latency_p99 worse by +31%"},
     "verdicts": {"variants": {"cached": {"requests": 4321}}},
     "conditions": [
-        {"type": "Ready", "status": "True", "reason": "Reconciled", "message": "",
-         "lastTransitionTime": "2024-05-01T10:00:00Z"},
-        {"type": "Judging", "status": "False", "reason": "InvalidSpec",
-         "message": "spec.judge.source: unsupported scheme ftp", "lastTransitionTime": "2024-05-01T10:00:00Z"},
+        {
+            "type": "Ready",
+            "status": "True",
+            "reason": "Reconciled",
+            "message": "",
+            "lastTransitionTime": "2024-05-01T10:00:00Z",
+        },
+        {
+            "type": "Judging",
+            "status": "False",
+            "reason": "InvalidSpec",
+            "message": "spec.judge.source: unsupported scheme ftp",
+            "lastTransitionTime": "2024-05-01T10:00:00Z",
+        },
     ],
 }
 CACHED_STATUS = {
-    "phase": "Serving", "share": 0.1, "verdict": "conversion better (+1.2 pts); error_rate ok",
+    "phase": "Serving",
+    "share": 0.1,
+    "verdict": "conversion better (+1.2 pts); error_rate ok",
     "verdicts": [
-        {"metric": "conversion", "state": "better", "estimate": 0.012, "ci": [0.004, 0.02],
-         "control": 0.031, "candidate": 0.043},
-        {"metric": "latency_p99", "state": "non-inferior", "estimate": -0.05, "ci": [-0.12, 0.03],
-         "control": 0.250, "candidate": 0.2375},
+        {
+            "metric": "conversion",
+            "state": "better",
+            "estimate": 0.012,
+            "ci": [0.004, 0.02],
+            "control": 0.031,
+            "candidate": 0.043,
+        },
+        {
+            "metric": "latency_p99",
+            "state": "non-inferior",
+            "estimate": -0.05,
+            "ci": [-0.12, 0.03],
+            "control": 0.250,
+            "candidate": 0.2375,
+        },
     ],
-    "conditions": [{"type": "Ready", "status": "True", "reason": "Available", "message": "",
-                    "lastTransitionTime": "2024-05-01T10:00:00Z"}],
+    "conditions": [
+        {
+            "type": "Ready",
+            "status": "True",
+            "reason": "Available",
+            "message": "",
+            "lastTransitionTime": "2024-05-01T10:00:00Z",
+        }
+    ],
 }
 SLOW_STATUS = {
-    "phase": "RolledBack", "share": 0.0, "verdict": "latency_p99 worse", "failed": False,
+    "phase": "RolledBack",
+    "share": 0.0,
+    "verdict": "latency_p99 worse",
+    "failed": False,
     "verdicts": [{"metric": "latency_p99", "state": "worse", "estimate": 0.31, "ci": [0.2, 0.42]}],
-    "conditions": [{"type": "RolledBack", "status": "True", "reason": "Worse",
-                    "message": "latency_p99 +31% (ci +20% .. +42%)", "lastTransitionTime": "2024-05-01T10:00:00Z"},
-                   {"type": "Serving", "status": "False", "reason": "ScaledToZero", "message": "",
-                    "lastTransitionTime": "2024-05-01T10:00:00Z"}],
+    "conditions": [
+        {
+            "type": "RolledBack",
+            "status": "True",
+            "reason": "Worse",
+            "message": "latency_p99 +31% (ci +20% .. +42%)",
+            "lastTransitionTime": "2024-05-01T10:00:00Z",
+        },
+        {
+            "type": "Serving",
+            "status": "False",
+            "reason": "ScaledToZero",
+            "message": "",
+            "lastTransitionTime": "2024-05-01T10:00:00Z",
+        },
+    ],
 }
 
 
 def _with_variants(custom, ns):
     make_bakeoff(custom, ns, status=BAKEOFF_STATUS)
     for name, commit, st in (("cached", "3f2a9c1e77", CACHED_STATUS), ("slow", "99aa00", SLOW_STATUS)):
-        custom.create_namespaced_custom_object(GROUP, VERSION, ns, "variants", {
-            "apiVersion": f"{GROUP}/{VERSION}", "kind": "Variant", "metadata": {"name": name},
-            "spec": {"bakeoff": "shop", "image": f"r/shop:{name}", "change": {"commit": commit}}})
-        custom.patch_namespaced_custom_object_status(GROUP, VERSION, ns, "variants", name, {"status": st},
-                                                     _content_type=MERGE)
+        custom.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            ns,
+            "variants",
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "Variant",
+                "metadata": {"name": name},
+                "spec": {"bakeoff": "shop", "image": f"r/shop:{name}", "change": {"commit": commit}},
+            },
+        )
+        custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, ns, "variants", name, {"status": st}, _content_type=MERGE
+        )
     # a variant of another bake-off must not show up
-    custom.create_namespaced_custom_object(GROUP, VERSION, ns, "variants", {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "Variant", "metadata": {"name": "other"},
-        "spec": {"bakeoff": "search", "image": "r/search:1"}})
+    custom.create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        ns,
+        "variants",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Variant",
+            "metadata": {"name": "other"},
+            "spec": {"bakeoff": "search", "image": "r/search:1"},
+        },
+    )
 
 
 def _row(out: str, *first: str) -> list[str]:
@@ -322,13 +436,29 @@ def test_status_of_a_bakeoff(run, custom, ns):
     assert _row(out, "cached")[:5] == ["cached", "Serving", "10.0%", "4321", "3f2a9c1e77"]
     assert "conversion better (+1.2 pts); error_rate ok" in out
     assert _row(out, "slow")[:5] == ["slow", "RolledBack", "0.0%", "-", "99aa00"]
-    assert _row(out, "cached", "conversion") == ["cached", "conversion", "better", "+0.012", "[+0.004,", "+0.02]",
-                                                  "0.031", "0.043"]
+    assert _row(out, "cached", "conversion") == [
+        "cached",
+        "conversion",
+        "better",
+        "+0.012",
+        "[+0.004,",
+        "+0.02]",
+        "0.031",
+        "0.043",
+    ]
     assert _row(out, "cached", "latency_p99")[2] == "non-inferior"
     assert _row(out, "slow", "latency_p99")[:4] == ["slow", "latency_p99", "worse", "+0.31"]
     # conditions: the False one and those with messages, not the plain Ready=True ones
-    assert _row(out, "bakeoff/shop", "Judging") == ["bakeoff/shop", "Judging", "False", "InvalidSpec",
-                                                    "spec.judge.source:", "unsupported", "scheme", "ftp"]
+    assert _row(out, "bakeoff/shop", "Judging") == [
+        "bakeoff/shop",
+        "Judging",
+        "False",
+        "InvalidSpec",
+        "spec.judge.source:",
+        "unsupported",
+        "scheme",
+        "ftp",
+    ]
     assert _row(out, "variant/slow", "RolledBack")[2:4] == ["True", "Worse"]
     assert _row(out, "variant/slow", "Serving") == ["variant/slow", "Serving", "False", "ScaledToZero"]
     assert "Available" not in out and "Reconciled" not in out
@@ -354,8 +484,18 @@ def test_status_rich_rendering(custom, cluster, ns):
     buf = io.StringIO()
     cluster_cli.render_rich(report, Console(file=buf, width=220, force_terminal=False, color_system=None))
     out = buf.getvalue()
-    for needle in ("Running", "cached", "Serving", "10.0%", "4321", "better", "[+0.004, +0.02]", "InvalidSpec",
-                   "unsupported scheme ftp", "routing (version 7)"):
+    for needle in (
+        "Running",
+        "cached",
+        "Serving",
+        "10.0%",
+        "4321",
+        "better",
+        "[+0.004, +0.02]",
+        "InvalidSpec",
+        "unsupported scheme ftp",
+        "routing (version 7)",
+    ):
         assert needle in out, needle
 
 
@@ -367,14 +507,25 @@ def test_status_missing_bakeoff(run, ns):
 
 def test_status_watch_refreshes_until_interrupted(kube, custom, ns):
     make_bakeoff(custom, ns, status={"phase": "Running"})
-    argv = _cmd() + ["status", "shop", "--watch", "--json", "--interval", "0.2", "--kubeconfig", kube.kubeconfig,
-                     "-n", ns]
+    argv = _cmd() + [
+        "status",
+        "shop",
+        "--watch",
+        "--json",
+        "--interval",
+        "0.2",
+        "--kubeconfig",
+        kube.kubeconfig,
+        "-n",
+        ns,
+    ]
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         first = json.loads(p.stdout.readline())
         assert first["bakeoff"]["status"]["phase"] == "Running"
-        custom.patch_namespaced_custom_object_status(GROUP, VERSION, ns, "bakeoffs", "shop",
-                                                     {"status": {"phase": "Stopped"}}, _content_type=MERGE)
+        custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, ns, "bakeoffs", "shop", {"status": {"phase": "Stopped"}}, _content_type=MERGE
+        )
         for _ in range(100):  # the next refreshes show the change
             doc = json.loads(p.stdout.readline())
             if doc["bakeoff"]["status"]["phase"] == "Stopped":
@@ -393,27 +544,44 @@ def test_status_watch_refreshes_until_interrupted(kube, custom, ns):
 
 
 def template(image: str, sidecar: str = "r/proxy:1") -> dict:
-    return {"metadata": {"labels": {"app": "shop"}},
-            "spec": {"containers": [{"name": "app", "image": image, "ports": [{"containerPort": 8080}]},
-                                    {"name": "proxy", "image": sidecar}]}}
+    return {
+        "metadata": {"labels": {"app": "shop"}},
+        "spec": {
+            "containers": [
+                {"name": "app", "image": image, "ports": [{"containerPort": 8080}]},
+                {"name": "proxy", "image": sidecar},
+            ]
+        },
+    }
 
 
 def make_deployment(apps, ns: str, annotations: dict | None, image: str = "r/shop:cached") -> dict:
-    body = {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "shop", "annotations": annotations or {}},
-            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "shop"}}, "template": template(image)}}
+    body = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "shop", "annotations": annotations or {}},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "shop"}}, "template": template(image)},
+    }
     return apps.create_namespaced_deployment(ns, body)
 
 
-PROMOTION = {"bakeoff": "shop", "variant": "cached", "uid": "1234-5678", "image": "r/shop:cached",
-             "at": "2024-05-01T10:00:00Z"}
+PROMOTION = {
+    "bakeoff": "shop",
+    "variant": "cached",
+    "uid": "1234-5678",
+    "image": "r/shop:cached",
+    "at": "2024-05-01T10:00:00Z",
+}
 
 
 def promoted_annotations(extra: dict | None = None) -> dict:
     prev = template("r/shop:old")
     prev["metadata"]["annotations"] = {"kept": "yes"}
-    a = {"bakeoff.dev/previous-template": json.dumps(prev), "bakeoff.dev/promotion": json.dumps(PROMOTION),
-         "team": "shop-team"}
+    a = {
+        "bakeoff.dev/previous-template": json.dumps(prev),
+        "bakeoff.dev/promotion": json.dumps(PROMOTION),
+        "team": "shop-team",
+    }
     a.update(extra or {})
     return a
 
@@ -423,8 +591,7 @@ def test_revert_restores_the_previous_template(run, custom, apps, ns):
     make_deployment(apps, ns, promoted_annotations())
     r = run("revert", "shop")
     assert r.returncode == 0, r.stderr
-    assert ("deployment shop: template from before the promotion of cached (image r/shop:cached) restored"
-            in r.stdout)
+    assert "deployment shop: template from before the promotion of cached (image r/shop:cached) restored" in r.stdout
     assert "container app: r/shop:cached -> r/shop:old" in r.stdout
     d = apps.read_namespaced_deployment("shop", ns)
     assert [c.image for c in d.spec.template.spec.containers] == ["r/shop:old", "r/proxy:1"]
@@ -470,8 +637,9 @@ def test_revert_missing_deployment_and_bakeoff(run, custom, ns):
 
 def test_revert_refuses_another_bakeoffs_promotion(run, custom, apps, ns):
     make_bakeoff(custom, ns)
-    make_deployment(apps, ns, promoted_annotations({"bakeoff.dev/promotion": json.dumps(dict(PROMOTION,
-                                                                                            bakeoff="other"))}))
+    make_deployment(
+        apps, ns, promoted_annotations({"bakeoff.dev/promotion": json.dumps(dict(PROMOTION, bakeoff="other"))})
+    )
     r = run("revert", "shop")
     assert r.returncode == 1 and "promoted by bakeoff other" in r.stderr
     assert apps.read_namespaced_deployment("shop", ns).spec.template.spec.containers[0].image == "r/shop:cached"
@@ -484,8 +652,9 @@ def test_revert_retries_a_conflicting_update(custom, apps, cluster, ns):
 
     def concurrent_writer(attempt: int) -> None:
         if attempt == 1:  # between our read and our replace: the API server will answer 409
-            apps.patch_namespaced_deployment("shop", ns, {"metadata": {"labels": {"touched": "by-someone"}},
-                                                          "spec": {"replicas": 5}})
+            apps.patch_namespaced_deployment(
+                "shop", ns, {"metadata": {"labels": {"touched": "by-someone"}}, "spec": {"replicas": 5}}
+            )
             writes.append(attempt)
 
     r = cluster_cli.revert_mainline(cluster, "shop", before_write=concurrent_writer)

@@ -22,12 +22,21 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from controller.kube import objects as ko
-from controller.platforms.local import free_port
+from bakeoff.controller.kube import objects as ko
+from bakeoff.controller.platforms.local import free_port
 
 from .conftest import ROOT, start_app
 from .test_controller import (
-    await_for, bakeoff_doc, candidates_available, create, get, mainline_deployment, mark_available, routing_of, running, variant_doc,
+    await_for,
+    bakeoff_doc,
+    candidates_available,
+    create,
+    get,
+    mainline_deployment,
+    mark_available,
+    routing_of,
+    running,
+    variant_doc,
 )
 from .test_router_kube import host_ip  # noqa: F401 - a fixture
 
@@ -45,7 +54,7 @@ class Service:
         self.rng = random.Random(name)
         self.served = 0
 
-    async def start(self, ip: str) -> "Service":
+    async def start(self, ip: str) -> Service:
         async def handler(request):
             self.served += 1
             if self.rng.random() < self.error_rate:
@@ -60,11 +69,17 @@ class Service:
 
 
 def put_slice(discovery, ns: str, service: str, ip: str, ports: dict[str, int], suffix: str = "1") -> None:
-    discovery.create_namespaced_endpoint_slice(ns, {
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": f"{service}-{suffix}", "labels": {"kubernetes.io/service-name": service}},
-        "addressType": "IPv4", "ports": [{"name": n, "port": p, "protocol": "TCP"} for n, p in ports.items()],
-        "endpoints": [{"addresses": [ip], "conditions": {"ready": True}}]})
+    discovery.create_namespaced_endpoint_slice(
+        ns,
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": f"{service}-{suffix}", "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4",
+            "ports": [{"name": n, "port": p, "protocol": "TCP"} for n, p in ports.items()],
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": True}}],
+        },
+    )
 
 
 async def routes_of(session, admin: str) -> set[str]:
@@ -80,24 +95,49 @@ async def test_a_bake_off_on_the_cluster_from_first_request_to_promotion(kube, c
     core.create_namespace({"metadata": {"name": ns}})
     apps.create_namespaced_deployment(ns, mainline_deployment())
     mark_available(apps, ns, "shop")
-    services = {"mainline": Service("mainline", conversion=0.05), "fast": Service("fast", conversion=0.20),
-                "buggy": Service("buggy", error_rate=0.3)}
+    services = {
+        "mainline": Service("mainline", conversion=0.05),
+        "fast": Service("fast", conversion=0.20),
+        "buggy": Service("buggy", error_rate=0.3),
+    }
     for s in services.values():
         await s.start(host_ip)
         put_slice(discovery, ns, ko.child_name("shop", s.name), host_ip, {"http": s.port})
 
     # two router replicas behind a Service the controller finds by its label
     routers = []
-    core.create_namespaced_service(ns, {"metadata": {"name": "shop-router", "labels": {ko.LABEL_ROUTER_FOR: "shop"}},
-                                        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080},
-                                                           {"name": "admin", "port": 8081}]}})
+    core.create_namespaced_service(
+        ns,
+        {
+            "metadata": {"name": "shop-router", "labels": {ko.LABEL_ROUTER_FOR: "shop"}},
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}, {"name": "admin", "port": 8081}]},
+        },
+    )
     for i in range(2):
         port, admin = free_port(host_ip), free_port(host_ip)
         log = open(tmp_path / f"router-{i}.log", "wb")
         proc = subprocess.Popen(
-            [str(BAKEOFF), "--log-json", "router", "--kubernetes", "--bakeoff", "shop", "-n", ns,
-             "--kubeconfig", kube.kubeconfig, "--listen", f"{host_ip}:{port}", "--admin", f"{host_ip}:{admin}"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=os.environ | {"BAKEOFF_ROUTER_TOKEN": TOKEN})
+            [
+                str(BAKEOFF),
+                "--log-json",
+                "router",
+                "--kubernetes",
+                "--bakeoff",
+                "shop",
+                "-n",
+                ns,
+                "--kubeconfig",
+                kube.kubeconfig,
+                "--listen",
+                f"{host_ip}:{port}",
+                "--admin",
+                f"{host_ip}:{admin}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=os.environ | {"BAKEOFF_ROUTER_TOKEN": TOKEN},
+        )
         routers.append((proc, f"http://{host_ip}:{port}", f"http://{host_ip}:{admin}"))
         put_slice(discovery, ns, "shop-router", host_ip, {"http": port, "admin": admin}, suffix=str(i))
 
@@ -121,7 +161,7 @@ async def test_a_bake_off_on_the_cluster_from_first_request_to_promotion(kube, c
                 sent["err"] += 1
                 await asyncio.sleep(0.05)
 
-    from controller.kube.operator import KubeController
+    from bakeoff.controller.kube.operator import KubeController
 
     ctl = KubeController(kube.api, namespace=ns, identity="e2e", lease_namespace=ns, interval=0.2)
     session = aiohttp.ClientSession()
@@ -133,8 +173,11 @@ async def test_a_bake_off_on_the_cluster_from_first_request_to_promotion(kube, c
             load = [asyncio.create_task(shopper(session, i)) for i in range(12)]
 
             # the broken build leaves every router within 2 s of the recorded rollback
-            await await_for(lambda: get(custom, ns, "variants", "buggy")["status"].get("phase") == "RolledBack",
-                            timeout=90, what="buggy rolled back")
+            await await_for(
+                lambda: get(custom, ns, "variants", "buggy")["status"].get("phase") == "RolledBack",
+                timeout=90,
+                what="buggy rolled back",
+            )
             t0 = time.monotonic()
             for _, _, admin in routers:
                 while "buggy" in await routes_of(session, admin):
@@ -145,15 +188,28 @@ async def test_a_bake_off_on_the_cluster_from_first_request_to_promotion(kube, c
             await asyncio.sleep(1.0)
             assert services["buggy"].served == served  # no request reaches it any more
 
-            b = await await_for(lambda: (lambda b: b if b["status"].get("phase") == "Promoted" else None)(
-                get(custom, ns, "bakeoffs", "shop")), timeout=120, what="promotion")
+            b = await await_for(
+                lambda: (lambda b: b if b["status"].get("phase") == "Promoted" else None)(
+                    get(custom, ns, "bakeoffs", "shop")
+                ),
+                timeout=120,
+                what="promotion",
+            )
             assert b["status"]["winner"] == "fast"
             assert "conversion" in b["status"]["decision"]["reason"]
-            main = await await_for(lambda: (lambda d: d if ko.ANN_PROMOTION in (d.metadata.annotations or {})
-                                            else None)(apps.read_namespaced_deployment("shop", ns)), what="patch")
+            main = await await_for(
+                lambda: (lambda d: d if ko.ANN_PROMOTION in (d.metadata.annotations or {}) else None)(
+                    apps.read_namespaced_deployment("shop", ns)
+                ),
+                what="patch",
+            )
             assert main.spec.template.spec.containers[0].image == "registry.example/shop:fast"
-            v = await await_for(lambda: (lambda v: v if v["status"].get("phase") == "Promoted" else None)(
-                get(custom, ns, "variants", "fast")), what="the Variant's status mirrors the promotion")
+            v = await await_for(
+                lambda: (lambda v: v if v["status"].get("phase") == "Promoted" else None)(
+                    get(custom, ns, "variants", "fast")
+                ),
+                what="the Variant's status mirrors the promotion",
+            )
             assert v["status"]["requests"] > 0
             assert {m["metric"]: m["state"] for m in v["status"]["verdicts"]}["conversion"] == "better"
             # the judge read both routers (their snapshots merged)

@@ -20,9 +20,9 @@ import uuid
 import numpy as np
 import pytest
 
-from controller.kube import objects as ko
-from controller.kube.operator import KubeController
-from judge.simulate import Arm, Stream
+from bakeoff.controller.kube import objects as ko
+from bakeoff.controller.kube.operator import KubeController
+from bakeoff.judge.simulate import Arm, Stream
 
 from .conftest import GROUP, VERSION, start_app
 
@@ -45,17 +45,25 @@ def apis(kube):
 
 def mainline_deployment(name: str = "shop") -> dict:
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
         "spec": {
             "replicas": 2,
             "selector": {"matchLabels": {"app": name}},
             "template": {
                 "metadata": {"labels": {"app": name, "tier": "web"}},
-                "spec": {"containers": [
-                    {"name": "shop", "image": IMAGE_MAIN, "ports": [{"containerPort": 8000}],
-                     "env": [{"name": "MODE", "value": "prod"}]},
-                    {"name": "sidecar", "image": "registry.example/sidecar:1"},
-                ]},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "shop",
+                            "image": IMAGE_MAIN,
+                            "ports": [{"containerPort": 8000}],
+                            "env": [{"name": "MODE", "value": "prod"}],
+                        },
+                        {"name": "sidecar", "image": "registry.example/sidecar:1"},
+                    ]
+                },
             },
         },
     }
@@ -63,21 +71,36 @@ def mainline_deployment(name: str = "shop") -> dict:
 
 def bakeoff_doc(name: str, source: str, **judge) -> dict:
     return {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "Bakeoff", "metadata": {"name": name},
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Bakeoff",
+        "metadata": {"name": name},
         "spec": {
             "mainline": {"deployment": "shop"},
             "routing": {"steps": [0.1, 0.2], "stepInterval": 1, "maxCandidateShare": 0.5},
-            "judge": {"source": source, "minSamples": 200, "interval": "1s",
-                      "objective": {"metric": "conversion", "kind": "proportion", "direction": "higher"},
-                      "guardrails": [{"metric": "error_rate", "maxIncrease": 0.01}], **judge},
+            "judge": {
+                "source": source,
+                "minSamples": 200,
+                "interval": "1s",
+                "objective": {"metric": "conversion", "kind": "proportion", "direction": "higher"},
+                "guardrails": [{"metric": "error_rate", "maxIncrease": 0.01}],
+                **judge,
+            },
         },
     }
 
 
 def variant_doc(name: str, bakeoff: str = "shop", image: str | None = None, **spec) -> dict:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Variant", "metadata": {"name": name},
-            "spec": {"bakeoff": bakeoff, "image": image or f"registry.example/shop:{name}",
-                     "change": {"commit": f"{name}123"}, **spec}}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Variant",
+        "metadata": {"name": name},
+        "spec": {
+            "bakeoff": bakeoff,
+            "image": image or f"registry.example/shop:{name}",
+            "change": {"commit": f"{name}123"},
+            **spec,
+        },
+    }
 
 
 def create(custom, ns: str, doc: dict) -> dict:
@@ -93,12 +116,29 @@ def mark_available(apps, ns: str, name: str, *, rolled_out: bool = True) -> None
     """Write the Deployment's status as the deployment controller would once its pods are ready."""
     dep = apps.read_namespaced_deployment(name, ns)
     n = dep.spec.replicas or 1
-    apps.patch_namespaced_deployment_status(name, ns, {"status": {
-        "observedGeneration": dep.metadata.generation, "replicas": n, "updatedReplicas": n if rolled_out else 0,
-        "readyReplicas": n, "availableReplicas": n,
-        "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
-                        "message": "ok", "lastUpdateTime": "2026-01-01T00:00:00Z",
-                        "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
+    apps.patch_namespaced_deployment_status(
+        name,
+        ns,
+        {
+            "status": {
+                "observedGeneration": dep.metadata.generation,
+                "replicas": n,
+                "updatedReplicas": n if rolled_out else 0,
+                "readyReplicas": n,
+                "availableReplicas": n,
+                "conditions": [
+                    {
+                        "type": "Available",
+                        "status": "True",
+                        "reason": "MinimumReplicasAvailable",
+                        "message": "ok",
+                        "lastUpdateTime": "2026-01-01T00:00:00Z",
+                        "lastTransitionTime": "2026-01-01T00:00:00Z",
+                    }
+                ],
+            }
+        },
+    )
 
 
 def shop_with_mainline(kube, ns: str, source: str, **judge):
@@ -223,8 +263,9 @@ async def test_rollback_and_promotion_end_to_end(kube, ns):
     custom, apps, core = apis(kube)
     apps.create_namespaced_deployment(ns, mainline_deployment())
     mark_available(apps, ns, "shop")
-    server = SnapshotServer({"mainline": Arm(conversion=0.05), "fast": Arm(conversion=0.15),
-                             "buggy": Arm(error_rate=0.3)})
+    server = SnapshotServer(
+        {"mainline": Arm(conversion=0.05), "fast": Arm(conversion=0.15), "buggy": Arm(error_rate=0.3)}
+    )
     url = await server.start()
     create(custom, ns, bakeoff_doc("shop", url))
     create(custom, ns, variant_doc("fast"))
@@ -254,31 +295,47 @@ async def test_rollback_and_promotion_end_to_end(kube, ns):
             await await_for(lambda: apps.read_namespaced_deployment("shop-fast", ns), what="shop-fast")
             mark_available(apps, ns, "shop-fast")
             mark_available(apps, ns, "shop-buggy")
-            b = await await_for(lambda: (lambda b: b if len(routing_of(b)) == 3 else None)(
-                get(custom, ns, "bakeoffs", "shop")), what="three routed variants")
+            b = await await_for(
+                lambda: (lambda b: b if len(routing_of(b)) == 3 else None)(get(custom, ns, "bakeoffs", "shop")),
+                what="three routed variants",
+            )
             r = routing_of(b)
             assert r["fast"] == r["buggy"] == 0.1 and abs(r["mainline"] - 0.8) < 1e-9
             assert b["status"]["routing"]["variants"][0]["port"] == 8000
             server.routed = set(r)
 
             # the buggy build is rolled back: out of the routing, scaled to zero, an Event says why
-            v = await await_for(lambda: (lambda v: v if v["status"].get("phase") == "RolledBack" else None)(
-                get(custom, ns, "variants", "buggy")), what="buggy rolled back")
+            v = await await_for(
+                lambda: (lambda v: v if v["status"].get("phase") == "RolledBack" else None)(
+                    get(custom, ns, "variants", "buggy")
+                ),
+                what="buggy rolled back",
+            )
             assert "error_rate" in v["status"]["reason"]
             assert "buggy" not in routing_of(get(custom, ns, "bakeoffs", "shop"))
-            await await_for(lambda: apps.read_namespaced_deployment("shop-buggy", ns).spec.replicas == 0,
-                            what="buggy scaled to zero")
+            await await_for(
+                lambda: apps.read_namespaced_deployment("shop-buggy", ns).spec.replicas == 0,
+                what="buggy scaled to zero",
+            )
             assert "RolledBack" in events_for(core, ns, "buggy")
             conds = {c["type"]: c for c in v["status"]["conditions"]}
             assert conds["RolledBack"]["status"] == "True" and conds["Accepted"]["status"] == "True"
 
             # fast wins: recorded, then the mainline Deployment carries its image
-            b = await await_for(lambda: (lambda b: b if b["status"].get("phase") == "Promoted" else None)(
-                get(custom, ns, "bakeoffs", "shop")), timeout=60, what="promotion")
+            b = await await_for(
+                lambda: (lambda b: b if b["status"].get("phase") == "Promoted" else None)(
+                    get(custom, ns, "bakeoffs", "shop")
+                ),
+                timeout=60,
+                what="promotion",
+            )
             assert b["status"]["winner"] == "fast" and b["status"]["decision"]["action"] == "promote"
-            main = await await_for(lambda: (lambda d: d if d.metadata.annotations and ko.ANN_PROMOTION in
-                                            d.metadata.annotations else None)(apps.read_namespaced_deployment("shop", ns)),
-                                   what="mainline patched")
+            main = await await_for(
+                lambda: (
+                    lambda d: d if d.metadata.annotations and ko.ANN_PROMOTION in d.metadata.annotations else None
+                )(apps.read_namespaced_deployment("shop", ns)),
+                what="mainline patched",
+            )
             assert main.spec.template.spec.containers[0].image == "registry.example/shop:fast"
             assert main.spec.template.metadata.labels == {"app": "shop", "tier": "web"}
             previous = json.loads(main.metadata.annotations[ko.ANN_PREVIOUS_TEMPLATE])
@@ -291,12 +348,17 @@ async def test_rollback_and_promotion_end_to_end(kube, ns):
 
             # once the mainline has rolled out, traffic goes to it and the winner's copy is scaled down
             mark_available(apps, ns, "shop")
-            b = await await_for(lambda: (lambda b: b if b["status"]["routing"]["variants"][0]["service"] ==
-                                         "shop-mainline" else None)(get(custom, ns, "bakeoffs", "shop")),
-                                what="hand-over")
+            b = await await_for(
+                lambda: (lambda b: b if b["status"]["routing"]["variants"][0]["service"] == "shop-mainline" else None)(
+                    get(custom, ns, "bakeoffs", "shop")
+                ),
+                what="hand-over",
+            )
             assert routing_of(b) == {"fast": 1.0}
-            await await_for(lambda: apps.read_namespaced_deployment("shop-fast", ns).spec.replicas == 0,
-                            what="winner's copy scaled down")
+            await await_for(
+                lambda: apps.read_namespaced_deployment("shop-fast", ns).spec.replicas == 0,
+                what="winner's copy scaled down",
+            )
             gen = apps.read_namespaced_deployment("shop", ns).metadata.generation
             hist = [h["type"] for h in b["status"]["history"]]
             assert hist.count("promoted") == 1 and hist.count("rolled_back") == 1
@@ -312,22 +374,36 @@ async def test_restart_mid_promotion_patches_once(kube, ns):
     custom, apps, core = shop_with_mainline(kube, ns, "http://127.0.0.1:1/-/snapshot")
     v = create(custom, ns, variant_doc("fast"))
     b = get(custom, ns, "bakeoffs", "shop")
-    b["status"] = {"phase": "Promoted", "mainline": "fast", "winner": "fast", "candidates": 1,
-                   "decision": {"action": "promote", "winner": "fast", "previous_mainline": "mainline",
-                                "reason": "conversion better"},
-                   "variants": {"fast": {"phase": "Promoted", "step": 1, "uid": v["metadata"]["uid"]}},
-                   "routing": {"version": 3, "variants": [
-                       {"name": "fast", "service": "shop-fast", "port": 8000, "weight": 1.0}]}}
+    b["status"] = {
+        "phase": "Promoted",
+        "mainline": "fast",
+        "winner": "fast",
+        "candidates": 1,
+        "decision": {
+            "action": "promote",
+            "winner": "fast",
+            "previous_mainline": "mainline",
+            "reason": "conversion better",
+        },
+        "variants": {"fast": {"phase": "Promoted", "step": 1, "uid": v["metadata"]["uid"]}},
+        "routing": {"version": 3, "variants": [{"name": "fast", "service": "shop-fast", "port": 8000, "weight": 1.0}]},
+    }
     custom.replace_namespaced_custom_object_status(GROUP, VERSION, ns, "bakeoffs", "shop", b)
     gen0 = apps.read_namespaced_deployment("shop", ns).metadata.generation
 
     async with running(controller_for(kube, ns, identity="first")) as ctl:
-        main = await await_for(lambda: (lambda d: d if ko.ANN_PROMOTION in (d.metadata.annotations or {}) else None)(
-            apps.read_namespaced_deployment("shop", ns)), what="patch")
+        main = await await_for(
+            lambda: (lambda d: d if ko.ANN_PROMOTION in (d.metadata.annotations or {}) else None)(
+                apps.read_namespaced_deployment("shop", ns)
+            ),
+            what="patch",
+        )
         assert ctl.metrics.promotions._value.get() == 1
     gen1 = main.metadata.generation
     assert gen1 == gen0 + 1
-    assert json.loads(main.metadata.annotations[ko.ANN_PREVIOUS_TEMPLATE])["spec"]["containers"][0]["image"] == IMAGE_MAIN
+    assert (
+        json.loads(main.metadata.annotations[ko.ANN_PREVIOUS_TEMPLATE])["spec"]["containers"][0]["image"] == IMAGE_MAIN
+    )
 
     # a second controller (a restart) sees the winner's uid in the annotation and leaves the Deployment alone
     async with running(controller_for(kube, ns, identity="second")) as ctl2:
@@ -335,7 +411,9 @@ async def test_restart_mid_promotion_patches_once(kube, ns):
         assert ctl2.passes >= 3 and ctl2.metrics.promotions._value.get() == 0
     main = apps.read_namespaced_deployment("shop", ns)
     assert main.metadata.generation == gen1
-    assert json.loads(main.metadata.annotations[ko.ANN_PREVIOUS_TEMPLATE])["spec"]["containers"][0]["image"] == IMAGE_MAIN
+    assert (
+        json.loads(main.metadata.annotations[ko.ANN_PREVIOUS_TEMPLATE])["spec"]["containers"][0]["image"] == IMAGE_MAIN
+    )
     assert get(custom, ns, "bakeoffs", "shop")["status"]["phase"] == "Promoted"
 
 
@@ -394,8 +472,10 @@ async def test_deleting_a_serving_variant_routes_around_it_then_cleans_up(kube, 
             await await_for(lambda: "fast" in routing_of(get(custom, ns, "bakeoffs", "shop")), what="routed")
             custom.delete_namespaced_custom_object(GROUP, VERSION, ns, "variants", "fast")
             # the finalizer holds the Variant until routing has dropped it and its objects are gone
-            await await_for(lambda: routing_of(get(custom, ns, "bakeoffs", "shop")) == {"mainline": 1.0},
-                            what="routing without fast")
+            await await_for(
+                lambda: routing_of(get(custom, ns, "bakeoffs", "shop")) == {"mainline": 1.0},
+                what="routing without fast",
+            )
 
             def gone():
                 try:
@@ -403,6 +483,7 @@ async def test_deleting_a_serving_variant_routes_around_it_then_cleans_up(kube, 
                     return False
                 except kclient.ApiException as e:
                     return e.status == 404
+
             await await_for(gone, what="variant deleted")
             with pytest.raises(kclient.ApiException) as e:
                 apps.read_namespaced_deployment("shop-fast", ns)
@@ -480,8 +561,9 @@ async def test_concurrent_writers_get_409s_and_nothing_is_lost(kube, ns):
         while not stop_writer.is_set():
             i += 1
             with contextlib.suppress(kclient.ApiException):
-                custom.patch_namespaced_custom_object(GROUP, VERSION, ns, "bakeoffs", "shop",
-                                                      {"metadata": {"annotations": {"example.com/touch": str(i)}}})
+                custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, ns, "bakeoffs", "shop", {"metadata": {"annotations": {"example.com/touch": str(i)}}}
+                )
                 writes[0] += 1
             time.sleep(0.15)
 
@@ -493,8 +575,11 @@ async def test_concurrent_writers_get_409s_and_nothing_is_lost(kube, ns):
             await candidates_available(apps, ns, ("fast", "slow", "buggy"))
             await await_for(lambda: len(routing_of(get(custom, ns, "bakeoffs", "shop"))) == 4, what="all routed")
             server.routed = {"mainline", "fast", "slow", "buggy"}
-            await await_for(lambda: get(custom, ns, "variants", "buggy")["status"].get("phase") == "RolledBack",
-                            timeout=60, what="buggy rolled back")
+            await await_for(
+                lambda: get(custom, ns, "variants", "buggy")["status"].get("phase") == "RolledBack",
+                timeout=60,
+                what="buggy rolled back",
+            )
             await asyncio.sleep(1.0)
     finally:
         stop_writer.set()
@@ -515,24 +600,31 @@ async def test_a_spec_update_applies_on_the_next_pass(kube, ns):
         await await_for(lambda: apps.read_namespaced_deployment("shop-fast", ns), what="deployment")
         mark_available(apps, ns, "shop-fast")
         await await_for(lambda: routing_of(get(custom, ns, "bakeoffs", "shop")).get("fast") == 0.1, what="step 0")
-        custom.patch_namespaced_custom_object(GROUP, VERSION, ns, "bakeoffs", "shop",
-                                              {"spec": {"routing": {"maxCandidateShare": 0.04}}})
-        b = await await_for(lambda: (lambda b: b if routing_of(b).get("fast") == 0.04 else None)(
-            get(custom, ns, "bakeoffs", "shop")), what="the new cap applied")
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, ns, "bakeoffs", "shop", {"spec": {"routing": {"maxCandidateShare": 0.04}}}
+        )
+        b = await await_for(
+            lambda: (lambda b: b if routing_of(b).get("fast") == 0.04 else None)(get(custom, ns, "bakeoffs", "shop")),
+            what="the new cap applied",
+        )
         assert b["status"]["observedGeneration"] == b["metadata"]["generation"] == 2
         assert abs(routing_of(b)["mainline"] - 0.96) < 1e-9
         # a bad edit is refused by the API server and changes nothing
         with pytest.raises(kclient.ApiException) as e:
-            custom.patch_namespaced_custom_object(GROUP, VERSION, ns, "bakeoffs", "shop",
-                                                  {"spec": {"routing": {"steps": [0.3, 0.1]}}})
+            custom.patch_namespaced_custom_object(
+                GROUP, VERSION, ns, "bakeoffs", "shop", {"spec": {"routing": {"steps": [0.3, 0.1]}}}
+            )
         assert e.value.status == 422 and "strictly increasing" in e.value.body
         # editing a running Variant's image does not swap the build under the judge
-        custom.patch_namespaced_custom_object(GROUP, VERSION, ns, "variants", "fast",
-                                              {"spec": {"image": "registry.example/shop:other"}})
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, ns, "variants", "fast", {"spec": {"image": "registry.example/shop:other"}}
+        )
+
         def spec_applied():
             st = get(custom, ns, "variants", "fast").get("status") or {}
             c = next((c for c in st.get("conditions") or [] if c["type"] == "SpecApplied"), None)
             return c if c and c["status"] == "False" else None
+
         c = await await_for(spec_applied, what="SpecApplied=False")
         assert c["reason"] == "ChangedAfterStart" and "registry.example/shop:fast" in c["message"]
         dep = apps.read_namespaced_deployment("shop-fast", ns)
@@ -541,15 +633,16 @@ async def test_a_spec_update_applies_on_the_next_pass(kube, ns):
 
 async def test_a_stale_write_is_refused_and_the_pass_redone(kube, ns):
     """Deterministic 409: another writer changes the Bakeoff between the controller's read and its write."""
-    from controller.kube.operator import Conflict
+    from bakeoff.controller.kube.operator import Conflict
 
     custom, apps, core = shop_with_mainline(kube, ns, "http://127.0.0.1:1/-/snapshot")
     create(custom, ns, variant_doc("fast"))
     ctl = controller_for(kube, ns, leader_election=False)
 
     def touch(i):
-        custom.patch_namespaced_custom_object(GROUP, VERSION, ns, "bakeoffs", "shop",
-                                              {"metadata": {"annotations": {"example.com/touch": str(i)}}})
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, ns, "bakeoffs", "shop", {"metadata": {"annotations": {"example.com/touch": str(i)}}}
+        )
 
     views = ctl.read_world()
     touch(1)

@@ -12,13 +12,24 @@ import asyncio
 
 import pytest
 
-from controller.kube.operator import KubeController
-from judge.simulate import Arm
+from bakeoff.controller.kube.operator import KubeController
+from bakeoff.judge.simulate import Arm
 
 from .test_chart import apply_all, helm, render  # noqa: F401 - helm is a fixture
 from .test_controller import (
-    GROUP, VERSION, SnapshotServer, await_for, candidates_available, bakeoff_doc, create, get, mainline_deployment, mark_available,
-    routing_of, running, variant_doc,
+    GROUP,
+    VERSION,
+    SnapshotServer,
+    await_for,
+    bakeoff_doc,
+    candidates_available,
+    create,
+    get,
+    mainline_deployment,
+    mark_available,
+    routing_of,
+    running,
+    variant_doc,
 )
 
 kclient = pytest.importorskip("kubernetes.client")
@@ -51,8 +62,15 @@ async def test_the_controller_needs_no_more_than_the_chart_grants(kube, crds, he
     for ns in (SYS_NS, WORK_NS):
         core.create_namespace({"metadata": {"name": ns}})
     docs = render(helm, tmp_path, {"controller": {"watchNamespace": WORK_NS}}, "bo", SYS_NS)
-    apply_all(kube, [d for d in docs if d["kind"] in
-                     ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")], SYS_NS)
+    apply_all(
+        kube,
+        [
+            d
+            for d in docs
+            if d["kind"] in ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
+        ],
+        SYS_NS,
+    )
     dep = next(d for d in docs if d["kind"] == "Deployment" and "controller" in d["metadata"]["name"])
     pod = dep["spec"]["template"]["spec"]
     args = pod["containers"][0]["args"]
@@ -71,14 +89,16 @@ async def test_the_controller_needs_no_more_than_the_chart_grants(kube, crds, he
     custom, apps = kclient.CustomObjectsApi(kube.api), kclient.AppsV1Api(kube.api)
     apps.create_namespaced_deployment(WORK_NS, mainline_deployment())
     mark_available(apps, WORK_NS, "shop")
-    server = SnapshotServer({"mainline": Arm(conversion=0.05), "fast": Arm(conversion=0.15),
-                             "buggy": Arm(error_rate=0.3), "extra": Arm()})
+    server = SnapshotServer(
+        {"mainline": Arm(conversion=0.05), "fast": Arm(conversion=0.15), "buggy": Arm(error_rate=0.3), "extra": Arm()}
+    )
     url = await server.start()
     create(custom, WORK_NS, bakeoff_doc("shop", url, candidates=3))
     for n in ("fast", "buggy", "extra"):
         create(custom, WORK_NS, variant_doc(n))
-    ctl = KubeController(api, namespace=WORK_NS, identity="rbac-test", lease_name=lease, lease_namespace=SYS_NS,
-                         interval=0.2)
+    ctl = KubeController(
+        api, namespace=WORK_NS, identity="rbac-test", lease_name=lease, lease_namespace=SYS_NS, interval=0.2
+    )
     try:
         async with running(ctl):
             await candidates_available(apps, WORK_NS, ("fast", "buggy", "extra"))
@@ -86,15 +106,30 @@ async def test_the_controller_needs_no_more_than_the_chart_grants(kube, crds, he
             server.routed = {"mainline", "fast", "buggy", "extra"}
             # a Variant deleted while serving: finalizer, routing, cleanup
             custom.delete_namespaced_custom_object(GROUP, VERSION, WORK_NS, "variants", "extra")
-            await await_for(lambda: get(custom, WORK_NS, "bakeoffs", "shop")["status"].get("phase") == "Promoted",
-                            timeout=60, what="promotion")
-            await await_for(lambda: "bakeoff.dev/promotion" in (apps.read_namespaced_deployment(
-                "shop", WORK_NS).metadata.annotations or {}), what="mainline patched")
+            await await_for(
+                lambda: get(custom, WORK_NS, "bakeoffs", "shop")["status"].get("phase") == "Promoted",
+                timeout=60,
+                what="promotion",
+            )
+            await await_for(
+                lambda: (
+                    "bakeoff.dev/promotion"
+                    in (apps.read_namespaced_deployment("shop", WORK_NS).metadata.annotations or {})
+                ),
+                what="mainline patched",
+            )
             mark_available(apps, WORK_NS, "shop")
-            await await_for(lambda: get(custom, WORK_NS, "bakeoffs", "shop")["status"]["routing"]["variants"][0]
-                            ["service"] == "shop-mainline", what="hand-over")
-            await await_for(lambda: apps.read_namespaced_deployment("shop-fast", WORK_NS).spec.replicas == 0,
-                            what="winner copy scaled down")
+            await await_for(
+                lambda: (
+                    get(custom, WORK_NS, "bakeoffs", "shop")["status"]["routing"]["variants"][0]["service"]
+                    == "shop-mainline"
+                ),
+                what="hand-over",
+            )
+            await await_for(
+                lambda: apps.read_namespaced_deployment("shop-fast", WORK_NS).spec.replicas == 0,
+                what="winner copy scaled down",
+            )
             await asyncio.sleep(0.5)
     finally:
         await server.stop()

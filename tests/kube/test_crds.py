@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller.resources import parse_documents
+from bakeoff.controller.resources import parse_documents
 
 from .conftest import GROUP, ROOT, VERSION
 
@@ -46,7 +46,9 @@ def get(custom, kind_plural: str, name: str) -> dict:
 def minimal_bakeoff(name: str) -> dict:
     """The smallest cluster Bakeoff: a mainline Deployment and an objective."""
     return {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "Bakeoff", "metadata": {"name": name},
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Bakeoff",
+        "metadata": {"name": name},
         "spec": {
             "mainline": {"deployment": "shop"},
             "judge": {"objective": {"metric": "conversion", "kind": "proportion", "direction": "higher"}},
@@ -55,14 +57,19 @@ def minimal_bakeoff(name: str) -> dict:
 
 
 def minimal_variant(name: str, bakeoff: str = "shop") -> dict:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Variant", "metadata": {"name": name},
-            "spec": {"bakeoff": bakeoff, "image": "registry.example/shop:3f2a9c1"}}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Variant",
+        "metadata": {"name": name},
+        "spec": {"bakeoff": bakeoff, "image": "registry.example/shop:3f2a9c1"},
+    }
 
 
 def raw_get(kube, path: str, accept: str = "application/json") -> dict:
     """GET PATH with an explicit Accept header (the typed client cannot ask for a Table)."""
-    resp = kube.api.call_api("GET", kube.url + path,
-                             header_params={"Accept": accept, "Authorization": f"Bearer {kube.token}"})
+    resp = kube.api.call_api(
+        "GET", kube.url + path, header_params={"Accept": accept, "Authorization": f"Bearer {kube.token}"}
+    )
     assert resp.status == 200, resp.read()
     return json.loads(resp.read())
 
@@ -111,8 +118,11 @@ def test_cluster_bakeoff_gets_defaults(custom):
     spec = get(custom, "bakeoffs", "defaults")["spec"]
     assert spec["mainline"] == {"deployment": "shop", "name": "mainline", "healthPath": "/healthz"}
     assert spec["routing"] == {
-        "stickiness": {"header": "X-User-Id"}, "maxCandidateShare": 0.5, "steps": [0.05, 0.1, 0.2],
-        "stepInterval": "60s", "allocation": "fixed",
+        "stickiness": {"header": "X-User-Id"},
+        "maxCandidateShare": 0.5,
+        "steps": [0.05, 0.1, 0.2],
+        "stepInterval": "60s",
+        "allocation": "fixed",
     }
     assert spec["promotion"] == {"mode": "auto"}
     assert spec["judge"]["alpha"] == 0.05 and spec["judge"]["minSamples"] == 500
@@ -155,13 +165,25 @@ BAD_BAKEOFFS = [
     ("spec.routing.stepInterval", "soon", "spec.routing.stepInterval", "duration"),
     ("spec.routing.stickiness", {"header": "X-User-Id", "cookie": "uid"}, "spec.routing.stickiness", "most 1"),
     ("spec.promotion.mode", "sometimes", "spec.promotion.mode", "Unsupported value"),
-    ("spec.judge.guardrails", [{"metric": "error_rate", "maxIncrease": 0.01, "maxIncreaseRatio": 0.1}],
-     "spec.judge.guardrails[0]", "exactly one of maxIncrease"),
+    (
+        "spec.judge.guardrails",
+        [{"metric": "error_rate", "maxIncrease": 0.01, "maxIncreaseRatio": 0.1}],
+        "spec.judge.guardrails[0]",
+        "exactly one of maxIncrease",
+    ),
     ("spec.judge.guardrails", [{"metric": "error_rate"}], "spec.judge.guardrails[0]", "exactly one of maxIncrease"),
-    ("spec.judge.guardrails", [{"metric": "latency_p99", "maxIncrease": 0.1}],
-     "spec.judge.guardrails[0].maxIncrease", "relative"),
-    ("spec.judge.guardrails", [{"metric": "error_rate", "maxIncrease": -0.1}],
-     "spec.judge.guardrails[0].maxIncrease", "greater than or equal to 0"),
+    (
+        "spec.judge.guardrails",
+        [{"metric": "latency_p99", "maxIncrease": 0.1}],
+        "spec.judge.guardrails[0].maxIncrease",
+        "relative",
+    ),
+    (
+        "spec.judge.guardrails",
+        [{"metric": "error_rate", "maxIncrease": -0.1}],
+        "spec.judge.guardrails[0].maxIncrease",
+        "greater than or equal to 0",
+    ),
     ("spec.judge.guardrails", GUARDRAILS + [GUARDRAILS[0]], "spec.judge.guardrails", "twice"),
     ("spec.judge.objective", _DELETE, "spec.judge.objective", "Required value"),
     ("spec.judge.objective.kind", "median", "spec.judge.objective.kind", "Unsupported value"),
@@ -175,8 +197,11 @@ BAD_BAKEOFFS = [
 ]
 
 
-@pytest.mark.parametrize("path,value,fieldname,words", BAD_BAKEOFFS,
-                         ids=[f"{p}={'<deleted>' if v is _DELETE else v}"[:60] for p, v, *_ in BAD_BAKEOFFS])
+@pytest.mark.parametrize(
+    "path,value,fieldname,words",
+    BAD_BAKEOFFS,
+    ids=[f"{p}={'<deleted>' if v is _DELETE else v}"[:60] for p, v, *_ in BAD_BAKEOFFS],
+)
 def test_invalid_bakeoff_is_rejected(custom, path, value, fieldname, words):
     doc = minimal_bakeoff("bad")
     doc["spec"]["judge"]["guardrails"] = copy.deepcopy(GUARDRAILS)
@@ -200,8 +225,11 @@ BAD_VARIANTS = [
 ]
 
 
-@pytest.mark.parametrize("path,value,fieldname,words", BAD_VARIANTS,
-                         ids=[f"{p}={'<deleted>' if v is _DELETE else v}"[:60] for p, v, *_ in BAD_VARIANTS])
+@pytest.mark.parametrize(
+    "path,value,fieldname,words",
+    BAD_VARIANTS,
+    ids=[f"{p}={'<deleted>' if v is _DELETE else v}"[:60] for p, v, *_ in BAD_VARIANTS],
+)
 def test_invalid_variant_is_rejected(custom, path, value, fieldname, words):
     doc = _set(minimal_variant("bad-variant"), path, value if value is _DELETE else copy.deepcopy(value))
     if fieldname is None:
@@ -229,10 +257,21 @@ def test_status_subresource(custom):
     assert "status" not in obj  # create ignores status
     gen = obj["metadata"]["generation"]
     obj["status"] = {
-        "phase": "Serving", "share": 0.1, "verdict": "latency_p99 non-inferior", "observedGeneration": gen,
+        "phase": "Serving",
+        "share": 0.1,
+        "verdict": "latency_p99 non-inferior",
+        "observedGeneration": gen,
         "verdicts": [{"metric": "latency_p99", "state": "non-inferior", "estimate": 0.01, "ci": [-0.02, 0.04]}],
-        "conditions": [{"type": "Ready", "status": "True", "reason": "Healthy", "message": "health check passed",
-                        "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": gen}],
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "Healthy",
+                "message": "health check passed",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+                "observedGeneration": gen,
+            }
+        ],
     }
     obj = custom.replace_namespaced_custom_object_status(GROUP, VERSION, NS, "variants", "status-a", obj)
     assert obj["status"]["phase"] == "Serving" and obj["status"]["share"] == 0.1
@@ -262,9 +301,14 @@ def test_status_subresource(custom):
 def test_bakeoff_status_subresource(custom):
     create(custom, minimal_bakeoff("status-b"))
     obj = get(custom, "bakeoffs", "status-b")
-    obj["status"] = {"phase": "Promoted", "mainline": "better-checkout", "winner": "better-checkout",
-                     "shares": {"mainline": 1.0}, "decision": {"action": "promote", "winner": "better-checkout"},
-                     "observedGeneration": 1}
+    obj["status"] = {
+        "phase": "Promoted",
+        "mainline": "better-checkout",
+        "winner": "better-checkout",
+        "shares": {"mainline": 1.0},
+        "decision": {"action": "promote", "winner": "better-checkout"},
+        "observedGeneration": 1,
+    }
     obj = custom.replace_namespaced_custom_object_status(GROUP, VERSION, NS, "bakeoffs", "status-b", obj)
     assert obj["status"]["decision"] == {"action": "promote", "winner": "better-checkout"}
 

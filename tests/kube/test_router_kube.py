@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from controller.platforms.local import free_port
+from bakeoff.controller.platforms.local import free_port
 
 from .conftest import GROUP, ROOT, VERSION, start_app
 
@@ -120,7 +120,7 @@ class Upstream:
         self.runner: web.AppRunner | None = None
         self.port = 0
 
-    async def start(self, ip: str) -> "Upstream":
+    async def start(self, ip: str) -> Upstream:
         async def handler(request: web.Request) -> web.Response:
             return web.Response(text=self.variant, headers={"X-Upstream": self.ident})
 
@@ -167,7 +167,7 @@ class RouterProc:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:]
 
-    async def wait_up(self, timeout: float = 20) -> "RouterProc":
+    async def wait_up(self, timeout: float = 20) -> RouterProc:
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as s:
             while time.monotonic() < deadline:
@@ -335,7 +335,7 @@ async def test_rollback_reaches_two_replicas_sticky_users_stay(apis, upstream, r
         if all("c2" not in a for a in after.values()) or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.05)
-    for r, a in after.items():
+    for a in after.values():
         assert "c2" not in a
         moved = [u for u, x, y in zip(users, before, a) if x != y]
         assert moved and all(before[users.index(u)] == "c2" for u in moved)  # only c2's users moved
@@ -470,7 +470,7 @@ def test_bad_flags(tmp_path, args, flag):
     args = [str(garbage) if a == "{garbage" else str(config) if a == "{variants}" else a for a in args]
     if "--config" in args:
         args += ["--kubeconfig", str(garbage)]  # the variants are refused before the kubeconfig is read
-    r = subprocess.run([sys.executable, "-m", "bakeoff.cli", "router", *args], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "bakeoff", "router", *args], capture_output=True, text=True,
                        cwd=ROOT, timeout=60)  # fmt: skip
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
@@ -479,7 +479,7 @@ def test_bad_flags(tmp_path, args, flag):
 
 # -- the pure parts, without a cluster ---------------------------------------------
 def test_build_table_ports_readiness_weights():
-    from router.cluster import build_table, slice_view
+    from bakeoff.router.cluster import build_table, slice_view
 
     def sl(service, ports, endpoints):
         return {"metadata": {"labels": {SERVICE_LABEL: service}}, "ports": ports,
@@ -487,8 +487,13 @@ def test_build_table_ports_readiness_weights():
                               for a, r in endpoints]}  # fmt: skip
 
     slices = {
-        "m": slice_view(sl("svc-m", [{"name": "metrics", "port": 9090}, {"name": "http", "port": 8080}],
-                           [("10.0.0.1", True), ("10.0.0.2", False), ("10.0.0.3", None)])),  # fmt: skip
+        "m": slice_view(
+            sl(
+                "svc-m",
+                [{"name": "metrics", "port": 9090}, {"name": "http", "port": 8080}],
+                [("10.0.0.1", True), ("10.0.0.2", False), ("10.0.0.3", None)],
+            )
+        ),  # fmt: skip
         "c": slice_view(sl("svc-c", [{"name": "", "port": 7000}], [("10.0.1.1", True)])),
         "d": slice_view(sl("svc-d", [{"name": "a", "port": 1}, {"name": "b", "port": 8080}], [("10.0.2.1", True)])),
         "z": slice_view(sl("svc-z", [{"name": "http", "port": 8080}], [("10.0.3.1", True)])),
@@ -515,7 +520,7 @@ def test_build_table_ports_readiness_weights():
 
 
 def test_watch_lists_again_after_410_and_backs_off():
-    from router.cluster import ClusterSource
+    from bakeoff.router.cluster import ClusterSource
 
     src = ClusterSource(api=None, namespace="ns", name="b", apply=None, stickiness=None)
     src._post = lambda fn, *a: fn(*a)  # no event loop here

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from aiohttp import web
 
-from router.config import RouterConfig
-from router.server import Router
-from controller.platforms.local import free_port
+from bakeoff.controller.platforms.local import free_port
+from bakeoff.router.config import RouterConfig
+from bakeoff.router.server import Router
 
 ROOT = Path(__file__).resolve().parents[2]
 SEEN = web.AppKey("seen", list)
@@ -34,7 +34,7 @@ class Upstream:
         self.seen: list[dict] = []
         self.app[SEEN] = self.seen
 
-    async def start(self, port: int = 0) -> "Upstream":
+    async def start(self, port: int = 0) -> Upstream:
         self.runner = web.AppRunner(self.app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", port)
@@ -55,7 +55,13 @@ class Upstream:
 def echo_app(name: str) -> web.Application:
     async def handler(request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        request.app[SEEN].append({"path": request.path_qs, "headers": {k.lower(): v for k, v in request.headers.items()}, "body_len": len(body)})
+        request.app[SEEN].append(
+            {
+                "path": request.path_qs,
+                "headers": {k.lower(): v for k, v in request.headers.items()},
+                "body_len": len(body),
+            }
+        )
         metric = request.query.get("metric")
         headers = {"X-Upstream": name}
         if metric is not None:
@@ -96,9 +102,7 @@ async def make_router():
             "listen": "127.0.0.1:0",
             "admin": "127.0.0.1:0",
             "token": "test-token",
-            "variants": [
-                {"name": u.name, "upstreams": [u.address], "weight": w} for u, w in zip(ups, weights)
-            ],
+            "variants": [{"name": u.name, "upstreams": [u.address], "weight": w} for u, w in zip(ups, weights)],
         }
         data.update(config)
         router = Router(RouterConfig.from_dict(data, origin="test"))
@@ -123,7 +127,7 @@ async def raw_exchange(port: int, payload: bytes, read_timeout: float = 3.0) -> 
             if not data:
                 break
             chunks.append(data)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     writer.close()
     with contextlib.suppress(Exception):
@@ -143,10 +147,10 @@ class RouterProcess:
         self.proc: subprocess.Popen | None = None
         self.log_path = tmp_path / "router.log"
 
-    def start(self, *extra: str) -> "RouterProcess":
+    def start(self, *extra: str) -> RouterProcess:
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bakeoff.cli", "--log-json", "router", "--config", str(self.config_path), *extra],
+            [sys.executable, "-m", "bakeoff", "--log-json", "router", "--config", str(self.config_path), *extra],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from router.histogram import decode_counts
-from router.snapshot import merge_snapshots
-from router.stats import OUTCOMES, RouterStats
+from bakeoff.contracts.histogram import decode_counts
+from bakeoff.contracts.snapshot import OUTCOMES, merge_snapshots
+from bakeoff.router.stats import RouterStats
 
 AUTH = {"Authorization": "Bearer test-token"}
 

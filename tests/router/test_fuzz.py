@@ -8,7 +8,7 @@ import random
 
 import aiohttp
 
-from router.proxy import UpstreamConnection
+from bakeoff.router.proxy import UpstreamConnection
 
 VALID = [
     b"GET /a?b=c HTTP/1.1\r\nHost: h\r\nX-User-Id: u1\r\n\r\n",
@@ -54,7 +54,7 @@ async def test_thousands_of_random_inputs_leave_the_router_serving(upstreams, ma
             await writer.drain()
             try:
                 await asyncio.wait_for(reader.read(65536), 0.3)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             writer.transport.abort()
         except (ConnectionError, OSError):

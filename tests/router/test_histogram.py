@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from router import histogram as h
+from bakeoff.contracts import histogram as h
 
 
 def test_every_value_in_range_is_reported_within_one_percent():

@@ -20,7 +20,7 @@ MB = 1024 * 1024
 
 def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "bakeoff.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+        [sys.executable, "-m", "bakeoff", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
     )
 
 

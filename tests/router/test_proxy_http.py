@@ -144,7 +144,8 @@ async def test_pipelined_requests_are_answered_in_order(upstreams, make_router):
     try:
         router = await make_router([up])
         req = b"".join(
-            b"GET /r%d?delay=%s HTTP/1.1\r\nHost: h\r\n\r\n" % (i, d) for i, d in enumerate([b"0.2", b"0", b"0.1", b"0"])
+            b"GET /r%d?delay=%s HTTP/1.1\r\nHost: h\r\n\r\n" % (i, d)
+            for i, d in enumerate([b"0.2", b"0", b"0.1", b"0"])
         )
         data = await raw_exchange(router.port, req, read_timeout=1.0)
         bodies = [r[2] for r in split_responses(data)]
@@ -278,7 +279,7 @@ async def test_idle_and_slow_head_connections_are_closed(upstreams, make_router)
             if await asyncio.wait_for(reader.read(1), 0.1) == b"":
                 closed_after = loop.time() - t0
                 break
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
     assert closed_after is not None and closed_after < 2.5
     assert not a.seen[1:]  # only the first, complete request reached the variant
@@ -321,7 +322,7 @@ async def test_tunnel_applies_back_pressure_to_a_fast_client(make_router):
                 writer.write(block)
                 await asyncio.wait_for(writer.drain(), 1.0)
                 sent += len(block)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         assert sent < 64 * 1024 * 1024, "the client was never slowed down"
         (client,) = router.clients

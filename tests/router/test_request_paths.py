@@ -12,8 +12,8 @@ import asyncio
 
 import pytest
 
-from router.config import RouterConfig
-from router.server import Router
+from bakeoff.router.config import RouterConfig
+from bakeoff.router.server import Router
 from tests.router.conftest import Upstream
 
 RID = b"X-Request-Id: fixed\r\n"
@@ -26,7 +26,8 @@ CASES = {
         b"GET /h HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\nKeep-Alive: 300\r\nTE: trailers\r\n"
         b"Proxy-Connection: keep-alive\r\nTrailer: x\r\n" + RID + b"\r\n"
     ),
-    "xff": b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.1, 10.0.0.2\r\nX-Forwarded-Proto: https\r\n" + RID
+    "xff": b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.1, 10.0.0.2\r\nX-Forwarded-Proto: https\r\n"
+    + RID
     + b"\r\n",
     "override": b"GET / HTTP/1.1\r\nHost: h\r\nX-Bakeoff-Variant: b\r\n" + RID + b"\r\n",
     "close": b"GET /c HTTP/1.1\r\nHost: h\r\nConnection: close\r\n" + RID + b"\r\n",
@@ -56,12 +57,12 @@ async def _send(port: int, request: bytes, piece: int) -> bytes:
             if not data:
                 break
             chunks.append(data)
-    except (asyncio.TimeoutError, ConnectionError):
+    except (TimeoutError, ConnectionError):
         pass  # a router that answered 400 and closed may reset a client still writing
     if not chunks:
         try:
             chunks.append(await asyncio.wait_for(reader.read(65536), 0.5))
-        except (asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError):
             pass
     writer.close()
     return b"".join(chunks)

@@ -12,8 +12,8 @@ import asyncio
 
 import pytest
 
-from router.config import RouterConfig
-from router.server import Router
+from bakeoff.router.config import RouterConfig
+from bakeoff.router.server import Router
 from tests.router.conftest import raw_exchange
 
 CASES = {
@@ -27,7 +27,7 @@ CASES = {
         b"BAKEOFF-METRIC-bad: x1\r\nContent-Length: 0\r\n\r\n"
     ),
     "no-content": b"HTTP/1.1 204 No Content\r\nX-C: 3\r\n\r\n",
-    "not-modified": b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nContent-Length: 99\r\n\r\n",
+    "not-modified": b'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\nContent-Length: 99\r\n\r\n',
     "server-error": b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nRetry-After: 1\r\n\r\nbusy",
     "close": b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nbye",
     "empty-reason": b"HTTP/1.1 200 \r\nContent-Length: 1\r\n\r\nx",
@@ -35,8 +35,7 @@ CASES = {
     "big-body": b"HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n" + bytes(range(256)) * 1171 + b"x" * 224,
     "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
     "metric-then-refused": (
-        b"HTTP/1.1 200 OK\r\nBakeoff-Metric-x: 1\r\nConnection: X-Secret\r\nX-Secret: s\r\n"
-        b"Content-Length: 2\r\n\r\nok"
+        b"HTTP/1.1 200 OK\r\nBakeoff-Metric-x: 1\r\nConnection: X-Secret\r\nX-Secret: s\r\nContent-Length: 2\r\n\r\nok"
     ),
     "connection-lists-header": (
         b"HTTP/1.1 200 OK\r\nConnection: X-Secret\r\nX-Secret: s\r\nContent-Length: 2\r\n\r\nok"

@@ -9,9 +9,9 @@ from collections import Counter
 import aiohttp
 import pytest
 
-from router.config import ConfigError, RouterConfig, VariantSpec, parse_variants
-from router.routing import RouteTable
-from router.stickiness.cookie import CookieKey
+from bakeoff.router.config import ConfigError, RouterConfig, VariantSpec, parse_variants
+from bakeoff.router.routing import RouteTable
+from bakeoff.router.stickiness.cookie import CookieKey
 
 
 def table(weights: dict[str, float], version: int = 1) -> RouteTable:
@@ -158,7 +158,7 @@ async def test_sticky_header_keeps_each_user_on_one_variant(upstreams, make_rout
     seen: dict[str, set[str]] = {}
 
     async with aiohttp.ClientSession() as s:
-        for round_ in range(3):
+        for _round in range(3):
             for u in range(200):
                 async with s.get(f"http://127.0.0.1:{router.port}/", headers={"X-User-Id": f"user{u}"}) as r:
                     seen.setdefault(f"user{u}", set()).add(r.headers["X-Bakeoff-Variant"])
@@ -174,9 +174,7 @@ async def test_sticky_cookie(upstreams, make_router):
         for u in range(50):
             names = set()
             for _ in range(3):
-                async with s.get(
-                    f"http://127.0.0.1:{router.port}/", headers={"Cookie": f"theme=dark; uid=u{u}"}
-                ) as r:
+                async with s.get(f"http://127.0.0.1:{router.port}/", headers={"Cookie": f"theme=dark; uid=u{u}"}) as r:
                     names.add(r.headers["X-Bakeoff-Variant"])
             assert len(names) == 1
 

@@ -209,7 +209,7 @@ async def test_client_leaving_mid_response_is_counted_aborted(make_router):
 
 
 def _spec(up: Upstream, weight: float):
-    from router.config import VariantSpec
+    from bakeoff.router.config import VariantSpec
 
     return VariantSpec(up.name, (("127.0.0.1", up.port),), weight)
 

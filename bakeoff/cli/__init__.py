@@ -20,26 +20,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-json", action="store_true", default=None, help="JSON log lines even on a terminal")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    from router.main import add_arguments as router_args
+    from bakeoff.router.main import add_arguments as router_args
 
     router_args(sub.add_parser("router", help="run the traffic-splitting router"))
 
     j = sub.add_parser("judge", help="judge variants from router snapshots or Prometheus", add_help=False)
     j.add_argument("judge_args", nargs=argparse.REMAINDER)
 
-    from bakeoff.run import add_arguments as run_args
+    from bakeoff.cli.run import add_arguments as run_args
 
-    run_args(sub.add_parser("run", help="run a bake-off from Bakeoff/Variant resources: judge, ramp, roll back, promote"))
+    run_args(
+        sub.add_parser("run", help="run a bake-off from Bakeoff/Variant resources: judge, ramp, roll back, promote")
+    )
 
-    from bakeoff.demo import add_arguments as demo_args
+    from bakeoff.cli.demo import add_arguments as demo_args
 
     demo_args(sub.add_parser("demo", help="a live demo on this machine: router, three variants, load"))
 
-    from controller.kube.main import add_arguments as controller_args
+    from bakeoff.controller.kube.main import add_arguments as controller_args
 
     controller_args(sub.add_parser("controller", help="the Kubernetes controller (Bakeoff and Variant resources)"))
 
-    from bakeoff.cluster_cli import add_revert_arguments, add_status_arguments, add_submit_arguments
+    from bakeoff.cli.cluster import add_revert_arguments, add_status_arguments, add_submit_arguments
 
     add_submit_arguments(sub.add_parser("submit", help="enter a build into a Bakeoff in a cluster (creates a Variant)"))
     add_status_arguments(sub.add_parser("status", help="bake-offs in a cluster, their variants and verdicts"))
@@ -58,31 +60,31 @@ def main(argv: list[str] | None = None) -> int:
         args.judge_args = argv[i + 1 :]
     else:
         args = parser.parse_args(argv)
-    from bakeoff.logs import configure_logging
+    from bakeoff.common.logs import configure_logging
 
     configure_logging(args.log_level, args.log_json)
     if args.command == "router":
-        from router.main import run
+        from bakeoff.router.main import run
 
         return run(args)
     if args.command == "judge":
-        from judge.cli import main as judge_main
+        from bakeoff.judge.cli import main as judge_main
 
         return judge_main(args.judge_args)
     if args.command == "run":
-        from bakeoff.run import run as run_main
+        from bakeoff.cli.run import run as run_main
 
         return run_main(args)
     if args.command == "demo":
-        from bakeoff.demo import run as demo_run
+        from bakeoff.cli.demo import run as demo_run
 
         return demo_run(args)
     if args.command == "controller":
-        from controller.kube.main import run as controller_run
+        from bakeoff.controller.kube.main import run as controller_run
 
         return controller_run(args)
     if args.command in ("submit", "status", "revert"):
-        from bakeoff import cluster_cli
+        from bakeoff.cli import cluster as cluster_cli
 
         return getattr(cluster_cli, args.command)(args)
     parser.print_help()

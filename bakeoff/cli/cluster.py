@@ -19,18 +19,19 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
-from bakeoff import kube
+from bakeoff.common import kube
+from bakeoff.contracts.resources import ANN_PREVIOUS_TEMPLATE as PREVIOUS_TEMPLATE
+from bakeoff.contracts.resources import ANN_PROMOTION as PROMOTION
+from bakeoff.contracts.resources import ANN_REVERTED as REVERTED
+from bakeoff.contracts.resources import FINISHED_BAKEOFF_PHASES as FINISHED
+from bakeoff.contracts.resources import GROUP, VERSION
+from bakeoff.contracts.resources import LABEL_BAKEOFF as BAKEOFF_LABEL
 
-GROUP, VERSION = kube.GROUP, kube.VERSION
-PREVIOUS_TEMPLATE = "bakeoff.dev/previous-template"
-PROMOTION = "bakeoff.dev/promotion"
-REVERTED = "bakeoff.dev/reverted"
-BAKEOFF_LABEL = "bakeoff.dev/bakeoff"
-FINISHED = ("Promoted", "Stopped")
 REVERT_ATTEMPTS = 5
 
 # metadata.name of a custom object: a DNS-1123 subdomain; we keep to 63 characters
@@ -54,23 +55,25 @@ class CommandError(RuntimeError):
 def add_submit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bakeoff", "-b", required=True, metavar="B", help="the Bakeoff to enter (same namespace)")
     p.add_argument("--image", required=True, help="the build's container image, e.g. registry.example/shop:3f2a9c1")
-    p.add_argument("--name", metavar="V",
-                   help="the Variant's name (default: B-<short commit>, else B-<image tag>)")
+    p.add_argument("--name", metavar="V", help="the Variant's name (default: B-<short commit>, else B-<image tag>)")
     p.add_argument("--commit", metavar="SHA", help="the commit the image was built from")
     p.add_argument("--repo", metavar="URL", help="the repository of the commit")
     p.add_argument("--author", metavar="WHO", help="who (or what) wrote the change")
     p.add_argument("--generator", metavar="WHAT", help="e.g. the model that wrote the change")
     p.add_argument("--message", metavar="TEXT", help="the change's description (commit message)")
     p.add_argument("--replicas", type=int, metavar="N", help="pods while it serves (1-1000; default 1)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="validate on the API server (server-side dry run) and create nothing")
+    p.add_argument(
+        "--dry-run", action="store_true", help="validate on the API server (server-side dry run) and create nothing"
+    )
     p.add_argument("--json", action="store_true", help="print the Variant as JSON instead of its name")
     kube.add_arguments(p)
 
 
 def add_status_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bakeoff", nargs="?", metavar="B", help="one Bakeoff with its variants (default: list them all)")
-    p.add_argument("--json", action="store_true", help='JSON: {"bakeoff": ..., "variants": [...]} (or {"bakeoffs": [...]})')
+    p.add_argument(
+        "--json", action="store_true", help='JSON: {"bakeoff": ..., "variants": [...]} (or {"bakeoffs": [...]})'
+    )
     p.add_argument("--watch", "-w", action="store_true", help="refresh until Ctrl-C")
     p.add_argument("--interval", type=float, default=2.0, metavar="S", help="seconds between refreshes (default 2)")
     kube.add_arguments(p)
@@ -130,13 +133,15 @@ def get_bakeoff(cluster: kube.Cluster, name: str) -> dict[str, Any]:
         return _custom(cluster).get_namespaced_custom_object(GROUP, VERSION, cluster.namespace, "bakeoffs", name)
     except ApiException as e:
         if e.status == 404:
-            raise CommandError(f"bakeoff {name} not found in namespace {cluster.namespace}; "
-                               f"kubectl get bakeoffs -n {cluster.namespace}") from None
+            raise CommandError(
+                f"bakeoff {name} not found in namespace {cluster.namespace}; "
+                f"kubectl get bakeoffs -n {cluster.namespace}"
+            ) from None
         raise
 
 
 def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def make_name(text: str, limit: int = 63) -> str:
@@ -175,7 +180,7 @@ def _age(ts: str | None, now: datetime | None = None) -> str:
         t = datetime.fromisoformat(ts.replace("Z", "+00:00"))
     except ValueError:
         return "-"
-    s = max(0, int(((now or datetime.now(timezone.utc)) - t).total_seconds()))
+    s = max(0, int(((now or datetime.now(UTC)) - t).total_seconds()))
     if s < 120:
         return f"{s}s"
     if s < 2 * 3600:
@@ -210,13 +215,24 @@ def build_variant(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"--replicas must be between 1 and 1000, got {args.replicas}")
     if args.name is not None:
         if not OBJECT_NAME_RE.match(args.name):
-            raise UsageError(f"--name {args.name!r} is not a valid name: lower case letters, digits, '-' and '.', "
-                             "at most 63, starting and ending with a letter or digit")
+            raise UsageError(
+                f"--name {args.name!r} is not a valid name: lower case letters, digits, '-' and '.', "
+                "at most 63, starting and ending with a letter or digit"
+            )
         name = args.name
     else:
         name = default_variant_name(bakeoff, image, args.commit)
-    change = {k: v for k, v in (("commit", args.commit), ("repository", args.repo), ("author", args.author),
-                                ("generator", args.generator), ("message", args.message)) if v}
+    change = {
+        k: v
+        for k, v in (
+            ("commit", args.commit),
+            ("repository", args.repo),
+            ("author", args.author),
+            ("generator", args.generator),
+            ("message", args.message),
+        )
+        if v
+    }
     spec: dict[str, Any] = {"bakeoff": bakeoff, "image": image}
     if change:
         spec["change"] = change
@@ -237,17 +253,21 @@ def submit_variant(cluster: kube.Cluster, variant: dict[str, Any], dry_run: bool
     if phase in FINISHED:
         winner = (b.get("status") or {}).get("winner")
         over = f"phase {phase}" + (f", winner {winner}" if winner else "")
-        raise CommandError(f"bakeoff {b_name} is over ({over}); it takes no more variants — "
-                           "start a new Bakeoff to compare against the new mainline")
+        raise CommandError(
+            f"bakeoff {b_name} is over ({over}); it takes no more variants — "
+            "start a new Bakeoff to compare against the new mainline"
+        )
     name = variant["metadata"]["name"]
     kw = {"dry_run": "All"} if dry_run else {}
     try:
-        return _custom(cluster).create_namespaced_custom_object(GROUP, VERSION, cluster.namespace, "variants",
-                                                                variant, **kw)
+        return _custom(cluster).create_namespaced_custom_object(
+            GROUP, VERSION, cluster.namespace, "variants", variant, **kw
+        )
     except ApiException as e:
         if e.status == 409:
-            raise CommandError(f"variant {name} already exists in namespace {cluster.namespace}; "
-                               "choose another name with --name") from None
+            raise CommandError(
+                f"variant {name} already exists in namespace {cluster.namespace}; choose another name with --name"
+            ) from None
         if e.status == 422:
             raise CommandError(f"invalid Variant: {kube.api_error_message(e)}") from None
         raise
@@ -325,8 +345,16 @@ def list_report(namespace: str, bakeoffs: list[dict[str, Any]], variants: list[d
     for b in bakeoffs:
         st = b.get("status") or {}
         name = b["metadata"]["name"]
-        rows.append([name, st.get("phase") or "-", _mainline_name(b), st.get("winner") or "-",
-                     str(count.get(name, 0)), _age(b["metadata"].get("creationTimestamp"))])
+        rows.append(
+            [
+                name,
+                st.get("phase") or "-",
+                _mainline_name(b),
+                st.get("winner") or "-",
+                str(count.get(name, 0)),
+                _age(b["metadata"].get("creationTimestamp")),
+            ]
+        )
     r.table(["NAME", "PHASE", "MAINLINE", "WINNER", "CANDIDATES", "AGE"], rows, title=f"bakeoffs in {namespace}")
     return r
 
@@ -349,8 +377,15 @@ def _conditions(kind: str, name: str, obj: dict[str, Any]) -> list[list[str]]:
         if not isinstance(c, dict):
             continue
         if c.get("status") == "False" or c.get("message"):
-            rows.append([f"{kind}/{name}", str(c.get("type", "?")), str(c.get("status", "?")),
-                         str(c.get("reason") or "-"), str(c.get("message") or "")])
+            rows.append(
+                [
+                    f"{kind}/{name}",
+                    str(c.get("type", "?")),
+                    str(c.get("status", "?")),
+                    str(c.get("reason") or "-"),
+                    str(c.get("message") or ""),
+                ]
+            )
     return rows
 
 
@@ -359,14 +394,16 @@ def bakeoff_report(namespace: str, b: dict[str, Any], variants: list[dict[str, A
     spec, st = b.get("spec") or {}, b.get("status") or {}
     name = b["metadata"]["name"]
     mainline = _mainline_name(b)
-    where = ((spec.get("mainline") or {}).get("deployment"))
+    where = (spec.get("mainline") or {}).get("deployment")
     r.line(f"bakeoff {name} (namespace {namespace})")
     r.line(f"  phase:     {st.get('phase') or '- (not reconciled yet)'}")
     r.line(f"  mainline:  {mainline}" + (f" (deployment {where})" if where else ""))
-    objective = ((spec.get("judge") or {}).get("objective") or {})
+    objective = (spec.get("judge") or {}).get("objective") or {}
     if objective.get("metric"):
-        r.line(f"  objective: {objective['metric']}" + (f" ({objective['direction']} is better)"
-                                                        if objective.get("direction") else ""))
+        r.line(
+            f"  objective: {objective['metric']}"
+            + (f" ({objective['direction']} is better)" if objective.get("direction") else "")
+        )
     d = st.get("decision") if isinstance(st.get("decision"), dict) else {}
     winner = st.get("winner") or d.get("winner")
     if winner:
@@ -382,9 +419,14 @@ def bakeoff_report(namespace: str, b: dict[str, Any], variants: list[dict[str, A
     shares: dict[str, float] = {}
     if routing.get("variants"):
         shares = {x.get("name"): x.get("weight") for x in routing["variants"] if isinstance(x, dict)}
-        r.line(f"  routing (version {routing.get('version', '-')}): "
-               + ", ".join(f"{x.get('name')} {_share(x.get('weight'))} -> {x.get('service')}:{x.get('port')}"
-                           for x in routing["variants"] if isinstance(x, dict)))
+        r.line(
+            f"  routing (version {routing.get('version', '-')}): "
+            + ", ".join(
+                f"{x.get('name')} {_share(x.get('weight'))} -> {x.get('service')}:{x.get('port')}"
+                for x in routing["variants"]
+                if isinstance(x, dict)
+            )
+        )
     elif isinstance(st.get("shares"), dict) and st["shares"]:
         shares = dict(st["shares"])
         r.line("  shares:    " + ", ".join(f"{k} {_share(v)}" for k, v in st["shares"].items()))
@@ -405,8 +447,16 @@ def bakeoff_report(namespace: str, b: dict[str, Any], variants: list[dict[str, A
             share = vst.get("share") if isinstance(vst.get("share"), (int, float)) else shares.get(vn)
             req = _requests_of(v, b)
             commit = ((v.get("spec") or {}).get("change") or {}).get("commit") or "-"
-            rows.append([vn, vst.get("phase") or "-", _share(share), "-" if req is None else str(req),
-                         str(commit)[:12], vst.get("verdict") or "-"])
+            rows.append(
+                [
+                    vn,
+                    vst.get("phase") or "-",
+                    _share(share),
+                    "-" if req is None else str(req),
+                    str(commit)[:12],
+                    vst.get("verdict") or "-",
+                ]
+            )
         r.line()
         r.table(["VARIANT", "PHASE", "SHARE", "REQUESTS", "COMMIT", "VERDICT"], rows, title="variants")
         mrows = []
@@ -415,11 +465,22 @@ def bakeoff_report(namespace: str, b: dict[str, Any], variants: list[dict[str, A
                 if not isinstance(m, dict):
                     continue
                 ci = m.get("ci")
-                ci_s = (f"[{_num(ci[0], '.4g', True)}, {_num(ci[1], '.4g', True)}]"
-                        if isinstance(ci, list) and len(ci) == 2 else "-")
-                mrows.append([v["metadata"]["name"], str(m.get("metric", "?")), str(m.get("state", "?")),
-                              _num(m.get("estimate"), ".4g", True), ci_s, _num(m.get("control")),
-                              _num(m.get("candidate"))])
+                ci_s = (
+                    f"[{_num(ci[0], '.4g', True)}, {_num(ci[1], '.4g', True)}]"
+                    if isinstance(ci, list) and len(ci) == 2
+                    else "-"
+                )
+                mrows.append(
+                    [
+                        v["metadata"]["name"],
+                        str(m.get("metric", "?")),
+                        str(m.get("state", "?")),
+                        _num(m.get("estimate"), ".4g", True),
+                        ci_s,
+                        _num(m.get("control")),
+                        _num(m.get("candidate")),
+                    ]
+                )
         if mrows:
             r.line()
             r.table(["VARIANT", "METRIC", "STATE", "ESTIMATE", "CI", "CONTROL", "CANDIDATE"], mrows, title="verdicts")
@@ -545,8 +606,9 @@ def _annotation_json(dep: str, annotations: dict[str, str], key: str) -> Any:
         raise CommandError(f"deployment {dep}: annotation {key} is not valid JSON ({e})") from None
 
 
-def revert_mainline(cluster: kube.Cluster, bakeoff: str, dry_run: bool = False,
-                    before_write: Callable[[int], None] | None = None) -> RevertResult:
+def revert_mainline(
+    cluster: kube.Cluster, bakeoff: str, dry_run: bool = False, before_write: Callable[[int], None] | None = None
+) -> RevertResult:
     """Put D's template from before the promotion back; retries a conflicting update up to 5 times.
 
     ``before_write(attempt)`` runs between reading D and replacing it (tests use it to write
@@ -557,8 +619,9 @@ def revert_mainline(cluster: kube.Cluster, bakeoff: str, dry_run: bool = False,
     b = get_bakeoff(cluster, bakeoff)
     dep = ((b.get("spec") or {}).get("mainline") or {}).get("deployment")
     if not dep:
-        raise CommandError(f"bakeoff {bakeoff} has no mainline deployment (spec.mainline.deployment); "
-                           "nothing to revert")
+        raise CommandError(
+            f"bakeoff {bakeoff} has no mainline deployment (spec.mainline.deployment); nothing to revert"
+        )
     apps = client.AppsV1Api(cluster.api)
     ns = cluster.namespace
     for attempt in range(1, REVERT_ATTEMPTS + 1):
@@ -566,8 +629,9 @@ def revert_mainline(cluster: kube.Cluster, bakeoff: str, dry_run: bool = False,
             raw = apps.read_namespaced_deployment(dep, ns, _preload_content=False)
         except ApiException as e:
             if e.status == 404:
-                raise CommandError(f"deployment {dep} (the mainline of bakeoff {bakeoff}) not found "
-                                   f"in namespace {ns}") from None
+                raise CommandError(
+                    f"deployment {dep} (the mainline of bakeoff {bakeoff}) not found in namespace {ns}"
+                ) from None
             raise
         d = json.loads(raw.data)
         ann = d["metadata"].get("annotations") or {}
@@ -580,11 +644,14 @@ def revert_mainline(cluster: kube.Cluster, bakeoff: str, dry_run: bool = False,
         if not isinstance(promotion, dict):
             promotion = {}
         if promotion.get("bakeoff") and promotion["bakeoff"] != bakeoff:
-            raise CommandError(f"deployment {dep} was promoted by bakeoff {promotion['bakeoff']}, not {bakeoff}; "
-                               f"run bakeoff revert {promotion['bakeoff']}")
+            raise CommandError(
+                f"deployment {dep} was promoted by bakeoff {promotion['bakeoff']}, not {bakeoff}; "
+                f"run bakeoff revert {promotion['bakeoff']}"
+            )
         current = (d.get("spec") or {}).get("template") or {}
-        result = RevertResult(dep, promotion.get("variant"), promotion.get("image"),
-                              image_changes(current, previous), attempt, dry_run)
+        result = RevertResult(
+            dep, promotion.get("variant"), promotion.get("image"), image_changes(current, previous), attempt, dry_run
+        )
         if dry_run:
             return result
         new = copy.deepcopy(d)
@@ -601,11 +668,13 @@ def revert_mainline(cluster: kube.Cluster, bakeoff: str, dry_run: bool = False,
         except ApiException as e:
             if e.status != 409:
                 if e.status == 422:
-                    raise CommandError(f"deployment {dep}: the previous template was refused: "
-                                       f"{kube.api_error_message(e)}") from None
+                    raise CommandError(
+                        f"deployment {dep}: the previous template was refused: {kube.api_error_message(e)}"
+                    ) from None
                 raise
-    raise CommandError(f"deployment {dep} changed under us {REVERT_ATTEMPTS} times in a row; nothing reverted, "
-                       "try again")
+    raise CommandError(
+        f"deployment {dep} changed under us {REVERT_ATTEMPTS} times in a row; nothing reverted, try again"
+    )
 
 
 def revert(args: argparse.Namespace) -> int:

@@ -9,10 +9,21 @@ The format is described for users in docs/snapshot.md.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
-from router.histogram import LAYOUT, NUM_BUCKETS, decode_counts, encode_counts
-from router.stats import OUTCOMES, SNAPSHOT_FORMAT
+from bakeoff.contracts.histogram import LAYOUT, NUM_BUCKETS, decode_counts, encode_counts
+
+# Outcome classes, in snapshot order. 1xx counts only final 101 (Upgrade)
+# responses; connect_error and timeout are the router's own 502 and 504 for an
+# upstream it could not reach or that did not answer in time; aborted is a
+# client that went away before its response was complete.
+OUTCOMES = ("1xx", "2xx", "3xx", "4xx", "5xx", "connect_error", "timeout", "aborted")
+CONNECT_ERROR = 5
+TIMEOUT = 6
+ABORTED = 7
+
+SNAPSHOT_FORMAT = "bakeoff.snapshot/v1"
 
 
 class SnapshotError(ValueError):

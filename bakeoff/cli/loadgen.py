@@ -39,6 +39,8 @@ from typing import Any
 
 import aiohttp
 
+from bakeoff.common.paths import examples_dir
+
 USER_HEADER = "X-User-Id"
 CATALOGUE_PAGES = 10  # the shop's 200 products, 20 per page
 
@@ -175,7 +177,7 @@ class _EventBatcher:
                 body = await r.json(content_type=None)
             results = body.get("results", []) if isinstance(body, dict) else []
             accepted = sum(1 for x in results if isinstance(x, dict) and "error" not in x)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+        except (TimeoutError, aiohttp.ClientError, ValueError):
             accepted = 0
         except BaseException:
             # Cancelled mid-post: keep the batch for the final flush rather than lose it.
@@ -188,7 +190,7 @@ class _EventBatcher:
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), self.interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             await self.flush()
 
@@ -244,7 +246,7 @@ async def run_shoppers(
                     stats.requests += 1
                     try:
                         reply = await _request(session, base, user, step)
-                    except (aiohttp.ClientError, asyncio.TimeoutError):
+                    except (TimeoutError, aiohttp.ClientError):
                         stats.errors += 1
                         await _pause(stop, 0.05)  # do not spin on a target that is down
                         break
@@ -282,16 +284,18 @@ async def run_shoppers(
 async def _pause(stop: asyncio.Event, seconds: float) -> None:
     try:
         await asyncio.wait_for(stop.wait(), seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
 
 
 # --- locust -------------------------------------------------------------------
 
-DEFAULT_LOCUSTFILE = Path(__file__).resolve().parents[1] / "examples" / "shop" / "locustfile.py"
+DEFAULT_LOCUSTFILE = examples_dir() / "shop" / "locustfile.py"
 # The child process patches with gevent before anything imports ssl (asyncio and aiohttp
 # do, at the top of this module); patching later makes gevent warn of subtle breakage.
-_LOCUST_CHILD_BOOT = "from gevent import monkey; monkey.patch_all(); from bakeoff.loadgen import main; raise SystemExit(main())"
+_LOCUST_CHILD_BOOT = (
+    "from gevent import monkey; monkey.patch_all(); from bakeoff.cli.loadgen import main; raise SystemExit(main())"
+)
 
 
 def locust_available() -> bool:
@@ -344,7 +348,7 @@ async def run_locust_headless(
         sys.executable, "-c", _LOCUST_CHILD_BOOT, "locust", "--host", host, "--users", str(users),
         "--spawn-rate", str(spawn_rate), "--seconds", str(seconds), "--locustfile", str(locustfile),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
-        cwd=str(Path(__file__).resolve().parents[1]),
+        cwd=str(Path(locustfile).parent),
     )  # fmt: skip
     communicate = asyncio.create_task(proc.communicate())
     stopper = asyncio.create_task(stop.wait()) if stop is not None else None
@@ -355,7 +359,7 @@ async def run_locust_headless(
             proc.send_signal(signal.SIGTERM)  # the child stops its users and still reports
             try:
                 await asyncio.wait_for(asyncio.shield(communicate), 15)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 proc.kill()
         out, err = await communicate
     except BaseException:
@@ -403,7 +407,9 @@ def _locust_child(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bakeoff.loadgen", description="Simulated shoppers for examples/shop.")
+    p = argparse.ArgumentParser(
+        prog="python -m bakeoff.cli.loadgen", description="Simulated shoppers for examples/shop."
+    )
     sub = p.add_subparsers(dest="command", required=True)
     a = sub.add_parser("shoppers", help="built-in asyncio shoppers")
     a.add_argument("--target", required=True, help="base URL, e.g. http://127.0.0.1:8080")

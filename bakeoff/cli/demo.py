@@ -21,7 +21,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-SHOP = Path(__file__).resolve().parents[1] / "examples" / "shop" / "bakeoff.yaml"
+from bakeoff.common.paths import examples_dir
+
+SHOP = examples_dir() / "shop" / "bakeoff.yaml"
 DECISION_EVENTS = ("rolled_back", "failed", "promoted", "stopped")
 
 
@@ -34,8 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bakeoff.run import execute
-    from controller.resources import load_resources
+    from bakeoff.cli.run import execute
+    from bakeoff.controller.resources import load_resources
 
     if args.users < 1 or args.think < 0:
         print("bakeoff demo: --users must be >= 1 and --think >= 0", file=sys.stderr)
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     max_seconds = resources.bakeoff.judge.max_duration or 300.0
 
     def load(url: str, events_url: str | None, stop: Any):
-        from bakeoff import loadgen
+        from bakeoff.cli import loadgen
 
         if args.no_locust:
             return loadgen.run_shoppers(url, events_url, args.users, stop, think_time=args.think)
@@ -62,8 +64,9 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, early_stop)
     try:
         code, runner = uvloop.run(
-            execute(resources, state_dir, base_dir=SHOP.parent, headless=args.headless, exit_on_decision=True,
-                    load=load)  # fmt: skip
+            execute(
+                resources, state_dir, base_dir=SHOP.parent, headless=args.headless, exit_on_decision=True, load=load
+            )  # fmt: skip
         )
     except KeyboardInterrupt:
         return 130

@@ -81,7 +81,7 @@ class LatencyHistogram:
         self.count += 1
         self.total += seconds
 
-    def merge(self, other: "LatencyHistogram") -> None:
+    def merge(self, other: LatencyHistogram) -> None:
         counts = self.counts
         for i, c in enumerate(other.counts):
             if c:
@@ -98,7 +98,7 @@ class LatencyHistogram:
         return encode_counts(self.counts, self.count, self.total)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "LatencyHistogram":
+    def from_json(cls, data: dict[str, Any]) -> LatencyHistogram:
         h = cls()
         h.counts = decode_counts(data)
         h.count = int(data.get("count", sum(h.counts)))
@@ -119,9 +119,7 @@ def decode_counts(data: dict[str, Any]) -> list[int]:
     offset = int(data.get("offset", 0))
     sparse = data.get("counts", [])
     if offset < 0 or offset + len(sparse) > NUM_BUCKETS:
-        raise ValueError(
-            f"histogram buckets {offset}..{offset + len(sparse)} exceed the layout's {NUM_BUCKETS}"
-        )
+        raise ValueError(f"histogram buckets {offset}..{offset + len(sparse)} exceed the layout's {NUM_BUCKETS}")
     counts = [0] * NUM_BUCKETS
     for i, c in enumerate(sparse):
         counts[offset + i] = int(c)

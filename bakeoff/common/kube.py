@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-GROUP, VERSION = "bakeoff.dev", "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+from bakeoff.contracts.resources import API_VERSION, GROUP, VERSION  # noqa: F401  (re-exported)
+
 SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
@@ -34,7 +34,9 @@ class Cluster:
         self.api.close()
 
 
-def add_arguments(p: argparse.ArgumentParser, namespace_help: str = "namespace (default: the context's, else default)") -> None:
+def add_arguments(
+    p: argparse.ArgumentParser, namespace_help: str = "namespace (default: the context's, else default)"
+) -> None:
     p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, else in-cluster)")
     p.add_argument("--context", help="kubeconfig context (default: the current one)")
     p.add_argument("--namespace", "-n", help=namespace_help)
@@ -66,8 +68,9 @@ def connect(kubeconfig: str | None = None, context: str | None = None, namespace
     try:
         config.load_incluster_config(client_configuration=conf)
     except ConfigException:
-        raise KubeConfigError("no kubeconfig (--kubeconfig, $KUBECONFIG, ~/.kube/config) and not running in a "
-                              "pod with a service account") from None
+        raise KubeConfigError(
+            "no kubeconfig (--kubeconfig, $KUBECONFIG, ~/.kube/config) and not running in a pod with a service account"
+        ) from None
     ns = namespace or (SA_NAMESPACE.read_text().strip() if SA_NAMESPACE.exists() else "default")
     return Cluster(client.ApiClient(conf), ns, "in-cluster service account")
 

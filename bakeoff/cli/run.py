@@ -19,16 +19,27 @@ from pathlib import Path
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="YAML with one Bakeoff and its Variant documents")
-    p.add_argument("--state-dir", default=None,
-                   help="journal, judge state and reports (default ./.bakeoff-state/<bakeoff name>)")
-    p.add_argument("--exit-on-decision", action="store_true",
-                   help="stop everything and exit once a promotion or stop is decided")
+    p.add_argument(
+        "--state-dir", default=None, help="journal, judge state and reports (default ./.bakeoff-state/<bakeoff name>)"
+    )
+    p.add_argument(
+        "--exit-on-decision", action="store_true", help="stop everything and exit once a promotion or stop is decided"
+    )
     p.add_argument("--headless", action="store_true", help="one line per event instead of the live view")
-    p.add_argument("--load", default=None, metavar="users=N[,think=S]",
-                   help="drive load with bakeoff.loadgen (simulated shoppers), e.g. users=32 or users=32,think=0.1 "
-                        "(mean seconds between a shopper's pages; default 0.1)")
-    p.add_argument("--drain", type=float, default=2.0, metavar="S",
-                   help="seconds a retired variant keeps running for requests in flight (default 2)")
+    p.add_argument(
+        "--load",
+        default=None,
+        metavar="users=N[,think=S]",
+        help="drive load with bakeoff.cli.loadgen (simulated shoppers), e.g. users=32 or users=32,think=0.1 "
+        "(mean seconds between a shopper's pages; default 0.1)",
+    )
+    p.add_argument(
+        "--drain",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="seconds a retired variant keeps running for requests in flight (default 2)",
+    )
 
 
 def parse_load(value: str | None) -> tuple[int, float]:
@@ -42,7 +53,7 @@ def parse_load(value: str | None) -> tuple[int, float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from controller.resources import ResourceError, load_resources
+    from bakeoff.controller.resources import ResourceError, load_resources
 
     try:
         resources = load_resources(args.file)
@@ -61,8 +72,16 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, early_stop)
     try:
         code, _ = uvloop.run(
-            execute(resources, state_dir, base_dir=Path(args.file).resolve().parent, headless=args.headless,
-                    exit_on_decision=args.exit_on_decision, drain=args.drain, load_users=users, load_think=think)
+            execute(
+                resources,
+                state_dir,
+                base_dir=Path(args.file).resolve().parent,
+                headless=args.headless,
+                exit_on_decision=args.exit_on_decision,
+                drain=args.drain,
+                load_users=users,
+                load_think=think,
+            )
         )
         return code
     except KeyboardInterrupt:
@@ -84,10 +103,10 @@ async def execute(
     """Run one bake-off until a decision (or a signal); returns (exit status, the Runner)."""
     import structlog
 
-    from controller.journal import Journal
-    from controller.platforms import make_platform
-    from controller.runner import Runner, RunError
-    from controller.view import make_view
+    from bakeoff.controller.journal import Journal
+    from bakeoff.controller.platforms import make_platform
+    from bakeoff.controller.runner import RunError, Runner
+    from bakeoff.controller.view import make_view
 
     b = resources.bakeoff
     journal = Journal(state_dir)
@@ -99,11 +118,26 @@ async def execute(
         procs[-1] = structlog.processors.JSONRenderer()
         structlog.configure(processors=procs, logger_factory=structlog.PrintLoggerFactory(file=logfile))
     platform = make_platform(
-        "local", listen=b.listen, admin=b.admin, sticky_header=b.routing.sticky_header,
-        sticky_cookie=b.routing.sticky_cookie, state_dir=state_dir, base_dir=base_dir, drain=drain,
+        "local",
+        listen=b.listen,
+        admin=b.admin,
+        sticky_header=b.routing.sticky_header,
+        sticky_cookie=b.routing.sticky_cookie,
+        state_dir=state_dir,
+        base_dir=base_dir,
+        drain=drain,
     )
-    runner = Runner(resources, platform, journal, base_dir=base_dir, view=view, exit_on_decision=exit_on_decision,
-                    load_users=load_users, load_think=load_think, load=load)
+    runner = Runner(
+        resources,
+        platform,
+        journal,
+        base_dir=base_dir,
+        view=view,
+        exit_on_decision=exit_on_decision,
+        load_users=load_users,
+        load_think=load_think,
+        load=load,
+    )
     stop = asyncio.Event()
     got: list[int] = []
     loop = asyncio.get_running_loop()

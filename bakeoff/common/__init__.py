@@ -1,0 +1,1 @@
+"""Plumbing every part uses: logs, YAML files, durations, cluster access, file locations."""
