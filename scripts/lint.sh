@@ -11,8 +11,9 @@ cd "$(dirname "$0")/.."
 PY="${PY:-.venv/bin/python}"
 BIN="$(dirname "$PY")"
 
-"$BIN/ruff" check .
-"$BIN/ruff" format --check .
+failed=()
+"$BIN/ruff" check . || failed+=("ruff check")
+"$BIN/ruff" format --check . || failed+=("ruff format (run: ruff format .)")
 
 LAYOUT=build/layout
 rm -rf "$LAYOUT" && mkdir -p "$LAYOUT"
@@ -20,7 +21,15 @@ cp -r bakeoff "$LAYOUT/bakeoff"
 for part in router judge controller examples; do cp -r "$part" "$LAYOUT/bakeoff/$part"; done
 find "$LAYOUT" -name __pycache__ -prune -exec rm -rf {} +
 
-unmap() { sed -E "s#^$LAYOUT/bakeoff/(router|judge|controller|examples)/#\1/#; s#^$LAYOUT/##"; }
-( cd "$LAYOUT" && "$OLDPWD/$BIN/mypy" --config-file "$OLDPWD/pyproject.toml" -p bakeoff ) 2>&1 | sed -E "s#^bakeoff/(router|judge|controller|examples)/#\1/#" ; test "${PIPESTATUS[0]}" -eq 0
-( cd "$LAYOUT" && PYTHONPATH=. "$OLDPWD/$BIN/lint-imports" --config "$OLDPWD/pyproject.toml" )
+ROOT="$PWD"
+# mypy reports paths inside the layout copy: map them back to the repository's.
+( cd "$LAYOUT" && "$ROOT/$BIN/mypy" --config-file "$ROOT/pyproject.toml" -p bakeoff ) 2>&1 \
+  | sed -E "s#^bakeoff/(router|judge|controller|examples)/#\1/#"
+[ "${PIPESTATUS[0]}" -eq 0 ] || failed+=("mypy")
+( cd "$LAYOUT" && PYTHONPATH=. "$ROOT/$BIN/lint-imports" --no-cache "$ROOT/pyproject.toml" ) || failed+=("import-linter")
+
+if [ ${#failed[@]} -gt 0 ]; then
+  printf 'lint: FAILED: %s\n' "${failed[*]}" >&2
+  exit 1
+fi
 echo "lint: ruff, mypy and import-linter clean"
