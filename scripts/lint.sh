@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PY:-.venv/bin/python}"
-BIN="$(dirname "$PY")"
+BIN="$(cd "$(dirname "$PY")" && pwd)"
 
 failed=()
 "$BIN/ruff" check . || failed+=("ruff check")
@@ -23,10 +23,10 @@ find "$LAYOUT" -name __pycache__ -prune -exec rm -rf {} +
 
 ROOT="$PWD"
 # mypy reports paths inside the layout copy: map them back to the repository's.
-( cd "$LAYOUT" && "$ROOT/$BIN/mypy" --config-file "$ROOT/pyproject.toml" -p bakeoff ) 2>&1 \
+( cd "$LAYOUT" && "$BIN/mypy" --config-file "$ROOT/pyproject.toml" -p bakeoff ) 2>&1 \
   | sed -E "s#^bakeoff/(router|judge|controller|examples)/#\1/#"
 [ "${PIPESTATUS[0]}" -eq 0 ] || failed+=("mypy")
-( cd "$LAYOUT" && PYTHONPATH=. "$ROOT/$BIN/lint-imports" --no-cache "$ROOT/pyproject.toml" ) || failed+=("import-linter")
+( cd "$LAYOUT" && PYTHONPATH=. "$BIN/lint-imports" --no-cache "$ROOT/pyproject.toml" ) || failed+=("import-linter")
 
 if [ ${#failed[@]} -gt 0 ]; then
   printf 'lint: FAILED: %s\n' "${failed[*]}" >&2
