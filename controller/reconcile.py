@@ -236,11 +236,11 @@ def reconcile(policy: Policy, state: ControllerState, obs: Observations) -> Plan
         if obs.halt:
             _stop(st, obs.halt, now, event, retire, cause=obs.halt_cause)
             d = None
-        if d is not None and policy.promotion == "whenNoRegression" and d.action == "continue":
+        if d is not None and policy.promotion == "whenNoRegression" and d.action in ("continue", "rollback"):
             ok = [n for n in d.no_regression if n not in d.rollback and n in obs.ready]
             ok = [n for n in ok if n in st.variants and st.variants[n].phase == SERVING]
             if ok:
-                d = JudgeDecision(
+                d = JudgeDecision(  # the rollbacks of this verdict still apply (below)
                     "promote",
                     d.rollback,
                     ok[0],

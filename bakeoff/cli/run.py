@@ -212,7 +212,7 @@ async def execute(
     view.start()
     try:
         await runner.run(stop)
-    except RunError as e:
+    except (RunError, ValueError) as e:  # ValueError: the router refused its configuration
         view.stop()
         return error(str(e), EXIT_CONFIG), runner
     except OSError as e:
