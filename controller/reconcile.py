@@ -368,7 +368,7 @@ def replay(state: ControllerState, events: list[dict[str, Any]]) -> ControllerSt
             v.phase, v.reason = LOST, e.get("reason", "")
         elif kind == "promoted" and v is not None:
             v.phase = PROMOTED
-            st.phase, st.mainline = DONE_PROMOTED, name
+            st.phase, st.mainline = DONE_PROMOTED, str(name)
             st.decision = {
                 "action": "promote",
                 "winner": name,

@@ -419,7 +419,7 @@ class Runner:
             )
         if self.load is not None:
             log.info("load started", bakeoff=self.b.name)
-            return asyncio.ensure_future(self.load(desc.get("url"), desc.get("events_url"), stop))
+            return asyncio.ensure_future(self.load(str(desc.get("url")), desc.get("events_url"), stop))
         try:
             mod = importlib.import_module("bakeoff.cli.loadgen")
             fn = mod.run_shoppers

@@ -186,7 +186,7 @@ class LiveView(LineView):
 
         self.console = Console()
         self.events: deque[str] = deque(maxlen=12)
-        self.live_obj = None
+        self.live_obj: Any = None  # rich.live.Live while shown
         self.runner = None
 
     def start(self) -> None:

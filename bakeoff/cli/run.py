@@ -207,8 +207,12 @@ async def execute(
     stop = asyncio.Event()
     got: list[int] = []
     loop = asyncio.get_running_loop()
+    def on_signal(sig: int) -> None:
+        got.append(sig)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda s=sig: (got.append(s), stop.set()))
+        loop.add_signal_handler(sig, on_signal, sig)
     view.start()
     try:
         await runner.run(stop)

@@ -26,13 +26,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
 
 from bakeoff.common.logs import bind_variant
 from bakeoff.controller.resources import Route, Workload
+
+if TYPE_CHECKING:
+    from bakeoff.router.server import Router
 
 log = structlog.get_logger("bakeoff.controller.local")
 
@@ -91,7 +94,7 @@ class LocalPlatform:
         self.kill_grace = kill_grace
         self.health_interval = health_interval
         self.routes = routes
-        self.router = None
+        self.router: Router | None = None
         self.workloads: dict[str, _Workload] = {}
         self._session: aiohttp.ClientSession | None = None
         self._monitor: asyncio.Task | None = None
@@ -104,9 +107,8 @@ class LocalPlatform:
         from bakeoff.router.config import RouterConfig
         from bakeoff.router.server import Router
 
-        self.router = Router(RouterConfig.from_dict(self.router_config(), origin="bakeoff run router"))
-        await self.router.start()
-        r = self.router
+        r = self.router = Router(RouterConfig.from_dict(self.router_config(), origin="bakeoff run router"))
+        await r.start()
         self._addresses = {
             "listen": f"{r.config.listen[0]}:{r.port}",
             "admin": f"{r.config.admin[0]}:{r.admin_port}",

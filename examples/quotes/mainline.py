@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import sys
 from pathlib import Path
 
@@ -12,7 +11,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import error, parse_new_quote, seed, serve  # noqa: E402
 
 QUOTES = web.AppKey("quotes", list)
-NEXT_ID = web.AppKey("next_id", itertools.count)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -40,7 +38,7 @@ async def add_quote(request: web.Request) -> web.Response:
     new = await parse_new_quote(request)
     if isinstance(new, web.Response):
         return new
-    q = {"id": next(request.app[NEXT_ID]), **new}
+    q = {"id": len(request.app[QUOTES]) + 1, **new}  # quotes are never deleted
     request.app[QUOTES].append(q)
     return web.json_response(q, status=201)
 
@@ -48,7 +46,6 @@ async def add_quote(request: web.Request) -> web.Response:
 def make_app() -> web.Application:
     app = web.Application()
     app[QUOTES] = seed()
-    app[NEXT_ID] = itertools.count(len(app[QUOTES]) + 1)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/quotes", list_quotes)
     app.router.add_get("/quotes/{id}", get_quote)

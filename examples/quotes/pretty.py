@@ -4,7 +4,6 @@ answers, but every request pays for work nobody asked for (slower on the median)
 
 from __future__ import annotations
 
-import itertools
 import json
 import sys
 import time
@@ -16,7 +15,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import MAX_TEXT, error, parse_new_quote, seed, serve  # noqa: E402
 
 QUOTES = web.AppKey("quotes", list)
-NEXT_ID = web.AppKey("next_id", itertools.count)
 # the "validation" pass below costs about this much per request, on any machine
 VALIDATION_SECONDS = 0.008
 
@@ -62,7 +60,7 @@ async def add_quote(request: web.Request) -> web.Response:
     new = await parse_new_quote(request)
     if isinstance(new, web.Response):
         return new
-    q = {"id": next(request.app[NEXT_ID]), **new}
+    q = {"id": len(request.app[QUOTES]) + 1, **new}  # quotes are never deleted
     request.app[QUOTES].append(q)
     return pretty(q, status=201)
 
@@ -70,7 +68,6 @@ async def add_quote(request: web.Request) -> web.Response:
 def make_app() -> web.Application:
     app = web.Application()
     app[QUOTES] = seed()
-    app[NEXT_ID] = itertools.count(len(app[QUOTES]) + 1)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/quotes", list_quotes)
     app.router.add_get("/quotes/{id}", get_quote)

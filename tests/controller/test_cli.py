@@ -48,7 +48,9 @@ def test_the_judge_is_found_by_position_not_by_the_word():
 
 def test_errors_have_one_prefix_and_config_errors_exit_2(tmp_path):
     r = cli("run", str(tmp_path / "missing.yaml"))
-    assert r.returncode == 2 and r.stderr.startswith("bakeoff: error: ") and "missing.yaml: cannot read" in r.stderr, r.stderr
+    assert r.returncode == 2 and r.stderr.startswith("bakeoff: error: ") and "missing.yaml: cannot read" in r.stderr, (
+        r.stderr
+    )
     r = cli("run", "--nope")
     assert r.returncode == 2 and "bakeoff: error: run: " in r.stderr
     r = cli("status", str(tmp_path), "--kubeconfig", str(tmp_path / "none"))  # cluster status, no cluster

@@ -228,9 +228,15 @@ def test_load_routes_and_promotion_mode_parse(tmp_path):
         (lambda s: s.update(load={"users": 4}), "spec.load needs exactly one of requests"),
         (lambda s: s.update(load={"requests": [{"path": "notes"}]}), "spec.load.requests[0].path must be a path"),
         (lambda s: s.update(load={"requests": [{"path": "/", "weight": 0}]}), "spec.load.requests[0].weight must be"),
-        (lambda s: s.update(load={"requests": [{"path": "/", "method": "FETCH"}]}), "requests[0].method must be one of"),
+        (
+            lambda s: s.update(load={"requests": [{"path": "/", "method": "FETCH"}]}),
+            "requests[0].method must be one of",
+        ),
         (lambda s: s.update(load={"requests": [{"path": "/", "body": "x", "json": {}}]}), "has both body and json"),
-        (lambda s: s["routing"].update(routes=[{"name": "other", "match": "/x"}]), "routes[0].name 'other' is reserved"),
+        (
+            lambda s: s["routing"].update(routes=[{"name": "other", "match": "/x"}]),
+            "routes[0].name 'other' is reserved",
+        ),
         (lambda s: s["routing"].update(routes=[{"name": "a", "match": "x*"}]), "routes[0].match must be a path glob"),
         (
             lambda s: s["routing"].update(routes=[{"name": "a", "match": "/a"}, {"name": "a", "match": "/b"}]),

@@ -40,7 +40,9 @@ async def test_a_late_candidate_within_start_timeout_is_waited_for_and_a_never_h
         never = st["variants"]["never"]
         assert never["phase"] == "RolledBack" and never["failed"]
         assert "never became healthy within 3s" in never["reason"] and "logs/never.log" in never["reason"]
-        st = await run.wait_for(lambda s: s if s["variants"]["late"]["phase"] != "Pending" else None, 40, "late admitted")
+        st = await run.wait_for(
+            lambda s: s if s["variants"]["late"]["phase"] != "Pending" else None, 40, "late admitted"
+        )
         assert st["variants"]["late"]["phase"] in ("Serving", "Promoted"), st["variants"]["late"]
         await run.wait_for(lambda s: s.get("decision"), 60, "a decision")
     finally:
