@@ -196,3 +196,23 @@ def test_the_html_report_renders_in_chromium_with_a_banner_coloured_by_the_outco
     _, _, srows = read_png(shots["stopped"])
     assert colour_count(srows[60:160], green, tol=30) < 20  # a stop is never green ...
     assert colour_count(srows[60:160], amber) > 200  # ... but amber
+
+
+def test_the_reports_intervals_agree_with_each_guardrails_state_in_the_tolerances_unit(quotes_run):
+    from bakeoff.controller.report import change_in_units
+
+    state, _ = quotes_run
+    rep = json.loads((state / "report.json").read_text())
+    checked = 0
+    for name, vv in rep["verdict"]["variants"].items():
+        for metric, mv in vv["metrics"].items():
+            u = change_in_units(mv)
+            lo, hi = u["ci"]
+            assert u["unit"] == ("%" if metric.startswith("latency") else "pp"), (metric, u)
+            if mv["state"] == "worse":
+                assert lo is not None and lo > u["tolerance"], (name, metric, u)
+                checked += 1
+            elif mv["state"] == "non_inferior":
+                assert hi is not None and hi < u["tolerance"], (name, metric, u)
+                checked += 1
+    assert checked >= 2  # at least pretty's worse p50 and one of indexed's guardrails
