@@ -207,6 +207,7 @@ async def execute(
     stop = asyncio.Event()
     got: list[int] = []
     loop = asyncio.get_running_loop()
+
     def on_signal(sig: int) -> None:
         got.append(sig)
         stop.set()
