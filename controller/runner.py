@@ -251,7 +251,7 @@ class Runner:
                 changed = bool(plan.events) or plan.state.weights != self.state.weights
                 self.state = plan.state
                 for a in plan.actions:
-                    if a.kind == "start":
+                    if a.kind == "start" and a.variant is not None:
                         self.platform.start(
                             a.variant,
                             self.workload_of(a.variant),
@@ -259,7 +259,7 @@ class Runner:
                         )
                     elif a.kind == "route":
                         self.platform.set_weights(a.weights or {})
-                    elif a.kind == "retire":
+                    elif a.kind == "retire" and a.variant is not None:
                         self.platform.retire(a.variant, a.reason)
                 if (
                     (self.load_users or self.load or self.use_spec_load)
@@ -409,7 +409,7 @@ class Runner:
             return asyncio.ensure_future(
                 drive(
                     spec,
-                    desc.get("url"),
+                    str(desc.get("url")),
                     stop,
                     users=users,
                     base_dir=self.base_dir,

@@ -193,7 +193,7 @@ class LocalPlatform:
                     out.close()
                 w.log.info("workload started", pid=w.proc.pid, port=port, command=cmd)
             else:
-                hostport = spec.url.split("://", 1)[1]
+                hostport = (spec.url or "").split("://", 1)[1]  # resources: exactly one of command or url
                 host, _, p = hostport.rpartition(":")
                 w.address = (host or hostport, int(p) if p else 80)
             await self._wait_healthy(w)
