@@ -216,3 +216,19 @@ def test_the_reports_intervals_agree_with_each_guardrails_state_in_the_tolerance
                 assert hi is not None and hi < u["tolerance"], (name, metric, u)
                 checked += 1
     assert checked >= 2  # at least pretty's worse p50 and one of indexed's guardrails
+
+
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("locust"), reason="needs locust")
+def test_a_locustfile_of_the_users_drives_the_same_bake_off(tmp_path):
+    state = tmp_path / "state"
+    r = bakeoff(
+        "run", str(QUOTES), "--headless", "--exit-on-decision", "--state-dir", str(state),
+        "--locustfile", str(QUOTES.parent / "locustfile.py"),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    status = json.loads((state / "status.json").read_text())
+    assert status["decision"]["winner"] == "indexed" and status["variants"]["pretty"]["phase"] == "RolledBack"
+    rep = json.loads((state / "report.json").read_text())
+    assert rep["load"].startswith("locust, 24 users")
+    assert rep["status_codes"]["mainline"]["2xx"] > 300
+    assert (state / "logs" / "locust.log").exists()
