@@ -82,4 +82,4 @@ def test_local_status_approve_and_abort_address_a_state_directory(tmp_path):
     r = cli("abort", str(tmp_path), "--reason", "release freeze")
     assert r.returncode == 0 and (tmp_path / "abort").read_text().strip() == "release freeze"
     r = cli("list", str(tmp_path.parent))
-    assert r.returncode == 0 and "no runs" not in r.stdout or str(tmp_path) in r.stdout
+    assert r.returncode == 0 and str(tmp_path) in r.stdout and "AwaitingApproval" in r.stdout, r.stdout
