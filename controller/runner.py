@@ -97,6 +97,29 @@ def policy_of(res: Resources) -> Policy:
     )
 
 
+def unequal_share_warning(res: Resources) -> str | None:
+    """A warning when latency guardrails will compare variants at very different shares.
+
+    Each variant is its own process and a process's latency depends on its own
+    request rate (queueing when busy, wake-ups and cold caches when mostly idle),
+    so identical builds at, say, 10% and 90% do not have the same latency
+    (docs/run.md, "Latency and unequal shares").
+    """
+    b = res.bakeoff
+    k = len(res.variants)
+    if not k or not any(m.kind == "latency" for m in b.judge.guardrails):
+        return None
+    cand = min(b.routing.steps[-1], b.routing.max_candidate_share / k)
+    main = max(1.0 - k * cand, 0.0)
+    if cand <= 0 or not 0.5 <= main / cand <= 2.0:
+        return (
+            f"latency guardrails compare the mainline at {main:.0%} with each candidate at {cand:.0%} of the "
+            "traffic: a process's latency depends on its own load, so give every variant about the same share "
+            f"(e.g. steps: [{1 / (k + 1):.2f}], maxCandidateShare: {k / (k + 1):.2f}); see docs/run.md"
+        )
+    return None
+
+
 def compact_verdict(v: Verdict) -> dict[str, Any]:
     """One look, small enough to keep every look: for the report's charts."""
     out: dict[str, Any] = {"at": v.at, "look": v.look, "action": v.decision.action, "variants": {}}
@@ -222,6 +245,9 @@ class Runner:
                 },
                 journal=False,
             )
+        warning = unequal_share_warning(self.res)
+        if warning and not self.resumed:
+            self._note({"type": "warning", "variant": None, "reason": warning}, journal=False)
         gate_results = self._gates()
         await self.platform.open()
         self._write_status()
