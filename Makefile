@@ -13,7 +13,18 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+# The demo needs only bakeoff itself (no test extras); LOCUST=1 adds locust for the load.
+# pip runs without --quiet: a first install shows what it fetches and builds.
+DEMO_STAMP := $(VENV)/.demo-installed
+DEMO_EXTRAS := $(if $(LOCUST),[load],)
+
+$(DEMO_STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || { echo "== creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	@echo "== installing bakeoff$(DEMO_EXTRAS) into $(VENV) (only what the demo needs)"
+	$(PY) -m pip install --progress-bar on -c constraints.txt -e '.$(DEMO_EXTRAS)'
+	touch $(DEMO_STAMP)
+
+demo: $(if $(wildcard $(STAMP)),$(STAMP),$(DEMO_STAMP))
 	$(VENV)/bin/bakeoff demo
 
 # Lint first (ruff, mypy, import-linter: scripts/lint.sh), then every test tier.

@@ -18,7 +18,7 @@ _RANK = {level: i for i, level in enumerate(SARIF_LEVELS)}
 
 def _level(result: dict[str, Any], rules: list[Any]) -> str:
     level = result.get("level")
-    if level in _RANK:
+    if isinstance(level, str) and level in _RANK:
         return level
     rule = None
     idx = result.get("ruleIndex")
@@ -28,7 +28,7 @@ def _level(result: dict[str, Any], rules: list[Any]) -> str:
         rule = next((r for r in rules if isinstance(r, dict) and r.get("id") == result["ruleId"]), None)
     if isinstance(rule, dict):
         dl = (rule.get("defaultConfiguration") or {}).get("level")
-        if dl in _RANK:
+        if isinstance(dl, str) and dl in _RANK:
             return dl
     return "warning"  # SARIF's default level
 

@@ -20,6 +20,11 @@ Rules, in the order they are applied on every pass:
    promotion makes the winner the mainline (all traffic; every other workload
    retired) — with ``promotion: manual`` the winner first waits (phase
    Winner) for an approval; a stop leaves the mainline with all traffic.
+   With ``promotion: whenNoRegression`` a candidate the judge finds within
+   tolerance on every guardrail (after minSamples; no improvement needed) is
+   promoted even while the judge itself would go on.
+   A halt (a person's abort, or load that fails on every variant) stops the
+   bake-off without a winner.
 4. When no candidate is left that could still win, the bake-off stops
    without a winner.
 5. Serving candidates move up one ramp step when they have spent at least
@@ -61,7 +66,7 @@ class Policy:
     steps: tuple[float, ...] = (0.05, 0.1, 0.2)
     step_interval: float = 60.0
     max_candidate_share: float = 0.5
-    promotion: str = "auto"  # auto | manual
+    promotion: str = "auto"  # auto | manual | whenNoRegression
 
 
 @dataclass
@@ -122,12 +127,21 @@ class JudgeDecision:
     winner: str | None = None
     reason: str = ""
     reasons: dict[str, str] = field(default_factory=dict)  # per rolled-back variant
+    # candidates being judged (minSamples reached) whose every guardrail is within tolerance
+    no_regression: tuple[str, ...] = ()
 
     @classmethod
     def from_verdict(cls, verdict: Any) -> JudgeDecision:
         d = verdict.decision
         reasons = {n: vv.reason for n, vv in verdict.variants.items() if vv.reason}
-        return cls(d.action, tuple(d.rollback), d.winner, d.reason, reasons)
+        passing = tuple(
+            n
+            for n, vv in verdict.variants.items()
+            if vv.status in ("judging", "winner")
+            and any(mv.role == "guardrail" for mv in vv.metrics.values())
+            and all(mv.state in ("better", "non_inferior") for mv in vv.metrics.values() if mv.role == "guardrail")
+        )
+        return cls(d.action, tuple(d.rollback), d.winner, d.reason, reasons, passing)
 
 
 @dataclass(frozen=True)
@@ -138,6 +152,8 @@ class Observations:
     gates: dict[str, str | None] = field(default_factory=dict)  # candidate -> None (passed) or why blocked
     verdict: JudgeDecision | None = None
     approved: frozenset[str] = frozenset()  # winners a person approved (promotion: manual)
+    halt: str | None = None  # stop without a winner: why (a person's abort, load failing everywhere)
+    halt_cause: str = "aborted"  # aborted | traffic (the exit code tells them apart)
 
 
 @dataclass(frozen=True)
@@ -215,8 +231,23 @@ def reconcile(policy: Policy, state: ControllerState, obs: Observations) -> Plan
             elif v.phase in (SERVING, WINNER):
                 start(v.name)  # after a restart: bring the workload back up
 
-        # 3. the judge's verdict
+        # 3. the judge's verdict (or a halt)
         d = obs.verdict
+        if obs.halt:
+            _stop(st, obs.halt, now, event, retire, cause=obs.halt_cause)
+            d = None
+        if d is not None and policy.promotion == "whenNoRegression" and d.action in ("continue", "rollback"):
+            ok = [n for n in d.no_regression if n not in d.rollback and n in obs.ready]
+            ok = [n for n in ok if n in st.variants and st.variants[n].phase == SERVING]
+            if ok:
+                d = JudgeDecision(  # the rollbacks of this verdict still apply (below)
+                    "promote",
+                    d.rollback,
+                    ok[0],
+                    f"{ok[0]} is within tolerance on every guardrail (promotion: whenNoRegression)",
+                    d.reasons,
+                    d.no_regression,
+                )
         if d is not None:
             for name in d.rollback:
                 v = st.variants.get(name)
@@ -305,15 +336,15 @@ def _promote(st: ControllerState, w: VariantState, reason: str, now: float, even
     retire(old, f"replaced by {w.name}")
 
 
-def _stop(st: ControllerState, reason: str, now: float, event, retire) -> None:
+def _stop(st: ControllerState, reason: str, now: float, event, retire, cause: str = "judge") -> None:
     for v in st.variants.values():
         if v.phase in ACTIVE:
             v.phase, v.reason = LOST, "stopped without a winner"
             event("lost", v.name, v.reason, phase=LOST)
             retire(v.name, "lost")
     st.phase = DONE_STOPPED
-    st.decision = {"action": "stop", "winner": None, "reason": reason, "at": now}
-    event("stopped", None, reason)
+    st.decision = {"action": "stop", "winner": None, "reason": reason, "at": now, "cause": cause}
+    event("stopped", None, reason, cause=cause)
 
 
 def replay(state: ControllerState, events: list[dict[str, Any]]) -> ControllerState:
@@ -337,7 +368,7 @@ def replay(state: ControllerState, events: list[dict[str, Any]]) -> ControllerSt
             v.phase, v.reason = LOST, e.get("reason", "")
         elif kind == "promoted" and v is not None:
             v.phase = PROMOTED
-            st.phase, st.mainline = DONE_PROMOTED, name
+            st.phase, st.mainline = DONE_PROMOTED, str(name)
             st.decision = {
                 "action": "promote",
                 "winner": name,
@@ -347,7 +378,13 @@ def replay(state: ControllerState, events: list[dict[str, Any]]) -> ControllerSt
             }
         elif kind == "stopped":
             st.phase = DONE_STOPPED
-            st.decision = {"action": "stop", "winner": None, "reason": e.get("reason", ""), "at": e.get("at")}
+            st.decision = {
+                "action": "stop",
+                "winner": None,
+                "reason": e.get("reason", ""),
+                "at": e.get("at"),
+                "cause": e.get("cause", "judge"),
+            }
         elif kind == "mainline_failed":
             pass  # a new run starts the mainline afresh
     st.started, st.retired, st.weights = set(), set(), {}

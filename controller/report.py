@@ -46,6 +46,61 @@ def latency_distributions(snap: dict[str, Any] | None) -> dict[str, dict[str, An
     return out
 
 
+class ReportError(Exception):
+    pass
+
+
+def change_in_units(mv: dict[str, Any]) -> dict[str, Any]:
+    """A metric's observed change, its interval and its tolerance in ONE unit, labelled.
+
+    Latency (ratio scale) and relative tolerances: percent of the control
+    ("%"); rates and proportions: percentage points ("pp"); other means: the
+    metric's own unit ("").  ``tolerance`` is signed in the harmful direction
+    (None for the objective, which has a direction but no tolerance).
+    """
+    est, ci = mv.get("estimate"), list(mv.get("ci") or [None, None])
+    control = mv.get("control")
+    tol = mv.get("tolerance")
+    harm = -1 if mv.get("harm") == "decrease" else 1
+    relative_tol = bool(mv.get("tolerance_relative"))
+    if mv.get("scale") == "ratio":
+        unit, factor = "%", 100.0
+    elif relative_tol and isinstance(control, (int, float)) and control:
+        # an absolute difference against a relative tolerance: show the difference relative to the control
+        unit, factor = "%", 100.0 / abs(control)
+    elif mv.get("kind") in ("error_rate", "proportion"):
+        unit, factor = "pp", 100.0
+    else:
+        unit, factor = "", 1.0
+
+    def conv(x: Any) -> float | None:
+        return x * factor if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+    tolerance = None
+    if mv.get("role") == "guardrail" and isinstance(tol, (int, float)):
+        tolerance = harm * tol * (100.0 if unit in ("%", "pp") else 1.0)
+    return {"unit": unit, "change": conv(est), "ci": [conv(ci[0]), conv(ci[1])], "tolerance": tolerance}
+
+
+def format_in_units(x: float | None, unit: str) -> str:
+    if x is None:
+        return "-"
+    if unit == "%":
+        return f"{x:+.1f}%"
+    if unit == "pp":
+        return f"{x:+.2f} pp"
+    return f"{x:+.4g}"
+
+
+def status_codes(snap: dict[str, Any] | None) -> dict[str, dict[str, int]]:
+    """Per variant: requests by outcome (1xx..5xx, connect_error, timeout, ...) from the router's snapshot."""
+    out: dict[str, dict[str, int]] = {}
+    for name, v in ((snap or {}).get("variants") or {}).items():
+        o = v.get("outcomes") or {}
+        out[name] = {k: int(n) for k, n in o.items() if isinstance(n, int)}
+    return out
+
+
 def build(runner: Any, snap: dict[str, Any] | None) -> dict[str, Any]:
     from bakeoff.controller.view import variant_rows
 
@@ -56,9 +111,30 @@ def build(runner: Any, snap: dict[str, Any] | None) -> dict[str, Any]:
     for row in variant_rows(runner):
         res = runner.res.variant(row["variant"])
         variants[row["variant"]] = {**row, "change": dict(res.change) if res else {}}
+    now = time.time()
+    started = getattr(runner, "started_at", None)
+    d = st.decision
+    ended = d.get("at") if d else None
+    b = runner.b
     return {
         "format": "bakeoff.report/v1",
-        "generated_at": time.time(),
+        "generated_at": now,
+        "started_at": started,
+        "duration_s": ((ended or now) - started) if started else None,
+        "source": runner.res.origin,
+        "config": {
+            "judge": b.judge_raw,
+            "routing": {
+                "steps": list(b.routing.steps),
+                "stepInterval": b.routing.step_interval,
+                "maxCandidateShare": b.routing.max_candidate_share,
+                "stickiness": b.routing.sticky_header or b.routing.sticky_cookie,
+                "routes": [{"name": r.name, "match": r.match} for r in b.routing.routes],
+            },
+            "promotion": b.promotion,
+        },
+        "load": getattr(runner, "load_description", None),
+        "status_codes": status_codes(runner.last_snapshot),
         "bakeoff": runner.b.name,
         "phase": st.phase,
         "mainline": st.mainline,
@@ -97,6 +173,7 @@ def markdown(rep: dict[str, Any]) -> str:
         lines.append(f"**Promoted `{d['winner']}`** (replacing `{d.get('previous_mainline')}`): {d['reason']}.")
     else:
         lines.append(f"**Stopped without a winner**: {d['reason']}.")
+    lines += ["", *_meta_lines(rep)]
     lines += [
         "",
         f"Judge: alpha {rep['judge']['alpha']}, Bonferroni over {rep['judge']['candidates']} candidate(s), "
@@ -119,19 +196,38 @@ def markdown(rep: dict[str, Any]) -> str:
             "",
             f"## Evidence (look {verdict['look']}; p-values adjusted for {verdict['tests_in_family']} tests)",
             "",
-            "| variant | metric | state | control | candidate | change | confidence sequence | p |",
-            "|---|---|---|---:|---:|---:|---|---:|",
+            "Changes, intervals and tolerances in one unit per metric: % = relative to the mainline, "
+            "pp = percentage points.",
+            "",
+            "| variant | metric | state | control | candidate | change | confidence sequence | tolerance | p |",
+            "|---|---|---|---:|---:|---:|---|---:|---:|",
         ]
         for name, vv in verdict["variants"].items():
             for m, mv in vv["metrics"].items():
-                pct = mv["scale"] == "ratio" or mv["kind"] in ("error_rate", "proportion")
-                f = _pct if pct else _fmt
-                ci = mv.get("ci") or [None, None]
+                u = change_in_units(mv)
                 p = min(x for x in (mv["p_worse"], mv["p_better"], mv["p_non_inferior"]) if x is not None)
+                tol = format_in_units(u["tolerance"], u["unit"]) if u["tolerance"] is not None else "objective"
                 lines.append(
                     f"| {name} | {m} | {mv['state']} | {_fmt(mv['control'])} | {_fmt(mv['candidate'])} | "
-                    f"{f(mv['estimate'])} | [{f(ci[0])}, {f(ci[1])}] | {_fmt(p, '.3g')} |"
+                    f"{format_in_units(u['change'], u['unit'])} | [{format_in_units(u['ci'][0], u['unit'])}, {format_in_units(u['ci'][1], u['unit'])}] | "
+                    f"{tol} | {_fmt(p, '.3g')} |"
                 )
+    codes = rep.get("status_codes") or {}
+    if codes:
+        keys = [
+            k
+            for k in ("2xx", "3xx", "4xx", "5xx", "connect_error", "timeout", "aborted", "1xx", "upgraded")
+            if any(c.get(k) for c in codes.values())
+        ]
+        lines += [
+            "",
+            "## Responses by status (router)",
+            "",
+            "| variant | " + " | ".join(keys) + " |",
+            "|---|" + "---:|" * len(keys),
+        ]
+        for name, c in codes.items():
+            lines.append(f"| {name} | " + " | ".join(str(c.get(k, 0)) for k in keys) + " |")
     if rep["latency"]:
         lines += [
             "",
@@ -154,6 +250,20 @@ def markdown(rep: dict[str, Any]) -> str:
             f"- {when} **{e['type']}** {e.get('variant') or ''}{extra} {('— ' + e['reason']) if e.get('reason') else ''}".rstrip()
         )
     return "\n".join(lines) + "\n"
+
+
+def _meta_lines(rep: dict[str, Any]) -> list[str]:
+    started = rep.get("started_at")
+    when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)) if started else "-"
+    dur = rep.get("duration_s")
+    cfg = rep.get("config") or {}
+    return [
+        f"- Started: {when}; duration: {_fmt(dur, '.0f')} s",
+        f"- File: {rep.get('source') or '-'}; promotion: {cfg.get('promotion', '-')}",
+        f"- Load: {rep.get('load') or 'not driven by bakeoff (live traffic)'}",
+        f"- Config: `{json.dumps(cfg.get('judge'), sort_keys=True, default=str)}`",
+        f"- Routing: `{json.dumps(cfg.get('routing'), sort_keys=True, default=str)}`",
+    ]
 
 
 # -- SVG -----------------------------------------------------------------------
@@ -202,17 +312,33 @@ def _svg_latency(lat: dict[str, Any], colours: dict[str, str]) -> str:
     return "".join(parts)
 
 
-def _svg_metric(metric: str, history: list[dict[str, Any]], colours: dict[str, str], pct: bool) -> str:
+def _svg_metric(
+    spec: dict[str, Any], history: list[dict[str, Any]], colours: dict[str, str], events: list[dict[str, Any]]
+) -> str:
+    """One metric's change over time per candidate, with its interval band, the tolerance line
+    (dashed red) and a marker where a candidate was rolled back."""
+    metric = spec["name"]
     series: dict[str, list[tuple[float, float, float | None, float | None]]] = {}
-    scale = "difference"
+    unit = ""
+    tolerance = None
     for h in history:
         for name, vv in h["variants"].items():
             mv = vv["metrics"].get(metric)
             if mv is None or mv.get("estimate") is None:
                 continue
-            scale = mv.get("scale", scale)
-            ci = mv.get("ci") or [None, None]
-            series.setdefault(name, []).append((h["at"], mv["estimate"], ci[0], ci[1]))
+            u = change_in_units(
+                {
+                    **mv,
+                    "kind": spec.get("kind"),
+                    "harm": spec.get("harm"),
+                    "tolerance": spec.get("tolerance"),
+                    "tolerance_relative": spec.get("relative"),
+                }
+            )
+            unit, tolerance = u["unit"], u["tolerance"]
+            if u["change"] is None:
+                continue
+            series.setdefault(name, []).append((h["at"], u["change"], u["ci"][0], u["ci"][1]))
     if not series:
         return f"<p>No estimates for {html.escape(metric)} yet.</p>"
     W, H, L, B = 640, 220, 60, 30
@@ -223,12 +349,14 @@ def _svg_metric(metric: str, history: list[dict[str, Any]], colours: dict[str, s
     # keep the axis readable when early intervals are huge
     lo, hi = vals[int(0.02 * (len(vals) - 1))], vals[int(0.98 * (len(vals) - 1))]
     lo, hi = min(lo, 0.0), max(hi, 0.0)
+    if tolerance is not None:
+        lo, hi = min(lo, tolerance * 1.2), max(hi, tolerance * 1.2)
     if hi - lo < 1e-12:
         lo, hi = lo - 1, hi + 1
     span_t = max(t1 - t0, 1e-9)
 
     def X(t: float) -> float:
-        return L + (t - t0) / span_t * (W - L - 10)
+        return L + (min(max(t, t0), t1 + 0.0) - t0) / span_t * (W - L - 10)
 
     def Y(v: float) -> float:
         v = min(max(v, lo), hi)
@@ -236,13 +364,22 @@ def _svg_metric(metric: str, history: list[dict[str, Any]], colours: dict[str, s
 
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" role="img" '
-        f'aria-label="{html.escape(metric)} estimate over time">',
+        f'aria-label="{html.escape(metric)} change over time">',
         f'<rect x="{L}" y="10" width="{W - L - 10}" height="{H - B - 10}" fill="#fafafa" stroke="#ccc"/>',
         f'<line x1="{L}" y1="{Y(0):.1f}" x2="{W - 10}" y2="{Y(0):.1f}" stroke="#888" stroke-dasharray="4 3"/>',
     ]
+    if tolerance is not None:
+        parts.append(
+            f'<line class="tolerance" x1="{L}" y1="{Y(tolerance):.1f}" x2="{W - 10}" y2="{Y(tolerance):.1f}" '
+            f'stroke="#d62728" stroke-width="1.5" stroke-dasharray="6 3"><title>tolerance '
+            f"{format_in_units(tolerance, unit)}</title></line>"
+            f'<text x="{W - 12}" y="{Y(tolerance) - 3:.1f}" font-size="10" fill="#d62728" text-anchor="end">'
+            f"tolerance {format_in_units(tolerance, unit)}</text>"
+        )
     for v in (lo, 0.0, hi):
-        label = f"{v * 100:+.1f}%" if pct else f"{v:.3g}"
-        parts.append(f'<text x="{L - 4}" y="{Y(v) + 3:.1f}" font-size="10" text-anchor="end">{label}</text>')
+        parts.append(
+            f'<text x="{L - 4}" y="{Y(v) + 3:.1f}" font-size="10" text-anchor="end">{format_in_units(v, unit)}</text>'
+        )
     for name, s in series.items():
         c = colours.get(name, "#333")
         band = [(t, a, b) for t, _, a, b in s if a is not None and b is not None]
@@ -254,6 +391,17 @@ def _svg_metric(metric: str, history: list[dict[str, Any]], colours: dict[str, s
         parts.append(
             f'<polyline fill="none" stroke="{c}" stroke-width="2" points="{pts}"><title>{html.escape(name)}</title></polyline>'
         )
+    for e in events:
+        if e.get("type") not in ("rolled_back", "failed") or e.get("variant") not in series:
+            continue
+        at = e.get("at") or t0
+        x = X(at)
+        c = colours.get(e["variant"], "#333")
+        parts.append(
+            f'<line class="rollback" x1="{x:.1f}" y1="10" x2="{x:.1f}" y2="{H - B}" stroke="{c}" stroke-width="1.5">'
+            f"<title>{html.escape(e['variant'])} rolled back: {html.escape(e.get('reason') or '')}</title></line>"
+            f'<text x="{x + 2:.1f}" y="20" font-size="10" fill="{c}">&#10007; {html.escape(e["variant"])}</text>'
+        )
     parts.append(
         f'<text x="{L}" y="{H - 8}" font-size="10">0 s</text>'
         f'<text x="{W - 10}" y="{H - 8}" font-size="10" text-anchor="end">{span_t:.0f} s</text></svg>'
@@ -261,11 +409,30 @@ def _svg_metric(metric: str, history: list[dict[str, Any]], colours: dict[str, s
     return "".join(parts)
 
 
-def html_page(rep: dict[str, Any], md: str) -> str:
+BANNER = {
+    # decision kind -> (css class, background, border): only a promotion is green
+    "promote": ("promoted", "#e6f4e6", "#2ca02c"),
+    "stop": ("stopped", "#fdf0e0", "#e07b00"),
+    "traffic": ("failed", "#fde8e8", "#d62728"),
+    "none": ("undecided", "#eeeeee", "#888888"),
+}
+
+
+def banner_kind(decision: dict[str, Any] | None) -> str:
+    if decision is None:
+        return "none"
+    if decision.get("action") == "promote":
+        return "promote"
+    return "traffic" if decision.get("cause") == "traffic" else "stop"
+
+
+def html_page(rep: dict[str, Any], md: str = "") -> str:
     names = list(rep["variants"])
     colours = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)}
     esc = html.escape
     d = rep["decision"]
+    kind = banner_kind(d)
+    css, bg, border = BANNER[kind]
     if d is None:
         headline = f"No decision yet (phase {esc(rep['phase'])})"
     elif d["action"] == "promote":
@@ -285,21 +452,42 @@ def html_page(rep: dict[str, Any], md: str) -> str:
         trs = []
         for name, vv in rep["verdict"]["variants"].items():
             for m, mv in vv["metrics"].items():
-                ci = mv.get("ci") or [None, None]
-                pct = mv["scale"] == "ratio" or mv["kind"] in ("error_rate", "proportion")
-                f = _pct if pct else _fmt
+                u = change_in_units(mv)
+                tol = format_in_units(u["tolerance"], u["unit"]) if u["tolerance"] is not None else "objective"
                 trs.append(
-                    f"<tr><td>{esc(name)}</td><td>{esc(m)}</td><td>{esc(mv['state'])}</td>"
-                    f"<td>{f(mv['estimate'])}</td><td>[{f(ci[0])}, {f(ci[1])}]</td>"
+                    f'<tr><td>{esc(name)}</td><td>{esc(m)}</td><td class="state-{esc(mv["state"])}">'
+                    f"{esc(mv['state'])}</td><td>{format_in_units(u['change'], u['unit'])}</td>"
+                    f"<td>[{format_in_units(u['ci'][0], u['unit'])}, {format_in_units(u['ci'][1], u['unit'])}]</td><td>{tol}</td>"
                     f"<td>{_fmt(min(mv['p_worse'], mv['p_better'], mv['p_non_inferior']), '.3g')}</td></tr>"
                 )
         evidence = (
-            "<h2>Evidence</h2><table><tr><th>variant</th><th>metric</th><th>state</th><th>change</th>"
-            "<th>confidence sequence</th><th>p (adjusted)</th></tr>" + "".join(trs) + "</table>"
+            "<h2>Evidence</h2><p>Change, interval and tolerance in the same unit per metric: "
+            "% = relative to the mainline, pp = percentage points. A guardrail is <i>worse</i> when its interval "
+            "lies beyond the tolerance, <i>non_inferior</i> when it lies within.</p>"
+            "<table><tr><th>variant</th><th>metric</th><th>state</th><th>change</th>"
+            "<th>confidence sequence</th><th>tolerance</th><th>p (adjusted)</th></tr>" + "".join(trs) + "</table>"
+        )
+    codes = rep.get("status_codes") or {}
+    keys = [
+        k
+        for k in ("2xx", "3xx", "4xx", "5xx", "connect_error", "timeout", "aborted", "1xx", "upgraded")
+        if any(c.get(k) for c in codes.values())
+    ]
+    status_table = ""
+    if codes and keys:
+        status_table = (
+            "<h2>Responses by status</h2><table><tr><th>variant</th>"
+            + "".join(f"<th>{esc(k)}</th>" for k in keys)
+            + "</tr>"
+            + "".join(
+                f"<tr><td>{esc(n)}</td>" + "".join(f"<td>{c.get(k, 0)}</td>" for k in keys) + "</tr>"
+                for n, c in codes.items()
+            )
+            + "</table>"
         )
     charts = "".join(
         f"<h3>{esc(m['name'])}: change against {esc(rep['original_mainline'])}, with its confidence sequence</h3>"
-        + _svg_metric(m["name"], rep["history"], colours, m["kind"] != "mean")
+        + _svg_metric(m, rep["history"], colours, rep["events"])
         for m in rep["judge"]["metrics"]
     )
     events = "".join(
@@ -307,17 +495,21 @@ def html_page(rep: dict[str, Any], md: str) -> str:
         f"{esc(e.get('variant') or '')} {esc(e.get('reason') or '')}</li>"
         for e in rep["events"]
     )
+    meta = "".join(f"<li>{esc(line[2:]).replace('`', '')}</li>" for line in _meta_lines(rep))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>bakeoff {esc(rep["bakeoff"])}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:60em}}table{{border-collapse:collapse}}
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:60em;background:#fff}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ddd;padding:3px 8px;font-size:13px;text-align:right}}td:first-child,th:first-child{{text-align:left}}
-.decision{{font-size:1.2em;padding:.6em;background:#eef6ee;border-left:4px solid #2ca02c}}</style></head>
+.decision{{font-size:1.2em;padding:.6em;background:{bg};border-left:8px solid {border}}}
+.state-worse{{color:#d62728}}.state-better{{color:#2ca02c}}</style></head>
 <body><h1>Bake-off {esc(rep["bakeoff"])}</h1>
-<p class="decision">{headline}</p>
+<p class="decision {css}" id="decision">{headline}</p>
+<ul class="meta">{meta}</ul>
 <p>alpha {rep["judge"]["alpha"]}, Bonferroni over {rep["judge"]["candidates"]} candidate(s); {legend}</p>
 <h2>Variants</h2><table><tr><th>variant</th><th>phase</th><th>commit</th><th>share</th><th>requests</th><th>error rate</th>
 <th>p50 ms</th><th>p99 ms</th><th>objective</th><th>reason</th></tr>{rows}</table>
 {evidence}
+{status_table}
 <h2>Latency distributions</h2>{_svg_latency(rep["latency"], colours)}
 <h2>Estimates over time</h2>{charts}
 <h2>Events</h2><ul>{events}</ul>
@@ -338,6 +530,28 @@ def write_reports(runner: Any, snap: dict[str, Any] | None) -> dict[str, Path]:
     )
     write_atomic(paths["md"], md)
     write_atomic(paths["html"], html_page(rep, md))
+    return paths
+
+
+def rerender(state_dir: Path) -> dict[str, Path]:
+    """Write report.md and report.html again from a finished (or stopped) run's report.json."""
+    src = Path(state_dir) / "report.json"
+    try:
+        rep = json.loads(src.read_text())
+    except OSError as e:
+        raise ReportError(f"{src}: cannot read ({e.strerror or e}); a run writes it when it decides or stops") from None
+    except ValueError as e:
+        raise ReportError(f"{src}: not JSON: {e}") from None
+    if not isinstance(rep, dict) or rep.get("format") != "bakeoff.report/v1":
+        raise ReportError(f"{src}: not a bakeoff report (format bakeoff.report/v1)")
+    try:
+        md = markdown(rep)
+        page = html_page(rep, md)
+    except (KeyError, TypeError) as e:
+        raise ReportError(f"{src}: incomplete report ({e})") from None
+    paths = {"json": src, "md": src.with_name("report.md"), "html": src.with_name("report.html")}
+    write_atomic(paths["md"], md)
+    write_atomic(paths["html"], page)
     return paths
 
 

@@ -26,6 +26,11 @@ from bakeoff.judge.config import JudgeConfig, JudgeConfigError, config_from_dict
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$")
 HEADER_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 SARIF_LEVELS = ("none", "note", "warning", "error")  # ascending severity
+# auto: promote the candidate the judge finds better on the objective; manual: the same after an
+# approval; whenNoRegression: promote a candidate within tolerance on every guardrail (a canary).
+PROMOTION_MODES = ("auto", "manual", "whenNoRegression")
+MAX_ROUTES = 16
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 class ResourceError(ValueError):
@@ -78,6 +83,42 @@ class Routing:
     steps: tuple[float, ...] = (0.05, 0.1, 0.2)
     step_interval: float = 60.0
     allocation: str = "fixed"
+    routes: tuple[Route, ...] = ()  # per-route statistics (docs/resources.md); empty: none
+
+
+@dataclass(frozen=True)
+class Route:
+    """A named group of request paths the router counts separately (``match``: a glob on the path)."""
+
+    name: str
+    match: str
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """One kind of request the built-in load generator sends (``spec.load.requests[i]``)."""
+
+    path: str
+    method: str = "GET"
+    weight: float = 1.0
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes | None = None
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """Load a local run drives through its router (``spec.load``): what a user of the service sends.
+
+    Exactly one of ``requests`` (the built-in generator), ``locustfile`` (a
+    locust file of the user's, run headless) or ``shoppers`` (the simulated
+    shoppers of examples/shop) says what the load is.
+    """
+
+    users: int = 16
+    think: float = 0.05  # mean seconds between one user's requests
+    requests: tuple[LoadRequest, ...] = ()
+    locustfile: str | None = None
+    shoppers: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,11 +129,12 @@ class BakeoffResource:
     routing: Routing
     judge: JudgeConfig
     judge_raw: dict[str, Any]
-    promotion: str = "auto"  # auto | manual
+    promotion: str = "auto"  # auto | manual | whenNoRegression
     listen: str = "127.0.0.1:8080"
     admin: str = "127.0.0.1:8081"
     look_interval: float = 1.0
     source: str | None = None  # cluster: where the judge's figures come from (spec.judge.source)
+    load: LoadSpec | None = None  # local: the load bakeoff run drives (spec.load)
 
 
 @dataclass(frozen=True)
@@ -219,7 +261,9 @@ def _share(doc: _Doc, value: Any, where: str, *, zero_ok: bool = False) -> float
 
 
 def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> BakeoffResource:
-    spec = _mapping(doc, d.get("spec"), "spec", {"mainline", "routing", "judge", "promotion", "router"}, required=True)
+    spec = _mapping(
+        doc, d.get("spec"), "spec", {"mainline", "routing", "judge", "promotion", "router", "load"}, required=True
+    )
     name = d["metadata"]["name"]
     main = _mapping(doc, spec.get("mainline"), "spec.mainline", _MAINLINE_KEYS, required=True)
     mname = main.get("name", "mainline")
@@ -231,7 +275,7 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
         doc,
         spec.get("routing"),
         "spec.routing",
-        {"stickiness", "maxCandidateShare", "steps", "stepInterval", "allocation"},
+        {"stickiness", "maxCandidateShare", "steps", "stepInterval", "allocation", "routes"},
     )
     rk: dict[str, Any] = {}
     if "stickiness" in r:
@@ -268,6 +312,8 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
         if r["allocation"] not in ("fixed", "bandit"):
             raise doc.error("spec.routing.allocation", f"must be 'fixed' or 'bandit', got {r['allocation']!r}")
         rk["allocation"] = r["allocation"]
+    if r.get("routes") is not None:
+        rk["routes"] = _routes(doc, r["routes"])
     routing = Routing(**rk)
 
     raw_judge = spec.get("judge")
@@ -298,13 +344,17 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
         elif msg.startswith(head):  # a message about one field: name it as spec.judge.FIELD
             msg = f"{doc.prefix}: spec.judge." + msg[len(head) :]
         raise ResourceError(msg) from None
-    if judge.objective is None:
-        raise doc.error("spec.judge.objective", "is required: a bake-off promotes on its objective")
-
-    promo = _mapping(doc, spec.get("promotion"), "spec.promotion", {"mode"})
+    raw_promo = spec.get("promotion")
+    promo = {"mode": raw_promo} if isinstance(raw_promo, str) else _mapping(doc, raw_promo, "spec.promotion", {"mode"})
     mode = promo.get("mode", "auto")
-    if mode not in ("auto", "manual"):
-        raise doc.error("spec.promotion.mode", f"must be 'auto' or 'manual', got {mode!r}")
+    if mode not in PROMOTION_MODES:
+        raise doc.error("spec.promotion.mode", f"must be one of {', '.join(PROMOTION_MODES)}, got {mode!r}")
+    if judge.objective is None and mode != "whenNoRegression":
+        raise doc.error(
+            "spec.judge.objective",
+            "is required: a bake-off promotes on its objective (or set spec.promotion.mode: whenNoRegression)",
+        )
+    load = _load(doc, spec["load"]) if spec.get("load") is not None else None
 
     rt = _mapping(doc, spec.get("router"), "spec.router", {"listen", "admin"})
     addrs = {}
@@ -331,7 +381,110 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
         admin=addrs["admin"],
         look_interval=look_interval,
         source=source,
+        load=load,
     )
+
+
+def _routes(doc: _Doc, value: Any) -> tuple[Route, ...]:
+    where = "spec.routing.routes"
+    if not isinstance(value, list):
+        raise doc.error(where, 'must be a list of {name, match}, e.g. [{name: checkout, match: "/checkout*"}]')
+    if len(value) > MAX_ROUTES:
+        raise doc.error(where, f"has {len(value)} routes; at most {MAX_ROUTES}")
+    out: list[Route] = []
+    seen: set[str] = set()
+    for i, item in enumerate(value):
+        w = f"{where}[{i}]"
+        m = _mapping(doc, item, w, {"name", "match"}, required=True)
+        name, match = m.get("name"), m.get("match")
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise doc.error(f"{w}.name", f"must be lower-case letters, digits, '-', '_' or '.'; got {name!r}")
+        if name == "other":
+            raise doc.error(f"{w}.name", "'other' is reserved (it counts requests that match no route)")
+        if name in seen:
+            raise doc.error(f"{w}.name", f"{name!r} is already used by another route")
+        seen.add(name)
+        if not isinstance(match, str) or not match.startswith("/") or any(c.isspace() for c in match):
+            raise doc.error(f"{w}.match", f"must be a path glob starting with '/', e.g. \"/checkout*\"; got {match!r}")
+        out.append(Route(name, match))
+    return tuple(out)
+
+
+def _load(doc: _Doc, value: Any) -> LoadSpec:
+    ld = _mapping(doc, value, "spec.load", {"users", "think", "requests", "locustfile", "shoppers"})
+    kw: dict[str, Any] = {}
+    if "users" in ld:
+        u = ld["users"]
+        if isinstance(u, bool) or not isinstance(u, int) or not 1 <= u <= 10000:
+            raise doc.error("spec.load.users", f"must be a whole number from 1 to 10000, got {u!r}")
+        kw["users"] = u
+    if "think" in ld:
+        try:
+            kw["think"] = parse_duration(ld["think"], "")
+        except JudgeConfigError:
+            raise doc.error("spec.load.think", f"must be a duration like 50ms or 0.1, got {ld['think']!r}") from None
+    kinds = [k for k in ("requests", "locustfile", "shoppers") if ld.get(k) not in (None, False)]
+    if len(kinds) != 1:
+        raise doc.error(
+            "spec.load",
+            "needs exactly one of requests (a list of {path, method, weight, body, json, headers}), "
+            f"locustfile (a path) or shoppers: true; got {', '.join(kinds) or 'none'}",
+        )
+    if "locustfile" in kinds:
+        if not isinstance(ld["locustfile"], str) or not ld["locustfile"]:
+            raise doc.error("spec.load.locustfile", f"must be the path of a locust file, got {ld['locustfile']!r}")
+        kw["locustfile"] = ld["locustfile"]
+    elif "shoppers" in kinds:
+        if ld["shoppers"] is not True:
+            raise doc.error("spec.load.shoppers", f"must be true or omitted, got {ld['shoppers']!r}")
+        kw["shoppers"] = True
+    else:
+        kw["requests"] = _load_requests(doc, ld["requests"])
+    return LoadSpec(**kw)
+
+
+def _load_requests(doc: _Doc, value: Any) -> tuple[LoadRequest, ...]:
+    import json
+
+    if not isinstance(value, list) or not value:
+        raise doc.error("spec.load.requests", "must be a non-empty list, e.g. [{path: /quotes, weight: 3}]")
+    out = []
+    for i, item in enumerate(value):
+        w = f"spec.load.requests[{i}]"
+        m = _mapping(doc, item, w, {"path", "method", "weight", "headers", "body", "json"}, required=True)
+        path = m.get("path")
+        if not isinstance(path, str) or not path.startswith("/") or any(c.isspace() for c in path):
+            raise doc.error(f"{w}.path", f"must be a path starting with '/' (a query string may follow), got {path!r}")
+        method = m.get("method", "GET")
+        if not isinstance(method, str) or method.upper() not in HTTP_METHODS:
+            raise doc.error(f"{w}.method", f"must be one of {', '.join(HTTP_METHODS)}, got {method!r}")
+        weight = m.get("weight", 1)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (0 < weight < math.inf):
+            raise doc.error(f"{w}.weight", f"must be a positive number, got {weight!r}")
+        headers: list[tuple[str, str]] = []
+        if m.get("headers") is not None:
+            hs = m["headers"]
+            if not isinstance(hs, dict):
+                raise doc.error(f"{w}.headers", "must be a mapping of header names to values")
+            for k, v in hs.items():
+                if not isinstance(k, str) or not HEADER_RE.match(k) or not isinstance(v, (str, int, float)):
+                    raise doc.error(f"{w}.headers.{k}", f"must be a header name with a string value, got {v!r}")
+                headers.append((k, str(v)))
+        if "body" in m and "json" in m:
+            raise doc.error(w, "has both body and json; give one")
+        body: bytes | None = None
+        if m.get("json") is not None:
+            body = json.dumps(m["json"]).encode()
+            if not any(k.lower() == "content-type" for k, _ in headers):
+                headers.append(("Content-Type", "application/json"))
+        elif m.get("body") is not None:
+            if not isinstance(m["body"], str):
+                raise doc.error(f"{w}.body", "must be a string (use json: for a JSON document)")
+            body = m["body"].encode()
+        out.append(
+            LoadRequest(path=path, method=method.upper(), weight=float(weight), headers=tuple(headers), body=body)
+        )
+    return tuple(out)
 
 
 def _variant(doc: _Doc, d: dict, index: int, platform: str = "local") -> VariantResource:

@@ -45,6 +45,41 @@ from bakeoff.judge.verdict import Verdict
 log = structlog.get_logger("bakeoff.controller")
 
 TICK = 0.25
+# A run stops when at least this many requests reached the variants and, on every variant that
+# had BAD_TRAFFIC_MIN_PER_VARIANT of them, at least BAD_TRAFFIC_SHARE failed (4xx, 5xx, no answer):
+# then the load does not fit the service (wrong paths, a missing header), and no verdict means much.
+BAD_TRAFFIC_MIN_REQUESTS = 200
+BAD_TRAFFIC_MIN_PER_VARIANT = 50
+BAD_TRAFFIC_SHARE = 0.5
+FAILED_OUTCOMES = ("4xx", "5xx", "connect_error", "timeout")
+
+
+def bad_traffic(snapshot: dict[str, Any] | None) -> str | None:
+    """Why the traffic is unusable (mostly failures on every variant), or None.
+
+    Only when *all* variants fail mostly: a single bad candidate is the
+    judge's business (its error-rate guardrail rolls it back).
+    """
+    variants = (snapshot or {}).get("variants") or {}
+    total = sum(int(v.get("requests", 0)) for v in variants.values())
+    if total < BAD_TRAFFIC_MIN_REQUESTS:
+        return None
+    judged = {n: v for n, v in variants.items() if int(v.get("requests", 0)) >= BAD_TRAFFIC_MIN_PER_VARIANT}
+    if not judged:
+        return None
+    parts = []
+    for name, v in judged.items():
+        n = int(v["requests"])
+        o = v.get("outcomes") or {}
+        failed = sum(int(o.get(k, 0)) for k in FAILED_OUTCOMES)
+        if failed / n < BAD_TRAFFIC_SHARE:
+            return None
+        worst = max(FAILED_OUTCOMES, key=lambda k: int(o.get(k, 0)))
+        parts.append(f"{name} {failed / n:.0%} ({worst} {int(o.get(worst, 0)) / n:.0%})")
+    return (
+        "most requests failed on every variant: " + ", ".join(parts) + "; the load does not fit this service "
+        "(check spec.load's paths, methods and headers, or the locustfile); no variant was judged"
+    )
 
 
 class RunError(RuntimeError):
@@ -60,6 +95,29 @@ def policy_of(res: Resources) -> Policy:
         max_candidate_share=b.routing.max_candidate_share,
         promotion=b.promotion,
     )
+
+
+def unequal_share_warning(res: Resources) -> str | None:
+    """A warning when latency guardrails will compare variants at very different shares.
+
+    Each variant is its own process and a process's latency depends on its own
+    request rate (queueing when busy, wake-ups and cold caches when mostly idle),
+    so identical builds at, say, 10% and 90% do not have the same latency
+    (docs/run.md, "Latency and unequal shares").
+    """
+    b = res.bakeoff
+    k = len(res.variants)
+    if not k or not any(m.kind == "latency" for m in b.judge.guardrails):
+        return None
+    cand = min(b.routing.steps[-1], b.routing.max_candidate_share / k)
+    main = max(1.0 - k * cand, 0.0)
+    if cand <= 0 or not 0.5 <= main / cand <= 2.0:
+        return (
+            f"latency guardrails compare the mainline at {main:.0%} with each candidate at {cand:.0%} of the "
+            "traffic: a process's latency depends on its own load, so give every variant about the same share "
+            f"(e.g. steps: [{1 / (k + 1):.2f}], maxCandidateShare: {k / (k + 1):.2f}); see docs/run.md"
+        )
+    return None
 
 
 def compact_verdict(v: Verdict) -> dict[str, Any]:
@@ -100,6 +158,7 @@ class Runner:
         load: Callable[[str, str | None, asyncio.Event], Any] | None = None,
         load_think: float = 0.1,
         clock: Callable[[], float] = time.time,
+        use_spec_load: bool = False,
     ) -> None:
         self.res = resources
         self.b = resources.bakeoff
@@ -123,14 +182,22 @@ class Runner:
         self.resumed = False
         self.state = ControllerState.new(self.b.name, self.b.mainline_name, [v.name for v in resources.variants])
         self.judge_state = JudgeState.new(self.judge_config)
+        self.started_at: float | None = None  # the first run_started of this state directory
+        self.halt: tuple[str, str] | None = None  # (why, cause) once the run must stop without a winner
+        self.decided_before = False  # the journal already held a final decision when this run began
+        self.load_description: str | None = None
+        self.use_spec_load = use_spec_load
 
     # -- set-up -------------------------------------------------------------
     def restore(self) -> None:
         records = [r for r in self.journal.read() if r.get("bakeoff") in (None, self.b.name)]
+        starts = [r["at"] for r in records if r.get("type") == "run_started" and isinstance(r.get("at"), (int, float))]
+        self.started_at = min(starts) if starts else self.clock()
         self.events = [r for r in records if r.get("type") != "run_started"]
         if self.events:
             self.resumed = True
         self.state = replay(self.state, self.events)
+        self.decided_before = self.state.phase in FINAL
         d = self.state.decision
         if d and d.get("winner") and d["winner"] not in self.state.variants:
             raise RunError(
@@ -178,6 +245,9 @@ class Runner:
                 },
                 journal=False,
             )
+        warning = unequal_share_warning(self.res)
+        if warning and not self.resumed:
+            self._note({"type": "warning", "variant": None, "reason": warning}, journal=False)
         gate_results = self._gates()
         await self.platform.open()
         self._write_status()
@@ -190,13 +260,16 @@ class Runner:
                 if self.state.phase not in FINAL and now - last_look >= self.b.look_interval:
                     last_look = now
                     self._look(now)
+                self._check_abort()
                 obs = Observations(
                     now=now,
                     ready=self.platform.ready(),
                     failed=self.platform.failures(),
                     gates=gate_results,
-                    verdict=JudgeDecision.from_verdict(self.verdict) if self.verdict is not None else None,
+                    verdict=self._judge_decision(),
                     approved=self._approvals(),
+                    halt=self.halt[0] if self.halt else None,
+                    halt_cause=self.halt[1] if self.halt else "aborted",
                 )
                 plan = reconcile(self.policy, self.state, obs)
                 for e in plan.events:
@@ -204,7 +277,7 @@ class Runner:
                 changed = bool(plan.events) or plan.state.weights != self.state.weights
                 self.state = plan.state
                 for a in plan.actions:
-                    if a.kind == "start":
+                    if a.kind == "start" and a.variant is not None:
                         self.platform.start(
                             a.variant,
                             self.workload_of(a.variant),
@@ -212,9 +285,13 @@ class Runner:
                         )
                     elif a.kind == "route":
                         self.platform.set_weights(a.weights or {})
-                    elif a.kind == "retire":
+                    elif a.kind == "retire" and a.variant is not None:
                         self.platform.retire(a.variant, a.reason)
-                if (self.load_users or self.load) and self.load_task is None and self.state.weights:
+                if (
+                    (self.load_users or self.load or self.use_spec_load)
+                    and self.load_task is None
+                    and self.state.weights
+                ):
                     self.load_task = self._start_load(load_stop)
                 if changed:
                     self._write_status()
@@ -223,7 +300,8 @@ class Runner:
                 if self.state.phase in FINAL and not decided_reported:
                     decided_reported = True
                     self._write_status()
-                    self.write_report()
+                    if not self.decided_before:
+                        self.write_report()
                 if self.state.phase in FINAL and self.exit_on_decision and self.state.weights:
                     break
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -233,8 +311,9 @@ class Runner:
             if self.load_task is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self.load_task, 5)
-            with contextlib.suppress(Exception):
-                self.write_report()
+            if not self.decided_before:  # a finished run's report stays as it was written
+                with contextlib.suppress(Exception):
+                    self.write_report()
             await self.platform.close()
             self._write_status(stopped=True)
         return 0
@@ -246,6 +325,11 @@ class Runner:
             log.warning("snapshot failed", bakeoff=self.b.name, error=str(e))
             return
         self.last_snapshot = snap
+        if self.halt is None:
+            why = bad_traffic(snap)
+            if why is not None:
+                self.halt = (why, "traffic")
+                return
         self.judge_state, self.verdict = step(self.judge_state, snap, now)
         self.journal.save_judge(self.judge_state.to_json())
         if self.verdict.notes and not any(v.requests for v in self.verdict.variants.values()):
@@ -253,6 +337,37 @@ class Runner:
         compact = compact_verdict(self.verdict)
         self.history.append(compact)
         self.journal.append_verdict(compact)
+
+    def _starting(self) -> list[str]:
+        """Candidates not yet admitted that may still be: their workload is starting (within startTimeout)."""
+        failed = self.platform.failures()
+        return [n for n, v in self.state.variants.items() if v.phase == PENDING and n not in failed]
+
+    def _judge_decision(self) -> JudgeDecision | None:
+        if self.verdict is None:
+            return None
+        d = JudgeDecision.from_verdict(self.verdict)
+        js = self.judge_state
+        seen_all_out = not [v for v in js.seen_candidates if v not in js.rolled_back and v not in js.out]
+        if d.action == "stop" and seen_all_out and self._starting():
+            # The judge only knows the candidates it has seen traffic for; one still starting
+            # (within its startTimeout) can still win, so "no candidate left" is premature.
+            # Forget the judge's final stop: it decides again once that candidate serves.
+            js.final = None
+            return JudgeDecision("rollback" if d.rollback else "continue", d.rollback, None, "", d.reasons)
+        return d
+
+    def _check_abort(self) -> None:
+        f = self.journal.dir / "abort"
+        if self.halt is not None or self.state.phase in FINAL or not f.exists():
+            return
+        try:
+            why = f.read_text().strip() or "aborted by a person"
+        except OSError:
+            return
+        self.halt = (f"aborted: {why}" if not why.startswith("aborted") else why, "aborted")
+        with contextlib.suppress(OSError):
+            f.unlink()
 
     def _approvals(self) -> frozenset[str]:
         if self.policy.promotion != "manual" or self.state.phase != AWAITING_APPROVAL:
@@ -310,9 +425,27 @@ class Runner:
 
     def _start_load(self, stop: asyncio.Event) -> asyncio.Task | None:
         desc = self.platform.describe().get("router") or {}
+        spec = self.b.load
+        if self.load is None and spec is not None and not spec.shoppers:
+            from bakeoff.controller.load import describe, drive
+
+            users = self.load_users or spec.users
+            self.load_description = describe(spec, users, self.base_dir)
+            log.info("load started", bakeoff=self.b.name, load=self.load_description)
+            return asyncio.ensure_future(
+                drive(
+                    spec,
+                    str(desc.get("url")),
+                    stop,
+                    users=users,
+                    base_dir=self.base_dir,
+                    log_dir=self.journal.dir / "logs",
+                    sticky_header=self.b.routing.sticky_header,
+                )
+            )
         if self.load is not None:
             log.info("load started", bakeoff=self.b.name)
-            return asyncio.ensure_future(self.load(desc.get("url"), desc.get("events_url"), stop))
+            return asyncio.ensure_future(self.load(str(desc.get("url")), desc.get("events_url"), stop))
         try:
             mod = importlib.import_module("bakeoff.cli.loadgen")
             fn = mod.run_shoppers
@@ -323,6 +456,7 @@ class Runner:
             )
             self.load_users = 0
             return None
+        self.load_description = f"{self.load_users} simulated shoppers (think {self.load_think:g}s)"
         result = fn(desc.get("url"), desc.get("events_url"), self.load_users, stop, think_time=self.load_think)
         if inspect.isawaitable(result):
             log.info("built-in load started", bakeoff=self.b.name, users=self.load_users)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +63,11 @@ def variant_rows(runner: Any) -> list[dict[str, Any]]:
         else:
             phase = vs.phase if vs else "?"
         judge = {}
+        changes: dict[str, str] = {}
         if runner.verdict is not None and name in runner.verdict.variants:
             vv = runner.verdict.variants[name]
             judge = {m: mv.state for m, mv in vv.metrics.items()}
+            changes = {m: change_text(asdict(mv)) for m, mv in vv.metrics.items()}
         rows.append(
             {
                 "variant": name,
@@ -76,11 +79,25 @@ def variant_rows(runner: Any) -> list[dict[str, Any]]:
                 "p99_ms": p99 * 1000 if p99 is not None else None,
                 "objective": objective,
                 "judge": judge,
+                "changes": changes,
                 "commit": runner.commit_of(name),
                 "reason": vs.reason if vs else "",
             }
         )
     return rows
+
+
+def change_text(mv: dict[str, Any]) -> str:
+    """A metric's change and its tolerance in one unit: ``+3.1% (tol +25%)``, ``+0.40 pp (tol +1.00 pp)``."""
+    from bakeoff.controller.report import change_in_units, format_in_units
+
+    u = change_in_units(mv)
+    if u["change"] is None:
+        return "?"
+    text = format_in_units(u["change"], u["unit"])
+    if u["tolerance"] is not None:
+        text += f" (tol {format_in_units(u['tolerance'], u['unit'])})"
+    return text
 
 
 def _f(x: Any, spec: str) -> str:
@@ -131,12 +148,14 @@ class LineView:
         self.last = now
         if runner.last_snapshot is None:
             return
+        obj = self.b.judge.objective
         for r in variant_rows(runner):
-            judge = " ".join(f"{m}={STATE_MARK.get(s, s)}" for m, s in r["judge"].items())
+            judge = " ".join(f"{m}={STATE_MARK.get(s, s)}[{r['changes'].get(m, '?')}]" for m, s in r["judge"].items())
             print(
                 f"  {r['variant']:<14} {r['phase']:<10} share={r['share']:6.1%} requests={r['requests']:<7} "
                 f"errors={_f(r['error_rate'], '.2%')} p50={_f(r['p50_ms'], '.1f')}ms p99={_f(r['p99_ms'], '.1f')}ms "
-                f"{self.b.judge.objective.name}={_f(r['objective'], '.3f')} {judge}".rstrip(),
+                + (f"{obj.name}={_f(r['objective'], '.3f')} " if obj is not None else "")
+                + judge,
                 file=self.out,
                 flush=True,
             )
@@ -149,6 +168,8 @@ class LineView:
                 file=self.out,
                 flush=True,
             )
+        elif runner.decided_before:
+            print(f"already decided by an earlier run: {d['action']} — {d['reason']} (report kept)", file=self.out)
         elif d["action"] == "promote":
             print(f"decision: promote {d['winner']} — {d['reason']}", file=self.out, flush=True)
         else:
@@ -165,7 +186,7 @@ class LiveView(LineView):
 
         self.console = Console()
         self.events: deque[str] = deque(maxlen=12)
-        self.live_obj = None
+        self.live_obj: Any = None  # rich.live.Live while shown
         self.runner = None
 
     def start(self) -> None:
@@ -205,11 +226,15 @@ class LiveView(LineView):
         d = r.state.decision
         head = f"bakeoff [bold]{self.b.name}[/]  phase [bold]{r.state.phase}[/]  router {router.get('url', '-')}"
         if d:
-            head += f"  decision: [bold green]{d['action']}[/] {d.get('winner') or ''}"
+            colour = "green" if d["action"] == "promote" else ("red" if d.get("cause") == "traffic" else "yellow")
+            what = "promote" if d["action"] == "promote" else "stopped without a winner"
+            head += f"  decision: [bold {colour}]{what}[/] {d.get('winner') or ''}"
         obj = self.b.judge.objective
         t = Table(expand=False)
-        arrow = "\u2191" if obj.harm < 0 else "\u2193"  # which way the objective should go
-        cols = ["variant", "phase", "share", "requests", "errors", "p50 ms", "p99 ms", f"{obj.name} {arrow}", "judge"]
+        cols = ["variant", "phase", "share", "requests", "errors", "p50 ms", "p99 ms", "judge"]
+        if obj is not None:
+            arrow = "\u2191" if obj.harm < 0 else "\u2193"  # which way the objective should go
+            cols.insert(7, f"{obj.name} {arrow}")
         for c in cols:
             # The figures never wrap or shrink; on a narrow terminal the judge column folds instead.
             t.add_column(
@@ -222,9 +247,10 @@ class LiveView(LineView):
         colour = {"worse": "red", "better": "green", "non_inferior": "cyan", "unknown": "dim"}
         for row in variant_rows(r):
             judge = " ".join(
-                f"[{colour.get(s, 'white')}]{short_metric(m)}{SYMBOL.get(s, s)}[/]" for m, s in row["judge"].items()
+                f"[{colour.get(s, 'white')}]{short_metric(m)}{SYMBOL.get(s, s)} {row['changes'].get(m, '?')}[/]"
+                for m, s in row["judge"].items()
             )
-            t.add_row(
+            cells = [
                 row["variant"],
                 row["phase"],
                 f"{row['share']:.1%}",
@@ -232,11 +258,16 @@ class LiveView(LineView):
                 _f(row["error_rate"], ".2%"),
                 _f(row["p50_ms"], ".1f"),
                 _f(row["p99_ms"], ".1f"),
-                _f(row["objective"], ".3f"),
-                judge,
-            )
+            ]
+            if obj is not None:
+                cells.append(_f(row["objective"], ".3f"))
+            t.add_row(*cells, judge)
         log = Text("\n".join(self.events) or "(no events yet)")
-        legend = Text("judge: ▲ better  ≈ within tolerance  ✗ worse  ? not yet known", style="dim")
+        legend = Text(
+            "judge: ▲ better  ≈ within tolerance  ✗ worse  ? not yet known; change vs mainline "
+            "(% relative, pp = percentage points) and its tolerance",
+            style="dim",
+        )
         return Group(Text.from_markup(head), t, legend, Text("events", style="bold"), log)
 
 

@@ -1,94 +1,125 @@
 """The ``bakeoff`` command: one subcommand per part.
 
-Each subcommand's code lives with its part; this file only dispatches, and
-imports a part only when its subcommand runs (the router's start-up stays
-free of numpy and scipy).
+Each subcommand is an object with ``name``, ``help``, ``add_arguments(parser)``
+and ``run(args) -> exit code``; this file only registers them.  Failures are
+reported by every command as ``bakeoff: error: ...`` on stderr with the exit
+codes of :mod:`bakeoff.cli.errors`.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any, NoReturn, Protocol
+
+import bakeoff
+from bakeoff.cli.errors import EXIT_CONFIG, CommandError, error
+
+
+class Command(Protocol):
+    name: str
+    help: str
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the command's one error format (usage first, then ``bakeoff: error: ...``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        where = self.prog.split(" ", 1)[1] + ": " if " " in self.prog else ""
+        self.exit(EXIT_CONFIG, f"bakeoff: error: {where}{message}\n")
+
+
+def commands() -> list[Command]:
+    from bakeoff.cli.commands import Controller, Judge, Revert, Router, Status, Submit
+    from bakeoff.cli.demo import Demo
+    from bakeoff.cli.run import Run
+    from bakeoff.cli.runs import Abort, Approve, List, Report
+
+    return [
+        Run(),
+        Demo(),
+        Status(),
+        Approve(),
+        Abort(),
+        Report(),
+        List(),
+        Router(),
+        Judge(),
+        Controller(),
+        Submit(),
+        Revert(),
+    ]
+
+
+GLOBAL_WITH_VALUE = ("--log-level",)
+
+EPILOG = """exit codes: 0 promoted (or success), 1 failed, 2 bad command line or configuration,
+3 stopped without a winner, 4 stopped: most requests to every variant failed,
+5 ended before a decision, 130/143 interrupted (docs/run.md)"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="bakeoff",
         description="Run several implementations of a service on live traffic; promote the one that wins.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"bakeoff {bakeoff.__version__}")
     p.add_argument("--log-level", default=None, help="debug, info (default), warning, error")
     p.add_argument("--log-json", action="store_true", default=None, help="JSON log lines even on a terminal")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-
-    from bakeoff.router.main import add_arguments as router_args
-
-    router_args(sub.add_parser("router", help="run the traffic-splitting router"))
-
-    j = sub.add_parser("judge", help="judge variants from router snapshots or Prometheus", add_help=False)
-    j.add_argument("judge_args", nargs=argparse.REMAINDER)
-
-    from bakeoff.cli.run import add_arguments as run_args
-
-    run_args(
-        sub.add_parser("run", help="run a bake-off from Bakeoff/Variant resources: judge, ramp, roll back, promote")
-    )
-
-    from bakeoff.cli.demo import add_arguments as demo_args
-
-    demo_args(sub.add_parser("demo", help="a live demo on this machine: router, three variants, load"))
-
-    from bakeoff.controller.kube.main import add_arguments as controller_args
-
-    controller_args(sub.add_parser("controller", help="the Kubernetes controller (Bakeoff and Variant resources)"))
-
-    from bakeoff.cli.cluster import add_revert_arguments, add_status_arguments, add_submit_arguments
-
-    add_submit_arguments(sub.add_parser("submit", help="enter a build into a Bakeoff in a cluster (creates a Variant)"))
-    add_status_arguments(sub.add_parser("status", help="bake-offs in a cluster, their variants and verdicts"))
-    add_revert_arguments(sub.add_parser("revert", help="put the mainline's pod template from before a promotion back"))
+    for c in commands():
+        cp = sub.add_parser(
+            c.name, help=c.help, description=getattr(c, "description", None) or c.help, add_help=c.name != "judge"
+        )
+        c.add_arguments(cp)
+        cp.set_defaults(handler=c)
     return p
+
+
+def command_index(argv: list[str]) -> int | None:
+    """Where the subcommand's name is in argv: the first word that is not a global option or its value."""
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in GLOBAL_WITH_VALUE:
+            i += 2
+        elif a.startswith("-"):
+            i += 1
+        else:
+            return i
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    if "judge" in argv:
-        # The judge parses its own arguments (argparse's REMAINDER would
-        # swallow options such as --help that come first).
-        i = argv.index("judge")
-        args = parser.parse_args(argv[:i] + ["judge"])
+    i = command_index(argv)
+    if i is not None and argv[i] == "judge":
+        # The judge parses its own arguments (argparse's REMAINDER would swallow
+        # options such as --help that come first); only the judge's own position
+        # counts, so `bakeoff submit --bakeoff judge` is not the judge.
+        args = parser.parse_args(argv[: i + 1])
         args.judge_args = argv[i + 1 :]
     else:
         args = parser.parse_args(argv)
+    handler: Any = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return EXIT_CONFIG
     from bakeoff.common.logs import configure_logging
 
     configure_logging(args.log_level, args.log_json)
-    if args.command == "router":
-        from bakeoff.router.main import run
-
-        return run(args)
-    if args.command == "judge":
-        from bakeoff.judge.cli import main as judge_main
-
-        return judge_main(args.judge_args)
-    if args.command == "run":
-        from bakeoff.cli.run import run as run_main
-
-        return run_main(args)
-    if args.command == "demo":
-        from bakeoff.cli.demo import run as demo_run
-
-        return demo_run(args)
-    if args.command == "controller":
-        from bakeoff.controller.kube.main import run as controller_run
-
-        return controller_run(args)
-    if args.command in ("submit", "status", "revert"):
-        from bakeoff.cli import cluster as cluster_cli
-
-        return getattr(cluster_cli, args.command)(args)
-    parser.print_help()
-    return 2
+    try:
+        return int(handler.run(args))
+    except CommandError as e:
+        return error(str(e), e.code)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,27 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bakeoff.cli.errors import EXIT_CONFIG, CommandError
 from bakeoff.common.paths import examples_dir
 
 SHOP = examples_dir() / "shop" / "bakeoff.yaml"
 DECISION_EVENTS = ("rolled_back", "failed", "promoted", "stopped")
+
+
+class Demo:
+    name = "demo"
+    help = "a live demo on this machine: the example shop's mainline against four candidates, with load"
+    description = (
+        "Runs examples/shop/bakeoff.yaml with simulated shoppers until the decision (about a minute): "
+        "the slow and the buggy candidates are rolled back, the one that converts better is promoted. "
+        "Exit code 0 when a candidate was promoted (see bakeoff --help for the others)."
+    )
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        add_arguments(p)
+
+    def run(self, args: argparse.Namespace) -> int:
+        return run(args)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,8 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from bakeoff.controller.resources import load_resources
 
     if args.users < 1 or args.think < 0:
-        print("bakeoff demo: --users must be >= 1 and --think >= 0", file=sys.stderr)
-        return 2
+        raise CommandError("demo: --users must be >= 1 and --think >= 0", EXIT_CONFIG)
     resources = load_resources(SHOP)
     state_dir = Path(args.state_dir) if args.state_dir else Path(tempfile.mkdtemp(prefix="bakeoff-demo-"))
     max_seconds = resources.bakeoff.judge.max_duration or 300.0
@@ -74,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     for d in summary["decisions"]:
         print(f"{d['action']:>12} {d['variant']:<16} after {d['after_s']:6.1f} s, {d['requests']} requests to it")
     print(json.dumps(summary), flush=True)
+    sys.stdout.flush()
     return code
 
 

@@ -270,7 +270,7 @@ async def run_shoppers(
         try:
             await asyncio.gather(*(seat(i) for i in range(users)))
         finally:
-            if flusher is not None:
+            if flusher is not None and batcher is not None:
                 if stop.is_set():
                     await flusher  # its loop ends with one last flush
                 else:  # we are being cancelled
@@ -382,6 +382,8 @@ def _locust_child(args: argparse.Namespace) -> int:
     from locust.env import Environment
 
     spec = importlib.util.spec_from_file_location("bakeoff_shop_locustfile", args.locustfile)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"{args.locustfile}: cannot load as a Python module")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     env = Environment(user_classes=[module.ShopperUser], host=args.host, events=events)

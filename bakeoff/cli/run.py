@@ -1,10 +1,14 @@
 """``bakeoff run FILE``: a whole bake-off on this machine.
 
 Reads the Bakeoff and Variant resources (docs/resources.md), starts the
-router in-process and the variants as processes (or uses their URLs), judges
-them on live traffic, ramps, rolls back and promotes (docs/run.md).  Exit
-status: 0 after a decision or a clean stop, 2 for a bad command line or
-resource file (nothing is started), 1 when the run could not start.
+router in-process and the variants as processes (or uses their URLs), drives
+the load the Bakeoff describes (``spec.load``) or a locustfile, judges the
+variants on live traffic, ramps, rolls back and promotes (docs/run.md).
+
+Exit codes (bakeoff.cli.errors): 0 promoted, 3 stopped without a winner,
+4 stopped because most requests to every variant failed, 2 bad command line
+or resource file (nothing is started), 1 the run could not start, 5 ended
+before a decision, 130/143 interrupted before a decision.
 """
 
 from __future__ import annotations
@@ -14,7 +18,27 @@ import asyncio
 import re
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
+
+from bakeoff.cli.errors import EXIT_CONFIG, EXIT_FAILED, CommandError, decision_exit_code, error
+
+
+class Run:
+    name = "run"
+    help = "run a bake-off from Bakeoff/Variant resources: judge, ramp, roll back, promote"
+    description = (
+        "Run the bake-off FILE describes on this machine until a decision (with --exit-on-decision) or Ctrl-C. "
+        "Exit codes: 0 promoted, 3 stopped without a winner, 4 most requests failed on every variant, "
+        "2 bad file or options, 1 could not start, 5 ended before a decision."
+    )
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        add_arguments(p)
+
+    def run(self, args: argparse.Namespace) -> int:
+        return run(args)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,14 +49,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--exit-on-decision", action="store_true", help="stop everything and exit once a promotion or stop is decided"
     )
-    p.add_argument("--headless", action="store_true", help="one line per event instead of the live view")
+    p.add_argument(
+        "--headless",
+        action="store_true",
+        help="one line per event on stdout instead of the live view (log lines go to STATE_DIR/bakeoff.log)",
+    )
     p.add_argument(
         "--load",
         default=None,
         metavar="users=N[,think=S]",
-        help="drive load with bakeoff.cli.loadgen (simulated shoppers), e.g. users=32 or users=32,think=0.1 "
-        "(mean seconds between a shopper's pages; default 0.1)",
+        help="how many users drive the Bakeoff's spec.load (or --locustfile), e.g. users=32,think=0.1; "
+        "overrides spec.load.users and spec.load.think",
     )
+    p.add_argument("--locustfile", default=None, metavar="FILE", help="drive load with this locust file (headless)")
+    p.add_argument("--no-load", action="store_true", help="drive no load even if the file has spec.load")
     p.add_argument(
         "--drain",
         type=float,
@@ -42,14 +72,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def parse_load(value: str | None) -> tuple[int, float]:
-    """``users=N[,think=S]`` -> (N, S); (0, 0.1) for no load."""
+def parse_load(value: str | None) -> tuple[int, float | None]:
+    """``users=N[,think=S]`` -> (N, S or None); (0, None) for no option."""
     if value is None:
-        return 0, 0.1
+        return 0, None
     m = re.fullmatch(r"\s*(?:users\s*=\s*)?(\d+)\s*(?:,\s*think\s*=\s*([0-9.]+)\s*)?", value)
     if not m or int(m.group(1)) < 1:
         raise ValueError(f"--load must be users=N[,think=S] with N >= 1, got {value!r}")
-    return int(m.group(1)), float(m.group(2)) if m.group(2) else 0.1
+    return int(m.group(1)), float(m.group(2)) if m.group(2) else None
+
+
+def load_plan(resources: Any, args: argparse.Namespace) -> tuple[Any, int, float]:
+    """(resources with the load to drive, users for the shop's shoppers, their think time)."""
+    from bakeoff.controller.load import locust_available
+    from bakeoff.controller.resources import LoadSpec
+
+    users, think = parse_load(args.load)
+    b = resources.bakeoff
+    spec = b.load
+    if args.locustfile:
+        if not Path(args.locustfile).is_file():
+            raise ValueError(f"--locustfile {args.locustfile}: no such file")
+        spec = replace(spec or LoadSpec(), requests=(), shoppers=False, locustfile=str(Path(args.locustfile).resolve()))
+    if args.no_load:
+        spec = None
+    elif spec is None and args.load is not None:
+        raise ValueError(
+            f"--load: {resources.origin} has no spec.load; describe the requests a user sends there "
+            "(docs/resources.md, spec.load) or pass --locustfile"
+        )
+    if spec is not None:
+        spec = replace(spec, users=users or spec.users, think=spec.think if think is None else think)
+        if spec.locustfile and not locust_available():
+            raise ValueError("the load is a locustfile, but locust is not installed (pip install locust)")
+    resources = replace(resources, bakeoff=replace(b, load=spec))
+    if spec is not None and spec.shoppers:
+        return resources, spec.users, spec.think
+    return resources, 0, 0.1
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,16 +116,15 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         resources = load_resources(args.file)
-        users, think = parse_load(args.load)
+        resources, shoppers, think = load_plan(resources, args)
         if args.drain < 0:
             raise ValueError("--drain must be >= 0")
     except (ResourceError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise CommandError(str(e), EXIT_CONFIG) from None
     state_dir = Path(args.state_dir) if args.state_dir else Path(".bakeoff-state") / resources.bakeoff.name
     import uvloop
 
-    def early_stop(signum, frame):  # before the event loop takes the signals over
+    def early_stop(signum: int, frame: Any) -> None:  # before the event loop takes the signals over
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, early_stop)
@@ -79,8 +137,9 @@ def run(args: argparse.Namespace) -> int:
                 headless=args.headless,
                 exit_on_decision=args.exit_on_decision,
                 drain=args.drain,
-                load_users=users,
+                load_users=shoppers,
                 load_think=think,
+                use_spec_load=resources.bakeoff.load is not None,
             )
         )
         return code
@@ -88,8 +147,19 @@ def run(args: argparse.Namespace) -> int:
         return 130
 
 
+def _log_to_file(path: Path) -> None:
+    """Log lines (JSON) go to a file: stdout stays the view's, stderr stays for errors."""
+    import structlog
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logfile = open(path, "a", buffering=1)
+    procs = list(structlog.get_config()["processors"])
+    procs[-1] = structlog.processors.JSONRenderer()
+    structlog.configure(processors=procs, logger_factory=structlog.PrintLoggerFactory(file=logfile))
+
+
 async def execute(
-    resources,
+    resources: Any,
     state_dir: Path,
     *,
     base_dir: Path,
@@ -98,11 +168,10 @@ async def execute(
     drain: float = 2.0,
     load_users: int = 0,
     load_think: float = 0.1,
-    load=None,
-):
-    """Run one bake-off until a decision (or a signal); returns (exit status, the Runner)."""
-    import structlog
-
+    load: Any = None,
+    use_spec_load: bool = False,
+) -> tuple[int, Any]:
+    """Run one bake-off until a decision (or a signal); returns (exit code, the Runner)."""
     from bakeoff.controller.journal import Journal
     from bakeoff.controller.platforms import make_platform
     from bakeoff.controller.runner import RunError, Runner
@@ -111,12 +180,7 @@ async def execute(
     b = resources.bakeoff
     journal = Journal(state_dir)
     view = make_view(headless=headless, bakeoff=b, state_dir=state_dir)
-    if view.live:
-        # the live view owns the terminal: log lines go to a file in the state directory
-        logfile = open(state_dir / "bakeoff.log", "a", buffering=1)
-        procs = list(structlog.get_config()["processors"])
-        procs[-1] = structlog.processors.JSONRenderer()
-        structlog.configure(processors=procs, logger_factory=structlog.PrintLoggerFactory(file=logfile))
+    _log_to_file(state_dir / "bakeoff.log")
     platform = make_platform(
         "local",
         listen=b.listen,
@@ -126,6 +190,7 @@ async def execute(
         state_dir=state_dir,
         base_dir=base_dir,
         drain=drain,
+        routes=b.routing.routes,
     )
     runner = Runner(
         resources,
@@ -137,26 +202,31 @@ async def execute(
         load_users=load_users,
         load_think=load_think,
         load=load,
+        use_spec_load=use_spec_load,
     )
     stop = asyncio.Event()
     got: list[int] = []
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: int) -> None:
+        got.append(sig)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda s=sig: (got.append(s), stop.set()))
+        loop.add_signal_handler(sig, on_signal, sig)
     view.start()
     try:
-        code = await runner.run(stop)
-    except RunError as e:
+        await runner.run(stop)
+    except (RunError, ValueError) as e:  # ValueError: the router refused its configuration
         view.stop()
-        print(f"error: {e}", file=sys.stderr)
-        return 2, runner
+        return error(str(e), EXIT_CONFIG), runner
     except OSError as e:
         view.stop()
-        print(f"error: {e}", file=sys.stderr)
-        return 1, runner
+        return error(str(e), EXIT_FAILED), runner
     finally:
         view.stop()
     view.summary(runner)
-    if got:
+    sys.stdout.flush()
+    if runner.state.decision is None and got:
         return 128 + got[0], runner
-    return code, runner
+    return decision_exit_code(runner.state.decision), runner

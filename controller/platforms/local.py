@@ -26,13 +26,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
 
 from bakeoff.common.logs import bind_variant
-from bakeoff.controller.resources import Workload
+from bakeoff.controller.resources import Route, Workload
+
+if TYPE_CHECKING:
+    from bakeoff.router.server import Router
 
 log = structlog.get_logger("bakeoff.controller.local")
 
@@ -81,6 +84,7 @@ class LocalPlatform:
         drain: float = 2.0,
         kill_grace: float = 5.0,
         health_interval: float = 2.0,
+        routes: tuple[Route, ...] = (),
     ) -> None:
         self.listen, self.admin = listen, admin
         self.sticky_header, self.sticky_cookie = sticky_header, sticky_cookie
@@ -89,7 +93,8 @@ class LocalPlatform:
         self.drain = drain
         self.kill_grace = kill_grace
         self.health_interval = health_interval
-        self.router = None
+        self.routes = routes
+        self.router: Router | None = None
         self.workloads: dict[str, _Workload] = {}
         self._session: aiohttp.ClientSession | None = None
         self._monitor: asyncio.Task | None = None
@@ -102,14 +107,8 @@ class LocalPlatform:
         from bakeoff.router.config import RouterConfig
         from bakeoff.router.server import Router
 
-        cfg: dict[str, Any] = {"listen": self.listen, "admin": self.admin, "timeouts": {"drain": max(0.5, self.drain)}}
-        if self.sticky_header:
-            cfg["stickiness"] = {"header": self.sticky_header}
-        elif self.sticky_cookie:
-            cfg["stickiness"] = {"cookie": self.sticky_cookie}
-        self.router = Router(RouterConfig.from_dict(cfg, origin="bakeoff run router"))
-        await self.router.start()
-        r = self.router
+        r = self.router = Router(RouterConfig.from_dict(self.router_config(), origin="bakeoff run router"))
+        await r.start()
         self._addresses = {
             "listen": f"{r.config.listen[0]}:{r.port}",
             "admin": f"{r.config.admin[0]}:{r.admin_port}",
@@ -118,6 +117,18 @@ class LocalPlatform:
         }
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
         self._monitor = asyncio.create_task(self._watch())
+
+    def router_config(self) -> dict[str, Any]:
+        """The in-process router's configuration (router/config.py's schema)."""
+        cfg: dict[str, Any] = {"listen": self.listen, "admin": self.admin, "timeouts": {"drain": max(0.5, self.drain)}}
+        if self.sticky_header:
+            cfg["stickiness"] = {"header": self.sticky_header}
+        elif self.sticky_cookie:
+            cfg["stickiness"] = {"cookie": self.sticky_cookie}
+        if self.routes:
+            # per-route statistics (the shared routes contract): name + path glob, first match wins
+            cfg["routes"] = [{"name": r.name, "match": r.match} for r in self.routes]
+        return cfg
 
     async def close(self) -> None:
         if self._monitor is not None:
@@ -182,7 +193,7 @@ class LocalPlatform:
                     out.close()
                 w.log.info("workload started", pid=w.proc.pid, port=port, command=cmd)
             else:
-                hostport = spec.url.split("://", 1)[1]
+                hostport = (spec.url or "").split("://", 1)[1]  # resources: exactly one of command or url
                 host, _, p = hostport.rpartition(":")
                 w.address = (host or hostport, int(p) if p else 80)
             await self._wait_healthy(w)
@@ -197,11 +208,17 @@ class LocalPlatform:
         deadline = time.monotonic() + w.spec.start_timeout
         while True:
             if w.proc is not None and w.proc.poll() is not None:
-                raise _StartFailed(f"exited with code {w.proc.returncode} before it was healthy")
+                raise _StartFailed(
+                    f"exited with code {w.proc.returncode} before it became healthy; see logs/{w.name}.log"
+                )
             if await self._healthy(w):
                 return
             if time.monotonic() > deadline:
-                raise _StartFailed(f"not healthy on {w.spec.health_path} within {w.spec.start_timeout:g}s")
+                where = f"; see logs/{w.name}.log" if w.proc is not None else f" ({w.spec.url})"
+                raise _StartFailed(
+                    f"never became healthy within {w.spec.start_timeout:g}s "
+                    f"(GET {w.spec.health_path} never answered 200){where}"
+                )
             await asyncio.sleep(0.1)
 
     async def _healthy(self, w: _Workload) -> bool:

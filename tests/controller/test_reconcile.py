@@ -239,3 +239,31 @@ def test_a_failed_mainline_is_recorded_once():
     plan = reconcile(P, st, obs)
     assert kinds(plan) == [("mainline_failed", "main")]
     assert kinds(reconcile(P, plan.state, obs)) == []
+
+
+def test_when_no_regression_promotes_a_candidate_within_every_guardrail_without_improvement():
+    pol = Policy(mainline="main", steps=(0.5,), step_interval=1, max_candidate_share=1.0, promotion="whenNoRegression")
+    ready = frozenset({"main", "a", "b"})
+    st = state(a=SERVING, b=SERVING)
+    # not yet: the judge has nobody within tolerance on every guardrail
+    waiting = JudgeDecision("continue", (), None, "not enough evidence yet")
+    assert kinds(reconcile(pol, st, Observations(now=1, ready=ready, verdict=waiting))) == []
+    # b is rolled back in the same verdict in which a passes every guardrail: b leaves, a is promoted
+    v = JudgeDecision("rollback", ("b",), None, "b: worse", {"b": "worse on latency_p50"}, no_regression=("a",))
+    plan = reconcile(pol, st, Observations(now=2, ready=ready, verdict=v))
+    assert kinds(plan) == [("rolled_back", "b"), ("promoted", "a")]
+    assert "whenNoRegression" in plan.state.decision["reason"] and route(plan) == {"a": 1.0}
+    # the same verdict under auto promotion promotes nobody: auto needs an improvement on the objective
+    auto = Policy(mainline="main", steps=(0.5,), step_interval=1, max_candidate_share=1.0)
+    assert kinds(reconcile(auto, st, Observations(now=2, ready=ready, verdict=v))) == [("rolled_back", "b")]
+
+
+def test_a_halt_stops_without_a_winner_and_records_its_cause():
+    st = state(a=SERVING)
+    plan = reconcile(
+        P, st, Observations(now=5, ready=frozenset({"main", "a"}), halt="most requests failed", halt_cause="traffic")
+    )
+    assert kinds(plan) == [("lost", "a"), ("stopped", None)]
+    assert plan.state.decision["cause"] == "traffic" and route(plan) == {"main": 1.0}
+    again = replay(state(a=SERVING), [{"type": "stopped", "variant": None, "reason": "x", "cause": "traffic"}])
+    assert again.decision["cause"] == "traffic" and again.phase == "Stopped"

@@ -108,7 +108,7 @@ BAD = [
     (
         "promotion mode",
         lambda d: d[0]["spec"].update(promotion={"mode": "yolo"}),
-        "document 0 (Bakeoff 'shop'): spec.promotion.mode must be 'auto' or 'manual'",
+        "document 0 (Bakeoff 'shop'): spec.promotion.mode must be one of auto, manual, whenNoRegression, got 'yolo'",
     ),
     (
         "unknown spec field",
@@ -193,3 +193,65 @@ def test_journal_survives_a_torn_last_line(tmp_path):
     assert [r["type"] for r in again.read()] == ["admitted", "promoted"]
     assert again.append({"type": "x"})["seq"] == 3
     assert [r["type"] for r in Journal(tmp_path).read()] == ["admitted", "promoted", "x"]
+
+
+def test_load_routes_and_promotion_mode_parse(tmp_path):
+    from bakeoff.controller.platforms.local import LocalPlatform
+
+    d = docs()
+    d[0]["spec"]["load"] = {
+        "users": 8,
+        "think": "20ms",
+        "requests": [
+            {"path": "/notes", "weight": 3},
+            {"method": "post", "path": "/notes", "json": {"text": "hi"}, "headers": {"X-Tenant": "a"}},
+        ],
+    }
+    d[0]["spec"]["routing"]["routes"] = [{"name": "notes", "match": "/notes*"}]
+    d[0]["spec"]["promotion"] = "whenNoRegression"
+    del d[0]["spec"]["judge"]["objective"]  # a canary needs no objective
+    b = load_resources(write_docs(tmp_path / "shop.yaml", d)).bakeoff
+    assert b.promotion == "whenNoRegression" and b.judge.objective is None
+    assert b.load.users == 8 and b.load.think == 0.02
+    post = b.load.requests[1]
+    assert post.method == "POST" and json.loads(post.body) == {"text": "hi"}
+    assert dict(post.headers) == {"X-Tenant": "a", "Content-Type": "application/json"}
+    # the routes reach the router configuration the local platform writes
+    cfg = LocalPlatform(routes=b.routing.routes).router_config()
+    assert cfg["routes"] == [{"name": "notes", "match": "/notes*"}]
+    assert "routes" not in LocalPlatform().router_config()
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda s: s.update(load={"users": 4}), "spec.load needs exactly one of requests"),
+        (lambda s: s.update(load={"requests": [{"path": "notes"}]}), "spec.load.requests[0].path must be a path"),
+        (lambda s: s.update(load={"requests": [{"path": "/", "weight": 0}]}), "spec.load.requests[0].weight must be"),
+        (
+            lambda s: s.update(load={"requests": [{"path": "/", "method": "FETCH"}]}),
+            "requests[0].method must be one of",
+        ),
+        (lambda s: s.update(load={"requests": [{"path": "/", "body": "x", "json": {}}]}), "has both body and json"),
+        (
+            lambda s: s["routing"].update(routes=[{"name": "other", "match": "/x"}]),
+            "routes[0].name 'other' is reserved",
+        ),
+        (lambda s: s["routing"].update(routes=[{"name": "a", "match": "x*"}]), "routes[0].match must be a path glob"),
+        (
+            lambda s: s["routing"].update(routes=[{"name": "a", "match": "/a"}, {"name": "a", "match": "/b"}]),
+            "routes[1].name 'a' is already used",
+        ),
+        (
+            lambda s: s["routing"].update(routes=[{"name": f"r{i}", "match": "/x"} for i in range(17)]),
+            "spec.routing.routes has 17 routes; at most 16",
+        ),
+        (lambda s: s["judge"].pop("objective"), "spec.judge.objective is required"),
+    ],
+)
+def test_bad_load_and_routes_name_the_file_and_field(tmp_path, mutate, message):
+    d = docs()
+    mutate(d[0]["spec"])
+    with pytest.raises(ResourceError) as e:
+        load_resources(write_docs(tmp_path / "shop.yaml", d))
+    assert str(e.value).startswith("shop.yaml: document 0 (Bakeoff 'shop'): ") and message in str(e.value), str(e.value)
