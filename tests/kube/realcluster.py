@@ -151,6 +151,13 @@ def real_cluster(tmp_path_factory):
                 }
             )
 
+        # The TaintNodesByCondition admission plugin taints every new node not-ready; in a real
+        # cluster the node-lifecycle controller lifts it once the kubelet reports Ready. That
+        # controller also evicts pods from nodes whose heartbeats lag (a busy 2-core CI box), so
+        # it stays off and the fake nodes are untainted here, once, as they are created.
+        for n in nodes:
+            core.patch_node(n, {"spec": {"taints": None}})
+
         def ready(n):
             conds = {c.type: c.status for c in core.read_node(n).status.conditions or []}
             return conds.get("Ready") == "True"

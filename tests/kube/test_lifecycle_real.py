@@ -4,20 +4,20 @@ pods that kwok runs on fake nodes, its Service gets an EndpointSlice from the en
 controller, and deleting the Variant removes everything below it through owner references and the
 garbage collector. Nothing here patches a status by hand.
 
-The bakeoff controller runs as `python -m bakeoff controller`, the chart's entry point.
+The bakeoff controller runs in-process (KubeController, as tests/kube/test_controller.py runs it):
+on this branch `bakeoff controller` as a process still crashes at start (issue 10 item 1, fixed on
+the controller branch); switch to the subprocess once that lands.
 """
 
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 
 import pytest
 
 from .conftest import GROUP, VERSION, crd_documents, wait_established
 from .realcluster import real_cluster  # noqa: F401 - the fixture
-from .test_controller import SnapshotServer, bakeoff_doc, mainline_deployment, variant_doc, wait_for
+from .test_controller import SnapshotServer, bakeoff_doc, controller_for, mainline_deployment, variant_doc, wait_for
 
 kclient = pytest.importorskip("kubernetes.client")
 
@@ -65,27 +65,9 @@ async def test_candidate_lifecycle_through_real_controllers(real_cluster, tmp_pa
     await until(lambda: custom.list_namespaced_custom_object(GROUP, VERSION, NS, "bakeoffs") is not None)
     custom.create_namespaced_custom_object(GROUP, VERSION, NS, "bakeoffs", bakeoff_doc("shop", url, minSamples=10**6))
     custom.create_namespaced_custom_object(GROUP, VERSION, NS, "variants", variant_doc("fast"))
-    log = (tmp_path / "controller.log").open("wb")
-    ctl = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bakeoff",
-            "controller",
-            "--kubeconfig",
-            kube.kubeconfig,
-            "--namespace",
-            NS,
-            "--lease-namespace",
-            NS,
-            "--metrics",
-            "127.0.0.1:0",
-            "--interval",
-            "0.5",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    ctl = controller_for(kube, NS, identity="lifecycle", interval=0.5)
+    stop = asyncio.Event()
+    task = asyncio.create_task(ctl.run(stop))
     try:
         # the candidate Deployment: created by the bakeoff controller, Available through real controllers
         dep = await until(lambda: apps.read_namespaced_deployment("shop-fast", NS), what="Deployment shop-fast")
@@ -133,12 +115,14 @@ async def test_candidate_lifecycle_through_real_controllers(real_cluster, tmp_pa
             custom.get_namespaced_custom_object(GROUP, VERSION, NS, "variants", "fast")
         assert e.value.status == 404
         assert available(apps, "shop")  # the mainline untouched
-        assert ctl.poll() is None, (tmp_path / "controller.log").read_text()[-3000:]
+        assert not task.done(), task  # the controller ran throughout
+    except BaseException:
+        # what the controller and the resources said, for the failure report
+        for plural in ("bakeoffs", "variants"):
+            for o in custom.list_namespaced_custom_object(GROUP, VERSION, NS, plural)["items"]:
+                print(plural, o["metadata"]["name"], o.get("status"))
+        raise
     finally:
-        ctl.terminate()
-        try:
-            ctl.wait(20)
-        except subprocess.TimeoutExpired:
-            ctl.kill()
-        log.close()
+        stop.set()
+        await asyncio.wait_for(task, 30)
         await server.stop()
