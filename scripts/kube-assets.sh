@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# kube-assets.sh — build/install a real kube-apiserver, etcd and helm into a
-# cache directory OUTSIDE the repository, then print that directory.
+# kube-assets.sh — build/install a real kube-apiserver, etcd and helm (and, for
+# the realistic test cluster, kube-controller-manager, kube-scheduler and kwok)
+# into a cache directory OUTSIDE the repository, then print that directory.
 #
 # The directory follows controller-runtime's envtest convention (a directory
 # holding `kube-apiserver` and `etcd`), so tests can do:
 #
 #     export KUBEBUILDER_ASSETS="$(scripts/kube-assets.sh)"
 #
-# Everything comes from registries this project may use: kube-apiserver, etcd
-# and helm are all built from their Go modules (Go module proxy). No Docker,
+# Everything comes from registries this project may use: every binary is built
+# from its Go module (Go module proxy). No Docker,
 # kind, minikube, GitHub release or dl.k8s.io download is involved.
 #
 # Idempotent and cached: when $DIR/VERSIONS already records the wanted
@@ -21,6 +22,14 @@
 #   scripts/kube-assets.sh --check    print the dir and exit 0 if everything is
 #                                     already cached, else exit 1 (never builds)
 #   scripts/kube-assets.sh --force    rebuild everything
+#   scripts/kube-assets.sh --check-cluster
+#                                     like --check, and also require the
+#                                     cluster components (controller-manager,
+#                                     scheduler, kwok + its stage configs)
+#
+# The cluster components are built by default too; set BAKEOFF_KUBE_CLUSTER=0 to
+# build only kube-apiserver, etcd and helm. --check keeps asking only for those
+# three, so tests that need no real controllers run while the rest builds.
 #
 # Environment (all optional):
 #   BAKEOFF_KUBE_ASSETS        cache dir (default ~/.cache/bakeoff/kube-assets)
@@ -31,6 +40,13 @@
 #                              | deb (Debian's etcd-server package; bookworm
 #                              ships 3.4.23 — BAKEOFF_ETCD_VERSION is ignored)
 #   BAKEOFF_HELM_VERSION       helm version (default v3.19.5)
+#   BAKEOFF_KWOK_VERSION       kwok version (default v0.8.0)
+#   BAKEOFF_KUBE_CLUSTER       1 (default) also build kube-controller-manager,
+#                              kube-scheduler and kwok; 0 skips them
+#   BAKEOFF_KUBE_STAGING_PINS  space-separated module@version overriding the
+#                              staging version of a module missing on the proxy
+#                              (default for v1.32.13: k8s.io/endpointslice@v0.32.12,
+#                              because v0.32.13 was never published)
 #   BAKEOFF_KUBE_ASSETS_JOBS   parallel compile jobs (default 1: at most one
 #                              core, at nice 19, so builds do not disturb
 #                              timing-sensitive work on a 2-core machine)
@@ -44,6 +60,10 @@ KUBE_VERSION="${BAKEOFF_KUBE_VERSION:-v1.32.13}"
 ETCD_SOURCE="${BAKEOFF_ETCD_SOURCE:-go}"
 ETCD_VERSION="${BAKEOFF_ETCD_VERSION:-v3.5.16}"
 HELM_VERSION="${BAKEOFF_HELM_VERSION:-v3.19.5}"
+KWOK_VERSION="${BAKEOFF_KWOK_VERSION:-v0.8.0}"
+CLUSTER="${BAKEOFF_KUBE_CLUSTER:-1}"
+if [ "$KUBE_VERSION" = v1.32.13 ]; then DEFAULT_PINS="k8s.io/endpointslice@v0.32.12"; else DEFAULT_PINS=""; fi
+STAGING_PINS="${BAKEOFF_KUBE_STAGING_PINS-$DEFAULT_PINS}"
 DIR="${BAKEOFF_KUBE_ASSETS:-$HOME/.cache/bakeoff/kube-assets}"
 JOBS="${BAKEOFF_KUBE_ASSETS_JOBS:-1}"
 
@@ -52,7 +72,8 @@ case "${1:-}" in
   "") ;;
   --check) MODE=check ;;
   --force) MODE=force ;;
-  -h|--help) sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  --check-cluster) MODE=check; CLUSTER=1; CHECK_CLUSTER=1 ;;
+  -h|--help) sed -n '2,60p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "kube-assets: unknown argument: $1 (try --help)" >&2; exit 2 ;;
 esac
 
@@ -62,19 +83,31 @@ die() { log "ERROR: $*"; exit 1; }
 # The line each component gets in $DIR/VERSIONS.
 want_line() {
   case "$1" in
-    kube-apiserver) echo "kube-apiserver $KUBE_VERSION recipe=$RECIPE" ;;
+    kube-apiserver|kube-controller-manager|kube-scheduler) echo "$1 $KUBE_VERSION recipe=$RECIPE" ;;
+    kwok) echo "kwok $KWOK_VERSION recipe=$RECIPE" ;;
     etcd)
       if [ "$ETCD_SOURCE" = deb ]; then echo "etcd debian:etcd-server recipe=$RECIPE"
       else echo "etcd $ETCD_VERSION recipe=$RECIPE"; fi ;;
     helm) echo "helm $HELM_VERSION recipe=$RECIPE" ;;
+    # A line of its own (not a new helm recipe), so that an older copy of this
+    # script still accepts the cache once helm has been rebuilt with the stamp.
+    helm-kube-default) echo "helm-kube-default $HELM_VERSION stamped=1" ;;
   esac
 }
 
 is_cached() {  # is_cached NAME
-  [ -x "$DIR/$1" ] && [ -f "$DIR/VERSIONS" ] && grep -qxF "$(want_line "$1")" "$DIR/VERSIONS"
+  [ -x "$DIR/${1%-kube-default}" ] && [ -f "$DIR/VERSIONS" ] && grep -qxF "$(want_line "$1")" "$DIR/VERSIONS"
 }
 
-all_cached() { is_cached kube-apiserver && is_cached etcd && is_cached helm; }
+base_cached() { is_cached kube-apiserver && is_cached etcd && is_cached helm && is_cached helm-kube-default; }
+cluster_cached() {
+  is_cached kube-controller-manager && is_cached kube-scheduler && is_cached kwok \
+    && [ -d "$DIR/kwok-stages" ]
+}
+all_cached() {
+  base_cached || return 1
+  if [ "$CLUSTER" = 1 ] && [ "$MODE" != check -o -n "${CHECK_CLUSTER:-}" ]; then cluster_cached; fi
+}
 
 # ---- fast path: nothing to do -------------------------------------------------
 if [ "$MODE" != force ] && all_cached; then
@@ -125,17 +158,22 @@ record() {  # record NAME — replace NAME's line in VERSIONS
 
 elapsed() { echo $(( $(date +%s) - $1 )); }
 
-# ---- kube-apiserver -----------------------------------------------------------
+# ---- kube-apiserver, kube-controller-manager, kube-scheduler --------------------
 # k8s.io/kubernetes requires its staging modules (k8s.io/api, apimachinery,
 # client-go, apiserver, component-base, kms, …) at v0.0.0 and replaces them with
 # ./staging/src/k8s.io/X — replaces that only apply inside that repository. A
-# wrapper module re-states each of those replaces as the published v0.N.P.
-build_kube_apiserver() {
-  local t0 minor staging_version kdir gomod build_date ld p
-  t0=$(date +%s)
+# wrapper module re-states each of those replaces as the published v0.N.P (or a
+# pin from STAGING_PINS for a module the proxy lacks at that version). The three
+# commands share one wrapper module and one Go build cache, so the second and
+# third compile only their own packages.
+KUBE_WRAPPER=""
+KUBE_LDFLAGS=""
+prepare_kube_wrapper() {
+  [ -n "$KUBE_WRAPPER" ] && return 0
+  local minor staging_version kdir gomod build_date p pin mod ver
   minor="${KUBE_VERSION#v1.}"; minor="${minor%%.*}"
   staging_version="v0.${KUBE_VERSION#v1.}"
-  log "kube-apiserver $KUBE_VERSION: downloading k8s.io/kubernetes (staging modules at $staging_version)"
+  log "k8s.io/kubernetes $KUBE_VERSION: downloading (staging modules at $staging_version)"
   kdir="$(gocmd mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')" \
     || die "go mod download k8s.io/kubernetes@$KUBE_VERSION failed (is that version on the module proxy? try: go list -m -versions k8s.io/kubernetes)"
   if [ -z "$kdir" ] || [ ! -f "$kdir/go.mod" ]; then die "could not download k8s.io/kubernetes@$KUBE_VERSION"; fi
@@ -143,34 +181,76 @@ build_kube_apiserver() {
 
   mkdir -p "$WORK/kube" && cd "$WORK/kube"
   {
-    printf 'module bakeoff.local/kube-apiserver-build\n\ngo 1.23.0\n\nrequire k8s.io/kubernetes %s\n\nreplace (\n' "$KUBE_VERSION"
+    printf 'module bakeoff.local/kube-build\n\ngo 1.23.0\n\nrequire k8s.io/kubernetes %s\n\nreplace (\n' "$KUBE_VERSION"
     sed -n "s#^[[:space:]]*\(k8s.io/[A-Za-z0-9._-]*\) => ./staging/src/k8s.io/.*#\t\1 => \1 $staging_version#p" "$gomod"
     printf ')\n'
   } > go.mod
   local n; n=$(grep -c '=> k8s.io/' go.mod || true)
   [ "$n" -gt 0 ] || die "found no './staging/src/k8s.io' replace lines in $gomod"
-  log "kube-apiserver: wrapper go.mod replaces $n staging modules with $staging_version"
-  printf '//go:build tools\n\npackage tools\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver"\n' > tools.go
+  for pin in $STAGING_PINS; do
+    mod="${pin%@*}"; ver="${pin#*@}"
+    sed -i "s#^\t$mod => $mod .*#\t$mod => $mod $ver#" go.mod
+    log "kube: pinned $mod at $ver (not on the module proxy at $staging_version)"
+  done
+  log "kube: wrapper go.mod replaces $n staging modules with $staging_version"
+  {
+    printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    printf '\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n'
+    if [ "$CLUSTER" = 1 ]; then
+      printf '\t_ "k8s.io/kubernetes/cmd/kube-controller-manager"\n\t_ "k8s.io/kubernetes/cmd/kube-scheduler"\n'
+    fi
+    printf ')\n'
+  } > tools.go
   # -e: tidy also resolves modules that only tests of dependencies import; some
   # of those (e.g. k8s.io/cri-client) may be missing from a registry mirror and
-  # are not needed to build the binary.
-  gocmd mod tidy -e >tidy.log 2>&1 || { cat tidy.log >&2; die "go mod tidy failed for kube-apiserver"; }
+  # are not needed to build the binaries.
+  gocmd mod tidy -e >tidy.log 2>&1 || { cat tidy.log >&2; die "go mod tidy failed for k8s.io/kubernetes"; }
 
   # Version stamps, as Kubernetes' hack/lib/version.sh sets them (without them
   # /version reports v0.0.0-master and e.g. helm's kubeVersion checks fail).
   build_date="$(gocmd list -m -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/^[[:space:]]*"Time": "\(.*\)",\{0,1\}$/\1/p')"
   build_date="${build_date:-1970-01-01T00:00:00Z}"
-  ld="-s -w"
+  KUBE_LDFLAGS="-s -w"
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ld="$ld -X $p.gitVersion=$KUBE_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
-    ld="$ld -X $p.gitTreeState=clean -X $p.buildDate=$build_date"
+    KUBE_LDFLAGS="$KUBE_LDFLAGS -X $p.gitVersion=$KUBE_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+    KUBE_LDFLAGS="$KUBE_LDFLAGS -X $p.gitTreeState=clean -X $p.buildDate=$build_date"
   done
-  log "kube-apiserver: go build (one core at nice 19: about 5-6 minutes with a cold Go build cache on 1 core, seconds when warm)"
-  gocmd build -trimpath -ldflags "$ld" -o "$DIR/.kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver \
-    || die "go build of kube-apiserver $KUBE_VERSION failed (see above)"
-  mv -f "$DIR/.kube-apiserver.tmp" "$DIR/kube-apiserver"
-  record kube-apiserver
-  log "kube-apiserver $KUBE_VERSION built in $(elapsed "$t0")s"
+  KUBE_WRAPPER="$WORK/kube"
+}
+
+build_kube_cmd() {  # build_kube_cmd kube-apiserver|kube-controller-manager|kube-scheduler
+  local name="$1" t0; t0=$(date +%s)
+  prepare_kube_wrapper
+  cd "$KUBE_WRAPPER"
+  log "$name: go build (one core at nice 19: kube-apiserver about 5-6 minutes with a cold Go build cache, the others less once it is warm)"
+  gocmd build -trimpath -ldflags "$KUBE_LDFLAGS" -o "$DIR/.$name.tmp" "k8s.io/kubernetes/cmd/$name" \
+    || die "go build of $name $KUBE_VERSION failed (see above)"
+  mv -f "$DIR/.$name.tmp" "$DIR/$name"
+  record "$name"
+  log "$name $KUBE_VERSION built in $(elapsed "$t0")s"
+}
+
+# ---- kwok -----------------------------------------------------------------------
+# kwok fakes kubelets: nodes that exist only as API objects, and pods on them
+# that go Running/Ready through "stages" (YAML rules). Its stage configs live in
+# the module (kustomize/stage/...), not in the binary, so they are copied next to
+# it as $DIR/kwok-stages.
+build_kwok() {
+  local t0 kmod; t0=$(date +%s)
+  log "kwok $KWOK_VERSION: go install sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION (about 4-5 minutes on one core)"
+  mkdir -p "$WORK/kwok" && cd "$WORK/kwok"
+  GOBIN="$WORK/kwok/bin" gocmd install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" \
+    || die "go install of kwok $KWOK_VERSION failed (see above)"
+  kmod="$(gocmd mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  [ -d "$kmod/kustomize/stage" ] || die "no kustomize/stage directory in sigs.k8s.io/kwok@$KWOK_VERSION ($kmod)"
+  rm -rf "$DIR/.kwok-stages.tmp" "$DIR/kwok-stages"
+  cp -r "$kmod/kustomize/stage" "$DIR/.kwok-stages.tmp"
+  chmod -R u+w "$DIR/.kwok-stages.tmp"
+  mv "$DIR/.kwok-stages.tmp" "$DIR/kwok-stages"
+  install -m 0755 "$WORK/kwok/bin/kwok" "$DIR/.kwok.tmp"
+  mv -f "$DIR/.kwok.tmp" "$DIR/kwok"
+  record kwok
+  log "kwok $KWOK_VERSION built in $(elapsed "$t0")s"
 }
 
 # ---- etcd -----------------------------------------------------------------------
@@ -208,12 +288,25 @@ build_helm() {
   local t0 ld; t0=$(date +%s)
   log "helm $HELM_VERSION: go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  # helm's Makefile stamps the Kubernetes version of its client-go (v0.N.P -> 1.N)
+  # as the default for `helm template`/`lint` without --kube-version; unstamped,
+  # helm assumes v1.20 and refuses any chart whose kubeVersion needs more.
+  local hmod cg major minor p
+  hmod="$(gocmd mod download -json "helm.sh/helm/v3@$HELM_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')"
+  cg="$(sed -n 's#^[[:space:]]*k8s.io/client-go v\([0-9.]*\).*#\1#p' "$hmod" | head -1)"
+  [ -n "$cg" ] || die "could not find k8s.io/client-go in helm $HELM_VERSION's go.mod ($hmod)"
+  major=$(( ${cg%%.*} + 1 )); minor="${cg#*.}"; minor="${minor%%.*}"
+  for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    ld="$ld -X $p.k8sVersionMajor=$major -X $p.k8sVersionMinor=$minor"
+  done
+  log "helm: default Kubernetes version v$major.$minor (from its client-go v$cg)"
   mkdir -p "$WORK/helm" && cd "$WORK/helm"
   GOBIN="$WORK/helm/bin" gocmd install -trimpath -ldflags "$ld" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" \
     || die "go install of helm $HELM_VERSION failed (see above)"
   install -m 0755 "$WORK/helm/bin/helm" "$DIR/.helm.tmp"
   mv -f "$DIR/.helm.tmp" "$DIR/helm"
   record helm
+  record helm-kube-default
   log "helm $HELM_VERSION built in $(elapsed "$t0")s"
 }
 
@@ -221,8 +314,14 @@ log "building into $DIR with $("$GO" version)"
 if [ "$MODE" = force ] || ! is_cached etcd; then
   if [ "$ETCD_SOURCE" = deb ]; then install_etcd_deb; else build_etcd_go; fi
 fi
-if [ "$MODE" = force ] || ! is_cached helm; then build_helm; fi
-if [ "$MODE" = force ] || ! is_cached kube-apiserver; then build_kube_apiserver; fi
+if [ "$MODE" = force ] || ! is_cached helm || ! is_cached helm-kube-default; then build_helm; fi
+if [ "$MODE" = force ] || ! is_cached kube-apiserver; then build_kube_cmd kube-apiserver; fi
+if [ "$CLUSTER" = 1 ]; then
+  for c in kube-controller-manager kube-scheduler; do
+    if [ "$MODE" = force ] || ! is_cached "$c"; then build_kube_cmd "$c"; fi
+  done
+  if [ "$MODE" = force ] || ! is_cached kwok || [ ! -d "$DIR/kwok-stages" ]; then build_kwok; fi
+fi
 
 all_cached || die "internal error: assets still incomplete in $DIR"
 echo "$DIR"

@@ -394,7 +394,10 @@ class KubeController:
         from bakeoff.judge.sources import make_source
 
         if source:
-            locations = [s for s in re.split(r"[\s,]+", source) if s]
+            from bakeoff.controller.kube.sources_policy import allowed_locations
+
+            meta = b["metadata"]
+            locations = allowed_locations(source, f"Bakeoff {meta['namespace']}/{meta['name']}")
         else:
             locations = await asyncio.to_thread(self.router_urls, b["metadata"]["namespace"], b["metadata"]["name"])
             if not locations:

@@ -134,3 +134,23 @@ async def start_app(app, host: str):
     site = web.TCPSite(runner, host, 0)
     await site.start()
     return runner, site._server.sockets[0].getsockname()[1]
+
+
+# ---------------------------------------------------------------- judge source policy (chart helper)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def judge_sources_on_loopback():
+    """The controller fetches spec.judge.source only from in-cluster Services or operator-allowed
+    prefixes (controller/kube/sources_policy.py). The test snapshot servers listen on 127.0.0.1, so
+    allow that host, as an operator would allow their metrics host; test_sources_policy.py checks the
+    refusals with its own prefixes."""
+    from bakeoff.controller.kube.sources_policy import ENV
+
+    old = os.environ.get(ENV)
+    os.environ[ENV] = "http://127.0.0.1:"
+    yield
+    if old is None:
+        os.environ.pop(ENV, None)
+    else:
+        os.environ[ENV] = old

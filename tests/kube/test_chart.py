@@ -9,6 +9,7 @@ made while impersonating each ServiceAccount).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -39,21 +40,24 @@ def _rules(*entries) -> set[tuple]:
     return out
 
 
+# Each verb is one the controller calls (controller/kube: read/list/create/replace/patch/delete_*),
+# plus watch on what it lists (list+watch with resync) and update on finalizers (blockOwnerDeletion).
 CONTROLLER_RULES = _rules(
-    ("bakeoff.dev", "bakeoffs variants", "get list watch update patch"),
-    ("bakeoff.dev", "bakeoffs/status variants/status", "get update patch"),
+    ("bakeoff.dev", "bakeoffs variants", "get list watch patch"),
+    ("bakeoff.dev", "bakeoffs/status variants/status", "update"),
     ("bakeoff.dev", "bakeoffs/finalizers variants/finalizers", "update"),
     ("apps", "deployments", "get list watch create update patch delete"),
-    ("", "services", "get list watch create update patch delete"),
-    ("", "configmaps", "get list watch create update patch delete"),
-    ("discovery.k8s.io", "endpointslices", "get list watch"),
-    ("", "events", "create patch"),
-    ("events.k8s.io", "events", "create patch"),
+    ("", "services", "list watch create delete"),
+    ("", "configmaps", "get create patch"),
+    ("discovery.k8s.io", "endpointslices", "list watch"),
+    ("", "events", "create"),
 )
 
 
 def leader_rules(lease: str) -> set[tuple]:
-    return _rules(("coordination.k8s.io", "leases", "create"), ("coordination.k8s.io", "leases", "get update", [lease]))
+    return _rules(
+        ("coordination.k8s.io", "leases", "create"), ("coordination.k8s.io", "leases", "get update patch", [lease])
+    )
 
 
 ROUTER_RULES = _rules(
@@ -153,6 +157,7 @@ VALUE_SETS = {
     "defaults": {},
     "router": ROUTER,
     "scoped": {"controller": {"watchNamespace": "team-a"}, "router": {"bakeoff": "shop"}},
+    "cluster-wide": {"controller": {"clusterWide": True}, "router": {"bakeoff": "shop"}},
     "monitored": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}, "router": {"bakeoff": "shop"}},
     "router-only": {"controller": {"enabled": False}, "router": {"bakeoff": "cart"}},
     "custom": {
@@ -202,6 +207,9 @@ def test_chart_metadata_and_kube_version(helm, tmp_path):
     assert meta["appVersion"] == "0.1.0" and meta["kubeVersion"] == ">=1.29.0-0"
     r = run_helm(helm, "template", "x", str(CHART), "--kube-version", "1.28.9", check=False)
     assert r.returncode != 0 and "kubeVersion" in r.stderr, r.stderr
+    # ...and with helm's own default (no --kube-version), as a user runs it first
+    r = run_helm(helm, "template", "x", str(CHART), "--set", "router.bakeoff=shop")
+    assert [d["kind"] for d in yaml.safe_load_all(r.stdout) if d].count("Deployment") == 2, r.stdout
     docs = render(helm, tmp_path, {}, "bakeoff", "bakeoff-system", "--include-crds")
     crds = sorted(d["metadata"]["name"] for d in by_kind(docs, "CustomResourceDefinition"))
     assert crds == ["bakeoffs.bakeoff.dev", "variants.bakeoff.dev"]
@@ -211,10 +219,10 @@ def test_defaults(helm, tmp_path):
     docs = render(helm, tmp_path)
     kinds = sorted((d["kind"], d["metadata"]["name"]) for d in docs)
     assert kinds == [
-        ("ClusterRole", "bakeoff-controller"),
-        ("ClusterRoleBinding", "bakeoff-controller"),
         ("Deployment", "bakeoff-controller"),
+        ("Role", "bakeoff-controller"),
         ("Role", "bakeoff-controller-leader-election"),
+        ("RoleBinding", "bakeoff-controller"),
         ("RoleBinding", "bakeoff-controller-leader-election"),
         ("Service", "bakeoff-controller-metrics"),
         ("ServiceAccount", "bakeoff-controller"),
@@ -237,8 +245,13 @@ def test_defaults(helm, tmp_path):
         "bakeoff-system",
         "--identity",
         "$(POD_NAME)",
+        "--namespace",
+        "bakeoff-system",
     ]
+    # Namespace-scoped by default: a Role in the release namespace, nothing cluster-wide.
+    assert one(docs, "Role", "bakeoff-controller")["metadata"]["namespace"] == "bakeoff-system"
     env = {e["name"]: e for e in c["env"]}
+    assert env["BAKEOFF_JUDGE_SOURCE_PREFIXES"]["value"] == ""
     assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["BAKEOFF_LOG_LEVEL"]["value"] == "info"
     assert c["ports"] == [{"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]
@@ -260,8 +273,11 @@ def test_router_objects_only_with_a_bakeoff(helm, tmp_path):
     routers = sorted((d["kind"], d["metadata"]["name"]) for d in docs if "router" in d["metadata"]["name"])
     assert routers == [
         ("Deployment", "bakeoff-router"),
+        ("NetworkPolicy", "bakeoff-router"),
+        ("PodDisruptionBudget", "bakeoff-router"),
         ("Role", "bakeoff-router"),
         ("RoleBinding", "bakeoff-router"),
+        ("Secret", "bakeoff-router-events"),
         ("Service", "bakeoff-router"),
         ("ServiceAccount", "bakeoff-router"),
     ]
@@ -283,6 +299,12 @@ def test_router_objects_only_with_a_bakeoff(helm, tmp_path):
         "0.0.0.0:8081",
     ]
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8080, "admin": 8081}
+    env = {e["name"]: e for e in c["env"]}
+    assert env["BAKEOFF_EVENTS_TOKEN"]["valueFrom"] == {
+        "secretKeyRef": {"name": "bakeoff-router-events", "key": "token"}
+    }
+    token = one(docs, "Secret", "bakeoff-router-events")["data"]["token"]
+    assert len(base64.b64decode(token)) == 40
     assert c["readinessProbe"]["httpGet"] == {"path": "/-/readyz", "port": "admin"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/-/healthz", "port": "admin"}
     svc = one(docs, "Service", "bakeoff-router")
@@ -316,7 +338,7 @@ def test_custom_values(helm, tmp_path):
     assert one(docs, "RoleBinding", "bo-controller-leader-election")["subjects"] == [
         {"kind": "ServiceAccount", "name": "ctl", "namespace": "ns1"}
     ]
-    assert one(docs, "ClusterRoleBinding", "bo-controller")["subjects"] == [
+    assert one(docs, "RoleBinding", "bo-controller")["subjects"] == [
         {"kind": "ServiceAccount", "name": "ctl", "namespace": "ns1"}
     ]
     assert rule_set(one(docs, "Role", "bo-controller-leader-election")) == leader_rules("bo-controller")
@@ -347,7 +369,7 @@ def test_watch_namespace_switches_cluster_role_to_role(helm, tmp_path):
     args = one(docs, "Deployment", "bakeoff-controller")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[-2:] == ["--namespace", "team-a"]
 
-    docs = render(helm, tmp_path, {})
+    docs = render(helm, tmp_path, {"controller": {"clusterWide": True}})
     assert rule_set(one(docs, "ClusterRole", "bakeoff-controller")) == CONTROLLER_RULES
     crb = one(docs, "ClusterRoleBinding", "bakeoff-controller")
     assert crb["roleRef"]["kind"] == "ClusterRole"
@@ -355,6 +377,11 @@ def test_watch_namespace_switches_cluster_role_to_role(helm, tmp_path):
         "--namespace"
         not in one(docs, "Deployment", "bakeoff-controller")["spec"]["template"]["spec"]["containers"][0]["args"]
     )
+    # cluster-wide grants, one watched namespace
+    docs = render(helm, tmp_path, {"controller": {"clusterWide": True, "watchNamespace": "team-b"}})
+    assert one(docs, "ClusterRole", "bakeoff-controller")
+    args = one(docs, "Deployment", "bakeoff-controller")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[-2:] == ["--namespace", "team-b"]
 
 
 def test_service_monitor_only_when_enabled(helm, tmp_path):
@@ -423,7 +450,9 @@ def test_rbac_least_privilege_in_every_value_set(helm, tmp_path, name):
 def test_pods_are_locked_down(helm, tmp_path, name):
     docs = render(helm, tmp_path, VALUE_SETS[name], "rel", "ns1")
     deployments = by_kind(docs, "Deployment")
-    assert deployments
+    assert {d["metadata"]["name"].rsplit("-", 1)[-1] for d in deployments} == (
+        {"router"} if name == "router-only" else {"controller", "router"} if name != "defaults" else {"controller"}
+    )  # never a vacuous pass
     for d in deployments:
         pod = d["spec"]["template"]["spec"]
         psc = pod["securityContext"]
@@ -443,7 +472,11 @@ def test_pods_are_locked_down(helm, tmp_path, name):
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
 def test_every_deployment_mounts_tmp_emptydir(helm, tmp_path, name):
     docs = render(helm, tmp_path, VALUE_SETS[name], "rel", "ns1")
-    for d in by_kind(docs, "Deployment"):
+    deployments = by_kind(docs, "Deployment")
+    assert len(deployments) == (2 if "bakeoff" in VALUE_SETS[name].get("router", {}) else 1) - (
+        name == "router-only"
+    )  # never a vacuous pass
+    for d in deployments:
         pod = d["spec"]["template"]["spec"]
         empty = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
         for c in pod_containers(d):
@@ -491,7 +524,8 @@ def test_standard_labels_and_namespaces(helm, tmp_path, name):
 
 # ---------------------------------------------------------------- against the API server
 
-APPLY_NS = "chart-apply"  # release "apply": controller cluster-wide + router for "shop"
+APPLY_NS = "chart-apply"  # release "apply": controller cluster-wide (opt-in) + router for "shop"
+DEFAULT_NS = "chart-default"  # release "dflt": the defaults + router for "shop" (namespace-scoped)
 SCOPED_NS = "chart-scoped"  # release "scoped": controller restricted to WATCHED_NS
 WATCHED_NS = "chart-watched"
 SA_GROUPS = lambda ns: ["system:serviceaccounts", f"system:serviceaccounts:{ns}"]  # noqa: E731
@@ -544,12 +578,17 @@ def applied(kube, crds, helm, tmp_path_factory):
     from kubernetes import client
 
     core = client.CoreV1Api(kube.api)
-    for ns in (APPLY_NS, SCOPED_NS, WATCHED_NS):
+    for ns in (APPLY_NS, SCOPED_NS, WATCHED_NS, DEFAULT_NS):
         core.create_namespace({"metadata": {"name": ns}})
     tmp = tmp_path_factory.mktemp("chart-apply")
-    main = render(helm, tmp, ROUTER, "apply", APPLY_NS)
+    main = render(helm, tmp, VALUE_SETS["cluster-wide"], "apply", APPLY_NS)
     scoped = render(helm, tmp, {"controller": {"watchNamespace": WATCHED_NS}}, "scoped", SCOPED_NS)
-    return {"main": (main, apply_all(kube, main, APPLY_NS)), "scoped": (scoped, apply_all(kube, scoped, SCOPED_NS))}
+    dflt = render(helm, tmp, ROUTER, "dflt", DEFAULT_NS)
+    return {
+        "main": (main, apply_all(kube, main, APPLY_NS)),
+        "scoped": (scoped, apply_all(kube, scoped, SCOPED_NS)),
+        "default": (dflt, apply_all(kube, dflt, DEFAULT_NS)),
+    }
 
 
 def test_every_rendered_object_is_accepted(kube, applied):
@@ -565,6 +604,9 @@ def test_every_rendered_object_is_accepted(kube, applied):
         "RoleBinding",
         "Service",
         "Deployment",
+        "Secret",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
     }
     # What the server stored is what was rendered (nothing pruned, nothing rejected silently).
     apps = client.AppsV1Api(kube.api)
@@ -669,7 +711,7 @@ def test_controller_permissions_by_subject_access_review(kube, applied):
             ):
                 denied.append((group, resource, verb, ns))
     assert not denied, denied
-    for verb, name in (("get", sa), ("update", sa), ("create", "")):
+    for verb, name in (("get", sa), ("update", sa), ("patch", sa), ("create", "")):
         assert can(kube, APPLY_NS, sa, verb, "leases", "coordination.k8s.io", APPLY_NS, name=name), verb
 
     must_deny = [
@@ -708,7 +750,7 @@ def test_scoped_controller_permissions_by_subject_access_review(kube, applied):
     wait_allowed(kube, SCOPED_NS, sa, "update", "leases", "coordination.k8s.io", SCOPED_NS, name=sa)
     for verb, resource, group in (
         ("watch", "bakeoffs", "bakeoff.dev"),
-        ("patch", "services", ""),
+        ("create", "services", ""),
         ("list", "endpointslices", "discovery.k8s.io"),
         ("create", "events", ""),
     ):
@@ -799,6 +841,34 @@ def test_granted_rules_are_exactly_the_documented_ones(kube, applied):
     assert rules_as(kube, scoped, "some-team") - baseline == set()
 
 
+def test_default_install_can_i_list(kube, applied):
+    """`kubectl auth can-i --list` for the default install's ServiceAccounts, in their namespace and in
+    another: everything in the release namespace, nothing anywhere else (namespace-scoped by default)."""
+    sa = lambda name: f"system:serviceaccount:{DEFAULT_NS}:{name}"  # noqa: E731
+    wait_allowed(kube, DEFAULT_NS, "dflt-bakeoff-controller", "list", "bakeoffs", "bakeoff.dev", DEFAULT_NS)
+    wait_allowed(
+        kube,
+        DEFAULT_NS,
+        "dflt-bakeoff-controller",
+        "patch",
+        "leases",
+        "coordination.k8s.io",
+        DEFAULT_NS,
+        name="dflt-bakeoff-controller",
+    )
+    baseline = rules_as(kube, sa("nobody"), DEFAULT_NS)
+    controller = rules_as(kube, sa("dflt-bakeoff-controller"), DEFAULT_NS) - baseline
+    assert controller == CONTROLLER_RULES | leader_rules("dflt-bakeoff-controller")
+    assert rules_as(kube, sa("dflt-bakeoff-controller"), "some-team") - baseline == set()
+    assert not can(kube, DEFAULT_NS, "dflt-bakeoff-controller", "list", "bakeoffs", "bakeoff.dev", "")
+    assert not can(kube, DEFAULT_NS, "dflt-bakeoff-controller", "create", "deployments", "apps", "some-team")
+    assert rules_as(kube, sa("dflt-bakeoff-router"), DEFAULT_NS) - baseline == ROUTER_RULES
+    summary = sorted(controller)
+    print("can-i --list (controller, release namespace):")
+    for g, r, v, n in summary:
+        print(f"  {r}{'.' + g if g else ''} {v}{' ' + n if n else ''}")
+
+
 def test_helm_install_and_upgrade(kube, crds, helm, tmp_path):
     """The chart through helm itself: install (CRDs already there are left alone), then an upgrade that
     adds a router and changes the scope."""
@@ -806,7 +876,16 @@ def test_helm_install_and_upgrade(kube, crds, helm, tmp_path):
 
     ns = "chart-helm"
     args = ["--namespace", ns, "--kubeconfig", kube.kubeconfig]
-    r = run_helm(helm, "install", "bakeoff", str(CHART), *args, "--create-namespace", "-f", values_file(tmp_path, {}))
+    r = run_helm(
+        helm,
+        "install",
+        "bakeoff",
+        str(CHART),
+        *args,
+        "--create-namespace",
+        "-f",
+        values_file(tmp_path, {"controller": {"clusterWide": True}}),
+    )
     assert "STATUS: deployed" in r.stdout, r.stdout
     apps = client.AppsV1Api(kube.api)
     assert apps.read_namespaced_deployment("bakeoff-controller", ns).spec.replicas == 2
@@ -820,6 +899,12 @@ def test_helm_install_and_upgrade(kube, crds, helm, tmp_path):
         values_file(tmp_path, {"router": {"bakeoff": "shop"}, "controller": {"watchNamespace": ns}}),
     )
     assert "STATUS: deployed" in r.stdout and 'Router for Bakeoff "shop"' in r.stdout, r.stdout
+    assert "/-/routes" not in r.stdout and "curl localhost:8081/-/snapshot" in r.stdout, r.stdout
+    # the events token survives the upgrade (helm lookup), so senders configured with it keep working
+    core = client.CoreV1Api(kube.api)
+    token = core.read_namespaced_secret("bakeoff-router-events", ns).data["token"]
+    run_helm(helm, "upgrade", "bakeoff", str(CHART), *args, "--reuse-values")
+    assert core.read_namespaced_secret("bakeoff-router-events", ns).data["token"] == token
     assert apps.read_namespaced_deployment("bakeoff-router", ns).spec.replicas == 2
     rbac = client.RbacAuthorizationV1Api(kube.api)
     with pytest.raises(client.ApiException) as err:  # the upgrade removed the ClusterRole

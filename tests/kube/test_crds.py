@@ -353,7 +353,9 @@ def test_short_names_in_discovery(kube, crds):
 
 def test_crd_files_parse_as_plain_yaml():
     # kubectl and helm read these files; keep them single-document, valid YAML.
-    for path in sorted((ROOT / "charts" / "bakeoff" / "crds").glob("*.yaml")):
+    paths = sorted((ROOT / "charts" / "bakeoff" / "crds").glob("*.yaml"))
+    assert [p.name for p in paths] == ["bakeoffs.yaml", "variants.yaml"], paths  # never a vacuous pass
+    for path in paths:
         docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
         assert len(docs) == 1 and docs[0]["kind"] == "CustomResourceDefinition", path
 
@@ -366,3 +368,64 @@ def test_unknown_fields_strict_and_pruned(custom):
     assert 'unknown field "spec.routing.stepz"' in json.loads(err.value.body)["message"]
     obj = custom.create_namespaced_custom_object(GROUP, VERSION, NS, "bakeoffs", doc)  # otherwise pruned
     assert "stepz" not in obj["spec"]["routing"]
+
+
+# ---------------------------------------------------------------- durations and per-route statistics
+
+GOOD_DURATIONS = ["500ms", "90s", "1m30s", "2h", "1.5s", "90", 30, "1h2m3s4ms"]
+BAD_DURATIONS = ["0s", "0", "", "5x", "-5s", "s", "1s30m", "ms", "1.s"]
+
+
+@pytest.mark.parametrize("value", GOOD_DURATIONS, ids=str)
+def test_common_duration_grammar_is_accepted(custom, value):
+    """The one grammar of bakeoff.common.durations, on every duration field of both CRDs."""
+    from bakeoff.common.durations import parse_duration
+
+    assert parse_duration(value, "x") > 0  # the CRD and the Python reader agree
+    name = f"dur-{GOOD_DURATIONS.index(value)}"
+    doc = minimal_bakeoff(name)
+    doc["spec"]["routing"] = {"stepInterval": value, "noDataTimeout": value}
+    doc["spec"]["judge"]["interval"] = value
+    obj = create(custom, doc)
+    assert obj["spec"]["routing"]["noDataTimeout"] == value and obj["spec"]["judge"]["interval"] == value
+    v = minimal_variant(f"durv-{GOOD_DURATIONS.index(value)}", name)
+    v["spec"]["startTimeout"] = value
+    assert create(custom, v)["spec"]["startTimeout"] == value
+
+
+@pytest.mark.parametrize("value", BAD_DURATIONS, ids=repr)
+def test_bad_durations_are_refused_naming_the_field(custom, value):
+    for field in ("noDataTimeout", "stepInterval"):
+        doc = minimal_bakeoff("bad-duration")
+        doc["spec"]["routing"] = {field: value}
+        with pytest.raises(kclient.ApiException) as err:
+            create(custom, doc)
+        message = json.loads(err.value.body)["message"]
+        assert f"spec.routing.{field}" in message and "duration" in message, message
+
+
+def test_routes_are_declared(custom):
+    doc = minimal_bakeoff("routes")
+    routes = [{"name": "checkout", "match": "/checkout*"}, {"name": "api.v2", "match": "/api/v2/*"}]
+    doc["spec"]["routing"] = {"routes": routes, "noDataTimeout": "5m"}
+    obj = custom.create_namespaced_custom_object(GROUP, VERSION, NS, "bakeoffs", doc, field_validation="Strict")
+    assert obj["spec"]["routing"]["routes"] == routes and obj["spec"]["routing"]["noDataTimeout"] == "5m"
+
+
+BAD_ROUTES = [
+    ([{"name": "other", "match": "/x"}], "reserved"),
+    ([{"name": "Checkout", "match": "/x"}], "should match"),
+    ([{"name": "a", "match": "/x"}, {"name": "a", "match": "/y"}], "Duplicate value"),
+    ([{"name": "a"}], "Required value"),
+    ([{"name": f"r{i}", "match": f"/{i}"} for i in range(17)], "must have at most 16 items"),
+]
+
+
+@pytest.mark.parametrize("routes,words", BAD_ROUTES, ids=[w for _, w in BAD_ROUTES])
+def test_bad_routes_are_refused(custom, routes, words):
+    doc = minimal_bakeoff("bad-routes")
+    doc["spec"]["routing"] = {"routes": routes}
+    with pytest.raises(kclient.ApiException) as err:
+        create(custom, doc)
+    message = json.loads(err.value.body)["message"]
+    assert "spec.routing.routes" in message and words in message, message

@@ -98,3 +98,16 @@ bakeoff.dev/router-for: {{ .Values.router.bakeoff | quote }}
 - name: tmp
   mountPath: /tmp
 {{- end }}
+
+{{/* The namespace the controller runs Bakeoffs in; empty when cluster-wide without a watchNamespace. */}}
+{{- define "bakeoff.controller.watchNamespace" -}}
+{{- if .Values.controller.clusterWide }}
+{{- .Values.controller.watchNamespace }}
+{{- else }}
+{{- .Values.controller.watchNamespace | default .Release.Namespace }}
+{{- end }}
+{{- end }}
+
+{{- define "bakeoff.router.eventsSecretName" -}}
+{{- .Values.router.eventsToken.existingSecret | default (printf "%s-events" (include "bakeoff.router.fullname" .)) }}
+{{- end }}
