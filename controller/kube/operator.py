@@ -372,6 +372,8 @@ class KubeController(ReadMixin, ConvergeMixin):
             vs.phase, vs.step = r.get("phase", PENDING), int(r.get("step", -1))
             vs.step_since, vs.reason, vs.failed = r.get("stepSince"), r.get("reason", ""), bool(r.get("failed"))
             vs.share = float((status.get("shares") or {}).get(n, 0.0))
+            vs.step_requests, vs.seen_requests = int(r.get("stepRequests") or 0), int(r.get("seenRequests") or 0)
+            vs.progress_at = r.get("progressAt")
         state.weights = {e["name"]: float(e["weight"]) for e in (status.get("routing") or {}).get("variants") or []}
         state.started = {mname, *record}  # starting is declarative here; reconcile needn't ask
         state.retired = set()
@@ -415,6 +417,7 @@ class KubeController(ReadMixin, ConvergeMixin):
                     gates=gate_results,
                     verdict=JudgeDecision.from_verdict(p.verdict) if p.verdict is not None else None,
                     approved=approved,
+                    no_data=p.mem.note if p.mem is not None else "",
                 ),
             )
             p.state, p.events = plan.state, p.events + plan.events
@@ -430,6 +433,7 @@ class KubeController(ReadMixin, ConvergeMixin):
         for n, vs in st.variants.items():
             record[n].update({"phase": vs.phase, "step": vs.step, "reason": vs.reason, "failed": vs.failed})
             record[n]["stepSince"] = vs.step_since
+            record[n].update(stepRequests=vs.step_requests, seenRequests=vs.seen_requests, progressAt=vs.progress_at)
         p.handed_over = any(c.get("type") == "MainlineUpdated" and c.get("status") == "True" for c in conds)
         routing = routing_for(p.name, p.mname, st, p.port, p.handed_over, status.get("routing"))
         history = list(status.get("history") or []) + [history_entry(e) for e in p.events if e["type"] != "entered"]

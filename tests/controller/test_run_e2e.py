@@ -152,9 +152,10 @@ async def test_restart_after_kill_9_never_promotes_twice_and_ctrl_c_leaves_nothi
 async def test_ctrl_c_mid_run_leaves_no_process_and_a_restart_resumes(tmp_path, runs):
     b = bakeoff_doc()
     b["spec"]["routing"]["stepInterval"] = "1s"
+    b["spec"]["judge"]["minSamples"] = 50  # a step moves on judged requests only: the load brings them
     spec = write_docs(tmp_path / "bake.yaml", [b, variant_doc("v1", "good"), variant_doc("v2", "good")])
     state = tmp_path / "state"
-    run = runs(spec, state)
+    run = runs(spec, state, "--load", "users=8,think=0.01")
     st = await run.wait_for(
         lambda s: s if all(v["step"] == 1 for v in s["variants"].values()) else None, 20, "both candidates on step 2"
     )

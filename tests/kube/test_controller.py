@@ -671,3 +671,41 @@ async def test_a_stale_write_is_refused_and_the_pass_redone(kube, ns):
     assert b["metadata"]["annotations"]["example.com/touch"] == "2"  # the other writer's change survives
     assert [e.reason for e in core.list_namespaced_event(ns).items].count("Entered") == 1
     assert apps.read_namespaced_deployment("shop-fast", ns).spec.replicas == 1
+
+
+async def test_no_router_endpoints_holds_the_ramp_then_rolls_back(kube, ns):
+    """Issue 10 item 2: Judging=False NoData never ramps; after noDataTimeout the candidate is rolled back."""
+    custom, apps, core = apis(kube)
+    apps.create_namespaced_deployment(ns, mainline_deployment())
+    mark_available(apps, ns, "shop")
+    doc = bakeoff_doc("shop", "unused")
+    del doc["spec"]["judge"]["source"]  # the default: the routers of the bake-off, and there are none
+    doc["spec"]["routing"]["noDataTimeout"] = "6s"
+    create(custom, ns, doc)
+    create(custom, ns, variant_doc("fast"))
+    async with running(controller_for(kube, ns)):
+        await candidates_available(apps, ns, ("fast",))
+
+        def held():
+            b = get(custom, ns, "bakeoffs", "shop")
+            rec = ((b.get("status") or {}).get("variants") or {}).get("fast") or {}
+            return b if "ramp held" in (rec.get("reason") or "") else None
+
+        b = await await_for(held, what="the ramp held")
+        assert b["status"]["variants"]["fast"]["step"] == 0
+        assert "no router endpoints" in b["status"]["variants"]["fast"]["reason"]
+        judging = next(c for c in b["status"]["conditions"] if c["type"] == "Judging")
+        assert (judging["status"], judging["reason"]) == ("False", "NoData")
+        assert routing_of(b) == {"mainline": 0.9, "fast": 0.1}
+
+        b = await await_for(
+            lambda: (lambda b: b if b["status"]["variants"]["fast"]["phase"] == "RolledBack" else None)(
+                get(custom, ns, "bakeoffs", "shop")
+            ),
+            what="rolled back for lack of evidence",
+        )
+        reason = b["status"]["variants"]["fast"]["reason"]
+        assert "noDataTimeout" in reason and "no router endpoints" in reason
+        assert not any(h["type"] == "ramped" for h in b["status"]["history"])
+        assert routing_of(b) == {"mainline": 1.0}
+        assert "RolledBack" in events_for(core, ns, "fast")
