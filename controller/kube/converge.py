@@ -20,7 +20,14 @@ from bakeoff.common.kube import GROUP, VERSION, api_error_message
 from bakeoff.controller.kube import objects as ko
 from bakeoff.controller.kube.context import BakeoffView, Conflict, Pass
 from bakeoff.controller.kube.events import EventsMixin
-from bakeoff.controller.kube.status import StatusMixin, rfc3339, routing_for, set_condition
+from bakeoff.controller.kube.status import (
+    StatusMixin,
+    parse_time,
+    rfc3339,
+    routing_entries,
+    routing_for,
+    set_condition,
+)
 from bakeoff.controller.reconcile import DONE_PROMOTED, PENDING, PROMOTED, SERVING, WINNER
 
 log = structlog.get_logger("bakeoff.controller.kube")
@@ -255,3 +262,69 @@ class ConvergeMixin(StatusMixin, EventsMixin):
                 return None
             self.metrics.api_errors.labels(verb).inc()
             raise
+
+
+class DeletionMixin(ConvergeMixin):
+    """A Bakeoff deleted mid-run: all traffic back to the mainline first, then the candidates go, then the Bakeoff."""
+
+    deletion_drain: float
+
+    def _ensure_bakeoff_finalizer(self, b: dict[str, Any]) -> None:
+        fins = b["metadata"].get("finalizers") or []
+        if ko.FINALIZER in fins or b["metadata"].get("deletionTimestamp"):
+            return
+        body = {"metadata": {"finalizers": fins + [ko.FINALIZER], "resourceVersion": b["metadata"]["resourceVersion"]}}
+        try:
+            out = self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, b["metadata"]["namespace"], "bakeoffs", b["metadata"]["name"], body
+            )
+            b["metadata"] = out["metadata"]
+        except Exception as e:  # noqa: BLE001 - next pass tries again
+            if getattr(e, "status", None) == 409:
+                self.metrics.conflicts.inc()
+            else:
+                log.warning("finalizer not added", bakeoff=b["metadata"]["name"], error=api_error_message(e))
+
+    def _delete_bakeoff(self, view: BakeoffView, now: float, mname: str) -> None:
+        """Record the mainline-only split; after deletion_drain (routers watch it) delete candidates, let go."""
+        b = view.obj
+        meta = b["metadata"]
+        if ko.FINALIZER not in (meta.get("finalizers") or []):
+            return
+        ns, bname = meta["namespace"], meta["name"]
+        status = copy.deepcopy(b.get("status") or {})
+        conds = list(status.get("conditions") or [])
+        first = not any(c.get("type") == "Deleting" for c in conds)
+        conds = set_condition(
+            conds,
+            "Deleting",
+            True,
+            "Deleting",
+            f"the Bakeoff is being deleted: all traffic goes to the mainline, candidates are removed "
+            f"{self.deletion_drain:g}s later",
+            meta.get("generation"),
+            now,
+        )
+        status["conditions"] = conds
+        current = status.get("routing")
+        port = next((e.get("port") for e in (current or {}).get("variants") or []), None)
+        if port:
+            entry = {"name": mname, "service": ko.child_name(bname, mname), "port": port, "weight": 1.0}
+            status["routing"] = routing_entries([entry], current)
+        if status != (b.get("status") or {}):
+            self._write_bakeoff_status(b, status)  # raises Conflict: redone on a fresh read
+            b["status"] = status
+        if first:
+            self._event(
+                b, {"type": "deleting", "variant": None, "reason": "Bakeoff deleted: traffic back to the mainline"}
+            )
+        since = parse_time(next(c for c in conds if c["type"] == "Deleting").get("lastTransitionTime"))
+        if since is not None and now - since < self.deletion_drain:
+            return
+        names = set(status.get("variants") or {}) | {v["metadata"]["name"] for v in view.variants}
+        for n in sorted(names - {mname}):
+            self._delete_children(ns, ko.child_name(bname, n))
+        fins = [f for f in meta.get("finalizers") or [] if f != ko.FINALIZER]
+        body = {"metadata": {"finalizers": fins or None, "resourceVersion": meta["resourceVersion"]}}
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, ns, "bakeoffs", bname, body)
+        log.info("bakeoff deleted: candidates removed, finalizer released", bakeoff=bname, namespace=ns)

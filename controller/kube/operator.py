@@ -39,7 +39,7 @@ import structlog
 from bakeoff.common.kube import api_error_message
 from bakeoff.controller.kube import objects as ko
 from bakeoff.controller.kube.context import BakeoffView, Conflict, JudgeMemory, Pass
-from bakeoff.controller.kube.converge import ConvergeMixin
+from bakeoff.controller.kube.converge import DeletionMixin
 from bakeoff.controller.kube.metrics import ControllerMetrics
 from bakeoff.controller.kube.read import ReadMixin
 from bakeoff.controller.kube.status import (
@@ -73,7 +73,7 @@ __all__ = ["BakeoffView", "Conflict", "KubeController", "parse_time", "rfc3339",
 log = structlog.get_logger("bakeoff.controller.kube")
 
 
-class KubeController(ReadMixin, ConvergeMixin):
+class KubeController(ReadMixin, DeletionMixin):
     def __init__(
         self,
         api: Any,
@@ -89,6 +89,7 @@ class KubeController(ReadMixin, ConvergeMixin):
         leader_election: bool = True,
         clock: Callable[[], float] = time.time,
         snapshot_timeout: float = 5.0,
+        deletion_drain: float = 5.0,
     ) -> None:
         from kubernetes import client
 
@@ -103,6 +104,7 @@ class KubeController(ReadMixin, ConvergeMixin):
         self.metrics = metrics or ControllerMetrics()
         self.clock = clock
         self.snapshot_timeout = snapshot_timeout
+        self.deletion_drain = deletion_drain  # seconds between the mainline-only split and removing candidates
         self.memory: dict[str, JudgeMemory] = {}
         self.elector = None
         if leader_election:
@@ -200,7 +202,7 @@ class KubeController(ReadMixin, ConvergeMixin):
     async def _maybe_look(self, view: BakeoffView, now: float) -> tuple[Verdict, dict[str, Any]] | None:
         b = view.obj
         status = b.get("status") or {}
-        if status.get("phase") in FINAL or not (status.get("variants") or {}):
+        if status.get("phase") in FINAL or not (status.get("variants") or {}) or b["metadata"].get("deletionTimestamp"):
             return None
         try:
             res = parse_documents([copy.deepcopy(b)], "cluster", platform="kubernetes", need_variants=False)
@@ -271,6 +273,10 @@ class KubeController(ReadMixin, ConvergeMixin):
         try:
             res = parse_documents([copy.deepcopy(b)], "cluster", platform="kubernetes", need_variants=False)
         except ResourceError as e:
+            if b["metadata"].get("deletionTimestamp"):
+                mname = ((b.get("spec") or {}).get("mainline") or {}).get("name")
+                self._delete_bakeoff(view, now, mname if isinstance(mname, str) and mname else "mainline")
+                return
             gen = b["metadata"].get("generation")
             conds = set_condition(
                 list(status.get("conditions") or []),
@@ -284,6 +290,9 @@ class KubeController(ReadMixin, ConvergeMixin):
             self._write_bakeoff_status(b, {**status, "conditions": conds, "observedGeneration": gen})
             self._finish_deletions(view, routing_names=None)
             return
+        if b["metadata"].get("deletionTimestamp"):
+            self._delete_bakeoff(view, now, res.bakeoff.mainline_name)
+            return
         p = Pass(view=view, now=now, res=res, status=status)
         p.record = copy.deepcopy(status.get("variants") or {})
         self._admit_variants(p)
@@ -292,6 +301,7 @@ class KubeController(ReadMixin, ConvergeMixin):
         routing = self._record(p)
 
         # Act.
+        self._ensure_bakeoff_finalizer(b)
         if p.mainline_error is None and p.mainline is not None:
             self._converge(p)
         for n, v in p.valid.items():

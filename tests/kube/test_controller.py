@@ -709,3 +709,48 @@ async def test_no_router_endpoints_holds_the_ramp_then_rolls_back(kube, ns):
         assert not any(h["type"] == "ramped" for h in b["status"]["history"])
         assert routing_of(b) == {"mainline": 1.0}
         assert "RolledBack" in events_for(core, ns, "fast")
+
+
+async def test_deleting_a_bakeoff_mid_run_routes_to_the_mainline_then_removes_candidates(kube, ns):
+    """Issue 10 item 3: the Bakeoff's finalizer holds it until traffic is back and the candidates are gone."""
+    server = SnapshotServer({"mainline": Arm(conversion=0.05), "fast": Arm(conversion=0.05)})
+    url = await server.start()
+    custom, apps, core = shop_with_mainline(kube, ns, url)
+    create(custom, ns, variant_doc("fast"))
+    try:
+        async with running(controller_for(kube, ns, deletion_drain=3.0)):
+            await candidates_available(apps, ns, ("fast",))
+            b = await await_for(
+                lambda: (lambda b: b if routing_of(b).get("fast") else None)(get(custom, ns, "bakeoffs", "shop")),
+                what="the candidate routed",
+            )
+            assert ko.FINALIZER in b["metadata"]["finalizers"]
+            version = b["status"]["routing"]["version"]
+            custom.delete_namespaced_custom_object(GROUP, VERSION, ns, "bakeoffs", "shop")
+
+            # first the record: everything to the mainline, while the candidate still runs
+            def mainline_only():
+                b = get(custom, ns, "bakeoffs", "shop")
+                return b if routing_of(b) == {"mainline": 1.0} else None
+
+            b = await await_for(mainline_only, what="routing back to the mainline")
+            assert b["metadata"]["deletionTimestamp"] and b["status"]["routing"]["version"] > version
+            assert apps.read_namespaced_deployment("shop-fast", ns)  # removed only after the drain
+            assert "Deleting" in events_for(core, ns, "shop")
+
+            # then the candidate's objects, then the Bakeoff itself
+            def gone():
+                try:
+                    get(custom, ns, "bakeoffs", "shop")
+                    return False
+                except kclient.ApiException as e:
+                    return e.status == 404
+
+            await await_for(gone, what="the Bakeoff released")
+            sel = "app.kubernetes.io/managed-by=bakeoff"
+            deps = [d.metadata.name for d in apps.list_namespaced_deployment(ns, label_selector=sel).items]
+            svcs = [s.metadata.name for s in core.list_namespaced_service(ns, label_selector=sel).items]
+            assert "shop-fast" not in deps and "shop-fast" not in svcs
+            assert apps.read_namespaced_deployment("shop", ns).spec.replicas == 2  # the mainline is untouched
+    finally:
+        await server.stop()
