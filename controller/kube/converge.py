@@ -52,6 +52,9 @@ class ConvergeMixin(StatusMixin, EventsMixin):
             # Pending here means its gate passed this pass (a blocked one is Gated by now).
             serving = phase in (PENDING, SERVING, WINNER) or (phase == PROMOTED and not p.handed_over)
             replicas = wanted if serving else 0
+            if phase == PROMOTED and not p.handed_over:
+                # it takes all traffic until the mainline has rolled out: as many replicas as the mainline
+                replicas = max(wanted, int(p.mainline["spec"].get("replicas") or 1))
             dname = ko.child_name(bname, n)
             dep = p.view.children.get(dname)
             if dep is None:

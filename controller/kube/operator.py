@@ -50,11 +50,13 @@ from bakeoff.controller.kube.status import (
     history_entry,
     parse_time,
     rfc3339,
+    routing_entries,
     routing_for,
     set_condition,
 )
 from bakeoff.controller.reconcile import (
     ACTIVE,
+    DONE_PROMOTED,
     FINAL,
     PENDING,
     RUNNING,
@@ -446,6 +448,11 @@ class KubeController(ReadMixin, DeletionMixin):
             record[n].update(stepRequests=vs.step_requests, seenRequests=vs.seen_requests, progressAt=vs.progress_at)
         p.handed_over = any(c.get("type") == "MainlineUpdated" and c.get("status") == "True" for c in conds)
         routing = routing_for(p.name, p.mname, st, p.port, p.handed_over, status.get("routing"))
+        shares = {n: round(w, 6) for n, w in st.weights.items()}
+        held = self._hand_over_split(p)
+        if held is not None:
+            routing = routing_entries(held, status.get("routing"))
+            shares = {e["name"]: e["weight"] for e in held}
         history = list(status.get("history") or []) + [history_entry(e) for e in p.events if e["type"] != "entered"]
         new_status: dict[str, Any] = {
             **status,
@@ -453,7 +460,7 @@ class KubeController(ReadMixin, DeletionMixin):
             "phase": st.phase,
             "mainline": st.mainline,
             "variants": record,
-            "shares": {n: round(w, 6) for n, w in st.weights.items()},
+            "shares": shares,
             "decision": decision_json(st.decision),
             "history": history[-HISTORY_LIMIT:],
         }
@@ -473,6 +480,24 @@ class KubeController(ReadMixin, DeletionMixin):
             target = p.valid.get(e.get("variant") or "") if e.get("variant") else None
             self._event(target or b, e)
         return routing
+
+    def _hand_over_split(self, p: Pass) -> list[dict[str, Any]] | None:
+        """After a promotion, until the winner's Deployment has as many available replicas as the
+        mainline's, keep splitting between the mainline and the winner (as last routed) instead of
+        sending all traffic to the winner's small copy. None: no need (or nothing to keep)."""
+        st = p.decided
+        winner = (st.decision or {}).get("winner")
+        if st.phase != DONE_PROMOTED or p.handed_over or not winner or p.mainline is None:
+            return None
+        target = int(p.mainline["spec"].get("replicas") or 1)
+        dep = p.view.children.get(ko.child_name(p.name, winner))
+        if dep is not None and int((dep.get("status") or {}).get("availableReplicas") or 0) >= target:
+            return None
+        keep = [e for e in (p.status.get("routing") or {}).get("variants") or [] if e["name"] in (p.mname, winner)]
+        total = sum(float(e["weight"]) for e in keep)
+        if total <= 0:
+            return None
+        return [dict(e, weight=round(float(e["weight"]) / total, 6)) for e in keep]
 
     # -- health -----------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, Any]]:

@@ -167,6 +167,8 @@ def wait_for(fn, timeout: float = 30.0, what: str = "condition"):
             if e.status != 404:
                 raise
             last = None
+        except KeyError:  # an object read before the controller wrote its status
+            last = None
         if last:
             return last
         time.sleep(0.1)
@@ -342,8 +344,19 @@ async def test_rollback_and_promotion_end_to_end(kube, ns):
             assert previous["spec"]["containers"][0]["image"] == IMAGE_MAIN
             promo = json.loads(main.metadata.annotations[ko.ANN_PROMOTION])
             assert promo["variant"] == "fast" and promo["uid"] == get(custom, ns, "variants", "fast")["metadata"]["uid"]
-            assert get(custom, ns, "variants", "fast")["status"]["phase"] == "Promoted"
-            assert routing_of(get(custom, ns, "bakeoffs", "shop")) == {"fast": 1.0}
+            await await_for(
+                lambda: get(custom, ns, "variants", "fast")["status"]["phase"] == "Promoted", what="Variant mirror"
+            )
+            # hand-over: the winner's copy is scaled to the mainline's 2 replicas before it takes all traffic
+            await await_for(
+                lambda: apps.read_namespaced_deployment("shop-fast", ns).spec.replicas == 2, what="winner scaled up"
+            )
+            r = routing_of(get(custom, ns, "bakeoffs", "shop"))
+            assert set(r) == {"mainline", "fast"} and r["mainline"] > 0.5 and abs(sum(r.values()) - 1) < 1e-5
+            mark_available(apps, ns, "shop-fast")
+            await await_for(
+                lambda: routing_of(get(custom, ns, "bakeoffs", "shop")) == {"fast": 1.0}, what="all to the winner"
+            )
             assert "Promoted" in events_for(core, ns, "fast") and "MainlinePatched" in events_for(core, ns, "shop")
 
             # once the mainline has rolled out, traffic goes to it and the winner's copy is scaled down
