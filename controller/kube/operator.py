@@ -58,7 +58,9 @@ from bakeoff.controller.reconcile import (
     ACTIVE,
     DONE_PROMOTED,
     FINAL,
+    GATED,
     PENDING,
+    ROLLED_BACK,
     RUNNING,
     ControllerState,
     JudgeDecision,
@@ -73,6 +75,17 @@ from bakeoff.judge.verdict import Verdict
 __all__ = ["BakeoffView", "Conflict", "KubeController", "parse_time", "rfc3339", "set_condition"]
 
 log = structlog.get_logger("bakeoff.controller.kube")
+
+
+def holds_slot(rec: dict[str, Any]) -> bool:
+    """Whether a recorded candidate counts against spec.judge.candidates.
+
+    The judge splits alpha over k candidates for the whole bake-off (Bonferroni), so a candidate
+    that took traffic has spent its share whatever became of it. One that never got traffic
+    (gated, or failed before admission: step -1) never reached the judge, whose k stays fixed:
+    its place may go to a new Variant without raising the family-wise error.
+    """
+    return not (rec.get("phase") in (ROLLED_BACK, GATED) and int(rec.get("step", -1)) < 0)
 
 
 class KubeController(ReadMixin, DeletionMixin):
@@ -340,10 +353,11 @@ class KubeController(ReadMixin, DeletionMixin):
                     p.variant_conds[vname] = set_condition(vconds, "Accepted", False, "BakeoffFinished", why, vgen, now)
                     continue
                 limit = k or p.bres.judge.candidates
-                if limit and len(p.record) >= limit:
+                if limit and sum(1 for r in p.record.values() if holds_slot(r)) >= limit:
                     why = (
                         f"bake-off {bname} judges {limit} candidate(s) (spec.judge.candidates, fixed when "
-                        f"judging started); raise it in a new Bakeoff to enter more"
+                        f"judging started) and all of them took traffic (a candidate rolled back after the "
+                        f"judge saw it keeps its share of alpha); raise it in a new Bakeoff to enter more"
                     )
                     p.variant_conds[vname] = set_condition(
                         vconds, "Accepted", False, "TooManyCandidates", why, vgen, now
