@@ -24,6 +24,10 @@ class Conflict(Exception):
     """A write lost a race (409); the pass is redone on a fresh read."""
 
 
+class NotLeading(Exception):
+    """The Lease was lost mid-pass: stop acting at once (the new leader redoes the pass)."""
+
+
 class ApiHandles:
     """The clients and settings every part of the controller uses (set by KubeController.__init__)."""
 
@@ -51,7 +55,7 @@ class JudgeMemory:
     verdict: Verdict | None = None
     loaded: bool = False
     note: str = ""  # why the last look decided nothing (no routers, source error)
-    no_data_since: float | None = None  # when looks started failing (None while data arrives)
+    saved_at: float = -1e18  # when the state was last saved to its ConfigMap
 
 
 @dataclass
@@ -65,6 +69,7 @@ class BakeoffView:
     services: set[str]
     judge_configmap: dict[str, Any] | None
     gate_reports: dict[str, str | None] = field(default_factory=dict)
+    judge_loaded: bool = True  # False: judge_configmap was not read (read it when the judge state is needed)
 
 
 @dataclass

@@ -272,6 +272,10 @@ class DeletionMixin(ConvergeMixin):
 
     deletion_drain: float
 
+    @property
+    def leading(self) -> bool:
+        raise NotImplementedError
+
     def _ensure_bakeoff_finalizer(self, b: dict[str, Any]) -> None:
         fins = b["metadata"].get("finalizers") or []
         if ko.FINALIZER in fins or b["metadata"].get("deletionTimestamp"):
@@ -314,6 +318,8 @@ class DeletionMixin(ConvergeMixin):
         if port:
             entry = {"name": mname, "service": ko.child_name(bname, mname), "port": port, "weight": 1.0}
             status["routing"] = routing_entries([entry], current)
+        if not self.leading:
+            return
         if status != (b.get("status") or {}):
             self._write_bakeoff_status(b, status)  # raises Conflict: redone on a fresh read
             b["status"] = status

@@ -38,15 +38,17 @@ import structlog
 
 from bakeoff.common.kube import api_error_message
 from bakeoff.controller.kube import objects as ko
-from bakeoff.controller.kube.context import BakeoffView, Conflict, JudgeMemory, Pass
+from bakeoff.controller.kube.context import BakeoffView, Conflict, JudgeMemory, NotLeading, Pass
 from bakeoff.controller.kube.converge import DeletionMixin
 from bakeoff.controller.kube.metrics import ControllerMetrics
 from bakeoff.controller.kube.read import ReadMixin
 from bakeoff.controller.kube.status import (
     HISTORY_LIMIT,
+    STATUS_REFRESH,
     bakeoff_conditions,
     cluster_message,
     decision_json,
+    durable_bakeoff,
     history_entry,
     parse_time,
     rfc3339,
@@ -105,6 +107,8 @@ class KubeController(ReadMixin, DeletionMixin):
         clock: Callable[[], float] = time.time,
         snapshot_timeout: float = 5.0,
         deletion_drain: float = 5.0,
+        watch: bool = True,
+        resync_period: float = 300.0,
     ) -> None:
         from kubernetes import client
 
@@ -119,6 +123,11 @@ class KubeController(ReadMixin, DeletionMixin):
         self.metrics = metrics or ControllerMetrics()
         self.clock = clock
         self.snapshot_timeout = snapshot_timeout
+        self.watch = watch  # list+watch caches while run() runs (False: every pass lists, as before)
+        self.resync_period = resync_period  # a full pass at least this often even when nothing changed
+        self.retry_period = max(0.2, min(2.0, (renew_deadline or lease_duration) / 5))
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
         self.deletion_drain = deletion_drain  # seconds between the mainline-only split and removing candidates
         self.memory: dict[str, JudgeMemory] = {}
         self.elector = None
@@ -141,26 +150,87 @@ class KubeController(ReadMixin, DeletionMixin):
     def leading(self) -> bool:
         return self.elector is None or self.elector.leading
 
+    def _check_leading(self) -> None:
+        if not self.leading:
+            raise NotLeading()
+
+    def _wake_threadsafe(self) -> None:
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed while a watch thread ran
+                loop.call_soon_threadsafe(wake.set)
+
+    async def _keep_lease(self, stop: asyncio.Event) -> None:
+        """Renew (or try to take) the Lease on its own clock, whatever a pass is doing."""
+        assert self.elector is not None
+        while not stop.is_set():
+            was = self.elector.leading
+            try:
+                leading = await asyncio.to_thread(self.elector.try_acquire_or_renew)
+            except Exception as e:  # noqa: BLE001 - the elector steps down itself when it cannot renew
+                log.warning("lease renewal failed", error=str(e))
+                leading = self.elector.leading
+            self.metrics.leader.set(1 if leading else 0)
+            if leading != was:
+                if leading:
+                    self.memory.clear()  # another replica may have judged meanwhile: reload its state
+                self._wake_threadsafe()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.retry_period)
+
+    def _active(self, b: dict[str, Any]) -> bool:
+        """Whether a Bakeoff needs passes on a clock (looks, ramp steps, timeouts), not only on changes."""
+        st = b.get("status") or {}
+        return bool(b["metadata"].get("deletionTimestamp")) or st.get("phase") not in FINAL
+
     async def run(self, stop: asyncio.Event) -> int:
         log.info("controller started", identity=self.identity, namespace=self.namespace or "(all)")
+        self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
+        lease_task = None
+        if self.watch:
+            self.caches = self.make_caches(self._wake_threadsafe)
+            for c in self.caches.values():
+                c.start()
         try:
+            if self.caches is not None:
+                for c in self.caches.values():
+                    while not c.synced.is_set() and not stop.is_set():
+                        await asyncio.sleep(0.05)
+            if self.elector is not None:
+                lease_task = asyncio.create_task(self._keep_lease(stop))
+            last_full = 0.0
             while not stop.is_set():
                 started = time.monotonic()
-                if self.elector is not None:
-                    was = self.elector.leading
-                    leading = await asyncio.to_thread(self.elector.try_acquire_or_renew)
-                    self.metrics.leader.set(1 if leading else 0)
-                    if leading and not was:
-                        self.memory.clear()  # another replica may have judged meanwhile: reload its state
-                else:
-                    leading = True
-                if leading:
+                self._wake.clear()
+                if self.leading:
                     await self.pass_once()
+                    last_full = started
                 self.last_pass_ok = self.clock()
-                elapsed = time.monotonic() - started
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), max(0.05, self.interval - elapsed))
+                # Passes on a clock only while some Bakeoff is active; otherwise on changes (the
+                # watches wake the loop) and a resync every resync_period.
+                active = self.caches is None or any(self._active(b) for b in self.caches["bakeoffs"].list())
+                wait = self.interval if active else max(0.05, self.resync_period - (time.monotonic() - last_full))
+                if not self.leading:
+                    wait = self.retry_period
+                wait = max(0.05, wait - (time.monotonic() - started))
+                stopped = asyncio.create_task(stop.wait())
+                woken = asyncio.create_task(self._wake.wait())
+                await asyncio.wait({stopped, woken}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                for t in (stopped, woken):
+                    t.cancel()
+                if woken.done() and not stop.is_set() and active:
+                    # a burst of watch events (often our own writes) wakes once, not once per event
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(stop.wait(), min(self.interval, 0.05))
         finally:
+            if lease_task is not None:
+                lease_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await lease_task
+            if self.caches is not None:
+                for c in self.caches.values():
+                    c.stop()
+                self.caches = None
             if self.elector is not None:
                 await asyncio.to_thread(self.elector.release)
                 self.metrics.leader.set(0)
@@ -175,6 +245,9 @@ class KubeController(ReadMixin, DeletionMixin):
             return
         phases: dict[str, int] = {}
         for view in views:
+            if not self.leading:
+                log.warning("leadership lost mid-pass; stopping")
+                return
             b = view.obj
             started = time.monotonic()
             now = self.clock()
@@ -195,6 +268,9 @@ class KubeController(ReadMixin, DeletionMixin):
                         view = fresh
                 else:
                     self.metrics.reconciles.labels("conflict").inc()
+            except NotLeading:
+                log.warning("leadership lost mid-pass; stopping", bakeoff=b["metadata"]["name"])
+                return
             except Exception as e:  # noqa: BLE001 - one broken Bakeoff must not stop the others
                 self.metrics.reconciles.labels("error").inc()
                 log.exception(
@@ -223,6 +299,11 @@ class KubeController(ReadMixin, DeletionMixin):
             res = parse_documents([copy.deepcopy(b)], "cluster", platform="kubernetes", need_variants=False)
         except ResourceError:
             return None
+        if b["metadata"]["uid"] not in self.memory and not view.judge_loaded:
+            view.judge_configmap = await asyncio.to_thread(
+                self.read_judge_configmap, b["metadata"]["namespace"], b["metadata"]["name"]
+            )
+            view.judge_loaded = True
         mem = self._memory(view, res, status)
         if now - mem.last_look < res.bakeoff.look_interval:
             return None
@@ -282,7 +363,13 @@ class KubeController(ReadMixin, DeletionMixin):
         ns = b["metadata"]["namespace"]
         status = copy.deepcopy(b.get("status") or {})
         if look is not None:
-            self._save_judge_state(view, look[1])
+            mem = self.memory.get(b["metadata"]["uid"])
+            # the judge state is saved at most every STATUS_REFRESH (and on a decision): a new leader
+            # resumes from it, and the routers' cumulative counters fill in what it missed
+            if mem is None or look[0].decision.action != "continue" or now - mem.saved_at >= STATUS_REFRESH:
+                self._save_judge_state(view, look[1])
+                if mem is not None:
+                    mem.saved_at = now
 
         # The Bakeoff's own spec.
         try:
@@ -316,6 +403,7 @@ class KubeController(ReadMixin, DeletionMixin):
         routing = self._record(p)
 
         # Act.
+        self._check_leading()
         self._ensure_bakeoff_finalizer(b)
         if p.mainline_error is None and p.mainline is not None:
             self._converge(p)
@@ -486,7 +574,10 @@ class KubeController(ReadMixin, DeletionMixin):
             new_status["verdicts"] = compact_verdict(p.verdict)
         new_status["conditions"] = bakeoff_conditions(p, conds)
         new_status = {k2: v2 for k2, v2 in new_status.items() if v2 is not None}
-        if new_status != (b.get("status") or {}):
+        old_status = b.get("status") or {}
+        changed = durable_bakeoff(new_status) != durable_bakeoff(old_status)
+        if new_status != old_status and self._due(b["metadata"]["uid"], p.now, changed):
+            self._check_leading()
             self._write_bakeoff_status(b, new_status)  # raises Conflict: nothing below happens
             b["status"] = new_status
         for e in p.events:

@@ -8,12 +8,44 @@ from typing import Any
 from bakeoff.common.kube import GROUP, VERSION, api_error_message
 from bakeoff.controller import gate as gates
 from bakeoff.controller.kube import objects as ko
+from bakeoff.controller.kube.cache import WatchCache, matches
 from bakeoff.controller.kube.context import ApiHandles, BakeoffView
+
+MANAGED = {"app.kubernetes.io/managed-by": "bakeoff"}
 
 
 class ReadMixin(ApiHandles):
     _all_variants: list[dict[str, Any]]
     _bakeoff_keys: set[tuple[str, str]]
+    caches: dict[str, WatchCache] | None = None  # set while run() watches; else every read asks the API server
+
+    def make_caches(self, on_change: Any) -> dict[str, WatchCache]:
+        ns = self.namespace
+        custom_fn = self.custom.list_namespaced_custom_object if ns else self.custom.list_cluster_custom_object
+
+        def custom_kw(plural: str) -> dict[str, Any]:
+            kw: dict[str, Any] = {"group": GROUP, "version": VERSION, "plural": plural}
+            if ns:
+                kw["namespace"] = ns
+            return kw
+
+        def typed(namespaced: Any, everywhere: Any) -> tuple[Any, dict[str, Any]]:
+            return (namespaced, {"namespace": ns}) if ns else (everywhere, {})
+
+        deps = typed(self.apps.list_namespaced_deployment, self.apps.list_deployment_for_all_namespaces)
+        svcs = typed(self.core.list_namespaced_service, self.core.list_service_for_all_namespaces)
+        slices = typed(
+            self.discovery.list_namespaced_endpoint_slice, self.discovery.list_endpoint_slice_for_all_namespaces
+        )
+        return {
+            "bakeoffs": WatchCache("bakeoffs", custom_fn, on_change, **custom_kw("bakeoffs")),
+            "variants": WatchCache("variants", custom_fn, on_change, **custom_kw("variants")),
+            "deployments": WatchCache("deployments", deps[0], on_change, **deps[1]),
+            "services": WatchCache("services", svcs[0], on_change, **svcs[1]),
+            "endpointslices": WatchCache(
+                "endpointslices", slices[0], on_change, label_selector="kubernetes.io/service-name", **slices[1]
+            ),
+        }
 
     def _list_custom(self, plural: str) -> list[dict[str, Any]]:
         if self.namespace:
@@ -24,8 +56,11 @@ class ReadMixin(ApiHandles):
         return items
 
     def read_world(self) -> list[BakeoffView]:
-        bakeoffs = self._list_custom("bakeoffs")
-        variants = self._list_custom("variants")
+        if self.caches is not None:
+            bakeoffs, variants = self.caches["bakeoffs"].list(), self.caches["variants"].list()
+        else:
+            bakeoffs = self._list_custom("bakeoffs")
+            variants = self._list_custom("variants")
         self._all_variants = variants
         self._bakeoff_keys = {(b["metadata"]["namespace"], b["metadata"]["name"]) for b in bakeoffs}
         return [self._view(b, variants) for b in bakeoffs]
@@ -51,6 +86,23 @@ class ReadMixin(ApiHandles):
         ]
         mainline = None
         dep_name = ((b.get("spec") or {}).get("mainline") or {}).get("deployment")
+        if self.caches is not None:
+            # the judge's ConfigMap is read only when its state is needed (JudgeMemory), not every pass
+            deps_c, svcs_c = self.caches["deployments"], self.caches["services"]
+            sel_c = {ko.LABEL_BAKEOFF: name, **MANAGED}
+            if isinstance(dep_name, str) and dep_name:
+                mainline = deps_c.get(ns, dep_name)
+            children = {
+                d["metadata"]["name"]: d
+                for d in deps_c.list()
+                if d["metadata"]["namespace"] == ns and matches(d["metadata"].get("labels"), sel_c)
+            }
+            services = {
+                s["metadata"]["name"]
+                for s in svcs_c.list()
+                if s["metadata"]["namespace"] == ns and matches(s["metadata"].get("labels"), sel_c)
+            }
+            return BakeoffView(b, mine, mainline, children, services, None, judge_loaded=False)
         if isinstance(dep_name, str) and dep_name:
             try:
                 mainline = self._dict(self.apps.read_namespaced_deployment(dep_name, ns))
@@ -70,8 +122,20 @@ class ReadMixin(ApiHandles):
             b, mine, mainline, {d.metadata.name: self._dict(d) for d in deps}, {s.metadata.name for s in svcs}, cm
         )
 
+    def read_judge_configmap(self, ns: str, bakeoff: str) -> dict[str, Any] | None:
+        from kubernetes.client import ApiException
+
+        try:
+            return dict(self._dict(self.core.read_namespaced_config_map(ko.child_name(bakeoff, "judge"), ns)))
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            return None
+
     def router_urls(self, ns: str, bakeoff: str) -> list[str]:
         """GET /-/snapshot of every ready router endpoint of the bake-off (docs/kubernetes.md)."""
+        if self.caches is not None:
+            return self._cached_router_urls(ns, bakeoff)
         urls: list[str] = []
         for svc in self.core.list_namespaced_service(ns, label_selector=f"{ko.LABEL_ROUTER_FOR}={bakeoff}").items:
             slices = self.discovery.list_namespaced_endpoint_slice(
@@ -88,6 +152,30 @@ class ReadMixin(ApiHandles):
                     for addr in ep.addresses or []:
                         host = f"[{addr}]" if ":" in addr else addr
                         urls.append(f"http://{host}:{port}/-/snapshot")
+        return sorted(set(urls))
+
+    def _cached_router_urls(self, ns: str, bakeoff: str) -> list[str]:
+        assert self.caches is not None
+        routers = {
+            s["metadata"]["name"]
+            for s in self.caches["services"].list()
+            if s["metadata"]["namespace"] == ns
+            and (s["metadata"].get("labels") or {}).get(ko.LABEL_ROUTER_FOR) == bakeoff
+        }
+        urls: list[str] = []
+        for sl in self.caches["endpointslices"].list():
+            meta = sl["metadata"]
+            if meta["namespace"] != ns or (meta.get("labels") or {}).get("kubernetes.io/service-name") not in routers:
+                continue
+            port = next((p.get("port") for p in sl.get("ports") or [] if p.get("name") == "admin"), None)
+            if port is None:
+                continue
+            for ep in sl.get("endpoints") or []:
+                if (ep.get("conditions") or {}).get("ready") is False:
+                    continue
+                for addr in ep.get("addresses") or []:
+                    host = f"[{addr}]" if ":" in addr else addr
+                    urls.append(f"http://{host}:{port}/-/snapshot")
         return sorted(set(urls))
 
     def _gate(self, ns: str, v: dict[str, Any]) -> str | None:

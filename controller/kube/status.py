@@ -251,6 +251,30 @@ def variant_status(
     return {k: val for k, val in new.items() if val is not None}
 
 
+# Figures that change on every look (request counts, verdicts, evidence) are written at most this often;
+# anything else (phase, step, routing, decision, conditions) is written at once.
+STATUS_REFRESH = 10.0
+_VOLATILE_RECORD = ("seenRequests", "progressAt")
+
+
+def durable_bakeoff(st: dict[str, Any]) -> dict[str, Any]:
+    """The Bakeoff status without what changes on every look."""
+    out = {k: v for k, v in st.items() if k != "verdicts"}
+    out["variants"] = {
+        n: {k: v for k, v in (r or {}).items() if k not in _VOLATILE_RECORD}
+        for n, r in (st.get("variants") or {}).items()
+    }
+    out["conditions"] = [
+        dict(c, message="") if c.get("type") == "Judging" and c.get("reason") == "Looking" else c
+        for c in st.get("conditions") or []
+    ]
+    return out
+
+
+def _durable_variant(st: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in st.items() if k not in ("requests", "verdicts", "verdict")}
+
+
 class StatusMixin(ApiHandles):
     def _write_bakeoff_status(self, b: dict[str, Any], status: dict[str, Any]) -> None:
         self._replace_status("bakeoffs", b, status, raise_conflict=True)
@@ -267,6 +291,7 @@ class StatusMixin(ApiHandles):
                 GROUP, VERSION, meta["namespace"], plural, meta["name"], body
             )
             obj["metadata"]["resourceVersion"] = out["metadata"]["resourceVersion"]
+            self._written(plural, out)
         except ApiException as e:
             if e.status == 409:
                 self.metrics.conflicts.inc()
@@ -278,11 +303,26 @@ class StatusMixin(ApiHandles):
             self.metrics.api_errors.labels("update_status").inc()
             raise
 
+    def _written(self, plural: str, out: dict[str, Any]) -> None:
+        """Keep a watch cache current with this process's own write (its event follows shortly)."""
+        caches = getattr(self, "caches", None)
+        if caches is not None and plural in caches:
+            caches[plural].put(out)
+
+    def _due(self, key: str, now: float, changed: bool) -> bool:
+        """Whether a write that only refreshes figures (requests, verdicts) is due: at most every STATUS_REFRESH."""
+        last: dict[str, float] = self.__dict__.setdefault("_last_refresh", {})
+        if changed or now - last.get(key, -1e18) >= STATUS_REFRESH:
+            last[key] = now
+            return True
+        return False
+
     def _write_variant_status(
         self, p: Pass, v: dict[str, Any], rec: dict[str, Any] | None, vconds: list[dict[str, Any]]
     ) -> None:
         new = variant_status(p, v, rec, vconds)
-        if new != (v.get("status") or {}):
+        old = v.get("status") or {}
+        if new != old and self._due(v["metadata"]["uid"], p.now, _durable_variant(new) != _durable_variant(old)):
             self._replace_status("variants", v, new)
 
     def _save_judge_state(self, view: BakeoffView, state_json: dict[str, Any]) -> None:
@@ -293,6 +333,14 @@ class StatusMixin(ApiHandles):
         name = ko.child_name(bname, "judge")
         data = {"state.json": json.dumps(state_json, separators=(",", ":"))}
         try:
+            if view.judge_configmap is None and not view.judge_loaded:
+                try:  # not read this pass (watch mode): most likely it exists
+                    out = self.core.patch_namespaced_config_map(name, ns, {"data": data})
+                    view.judge_configmap, view.judge_loaded = self._dict(out), True
+                    return
+                except ApiException as e:
+                    if e.status != 404:
+                        raise
             if view.judge_configmap is None:
                 body = {
                     "apiVersion": "v1",

@@ -421,7 +421,8 @@ async def test_restart_mid_promotion_patches_once(kube, ns):
     # a second controller (a restart) sees the winner's uid in the annotation and leaves the Deployment alone
     async with running(controller_for(kube, ns, identity="second")) as ctl2:
         await asyncio.sleep(1.5)
-        assert ctl2.passes >= 3 and ctl2.metrics.promotions._value.get() == 0
+        # a finished Bakeoff gets passes on changes and resyncs only (watch mode), not on a clock
+        assert ctl2.passes >= 1 and ctl2.metrics.promotions._value.get() == 0
     main = apps.read_namespaced_deployment("shop", ns)
     assert main.metadata.generation == gen1
     assert (
