@@ -398,8 +398,8 @@ def list_report(namespace: str, bakeoffs: list[dict[str, Any]], variants: list[d
         return r
     count: dict[str, int] = {}
     for v in variants:
-        b = (v.get("spec") or {}).get("bakeoff")
-        count[b] = count.get(b, 0) + 1
+        of = str((v.get("spec") or {}).get("bakeoff"))
+        count[of] = count.get(of, 0) + 1
     rows = []
     for b in bakeoffs:
         st = b.get("status") or {}
@@ -463,7 +463,7 @@ def bakeoff_report(namespace: str, b: dict[str, Any], variants: list[dict[str, A
             f"  objective: {objective['metric']}"
             + (f" ({objective['direction']} is better)" if objective.get("direction") else "")
         )
-    d = st.get("decision") if isinstance(st.get("decision"), dict) else {}
+    d: dict[str, Any] = st["decision"] if isinstance(st.get("decision"), dict) else {}
     winner = st.get("winner") or d.get("winner")
     if winner:
         r.line(f"  winner:    {winner}")
@@ -474,10 +474,10 @@ def bakeoff_report(namespace: str, b: dict[str, Any], variants: list[dict[str, A
         if d.get("rollback"):
             what += f" (roll back {', '.join(map(str, d['rollback']))})"
         r.line(f"  decision:  {what}" + (f" — {d['reason']}" if d.get("reason") else ""))
-    routing = st.get("routing") if isinstance(st.get("routing"), dict) else {}
-    shares: dict[str, float] = {}
+    routing: dict[str, Any] = st["routing"] if isinstance(st.get("routing"), dict) else {}
+    shares: dict[str, Any] = {}
     if routing.get("variants"):
-        shares = {x.get("name"): x.get("weight") for x in routing["variants"] if isinstance(x, dict)}
+        shares = {str(x.get("name")): x.get("weight") for x in routing["variants"] if isinstance(x, dict)}
         r.line(
             f"  routing (version {routing.get('version', '-')}): "
             + ", ".join(
@@ -685,7 +685,7 @@ def revert_mainline(
     ns = cluster.namespace
     for attempt in range(1, REVERT_ATTEMPTS + 1):
         try:
-            raw = apps.read_namespaced_deployment(dep, ns, _preload_content=False)
+            raw: Any = apps.read_namespaced_deployment(dep, ns, _preload_content=False)  # the raw HTTP response
         except ApiException as e:
             if e.status == 404:
                 raise CommandError(
