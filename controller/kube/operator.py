@@ -607,4 +607,9 @@ class KubeController(ReadMixin, DeletionMixin):
     # -- health -----------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, Any]]:
         stale = self.last_pass_ok is not None and self.clock() - self.last_pass_ok > max(30.0, 20 * self.interval)
-        return (not stale), {"identity": self.identity, "leading": self.leading, "passes": self.passes}
+        caches = self.caches
+        unsynced = sorted(n for n, c in (caches or {}).items() if not c.synced.is_set())
+        detail: dict[str, Any] = {"identity": self.identity, "leading": self.leading, "passes": self.passes}
+        if unsynced:
+            detail["waiting_for_watches"] = unsynced  # e.g. RBAC refuses a list: the log says which
+        return (not stale and not unsynced), detail

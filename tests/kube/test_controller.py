@@ -768,3 +768,21 @@ async def test_deleting_a_bakeoff_mid_run_routes_to_the_mainline_then_removes_ca
             assert apps.read_namespaced_deployment("shop", ns).spec.replicas == 2  # the mainline is untouched
     finally:
         await server.stop()
+
+
+async def test_a_replica_that_lost_the_lease_stops_before_writing(kube, ns):
+    """Issue 10 item 7: leadership lost mid-pass (the Lease task saw it) means no further write."""
+    from bakeoff.controller.kube.context import NotLeading
+
+    custom, apps, core = shop_with_mainline(kube, ns, "http://127.0.0.1:1/-/snapshot")
+    create(custom, ns, variant_doc("fast"))
+    ctl = controller_for(kube, ns)
+    assert ctl.elector is not None
+    views = ctl.read_world()
+    ctl.elector.leading = False  # as the Lease task leaves it when a renewal came too late
+    with pytest.raises(NotLeading):
+        ctl.reconcile_bakeoff(views[0], time.time(), None)
+    await ctl.pass_once()
+    assert "status" not in get(custom, ns, "bakeoffs", "shop")
+    assert not apps.list_namespaced_deployment(ns, label_selector="app.kubernetes.io/managed-by=bakeoff").items
+    assert not core.list_namespaced_event(ns).items
