@@ -27,9 +27,14 @@ Rules, in the order they are applied on every pass:
    bake-off without a winner.
 4. When no candidate is left that could still win, the bake-off stops
    without a winner.
-5. Serving candidates move up one ramp step when they have spent at least
-   ``stepInterval`` on their step; a candidate's share is its step, capped so
-   that all candidates together stay within ``maxCandidateShare``.
+5. Serving candidates move up one ramp step only on evidence: at least
+   ``stepInterval`` on their step, the judge has counted at least
+   ``minSamples`` of their requests since the step began, and no metric is
+   judged worse.  Missing evidence holds the ramp; a candidate whose judged
+   request count has not grown for ``noDataTimeout`` (no router data, or no
+   request reaches it) is rolled back, saying so.  A candidate's share is its
+   step, capped so that all candidates together stay within
+   ``maxCandidateShare``.
 
 Promotions and stops are final: once the state says so, reconcile only keeps
 the final split in place.
@@ -67,6 +72,8 @@ class Policy:
     step_interval: float = 60.0
     max_candidate_share: float = 0.5
     promotion: str = "auto"  # auto | manual | whenNoRegression
+    min_samples: int = 0  # judged requests a candidate needs on its step before the next (spec.judge.minSamples)
+    no_data_timeout: float | None = 300.0  # seconds without new evidence before a rollback (None: never)
 
 
 @dataclass
@@ -78,6 +85,11 @@ class VariantState:
     share: float = 0.0
     reason: str = ""
     failed: bool = False
+    # Evidence for the ramp: the judge's request count for this candidate when its step began, the
+    # count last seen, and when that count last grew (or the step began).
+    step_requests: int = 0
+    seen_requests: int = 0
+    progress_at: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -129,6 +141,8 @@ class JudgeDecision:
     reasons: dict[str, str] = field(default_factory=dict)  # per rolled-back variant
     # candidates being judged (minSamples reached) whose every guardrail is within tolerance
     no_regression: tuple[str, ...] = ()
+    requests: dict[str, int] = field(default_factory=dict)  # requests judged so far, per variant
+    worse: frozenset[str] = frozenset()  # candidates with a metric judged worse
 
     @classmethod
     def from_verdict(cls, verdict: Any) -> JudgeDecision:
@@ -141,7 +155,11 @@ class JudgeDecision:
             and any(mv.role == "guardrail" for mv in vv.metrics.values())
             and all(mv.state in ("better", "non_inferior") for mv in vv.metrics.values() if mv.role == "guardrail")
         )
-        return cls(d.action, tuple(d.rollback), d.winner, d.reason, reasons, passing)
+        requests = {n: int(vv.requests) for n, vv in verdict.variants.items()}
+        worse = frozenset(
+            n for n, vv in verdict.variants.items() if any(m.state == "worse" for m in vv.metrics.values())
+        )
+        return cls(d.action, tuple(d.rollback), d.winner, d.reason, reasons, passing, requests, worse)
 
 
 @dataclass(frozen=True)
@@ -154,6 +172,7 @@ class Observations:
     approved: frozenset[str] = frozenset()  # winners a person approved (promotion: manual)
     halt: str | None = None  # stop without a winner: why (a person's abort, load failing everywhere)
     halt_cause: str = "aborted"  # aborted | traffic (the exit code tells them apart)
+    no_data: str = ""  # why the latest look brought no data ("" when it did); the verdict is then stale
 
 
 @dataclass(frozen=True)
@@ -227,6 +246,9 @@ def reconcile(policy: Policy, state: ControllerState, obs: Observations) -> Plan
                 start(v.name)
                 if v.name in obs.ready:
                     v.phase, v.step, v.step_since, v.reason = SERVING, 0, now, ""
+                    n = obs.verdict.requests.get(v.name, 0) if obs.verdict is not None else 0
+                    v.step_requests = v.seen_requests = n
+                    v.progress_at = now
                     event("admitted", v.name, "healthy and gate passed", phase=SERVING, step=0)
             elif v.phase in (SERVING, WINNER):
                 start(v.name)  # after a restart: bring the workload back up
@@ -275,6 +297,18 @@ def reconcile(policy: Policy, state: ControllerState, obs: Observations) -> Plan
             elif d.action == "stop":
                 _stop(st, d.reason or "the judge stopped without a winner", now, event, retire)
 
+        # 3b. evidence: a candidate that brings none for noDataTimeout is rolled back
+        if st.phase == RUNNING:
+            for v in st.variants.values():
+                if v.phase == SERVING and _no_evidence(policy, v, obs):
+                    assert policy.no_data_timeout is not None
+                    why = f"no evidence for {policy.no_data_timeout:g}s (spec.routing.noDataTimeout): " + (
+                        obs.no_data or f"the judge counted no new request of {v.name}"
+                    )
+                    v.phase, v.reason, v.share = ROLLED_BACK, why, 0.0
+                    event("rolled_back", v.name, why, phase=ROLLED_BACK)
+                    retire(v.name, "no evidence")
+
         # 4. nobody left who could win
         if (
             st.phase == RUNNING
@@ -292,8 +326,19 @@ def reconcile(policy: Policy, state: ControllerState, obs: Observations) -> Plan
                 if v.step_since is None:
                     v.step_since = now
                 elif now - v.step_since >= policy.step_interval:
-                    v.step, v.step_since = v.step + 1, now
-                    event("ramped", v.name, f"{policy.step_interval:g}s on the previous step", step=v.step)
+                    held = _ramp_held(policy, v, obs)
+                    if held:
+                        v.reason = held
+                        continue
+                    judged = v.seen_requests - v.step_requests
+                    v.step, v.step_since, v.reason = v.step + 1, now, ""
+                    v.step_requests, v.progress_at = v.seen_requests, now
+                    event(
+                        "ramped",
+                        v.name,
+                        f"{policy.step_interval:g}s and {judged} judged requests on the previous step",
+                        step=v.step,
+                    )
 
     # 6. the split
     if st.phase == DONE_PROMOTED:
@@ -315,6 +360,32 @@ def reconcile(policy: Policy, state: ControllerState, obs: Observations) -> Plan
         if e["type"] in ("admitted", "ramped") and e["variant"] in st.variants:
             e["share"] = st.variants[e["variant"]].share
     return plan
+
+
+def _no_evidence(policy: Policy, v: VariantState, obs: Observations) -> bool:
+    """Track the candidate's judged request count; True once it has not grown for noDataTimeout."""
+    n = obs.verdict.requests.get(v.name) if obs.verdict is not None and not obs.no_data else None
+    if n is not None:
+        if n < v.step_requests:  # the judge started afresh (its config changed): count from here
+            v.step_requests = n
+        if n > v.seen_requests or v.progress_at is None:
+            v.progress_at = obs.now
+        v.seen_requests = n
+    elif v.progress_at is None:
+        v.progress_at = obs.now
+    return policy.no_data_timeout is not None and obs.now - v.progress_at >= policy.no_data_timeout
+
+
+def _ramp_held(policy: Policy, v: VariantState, obs: Observations) -> str:
+    """Why the candidate may not move up a step now ("" when it may)."""
+    d = obs.verdict
+    if obs.no_data or d is None or v.name not in d.requests:
+        return "ramp held: no judge data" + (f" ({obs.no_data})" if obs.no_data else "")
+    if v.name in d.worse:
+        return "ramp held: a metric is judged worse"
+    if v.seen_requests - v.step_requests < policy.min_samples:
+        return f"ramp held: waiting for {policy.min_samples} judged requests on this step"
+    return ""
 
 
 def _same(a: dict[str, float], b: dict[str, float]) -> bool:

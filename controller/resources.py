@@ -84,6 +84,7 @@ class Routing:
     step_interval: float = 60.0
     allocation: str = "fixed"
     routes: tuple[Route, ...] = ()  # per-route statistics (docs/resources.md); empty: none
+    no_data_timeout: float = 300.0  # no new judged request of a candidate for this long: rolled back
 
 
 @dataclass(frozen=True)
@@ -275,7 +276,7 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
         doc,
         spec.get("routing"),
         "spec.routing",
-        {"stickiness", "maxCandidateShare", "steps", "stepInterval", "allocation", "routes"},
+        {"stickiness", "maxCandidateShare", "steps", "stepInterval", "allocation", "routes", "noDataTimeout"},
     )
     rk: dict[str, Any] = {}
     if "stickiness" in r:
@@ -308,6 +309,14 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
             raise doc.error(
                 "spec.routing.stepInterval", f"must be a duration like 10s or 5m, got {r['stepInterval']!r}"
             ) from None
+    if "noDataTimeout" in r:
+        from bakeoff.common.durations import DurationError
+        from bakeoff.common.durations import parse_duration as parse_common_duration
+
+        try:
+            rk["no_data_timeout"] = parse_common_duration(r["noDataTimeout"], "spec.routing.noDataTimeout")
+        except DurationError as e:
+            raise doc.error("spec.routing.noDataTimeout", str(e).removeprefix("spec.routing.noDataTimeout ")) from None
     if "allocation" in r:
         if r["allocation"] not in ("fixed", "bandit"):
             raise doc.error("spec.routing.allocation", f"must be 'fixed' or 'bandit', got {r['allocation']!r}")

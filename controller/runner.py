@@ -94,6 +94,8 @@ def policy_of(res: Resources) -> Policy:
         step_interval=b.routing.step_interval,
         max_candidate_share=b.routing.max_candidate_share,
         promotion=b.promotion,
+        min_samples=b.judge.min_samples,
+        no_data_timeout=b.routing.no_data_timeout,
     )
 
 

@@ -66,6 +66,17 @@ def add_submit_arguments(p: argparse.ArgumentParser) -> None:
         "--dry-run", action="store_true", help="validate on the API server (server-side dry run) and create nothing"
     )
     p.add_argument("--json", action="store_true", help="print the Variant as JSON instead of its name")
+    p.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="return once the Variant is created, without waiting for the controller to accept or refuse it",
+    )
+    p.add_argument(
+        "--timeout",
+        default="2m",
+        metavar="DURATION",
+        help="how long to wait for the controller's answer (default 2m; e.g. 30s, 5m)",
+    )
     kube.add_arguments(p)
 
 
@@ -273,12 +284,60 @@ def submit_variant(cluster: kube.Cluster, variant: dict[str, Any], dry_run: bool
         raise
 
 
+def accepted_condition(v: dict[str, Any]) -> dict[str, Any] | None:
+    """The Variant's Accepted condition once the controller set it for the current spec."""
+    gen = v["metadata"].get("generation")
+    for c in (v.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Accepted" and c.get("status") in ("True", "False"):
+            if c.get("observedGeneration") in (None, gen):
+                return dict(c)
+    return None
+
+
+def wait_accepted(cluster: kube.Cluster, name: str, timeout: float, poll: float = 0.5) -> dict[str, Any]:
+    """Wait for the controller's answer on Variant ``name``: accepted (the Variant), or CommandError.
+
+    A refused Variant is deleted (it never entered, nothing of it runs): it would otherwise enter
+    unannounced once a slot frees, long after this command said no.
+    """
+    ApiException = _api_exception()
+    custom = _custom(cluster)
+    deadline = time.monotonic() + timeout
+    while True:
+        v = custom.get_namespaced_custom_object(GROUP, VERSION, cluster.namespace, "variants", name)
+        c = accepted_condition(v)
+        if c is not None and c["status"] == "True":
+            return dict(v)
+        if c is not None:
+            try:
+                custom.delete_namespaced_custom_object(GROUP, VERSION, cluster.namespace, "variants", name)
+                gone = "; the Variant was deleted"
+            except ApiException as e:
+                gone = f"; deleting the Variant failed: {kube.api_error_message(e)}"
+            raise CommandError(f"variant {name} refused ({c.get('reason')}): {c.get('message')}{gone}")
+        if time.monotonic() >= deadline:
+            raise CommandError(
+                f"variant {name} was created but the controller gave no answer within {timeout:g}s "
+                f"(is it running and watching namespace {cluster.namespace}?); the Variant stays: "
+                f"see bakeoff status {v['spec']['bakeoff']} -n {cluster.namespace}"
+            )
+        time.sleep(poll)
+
+
 def submit(args: argparse.Namespace) -> int:
     def go() -> int:
+        from bakeoff.common.durations import DurationError, parse_duration
+
+        try:
+            timeout = parse_duration(args.timeout, "--timeout")
+        except DurationError as e:
+            raise UsageError(str(e)) from None
         variant = build_variant(args)
         cluster = kube.connect_from_args(args)
         try:
             created = submit_variant(cluster, variant, args.dry_run)
+            if not args.dry_run and not args.no_wait:
+                created = wait_accepted(cluster, created["metadata"]["name"], timeout)
         finally:
             cluster.close()
         if args.json:
@@ -339,8 +398,8 @@ def list_report(namespace: str, bakeoffs: list[dict[str, Any]], variants: list[d
         return r
     count: dict[str, int] = {}
     for v in variants:
-        b = (v.get("spec") or {}).get("bakeoff")
-        count[b] = count.get(b, 0) + 1
+        of = str((v.get("spec") or {}).get("bakeoff"))
+        count[of] = count.get(of, 0) + 1
     rows = []
     for b in bakeoffs:
         st = b.get("status") or {}
@@ -404,7 +463,7 @@ def bakeoff_report(namespace: str, b: dict[str, Any], variants: list[dict[str, A
             f"  objective: {objective['metric']}"
             + (f" ({objective['direction']} is better)" if objective.get("direction") else "")
         )
-    d = st.get("decision") if isinstance(st.get("decision"), dict) else {}
+    d: dict[str, Any] = st["decision"] if isinstance(st.get("decision"), dict) else {}
     winner = st.get("winner") or d.get("winner")
     if winner:
         r.line(f"  winner:    {winner}")
@@ -415,10 +474,10 @@ def bakeoff_report(namespace: str, b: dict[str, Any], variants: list[dict[str, A
         if d.get("rollback"):
             what += f" (roll back {', '.join(map(str, d['rollback']))})"
         r.line(f"  decision:  {what}" + (f" — {d['reason']}" if d.get("reason") else ""))
-    routing = st.get("routing") if isinstance(st.get("routing"), dict) else {}
-    shares: dict[str, float] = {}
+    routing: dict[str, Any] = st["routing"] if isinstance(st.get("routing"), dict) else {}
+    shares: dict[str, Any] = {}
     if routing.get("variants"):
-        shares = {x.get("name"): x.get("weight") for x in routing["variants"] if isinstance(x, dict)}
+        shares = {str(x.get("name")): x.get("weight") for x in routing["variants"] if isinstance(x, dict)}
         r.line(
             f"  routing (version {routing.get('version', '-')}): "
             + ", ".join(
@@ -626,7 +685,7 @@ def revert_mainline(
     ns = cluster.namespace
     for attempt in range(1, REVERT_ATTEMPTS + 1):
         try:
-            raw = apps.read_namespaced_deployment(dep, ns, _preload_content=False)
+            raw: Any = apps.read_namespaced_deployment(dep, ns, _preload_content=False)  # the raw HTTP response
         except ApiException as e:
             if e.status == 404:
                 raise CommandError(

@@ -75,12 +75,14 @@ class LeaderElector:
                 "spec": self._spec(transitions=0, acquire=True),
             }
             try:
-                self.coord.create_namespaced_lease(self.namespace, body)
+                self.coord.create_namespaced_lease(self.namespace, body)  # type: ignore[arg-type] # a dict body is accepted
             except ApiException as e2:
                 return self._failed(f"create lease: {e2.status} {e2.reason}")
             return self._became_leader()
         except Exception as e:  # noqa: BLE001 - the API server may be unreachable
             return self._failed(f"read lease: {type(e).__name__}: {e}")
+        if lease.spec is None or lease.metadata is None:
+            return self._failed("read lease: no spec or metadata")
         record = self._record(lease)
         if record != self._observed:
             self._observed, self._observed_at = record, now
@@ -107,7 +109,7 @@ class LeaderElector:
             "spec": spec,
         }
         try:
-            updated = self.coord.replace_namespaced_lease(self.name, self.namespace, body)
+            updated = self.coord.replace_namespaced_lease(self.name, self.namespace, body)  # type: ignore[arg-type]
         except ApiException as e:
             return self._failed(f"update lease: {e.status} {e.reason}")
         except Exception as e:  # noqa: BLE001
@@ -159,7 +161,7 @@ class LeaderElector:
         self.leading = False
         try:
             lease = self.coord.read_namespaced_lease(self.name, self.namespace)
-            if lease.spec.holder_identity != self.identity:
+            if lease.spec is None or lease.metadata is None or lease.spec.holder_identity != self.identity:
                 return
             body = {
                 "metadata": {"resourceVersion": lease.metadata.resource_version},

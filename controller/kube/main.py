@@ -90,13 +90,13 @@ async def _serve(cluster, args, host: str, port: int, lease_ns: str, identity: s
         metrics=metrics,
     )
     try:
-        runner = await serve(metrics, host, port, ctl.health)
+        runner, bound_port = await serve(metrics, host, port, ctl.health)
     except OSError as e:
         print(f"bakeoff controller: cannot listen on {args.metrics}: {e}", file=sys.stderr)
         return 1
     log.info(
         "metrics listening",
-        address=f"{host}:{runner.bound_port}",
+        address=f"{host}:{bound_port}",
         source=cluster.source,
         lease=f"{lease_ns}/{args.lease_name}",
     )

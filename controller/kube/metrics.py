@@ -42,8 +42,8 @@ class ControllerMetrics:
         return generate_latest(self.registry)
 
 
-async def serve(metrics: ControllerMetrics, host: str, port: int, health: Any) -> Any:
-    """Start /metrics and /healthz on host:port; returns the aiohttp runner (call .cleanup())."""
+async def serve(metrics: ControllerMetrics, host: str, port: int, health: Any) -> tuple[Any, int]:
+    """Start /metrics and /healthz on host:port; (the aiohttp runner: call .cleanup(), the bound port)."""
     from aiohttp import web
 
     async def metrics_handler(request: web.Request) -> web.Response:
@@ -60,5 +60,6 @@ async def serve(metrics: ControllerMetrics, host: str, port: int, health: Any) -
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    runner.bound_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner
+    # aiohttp's AppRunner has __slots__ (3.14): the port is returned, not stored on it.
+    bound = runner.addresses[0][1] if runner.addresses else port
+    return runner, int(bound)

@@ -76,9 +76,9 @@ CASES = [
         {"main": 0.95, "a": 0.05},
     ),
     (
-        "ramp after stepInterval",
+        "ramp after stepInterval, with judged requests",
         state(a=("Serving", 0, 90.0)),
-        Observations(now=100, ready=frozenset({"main", "a"}), gates={}),
+        Observations(now=100, ready=frozenset({"main", "a"}), gates={}, verdict=JudgeDecision(requests={"a": 10})),
         [("ramped", "a")],
         [],
         {"main": 0.9, "a": 0.1},
@@ -267,3 +267,86 @@ def test_a_halt_stops_without_a_winner_and_records_its_cause():
     assert plan.state.decision["cause"] == "traffic" and route(plan) == {"main": 1.0}
     again = replay(state(a=SERVING), [{"type": "stopped", "variant": None, "reason": "x", "cause": "traffic"}])
     assert again.decision["cause"] == "traffic" and again.phase == "Stopped"
+
+
+# -- the ramp moves on evidence only (issue 10 item 2) ------------------------------------
+EP = Policy(mainline="main", steps=(0.05, 0.1, 0.2), step_interval=10.0, min_samples=300, no_data_timeout=120.0)
+READY = frozenset({"main", "a"})
+
+
+def serving(step_requests=0, seen=0, progress_at=90.0, step_since=90.0) -> ControllerState:
+    st = state(a=("Serving", 0, step_since))
+    v = st.variants["a"]
+    v.step_requests, v.seen_requests, v.progress_at = step_requests, seen, progress_at
+    return st
+
+
+def judged(n: int, worse: bool = False) -> JudgeDecision:
+    return JudgeDecision(requests={"main": 10 * n, "a": n}, worse=frozenset({"a"} if worse else ()))
+
+
+@pytest.mark.parametrize(
+    ("why", "obs", "held"),
+    [
+        ("no verdict yet", Observations(now=100, ready=READY), "no judge data"),
+        (
+            "the look failed: the last verdict is stale",
+            Observations(now=100, ready=READY, verdict=judged(5000), no_data="no router endpoints"),
+            "no judge data (no router endpoints)",
+        ),
+        ("too few requests on this step", Observations(now=100, ready=READY, verdict=judged(299)), "waiting for 300"),
+        ("a metric is worse", Observations(now=100, ready=READY, verdict=judged(5000, worse=True)), "judged worse"),
+    ],
+)
+def test_the_ramp_holds_without_evidence(why, obs, held):
+    plan = reconcile(EP, serving(), obs)
+    a = plan.state.variants["a"]
+    assert a.step == 0 and a.phase == "Serving" and held in a.reason, why
+    assert not any(e["type"] == "ramped" for e in plan.events)
+    assert route(plan) == {"main": 0.95, "a": 0.05}
+
+
+def test_the_ramp_counts_requests_since_the_step_began():
+    # 1000 judged before this step, 250 on it: not enough; 300 on it: the next step
+    st = serving(step_requests=1000, seen=1000)
+    plan = reconcile(EP, st, Observations(now=100, ready=READY, verdict=judged(1250)))
+    assert plan.state.variants["a"].step == 0
+    plan = reconcile(EP, plan.state, Observations(now=101, ready=READY, verdict=judged(1300)))
+    a = plan.state.variants["a"]
+    assert a.step == 1 and a.step_requests == 1300 and a.step_since == 101 and a.reason == ""
+    assert [e["type"] for e in plan.events] == ["ramped"] and "300 judged requests" in plan.events[0]["reason"]
+    # the next step needs its own 300
+    plan = reconcile(EP, plan.state, Observations(now=200, ready=READY, verdict=judged(1500)))
+    assert plan.state.variants["a"].step == 1
+
+
+def test_no_evidence_for_no_data_timeout_rolls_back_and_says_why():
+    st = serving(progress_at=100.0)
+    obs = Observations(now=219, ready=READY, verdict=None, no_data="no router endpoints")
+    plan = reconcile(EP, st, obs)
+    assert plan.state.variants["a"].phase == "Serving"  # 119 s: held
+    plan = reconcile(EP, plan.state, Observations(now=220, ready=READY, no_data="no router endpoints"))
+    a = plan.state.variants["a"]
+    assert a.phase == "RolledBack" and not a.failed
+    assert "noDataTimeout" in a.reason and "no router endpoints" in a.reason and "120s" in a.reason
+    assert ("rolled_back", "a") in kinds(plan) and ("retire", "a") in actions(plan)
+    assert route(plan) == {"main": 1.0}
+    assert plan.state.phase == "Stopped"  # it was the only candidate
+
+
+def test_growing_evidence_keeps_a_slow_candidate_alive():
+    st = serving(seen=10, progress_at=0.0)
+    # a request more than last time, just before the timeout: the clock restarts
+    plan = reconcile(EP, st, Observations(now=119, ready=READY, verdict=judged(11)))
+    assert plan.state.variants["a"].progress_at == 119
+    plan = reconcile(EP, plan.state, Observations(now=200, ready=READY, verdict=judged(11)))
+    assert plan.state.variants["a"].phase == "Serving"
+    plan = reconcile(EP, plan.state, Observations(now=239, ready=READY, verdict=judged(11)))
+    a = plan.state.variants["a"]
+    assert a.phase == "RolledBack" and "the judge counted no new request of a" in a.reason
+
+
+def test_no_timeout_configured_holds_forever():
+    pol = Policy(mainline="main", steps=(0.05, 0.1), step_interval=10.0, min_samples=300, no_data_timeout=None)
+    plan = reconcile(pol, serving(progress_at=0.0), Observations(now=10**6, ready=READY))
+    assert plan.state.variants["a"].phase == "Serving" and plan.state.variants["a"].step == 0

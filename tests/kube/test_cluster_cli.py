@@ -48,7 +48,9 @@ def ns(kube):
 @pytest.fixture
 def run(kube, ns):
     def run(*args: str, namespace: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-        argv = _cmd() + list(args) + ["--kubeconfig", kube.kubeconfig, "-n", namespace or ns]
+        # no controller runs here: submit returns once created (tests/kube/test_submit_wait.py waits)
+        wait = ["--no-wait"] if args and args[0] == "submit" else []
+        argv = _cmd() + list(args) + wait + ["--kubeconfig", kube.kubeconfig, "-n", namespace or ns]
         return subprocess.run(
             argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=dict(os.environ, COLUMNS="200")
         )

@@ -53,10 +53,13 @@ class Service:
         self.name, self.conversion, self.error_rate = name, conversion, error_rate
         self.rng = random.Random(name)
         self.served = 0
+        self.first_at: float | None = None  # monotonic time of the first request it served
 
     async def start(self, ip: str) -> Service:
         async def handler(request):
             self.served += 1
+            if self.first_at is None:
+                self.first_at = time.monotonic()
             if self.rng.random() < self.error_rate:
                 return web.Response(status=500, text="boom")
             headers = {"Bakeoff-Metric-conversion": "1"} if self.rng.random() < self.conversion else {}
@@ -183,7 +186,12 @@ async def test_a_bake_off_on_the_cluster_from_first_request_to_promotion(kube, c
                 while "buggy" in await routes_of(session, admin):
                     assert time.monotonic() - t0 < 2.0, "a router still routes to the rolled-back build after 2 s"
                     await asyncio.sleep(0.01)
-            print(f"rollback on both routers {1000 * (time.monotonic() - t0):.0f} ms after the test saw it recorded")
+            first = services["buggy"].first_at
+            assert first is not None
+            print(
+                f"rollback on both routers {1000 * (time.monotonic() - t0):.0f} ms after the test saw it recorded; "
+                f"{time.monotonic() - first:.1f} s after the bad build's first request"
+            )
             served = services["buggy"].served
             await asyncio.sleep(1.0)
             assert services["buggy"].served == served  # no request reaches it any more

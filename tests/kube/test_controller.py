@@ -167,6 +167,8 @@ def wait_for(fn, timeout: float = 30.0, what: str = "condition"):
             if e.status != 404:
                 raise
             last = None
+        except KeyError:  # an object read before the controller wrote its status
+            last = None
         if last:
             return last
         time.sleep(0.1)
@@ -342,8 +344,19 @@ async def test_rollback_and_promotion_end_to_end(kube, ns):
             assert previous["spec"]["containers"][0]["image"] == IMAGE_MAIN
             promo = json.loads(main.metadata.annotations[ko.ANN_PROMOTION])
             assert promo["variant"] == "fast" and promo["uid"] == get(custom, ns, "variants", "fast")["metadata"]["uid"]
-            assert get(custom, ns, "variants", "fast")["status"]["phase"] == "Promoted"
-            assert routing_of(get(custom, ns, "bakeoffs", "shop")) == {"fast": 1.0}
+            await await_for(
+                lambda: get(custom, ns, "variants", "fast")["status"]["phase"] == "Promoted", what="Variant mirror"
+            )
+            # hand-over: the winner's copy is scaled to the mainline's 2 replicas before it takes all traffic
+            await await_for(
+                lambda: apps.read_namespaced_deployment("shop-fast", ns).spec.replicas == 2, what="winner scaled up"
+            )
+            r = routing_of(get(custom, ns, "bakeoffs", "shop"))
+            assert set(r) == {"mainline", "fast"} and r["mainline"] > 0.5 and abs(sum(r.values()) - 1) < 1e-5
+            mark_available(apps, ns, "shop-fast")
+            await await_for(
+                lambda: routing_of(get(custom, ns, "bakeoffs", "shop")) == {"fast": 1.0}, what="all to the winner"
+            )
             assert "Promoted" in events_for(core, ns, "fast") and "MainlinePatched" in events_for(core, ns, "shop")
 
             # once the mainline has rolled out, traffic goes to it and the winner's copy is scaled down
@@ -408,7 +421,8 @@ async def test_restart_mid_promotion_patches_once(kube, ns):
     # a second controller (a restart) sees the winner's uid in the annotation and leaves the Deployment alone
     async with running(controller_for(kube, ns, identity="second")) as ctl2:
         await asyncio.sleep(1.5)
-        assert ctl2.passes >= 3 and ctl2.metrics.promotions._value.get() == 0
+        # a finished Bakeoff gets passes on changes and resyncs only (watch mode), not on a clock
+        assert ctl2.passes >= 1 and ctl2.metrics.promotions._value.get() == 0
     main = apps.read_namespaced_deployment("shop", ns)
     assert main.metadata.generation == gen1
     assert (
@@ -671,3 +685,104 @@ async def test_a_stale_write_is_refused_and_the_pass_redone(kube, ns):
     assert b["metadata"]["annotations"]["example.com/touch"] == "2"  # the other writer's change survives
     assert [e.reason for e in core.list_namespaced_event(ns).items].count("Entered") == 1
     assert apps.read_namespaced_deployment("shop-fast", ns).spec.replicas == 1
+
+
+async def test_no_router_endpoints_holds_the_ramp_then_rolls_back(kube, ns):
+    """Issue 10 item 2: Judging=False NoData never ramps; after noDataTimeout the candidate is rolled back."""
+    custom, apps, core = apis(kube)
+    apps.create_namespaced_deployment(ns, mainline_deployment())
+    mark_available(apps, ns, "shop")
+    doc = bakeoff_doc("shop", "unused")
+    del doc["spec"]["judge"]["source"]  # the default: the routers of the bake-off, and there are none
+    doc["spec"]["routing"]["noDataTimeout"] = "6s"
+    create(custom, ns, doc)
+    create(custom, ns, variant_doc("fast"))
+    async with running(controller_for(kube, ns)):
+        await candidates_available(apps, ns, ("fast",))
+
+        def held():
+            b = get(custom, ns, "bakeoffs", "shop")
+            rec = ((b.get("status") or {}).get("variants") or {}).get("fast") or {}
+            return b if "ramp held" in (rec.get("reason") or "") else None
+
+        b = await await_for(held, what="the ramp held")
+        assert b["status"]["variants"]["fast"]["step"] == 0
+        assert "no router endpoints" in b["status"]["variants"]["fast"]["reason"]
+        judging = next(c for c in b["status"]["conditions"] if c["type"] == "Judging")
+        assert (judging["status"], judging["reason"]) == ("False", "NoData")
+        assert routing_of(b) == {"mainline": 0.9, "fast": 0.1}
+
+        b = await await_for(
+            lambda: (lambda b: b if b["status"]["variants"]["fast"]["phase"] == "RolledBack" else None)(
+                get(custom, ns, "bakeoffs", "shop")
+            ),
+            what="rolled back for lack of evidence",
+        )
+        reason = b["status"]["variants"]["fast"]["reason"]
+        assert "noDataTimeout" in reason and "no router endpoints" in reason
+        assert not any(h["type"] == "ramped" for h in b["status"]["history"])
+        assert routing_of(b) == {"mainline": 1.0}
+        assert "RolledBack" in events_for(core, ns, "fast")
+
+
+async def test_deleting_a_bakeoff_mid_run_routes_to_the_mainline_then_removes_candidates(kube, ns):
+    """Issue 10 item 3: the Bakeoff's finalizer holds it until traffic is back and the candidates are gone."""
+    server = SnapshotServer({"mainline": Arm(conversion=0.05), "fast": Arm(conversion=0.05)})
+    url = await server.start()
+    custom, apps, core = shop_with_mainline(kube, ns, url)
+    create(custom, ns, variant_doc("fast"))
+    try:
+        async with running(controller_for(kube, ns, deletion_drain=3.0)):
+            await candidates_available(apps, ns, ("fast",))
+            b = await await_for(
+                lambda: (lambda b: b if routing_of(b).get("fast") else None)(get(custom, ns, "bakeoffs", "shop")),
+                what="the candidate routed",
+            )
+            assert ko.FINALIZER in b["metadata"]["finalizers"]
+            version = b["status"]["routing"]["version"]
+            custom.delete_namespaced_custom_object(GROUP, VERSION, ns, "bakeoffs", "shop")
+
+            # first the record: everything to the mainline, while the candidate still runs
+            def mainline_only():
+                b = get(custom, ns, "bakeoffs", "shop")
+                return b if routing_of(b) == {"mainline": 1.0} else None
+
+            b = await await_for(mainline_only, what="routing back to the mainline")
+            assert b["metadata"]["deletionTimestamp"] and b["status"]["routing"]["version"] > version
+            assert apps.read_namespaced_deployment("shop-fast", ns)  # removed only after the drain
+            assert "Deleting" in events_for(core, ns, "shop")
+
+            # then the candidate's objects, then the Bakeoff itself
+            def gone():
+                try:
+                    get(custom, ns, "bakeoffs", "shop")
+                    return False
+                except kclient.ApiException as e:
+                    return e.status == 404
+
+            await await_for(gone, what="the Bakeoff released")
+            sel = "app.kubernetes.io/managed-by=bakeoff"
+            deps = [d.metadata.name for d in apps.list_namespaced_deployment(ns, label_selector=sel).items]
+            svcs = [s.metadata.name for s in core.list_namespaced_service(ns, label_selector=sel).items]
+            assert "shop-fast" not in deps and "shop-fast" not in svcs
+            assert apps.read_namespaced_deployment("shop", ns).spec.replicas == 2  # the mainline is untouched
+    finally:
+        await server.stop()
+
+
+async def test_a_replica_that_lost_the_lease_stops_before_writing(kube, ns):
+    """Issue 10 item 7: leadership lost mid-pass (the Lease task saw it) means no further write."""
+    from bakeoff.controller.kube.context import NotLeading
+
+    custom, apps, core = shop_with_mainline(kube, ns, "http://127.0.0.1:1/-/snapshot")
+    create(custom, ns, variant_doc("fast"))
+    ctl = controller_for(kube, ns)
+    assert ctl.elector is not None
+    views = ctl.read_world()
+    ctl.elector.leading = False  # as the Lease task leaves it when a renewal came too late
+    with pytest.raises(NotLeading):
+        ctl.reconcile_bakeoff(views[0], time.time(), None)
+    await ctl.pass_once()
+    assert "status" not in get(custom, ns, "bakeoffs", "shop")
+    assert not apps.list_namespaced_deployment(ns, label_selector="app.kubernetes.io/managed-by=bakeoff").items
+    assert not core.list_namespaced_event(ns).items

@@ -1,0 +1,124 @@
+"""What one controller pass works on: the Bakeoff as read, and the pass context the pieces share.
+
+The controller is split by concern (read.py reads, status.py builds and
+writes status, converge.py makes the cluster match the record, events.py
+records Events, operator.py runs the loop and the decision); they share the
+API handles (:class:`ApiHandles`) and, within one Bakeoff's pass, one
+:class:`Pass` instead of long parameter lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bakeoff.controller.kube.metrics import ControllerMetrics
+from bakeoff.controller.reconcile import ControllerState
+from bakeoff.controller.resources import BakeoffResource, Resources
+from bakeoff.judge.core import JudgeState
+from bakeoff.judge.verdict import Verdict
+
+
+class Conflict(Exception):
+    """A write lost a race (409); the pass is redone on a fresh read."""
+
+
+class NotLeading(Exception):
+    """The Lease was lost mid-pass: stop acting at once (the new leader redoes the pass)."""
+
+
+class ApiHandles:
+    """The clients and settings every part of the controller uses (set by KubeController.__init__)."""
+
+    api: Any
+    custom: Any
+    apps: Any
+    core: Any
+    discovery: Any
+    namespace: str | None
+    identity: str
+    metrics: ControllerMetrics
+    clock: Callable[[], float]
+
+    def _dict(self, obj: Any) -> Any:
+        return self.api.sanitize_for_serialization(obj)
+
+
+@dataclass
+class JudgeMemory:
+    """What a leader keeps between passes for one Bakeoff (rebuilt after a restart)."""
+
+    state: JudgeState
+    config_key: str
+    last_look: float = 0.0
+    verdict: Verdict | None = None
+    loaded: bool = False
+    note: str = ""  # why the last look decided nothing (no routers, source error)
+    saved_at: float = -1e18  # when the state was last saved to its ConfigMap
+
+
+@dataclass
+class BakeoffView:
+    """One Bakeoff as read in a pass."""
+
+    obj: dict[str, Any]
+    variants: list[dict[str, Any]]
+    mainline: dict[str, Any] | None
+    children: dict[str, dict[str, Any]]  # Deployment name -> object
+    services: set[str]
+    judge_configmap: dict[str, Any] | None
+    gate_reports: dict[str, str | None] = field(default_factory=dict)
+    judge_loaded: bool = True  # False: judge_configmap was not read (read it when the judge state is needed)
+
+
+@dataclass
+class Pass:
+    """One Bakeoff in one pass: what was read, the record being built and what was decided."""
+
+    view: BakeoffView
+    now: float
+    res: Resources
+    status: dict[str, Any]  # a copy of the status as read, updated as the pass goes
+    record: dict[str, dict[str, Any]] = field(default_factory=dict)  # status.variants being built
+    valid: dict[str, dict[str, Any]] = field(default_factory=dict)  # Variants that parse, by name
+    variant_conds: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    mainline: dict[str, Any] | None = None
+    port: int | None = None
+    mainline_error: str | None = None
+    ready: set[str] = field(default_factory=set)
+    state: ControllerState | None = None  # the decision state after reconcile
+    verdict: Verdict | None = None
+    mem: JudgeMemory | None = None
+    handed_over: bool = False
+
+    @property
+    def obj(self) -> dict[str, Any]:
+        return self.view.obj
+
+    @property
+    def bres(self) -> BakeoffResource:
+        return self.res.bakeoff
+
+    @property
+    def ns(self) -> str:
+        return str(self.obj["metadata"]["namespace"])
+
+    @property
+    def name(self) -> str:
+        return str(self.obj["metadata"]["name"])
+
+    @property
+    def mname(self) -> str:
+        return self.res.bakeoff.mainline_name
+
+    @property
+    def gen(self) -> int | None:
+        g = self.obj["metadata"].get("generation")
+        return int(g) if g is not None else None
+
+    @property
+    def decided(self) -> ControllerState:
+        assert self.state is not None, "reconcile ran before the state is used"
+        return self.state
