@@ -54,9 +54,9 @@ from typing import Any
 
 from bakeoff.judge.config import MetricSpec
 from bakeoff.judge.counters import VariantCounters
-from bakeoff.judge.sequential import one_sided_cs_half_width
 from bakeoff.judge.sequential import log_one_sided as log_mixture_one_sided
 from bakeoff.judge.sequential import log_two_sided as log_mixture_two_sided
+from bakeoff.judge.sequential import one_sided_cs_half_width
 
 
 def unit_stats(spec: MetricSpec, v: VariantCounters) -> tuple[float, float, float]:

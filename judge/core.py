@@ -119,8 +119,7 @@ class JudgeState:
         return replace(
             self,
             baselines={
-                k: {"taken_at": b["taken_at"], "variants": {n: c.copy() for n, c in b["variants"].items()}}
-                for k, b in self.baselines.items()
+                k: {**b, "variants": {n: c.copy() for n, c in b["variants"].items()}} for k, b in self.baselines.items()
             },
             totals={k: v.copy() for k, v in self.totals.items()},
             tests={v: {m: copy_test(s) for m, s in ms.items()} for v, ms in self.tests.items()},
@@ -150,7 +149,7 @@ class JudgeState:
             "started_at": self.started_at,
             "last_taken_at": self.last_taken_at,
             "baselines": {
-                k: {"taken_at": b["taken_at"], "variants": {n: c.to_json() for n, c in b["variants"].items()}}
+                k: {**b, "variants": {n: c.to_json() for n, c in b["variants"].items()}}
                 for k, b in self.baselines.items()
             },
             "totals": {k: v.to_json() for k, v in self.totals.items()},
@@ -185,10 +184,7 @@ class JudgeState:
             started_at=d["started_at"],
             last_taken_at=d["last_taken_at"],
             baselines={
-                k: {
-                    "taken_at": b["taken_at"],
-                    "variants": {n: VariantCounters.from_json(c) for n, c in b["variants"].items()},
-                }
+                k: {**b, "variants": {n: VariantCounters.from_json(c) for n, c in b["variants"].items()}}
                 for k, b in d["baselines"].items()
             },
             totals={k: VariantCounters.from_json(v) for k, v in d["totals"].items()},
@@ -275,19 +271,28 @@ def step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Verd
     present: set[str] = set()
     for counters, fingerprint, taken_at in parsed:
         key = _source_key(fingerprint)
+        sources = {f"{rid}@{started!r}" for rid, started in fingerprint}
         present.update(counters)
         base = st.baselines.get(key)
         if base is not None and taken_at is not None and base["taken_at"] is not None and taken_at < base["taken_at"]:
             notes.append("ignored: snapshot is older than the previous one")
             continue
-        if base is None:
-            st.baselines[key] = {"taken_at": taken_at, "variants": counters}
+        # A baseline is stale when a router process in it was since counted under another
+        # key (a merged set that changed): diffing against it would count that again.
+        stale = base is not None and any(
+            other.get("look", 0) > base.get("look", 0) and sources & set(other.get("sources", ()))
+            for k2, other in st.baselines.items()
+            if k2 != key
+        )
+        fresh_base = {"taken_at": taken_at, "variants": counters, "look": st.look, "sources": sorted(sources)}
+        if base is None or stale:
+            st.baselines.pop(key, None)
+            st.baselines[key] = fresh_base
             while len(st.baselines) > MAX_SOURCES:
                 st.baselines.pop(next(iter(st.baselines)))
             if not first_look:
-                # A router process (or set of them) not seen before: its counters may
-                # overlap what was already counted under another key, so only later
-                # increments count.
+                # A router process (or set of them) not seen before, or seen again after
+                # its counts went in under another key: only later increments count.
                 st.resets += 1
                 notes.append("router restarted or counters went backwards: rebased, nothing consumed this look")
                 continue
@@ -295,14 +300,13 @@ def step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Verd
         else:
             old = base["variants"]
             if any(name in old and c.went_backwards(old[name]) for name, c in counters.items()):
-                st.baselines[key] = {"taken_at": taken_at, "variants": counters}
+                st.baselines[key] = fresh_base
                 st.resets += 1
                 notes.append("router restarted or counters went backwards: rebased, nothing consumed this look")
                 continue
             new = {name: (c.minus(old[name]) if name in old else c.copy()) for name, c in counters.items()}
             # A variant missing from this look keeps its last counters as its baseline.
-            base["variants"] = {**old, **counters}
-            base["taken_at"] = taken_at
+            st.baselines[key] = {**fresh_base, "variants": {**old, **counters}}
         for name, inc in new.items():
             increments.setdefault(name, VariantCounters()).add(inc)
         if taken_at is not None:
