@@ -213,7 +213,7 @@ def _weights(config: JudgeConfig) -> float:
     return sum(g.alpha_weight for g in config.guardrails) + (config.objective.alpha_weight if config.objective else 0.0)
 
 
-def test_level(config: JudgeConfig, spec: MetricSpec, n_candidates: int, n_routes: int = 0) -> float:
+def metric_level(config: JudgeConfig, spec: MetricSpec, n_candidates: int, n_routes: int = 0) -> float:
     """The level each of ``spec``'s tests runs at: weighted Bonferroni.
 
     Candidate ``v`` gets ``alpha / k``; within it metric ``g`` gets the share
@@ -470,7 +470,7 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
         ni_all, obj_better, obj_out, obj_bound = True, False, False, -math.inf
         update = fresh and eligible and v not in st.rolled_back
         for spec in cfg.metrics:
-            level = test_level(cfg, spec, k, n_routes)
+            level = metric_level(cfg, spec, k, n_routes)
             mult = alpha / level
             routes: list[str | None] = [None]
             if spec.role == "guardrail":
