@@ -77,7 +77,11 @@ def quantile_index(counts: np.ndarray, q: float) -> int | None:
 
 
 class LatencyTest:
+    """Tests of one latency quantile of one candidate against the control (see the module)."""
+
     def __init__(self, spec: MetricSpec):
+        if spec.quantile is None:
+            raise ValueError(f"{spec.name}: a latency metric needs a quantile")
         self.spec = spec
         self.q = float(spec.quantile)
         self.h = 1 if spec.harm > 0 else -1

@@ -50,6 +50,27 @@ class SnapshotSource:
         except SnapshotError as e:
             raise SourceError(str(e)) from None
 
+    async def fetch_each(self) -> list[dict[str, Any]]:
+        """Each location's snapshot, validated, unmerged (one baseline per router in the judge).
+
+        A location that cannot be read is left out (the judge skips that router for
+        this look); only when none can be read is it an error."""
+        results = await asyncio.gather(*(self._one(loc) for loc in self.locations), return_exceptions=True)
+        out, errors = [], []
+        for loc, r in zip(self.locations, results):
+            if isinstance(r, SourceError):
+                errors.append(str(r))
+                continue
+            if isinstance(r, BaseException):
+                raise r
+            try:
+                out.append(validate(r, loc))
+            except SnapshotError as e:
+                errors.append(str(e))
+        if not out:
+            raise SourceError("; ".join(errors))
+        return out
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
