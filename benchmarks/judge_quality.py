@@ -493,6 +493,46 @@ def s5_routes(run: int) -> dict:
     return {"one_by_route": a, "one_whole": b, "uniform_by_route": c, "uniform_whole": d}
 
 
+def s5_stratification_only(run: int) -> dict:
+    """The same level for both: requests until one latency test rejects "within +10%" for a
+    uniform 1.15x slowdown, fed whole-service increments vs per-route increments (stratified)."""
+    from bakeoff.judge.counters import VariantCounters
+    from bakeoff.judge.latency import LatencyTest
+
+    out = {}
+    for metric in ("latency_p50", "latency_p99"):
+        spec = config_from_dict({"guardrails": [{"metric": metric, "maxIncreaseRatio": 0.1}]}, "s").guardrails[0]
+        rng = np.random.default_rng([127, run])
+        stream = Stream({"mainline": BASE, "v": Arm(median=BASE.median * 1.15)}, rng, routes=ROUTES)
+        test = LatencyTest(spec)
+        whole, strat = test.new_state(), test.new_state()
+        prev = {k: {"lat": np.zeros(NUM_BUCKETS, dtype=np.int64), "r": {}} for k in ("mainline", "v")}
+        thr = math.log(3 * 4 / 0.05)  # one guardrail's share with 3 guardrails, 1 candidate (no route split)
+        n_whole = n_strat = math.inf
+        for look in range(1, 301):
+            stream.advance(200)
+            inc = {}
+            for k in ("mainline", "v"):
+                lat = stream.state[k]["lat"]
+                routes = {r: stream.route_state[k][r]["lat"].copy() for r in ROUTES}
+                inc[k] = (
+                    VariantCounters(latency=lat - prev[k]["lat"]),
+                    {r: VariantCounters(latency=routes[r] - prev[k]["r"].get(r, 0)) for r in ROUTES},
+                )
+                prev[k] = {"lat": lat.copy(), "r": routes}
+            test.update(whole, inc["v"][0], inc["mainline"][0])
+            for r in ROUTES:
+                test.update(strat, inc["v"][1][r], inc["mainline"][1][r])
+            if not math.isfinite(n_whole) and test.evidence(whole, None, None).get("worse", 0) >= thr:
+                n_whole = look * 200
+            if not math.isfinite(n_strat) and test.evidence(strat, None, None).get("worse", 0) >= thr:
+                n_strat = look * 200
+            if math.isfinite(n_whole) and math.isfinite(n_strat):
+                break
+        out[metric] = (n_whole, n_strat)
+    return out
+
+
 def issue12(pool) -> dict:
     q = QUICK
     n1, n2, n3, n4, n5 = (150, 20, 10, 20, 16) if q else (600, 40, 20, 60, 60)
@@ -501,6 +541,7 @@ def issue12(pool) -> dict:
     r3 = pool.map(s3_missing_variant, range(n3), chunksize=2)
     r4 = pool.map(s4_interval_agreement, range(n4), chunksize=2)
     r5 = pool.map(s5_routes, range(n5), chunksize=1)
+    r6 = pool.map(s5_stratification_only, range(n5), chunksize=1)
 
     def rate(rs, key):
         return round(float(np.mean([r[key] for r in rs])), 4)
@@ -535,6 +576,10 @@ def issue12(pool) -> dict:
         "i5_uniform_median_n_whole": med([r["uniform_whole"][1] for r in r5]),
         "i5_uniform_power_by_route": rate([{"x": r["uniform_by_route"][0]} for r in r5], "x"),
         "i5_uniform_power_whole": rate([{"x": r["uniform_whole"][0]} for r in r5], "x"),
+        "i5_same_level_median_n_p50_whole": med([r["latency_p50"][0] for r in r6]),
+        "i5_same_level_median_n_p50_stratified": med([r["latency_p50"][1] for r in r6]),
+        "i5_same_level_median_n_p99_whole": med([r["latency_p99"][0] for r in r6]),
+        "i5_same_level_median_n_p99_stratified": med([r["latency_p99"][1] for r in r6]),
     }
 
 
