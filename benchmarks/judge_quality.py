@@ -346,8 +346,11 @@ def s1_ramp(run: int) -> dict:
     }
 
 
+PER_LOOK_S2 = 1000  # requests per arm per 10 s look: enough for evidence to pass any cap
+
+
 def s2_regress_after_ni(run: int) -> dict:
-    """10 equal minutes (a look every 10 s, 100 requests per arm), then the median 1.5x slower."""
+    """10 equal minutes (a look every 10 s), then the median 1.5x slower."""
     rng = np.random.default_rng([122, run])
     cfg = config_from_dict(
         {
@@ -363,14 +366,14 @@ def s2_regress_after_ni(run: int) -> dict:
     stream = Stream({"mainline": BASE, "v": BASE}, rng)
     st = JudgeState.new(cfg)
     for _ in range(60):
-        stream.advance(100, dt=10.0)
+        stream.advance(PER_LOOK_S2, dt=10.0)
         st, verdict = step(st, stream.snapshot(), stream.t)
     ni = verdict.variants["v"].metrics["latency_p50"].state == "non_inferior"
     slow = Arm(median=0.15)
     stream.arms["v"] = slow
     stream.probs["v"] = slow.bucket_probs()
     for look in range(60):
-        stream.advance(100, dt=10.0)
+        stream.advance(PER_LOOK_S2, dt=10.0)
         st, verdict = step(st, stream.snapshot(), stream.t)
         if verdict.decision.rollback:
             mv = verdict.variants["v"].metrics["latency_p50"]
