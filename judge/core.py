@@ -225,14 +225,21 @@ def metric_level(config: JudgeConfig, spec: MetricSpec, n_candidates: int, n_rou
     """
     k = max(1, n_candidates)
     share = config.alpha * spec.alpha_weight / (k * _weights(config))
-    if spec.role == "guardrail" and n_routes:
+    if n_routes and per_route(spec):
         share /= n_routes + 1
     return share
 
 
+def per_route(spec: MetricSpec) -> bool:
+    """Judged per route when the snapshot has ``by_route``: the guardrails the router
+    records per route (errors and latency; business metrics are whole-service only)."""
+    return spec.role == "guardrail" and spec.kind in ("error_rate", "latency")
+
+
 def family_size(config: JudgeConfig, n_candidates: int, n_routes: int = 0) -> int:
     """Number of decision tests (what ``alpha`` is split over)."""
-    per_variant = len(config.guardrails) * (n_routes + 1 if n_routes else 1) + (1 if config.objective else 0)
+    per_variant = sum(n_routes + 1 if n_routes and per_route(g) else 1 for g in config.guardrails)
+    per_variant += 1 if config.objective else 0
     return max(1, n_candidates) * max(1, per_variant)
 
 
@@ -346,11 +353,11 @@ def step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Verd
         for spec in cfg.metrics:
             t = _test_for(spec)
             ts = tests.setdefault(_key(spec), t.new_state())
-            if spec.role == "guardrail" and shared:
+            if shared and per_route(spec):
                 # Stratified by route: each route's batch is compared with the same route's
-                # batch of the control, and the evidence adds up (Cochran-Mantel-Haenszel
-                # style pooling of independent strata), so a shift in the traffic mix
-                # between routes is not mistaken for a change of the variant.
+                # batch of the control and the evidence of the routes adds up -- pooling of
+                # independent strata as in Mantel & Haenszel (JNCI 22, 1959) -- so a shift in
+                # the traffic mix between routes is not mistaken for a change of the variant.
                 for r in shared:
                     t.update(ts, inc_v.routes[r], inc_c.routes[r], _route(pri_v, r), _route(pri_c, r))
                     rts = tests.setdefault(_key(spec, r), t.new_state())
@@ -473,7 +480,7 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
             level = metric_level(cfg, spec, k, n_routes)
             mult = alpha / level
             routes: list[str | None] = [None]
-            if spec.role == "guardrail":
+            if per_route(spec):
                 routes += [r for r in st.routes if _key(spec, r) in st.tests.get(v, {})]
             for route in routes:
                 key = _key(spec, route)

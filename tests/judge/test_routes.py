@@ -104,3 +104,24 @@ def test_routes_count_in_the_family_and_snapshots_without_them_behave_as_before(
     assert all(mv.route is None for mv in without.variants["v"].metrics.values())
     # the per-route p-values carry the split: 4 tests per guardrail instead of 1
     assert set(without.variants["v"].metrics) == {"error_rate", "latency_p99", "latency_p50"}
+
+
+def test_business_guardrails_stay_whole_service_with_routes():
+    """by_route has no business metrics: a conversion guardrail is judged on the whole service."""
+    cfg = make_config(
+        guardrails=[
+            {"metric": "latency_p50", "maxIncreaseRatio": 0.1},
+            {"metric": "conversion", "kind": "proportion", "maxDecrease": 0.01},
+        ],
+        objective=None,
+    )
+    stream = Stream({"mainline": Arm(), "v": Arm()}, np.random.default_rng(8), routes=ROUTES)
+    st = JudgeState.new(cfg)
+    for _ in range(3):
+        stream.advance(2000)
+        st, verdict = step(st, stream.snapshot(), stream.t)
+    metrics = verdict.variants["v"].metrics
+    assert "conversion @checkout" not in metrics and "latency_p50 @checkout" in metrics
+    conv = metrics["conversion"]
+    assert conv.candidate == stream.state["v"]["conv"] / stream.state["v"]["requests"] > 0
+    assert verdict.tests_in_family == family_size(cfg, 1, 3) == 4 + 1
