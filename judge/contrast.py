@@ -60,7 +60,9 @@ from bakeoff.judge.sequential import one_sided_cs_half_width
 
 
 def unit_stats(spec: MetricSpec, v: VariantCounters) -> tuple[float, float, float]:
-    """(n, mean, per-unit variance) of the metric in cumulative counters."""
+    """(n, mean, per-unit variance) of the metric in cumulative counters: the Bernoulli
+    variance with a +1/2 continuity smoothing (Agresti & Coull, "Approximate is better than
+    'exact'", The American Statistician 1998, in spirit) or the sample variance."""
     if spec.kind in ("error_rate", "proportion"):
         x, n = binary_counts(spec, v)
         p = (x + 0.5) / (n + 1.0)
@@ -204,8 +206,10 @@ class ContrastTest:
     def _tau2(self, st: dict[str, Any], name: str, tot_t, tot_c) -> float:
         """The mixing variance, fixed the first time it can be estimated.
 
-        A mixture martingale needs one fixed mixing distribution: re-estimating
-        tau on every look would mix a different prior each time."""
+        A mixture martingale needs one fixed mixing distribution (Robbins 1970;
+        Johari et al. 2022, Section 3): re-estimating tau on every look would mix
+        a different prior each time.  ``tau = effect_size * sigma`` as in the
+        module docstring."""
         frozen = st.setdefault("tau2", {})
         if name in frozen:
             return float(frozen[name])
@@ -218,7 +222,8 @@ class ContrastTest:
         return float(frozen[name])
 
     def evidence(self, st: dict[str, Any], tot_t, tot_c) -> dict[str, float]:
-        """log Lambda of each test (before running maxima)."""
+        """log Lambda of each test (before running maxima): the two-sided and half-normal
+        mixtures of Robbins (1970) as used by Johari, Pekelis, Walsh (2022)."""
         h = self.spec.harm
         out: dict[str, float] = {}
         w1, i1 = st["acc"]["diff"]

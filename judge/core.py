@@ -16,7 +16,10 @@ Bonferroni over the ``m = k * (G + 1)`` decision tests (G "worse" tests and
 one promotion per candidate) bounds the family-wise false-decision rate by
 ``alpha`` at every time, because always-valid p-values satisfy
 ``P(exists t: p_t <= a) <= a`` for each test and the union bound needs no
-independence.  Promotion is an intersection-union test (Berger 1982; the
+independence.  The split may be weighted (``alphaWeight``: metric ``g`` at
+``alpha/k * w_g/sum(w)``, Holm 1979), and a guardrail judged per route splits
+its share over its ``R`` route tests and the stratified whole-service test
+(:func:`metric_level`).  Promotion is an intersection-union test (Berger 1982; the
 shipping rule of Schultzberg, Ankargren, Frånberg, "Risk-aware product
 decisions in A/B tests with multiple metrics", 2024): promoting a variant
 that is not better, or is worse than tolerated on some guardrail, needs at
@@ -388,7 +391,9 @@ def _tolerance_change(spec: MetricSpec, control: float) -> float:
 
 
 def _implied(spec: MetricSpec, state: str, control: float) -> tuple[float, float]:
-    """The one-sided set a state's rejected test implies for the change (lo, hi)."""
+    """The one-sided set a state's rejected test implies for the change (lo, hi): the set
+    of parameters that test did not reject (test/confidence-set duality, e.g. Lehmann &
+    Romano, Testing Statistical Hypotheses, Section 3.5)."""
     h = spec.harm
     if state == WORSE:
         bound = 0.0 if spec.role == "objective" else _tolerance_change(spec, control)

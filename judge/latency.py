@@ -116,7 +116,9 @@ class LatencyTest:
         for one batch.
 
         Threshold: the q-quantile of the control's counts pooled with the
-        candidate's shifted down by s buckets.  V = 0 marks "no information".
+        candidate's shifted down by s buckets (Howard & Ramdas 2022's reduction of a
+        quantile to exceedances); V is the exact permutation variance of the difference
+        of exceedance rates given the pooled batch.  V = 0 marks "no information".
         """
         n_t, n_c = int(ct.sum()), int(cc.sum())
         N = n_t + n_c
@@ -196,6 +198,9 @@ class LatencyTest:
         return above, below
 
     def evidence(self, st, tot_t, tot_c) -> dict[str, float]:
+        """log Lambda of each decision test: running maxima of the two-sided normal mixture
+        (Robbins 1970; Johari et al. 2022) split by the sign of the drift, made monotone in
+        the ratio (Robbins' duality between tests and confidence sets)."""
         W, I = st["W"], st["I"]
         if not np.any(I > 0):
             return {}
@@ -213,6 +218,9 @@ class LatencyTest:
         }
 
     def estimate(self, st, tot_t, tot_c, alpha_ci: float) -> dict[str, Any]:
+        """Estimate and confidence sequence: the grid ratios no test has excluded at level
+        ``alpha_ci`` (Howard, Ramdas, McAuliffe, Sekhon 2021 for confidence sequences by
+        test inversion); the estimate is where the exceedance difference changes sign."""
         it = quantile_index(tot_t.latency, self.q)
         ic = quantile_index(tot_c.latency, self.q)
         qt = bucket_value(it) if it is not None else math.nan
