@@ -49,6 +49,7 @@ class MetricSpec:
     quantile: float | None = None
     per: str = "request"  # for business metrics: denominator = requests or reported values
     effect_size: float = 0.05
+    alpha_weight: float = 1.0  # share of the candidate's alpha (weighted Bonferroni), before normalising
 
     @property
     def label(self) -> str:
@@ -63,6 +64,7 @@ class MetricSpec:
             "tolerance": self.tolerance,
             "relative": self.relative,
             "quantile": self.quantile,
+            "alpha_weight": self.alpha_weight,
         }
 
 
@@ -131,10 +133,29 @@ def _kind_of(name: str, declared: Any, where: str) -> tuple[str, float | None]:
     if name.startswith("latency"):
         raise JudgeConfigError(f"{where}.metric {name!r}: latency metrics are named latency_pNN, e.g. latency_p99")
     if declared is None:
-        declared = "proportion"
+        # A business metric is whatever the service reports, so a misspelt built-in
+        # ("p95_latency", "error-rate") would silently become one that never gets data.
+        # Declaring the kind is what makes a name a business metric.
+        hint = _builtin_hint(name)
+        raise JudgeConfigError(
+            f"{where}.metric {name!r} is not a built-in metric (error_rate, latency_pNN such as latency_p99)"
+            + (f"; did you mean {hint!r}?" if hint else "")
+            + f" A business metric reported by the service needs {where.rsplit(': ', 1)[-1]}.kind: proportion or mean"
+        )
     if declared not in ("proportion", "mean"):
         raise JudgeConfigError(f"{where}.kind must be 'proportion' or 'mean'")
     return declared, None
+
+
+def _builtin_hint(name: str) -> str | None:
+    """The built-in metric a misspelt name most likely meant, if any."""
+    low = name.lower()
+    digits = re.findall(r"\d{1,2}(?:\.\d+)?", low)
+    if ("lat" in low or re.search(r"(^|[^a-z])p\d", low)) and digits:
+        return f"latency_p{digits[0]}"
+    if "err" in low:
+        return "error_rate"
+    return None
 
 
 _TOLERANCE_KEYS = {
@@ -148,7 +169,7 @@ _TOLERANCE_KEYS = {
 def _metric(raw: Any, where: str, role: str) -> MetricSpec:
     if not isinstance(raw, dict):
         raise JudgeConfigError(f"{where} must be a mapping")
-    allowed = {"metric", "kind", "direction", "per", "effectSize", *_TOLERANCE_KEYS}
+    allowed = {"metric", "kind", "direction", "per", "effectSize", "alphaWeight", *_TOLERANCE_KEYS}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise JudgeConfigError(f"{where}: unknown field {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
@@ -165,6 +186,9 @@ def _metric(raw: Any, where: str, role: str) -> MetricSpec:
     if "effectSize" in raw:
         effect = _num(raw, "effectSize", where, positive=True, maximum=10)
     tol_keys = [k for k in _TOLERANCE_KEYS if k in raw]
+    weight = 1.0
+    if "alphaWeight" in raw:
+        weight = _num(raw, "alphaWeight", where, positive=True, maximum=1000)
     if role == "guardrail":
         if "direction" in raw:
             raise JudgeConfigError(
@@ -189,7 +213,7 @@ def _metric(raw: Any, where: str, role: str) -> MetricSpec:
             raise JudgeConfigError(f"{where}.{key} must be at most 1 (a 100% rise)")
         if kind == "error_rate" and not relative and tol >= 1:
             raise JudgeConfigError(f"{where}.{key} is a fraction of requests and must be below 1")
-        return MetricSpec(name, kind, role, harm, tol, relative, quantile, per, effect)
+        return MetricSpec(name, kind, role, harm, tol, relative, quantile, per, effect, weight)
     # objective
     if tol_keys:
         raise JudgeConfigError(f"{where}.{tol_keys[0]}: the objective has a direction, not a tolerance")
@@ -199,7 +223,7 @@ def _metric(raw: Any, where: str, role: str) -> MetricSpec:
     if direction not in ("higher", "lower"):
         raise JudgeConfigError(f"{where}.direction must be 'higher' or 'lower'")
     harm = -1 if direction == "higher" else 1
-    return MetricSpec(name, kind, role, harm, 0.0, False, quantile, per, effect)
+    return MetricSpec(name, kind, role, harm, 0.0, False, quantile, per, effect, weight)
 
 
 _JUDGE_KEYS = {
@@ -226,6 +250,16 @@ def config_from_dict(raw: Any, origin: str = "judge config") -> JudgeConfig:
             raise JudgeConfigError(f"{origin}: spec.judge is missing")
         raw = spec["judge"]
         prefix = "spec.judge."
+        mainline = spec.get("mainline")
+        mname = mainline.get("name", "mainline") if isinstance(mainline, dict) else "mainline"
+        if isinstance(raw, dict):
+            # The control of a bake-off is its mainline: spec.mainline.name (default "mainline").
+            if "control" in raw and raw["control"] != mname:
+                raise JudgeConfigError(
+                    f"{origin}: spec.judge.control must be the mainline's name {mname!r} (or omitted),"
+                    f" got {raw['control']!r}"
+                )
+            raw = {**raw, "control": mname}
     else:
         prefix = ""
     if not isinstance(raw, dict):

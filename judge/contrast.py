@@ -54,22 +54,20 @@ from typing import Any
 
 from bakeoff.judge.config import MetricSpec
 from bakeoff.judge.counters import VariantCounters
-from bakeoff.judge.sequential import cs_half_width
 from bakeoff.judge.sequential import log_one_sided as log_mixture_one_sided
 from bakeoff.judge.sequential import log_two_sided as log_mixture_two_sided
+from bakeoff.judge.sequential import one_sided_cs_half_width
 
 
 def unit_stats(spec: MetricSpec, v: VariantCounters) -> tuple[float, float, float]:
-    """(n, mean, per-unit variance) of the metric in cumulative counters."""
-    if spec.kind == "error_rate":
-        n = v.requests
-        p = (v.errors + 0.5) / (n + 1.0)
-        return n, (v.errors / n if n else math.nan), p * (1 - p)
+    """(n, mean, per-unit variance) of the metric in cumulative counters: the Bernoulli
+    variance with a +1/2 continuity smoothing (Agresti & Coull, "Approximate is better than
+    'exact'", The American Statistician 1998, in spirit) or the sample variance."""
+    if spec.kind in ("error_rate", "proportion"):
+        x, n = binary_counts(spec, v)
+        p = (x + 0.5) / (n + 1.0)
+        return n, (x / n if n else math.nan), max(p * (1 - p), 1e-12)
     count, s, sq = v.metrics.get(spec.name, (0, 0.0, 0.0))
-    if spec.kind == "proportion":
-        n = v.requests
-        p = min(1.0, (count + 0.5) / (n + 1.0))
-        return n, (count / n if n else math.nan), max(p * (1 - p), 1e-12)
     n = v.requests if spec.per == "request" else count
     if n <= 0:
         return 0, math.nan, math.nan
@@ -121,20 +119,28 @@ def null_variances(
 
 
 def binary_counts(spec: MetricSpec, v: VariantCounters) -> tuple[float, int]:
-    """(events, requests) of an error rate or proportion (events capped at requests)."""
-    n = v.requests
-    x = v.errors if spec.kind == "error_rate" else v.metrics.get(spec.name, (0, 0.0, 0.0))[0]
-    return float(min(max(x, 0), n)), n
+    """(events, trials) of an error rate or a proportion, events capped into [0, trials].
+
+    Error rate: errors out of the requests that got a response (``upgraded``
+    101s are neither).  Proportion: the *sum* of the reported 0/1 values out of
+    all requests -- a request reporting ``conversion: 0`` is a trial without a
+    conversion, exactly like a request reporting nothing.
+    """
+    if spec.kind == "error_rate":
+        n = v.exchanges
+        x = float(v.errors)
+    else:
+        n = v.requests
+        x = v.metrics.get(spec.name, (0, 0.0, 0.0))[1]
+    return float(min(max(x, 0.0), n)), n
 
 
 def batch_mean(spec: MetricSpec, inc: VariantCounters) -> tuple[int, float]:
-    if spec.kind == "error_rate":
-        n = inc.requests
-        return n, (inc.errors / n if n > 0 else math.nan)
+    """(units, mean) of the metric over one batch of new requests."""
+    if spec.kind in ("error_rate", "proportion"):
+        x, n = binary_counts(spec, inc)
+        return n, (x / n if n > 0 else math.nan)
     count, s, _ = inc.metrics.get(spec.name, (0, 0.0, 0.0))
-    if spec.kind == "proportion":
-        n = inc.requests
-        return n, (count / n if n > 0 else math.nan)
     n = inc.requests if spec.per == "request" else count
     return n, (s / n if n > 0 else math.nan)
 
@@ -159,20 +165,35 @@ class ContrastTest:
         self.null_var = self.binary and (self.c_tol != 1.0 or self.a_tol != 0.0)
 
     def new_state(self) -> dict[str, Any]:
-        return {"acc": {"diff": [0.0, 0.0], "tol": [0.0, 0.0]}}
+        return {"acc": {"diff": [0.0, 0.0], "tol": [0.0, 0.0]}, "tau2": {}}
 
     def _variances(self, name: str, tot_t, tot_c) -> tuple[float, float]:
         if name == "tol" and self.null_var:
             return null_variances(self.spec, tot_t, tot_c, self.c_tol, self.a_tol)
         return unit_stats(self.spec, tot_t)[2], unit_stats(self.spec, tot_c)[2]
 
-    def update(self, st: dict[str, Any], inc_t, inc_c, tot_t, tot_c) -> None:
+    def update(self, st: dict[str, Any], inc_t, inc_c, prior_t, prior_c) -> None:
+        """Add one batch.  ``prior_*``: the totals *before* this batch.
+
+        The batch's weight ``1/v_j`` must be predictable -- fixed before the
+        batch is seen -- or the weighted sum is no longer a martingale: with
+        variances from totals that include the batch, a batch with more errors
+        raises its own variance and lowers its own weight, which biases a
+        low-traffic arm towards "fewer errors" (a 5% arm's one-sided false
+        alarms were 0.125 vs ~0 the other way).  Predictable plug-in variances
+        keep the increments' conditional mean at zero under the null (the
+        condition of the martingale central limit theorem used by Johari et
+        al. 2022, Section 4; cf. Waudby-Smith, Arbour, Sinha, Kennedy, Ramdas,
+        "Time-uniform central limit theory and asymptotic confidence
+        sequences", Annals of Statistics 2024, which builds asymptotic
+        confidence sequences from predictable variance estimates).
+        """
         n_t, m_t = batch_mean(self.spec, inc_t)
         n_c, m_c = batch_mean(self.spec, inc_c)
         if n_t <= 0 or n_c <= 0 or not (math.isfinite(m_t) and math.isfinite(m_c)):
             return
         for name, c, a in (("diff", 1.0, 0.0), ("tol", self.c_tol, self.a_tol)):
-            var_t, var_c = self._variances(name, tot_t, tot_c)
+            var_t, var_c = self._variances(name, prior_t, prior_c)
             if not (math.isfinite(var_t) and math.isfinite(var_c)):
                 continue
             v = var_t / n_t + c * c * var_c / n_c
@@ -182,39 +203,54 @@ class ContrastTest:
             acc[0] += (m_t - c * m_c - a) / v
             acc[1] += 1.0 / v
 
-    def _tau2(self, name: str, tot_t, tot_c) -> float:
+    def _tau2(self, st: dict[str, Any], name: str, tot_t, tot_c) -> float:
+        """The mixing variance, fixed the first time it can be estimated.
+
+        A mixture martingale needs one fixed mixing distribution (Robbins 1970;
+        Johari et al. 2022, Section 3): re-estimating tau on every look would mix
+        a different prior each time.  ``tau = effect_size * sigma`` as in the
+        module docstring."""
+        frozen = st.setdefault("tau2", {})
+        if name in frozen:
+            return float(frozen[name])
         c = self.c_tol if name == "tol" else 1.0
         var_t, var_c = self._variances(name, tot_t, tot_c)
         sigma2 = (var_t + c * c * var_c) / 2.0
         if not (math.isfinite(sigma2) and sigma2 > 0):
             return math.nan
-        return (self.spec.effect_size**2) * sigma2
+        frozen[name] = (self.spec.effect_size**2) * sigma2
+        return float(frozen[name])
 
     def evidence(self, st: dict[str, Any], tot_t, tot_c) -> dict[str, float]:
-        """log Lambda of each test (before running maxima)."""
+        """log Lambda of each test (before running maxima): the two-sided and half-normal
+        mixtures of Robbins (1970) as used by Johari, Pekelis, Walsh (2022)."""
         h = self.spec.harm
         out: dict[str, float] = {}
         w1, i1 = st["acc"]["diff"]
-        tau1 = self._tau2("diff", tot_t, tot_c)
+        tau1 = self._tau2(st, "diff", tot_t, tot_c)
         if i1 > 0 and math.isfinite(tau1):
             out["no_change"] = float(log_mixture_two_sided(w1, i1, tau1))
             out["better"] = float(log_mixture_one_sided(-h * w1, i1, tau1))
             out["worse_than_control"] = float(log_mixture_one_sided(h * w1, i1, tau1))
         w0, it = st["acc"]["tol"]
-        taut = self._tau2("tol", tot_t, tot_c)
+        taut = self._tau2(st, "tol", tot_t, tot_c)
         if it > 0 and math.isfinite(taut):
             out["worse"] = float(log_mixture_one_sided(h * w0, it, taut))
             out["non_inferior"] = float(log_mixture_one_sided(-h * w0, it, taut))
         return out
 
     def estimate(self, st: dict[str, Any], tot_t, tot_c, alpha_ci: float) -> dict[str, Any]:
+        """Estimate and this look's confidence sequence: a lower and an upper one-sided
+        mixture bound at ``alpha_ci`` each (so ``1 - 2 alpha_ci`` jointly), the inversion of
+        the very tests behind "better" and "worse than control" (Robbins 1970; Howard,
+        Ramdas, McAuliffe, Sekhon 2021 for the duality)."""
         _, mean_t, _ = unit_stats(self.spec, tot_t)
         _, mean_c, _ = unit_stats(self.spec, tot_c)
         w1, i1 = st["acc"]["diff"]
-        tau1 = self._tau2("diff", tot_t, tot_c)
+        tau1 = float(st.get("tau2", {}).get("diff", math.nan))
         if i1 > 0 and math.isfinite(tau1):
             est = w1 / i1
-            hw = cs_half_width(i1, tau1, alpha_ci)
+            hw = one_sided_cs_half_width(i1, tau1, alpha_ci)
             ci = (est - hw, est + hw)
         else:
             est, ci = math.nan, (math.nan, math.nan)

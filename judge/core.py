@@ -16,7 +16,10 @@ Bonferroni over the ``m = k * (G + 1)`` decision tests (G "worse" tests and
 one promotion per candidate) bounds the family-wise false-decision rate by
 ``alpha`` at every time, because always-valid p-values satisfy
 ``P(exists t: p_t <= a) <= a`` for each test and the union bound needs no
-independence.  Promotion is an intersection-union test (Berger 1982; the
+independence.  The split may be weighted (``alphaWeight``: metric ``g`` at
+``alpha/k * w_g/sum(w)``, Holm 1979), and a guardrail judged per route splits
+its share over its ``R`` route tests and the stratified whole-service test
+(:func:`metric_level`).  Promotion is an intersection-union test (Berger 1982; the
 shipping rule of Schultzberg, Ankargren, Frånberg, "Risk-aware product
 decisions in A/B tests with multiple metrics", 2024): promoting a variant
 that is not better, or is worse than tolerated on some guardrail, needs at
@@ -67,34 +70,44 @@ from bakeoff.judge.verdict import (
     Verdict,
 )
 
-STATE_FORMAT = "bakeoff.judge-state/v2"
+STATE_FORMAT = "bakeoff.judge-state/v3"
 
 
 @functools.lru_cache(maxsize=256)
-def _test_for(spec: MetricSpec):
+def _test_for(spec: MetricSpec) -> LatencyTest | ContrastTest:
     return LatencyTest(spec) if spec.kind == "latency" else ContrastTest(spec)
 
 
-def _key(spec: MetricSpec) -> str:
-    return f"{spec.role}:{spec.name}"
+def _key(spec: MetricSpec, route: str | None = None) -> str:
+    base = f"{spec.role}:{spec.name}"
+    return base if route is None else f"{base}@{route}"
+
+
+MAX_SOURCES = 64  # baselines kept (one per router process or merged set of them)
 
 
 @dataclass
 class JudgeState:
-    """Everything the judge remembers between looks (serialisable with to_json)."""
+    """Everything the judge remembers between looks (serialisable with to_json).
+
+    ``baselines``: per source (one router process, or one merged set of them:
+    ``router_id@started_at`` joined), the last counters seen of *each variant*
+    and when they were taken.  A variant missing from a look keeps its
+    baseline, so when it returns only its new requests count.
+    """
 
     config: JudgeConfig
     look: int = 0
     started_at: float | None = None
     last_taken_at: float | None = None
-    fingerprint: tuple = ()
-    baseline: dict[str, VariantCounters] | None = None
+    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
     totals: dict[str, VariantCounters] = field(default_factory=dict)
     tests: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # variant -> metric key -> state
-    best: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # running max log Lambda
+    best: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # running max log Lambda, CI
     rolled_back: dict[str, str] = field(default_factory=dict)
     out: dict[str, str] = field(default_factory=dict)
     seen_candidates: list[str] = field(default_factory=list)
+    routes: list[str] = field(default_factory=list)
     final: dict[str, Any] | None = None
     resets: int = 0
 
@@ -108,13 +121,16 @@ class JudgeState:
 
         return replace(
             self,
-            baseline=None if self.baseline is None else {k: v.copy() for k, v in self.baseline.items()},
+            baselines={
+                k: {**b, "variants": {n: c.copy() for n, c in b["variants"].items()}} for k, b in self.baselines.items()
+            },
             totals={k: v.copy() for k, v in self.totals.items()},
             tests={v: {m: copy_test(s) for m, s in ms.items()} for v, ms in self.tests.items()},
             best={v: {m: dict(s) for m, s in ms.items()} for v, ms in self.best.items()},
             rolled_back=dict(self.rolled_back),
             out=dict(self.out),
             seen_candidates=list(self.seen_candidates),
+            routes=list(self.routes),
             final=None if self.final is None else dict(self.final),
         )
 
@@ -135,14 +151,17 @@ class JudgeState:
             "look": self.look,
             "started_at": self.started_at,
             "last_taken_at": self.last_taken_at,
-            "fingerprint": [list(f) for f in self.fingerprint],
-            "baseline": None if self.baseline is None else {k: v.to_json() for k, v in self.baseline.items()},
+            "baselines": {
+                k: {**b, "variants": {n: c.to_json() for n, c in b["variants"].items()}}
+                for k, b in self.baselines.items()
+            },
             "totals": {k: v.to_json() for k, v in self.totals.items()},
             "tests": enc(self.tests),
             "best": enc(self.best),
             "rolled_back": self.rolled_back,
             "out": self.out,
             "seen_candidates": self.seen_candidates,
+            "routes": self.routes,
             "final": self.final,
             "resets": self.resets,
         }
@@ -167,16 +186,17 @@ class JudgeState:
             look=d["look"],
             started_at=d["started_at"],
             last_taken_at=d["last_taken_at"],
-            fingerprint=tuple(tuple(f) for f in d["fingerprint"]),
-            baseline=None
-            if d["baseline"] is None
-            else {k: VariantCounters.from_json(v) for k, v in d["baseline"].items()},
+            baselines={
+                k: {**b, "variants": {n: VariantCounters.from_json(c) for n, c in b["variants"].items()}}
+                for k, b in d["baselines"].items()
+            },
             totals={k: VariantCounters.from_json(v) for k, v in d["totals"].items()},
             tests=dec(d["tests"]),
             best=dec(d["best"]),
             rolled_back=dict(d["rolled_back"]),
             out=dict(d["out"]),
             seen_candidates=list(d["seen_candidates"]),
+            routes=list(d.get("routes", [])),
             final=d["final"],
             resets=d.get("resets", 0),
         )
@@ -192,58 +212,131 @@ def _deep(x):
     return x
 
 
-def family_size(config: JudgeConfig, n_candidates: int) -> int:
-    per_variant = len(config.guardrails) + (1 if config.objective else 0)
+def _weights(config: JudgeConfig) -> float:
+    return sum(g.alpha_weight for g in config.guardrails) + (config.objective.alpha_weight if config.objective else 0.0)
+
+
+def metric_level(config: JudgeConfig, spec: MetricSpec, n_candidates: int, n_routes: int = 0) -> float:
+    """The level each of ``spec``'s tests runs at: weighted Bonferroni.
+
+    Candidate ``v`` gets ``alpha / k``; within it metric ``g`` gets the share
+    ``w_g / sum(w)`` of its ``alphaWeight`` (Holm 1979, Section 3: weighted
+    Bonferroni keeps the family-wise error at ``alpha`` for any positive
+    weights, because ``sum_g alpha w_g / sum(w) = alpha``).  A guardrail judged
+    per route splits its share again over the routes and the stratified
+    whole-service test (``n_routes + 1`` tests).
+    """
+    k = max(1, n_candidates)
+    share = config.alpha * spec.alpha_weight / (k * _weights(config))
+    if n_routes and per_route(spec):
+        share /= n_routes + 1
+    return share
+
+
+def per_route(spec: MetricSpec) -> bool:
+    """Judged per route when the snapshot has ``by_route``: the guardrails the router
+    records per route (errors and latency; business metrics are whole-service only)."""
+    return spec.role == "guardrail" and spec.kind in ("error_rate", "latency")
+
+
+def family_size(config: JudgeConfig, n_candidates: int, n_routes: int = 0) -> int:
+    """Number of decision tests (what ``alpha`` is split over)."""
+    per_variant = sum(n_routes + 1 if n_routes and per_route(g) else 1 for g in config.guardrails)
+    per_variant += 1 if config.objective else 0
     return max(1, n_candidates) * max(1, per_variant)
 
 
+def _source_key(fingerprint: tuple) -> str:
+    return "|".join(f"{rid}@{started!r}" for rid, started in fingerprint)
+
+
 def step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Verdict]:
-    """Consume one snapshot; return the new state and the verdict. Never raises on bad data."""
+    """Consume one look; return the new state and the verdict. Never raises on bad data.
+
+    ``snapshot``: one snapshot (possibly already merged from several routers)
+    or a list of them, one per router process, each with its own baseline.
+    """
     st = state.copy()
     st.look += 1
     cfg = st.config
     notes: list[str] = []
-    try:
-        counters, fingerprint, taken_at = parse_snapshot(snapshot)
-    except InvalidSnapshot as e:
-        notes.append(f"ignored: {e}")
+    parts = snapshot if isinstance(snapshot, list) else [snapshot]
+    parsed = []
+    for part in parts:
+        try:
+            parsed.append(parse_snapshot(part))
+        except InvalidSnapshot as e:
+            notes.append(f"ignored: {e}")
+    if not parsed:
+        if not parts:
+            notes.append("ignored: no snapshot")
         return st, _verdict(st, now, notes, fresh=False)
 
     if not isinstance(now, (int, float)) or not math.isfinite(now):
         notes.append("ignored: time is not a finite number")
         return st, _verdict(st, now if isinstance(now, (int, float)) else math.nan, notes, fresh=False)
 
-    if taken_at is not None and st.last_taken_at is not None and taken_at < st.last_taken_at:
-        notes.append("ignored: snapshot is older than the previous one")
-        return st, _verdict(st, now, notes, fresh=False)
-
-    base = st.baseline
-    if base is not None:
-        reset = fingerprint != st.fingerprint
-        if not reset:
-            reset = any(counters.get(name, VariantCounters()).went_backwards(b) for name, b in base.items())
-        if reset:
-            st.baseline, st.fingerprint, st.last_taken_at = counters, fingerprint, taken_at
-            st.resets += 1
-            notes.append("router restarted or counters went backwards: rebased, nothing consumed this look")
-            return st, _verdict(st, now, notes, fresh=False)
-    else:
-        base = {}
-
-    increments = {name: c.minus(base[name]) if name in base else c.copy() for name, c in counters.items()}
-    st.baseline, st.fingerprint, st.last_taken_at = counters, fingerprint, taken_at
+    first_look = not st.baselines
+    increments: dict[str, VariantCounters] = {}
+    present: set[str] = set()
+    for counters, fingerprint, taken_at in parsed:
+        key = _source_key(fingerprint)
+        sources = {f"{rid}@{started!r}" for rid, started in fingerprint}
+        present.update(counters)
+        base = st.baselines.get(key)
+        if base is not None and taken_at is not None and base["taken_at"] is not None and taken_at < base["taken_at"]:
+            notes.append("ignored: snapshot is older than the previous one")
+            continue
+        # A baseline is stale when a router process in it was since counted under another
+        # key (a merged set that changed): diffing against it would count that again.
+        stale = base is not None and any(
+            other.get("look", 0) > base.get("look", 0) and sources & set(other.get("sources", ()))
+            for k2, other in st.baselines.items()
+            if k2 != key
+        )
+        fresh_base = {"taken_at": taken_at, "variants": counters, "look": st.look, "sources": sorted(sources)}
+        if base is None or stale:
+            st.baselines.pop(key, None)
+            st.baselines[key] = fresh_base
+            while len(st.baselines) > MAX_SOURCES:
+                st.baselines.pop(next(iter(st.baselines)))
+            if not first_look:
+                # A router process (or set of them) not seen before, or seen again after
+                # its counts went in under another key: only later increments count.
+                st.resets += 1
+                notes.append("router restarted or counters went backwards: rebased, nothing consumed this look")
+                continue
+            new = {name: c.copy() for name, c in counters.items()}
+        else:
+            old = base["variants"]
+            if any(name in old and c.went_backwards(old[name]) for name, c in counters.items()):
+                st.baselines[key] = fresh_base
+                st.resets += 1
+                notes.append("router restarted or counters went backwards: rebased, nothing consumed this look")
+                continue
+            new = {name: (c.minus(old[name]) if name in old else c.copy()) for name, c in counters.items()}
+            # A variant missing from this look keeps its last counters as its baseline.
+            st.baselines[key] = {**fresh_base, "variants": {**old, **counters}}
+        for name, inc in new.items():
+            increments.setdefault(name, VariantCounters()).add(inc)
+        if taken_at is not None:
+            st.last_taken_at = max(st.last_taken_at or taken_at, taken_at)
 
     if not any(inc.requests > 0 for inc in increments.values()):
-        if not counters:
+        if not present:
             notes.append("no variants in the snapshot yet")
         return st, _verdict(st, now, notes, fresh=False)
     if st.started_at is None:
         st.started_at = float(now)
 
     ctrl = cfg.control
-    for name in counters:
+    for name in present:
         if name != ctrl and name not in st.seen_candidates:
             st.seen_candidates.append(name)
+    for inc in increments.values():
+        for r in inc.routes:
+            if r not in st.routes:
+                st.routes.append(r)
     prior = {name: st.totals.get(name, VariantCounters()).copy() for name in increments}
     for name, inc in increments.items():
         st.totals.setdefault(name, VariantCounters()).add(inc)
@@ -253,26 +346,111 @@ def step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Verd
         return st, _verdict(st, now, notes, fresh=False)
 
     inc_c = increments.get(ctrl, VariantCounters())
+    pri_c = prior.get(ctrl, VariantCounters())
     for v in st.seen_candidates:
         if v in st.rolled_back or v not in increments:
             continue
+        inc_v, pri_v = increments[v], prior.get(v, VariantCounters())
         tests = st.tests.setdefault(v, {})
+        shared = [r for r in inc_v.routes if r in inc_c.routes]
         for spec in cfg.metrics:
             t = _test_for(spec)
             ts = tests.setdefault(_key(spec), t.new_state())
-            if spec.kind == "latency":
-                t.update(ts, increments[v], inc_c, prior.get(v, VariantCounters()), prior.get(ctrl, VariantCounters()))
+            if shared and per_route(spec):
+                # Stratified by route: each route's batch is compared with the same route's
+                # batch of the control and the evidence of the routes adds up -- pooling of
+                # independent strata as in Mantel & Haenszel (JNCI 22, 1959) -- so a shift in
+                # the traffic mix between routes is not mistaken for a change of the variant.
+                for r in shared:
+                    t.update(ts, inc_v.routes[r], inc_c.routes[r], _route(pri_v, r), _route(pri_c, r))
+                    rts = tests.setdefault(_key(spec, r), t.new_state())
+                    t.update(rts, inc_v.routes[r], inc_c.routes[r], _route(pri_v, r), _route(pri_c, r))
             else:
-                t.update(ts, increments[v], inc_c, st.totals[v], st.totals[ctrl])
+                t.update(ts, inc_v, inc_c, pri_v, pri_c)
     return st, _verdict(st, now, notes, fresh=True)
 
 
-def _p(log_lambda: float | None, m: int) -> float:
+def _route(c: VariantCounters, route: str) -> VariantCounters:
+    return c.routes.get(route) or VariantCounters()
+
+
+def _p(log_lambda: float | None, mult: float) -> float:
+    """Always-valid p-value ``1/Lambda`` scaled by the test's Bonferroni multiplier."""
     if log_lambda is None or not math.isfinite(log_lambda) and log_lambda < 0:
         return 1.0
     if log_lambda > 700:
         return 0.0
-    return min(1.0, math.exp(-log_lambda) * m)
+    return min(1.0, math.exp(-log_lambda) * mult)
+
+
+def _tolerance_change(spec: MetricSpec, control: float) -> float:
+    """The tolerance as a change on the verdict's scale (signed: + when the harm is an increase)."""
+    if spec.kind == "latency" or not spec.relative:
+        return spec.harm * spec.tolerance
+    return spec.harm * spec.tolerance * control if math.isfinite(control) else math.nan
+
+
+def _implied(spec: MetricSpec, state: str, control: float) -> tuple[float, float]:
+    """The one-sided set a state's rejected test implies for the change (lo, hi): the set
+    of parameters that test did not reject (test/confidence-set duality, e.g. Lehmann &
+    Romano, Testing Statistical Hypotheses, Section 3.5)."""
+    h = spec.harm
+    if state == WORSE:
+        bound = 0.0 if spec.role == "objective" else _tolerance_change(spec, control)
+        return (bound, math.inf) if h > 0 else (-math.inf, bound)
+    if state == NON_INFERIOR:
+        bound = _tolerance_change(spec, control)
+        return (-math.inf, bound) if h > 0 else (bound, math.inf)
+    if state == BETTER:
+        return (-math.inf, 0.0) if h > 0 else (0.0, math.inf)
+    return (-math.inf, math.inf)
+
+
+def _interval(b: dict[str, float], ci: tuple[float, float], update: bool, spec: MetricSpec, mv: MetricVerdict):
+    """The reported confidence sequence: intersected over looks, and agreeing with the state.
+
+    Running intersection: each look's interval is a confidence sequence, so
+    their intersection covers whenever all of them do (Howard, Ramdas,
+    McAuliffe, Sekhon 2021, Section 2).  Then it is intersected with the
+    one-sided set of the state's rejected test (worse: above the tolerance,
+    non-inferior: below it, better: below no change), so the printed interval
+    always implies the state; by the union bound the result covers with
+    probability at least ``1 - 3 x`` the test level.  Should the intersection
+    be empty (the change itself moved during the run, e.g. a regression after
+    a good start) the state's side wins and the other end is left open.
+    """
+    lo, hi = ci
+    if update and math.isfinite(lo) and math.isfinite(hi):
+        b["ci_lo"] = max(b.get("ci_lo", -math.inf), lo)
+        b["ci_hi"] = min(b.get("ci_hi", math.inf), hi)
+    if "ci_lo" in b and b["ci_lo"] <= b["ci_hi"]:
+        lo, hi = b["ci_lo"], b["ci_hi"]
+    if not (math.isfinite(lo) or math.isfinite(hi)) and mv.state == UNKNOWN:
+        return ci
+    s_lo, s_hi = _implied(spec, mv.state, mv.control)
+    if math.isfinite(s_lo) and not lo >= s_lo:
+        lo = s_lo
+        if not hi >= lo:
+            hi = math.inf
+    if math.isfinite(s_hi) and not hi <= s_hi:
+        hi = s_hi
+        if not lo <= hi:
+            lo = -math.inf
+    return (lo, hi)
+
+
+def _describe(mv: MetricVerdict) -> str:
+    """'checkout latency_p99 +31%' (route, metric, observed change in the metric's units)."""
+    where = f"{mv.route} " if mv.route else ""
+    if not math.isfinite(mv.estimate):
+        change = ""
+    elif mv.scale == "ratio":
+        change = f" {mv.estimate * 100:+.0f}%"
+    elif mv.kind in ("error_rate", "proportion"):
+        change = f" {mv.estimate * 100:+.2f} points"
+    else:
+        change = f" {mv.estimate:+.4g}"
+    return f"{where}{mv.metric}{change}"
 
 
 def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdict:
@@ -280,9 +458,9 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
     (only then may p-values move and new decisions be taken)."""
     cfg = st.config
     k = max(cfg.candidates or 0, len(st.seen_candidates))
-    m = family_size(cfg, k)
+    n_routes = len(st.routes)
+    m = family_size(cfg, k, n_routes)
     alpha = cfg.alpha
-    alpha_unit = alpha / m
     ctrl_tot = st.totals.get(cfg.control, VariantCounters())
     verdict = Verdict(
         at=float(now),
@@ -300,63 +478,84 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
         vv = VariantVerdict(name=v, requests=tot.requests, eligible=eligible)
         verdict.variants[v] = vv
         best = st.best.setdefault(v, {})
-        worse_metrics, ni_all, obj_better, obj_out, obj_bound = [], True, False, False, -math.inf
+        worse: list[MetricVerdict] = []
+        ni_all, obj_better, obj_out, obj_bound = True, False, False, -math.inf
+        update = fresh and eligible and v not in st.rolled_back
         for spec in cfg.metrics:
-            key = _key(spec)
-            t = _test_for(spec)
-            ts = st.tests.get(v, {}).get(key)
-            mv = MetricVerdict(
-                metric=spec.name,
-                role=spec.role,
-                kind=spec.kind,
-                tolerance=spec.tolerance,
-                tolerance_relative=spec.relative,
-                harm="increase" if spec.harm > 0 else "decrease",
-            )
-            vv.metrics[
-                spec.name
-                if spec.role == "guardrail"
-                else f"{spec.name} (objective)"
-                if any(g.name == spec.name for g in cfg.guardrails)
-                else spec.name
-            ] = mv
-            b = best.setdefault(key, {})
-            if ts is not None:
-                if fresh and eligible and v not in st.rolled_back:
-                    for name, val in t.evidence(ts, tot, ctrl_tot).items():
-                        if math.isfinite(val):
-                            b[name] = max(b.get(name, -math.inf), val)
-                est = t.estimate(ts, tot, ctrl_tot, alpha_unit)
-                mv.control, mv.candidate = est["control"], est["candidate"]
-                mv.estimate, mv.ci, mv.scale = est["estimate"], tuple(est["ci"]), est["scale"]
-                mv.relative_estimate = est["relative_estimate"]
-            mv.p_value = _p(b.get("no_change"), m)
-            mv.p_better = _p(b.get("better"), m)
-            worse_key = "worse" if spec.role == "guardrail" else "worse_than_control"
-            mv.p_worse = _p(b.get(worse_key), m)
-            mv.p_non_inferior = _p(b.get("non_inferior"), m) if spec.role == "guardrail" else 1.0
-            if mv.p_worse <= alpha:
-                mv.state = WORSE
-            elif mv.p_better <= alpha:
-                mv.state = BETTER
-            elif spec.role == "guardrail" and mv.p_non_inferior <= alpha:
-                mv.state = NON_INFERIOR
-            else:
-                mv.state = UNKNOWN
-            if spec.role == "guardrail":
-                if mv.state == WORSE:
-                    worse_metrics.append(spec.name)
-                if mv.state not in (BETTER, NON_INFERIOR):
-                    ni_all = False
-            else:
-                obj_better = mv.state == BETTER
-                obj_out = mv.state == WORSE
-                lo, hi = mv.ci
-                bound = (lo if spec.harm < 0 else -hi) if mv.ci else -math.inf
-                obj_bound = bound if isinstance(bound, float) and math.isfinite(bound) else -math.inf
-        if st.final is None and fresh and eligible and v not in st.rolled_back and worse_metrics:
-            st.rolled_back[v] = "worse than tolerated on " + ", ".join(worse_metrics)
+            level = metric_level(cfg, spec, k, n_routes)
+            mult = alpha / level
+            routes: list[str | None] = [None]
+            if per_route(spec):
+                routes += [r for r in st.routes if _key(spec, r) in st.tests.get(v, {})]
+            for route in routes:
+                key = _key(spec, route)
+                t = _test_for(spec)
+                ts = st.tests.get(v, {}).get(key)
+                mv = MetricVerdict(
+                    metric=spec.name,
+                    role=spec.role,
+                    kind=spec.kind,
+                    tolerance=spec.tolerance,
+                    tolerance_relative=spec.relative,
+                    harm="increase" if spec.harm > 0 else "decrease",
+                    route=route,
+                    alpha_weight=spec.alpha_weight,
+                )
+                label = (
+                    spec.name
+                    if spec.role == "guardrail"
+                    else f"{spec.name} (objective)"
+                    if any(g.name == spec.name for g in cfg.guardrails)
+                    else spec.name
+                )
+                vv.metrics[label if route is None else f"{label} @{route}"] = mv
+                b = best.setdefault(key, {})
+                tot_v = tot if route is None else _route(tot, route)
+                tot_c = ctrl_tot if route is None else _route(ctrl_tot, route)
+                ci: tuple[float, float] = (math.nan, math.nan)
+                if ts is not None:
+                    if update:
+                        for name, val in t.evidence(ts, tot_v, tot_c).items():
+                            if math.isfinite(val):
+                                b[name] = max(b.get(name, -math.inf), val)
+                    est = t.estimate(ts, tot_v, tot_c, level)
+                    mv.control, mv.candidate = est["control"], est["candidate"]
+                    mv.estimate, ci, mv.scale = est["estimate"], tuple(est["ci"]), est["scale"]
+                    mv.relative_estimate = est["relative_estimate"]
+                mv.p_value = _p(b.get("no_change"), mult)
+                mv.p_better = _p(b.get("better"), mult)
+                worse_key = "worse" if spec.role == "guardrail" else "worse_than_control"
+                mv.p_worse = _p(b.get(worse_key), mult)
+                mv.p_non_inferior = _p(b.get("non_inferior"), mult) if spec.role == "guardrail" else 1.0
+                if mv.p_worse <= alpha:
+                    mv.state = WORSE
+                elif mv.p_better <= alpha:
+                    mv.state = BETTER
+                elif spec.role == "guardrail" and mv.p_non_inferior <= alpha:
+                    mv.state = NON_INFERIOR
+                else:
+                    mv.state = UNKNOWN
+                mv.ci = _interval(b, ci, update and ts is not None, spec, mv)
+                if math.isfinite(mv.estimate):
+                    mv.estimate = min(max(mv.estimate, mv.ci[0]), mv.ci[1])
+                if spec.role == "guardrail":
+                    if mv.state == WORSE:
+                        worse.append(mv)
+                    # Promotion needs the whole-service (stratified) test non-inferior; a
+                    # route shown worse rolls back instead.
+                    if route is None and mv.state not in (BETTER, NON_INFERIOR):
+                        ni_all = False
+                else:
+                    obj_better = mv.state == BETTER
+                    obj_out = mv.state == WORSE
+                    lo, hi = mv.ci
+                    bound = lo if spec.harm < 0 else -hi
+                    obj_bound = bound if math.isfinite(bound) else -math.inf
+        vv.regressions = [_describe(mv) for mv in worse]
+        if st.final is None and fresh and eligible and v not in st.rolled_back and worse:
+            st.rolled_back[v] = "worse than tolerated: " + ", ".join(f"{d} in variant {v}" for d in vv.regressions)
         if st.final is None and fresh and eligible and v not in st.out and obj_out and v not in st.rolled_back:
+            assert cfg.objective is not None
             st.out[v] = f"significantly worse than {cfg.control} on the objective {cfg.objective.name}"
         if v in st.rolled_back:
             vv.status, vv.reason = "rolled_back", st.rolled_back[v]
@@ -372,6 +571,7 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
     d = verdict.decision
     d.rollback = sorted(st.rolled_back)
     if st.final is None and promotable:
+        assert cfg.objective is not None
         promotable.sort(key=lambda x: (-x[0], x[1]))
         winner = promotable[0][1]
         st.final = {

@@ -20,39 +20,73 @@ from bakeoff.contracts.histogram import NUM_BUCKETS
 from bakeoff.contracts.snapshot import OUTCOMES, SnapshotError, validate
 
 ERROR_OUTCOMES = ("5xx", "connect_error", "timeout")
+# A 101 Switching Protocols (WebSocket and the like) is neither a success nor a failure
+# of a request/response exchange: it is never an error and is left out of the error
+# rate's denominator.  Older routers do not report it (counted as 0).
+UPGRADED = "upgraded"
 
 
 class InvalidSnapshot(ValueError):
     pass
 
 
+def _zeros() -> np.ndarray:
+    return np.zeros(NUM_BUCKETS, dtype=np.int64)
+
+
 @dataclass
 class VariantCounters:
+    """One variant's cumulative (or incremental) counters; ``routes`` holds the same per route."""
+
     requests: int = 0
     errors: int = 0
-    latency: np.ndarray = field(default_factory=lambda: np.zeros(NUM_BUCKETS, dtype=np.int64))
+    latency: np.ndarray = field(default_factory=_zeros)
     metrics: dict[str, tuple[int, float, float]] = field(default_factory=dict)  # count, sum, sum_sq
+    upgraded: int = 0
+    routes: dict[str, VariantCounters] = field(default_factory=dict)
+
+    @property
+    def exchanges(self) -> int:
+        """Requests that ended in a response (the error rate's denominator): all but upgrades."""
+        return self.requests - self.upgraded
 
     def copy(self) -> VariantCounters:
-        return VariantCounters(self.requests, self.errors, self.latency.copy(), dict(self.metrics))
+        return VariantCounters(
+            self.requests,
+            self.errors,
+            self.latency.copy(),
+            dict(self.metrics),
+            self.upgraded,
+            {r: c.copy() for r, c in self.routes.items()},
+        )
 
     def add(self, other: VariantCounters) -> None:
         self.requests += other.requests
         self.errors += other.errors
+        self.upgraded += other.upgraded
         self.latency += other.latency
         for k, (c, s, q) in other.metrics.items():
             c0, s0, q0 = self.metrics.get(k, (0, 0.0, 0.0))
             self.metrics[k] = (c0 + c, s0 + s, q0 + q)
+        for r, rc in other.routes.items():
+            self.routes.setdefault(r, VariantCounters()).add(rc)
 
     def minus(self, base: VariantCounters) -> VariantCounters:
-        out = VariantCounters(self.requests - base.requests, self.errors - base.errors, self.latency - base.latency)
+        out = VariantCounters(
+            self.requests - base.requests,
+            self.errors - base.errors,
+            self.latency - base.latency,
+            upgraded=self.upgraded - base.upgraded,
+        )
         for k, (c, s, q) in self.metrics.items():
             c0, s0, q0 = base.metrics.get(k, (0, 0.0, 0.0))
             out.metrics[k] = (c - c0, s - s0, q - q0)
+        for r, rc in self.routes.items():
+            out.routes[r] = rc.minus(base.routes[r]) if r in base.routes else rc.copy()
         return out
 
     def went_backwards(self, base: VariantCounters) -> bool:
-        if self.requests < base.requests or self.errors < base.errors:
+        if self.requests < base.requests or self.errors < base.errors or self.upgraded < base.upgraded:
             return True
         if np.any(self.latency < base.latency):
             return True
@@ -60,26 +94,32 @@ class VariantCounters:
             c, _, q = self.metrics.get(k, (0, 0.0, 0.0))
             if c < c0 or q < q0 - 1e-9 * max(1.0, abs(q0)):
                 return True
-        return False
+        return any(r in self.routes and self.routes[r].went_backwards(b) for r, b in base.routes.items())
 
     def to_json(self) -> dict[str, Any]:
         nz = np.nonzero(self.latency)[0]
-        return {
+        d: dict[str, Any] = {
             "requests": self.requests,
             "errors": self.errors,
+            "upgraded": self.upgraded,
             "latency": {"index": nz.tolist(), "counts": self.latency[nz].tolist()},
             "metrics": {k: list(v) for k, v in sorted(self.metrics.items())},
         }
+        if self.routes:
+            d["routes"] = {r: c.to_json() for r, c in sorted(self.routes.items())}
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> VariantCounters:
-        lat = np.zeros(NUM_BUCKETS, dtype=np.int64)
+        lat = _zeros()
         lat[np.asarray(d["latency"]["index"], dtype=np.int64)] = np.asarray(d["latency"]["counts"], dtype=np.int64)
         return cls(
             int(d["requests"]),
             int(d["errors"]),
             lat,
             {k: (int(v[0]), float(v[1]), float(v[2])) for k, v in d.get("metrics", {}).items()},
+            int(d.get("upgraded", 0)),
+            {r: cls.from_json(c) for r, c in (d.get("routes") or {}).items()},
         )
 
 
@@ -101,6 +141,34 @@ def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def _variant(v: dict[str, Any], where: str) -> VariantCounters:
+    """One variant's (or one route's) counters, checked."""
+    if not isinstance(v, dict):
+        raise InvalidSnapshot(f"snapshot: {where} must be an object")
+    requests = v["requests"]
+    outcomes = v["outcomes"]
+    if not _finite(requests) or int(requests) != requests:
+        raise InvalidSnapshot(f"snapshot: {where}.requests must be an integer")
+    if requests < 0 or any(outcomes.get(k, 0) < 0 for k in (*OUTCOMES, UPGRADED)):
+        raise InvalidSnapshot(f"snapshot: {where} has a negative count")
+    errors = sum(int(outcomes.get(k, 0)) for k in ERROR_OUTCOMES)
+    upgraded = int(outcomes.get(UPGRADED, 0))
+    if errors + upgraded > requests:
+        raise InvalidSnapshot(f"snapshot: {where} has more errors and upgrades than requests")
+    lat = _dense(v.get("latency") or {})
+    if lat.min(initial=0) < 0:
+        raise InvalidSnapshot(f"snapshot: {where}.latency has a negative count")
+    metrics = {}
+    for mname, m in (v.get("metrics") or {}).items():
+        if not isinstance(m, dict):
+            raise InvalidSnapshot(f"snapshot: {where}.metrics.{mname} must be an object")
+        c, s, q = m.get("count", 0), m.get("sum", 0.0), m.get("sum_sq", 0.0)
+        if not (_finite(c) and _finite(s) and _finite(q)) or c < 0 or q < 0 or int(c) != c:
+            raise InvalidSnapshot(f"snapshot: {where}.metrics.{mname} is not finite and non-negative")
+        metrics[str(mname)] = (int(c), float(s), float(q))
+    return VariantCounters(int(requests), errors, lat, metrics, upgraded)
+
+
 def parse_snapshot(snapshot: Any) -> tuple[dict[str, VariantCounters], tuple, float | None]:
     """Counters per variant, the sources fingerprint, and taken_at.
 
@@ -117,25 +185,14 @@ def parse_snapshot(snapshot: Any) -> tuple[dict[str, VariantCounters], tuple, fl
     out: dict[str, VariantCounters] = {}
     try:
         for name, v in snapshot["variants"].items():
-            requests = v["requests"]
-            outcomes = v["outcomes"]
-            if requests < 0 or any(outcomes.get(k, 0) < 0 for k in OUTCOMES):
-                raise InvalidSnapshot(f"snapshot: variants.{name} has a negative count")
-            errors = sum(int(outcomes.get(k, 0)) for k in ERROR_OUTCOMES)
-            if errors > requests:
-                raise InvalidSnapshot(f"snapshot: variants.{name} has more errors than requests")
-            lat = _dense(v.get("latency") or {})
-            if lat.min(initial=0) < 0:
-                raise InvalidSnapshot(f"snapshot: variants.{name}.latency has a negative count")
-            metrics = {}
-            for mname, m in (v.get("metrics") or {}).items():
-                if not isinstance(m, dict):
-                    raise InvalidSnapshot(f"snapshot: variants.{name}.metrics.{mname} must be an object")
-                c, s, q = m.get("count", 0), m.get("sum", 0.0), m.get("sum_sq", 0.0)
-                if not (_finite(c) and _finite(s) and _finite(q)) or c < 0 or q < 0 or int(c) != c:
-                    raise InvalidSnapshot(f"snapshot: variants.{name}.metrics.{mname} is not finite and non-negative")
-                metrics[str(mname)] = (int(c), float(s), float(q))
-            out[str(name)] = VariantCounters(int(requests), errors, lat, metrics)
+            vc = _variant(v, f"variants.{name}")
+            by_route = v.get("by_route")
+            if by_route is not None:
+                if not isinstance(by_route, dict):
+                    raise InvalidSnapshot(f"snapshot: variants.{name}.by_route must be an object")
+                for route, rv in by_route.items():
+                    vc.routes[str(route)] = _variant(rv, f"variants.{name}.by_route.{route}")
+            out[str(name)] = vc
     except InvalidSnapshot:
         raise
     except Exception as e:

@@ -107,3 +107,29 @@ def log_two_sided(w0: float, info: float, tau2: float) -> float:
     """Scalar :func:`log_mixture_two_sided`."""
     a = 1.0 + tau2 * info
     return -0.5 * math.log(a) + tau2 * w0 * w0 / (2.0 * a)
+
+
+def one_sided_cs_half_width(info: float, tau2: float, alpha: float) -> float:
+    """Half-width ``h`` of the one-sided mixture bound: ``theta_hat - h`` is a lower
+    (and ``theta_hat + h`` an upper) anytime-valid bound at level ``alpha`` each.
+
+    Inverts the half-normal mixture ``Lambda+`` above (Robbins 1970; Johari et
+    al. 2022) in ``theta0``: "drift <= theta0" is rejected exactly when
+    ``log Lambda+(W - theta0 I) >= log(1/alpha)``, and ``log Lambda+`` grows with
+    ``W - theta0 I``, so the bound is where it equals the threshold.  Built
+    from the very test that sets the state "better" (or "worse than
+    control"), so the bound excludes 0 exactly when that test rejects.
+    """
+    if info <= 0 or tau2 <= 0:
+        return math.inf
+    thr = math.log(1.0 / alpha)
+    lo, hi = 0.0, cs_half_width(info, tau2, alpha / 2.0) * info  # Lambda+ >= Lambda there: above thr
+    if log_one_sided(lo, info, tau2) >= thr:
+        return 0.0
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        if log_one_sided(mid, info, tau2) >= thr:
+            hi = mid
+        else:
+            lo = mid
+    return hi / info

@@ -10,7 +10,7 @@ router that served those requests would report.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -53,28 +53,85 @@ def _sparse(dense: np.ndarray, count: int, total: float) -> dict[str, Any]:
     return {"count": count, "sum": total, "offset": int(nz[0]), "counts": dense[nz[0] : nz[-1] + 1].tolist()}
 
 
-class Stream:
-    """Cumulative per-variant counters, advanced batch by batch."""
+def _empty() -> dict[str, Any]:
+    return {
+        "requests": 0,
+        "errors": 0,
+        "lat": np.zeros(NUM_BUCKETS, dtype=np.int64),
+        "lat_sum": 0.0,
+        "conv": 0,
+        "rev": 0.0,
+        "rev_sq": 0.0,
+    }
 
-    def __init__(self, arms: dict[str, Arm], rng: np.random.Generator, router_id: str = "sim", started_at: float = 0.0):
+
+@dataclass(frozen=True)
+class Route:
+    """A route of the service: its share of each variant's requests and how slow it is."""
+
+    share: float
+    median_factor: float = 1.0  # multiplies the variant's median latency on this route
+
+
+class Stream:
+    """Cumulative per-variant counters, advanced batch by batch.
+
+    With ``routes`` every variant's requests are split over the routes (a
+    multinomial with the routes' shares) and the snapshot carries ``by_route``
+    as the router does with ``routes:`` configured (docs/snapshot.md);
+    ``route_arms[(variant, route)]`` overrides one variant's behaviour on one
+    route (e.g. a regression on checkout only).
+    """
+
+    def __init__(
+        self,
+        arms: dict[str, Arm],
+        rng: np.random.Generator,
+        router_id: str = "sim",
+        started_at: float = 0.0,
+        routes: dict[str, Route] | None = None,
+        route_arms: dict[tuple[str, str], Arm] | None = None,
+    ):
         self.arms = arms
         self.rng = rng
+        self.routes = dict(routes or {})
+        self.route_arms = dict(route_arms or {})
         self.probs = {k: a.bucket_probs() for k, a in arms.items()}
-        self.state = {
-            k: {
-                "requests": 0,
-                "errors": 0,
-                "lat": np.zeros(NUM_BUCKETS, dtype=np.int64),
-                "lat_sum": 0.0,
-                "conv": 0,
-                "rev": 0.0,
-                "rev_sq": 0.0,
-            }
-            for k in arms
-        }
+        self.state = {k: _empty() for k in arms}
+        self.route_state = {k: {r: _empty() for r in self.routes} for k in arms}
+        self._route_probs: dict[tuple[str, str], np.ndarray] = {}
         self.router_id = router_id
         self.started_at = started_at
         self.t = started_at
+
+    def set_arm(self, name: str, arm: Arm) -> None:
+        """Change a variant's behaviour from now on (e.g. a regression mid-run)."""
+        self.arms[name] = arm
+        self.probs[name] = arm.bucket_probs()
+        self._route_probs = {k: v for k, v in self._route_probs.items() if k[0] != name}
+
+    def route_arm(self, name: str, route: str) -> Arm:
+        if (name, route) in self.route_arms:
+            return self.route_arms[(name, route)]
+        arm = self.arms[name]
+        return replace(arm, median=arm.median * self.routes[route].median_factor)
+
+    def _draw(self, arm: Arm, probs: np.ndarray, n: int, into: list[dict[str, Any]]) -> None:
+        errors = int(self.rng.binomial(n, arm.error_rate))
+        lat = self.rng.multinomial(n, probs)
+        c = int(self.rng.binomial(n, arm.conversion))
+        rev = rev_sq = 0.0
+        if c:
+            vals = self.rng.exponential(arm.revenue_mean, size=c)
+            rev, rev_sq = float(vals.sum()), float((vals * vals).sum())
+        for s in into:
+            s["requests"] += n
+            s["errors"] += errors
+            s["lat"] += lat
+            s["lat_sum"] += n * arm.median * math.exp(arm.sigma**2 / 2)
+            s["conv"] += c
+            s["rev"] += rev
+            s["rev_sq"] += rev_sq
 
     def advance(self, per_variant: dict[str, int] | int, dt: float = 1.0) -> None:
         self.t += dt
@@ -82,27 +139,33 @@ class Stream:
             n = per_variant if isinstance(per_variant, int) else per_variant.get(k, 0)
             if n <= 0:
                 continue
-            s = self.state[k]
-            s["requests"] += n
-            s["errors"] += int(self.rng.binomial(n, arm.error_rate))
-            s["lat"] += self.rng.multinomial(n, self.probs[k])
-            s["lat_sum"] += n * arm.median * math.exp(arm.sigma**2 / 2)
-            c = int(self.rng.binomial(n, arm.conversion))
-            s["conv"] += c
-            if c:
-                vals = self.rng.exponential(arm.revenue_mean, size=c)
-                s["rev"] += float(vals.sum())
-                s["rev_sq"] += float((vals * vals).sum())
+            if not self.routes:
+                self._draw(arm, self.probs[k], n, [self.state[k]])
+                continue
+            names = list(self.routes)
+            shares = np.array([self.routes[r].share for r in names], dtype=float)
+            for r, m in zip(names, self.rng.multinomial(n, shares / shares.sum())):
+                if m <= 0:
+                    continue
+                ra = self.route_arm(k, r)
+                probs = self._route_probs.get((k, r))
+                if probs is None:
+                    probs = self._route_probs[(k, r)] = ra.bucket_probs()
+                self._draw(ra, probs, int(m), [self.state[k], self.route_state[k][r]])
+
+    @staticmethod
+    def _outcomes(s: dict[str, Any]) -> dict[str, int]:
+        outcomes = dict.fromkeys(OUTCOMES, 0)
+        outcomes["2xx"] = s["requests"] - s["errors"]
+        outcomes["5xx"] = s["errors"]
+        return outcomes
 
     def snapshot(self) -> dict[str, Any]:
         variants = {}
         for k, s in self.state.items():
-            outcomes = dict.fromkeys(OUTCOMES, 0)
-            outcomes["2xx"] = s["requests"] - s["errors"]
-            outcomes["5xx"] = s["errors"]
             variants[k] = {
                 "requests": s["requests"],
-                "outcomes": outcomes,
+                "outcomes": self._outcomes(s),
                 "latency": _sparse(s["lat"], s["requests"], s["lat_sum"]),
                 "metrics": {
                     "conversion": {"count": s["conv"], "sum": float(s["conv"]), "sum_sq": float(s["conv"])},
@@ -110,6 +173,15 @@ class Stream:
                 },
                 "invalid_metrics": 0,
             }
+            if self.routes:
+                variants[k]["by_route"] = {
+                    r: {
+                        "requests": rs["requests"],
+                        "outcomes": self._outcomes(rs),
+                        "latency": _sparse(rs["lat"], rs["requests"], rs["lat_sum"]),
+                    }
+                    for r, rs in self.route_state[k].items()
+                }
         return {
             "format": SNAPSHOT_FORMAT,
             "taken_at": self.t,

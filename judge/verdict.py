@@ -46,6 +46,8 @@ class MetricVerdict:
     p_worse: float = 1.0  # H0: within tolerance (rejecting it rolls back)
     p_non_inferior: float = 1.0  # H0: worse than tolerated
     p_better: float = 1.0  # H0: not better than control
+    route: str | None = None  # None: the whole service (stratified by route when routes are reported)
+    alpha_weight: float = 1.0
 
 
 @dataclass
@@ -56,6 +58,9 @@ class VariantVerdict:
     status: str = "waiting"  # waiting | judging | rolled_back | out | winner
     reason: str = ""
     metrics: dict[str, MetricVerdict] = field(default_factory=dict)
+    # Guardrails shown worse than tolerated, e.g. "checkout latency_p99 +31%": a caller
+    # that knows the variant's commit appends it.
+    regressions: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -28,11 +28,10 @@ import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import aiohttp
-
 from bakeoff.contracts.histogram import LAYOUT, MAX_VALUE, NUM_BUCKETS, bucket_index, encode_counts
 from bakeoff.contracts.snapshot import OUTCOMES, SNAPSHOT_FORMAT
 from bakeoff.judge.sources import SourceError
+from bakeoff.judge.sources.http import post_form_json
 
 
 def _fine_index_between(lo: float, hi: float) -> int:
@@ -49,7 +48,6 @@ class PrometheusSource:
         self.selector = selector
         self.timeout = timeout
         self.description = f"prometheus {self.base_url}" + (f" {{{selector}}}" if selector else "")
-        self._session: aiohttp.ClientSession | None = None
 
     @classmethod
     def from_location(cls, location: str, *, timeout: float = 10.0) -> PrometheusSource:
@@ -62,15 +60,9 @@ class PrometheusSource:
         return f"{name}{{{self.selector}}}" if self.selector else name
 
     async def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
         url = f"{self.base_url}/api/v1/query"
-        try:
-            form = {"query": promql} if at is None else {"query": promql, "time": f"{at:.3f}"}
-            async with self._session.post(url, data=form) as resp:
-                body = await resp.json(content_type=None)
-        except (TimeoutError, aiohttp.ClientError, ValueError) as e:
-            raise SourceError(f"{url}: {type(e).__name__}: {e}") from None
+        form = {"query": promql} if at is None else {"query": promql, "time": f"{at:.3f}"}
+        body = await post_form_json(url, form, self.timeout)
         if not isinstance(body, dict) or body.get("status") != "success":
             err = body.get("error") if isinstance(body, dict) else body
             raise SourceError(f"{url}: query {promql!r} failed: {err}")
@@ -157,6 +149,4 @@ class PrometheusSource:
         }
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Nothing to release: every query opens and closes its own connection."""

@@ -7,10 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from bakeoff.contracts.snapshot import SnapshotError, merge_snapshots, validate
 from bakeoff.judge.sources import SourceError
+from bakeoff.judge.sources.http import get_json
 
 
 class SnapshotSource:
@@ -19,20 +18,11 @@ class SnapshotSource:
     def __init__(self, locations: list[str], *, timeout: float = 10.0):
         self.locations = list(locations)
         self.timeout = timeout
-        self._session: aiohttp.ClientSession | None = None
         self.description = ", ".join(self.locations)
 
     async def _one(self, loc: str) -> dict[str, Any]:
         if loc.startswith(("http://", "https://")):
-            if self._session is None:
-                self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
-            try:
-                async with self._session.get(loc) as resp:
-                    if resp.status != 200:
-                        raise SourceError(f"{loc}: HTTP {resp.status}")
-                    return await resp.json(content_type=None)
-            except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError, ValueError) as e:
-                raise SourceError(f"{loc}: {type(e).__name__}: {e}") from None
+            return await get_json(loc, self.timeout)
         path = Path(loc[len("file://") :] if loc.startswith("file://") else loc)
         try:
             return json.loads(path.read_text())
@@ -50,7 +40,26 @@ class SnapshotSource:
         except SnapshotError as e:
             raise SourceError(str(e)) from None
 
+    async def fetch_each(self) -> list[dict[str, Any]]:
+        """Each location's snapshot, validated, unmerged (one baseline per router in the judge).
+
+        A location that cannot be read is left out (the judge skips that router for
+        this look); only when none can be read is it an error."""
+        results = await asyncio.gather(*(self._one(loc) for loc in self.locations), return_exceptions=True)
+        out, errors = [], []
+        for loc, r in zip(self.locations, results):
+            if isinstance(r, SourceError):
+                errors.append(str(r))
+                continue
+            if isinstance(r, BaseException):
+                raise r
+            try:
+                out.append(validate(r, loc))
+            except SnapshotError as e:
+                errors.append(str(e))
+        if not out:
+            raise SourceError("; ".join(errors))
+        return out
+
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Nothing to release: every request opens and closes its own connection."""

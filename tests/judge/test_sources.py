@@ -288,3 +288,21 @@ async def test_prometheus_source_against_a_real_prometheus(tmp_path, prometheus_
         except subprocess.TimeoutExpired:
             proc.kill()
         await server.stop()
+
+
+def test_cli_several_routers_each_keep_their_baseline(tmp_path):
+    """Two router snapshots, one unreadable on a look: the other is judged, nothing counted twice."""
+    cfg = tmp_path / "judge.yaml"
+    cfg.write_text(CONFIG_YAML)
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(_snap(1, n=300, router_id="a")))
+    state = tmp_path / "state.json"
+    args = ["--config", str(cfg), "--snapshot", str(a), str(b), "--json", "--state", str(state)]
+    assert main(args, out=io.StringIO(), err=io.StringIO()) == 0  # b unreadable: a alone
+    b.write_text(json.dumps(_snap(2, n=500, router_id="b")))
+    out = io.StringIO()
+    assert main(args, out=out, err=io.StringIO()) == 0
+    verdict = json.loads(out.getvalue())
+    # b is new on the second look: rebased, so only a's 300 requests count
+    assert verdict["variants"]["slow"]["requests"] == 300
+    assert json.loads(state.read_text())["format"] == "bakeoff.judge-state/v3"

@@ -1,0 +1,56 @@
+"""A small HTTP client on the standard library, run in a thread.
+
+The judge must not depend on the router's or controller's HTTP stack
+(import-linter forbids aiohttp in bakeoff.judge), and a source makes a
+handful of requests per look, so blocking ``urllib`` calls in
+``asyncio.to_thread`` are enough.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from bakeoff.judge.sources import SourceError
+
+
+def _request(url: str, form: dict[str, str] | None, timeout: float) -> Any:
+    data = urllib.parse.urlencode(form).encode() if form is not None else None
+    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - http(s) only, checked by callers
+            body = resp.read()
+    except urllib.error.HTTPError as e:
+        # Prometheus answers a bad query with 400 and a JSON body saying why: keep the why.
+        try:
+            payload = json.loads(e.read())
+        except ValueError:
+            payload = None
+        if isinstance(payload, dict) and payload.get("status") == "error":
+            return payload
+        raise SourceError(f"{url}: HTTP {e.code}") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise SourceError(f"{url}: {type(e).__name__}: {reason}") from None
+    try:
+        return json.loads(body)
+    except ValueError as e:
+        raise SourceError(f"{url}: not JSON: {e}") from None
+
+
+async def get_json(url: str, timeout: float) -> Any:
+    """GET ``url`` and decode JSON; any failure is a SourceError naming the URL."""
+    if not url.startswith(("http://", "https://")):
+        raise SourceError(f"{url}: only http:// and https:// URLs")
+    return await asyncio.to_thread(_request, url, None, timeout)
+
+
+async def post_form_json(url: str, form: dict[str, str], timeout: float) -> Any:
+    """POST a form to ``url`` and decode JSON (a Prometheus error body is returned, not raised)."""
+    if not url.startswith(("http://", "https://")):
+        raise SourceError(f"{url}: only http:// and https:// URLs")
+    return await asyncio.to_thread(_request, url, form, timeout)
