@@ -460,3 +460,16 @@ def replay(state: ControllerState, events: list[dict[str, Any]]) -> ControllerSt
             pass  # a new run starts the mainline afresh
     st.started, st.retired, st.weights = set(), set(), {}
     return st
+
+
+def attribute(events: list[dict[str, Any]], commit_of: Any) -> None:
+    """Name the change behind each rollback in its reason ("... in variant slow, commit 3f2a9c1").
+
+    The judge names metric, route and variant; only the caller knows the Variant's
+    ``spec.change.commit``, so every figure a release engineer reads is attributable.
+    """
+    for e in events:
+        if e.get("type") in ("rolled_back", "failed") and e.get("variant"):
+            commit = commit_of(e["variant"])
+            if commit and f"commit {commit}" not in (e.get("reason") or ""):
+                e["reason"] = f"{e.get('reason') or 'rolled back'}, commit {commit}"

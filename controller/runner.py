@@ -35,6 +35,7 @@ from bakeoff.controller.reconcile import (
     JudgeDecision,
     Observations,
     Policy,
+    attribute,
     reconcile,
     replay,
 )
@@ -386,6 +387,7 @@ class Runner:
         return frozenset(n for n, v in self.state.variants.items() if v.phase == "Winner")
 
     def _note(self, e: dict[str, Any], journal: bool = True) -> None:
+        attribute([e], self.commit_of)
         rec = {"bakeoff": self.b.name, "at": self.clock(), **e, "commit": self.commit_of(e.get("variant"))}
         if journal:
             rec = self.journal.append(rec)

@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import copy
 import json
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -67,6 +66,7 @@ from bakeoff.controller.reconcile import (
     ControllerState,
     JudgeDecision,
     Observations,
+    attribute,
     reconcile,
 )
 from bakeoff.controller.resources import ResourceError, Resources, parse_documents
@@ -338,7 +338,7 @@ class KubeController(ReadMixin, DeletionMixin):
             self.memory[key] = mem
         return mem
 
-    async def fetch_snapshot(self, b: dict[str, Any], source: str | None) -> dict[str, Any]:
+    async def fetch_snapshot(self, b: dict[str, Any], source: str | None) -> dict[str, Any] | list[dict[str, Any]]:
         from bakeoff.judge.sources import make_source
 
         if source:
@@ -355,6 +355,12 @@ class KubeController(ReadMixin, DeletionMixin):
                 )
         src = make_source(locations, timeout=self.snapshot_timeout)
         try:
+            # Router replicas unmerged where the source can: the judge keeps one baseline per router,
+            # so a replica that restarts or drops out of a look is re-based alone, not the whole sum.
+            fetch_each = getattr(src, "fetch_each", None)
+            if fetch_each is not None:
+                snaps: list[dict[str, Any]] = await fetch_each()
+                return snaps
             snap: dict[str, Any] = await src.fetch()
             return snap
         finally:
@@ -542,6 +548,7 @@ class KubeController(ReadMixin, DeletionMixin):
             p.state = state
         for e in p.events:
             e.setdefault("at", p.now)
+        attribute(p.events, lambda name: v.commit if (v := p.res.variant(name)) else None)
 
     def _record(self, p: Pass) -> dict[str, Any] | None:
         """Record first: the Bakeoff's status, with the routing the routers apply; then the Events."""
