@@ -548,7 +548,10 @@ class KubeController(ReadMixin, DeletionMixin):
             p.state = state
         for e in p.events:
             e.setdefault("at", p.now)
-        attribute(p.events, lambda name: v.commit if (v := p.res.variant(name)) else None)
+        commits = {
+            v["metadata"]["name"]: ((v.get("spec") or {}).get("change") or {}).get("commit") for v in p.view.variants
+        }
+        attribute(p.events, commits.get)
 
     def _record(self, p: Pass) -> dict[str, Any] | None:
         """Record first: the Bakeoff's status, with the routing the routers apply; then the Events."""
