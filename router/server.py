@@ -18,10 +18,11 @@ from collections.abc import Iterable
 import structlog
 
 from bakeoff.router.config import RouterConfig, VariantSpec
-from bakeoff.router.proxy import ClientConnection, UpstreamConnection
-from bakeoff.router.routing import RouteTable, Upstream
+from bakeoff.router.downstream import ClientConnection
+from bakeoff.router.routing import RouteTable
 from bakeoff.router.stats import RouterStats
 from bakeoff.router.stickiness import sticky_key_source
+from bakeoff.router.upstream import UpstreamPool
 
 log = structlog.get_logger("bakeoff.router")
 
@@ -38,7 +39,7 @@ class Router:
         self.override_enabled = config.override_enabled
         self.override_header = config.override_header.lower().encode("latin-1")
         self.expose_variant = config.expose_variant
-        # The request headers the fast request path acts on (proxy._fast_request).
+        # The request headers the fast request path acts on (downstream.ClientConnection._fast_request).
         names = [b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade",
                  b"transfer-encoding", b"content-length", b"x-forwarded-for", b"x-forwarded-proto",
                  b"x-request-id", self.override_header]  # fmt: skip
@@ -51,11 +52,10 @@ class Router:
         self.connect_timeout = config.connect_timeout
         self.read_timeout = config.read_timeout
         self.idle_timeout = config.idle_timeout
-        self.max_idle = config.max_idle_per_upstream
+        self.pool = UpstreamPool(config.max_idle_per_upstream)
         self.reuse_port = reuse_port
         self.draining = False
         self.clients: set[ClientConnection] = set()
-        self._idle: dict[Upstream, list[UpstreamConnection]] = {}
         self._server: asyncio.AbstractServer | None = None
         self._admin = None
         self._sweeper: asyncio.Task | None = None
@@ -74,35 +74,6 @@ class Router:
 
     def snapshot(self) -> dict:
         return self.stats.snapshot(self.routes.weights, self.routes.version)
-
-    # -- upstream connection pool -----------------------------------------
-    def pool_get(self, target: Upstream) -> UpstreamConnection | None:
-        idle = self._idle.get(target)
-        while idle:
-            conn = idle.pop()
-            if not conn.closed and not conn.transport.is_closing():  # type: ignore[union-attr]
-                return conn
-        return None
-
-    def pool_put(self, conn: UpstreamConnection) -> None:
-        if conn.closed:
-            return
-        idle = self._idle.get(conn.target)
-        if idle is None:
-            idle = self._idle[conn.target] = []
-        if self.draining or len(idle) >= self.max_idle:
-            conn.close()
-            return
-        conn.client = conn.exchange = None
-        idle.append(conn)
-
-    def pool_discard(self, conn: UpstreamConnection) -> None:
-        idle = self._idle.get(conn.target)
-        if idle:
-            try:
-                idle.remove(conn)
-            except ValueError:
-                pass
 
     # -- life cycle --------------------------------------------------------
     async def start(self, *, admin: bool = True, sock: socket.socket | None = None) -> None:
@@ -153,6 +124,7 @@ class Router:
         """
         timeout = self.config.drain_timeout if drain_timeout is None else drain_timeout
         self.draining = True
+        self.pool.draining = True
         if self._server is not None:
             self._server.close()
         for client in list(self.clients):
@@ -167,10 +139,7 @@ class Router:
             self._sweeper.cancel()
         for client in list(self.clients):
             client._close()
-        for idle in self._idle.values():
-            for conn in list(idle):
-                conn.close()
-        self._idle.clear()
+        self.pool.close_all()
         if self._admin is not None:
             await self._admin.stop()
             self._admin = None
