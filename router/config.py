@@ -8,11 +8,13 @@ the field.  The ``variants`` list has the same shape as the body of
 listen: 127.0.0.1:8080          # traffic port
 admin: 127.0.0.1:8081           # control plane: routes, snapshot, metrics, health
 token: s3cret                   # bearer token for PUT /-/routes; or tokenFile, or $BAKEOFF_ROUTER_TOKEN
+eventsToken: ev3nts             # bearer token for POST /-/events only; or eventsTokenFile, or
+                                # $BAKEOFF_EVENTS_TOKEN, or --events-token (the admin token works too)
 workers: 1                      # processes sharing the traffic port (SO_REUSEPORT)
 stickiness: {header: X-User-Id} # or {cookie: uid}; omitted: no stickiness
 override: {enabled: false, header: X-Bakeoff-Variant}
 exposeVariant: true             # add X-Bakeoff-Variant to responses
-timeouts: {connect: 2, read: 30, drain: 10, idle: 75}
+timeouts: {connect: 2, read: 30, drain: 10, idle: 75, head: 15}  # head: 408 if a head takes longer
 limits: {maxHeaderBytes: 16384, maxIdlePerUpstream: 128}
 variants:
   - {name: mainline, upstreams: [127.0.0.1:9001], weight: 80}
@@ -51,6 +53,7 @@ class RouterConfig:
     listen: tuple[str, int] = ("127.0.0.1", 8080)
     admin: tuple[str, int] = ("127.0.0.1", 8081)
     token: str | None = None
+    events_token: str | None = None
     workers: int = 1
     sticky_header: str | None = None
     sticky_cookie: str | None = None
@@ -61,6 +64,7 @@ class RouterConfig:
     read_timeout: float = 30.0
     drain_timeout: float = 10.0
     idle_timeout: float = 75.0
+    head_timeout: float = 15.0
     max_header_bytes: int = 16384
     max_idle_per_upstream: int = 128
     variants: tuple[VariantSpec, ...] = field(default_factory=tuple)
@@ -79,7 +83,7 @@ class RouterConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{origin}: expected a mapping at the top level")
         known = {
-            "listen", "admin", "token", "tokenFile", "workers", "stickiness", "override",
+            "listen", "admin", "token", "tokenFile", "eventsToken", "eventsTokenFile", "workers", "stickiness", "override",
             "exposeVariant", "timeouts", "limits", "variants",
         }  # fmt: skip
         _no_unknown(data, known, origin, "")
@@ -97,6 +101,17 @@ class RouterConfig:
             except OSError as e:
                 raise ConfigError(f"{origin}: tokenFile: cannot read {data['tokenFile']}: {e.strerror}") from None
         kw["token"] = token or os.environ.get("BAKEOFF_ROUTER_TOKEN") or None
+        events_token = data.get("eventsToken")
+        if events_token is not None and (not isinstance(events_token, str) or not events_token):
+            raise ConfigError(f"{origin}: eventsToken must be a non-empty string")
+        if "eventsTokenFile" in data:
+            try:
+                events_token = Path(str(data["eventsTokenFile"])).read_text().strip()
+            except OSError as e:
+                raise ConfigError(
+                    f"{origin}: eventsTokenFile: cannot read {data['eventsTokenFile']}: {e.strerror}"
+                ) from None
+        kw["events_token"] = events_token or os.environ.get("BAKEOFF_EVENTS_TOKEN") or None
         if "workers" in data:
             kw["workers"] = _int(data["workers"], f"{origin}: workers", 1, 64)
         st = data.get("stickiness")
@@ -123,8 +138,8 @@ class RouterConfig:
         to = data.get("timeouts") or {}
         if not isinstance(to, dict):
             raise ConfigError(f"{origin}: timeouts must be a mapping")
-        _no_unknown(to, {"connect", "read", "drain", "idle"}, origin, "timeouts.")
-        for key in ("connect", "read", "drain", "idle"):
+        _no_unknown(to, {"connect", "read", "drain", "idle", "head"}, origin, "timeouts.")
+        for key in ("connect", "read", "drain", "idle", "head"):
             if key in to:
                 kw[f"{key}_timeout"] = _seconds(to[key], f"{origin}: timeouts.{key}")
         lim = data.get("limits") or {}

@@ -24,20 +24,27 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
+import structlog
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
-from bakeoff.contracts.snapshot import ABORTED, CONNECT_ERROR, TIMEOUT
+from bakeoff.contracts.snapshot import ABORTED, CONNECT_ERROR, TIMEOUT, UPGRADED
 from bakeoff.router.flow_control import FlowControl
 from bakeoff.router.http11 import (
+    BAD_FRAMING,
     BAD_REQUEST,
     HEAD_TOO_LARGE,
     HOP_BY_HOP,
+    METHOD_NOT_ALLOWED,
     NO_VARIANT,
     REQUEST_HEAD,
+    REQUEST_TIMEOUT,
     HeadTooLarge,
+    Rejected,
     drop_connection_listed,
     error_response,
+    origin_form,
     request_id_line,
+    request_transfer_codings,
 )
 from bakeoff.router.upstream import UpstreamConnection
 
@@ -50,6 +57,7 @@ _MAX_PENDING_BODY = 256 * 1024
 # How long a connection answered with a 400 or 431 drains before it closes.
 _LINGER_SECONDS = 2.0
 _perf = time.perf_counter
+log = structlog.get_logger("bakeoff.router")
 
 
 class Exchange:
@@ -114,6 +122,11 @@ class ClientConnection(asyncio.Protocol):
         self._conn_tokens: bytes | None = None
         self._upgrade_value: bytes | None = None
         self._te: bytes | None = None
+        self._content_length = b""
+        # Set when a request's Upgrade offer was not passed on: b"" if it has
+        # no body, else the framing header of the body still to come.
+        self._upgrade_dropped: bytes | None = None
+        self._resuming = False  # parsing the primer head of _resume_after_dropped_upgrade
 
     # -- asyncio.Protocol ------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -154,12 +167,35 @@ class ClientConnection(asyncio.Protocol):
             self.parser.feed_data(data)
         except HttpParserUpgrade as e:
             rest = data[e.args[0] :]
-            self.tunnel_pending = [rest] if rest else []
+            if self._upgrade_dropped is not None:
+                self._resume_after_dropped_upgrade(rest)
+            else:
+                self.tunnel_pending = [rest] if rest else []
         except HttpParserError as e:
-            if isinstance(e.__context__, HeadTooLarge):
+            cause = e.__context__
+            if isinstance(cause, HeadTooLarge):
                 self._fail_connection(HEAD_TOO_LARGE)
+            elif isinstance(cause, Rejected):
+                self._fail_connection(cause.response)
             else:
                 self._fail_connection(BAD_REQUEST)
+
+    def _resume_after_dropped_upgrade(self, rest: bytes) -> None:
+        """Go on parsing a request whose Upgrade offer was dropped as an ordinary one.
+
+        httptools ends any request offering Upgrade at its head and hands back
+        the bytes after it.  With the offer dropped those bytes are the body
+        (then perhaps more requests): a fresh parser is primed with a head of
+        the same framing, its callbacks ignored, and fed the rest.
+        """
+        framing = self._upgrade_dropped
+        self._upgrade_dropped = None
+        self.parser = HttpRequestParser(self)
+        if framing:
+            self._resuming = True
+            self.parser.feed_data(b"PUT / HTTP/1.1\r\n" + framing + b"\r\n")
+        if rest:
+            self.data_received(rest)
 
     def eof_received(self) -> bool | None:
         # A client that half-closes after its last request still gets its
@@ -228,7 +264,8 @@ class ClientConnection(asyncio.Protocol):
                 override = head[f.start(2) : f.end(2)].strip()
                 drop = True
             elif name == b"x-forwarded-for":
-                xff = head[f.start(2) : f.end(2)].rstrip()
+                value = head[f.start(2) : f.end(2)].rstrip()
+                xff = value if xff is None else xff + b", " + value
                 drop = True
             elif name == b"x-forwarded-proto":
                 has_xfp = True
@@ -274,6 +311,8 @@ class ClientConnection(asyncio.Protocol):
     # -- httptools callbacks ---------------------------------------------
     def on_message_begin(self) -> None:
         self._parser_idle = False
+        if self._resuming:
+            return
         self._url = b""
         self._headers = []
         self._head_size = 0
@@ -285,6 +324,7 @@ class ClientConnection(asyncio.Protocol):
         self._conn_tokens = None
         self._upgrade_value = None
         self._te = None
+        self._content_length = b""
         ex = Exchange()
         ex.started = _perf()
         ex.last_activity = self.loop.time()
@@ -308,7 +348,7 @@ class ClientConnection(asyncio.Protocol):
             elif lname == b"upgrade":
                 self._upgrade_value = value
             elif lname == b"transfer-encoding":
-                self._te = value
+                self._te = value if self._te is None else self._te + b", " + value
             return
         router = self.router
         if lname == router.sticky_header:
@@ -317,8 +357,11 @@ class ClientConnection(asyncio.Protocol):
             self._override = value.strip()
             return
         elif lname == b"x-forwarded-for":
-            self._xff = value
+            # Several X-Forwarded-For lines are one list (RFC 9110 section 5.3).
+            self._xff = value if self._xff is None else self._xff + b", " + value
             return
+        elif lname == b"content-length":
+            self._content_length = value
         elif lname == b"x-request-id":
             self._has_rid = True
         elif lname == b"x-forwarded-proto":
@@ -326,20 +369,51 @@ class ClientConnection(asyncio.Protocol):
         self._headers.append(name + b": " + value + b"\r\n")
 
     def on_headers_complete(self) -> None:
+        if self._resuming:
+            self._resuming = False
+            return
         ex = self.parsing
         assert ex is not None
         parser = self.parser
         router = self.router
         method = parser.get_method()
-        ex.is_head = method == b"HEAD"
+        if method == b"CONNECT":
+            raise Rejected(METHOD_NOT_ALLOWED)  # a tunnel to anywhere is not a variant's request
         ex.http10 = parser.get_http_version() == "1.0"
-        ex.keep_alive = parser.should_keep_alive() and not router.draining
+        # Framing is checked whole here, before the head can go upstream
+        # (RFC 9112 section 6.1 and 6.3); a 400 later would be too late.
+        te = None
+        if self._te is not None:
+            te = request_transfer_codings(self._te)
+            if te is None or self._content_length or ex.http10:
+                raise Rejected(BAD_FRAMING)
+        url = self._url
         headers = self._headers
+        absolute = origin_form(url)
+        if absolute is not None:
+            url, authority = absolute
+            headers = [h for h in headers if h[:5].lower() != b"host:"]
+            headers.insert(0, b"Host: " + authority + b"\r\n")
+        ex.is_head = method == b"HEAD"
+        ex.keep_alive = parser.should_keep_alive() and not router.draining
         if self._conn_tokens is not None:
             headers = drop_connection_listed(headers, self._conn_tokens)
         if self._upgrade_value is not None and parser.should_upgrade():
-            ex.upgrade = True
-            headers.append(b"Connection: upgrade\r\nUpgrade: " + self._upgrade_value + b"\r\n")
+            has_body = te is not None or self._content_length.strip(b" \t") not in (b"", b"0")
+            if has_body or b"h2c" in self._upgrade_value.lower():
+                # Passed on as an ordinary request, as nginx does: a body sent
+                # before the 101 would otherwise wait for a switch that may
+                # never come, and an h2c connection would be one request to the
+                # statistics however many it carries.
+                if te is not None:
+                    self._upgrade_dropped = b"Transfer-Encoding: chunked\r\n"
+                elif has_body:
+                    self._upgrade_dropped = b"Content-Length: " + self._content_length.strip(b" \t") + b"\r\n"
+                else:
+                    self._upgrade_dropped = b""
+            else:
+                ex.upgrade = True
+                headers.append(b"Connection: upgrade\r\nUpgrade: " + self._upgrade_value + b"\r\n")
         if self._xff is not None:
             headers.append(b"X-Forwarded-For: " + self._xff + b", " + self.peer + b"\r\n")
         else:
@@ -348,11 +422,10 @@ class ClientConnection(asyncio.Protocol):
             headers.append(b"X-Forwarded-Proto: http\r\n")
         if not self._has_rid:
             headers.append(request_id_line())
-        # httptools has already rejected Content-Length together with chunked.
-        if self._te is not None and b"chunked" in self._te.lower():
+        if te is not None:
             ex.chunked = True
-            headers.append(b"Transfer-Encoding: chunked\r\n")
-        ex.head = b"".join((method, b" ", self._url, b" HTTP/1.1\r\n", *headers, b"\r\n"))
+            headers.append(b"Transfer-Encoding: " + te + b"\r\n")
+        ex.head = b"".join((method, b" ", url, b" HTTP/1.1\r\n", *headers, b"\r\n"))
 
         ex.variant = router.routes.choose(self._key, self._override if router.override_enabled else None)
         if ex is self.exchanges[0]:
@@ -368,6 +441,8 @@ class ClientConnection(asyncio.Protocol):
             self._send_body(ex, body)
 
     def on_message_complete(self) -> None:
+        if self._upgrade_dropped:
+            return  # httptools' end of an upgrade request at its head: the body follows
         self._parser_idle = True
         ex = self.parsing
         if ex is None:
@@ -461,8 +536,10 @@ class ClientConnection(asyncio.Protocol):
                 self._close()  # idle keep-alive connection
             return
         if not ex.head:
-            if now - ex.last_activity > router.idle_timeout:
-                self._close()  # a head that takes this long is an attack or a dead client
+            if now - ex.last_activity > router.head_timeout:
+                # A head this slow is a dead client or an attack; it is told
+                # why (as nginx's client_header_timeout does) before the close.
+                self._fail_connection(REQUEST_TIMEOUT)
             return
         if ex.upstream is not None and not ex.finished and now - ex.last_activity >= router.read_timeout:
             self._read_timed_out(ex)
@@ -537,6 +614,13 @@ class ClientConnection(asyncio.Protocol):
                     ex.upstream = None
                 if not ex.finished:
                     self._finish(ex, outcome=ABORTED)
+                    log.warning(
+                        "request body malformed after its head went upstream; upstream connection closed",
+                        variant=ex.variant.name if ex.variant is not None else None,
+                        upstream=str(ex.target),
+                        client=self.peer.decode("latin-1"),
+                        outcome="aborted",
+                    )
                 if ex.response_started:
                     self._close()
                     return
@@ -556,7 +640,7 @@ class ClientConnection(asyncio.Protocol):
         if outcome is None:
             stats.record_response(status, _perf() - ex.started)
         else:
-            stats.record_failure(outcome, _perf() - ex.started)
+            stats.record_outcome(outcome, _perf() - ex.started)
 
     # -- called by UpstreamConnection -------------------------------------
     def response_head(self, ex: Exchange, head: bytes) -> None:
@@ -598,7 +682,7 @@ class ClientConnection(asyncio.Protocol):
         """The upstream answered 101: from now on bytes flow unparsed both ways."""
         self.tunnel = conn
         if self.exchanges:
-            self._finish(self.exchanges[0], 101)  # its latency is the time to the switch
+            self._finish(self.exchanges[0], outcome=UPGRADED)  # its latency is the time to the switch
         pending = self.tunnel_pending or []
         self.tunnel_pending = None
         if rest:

@@ -53,11 +53,89 @@ def error_response(status: int, reason: str, message: str, extra: str = "") -> b
 
 BAD_REQUEST = error_response(400, "Bad Request", "the request is not valid HTTP/1.1")
 HEAD_TOO_LARGE = error_response(431, "Request Header Fields Too Large", "the request head is too large")
+METHOD_NOT_ALLOWED = error_response(
+    405,
+    "Method Not Allowed",
+    "this router does not tunnel CONNECT",
+    extra="Allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\n",
+)
+REQUEST_TIMEOUT = error_response(408, "Request Timeout", "the request head was not complete in time")
+BAD_FRAMING = error_response(
+    400, "Bad Request", "Transfer-Encoding must end in chunked (RFC 9112 section 6.1), without Content-Length"
+)
+BAD_TARGET = error_response(400, "Bad Request", "the absolute-form request target has no valid authority")
 NO_VARIANT = error_response(503, "Service Unavailable", "no variant is routable")
 
 
 class HeadTooLarge(Exception):
     """Raised inside an httptools callback: the head passed limits.maxHeaderBytes."""
+
+
+class Rejected(Exception):
+    """Raised inside an httptools callback: answer with ``response`` before anything goes upstream."""
+
+    def __init__(self, response: bytes) -> None:
+        super().__init__()
+        self.response = response
+
+
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# A transfer-coding with optional parameters (RFC 9110 section 10.1.4); the
+# parameter grammar is checked loosely, the coding name strictly.
+_CODING = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+)[ \t]*(;[\t\x20-\x7e]*)?")
+
+
+def request_transfer_codings(value: bytes) -> bytes | None:
+    """The Transfer-Encoding to forward for a request, or None if its framing is invalid.
+
+    RFC 9112 section 6.1: chunked must be the final coding of a request and
+    is applied once; codings before it (gzip, ...) are the application's and
+    are passed on, since the router re-frames only the chunked layer.
+    """
+    codings = []
+    for part in value.split(b","):
+        part = part.strip(b" \t")
+        if not part:
+            continue  # empty list elements are allowed (RFC 9110 section 5.6.1)
+        m = _CODING.fullmatch(part)
+        if m is None:
+            return None
+        codings.append(m.group(0))
+    if not codings or codings[-1].lower() != b"chunked":
+        return None
+    if any(c.split(b";", 1)[0].strip().lower() == b"chunked" for c in codings[:-1]):
+        return None
+    return b", ".join(codings)
+
+
+def origin_form(url: bytes) -> tuple[bytes, bytes] | None:
+    """Split an absolute-form target into (origin-form target, authority); None if not absolute.
+
+    RFC 9112 section 3.2.2: a request to an origin carries the origin-form;
+    the authority becomes the Host.  Raises Rejected for a target that is
+    absolute but has no usable authority.
+    """
+    lower = url[:8].lower()
+    if lower.startswith(b"http://"):
+        rest = url[7:]
+    elif lower.startswith(b"https://"):
+        rest = url[8:]
+    else:
+        return None
+    cut = len(rest)
+    for sep in (b"/", b"?", b"#"):
+        i = rest.find(sep)
+        if 0 <= i < cut:
+            cut = i
+    authority = rest[:cut]
+    path = rest[cut:].split(b"#", 1)[0]
+    if b"@" in authority:
+        authority = authority.rsplit(b"@", 1)[1]  # userinfo is not part of Host (RFC 9110 section 4.2.4)
+    if not authority or not re.fullmatch(rb"[A-Za-z0-9.\-_~!$&'()*+,;=%:\[\]]+", authority):
+        raise Rejected(BAD_TARGET)
+    if not path.startswith(b"/"):
+        path = b"/" + path
+    return path, authority
 
 
 _request_ids = itertools.count(1)

@@ -93,7 +93,7 @@ async def _serve_cluster(config: RouterConfig, cluster, bakeoff: str, sticky_fro
     source = ClusterSource(cluster.api, cluster.namespace, bakeoff, apply_local, sticky)
     await router.start(admin=False)
     admin = await start_admin(ClusterBackend(LocalBackend(router), source), config.admin, config.token,
-                              sticky=sticky_on)  # fmt: skip
+                              sticky=sticky_on, events_token=config.events_token)  # fmt: skip
     log.info("router in cluster mode", bakeoff=bakeoff, namespace=cluster.namespace, source=cluster.source,
              traffic=f"{config.listen[0]}:{router.port}", admin=f"{config.admin[0]}:{admin.port}",
              stickiness=f"{sticky[0]}: {sticky[1]}" if sticky else None)  # fmt: skip
@@ -114,6 +114,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", help="router YAML file (see docs/router.md)")
     p.add_argument("--listen", help="traffic address host:port (overrides the file)")
     p.add_argument("--admin", help="control-plane address host:port (overrides the file)")
+    p.add_argument(
+        "--events-token", help="bearer token POST /-/events requires (overrides eventsToken and $BAKEOFF_EVENTS_TOKEN)"
+    )
     p.add_argument("--workers", type=int, help="processes sharing the traffic port (SO_REUSEPORT)")
     p.add_argument("--kubernetes", action="store_true",
                    help="take the routes from a Bakeoff's status.routing and its Services' EndpointSlices "
@@ -155,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
             overrides["admin"] = args.admin
         if args.workers is not None:
             overrides["workers"] = args.workers
+        if getattr(args, "events_token", None):
+            overrides["events_token"] = args.events_token
         if overrides:
             config = _with_overrides(config, overrides, args.config or "command line")
     except ConfigError as e:
@@ -215,4 +220,6 @@ def _with_overrides(config: RouterConfig, overrides: dict, origin: str) -> Route
         if not 1 <= overrides["workers"] <= 64:
             raise ConfigError("--workers must be from 1 to 64")
         kw["workers"] = overrides["workers"]
+    if "events_token" in overrides:
+        kw["events_token"] = overrides["events_token"]
     return dataclasses.replace(config, **kw)

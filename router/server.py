@@ -52,6 +52,7 @@ class Router:
         self.connect_timeout = config.connect_timeout
         self.read_timeout = config.read_timeout
         self.idle_timeout = config.idle_timeout
+        self.head_timeout = config.head_timeout
         self.pool = UpstreamPool(config.max_idle_per_upstream)
         self.reuse_port = reuse_port
         self.draining = False
@@ -90,7 +91,11 @@ class Router:
             from bakeoff.router.admin import LocalBackend, start_admin
 
             self._admin = await start_admin(
-                LocalBackend(self), self.config.admin, self.config.token, sticky=self.sticky is not None
+                LocalBackend(self),
+                self.config.admin,
+                self.config.token,
+                sticky=self.sticky is not None,
+                events_token=self.config.events_token,
             )
         log.info(
             "router listening",
@@ -101,7 +106,7 @@ class Router:
 
     async def _sweep(self) -> None:
         """Timeouts for every connection, checked on one clock instead of per-request timers."""
-        interval = max(0.01, min(1.0, self.read_timeout / 4, self.idle_timeout / 4))
+        interval = max(0.01, min(1.0, self.read_timeout / 4, self.idle_timeout / 4, self.head_timeout / 4))
         while True:
             await asyncio.sleep(interval)
             now = self.loop.time()

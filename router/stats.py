@@ -53,7 +53,8 @@ class VariantStats:
             self.outcomes[cls] += 1
         self.latency.record(seconds)
 
-    def record_failure(self, outcome: int, seconds: float) -> None:
+    def record_outcome(self, outcome: int, seconds: float) -> None:
+        """A request that ended without a status class of its own: an upgrade, a failure."""
         self.requests += 1
         self.outcomes[outcome] += 1
         self.latency.record(seconds)

@@ -14,14 +14,18 @@ from typing import Any
 
 from bakeoff.contracts.histogram import LAYOUT, NUM_BUCKETS, decode_counts, encode_counts
 
-# Outcome classes, in snapshot order. 1xx counts only final 101 (Upgrade)
-# responses; connect_error and timeout are the router's own 502 and 504 for an
-# upstream it could not reach or that did not answer in time; aborted is a
-# client that went away before its response was complete.
-OUTCOMES = ("1xx", "2xx", "3xx", "4xx", "5xx", "connect_error", "timeout", "aborted")
+# Outcome classes, in snapshot order. connect_error and timeout are the
+# router's own 502 and 504 for an upstream it could not reach or that did not
+# answer in time; aborted is a client that went away before its response was
+# complete; upgraded is a 101 Switching Protocols (a WebSocket session and the
+# like), neither a success nor an error of the variant.  1xx stays for old
+# readers and counts nothing since upgraded exists: interim responses are
+# never final.  Snapshots of routers older than a key count it as 0.
+OUTCOMES = ("1xx", "2xx", "3xx", "4xx", "5xx", "connect_error", "timeout", "aborted", "upgraded")
 CONNECT_ERROR = 5
 TIMEOUT = 6
 ABORTED = 7
+UPGRADED = 8
 
 SNAPSHOT_FORMAT = "bakeoff.snapshot/v1"
 
