@@ -31,6 +31,7 @@ from bakeoff.contracts.snapshot import ABORTED, CONNECT_ERROR, TIMEOUT, UPGRADED
 from bakeoff.router.flow_control import FlowControl
 from bakeoff.router.http11 import (
     BAD_FRAMING,
+    BAD_HOST,
     BAD_REQUEST,
     HEAD_TOO_LARGE,
     HOP_BY_HOP,
@@ -123,6 +124,7 @@ class ClientConnection(asyncio.Protocol):
         self._upgrade_value: bytes | None = None
         self._te: bytes | None = None
         self._content_length = b""
+        self._hosts = 0
         # Set when a request's Upgrade offer was not passed on: b"" if it has
         # no body, else the framing header of the body still to come.
         self._upgrade_dropped: bytes | None = None
@@ -239,6 +241,7 @@ class ClientConnection(asyncio.Protocol):
         length = -1
         key = override = xff = None
         has_xfp = has_rid = False
+        hosts = 0
         cuts: list[tuple[int, int]] | None = None
         sticky = router.sticky_header
         for f in router.request_special.finditer(lower):
@@ -271,6 +274,8 @@ class ClientConnection(asyncio.Protocol):
                 has_xfp = True
             elif name == b"x-request-id":
                 has_rid = True
+            elif name == b"host":
+                hosts += 1
             else:  # keep-alive, proxy-connection, te, trailer: this hop's only
                 drop = True
             if drop:
@@ -278,6 +283,8 @@ class ClientConnection(asyncio.Protocol):
                     cuts = []
                 cuts.append((f.start(), f.end()))
         body_len = len(data) - end - 4
+        if hosts != 1:
+            return False  # the general path answers it
         if body_len != (length if length > 0 else 0):
             return False  # a body still to come, or a pipelined request behind it
         if cuts is not None:
@@ -325,6 +332,7 @@ class ClientConnection(asyncio.Protocol):
         self._upgrade_value = None
         self._te = None
         self._content_length = b""
+        self._hosts = 0
         ex = Exchange()
         ex.started = _perf()
         ex.last_activity = self.loop.time()
@@ -362,6 +370,8 @@ class ClientConnection(asyncio.Protocol):
             return
         elif lname == b"content-length":
             self._content_length = value
+        elif lname == b"host":
+            self._hosts += 1
         elif lname == b"x-request-id":
             self._has_rid = True
         elif lname == b"x-forwarded-proto":
@@ -394,6 +404,12 @@ class ClientConnection(asyncio.Protocol):
             url, authority = absolute
             headers = [h for h in headers if h[:5].lower() != b"host:"]
             headers.insert(0, b"Host: " + authority + b"\r\n")
+        elif self._hosts != 1:
+            if self._hosts or not ex.http10:
+                raise Rejected(BAD_HOST)
+            # HTTP/1.0 had no Host; the request goes on as HTTP/1.1, which must
+            # carry one, empty when there is no authority (RFC 9112 section 3.2).
+            headers.insert(0, b"Host: \r\n")
         ex.is_head = method == b"HEAD"
         ex.keep_alive = parser.should_keep_alive() and not router.draining
         if self._conn_tokens is not None:

@@ -63,6 +63,9 @@ REQUEST_TIMEOUT = error_response(408, "Request Timeout", "the request head was n
 BAD_FRAMING = error_response(
     400, "Bad Request", "Transfer-Encoding must end in chunked (RFC 9112 section 6.1), without Content-Length"
 )
+BAD_HOST = error_response(
+    400, "Bad Request", "an HTTP/1.1 request needs exactly one Host header (RFC 9112 section 3.2)"
+)
 BAD_TARGET = error_response(400, "Bad Request", "the absolute-form request target has no valid authority")
 NO_VARIANT = error_response(503, "Service Unavailable", "no variant is routable")
 

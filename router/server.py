@@ -42,7 +42,7 @@ class Router:
         # The request headers the fast request path acts on (downstream.ClientConnection._fast_request).
         names = [b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade",
                  b"transfer-encoding", b"content-length", b"x-forwarded-for", b"x-forwarded-proto",
-                 b"x-request-id", self.override_header]  # fmt: skip
+                 b"x-request-id", b"host", self.override_header]  # fmt: skip
         if self.sticky_header is not None:
             names.append(self.sticky_header)
         self.request_special = re.compile(
