@@ -235,7 +235,8 @@ class AdminServer:
 
     @property
     def port(self) -> int | None:
-        server = self.site._server  # aiohttp keeps the asyncio server here
+        # aiohttp keeps the asyncio server here; the abstract type lacks .sockets
+        server: Any = self.site._server
         if server is None or not getattr(server, "sockets", None):
             return None
         name = server.sockets[0].getsockname()

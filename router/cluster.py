@@ -33,7 +33,7 @@ import random
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -352,8 +352,8 @@ class ClusterSource:
         custom = client.CustomObjectsApi(self.api)
         selector = f"metadata.name={self.name}"
         if rv[0] is None:
-            listed = custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL,
-                                                          field_selector=selector, _request_timeout=(10, 30))  # fmt: skip
+            listed = cast(dict[str, Any], custom.list_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, field_selector=selector, _request_timeout=(10, 30)))  # fmt: skip
             items = listed.get("items") or []
             self._post(self._set_error, "bakeoff", None)
             self._post(self._set_bakeoff, items[0] if items else None)
@@ -376,7 +376,7 @@ class ClusterSource:
         if rv[0] is None:
             resp = discovery.list_namespaced_endpoint_slice(self.namespace, label_selector=SERVICE_LABEL,
                                                             _preload_content=False, _request_timeout=(10, 30))  # fmt: skip
-            listed = json.loads(resp.data)
+            listed = json.loads(resp.data)  # type: ignore[attr-defined]  # _preload_content=False: a urllib3 response
             views = {}
             for obj in listed.get("items") or []:
                 view = slice_view(obj)
@@ -439,8 +439,11 @@ def read_stickiness(api: Any, namespace: str, name: str) -> tuple[Stickiness, st
     from bakeoff.common.kube import api_error_message
 
     try:
-        obj = client.CustomObjectsApi(api).get_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, name, _request_timeout=(3, 5)
+        obj = cast(
+            dict[str, Any],
+            client.CustomObjectsApi(api).get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, _request_timeout=(3, 5)
+            ),
         )
     except ApiException as e:
         return None, f"{e.status} {api_error_message(e)}"

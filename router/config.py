@@ -71,7 +71,7 @@ class RouterConfig:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> RouterConfig:
-        docs = read_yaml_documents(path, ConfigError)
+        docs = read_yaml_documents(Path(path), ConfigError)
         if len(docs) > 1:
             raise ConfigError(f"{path}: expected one document, found {len(docs)}")
         return cls.from_dict(docs[0] if docs else None, origin=str(path))

@@ -512,6 +512,7 @@ class ClientConnection(asyncio.Protocol):
         ex.upstream = conn
         conn.bind(self, ex)
         transport = conn.transport
+        assert transport is not None  # connection_made ran: the connection is open
         if ex.pending:
             transport.writelines([ex.head, *ex.pending])
             ex.sent_body = True
@@ -519,7 +520,7 @@ class ClientConnection(asyncio.Protocol):
             ex.pending_bytes = 0
         else:
             transport.write(ex.head)
-        self.flow.attach(transport)  # type: ignore[arg-type]
+        self.flow.attach(transport)
         self._update_reading()
 
     def _send_body(self, ex: Exchange, chunk: bytes) -> None:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import signal
 import sys
+from typing import Any
 
 import structlog
 import uvloop
@@ -211,7 +212,7 @@ def _with_overrides(config: RouterConfig, overrides: dict, origin: str) -> Route
 
     from bakeoff.router.config import parse_address
 
-    kw = {}
+    kw: dict[str, Any] = {}
     if "listen" in overrides:
         kw["listen"] = parse_address(overrides["listen"], "--listen")
     if "admin" in overrides:

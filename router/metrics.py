@@ -55,7 +55,7 @@ def _le_counts(latency: dict[str, Any]) -> list[tuple[str, float]]:
     for i, c in enumerate(decode_counts(latency)):
         if c:
             per_bound[bisect.bisect_left(PROMETHEUS_LATENCY_BUCKETS, bucket_upper_bound(i) * (1 - 1e-9))] += c
-    out = []
+    out: list[tuple[str, float]] = []
     running = 0
     for bound, c in zip(PROMETHEUS_LATENCY_BUCKETS, per_bound):
         running += c

@@ -14,6 +14,7 @@ import asyncio
 import re
 import socket
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -23,6 +24,9 @@ from bakeoff.router.routing import RouteTable
 from bakeoff.router.stats import RouterStats
 from bakeoff.router.stickiness import sticky_key_source
 from bakeoff.router.upstream import UpstreamPool
+
+if TYPE_CHECKING:
+    from bakeoff.router.admin import AdminServer
 
 log = structlog.get_logger("bakeoff.router")
 
@@ -57,8 +61,8 @@ class Router:
         self.reuse_port = reuse_port
         self.draining = False
         self.clients: set[ClientConnection] = set()
-        self._server: asyncio.AbstractServer | None = None
-        self._admin = None
+        self._server: asyncio.Server | None = None
+        self._admin: AdminServer | None = None
         self._sweeper: asyncio.Task | None = None
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
 
