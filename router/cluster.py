@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -106,6 +107,54 @@ def stickiness_of(bakeoff: dict[str, Any]) -> Stickiness:
     raise ValueError(f"spec.routing.stickiness must be {{header: NAME}}, {{cookie: NAME}} or null, got {st!r}")
 
 
+@dataclass(frozen=True)
+class Mainline:
+    """Where all traffic goes while there is no Bakeoff to split it: a variant name and a Service."""
+
+    name: str
+    service: str
+    port: int | None = None
+
+
+def parse_mainline_service(value: str, name: str = "mainline") -> Mainline:
+    """``NAME[:PORT]`` of --mainline-service; ValueError says what is wrong."""
+    service, sep, port = value.partition(":")
+    if len(service) > 63 or not re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", service):
+        raise ValueError(f"--mainline-service: {service!r} is not a Service name (a DNS-1035 label)")
+    if not sep:
+        return Mainline(name, service)
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--mainline-service: port {port!r} must be a number from 1 to 65535")
+    return Mainline(name, service, int(port))
+
+
+def mainline_of(bakeoff: dict[str, Any]) -> Mainline | None:
+    """The mainline's entry in a Bakeoff's status.routing, if it has one."""
+    status = bakeoff.get("status") or {}
+    name = status.get("mainline") or ((bakeoff.get("spec") or {}).get("mainline") or {}).get("name") or "mainline"
+    for entry in (status.get("routing") or {}).get("variants") or []:
+        if isinstance(entry, dict) and entry.get("name") == name and isinstance(entry.get("service"), str):
+            port = entry.get("port")
+            return Mainline(name, entry["service"], port if isinstance(port, int) else None)
+    return None
+
+
+def fallback_table(
+    candidates: list[Mainline], slices: dict[str, SliceView], version: int
+) -> tuple[Table | None, Mainline | None]:
+    """Everything to the first mainline candidate with ready endpoints."""
+    for m in candidates:
+        upstreams: set[tuple[str, int]] = set()
+        for s in slices.values():
+            if s.service == m.service:
+                port = s.port_for(m.port)
+                if port is not None:
+                    upstreams.update((a, port) for a in s.addresses)
+        if upstreams:
+            return Table(version, (VariantSpec(m.name, tuple(sorted(upstreams)), 1.0),)), m
+    return None, None
+
+
 def build_table(bakeoff: dict[str, Any] | None, slices: dict[str, SliceView]) -> tuple[Table | None, str]:
     """The table for a Bakeoff and the namespace's slices, or None and why nothing is routable."""
     if bakeoff is None:
@@ -150,8 +199,22 @@ ApplyFn = Callable[[tuple[VariantSpec, ...], int], Awaitable[Any]]
 class ClusterSource:
     """Watches Bakeoff ``name`` and the EndpointSlices of ``namespace``; applies each new table."""
 
-    def __init__(self, api: Any, namespace: str, name: str, apply: ApplyFn, stickiness: Stickiness) -> None:
+    def __init__(
+        self,
+        api: Any,
+        namespace: str,
+        name: str,
+        apply: ApplyFn,
+        stickiness: Stickiness,
+        mainline_service: Mainline | None = None,
+    ) -> None:
         self.api = api
+        # Without a Bakeoff (not created yet, or deleted) all traffic goes to
+        # the mainline: the Service named on the command line, else the last
+        # mainline entry seen in status.routing.  Never a 503 for everyone.
+        self.mainline_service = mainline_service
+        self.last_mainline: Mainline | None = None
+        self.last_version = 0
         self.namespace = namespace
         self.name = name
         self.apply = apply
@@ -222,11 +285,21 @@ class ClusterSource:
 
     def _set_bakeoff(self, obj: dict[str, Any] | None) -> None:
         if obj is None and self.bakeoff is not None:
-            log.warning("Bakeoff deleted; keeping the last routing table", bakeoff=self.name, namespace=self.namespace)
+            log.warning(
+                "Bakeoff deleted; all traffic to the mainline Service once its endpoints are known",
+                bakeoff=self.name,
+                namespace=self.namespace,
+            )
         self.bakeoff = obj
         self.listed = True
         if obj is None:
             return
+        seen = mainline_of(obj)
+        if seen is not None:
+            self.last_mainline = seen
+        version = ((obj.get("status") or {}).get("routing") or {}).get("version")
+        if isinstance(version, int):
+            self.last_version = max(self.last_version, version)
         try:
             st: Stickiness | str = stickiness_of(obj)
         except ValueError as e:
@@ -275,6 +348,14 @@ class ClusterSource:
         if not (self.listed and self.slices_listed):
             return
         table, why = build_table(self.bakeoff, self.slices)
+        if table is None and why in ("the Bakeoff does not exist", "the Bakeoff has no status.routing yet"):
+            candidates = [m for m in (self.mainline_service, self.last_mainline) if m is not None]
+            if self.mainline_service is not None and self.last_mainline is not None:
+                candidates[0] = Mainline(self.last_mainline.name, self.mainline_service.service,
+                                         self.mainline_service.port)  # fmt: skip
+            fallback, used = fallback_table(candidates, self.slices, self.last_version + 1)
+            if fallback is not None and used is not None:
+                table, why = fallback, f"{why}: all traffic to the mainline Service {used.service}"
         if table is None:
             self.problem = why
             if why != self._warned:

@@ -38,7 +38,7 @@ async def _serve(config: RouterConfig) -> int:
     return await _serve_single(config, stop)
 
 
-async def _serve_cluster(config: RouterConfig, cluster, bakeoff: str, sticky_from_file) -> int:
+async def _serve_cluster(config: RouterConfig, cluster, bakeoff: str, sticky_from_file, mainline=None) -> int:
     """--kubernetes: the routes come from the Bakeoff's status.routing (router.cluster)."""
     import dataclasses
 
@@ -75,7 +75,9 @@ async def _serve_cluster(config: RouterConfig, cluster, bakeoff: str, sticky_fro
         async def apply_to_workers(specs, version):
             await workers.put_routes(specs, version)
 
-        source = holder["source"] = ClusterSource(cluster.api, cluster.namespace, bakeoff, apply_to_workers, sticky)
+        source = holder["source"] = ClusterSource(
+            cluster.api, cluster.namespace, bakeoff, apply_to_workers, sticky, mainline
+        )
         log.info("router in cluster mode", bakeoff=bakeoff, namespace=cluster.namespace, source=cluster.source,
                  workers=config.workers, stickiness=f"{sticky[0]}: {sticky[1]}" if sticky else None)  # fmt: skip
         source.start()
@@ -91,7 +93,7 @@ async def _serve_cluster(config: RouterConfig, cluster, bakeoff: str, sticky_fro
     async def apply_local(specs, version):
         router.set_routes(specs, version)
 
-    source = ClusterSource(cluster.api, cluster.namespace, bakeoff, apply_local, sticky)
+    source = ClusterSource(cluster.api, cluster.namespace, bakeoff, apply_local, sticky, mainline)
     await router.start(admin=False)
     admin = await start_admin(ClusterBackend(LocalBackend(router), source), config.admin, config.token,
                               sticky=sticky_on, events_token=config.events_token)  # fmt: skip
@@ -123,6 +125,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="take the routes from a Bakeoff's status.routing and its Services' EndpointSlices "
                         "(docs/kubernetes.md); needs --bakeoff")  # fmt: skip
     p.add_argument("--bakeoff", help="with --kubernetes: the Bakeoff whose traffic this router splits")
+    p.add_argument("--mainline-service", metavar="NAME[:PORT]",
+                   help="with --kubernetes: the Service that gets all traffic while the Bakeoff is absent or "
+                        "deleted (else the last mainline seen in its status.routing)")  # fmt: skip
     kube_arguments(
         p, namespace_help="with --kubernetes: the Bakeoff's namespace (default: the context's, else default)"
     )
@@ -133,14 +138,21 @@ def _check_cluster_flags(args: argparse.Namespace) -> str | None:
     import re
 
     if not getattr(args, "kubernetes", False):
-        for flag in ("bakeoff", "kubeconfig", "context", "namespace"):
+        for flag in ("bakeoff", "kubeconfig", "context", "namespace", "mainline_service"):
             if getattr(args, flag, None):
-                return f"--{flag} needs --kubernetes"
+                return f"--{flag.replace('_', '-')} needs --kubernetes"
         return None
     if not args.bakeoff:
         return "--bakeoff is required with --kubernetes (the Bakeoff whose status.routing to apply)"
     if len(args.bakeoff) > 253 or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", args.bakeoff):
         return f"--bakeoff: {args.bakeoff!r} is not a valid resource name"
+    if getattr(args, "mainline_service", None):
+        from bakeoff.router.cluster import parse_mainline_service
+
+        try:
+            parse_mainline_service(args.mainline_service)
+        except ValueError as e:
+            return str(e)
     return None
 
 
@@ -201,7 +213,12 @@ def _run_cluster(args: argparse.Namespace, config: RouterConfig) -> int:
         print(f"bakeoff router: {where}: {type(e).__name__}: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     try:
-        return uvloop.run(_serve_cluster(config, cluster, args.bakeoff, sticky_from_file))
+        mainline = None
+        if getattr(args, "mainline_service", None):
+            from bakeoff.router.cluster import parse_mainline_service
+
+            mainline = parse_mainline_service(args.mainline_service)
+        return uvloop.run(_serve_cluster(config, cluster, args.bakeoff, sticky_from_file, mainline))
     except OSError as e:
         print(f"bakeoff router: cannot listen: {e}", file=sys.stderr)
         return 1

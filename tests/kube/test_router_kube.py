@@ -431,6 +431,41 @@ async def test_missing_bakeoff_then_no_routing_then_routes(apis, upstream, route
     assert r.proc.poll() is None
 
 
+async def test_absent_bakeoff_routes_everything_to_the_mainline_service_flag(apis, upstream, router, host_ip):
+    u = await upstream("mainline")
+    apis.put_slice("shop-main-1", "shop-main", host_ip, u.port)
+    r = await router("absent", "--mainline-service", "shop-main")
+    doc = await wait_routes(r, lambda d: bool(d["variants"]), what="the mainline fallback")
+    assert table(doc) == {"mainline": (1.0, [f"{host_ip}:{u.port}"])}
+    assert (await readyz(r))[0] == 200
+    assert {(st, body) for st, body, _ in await send(r, 20)} == {(200, "mainline")}
+    # The Bakeoff appears with a split: the split wins over the fallback.
+    c = await upstream("cand")
+    apis.put_slice("absent-cand-1", "absent-cand", host_ip, c.port)
+    apis.create_bakeoff("absent")
+    apis.set_routing("absent", 4, [("mainline", "shop-main", 0.5), ("cand", "absent-cand", 0.5)])
+    await wait_routes(r, lambda d: d["version"] == 4)
+    assert {body for _, body, _ in await send(r, 40)} == {"mainline", "cand"}
+    # Deleted again: back to the mainline alone, never a 503.
+    apis.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, "bakeoffs", "absent")
+    await wait_routes(r, lambda d: [v["name"] for v in d["variants"]] == ["mainline"], what="fallback after delete")
+    assert {(st, body) for st, body, _ in await send(r, 20)} == {(200, "mainline")}
+
+
+async def test_deleted_bakeoff_falls_back_to_the_last_mainline_seen(apis, upstream, router, host_ip):
+    m, c = await upstream("mainline"), await upstream("cand")
+    apis.put_slice("gone-mainline-1", "gone-mainline", host_ip, m.port)
+    apis.put_slice("gone-cand-1", "gone-cand", host_ip, c.port)
+    apis.create_bakeoff("gone")
+    apis.set_routing("gone", 2, [("mainline", "gone-mainline", 0.5), ("cand", "gone-cand", 0.5)])
+    r = await router("gone")  # no --mainline-service
+    await wait_routes(r, lambda d: d["version"] == 2)
+    apis.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, "bakeoffs", "gone")
+    doc = await wait_routes(r, lambda d: [v["name"] for v in d["variants"]] == ["mainline"], what="fallback")
+    assert doc["version"] == 3 and table(doc) == {"mainline": (1.0, [f"{host_ip}:{m.port}"])}
+    assert {(st, body) for st, body, _ in await send(r, 20)} == {(200, "mainline")}
+
+
 async def test_unreachable_api_server(tmp_path, router, kube):
     closed = free_port()  # nothing listens here
     kc = tmp_path / "closed.kubeconfig"
