@@ -19,6 +19,9 @@ limits: {maxHeaderBytes: 16384, maxIdlePerUpstream: 128}
 variants:
   - {name: mainline, upstreams: [127.0.0.1:9001], weight: 80}
   - {name: v2, upstreams: [127.0.0.1:9002], weight: 20}
+routes:                         # optional: statistics per route too (at most 16; first match wins;
+  - {name: checkout, match: "/checkout*"}   # * is any characters, / included; the rest: route "other")
+  - {name: api, match: "/api/*"}
 ```
 """
 
@@ -32,6 +35,7 @@ from typing import Any
 
 from bakeoff.common.durations import DurationError, parse_duration
 from bakeoff.common.yamlfile import read_yaml_documents
+from bakeoff.contracts.snapshot import MAX_ROUTES, OTHER_ROUTE
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$")
 HEADER_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -46,6 +50,14 @@ class VariantSpec:
     name: str
     upstreams: tuple[tuple[str, int], ...]
     weight: float
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """A named glob on the request path, for per-route statistics."""
+
+    name: str
+    match: str
 
 
 @dataclass(frozen=True)
@@ -68,6 +80,7 @@ class RouterConfig:
     max_header_bytes: int = 16384
     max_idle_per_upstream: int = 128
     variants: tuple[VariantSpec, ...] = field(default_factory=tuple)
+    routes: tuple[RouteSpec, ...] = field(default_factory=tuple)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> RouterConfig:
@@ -84,7 +97,7 @@ class RouterConfig:
             raise ConfigError(f"{origin}: expected a mapping at the top level")
         known = {
             "listen", "admin", "token", "tokenFile", "eventsToken", "eventsTokenFile", "workers", "stickiness", "override",
-            "exposeVariant", "timeouts", "limits", "variants",
+            "exposeVariant", "timeouts", "limits", "variants", "routes",
         }  # fmt: skip
         _no_unknown(data, known, origin, "")
         kw: dict[str, Any] = {}
@@ -153,6 +166,7 @@ class RouterConfig:
                 lim["maxIdlePerUpstream"], f"{origin}: limits.maxIdlePerUpstream", 0, 100000
             )
         kw["variants"] = parse_variants(data.get("variants", []), origin)
+        kw["routes"] = parse_routes(data.get("routes") or [], origin)
         return cls(**kw)
 
 
@@ -187,6 +201,33 @@ def parse_variants(data: Any, origin: str) -> tuple[VariantSpec, ...]:
         out.append(VariantSpec(name, addrs, float(weight)))
     if out and not any(v.weight > 0 for v in out):
         raise ConfigError(f"{origin}: variants: at least one weight must be above 0")
+    return tuple(out)
+
+
+def parse_routes(data: Any, origin: str, field_name: str = "routes") -> tuple[RouteSpec, ...]:
+    """Validate the per-route statistics list (router config, or a Bakeoff's spec.routing.routes)."""
+    if not isinstance(data, list):
+        raise ConfigError(f"{origin}: {field_name} must be a list of {{name, match}}")
+    if len(data) > MAX_ROUTES:
+        raise ConfigError(f"{origin}: {field_name} has {len(data)} entries, at most {MAX_ROUTES}")
+    seen: set[str] = set()
+    out = []
+    for i, r in enumerate(data):
+        where = f"{origin}: {field_name}[{i}]"
+        if not isinstance(r, dict):
+            raise ConfigError(f"{where} must be a mapping with name and match")
+        _no_unknown(r, {"name", "match"}, origin, f"{field_name}[{i}].")
+        name, match = r.get("name"), r.get("match")
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise ConfigError(f"{where}.name must be lower-case letters, digits, '-', '_' or '.'; got {name!r}")
+        if name == OTHER_ROUTE:
+            raise ConfigError(f"{where}.name {OTHER_ROUTE!r} is reserved for requests no pattern matches")
+        if name in seen:
+            raise ConfigError(f"{where}.name {name!r} appears twice")
+        seen.add(name)
+        if not isinstance(match, str) or not match or any(c in match for c in " \t\r\n?#"):
+            raise ConfigError(f"{where}.match must be a path glob such as /checkout*, got {match!r}")
+        out.append(RouteSpec(name, match))
     return tuple(out)
 
 

@@ -67,7 +67,7 @@ class Exchange:
     __slots__ = (
         "head", "pending", "pending_bytes", "body_done", "chunked", "keep_alive", "is_head",
         "upgrade", "variant", "target", "started", "upstream", "response_started",
-        "last_activity", "http10", "reused", "sent_body", "finished",
+        "last_activity", "http10", "reused", "sent_body", "finished", "route",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -89,6 +89,7 @@ class Exchange:
         self.reused = False
         self.sent_body = False
         self.finished = False
+        self.route = -1  # index into Router.request_routes.names; -1: no routes configured
 
 
 class ClientConnection(asyncio.Protocol):
@@ -311,6 +312,8 @@ class ClientConnection(asyncio.Protocol):
             ex.pending = [data[end + 4 :]]
             ex.pending_bytes = body_len
         ex.variant = router.routes.choose(key, override if router.override_enabled else None)
+        if router.request_routes is not None:
+            ex.route = router.request_routes.index(head[len(m.group(1)) + 1 : head.find(b" HTTP/1.1\r\n")])
         self.exchanges.append(ex)
         self._start(ex)
         return True
@@ -444,6 +447,8 @@ class ClientConnection(asyncio.Protocol):
         ex.head = b"".join((method, b" ", url, b" HTTP/1.1\r\n", *headers, b"\r\n"))
 
         ex.variant = router.routes.choose(self._key, self._override if router.override_enabled else None)
+        if router.request_routes is not None:
+            ex.route = router.request_routes.index(url)
         if ex is self.exchanges[0]:
             self._start(ex)
 
@@ -654,10 +659,15 @@ class ClientConnection(asyncio.Protocol):
         if variant is None:
             return
         stats = self.router.stats.variant(variant.name)
+        seconds = _perf() - ex.started
         if outcome is None:
-            stats.record_response(status, _perf() - ex.started)
+            stats.record_response(status, seconds)
+            if ex.route >= 0:
+                stats.by_route[ex.route].record_response(status, seconds)  # type: ignore[index]
         else:
-            stats.record_outcome(outcome, _perf() - ex.started)
+            stats.record_outcome(outcome, seconds)
+            if ex.route >= 0:
+                stats.by_route[ex.route].record_outcome(outcome, seconds)  # type: ignore[index]
 
     # -- called by UpstreamConnection -------------------------------------
     def response_head(self, ex: Exchange, head: bytes) -> None:

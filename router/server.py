@@ -20,7 +20,7 @@ import structlog
 
 from bakeoff.router.config import RouterConfig, VariantSpec
 from bakeoff.router.downstream import ClientConnection
-from bakeoff.router.routing import RouteTable
+from bakeoff.router.routing import RequestRoutes, RouteTable
 from bakeoff.router.stats import RouterStats
 from bakeoff.router.stickiness import sticky_key_source
 from bakeoff.router.upstream import UpstreamPool
@@ -34,7 +34,10 @@ log = structlog.get_logger("bakeoff.router")
 class Router:
     def __init__(self, config: RouterConfig, *, router_id: str | None = None, reuse_port: bool = False) -> None:
         self.config = config
-        self.stats = RouterStats(router_id)
+        # Per-route statistics only when routes are configured: None keeps the
+        # hot path at one attribute test per request.
+        self.request_routes = RequestRoutes(config.routes) if config.routes else None
+        self.stats = RouterStats(router_id, self.request_routes.names if self.request_routes else ())
         self.routes = RouteTable(config.variants, version=1 if config.variants else 0)
         for v in self.routes.variants:
             self.stats.variant(v.name)

@@ -36,15 +36,15 @@ class BusinessMetric:
         return {"count": self.count, "sum": self.sum, "sum_sq": self.sum_sq}
 
 
-class VariantStats:
-    __slots__ = ("requests", "outcomes", "latency", "metrics", "invalid_metrics")
+class RouteStats:
+    """Requests, outcomes and latency: of one route of a variant, and (below) of the variant."""
+
+    __slots__ = ("requests", "outcomes", "latency")
 
     def __init__(self) -> None:
         self.requests = 0
         self.outcomes = [0] * len(OUTCOMES)
         self.latency = LatencyHistogram()
-        self.metrics: dict[str, BusinessMetric] = {}
-        self.invalid_metrics = 0
 
     def record_response(self, status: int, seconds: float) -> None:
         self.requests += 1
@@ -58,6 +58,25 @@ class VariantStats:
         self.requests += 1
         self.outcomes[outcome] += 1
         self.latency.record(seconds)
+
+    def counts_json(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "outcomes": dict(zip(OUTCOMES, self.outcomes)),
+            "latency": self.latency.to_json(),
+        }
+
+
+class VariantStats(RouteStats):
+    __slots__ = ("metrics", "invalid_metrics", "route_names", "by_route")
+
+    def __init__(self, route_names: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.metrics: dict[str, BusinessMetric] = {}
+        self.invalid_metrics = 0
+        # Indexed like route_names (the configured routes, then "other"); None: no routes.
+        self.route_names = route_names
+        self.by_route = [RouteStats() for _ in route_names] if route_names else None
 
     def record_metric(self, name: str, raw: bytes | str | float) -> bool:
         """Add one business value; an unparsable or non-finite one is counted and dropped."""
@@ -76,27 +95,27 @@ class VariantStats:
         return True
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "outcomes": dict(zip(OUTCOMES, self.outcomes)),
-            "latency": self.latency.to_json(),
-            "metrics": {k: m.to_json() for k, m in sorted(self.metrics.items())},
-            "invalid_metrics": self.invalid_metrics,
-        }
+        out = self.counts_json()
+        out["metrics"] = {k: m.to_json() for k, m in sorted(self.metrics.items())}
+        out["invalid_metrics"] = self.invalid_metrics
+        if self.by_route is not None:
+            out["by_route"] = {n: r.counts_json() for n, r in zip(self.route_names, self.by_route)}
+        return out
 
 
 class RouterStats:
     """All variants' statistics of one router process."""
 
-    def __init__(self, router_id: str | None = None) -> None:
+    def __init__(self, router_id: str | None = None, route_names: tuple[str, ...] = ()) -> None:
         self.variants: dict[str, VariantStats] = {}
+        self.route_names = route_names
         self.router_id = router_id or f"{os.uname().nodename}-{os.getpid()}"
         self.started_at = time.time()
 
     def variant(self, name: str) -> VariantStats:
         stats = self.variants.get(name)
         if stats is None:
-            stats = self.variants[name] = VariantStats()
+            stats = self.variants[name] = VariantStats(self.route_names)
         return stats
 
     def snapshot(self, weights: dict[str, float] | None = None, routes_version: int = 0) -> dict[str, Any]:

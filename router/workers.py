@@ -237,6 +237,8 @@ def _config_for_worker(config: RouterConfig, port: int) -> dict[str, Any]:
         },  # fmt: skip
         "limits": {"maxHeaderBytes": config.max_header_bytes, "maxIdlePerUpstream": config.max_idle_per_upstream},
     }
+    if config.routes:
+        out["routes"] = [{"name": r.name, "match": r.match} for r in config.routes]
     if config.sticky_header:
         out["stickiness"] = {"header": config.sticky_header}
     elif config.sticky_cookie:
