@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from bakeoff.router.config import ConfigError, VariantSpec, parse_variants
+from bakeoff.router.config import ConfigError, RouteSpec, VariantSpec, parse_routes, parse_variants
 from bakeoff.router.metrics import CONTENT_TYPE, render
 
 
@@ -35,7 +35,12 @@ class ControlBackend(Protocol):
 
     async def routes(self) -> dict[str, Any]: ...
 
-    async def put_routes(self, specs: tuple[VariantSpec, ...], version: int | None = None) -> dict[str, Any]: ...
+    async def put_routes(
+        self,
+        specs: tuple[VariantSpec, ...],
+        version: int | None = None,
+        request_routes: tuple[RouteSpec, ...] | None = None,
+    ) -> dict[str, Any]: ...
 
     async def record_events(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
 
@@ -54,7 +59,14 @@ class LocalBackend:
     async def routes(self) -> dict[str, Any]:
         return self.router.routes.to_json()
 
-    async def put_routes(self, specs: tuple[VariantSpec, ...], version: int | None = None) -> dict[str, Any]:
+    async def put_routes(
+        self,
+        specs: tuple[VariantSpec, ...],
+        version: int | None = None,
+        request_routes: tuple[RouteSpec, ...] | None = None,
+    ) -> dict[str, Any]:
+        if request_routes is not None:
+            self.router.set_request_routes(request_routes)
         return self.router.set_routes(specs, version).to_json()
 
     async def record_events(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -192,7 +204,13 @@ def make_admin_app(
         version = body.get("version")
         if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
             return web.json_response({"error": "PUT /-/routes: version must be an integer"}, status=400)
-        return web.json_response(await backend.put_routes(specs, version))
+        request_routes = None
+        if "routes" in body:  # optional: the per-route statistics patterns as well
+            try:
+                request_routes = parse_routes(body["routes"] or [], "PUT /-/routes")
+            except ConfigError as e:
+                return web.json_response({"error": str(e)}, status=400)
+        return web.json_response(await backend.put_routes(specs, version, request_routes))
 
     async def snapshot(request: web.Request) -> web.Response:
         return web.json_response(await backend.snapshot())

@@ -40,7 +40,7 @@ import structlog
 
 from bakeoff.contracts.resources import BAKEOFF_PLURAL as PLURAL
 from bakeoff.contracts.resources import GROUP, VERSION
-from bakeoff.router.config import HEADER_RE, NAME_RE, VariantSpec
+from bakeoff.router.config import HEADER_RE, NAME_RE, ConfigError, RouteSpec, VariantSpec, parse_routes
 
 log = structlog.get_logger("bakeoff.router")
 
@@ -193,7 +193,8 @@ def build_table(bakeoff: dict[str, Any] | None, slices: dict[str, SliceView]) ->
     )
 
 
-ApplyFn = Callable[[tuple[VariantSpec, ...], int], Awaitable[Any]]
+# (variants, version, per-route statistics patterns or None to keep them)
+ApplyFn = Callable[[tuple[VariantSpec, ...], int, "tuple[RouteSpec, ...] | None"], Awaitable[Any]]
 
 
 class ClusterSource:
@@ -215,6 +216,8 @@ class ClusterSource:
         self.mainline_service = mainline_service
         self.last_mainline: Mainline | None = None
         self.last_version = 0
+        self.request_routes: tuple[RouteSpec, ...] = ()  # spec.routing.routes, as last read
+        self.applied_routes: tuple[RouteSpec, ...] | None = None
         self.namespace = namespace
         self.name = name
         self.apply = apply
@@ -294,6 +297,11 @@ class ClusterSource:
         self.listed = True
         if obj is None:
             return
+        raw_routes = ((obj.get("spec") or {}).get("routing") or {}).get("routes") or []
+        try:
+            self.request_routes = parse_routes(raw_routes, self.where, "spec.routing.routes")
+        except ConfigError as e:
+            log.warning("spec.routing.routes ignored", bakeoff=self.name, error=str(e))
         seen = mainline_of(obj)
         if seen is not None:
             self.last_mainline = seen
@@ -365,9 +373,12 @@ class ClusterSource:
                             serving=self.applied.version if self.applied else None)  # fmt: skip
             return
         self._warned = None
-        if table == self.applied:
+        routes = self.request_routes if self.request_routes != self.applied_routes else None
+        if table == self.applied and routes is None:
             return
-        await self.apply(table.variants, table.version)
+        await self.apply(table.variants, table.version, routes)
+        if routes is not None:
+            self.applied_routes = routes
         previous = self.applied
         self.applied = table
         self.problem = ""
@@ -499,7 +510,12 @@ class ClusterBackend:
     async def routes(self) -> dict[str, Any]:
         return await self.inner.routes()
 
-    async def put_routes(self, specs: tuple[VariantSpec, ...], version: int | None = None) -> dict[str, Any]:
+    async def put_routes(
+        self,
+        specs: tuple[VariantSpec, ...],
+        version: int | None = None,
+        request_routes: tuple[RouteSpec, ...] | None = None,
+    ) -> dict[str, Any]:
         from aiohttp import web
 
         raise web.HTTPConflict(

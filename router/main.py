@@ -72,8 +72,8 @@ async def _serve_cluster(config: RouterConfig, cluster, bakeoff: str, sticky_fro
         sup = Supervisor(config, None, wrap_backend=lambda b: ClusterBackend(b, holder["source"]))
         workers = WorkerBackend(sup)
 
-        async def apply_to_workers(specs, version):
-            await workers.put_routes(specs, version)
+        async def apply_to_workers(specs, version, request_routes):
+            await workers.put_routes(specs, version, request_routes)
 
         source = holder["source"] = ClusterSource(
             cluster.api, cluster.namespace, bakeoff, apply_to_workers, sticky, mainline
@@ -90,7 +90,9 @@ async def _serve_cluster(config: RouterConfig, cluster, bakeoff: str, sticky_fro
 
     router = Router(config)
 
-    async def apply_local(specs, version):
+    async def apply_local(specs, version, request_routes):
+        if request_routes is not None:
+            router.set_request_routes(request_routes)
         router.set_routes(specs, version)
 
     source = ClusterSource(cluster.api, cluster.namespace, bakeoff, apply_local, sticky, mainline)

@@ -147,10 +147,13 @@ class RequestRoutes:
     the first pattern that matches wins with one C-level match per request.
     """
 
-    def __init__(self, specs: Iterable[RouteSpec]) -> None:
+    def __init__(self, specs: Iterable[RouteSpec], slots: tuple[int, ...] | None = None) -> None:
         specs = tuple(specs)
+        self.specs = specs
         self.names = (*(s.name for s in specs), OTHER_ROUTE)
-        self._other = len(specs)
+        # Where each name's counts live (RouterStats.route_slots); by default its position.
+        self.slots = slots if slots is not None else tuple(range(len(self.names)))
+        self._other = self.slots[-1]
         alternatives = b"|".join(
             b"(" + b".*".join(re.escape(part.encode()) for part in s.match.split("*")) + b")" for s in specs
         )
@@ -160,4 +163,4 @@ class RequestRoutes:
         """Index into ``names`` of the route of a request target (its path: the part before ``?``)."""
         q = target.find(b"?")
         m = self._regex.match(target if q < 0 else target[:q])
-        return self._other if m is None else m.lastindex - 1  # type: ignore[operator]
+        return self._other if m is None else self.slots[m.lastindex - 1]  # type: ignore[operator]

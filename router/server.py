@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from bakeoff.router.config import RouterConfig, VariantSpec
+from bakeoff.contracts.snapshot import OTHER_ROUTE
+from bakeoff.router.config import RouterConfig, RouteSpec, VariantSpec
 from bakeoff.router.downstream import ClientConnection
 from bakeoff.router.routing import RequestRoutes, RouteTable
 from bakeoff.router.stats import RouterStats
@@ -36,8 +37,9 @@ class Router:
         self.config = config
         # Per-route statistics only when routes are configured: None keeps the
         # hot path at one attribute test per request.
-        self.request_routes = RequestRoutes(config.routes) if config.routes else None
-        self.stats = RouterStats(router_id, self.request_routes.names if self.request_routes else ())
+        self.stats = RouterStats(router_id)
+        self.request_routes: RequestRoutes | None = None
+        self.set_request_routes(config.routes)
         self.routes = RouteTable(config.variants, version=1 if config.variants else 0)
         for v in self.routes.variants:
             self.stats.variant(v.name)
@@ -79,6 +81,14 @@ class Router:
         self.routes = table
         log.info("routes applied", version=table.version, weights=table.weights, previous=old)
         return table
+
+    def set_request_routes(self, specs: tuple[RouteSpec, ...]) -> None:
+        """Swap the per-route statistics patterns (config routes, or a Bakeoff's spec.routing.routes)."""
+        if not specs:
+            self.request_routes = None  # counts so far stay in the snapshot
+            return
+        names = (*(s.name for s in specs), OTHER_ROUTE)
+        self.request_routes = RequestRoutes(specs, self.stats.route_slots(names))
 
     def snapshot(self) -> dict:
         return self.stats.snapshot(self.routes.weights, self.routes.version)

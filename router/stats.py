@@ -70,11 +70,12 @@ class RouteStats:
 class VariantStats(RouteStats):
     __slots__ = ("metrics", "invalid_metrics", "route_names", "by_route")
 
-    def __init__(self, route_names: tuple[str, ...] = ()) -> None:
+    def __init__(self, route_names: list[str]) -> None:
         super().__init__()
         self.metrics: dict[str, BusinessMetric] = {}
         self.invalid_metrics = 0
-        # Indexed like route_names (the configured routes, then "other"); None: no routes.
+        # Indexed like route_names, the router's append-only list of every
+        # route it has counted; None while no routes are configured.
         self.route_names = route_names
         self.by_route = [RouteStats() for _ in route_names] if route_names else None
 
@@ -108,7 +109,9 @@ class RouterStats:
 
     def __init__(self, router_id: str | None = None, route_names: tuple[str, ...] = ()) -> None:
         self.variants: dict[str, VariantStats] = {}
-        self.route_names = route_names
+        self.route_names: list[str] = []
+        if route_names:
+            self.route_slots(route_names)
         self.router_id = router_id or f"{os.uname().nodename}-{os.getpid()}"
         self.started_at = time.time()
 
@@ -117,6 +120,24 @@ class RouterStats:
         if stats is None:
             stats = self.variants[name] = VariantStats(self.route_names)
         return stats
+
+    def route_slots(self, names: tuple[str, ...]) -> tuple[int, ...]:
+        """Indices of these routes in every variant's by_route, adding the new ones.
+
+        Never shrinks: a route dropped from the configuration keeps the counts
+        it had (snapshots are cumulative), and a request routed before a
+        change records into a slot that still exists.
+        """
+        slots = []
+        for name in names:
+            if name not in self.route_names:
+                self.route_names.append(name)
+                for v in self.variants.values():
+                    if v.by_route is None:
+                        v.by_route = []
+                    v.by_route.append(RouteStats())
+            slots.append(self.route_names.index(name))
+        return tuple(slots)
 
     def snapshot(self, weights: dict[str, float] | None = None, routes_version: int = 0) -> dict[str, Any]:
         """The documented, versioned snapshot (see docs/snapshot.md)."""

@@ -11,6 +11,7 @@ the merged counters never go backwards because one process crashed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import secrets
@@ -28,7 +29,7 @@ import structlog
 
 from bakeoff.contracts.snapshot import merge_snapshots
 from bakeoff.router.admin import start_admin
-from bakeoff.router.config import RouterConfig, VariantSpec
+from bakeoff.router.config import RouterConfig, RouteSpec, VariantSpec
 from bakeoff.router.routing import RouteTable
 from bakeoff.router.stats import RouterStats
 
@@ -75,9 +76,18 @@ class WorkerBackend:
     async def routes(self) -> dict[str, Any]:
         return self.sup.table.to_json()
 
-    async def put_routes(self, specs: tuple[VariantSpec, ...], version: int | None = None) -> dict[str, Any]:
+    async def put_routes(
+        self,
+        specs: tuple[VariantSpec, ...],
+        version: int | None = None,
+        request_routes: tuple[RouteSpec, ...] | None = None,
+    ) -> dict[str, Any]:
         table = self.sup.apply_routes(specs, version)
-        body = {"variants": table.to_json()["variants"], "version": table.version}
+        body: dict[str, Any] = {"variants": table.to_json()["variants"], "version": table.version}
+        if request_routes is not None:
+            # Workers started later take them from their config.
+            self.sup.config = dataclasses.replace(self.sup.config, routes=request_routes)
+            body["routes"] = [{"name": r.name, "match": r.match} for r in request_routes]
         live = [w for w in self.sup.workers if w.alive()]
         await asyncio.gather(*(self._call(w, "PUT", "/-/routes", body) for w in live))
         return table.to_json()

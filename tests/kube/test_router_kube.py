@@ -21,6 +21,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import yaml
 from aiohttp import web
 
 from bakeoff.controller.platforms.local import free_port
@@ -464,6 +465,34 @@ async def test_deleted_bakeoff_falls_back_to_the_last_mainline_seen(apis, upstre
     doc = await wait_routes(r, lambda d: [v["name"] for v in d["variants"]] == ["mainline"], what="fallback")
     assert doc["version"] == 3 and table(doc) == {"mainline": (1.0, [f"{host_ip}:{m.port}"])}
     assert {(st, body) for st, body, _ in await send(r, 20)} == {(200, "mainline")}
+
+
+def _crd_declares_routes() -> bool:
+    crd = yaml.safe_load((ROOT / "charts/bakeoff/crds/bakeoffs.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    routing = schema["properties"]["spec"]["properties"].get("routing", {})
+    return "routes" in routing.get("properties", {})
+
+
+@pytest.mark.skipif(not _crd_declares_routes(), reason="the Bakeoff CRD does not declare spec.routing.routes yet")
+async def test_spec_routing_routes_give_per_route_statistics(apis, upstream, router, host_ip):
+    u = await upstream("mainline")
+    apis.put_slice("paths-mainline-1", "paths-mainline", host_ip, u.port)
+    apis.create_bakeoff("paths")
+    apis.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, NS, "bakeoffs", "paths",
+        {"spec": {"routing": {"routes": [{"name": "checkout", "match": "/checkout*"}]}}},
+    )  # fmt: skip
+    apis.set_routing("paths", 1, [("mainline", "paths-mainline", 1.0)])
+    r = await router("paths")
+    await wait_routes(r, lambda d: d["version"] == 1)
+    async with aiohttp.ClientSession() as s:
+        for path in ("/checkout/1", "/checkout", "/home"):
+            async with s.get(f"{r.url}{path}") as resp:
+                assert resp.status == 200
+        async with s.get(f"{r.admin}/-/snapshot") as resp:
+            by_route = (await resp.json())["variants"]["mainline"]["by_route"]
+    assert {k: v["requests"] for k, v in by_route.items()} == {"checkout": 2, "other": 1}
 
 
 async def test_unreachable_api_server(tmp_path, router, kube):

@@ -103,3 +103,28 @@ def test_validate_checks_by_route_and_accepts_older_snapshots():
     assert merged["outcomes"]["upgraded"] == 0 and set(merged["outcomes"]) == set(OUTCOMES)
     assert merged["by_route"]["checkout"]["requests"] == 1  # only what reported routes
     validate(merge_snapshots([old, snap]))
+
+
+async def test_routes_can_be_swapped_through_put_routes_without_losing_counts(upstreams, make_router):
+    (a,) = await upstreams("main")
+    router = await make_router([a], routes=[{"name": "checkout", "match": "/checkout*"}])
+    url = f"http://127.0.0.1:{router.port}"
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{url}/checkout") as r:
+            await r.read()
+        body = {
+            "variants": [{"name": "main", "upstreams": [a.address], "weight": 1}],
+            "routes": [{"name": "api", "match": "/api/*"}],
+        }
+        admin = f"http://127.0.0.1:{router.admin_port}/-/routes"
+        async with s.put(admin, json=body, headers={"Authorization": "Bearer test-token"}) as r:
+            assert r.status == 200
+        for path in ("/api/x", "/checkout"):
+            async with s.get(f"{url}{path}") as r:
+                await r.read()
+        bad = dict(body, routes=[{"name": "other", "match": "/x"}])
+        async with s.put(admin, json=bad, headers={"Authorization": "Bearer test-token"}) as r:
+            assert r.status == 400 and "reserved" in (await r.json())["error"]
+    by_route = validate(router.snapshot())["variants"]["main"]["by_route"]
+    # checkout keeps its count from before the swap; /checkout now counts as other.
+    assert {k: v["requests"] for k, v in by_route.items()} == {"checkout": 1, "other": 1, "api": 1}
