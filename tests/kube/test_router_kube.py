@@ -524,6 +524,9 @@ async def test_unreachable_api_server(tmp_path, router, kube):
         (["--kubernetes", "--bakeoff", "shop", "--kubeconfig", "/nonexistent/kubeconfig"], "kubeconfig"),
         (["--kubernetes", "--bakeoff", "shop", "--kubeconfig", "{garbage"], "kubeconfig"),
         (["--kubernetes", "--bakeoff", "shop", "--config", "{variants}"], "variants"),
+        (["--mainline-service", "shop"], "--kubernetes"),
+        (["--kubernetes", "--bakeoff", "shop", "--mainline-service", "Shop_Main"], "--mainline-service"),
+        (["--kubernetes", "--bakeoff", "shop", "--mainline-service", "shop:99999"], "--mainline-service"),
     ],
 )
 def test_bad_flags(tmp_path, args, flag):
