@@ -12,18 +12,19 @@ the worker processes of ``--workers N`` and merges what they return.
 | PUT  /-/routes      | replace it atomically: ``{"variants": [...]}`` (bearer token) |
 | GET  /-/snapshot    | cumulative statistics, docs/snapshot.md                     |
 | GET  /metrics       | the same in Prometheus text format                          |
-| POST /-/events      | ``{"key"|"variant", "metric", "value"}`` or a list of them   |
+| POST /-/events      | ``{"key"|"variant", "metric", "value"}`` or a list (events token) |
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 from typing import Any, Protocol
 
 from aiohttp import web
 
-from bakeoff.router.config import ConfigError, VariantSpec, parse_variants
+from bakeoff.router.config import ConfigError, RouteSpec, VariantSpec, parse_routes, parse_variants
 from bakeoff.router.metrics import CONTENT_TYPE, render
 
 
@@ -34,7 +35,12 @@ class ControlBackend(Protocol):
 
     async def routes(self) -> dict[str, Any]: ...
 
-    async def put_routes(self, specs: tuple[VariantSpec, ...], version: int | None = None) -> dict[str, Any]: ...
+    async def put_routes(
+        self,
+        specs: tuple[VariantSpec, ...],
+        version: int | None = None,
+        request_routes: tuple[RouteSpec, ...] | None = None,
+    ) -> dict[str, Any]: ...
 
     async def record_events(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
 
@@ -53,7 +59,14 @@ class LocalBackend:
     async def routes(self) -> dict[str, Any]:
         return self.router.routes.to_json()
 
-    async def put_routes(self, specs: tuple[VariantSpec, ...], version: int | None = None) -> dict[str, Any]:
+    async def put_routes(
+        self,
+        specs: tuple[VariantSpec, ...],
+        version: int | None = None,
+        request_routes: tuple[RouteSpec, ...] | None = None,
+    ) -> dict[str, Any]:
+        if request_routes is not None:
+            self.router.set_request_routes(request_routes)
         return self.router.set_routes(specs, version).to_json()
 
     async def record_events(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -98,8 +111,51 @@ def _check_event(e: Any, i: int, sticky: bool) -> dict[str, Any]:
     return e
 
 
-def make_admin_app(backend: ControlBackend, token: str | None, sticky: bool = True) -> web.Application:
+def is_loopback(address: tuple[str, int] | str) -> bool:
+    """Whether only this machine can reach the admin listener (a Unix socket counts)."""
+    if isinstance(address, str):
+        return True
+    host = address[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def make_admin_app(
+    backend: ControlBackend,
+    token: str | None,
+    sticky: bool = True,
+    events_token: str | None = None,
+    loopback: bool = False,
+) -> web.Application:
     app = web.Application(client_max_size=4 * 1024 * 1024)
+    # Events move the objective the judge decides on, so pushing them needs a
+    # token once anyone but this machine can reach the port.
+    event_tokens = [f"Bearer {t}".encode() for t in (events_token, token) if t]
+
+    def events_authorised(request: web.Request) -> web.Response | None:
+        if not event_tokens:
+            if loopback:
+                return None
+            return web.json_response(
+                {
+                    "error": "POST /-/events needs a token when the admin port is not on a loopback address: "
+                    "set eventsToken (or eventsTokenFile, $BAKEOFF_EVENTS_TOKEN, --events-token) or token "
+                    "in the router config, and send Authorization: Bearer <token>"
+                },
+                status=403,
+            )
+        given = request.headers.get("Authorization", "").encode()
+        if any(hmac.compare_digest(given, t) for t in event_tokens):
+            return None
+        return web.json_response(
+            {"error": "POST /-/events: missing or wrong bearer token (the events token or the admin token)"},
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="bakeoff-events"'},
+        )
 
     def authorised(request: web.Request) -> web.Response | None:
         if token is None:
@@ -148,7 +204,13 @@ def make_admin_app(backend: ControlBackend, token: str | None, sticky: bool = Tr
         version = body.get("version")
         if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
             return web.json_response({"error": "PUT /-/routes: version must be an integer"}, status=400)
-        return web.json_response(await backend.put_routes(specs, version))
+        request_routes = None
+        if "routes" in body:  # optional: the per-route statistics patterns as well
+            try:
+                request_routes = parse_routes(body["routes"] or [], "PUT /-/routes")
+            except ConfigError as e:
+                return web.json_response({"error": str(e)}, status=400)
+        return web.json_response(await backend.put_routes(specs, version, request_routes))
 
     async def snapshot(request: web.Request) -> web.Response:
         return web.json_response(await backend.snapshot())
@@ -158,6 +220,9 @@ def make_admin_app(backend: ControlBackend, token: str | None, sticky: bool = Tr
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     async def events(request: web.Request) -> web.Response:
+        denied = events_authorised(request)
+        if denied:
+            return denied
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -188,7 +253,8 @@ class AdminServer:
 
     @property
     def port(self) -> int | None:
-        server = self.site._server  # aiohttp keeps the asyncio server here
+        # aiohttp keeps the asyncio server here; the abstract type lacks .sockets
+        server: Any = self.site._server
         if server is None or not getattr(server, "sockets", None):
             return None
         name = server.sockets[0].getsockname()
@@ -203,9 +269,11 @@ async def start_admin(
     address: tuple[str, int] | str,
     token: str | None,
     sticky: bool = True,
+    events_token: str | None = None,
 ) -> AdminServer:
     """Serve the control plane on host:port, or on a Unix socket path."""
-    runner = web.AppRunner(make_admin_app(backend, token, sticky), access_log=None, handle_signals=False)
+    app = make_admin_app(backend, token, sticky, events_token, loopback=is_loopback(address))
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     if isinstance(address, str):
         site: web.BaseSite = web.UnixSite(runner, address)

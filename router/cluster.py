@@ -30,16 +30,17 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
 from bakeoff.contracts.resources import BAKEOFF_PLURAL as PLURAL
 from bakeoff.contracts.resources import GROUP, VERSION
-from bakeoff.router.config import HEADER_RE, NAME_RE, VariantSpec
+from bakeoff.router.config import HEADER_RE, NAME_RE, ConfigError, RouteSpec, VariantSpec, parse_routes
 
 log = structlog.get_logger("bakeoff.router")
 
@@ -106,6 +107,54 @@ def stickiness_of(bakeoff: dict[str, Any]) -> Stickiness:
     raise ValueError(f"spec.routing.stickiness must be {{header: NAME}}, {{cookie: NAME}} or null, got {st!r}")
 
 
+@dataclass(frozen=True)
+class Mainline:
+    """Where all traffic goes while there is no Bakeoff to split it: a variant name and a Service."""
+
+    name: str
+    service: str
+    port: int | None = None
+
+
+def parse_mainline_service(value: str, name: str = "mainline") -> Mainline:
+    """``NAME[:PORT]`` of --mainline-service; ValueError says what is wrong."""
+    service, sep, port = value.partition(":")
+    if len(service) > 63 or not re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", service):
+        raise ValueError(f"--mainline-service: {service!r} is not a Service name (a DNS-1035 label)")
+    if not sep:
+        return Mainline(name, service)
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--mainline-service: port {port!r} must be a number from 1 to 65535")
+    return Mainline(name, service, int(port))
+
+
+def mainline_of(bakeoff: dict[str, Any]) -> Mainline | None:
+    """The mainline's entry in a Bakeoff's status.routing, if it has one."""
+    status = bakeoff.get("status") or {}
+    name = status.get("mainline") or ((bakeoff.get("spec") or {}).get("mainline") or {}).get("name") or "mainline"
+    for entry in (status.get("routing") or {}).get("variants") or []:
+        if isinstance(entry, dict) and entry.get("name") == name and isinstance(entry.get("service"), str):
+            port = entry.get("port")
+            return Mainline(name, entry["service"], port if isinstance(port, int) else None)
+    return None
+
+
+def fallback_table(
+    candidates: list[Mainline], slices: dict[str, SliceView], version: int
+) -> tuple[Table | None, Mainline | None]:
+    """Everything to the first mainline candidate with ready endpoints."""
+    for m in candidates:
+        upstreams: set[tuple[str, int]] = set()
+        for s in slices.values():
+            if s.service == m.service:
+                port = s.port_for(m.port)
+                if port is not None:
+                    upstreams.update((a, port) for a in s.addresses)
+        if upstreams:
+            return Table(version, (VariantSpec(m.name, tuple(sorted(upstreams)), 1.0),)), m
+    return None, None
+
+
 def build_table(bakeoff: dict[str, Any] | None, slices: dict[str, SliceView]) -> tuple[Table | None, str]:
     """The table for a Bakeoff and the namespace's slices, or None and why nothing is routable."""
     if bakeoff is None:
@@ -144,14 +193,31 @@ def build_table(bakeoff: dict[str, Any] | None, slices: dict[str, SliceView]) ->
     )
 
 
-ApplyFn = Callable[[tuple[VariantSpec, ...], int], Awaitable[Any]]
+# (variants, version, per-route statistics patterns or None to keep them)
+ApplyFn = Callable[[tuple[VariantSpec, ...], int, "tuple[RouteSpec, ...] | None"], Awaitable[Any]]
 
 
 class ClusterSource:
     """Watches Bakeoff ``name`` and the EndpointSlices of ``namespace``; applies each new table."""
 
-    def __init__(self, api: Any, namespace: str, name: str, apply: ApplyFn, stickiness: Stickiness) -> None:
+    def __init__(
+        self,
+        api: Any,
+        namespace: str,
+        name: str,
+        apply: ApplyFn,
+        stickiness: Stickiness,
+        mainline_service: Mainline | None = None,
+    ) -> None:
         self.api = api
+        # Without a Bakeoff (not created yet, or deleted) all traffic goes to
+        # the mainline: the Service named on the command line, else the last
+        # mainline entry seen in status.routing.  Never a 503 for everyone.
+        self.mainline_service = mainline_service
+        self.last_mainline: Mainline | None = None
+        self.last_version = 0
+        self.request_routes: tuple[RouteSpec, ...] = ()  # spec.routing.routes, as last read
+        self.applied_routes: tuple[RouteSpec, ...] | None = None
         self.namespace = namespace
         self.name = name
         self.apply = apply
@@ -222,11 +288,26 @@ class ClusterSource:
 
     def _set_bakeoff(self, obj: dict[str, Any] | None) -> None:
         if obj is None and self.bakeoff is not None:
-            log.warning("Bakeoff deleted; keeping the last routing table", bakeoff=self.name, namespace=self.namespace)
+            log.warning(
+                "Bakeoff deleted; all traffic to the mainline Service once its endpoints are known",
+                bakeoff=self.name,
+                namespace=self.namespace,
+            )
         self.bakeoff = obj
         self.listed = True
         if obj is None:
             return
+        raw_routes = ((obj.get("spec") or {}).get("routing") or {}).get("routes") or []
+        try:
+            self.request_routes = parse_routes(raw_routes, self.where, "spec.routing.routes")
+        except ConfigError as e:
+            log.warning("spec.routing.routes ignored", bakeoff=self.name, error=str(e))
+        seen = mainline_of(obj)
+        if seen is not None:
+            self.last_mainline = seen
+        version = ((obj.get("status") or {}).get("routing") or {}).get("version")
+        if isinstance(version, int):
+            self.last_version = max(self.last_version, version)
         try:
             st: Stickiness | str = stickiness_of(obj)
         except ValueError as e:
@@ -275,6 +356,14 @@ class ClusterSource:
         if not (self.listed and self.slices_listed):
             return
         table, why = build_table(self.bakeoff, self.slices)
+        if table is None and why in ("the Bakeoff does not exist", "the Bakeoff has no status.routing yet"):
+            candidates = [m for m in (self.mainline_service, self.last_mainline) if m is not None]
+            if self.mainline_service is not None and self.last_mainline is not None:
+                candidates[0] = Mainline(self.last_mainline.name, self.mainline_service.service,
+                                         self.mainline_service.port)  # fmt: skip
+            fallback, used = fallback_table(candidates, self.slices, self.last_version + 1)
+            if fallback is not None and used is not None:
+                table, why = fallback, f"{why}: all traffic to the mainline Service {used.service}"
         if table is None:
             self.problem = why
             if why != self._warned:
@@ -284,9 +373,12 @@ class ClusterSource:
                             serving=self.applied.version if self.applied else None)  # fmt: skip
             return
         self._warned = None
-        if table == self.applied:
+        routes = self.request_routes if self.request_routes != self.applied_routes else None
+        if table == self.applied and routes is None:
             return
-        await self.apply(table.variants, table.version)
+        await self.apply(table.variants, table.version, routes)
+        if routes is not None:
+            self.applied_routes = routes
         previous = self.applied
         self.applied = table
         self.problem = ""
@@ -352,8 +444,8 @@ class ClusterSource:
         custom = client.CustomObjectsApi(self.api)
         selector = f"metadata.name={self.name}"
         if rv[0] is None:
-            listed = custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL,
-                                                          field_selector=selector, _request_timeout=(10, 30))  # fmt: skip
+            listed = cast(dict[str, Any], custom.list_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, field_selector=selector, _request_timeout=(10, 30)))  # fmt: skip
             items = listed.get("items") or []
             self._post(self._set_error, "bakeoff", None)
             self._post(self._set_bakeoff, items[0] if items else None)
@@ -376,7 +468,7 @@ class ClusterSource:
         if rv[0] is None:
             resp = discovery.list_namespaced_endpoint_slice(self.namespace, label_selector=SERVICE_LABEL,
                                                             _preload_content=False, _request_timeout=(10, 30))  # fmt: skip
-            listed = json.loads(resp.data)
+            listed = json.loads(resp.data)  # type: ignore[attr-defined]  # _preload_content=False: a urllib3 response
             views = {}
             for obj in listed.get("items") or []:
                 view = slice_view(obj)
@@ -418,7 +510,12 @@ class ClusterBackend:
     async def routes(self) -> dict[str, Any]:
         return await self.inner.routes()
 
-    async def put_routes(self, specs: tuple[VariantSpec, ...], version: int | None = None) -> dict[str, Any]:
+    async def put_routes(
+        self,
+        specs: tuple[VariantSpec, ...],
+        version: int | None = None,
+        request_routes: tuple[RouteSpec, ...] | None = None,
+    ) -> dict[str, Any]:
         from aiohttp import web
 
         raise web.HTTPConflict(
@@ -439,8 +536,11 @@ def read_stickiness(api: Any, namespace: str, name: str) -> tuple[Stickiness, st
     from bakeoff.common.kube import api_error_message
 
     try:
-        obj = client.CustomObjectsApi(api).get_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, name, _request_timeout=(3, 5)
+        obj = cast(
+            dict[str, Any],
+            client.CustomObjectsApi(api).get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, _request_timeout=(3, 5)
+            ),
         )
     except ApiException as e:
         return None, f"{e.status} {api_error_message(e)}"

@@ -8,15 +8,20 @@ the field.  The ``variants`` list has the same shape as the body of
 listen: 127.0.0.1:8080          # traffic port
 admin: 127.0.0.1:8081           # control plane: routes, snapshot, metrics, health
 token: s3cret                   # bearer token for PUT /-/routes; or tokenFile, or $BAKEOFF_ROUTER_TOKEN
+eventsToken: ev3nts             # bearer token for POST /-/events only; or eventsTokenFile, or
+                                # $BAKEOFF_EVENTS_TOKEN, or --events-token (the admin token works too)
 workers: 1                      # processes sharing the traffic port (SO_REUSEPORT)
 stickiness: {header: X-User-Id} # or {cookie: uid}; omitted: no stickiness
 override: {enabled: false, header: X-Bakeoff-Variant}
 exposeVariant: true             # add X-Bakeoff-Variant to responses
-timeouts: {connect: 2, read: 30, drain: 10, idle: 75}
+timeouts: {connect: 2, read: 30, drain: 10, idle: 75, head: 15}  # head: 408 if a head takes longer
 limits: {maxHeaderBytes: 16384, maxIdlePerUpstream: 128}
 variants:
   - {name: mainline, upstreams: [127.0.0.1:9001], weight: 80}
   - {name: v2, upstreams: [127.0.0.1:9002], weight: 20}
+routes:                         # optional: statistics per route too (at most 16; first match wins;
+  - {name: checkout, match: "/checkout*"}   # * is any characters, / included; the rest: route "other")
+  - {name: api, match: "/api/*"}
 ```
 """
 
@@ -30,6 +35,7 @@ from typing import Any
 
 from bakeoff.common.durations import DurationError, parse_duration
 from bakeoff.common.yamlfile import read_yaml_documents
+from bakeoff.contracts.snapshot import MAX_ROUTES, OTHER_ROUTE
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$")
 HEADER_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -47,10 +53,19 @@ class VariantSpec:
 
 
 @dataclass(frozen=True)
+class RouteSpec:
+    """A named glob on the request path, for per-route statistics."""
+
+    name: str
+    match: str
+
+
+@dataclass(frozen=True)
 class RouterConfig:
     listen: tuple[str, int] = ("127.0.0.1", 8080)
     admin: tuple[str, int] = ("127.0.0.1", 8081)
     token: str | None = None
+    events_token: str | None = None
     workers: int = 1
     sticky_header: str | None = None
     sticky_cookie: str | None = None
@@ -61,13 +76,15 @@ class RouterConfig:
     read_timeout: float = 30.0
     drain_timeout: float = 10.0
     idle_timeout: float = 75.0
+    head_timeout: float = 15.0
     max_header_bytes: int = 16384
     max_idle_per_upstream: int = 128
     variants: tuple[VariantSpec, ...] = field(default_factory=tuple)
+    routes: tuple[RouteSpec, ...] = field(default_factory=tuple)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> RouterConfig:
-        docs = read_yaml_documents(path, ConfigError)
+        docs = read_yaml_documents(Path(path), ConfigError)
         if len(docs) > 1:
             raise ConfigError(f"{path}: expected one document, found {len(docs)}")
         return cls.from_dict(docs[0] if docs else None, origin=str(path))
@@ -79,8 +96,8 @@ class RouterConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{origin}: expected a mapping at the top level")
         known = {
-            "listen", "admin", "token", "tokenFile", "workers", "stickiness", "override",
-            "exposeVariant", "timeouts", "limits", "variants",
+            "listen", "admin", "token", "tokenFile", "eventsToken", "eventsTokenFile", "workers", "stickiness", "override",
+            "exposeVariant", "timeouts", "limits", "variants", "routes",
         }  # fmt: skip
         _no_unknown(data, known, origin, "")
         kw: dict[str, Any] = {}
@@ -97,6 +114,17 @@ class RouterConfig:
             except OSError as e:
                 raise ConfigError(f"{origin}: tokenFile: cannot read {data['tokenFile']}: {e.strerror}") from None
         kw["token"] = token or os.environ.get("BAKEOFF_ROUTER_TOKEN") or None
+        events_token = data.get("eventsToken")
+        if events_token is not None and (not isinstance(events_token, str) or not events_token):
+            raise ConfigError(f"{origin}: eventsToken must be a non-empty string")
+        if "eventsTokenFile" in data:
+            try:
+                events_token = Path(str(data["eventsTokenFile"])).read_text().strip()
+            except OSError as e:
+                raise ConfigError(
+                    f"{origin}: eventsTokenFile: cannot read {data['eventsTokenFile']}: {e.strerror}"
+                ) from None
+        kw["events_token"] = events_token or os.environ.get("BAKEOFF_EVENTS_TOKEN") or None
         if "workers" in data:
             kw["workers"] = _int(data["workers"], f"{origin}: workers", 1, 64)
         st = data.get("stickiness")
@@ -123,8 +151,8 @@ class RouterConfig:
         to = data.get("timeouts") or {}
         if not isinstance(to, dict):
             raise ConfigError(f"{origin}: timeouts must be a mapping")
-        _no_unknown(to, {"connect", "read", "drain", "idle"}, origin, "timeouts.")
-        for key in ("connect", "read", "drain", "idle"):
+        _no_unknown(to, {"connect", "read", "drain", "idle", "head"}, origin, "timeouts.")
+        for key in ("connect", "read", "drain", "idle", "head"):
             if key in to:
                 kw[f"{key}_timeout"] = _seconds(to[key], f"{origin}: timeouts.{key}")
         lim = data.get("limits") or {}
@@ -138,6 +166,7 @@ class RouterConfig:
                 lim["maxIdlePerUpstream"], f"{origin}: limits.maxIdlePerUpstream", 0, 100000
             )
         kw["variants"] = parse_variants(data.get("variants", []), origin)
+        kw["routes"] = parse_routes(data.get("routes") or [], origin)
         return cls(**kw)
 
 
@@ -172,6 +201,33 @@ def parse_variants(data: Any, origin: str) -> tuple[VariantSpec, ...]:
         out.append(VariantSpec(name, addrs, float(weight)))
     if out and not any(v.weight > 0 for v in out):
         raise ConfigError(f"{origin}: variants: at least one weight must be above 0")
+    return tuple(out)
+
+
+def parse_routes(data: Any, origin: str, field_name: str = "routes") -> tuple[RouteSpec, ...]:
+    """Validate the per-route statistics list (router config, or a Bakeoff's spec.routing.routes)."""
+    if not isinstance(data, list):
+        raise ConfigError(f"{origin}: {field_name} must be a list of {{name, match}}")
+    if len(data) > MAX_ROUTES:
+        raise ConfigError(f"{origin}: {field_name} has {len(data)} entries, at most {MAX_ROUTES}")
+    seen: set[str] = set()
+    out = []
+    for i, r in enumerate(data):
+        where = f"{origin}: {field_name}[{i}]"
+        if not isinstance(r, dict):
+            raise ConfigError(f"{where} must be a mapping with name and match")
+        _no_unknown(r, {"name", "match"}, origin, f"{field_name}[{i}].")
+        name, match = r.get("name"), r.get("match")
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise ConfigError(f"{where}.name must be lower-case letters, digits, '-', '_' or '.'; got {name!r}")
+        if name == OTHER_ROUTE:
+            raise ConfigError(f"{where}.name {OTHER_ROUTE!r} is reserved for requests no pattern matches")
+        if name in seen:
+            raise ConfigError(f"{where}.name {name!r} appears twice")
+        seen.add(name)
+        if not isinstance(match, str) or not match or any(c in match for c in " \t\r\n?#"):
+            raise ConfigError(f"{where}.match must be a path glob such as /checkout*, got {match!r}")
+        out.append(RouteSpec(name, match))
     return tuple(out)
 
 

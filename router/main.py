@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import signal
 import sys
+from typing import Any
 
 import structlog
 import uvloop
@@ -37,7 +38,7 @@ async def _serve(config: RouterConfig) -> int:
     return await _serve_single(config, stop)
 
 
-async def _serve_cluster(config: RouterConfig, cluster, bakeoff: str, sticky_from_file) -> int:
+async def _serve_cluster(config: RouterConfig, cluster, bakeoff: str, sticky_from_file, mainline=None) -> int:
     """--kubernetes: the routes come from the Bakeoff's status.routing (router.cluster)."""
     import dataclasses
 
@@ -71,10 +72,12 @@ async def _serve_cluster(config: RouterConfig, cluster, bakeoff: str, sticky_fro
         sup = Supervisor(config, None, wrap_backend=lambda b: ClusterBackend(b, holder["source"]))
         workers = WorkerBackend(sup)
 
-        async def apply_to_workers(specs, version):
-            await workers.put_routes(specs, version)
+        async def apply_to_workers(specs, version, request_routes):
+            await workers.put_routes(specs, version, request_routes)
 
-        source = holder["source"] = ClusterSource(cluster.api, cluster.namespace, bakeoff, apply_to_workers, sticky)
+        source = holder["source"] = ClusterSource(
+            cluster.api, cluster.namespace, bakeoff, apply_to_workers, sticky, mainline
+        )
         log.info("router in cluster mode", bakeoff=bakeoff, namespace=cluster.namespace, source=cluster.source,
                  workers=config.workers, stickiness=f"{sticky[0]}: {sticky[1]}" if sticky else None)  # fmt: skip
         source.start()
@@ -87,13 +90,15 @@ async def _serve_cluster(config: RouterConfig, cluster, bakeoff: str, sticky_fro
 
     router = Router(config)
 
-    async def apply_local(specs, version):
+    async def apply_local(specs, version, request_routes):
+        if request_routes is not None:
+            router.set_request_routes(request_routes)
         router.set_routes(specs, version)
 
-    source = ClusterSource(cluster.api, cluster.namespace, bakeoff, apply_local, sticky)
+    source = ClusterSource(cluster.api, cluster.namespace, bakeoff, apply_local, sticky, mainline)
     await router.start(admin=False)
     admin = await start_admin(ClusterBackend(LocalBackend(router), source), config.admin, config.token,
-                              sticky=sticky_on)  # fmt: skip
+                              sticky=sticky_on, events_token=config.events_token)  # fmt: skip
     log.info("router in cluster mode", bakeoff=bakeoff, namespace=cluster.namespace, source=cluster.source,
              traffic=f"{config.listen[0]}:{router.port}", admin=f"{config.admin[0]}:{admin.port}",
              stickiness=f"{sticky[0]}: {sticky[1]}" if sticky else None)  # fmt: skip
@@ -114,11 +119,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", help="router YAML file (see docs/router.md)")
     p.add_argument("--listen", help="traffic address host:port (overrides the file)")
     p.add_argument("--admin", help="control-plane address host:port (overrides the file)")
+    p.add_argument(
+        "--events-token", help="bearer token POST /-/events requires (overrides eventsToken and $BAKEOFF_EVENTS_TOKEN)"
+    )
     p.add_argument("--workers", type=int, help="processes sharing the traffic port (SO_REUSEPORT)")
     p.add_argument("--kubernetes", action="store_true",
                    help="take the routes from a Bakeoff's status.routing and its Services' EndpointSlices "
                         "(docs/kubernetes.md); needs --bakeoff")  # fmt: skip
     p.add_argument("--bakeoff", help="with --kubernetes: the Bakeoff whose traffic this router splits")
+    p.add_argument("--mainline-service", metavar="NAME[:PORT]",
+                   help="with --kubernetes: the Service that gets all traffic while the Bakeoff is absent or "
+                        "deleted (else the last mainline seen in its status.routing)")  # fmt: skip
     kube_arguments(
         p, namespace_help="with --kubernetes: the Bakeoff's namespace (default: the context's, else default)"
     )
@@ -129,14 +140,21 @@ def _check_cluster_flags(args: argparse.Namespace) -> str | None:
     import re
 
     if not getattr(args, "kubernetes", False):
-        for flag in ("bakeoff", "kubeconfig", "context", "namespace"):
+        for flag in ("bakeoff", "kubeconfig", "context", "namespace", "mainline_service"):
             if getattr(args, flag, None):
-                return f"--{flag} needs --kubernetes"
+                return f"--{flag.replace('_', '-')} needs --kubernetes"
         return None
     if not args.bakeoff:
         return "--bakeoff is required with --kubernetes (the Bakeoff whose status.routing to apply)"
     if len(args.bakeoff) > 253 or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", args.bakeoff):
         return f"--bakeoff: {args.bakeoff!r} is not a valid resource name"
+    if getattr(args, "mainline_service", None):
+        from bakeoff.router.cluster import parse_mainline_service
+
+        try:
+            parse_mainline_service(args.mainline_service)
+        except ValueError as e:
+            return str(e)
     return None
 
 
@@ -155,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
             overrides["admin"] = args.admin
         if args.workers is not None:
             overrides["workers"] = args.workers
+        if getattr(args, "events_token", None):
+            overrides["events_token"] = args.events_token
         if overrides:
             config = _with_overrides(config, overrides, args.config or "command line")
     except ConfigError as e:
@@ -195,7 +215,12 @@ def _run_cluster(args: argparse.Namespace, config: RouterConfig) -> int:
         print(f"bakeoff router: {where}: {type(e).__name__}: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     try:
-        return uvloop.run(_serve_cluster(config, cluster, args.bakeoff, sticky_from_file))
+        mainline = None
+        if getattr(args, "mainline_service", None):
+            from bakeoff.router.cluster import parse_mainline_service
+
+            mainline = parse_mainline_service(args.mainline_service)
+        return uvloop.run(_serve_cluster(config, cluster, args.bakeoff, sticky_from_file, mainline))
     except OSError as e:
         print(f"bakeoff router: cannot listen: {e}", file=sys.stderr)
         return 1
@@ -206,7 +231,7 @@ def _with_overrides(config: RouterConfig, overrides: dict, origin: str) -> Route
 
     from bakeoff.router.config import parse_address
 
-    kw = {}
+    kw: dict[str, Any] = {}
     if "listen" in overrides:
         kw["listen"] = parse_address(overrides["listen"], "--listen")
     if "admin" in overrides:
@@ -215,4 +240,6 @@ def _with_overrides(config: RouterConfig, overrides: dict, origin: str) -> Route
         if not 1 <= overrides["workers"] <= 64:
             raise ConfigError("--workers must be from 1 to 64")
         kw["workers"] = overrides["workers"]
+    if "events_token" in overrides:
+        kw["events_token"] = overrides["events_token"]
     return dataclasses.replace(config, **kw)

@@ -7,6 +7,8 @@ judge's Prometheus source:
 
 - ``bakeoff_requests_total{variant, outcome}`` — counter; outcome is one of
   ``router.stats.OUTCOMES``.
+- With ``routes`` configured both of these carry a ``route`` label too
+  (a configured route name or ``other``).
 - ``bakeoff_request_duration_seconds{variant}`` — histogram with the fixed
   ``le`` bounds of PROMETHEUS_LATENCY_BUCKETS (the snapshot's own histogram is
   finer; these are its cumulative counts at those bounds).
@@ -55,7 +57,7 @@ def _le_counts(latency: dict[str, Any]) -> list[tuple[str, float]]:
     for i, c in enumerate(decode_counts(latency)):
         if c:
             per_bound[bisect.bisect_left(PROMETHEUS_LATENCY_BUCKETS, bucket_upper_bound(i) * (1 - 1e-9))] += c
-    out = []
+    out: list[tuple[str, float]] = []
     running = 0
     for bound, c in zip(PROMETHEUS_LATENCY_BUCKETS, per_bound):
         running += c
@@ -66,13 +68,17 @@ def _le_counts(latency: dict[str, Any]) -> list[tuple[str, float]]:
 
 def snapshot_families(snapshot: dict[str, Any]) -> Iterator[Metric]:
     variants = snapshot.get("variants", {})
+    # With routes configured every request series also carries its route
+    # (summing over route gives the variant); without, the labels stay as they were.
+    by_route = any("by_route" in v for v in variants.values())
+    route_label = ["route"] if by_route else []
     requests = CounterMetricFamily(
-        "bakeoff_requests", "Requests routed to a variant, by outcome.", labels=["variant", "outcome"]
+        "bakeoff_requests", "Requests routed to a variant, by outcome.", labels=["variant", *route_label, "outcome"]
     )
     duration = HistogramMetricFamily(
         "bakeoff_request_duration_seconds",
         "Time from request head read to last response byte sent.",
-        labels=["variant"],
+        labels=["variant", *route_label],
     )
     values = CounterMetricFamily(
         "bakeoff_metric_values", "Business values reported for a variant.", labels=["variant", "metric"]
@@ -85,10 +91,17 @@ def snapshot_families(snapshot: dict[str, Any]) -> Iterator[Metric]:
         "bakeoff_invalid_metric_values", "Business values that did not parse, dropped.", labels=["variant"]
     )
     for name, v in variants.items():
-        for outcome in OUTCOMES:
-            requests.add_metric([name, outcome], v["outcomes"].get(outcome, 0))
-        lat = v.get("latency", {})
-        duration.add_metric([name], _le_counts(lat), sum_value=float(lat.get("sum", 0.0)))
+        if by_route:
+            for route, r in (v.get("by_route") or {}).items():
+                for outcome in OUTCOMES:
+                    requests.add_metric([name, route, outcome], r["outcomes"].get(outcome, 0))
+                lat = r.get("latency", {})
+                duration.add_metric([name, route], _le_counts(lat), sum_value=float(lat.get("sum", 0.0)))
+        else:
+            for outcome in OUTCOMES:
+                requests.add_metric([name, outcome], v["outcomes"].get(outcome, 0))
+            lat = v.get("latency", {})
+            duration.add_metric([name], _le_counts(lat), sum_value=float(lat.get("sum", 0.0)))
         for metric, m in v.get("metrics", {}).items():
             values.add_metric([name, metric], m["count"])
             sums.add_metric([name, metric], m["sum"])

@@ -23,10 +23,12 @@ import bisect
 import hashlib
 import math
 import random
+import re
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from bakeoff.router.config import VariantSpec
+from bakeoff.contracts.snapshot import OTHER_ROUTE
+from bakeoff.router.config import RouteSpec, VariantSpec
 
 _MASK = (1 << 64) - 1
 _CACHE_LIMIT = 1 << 16
@@ -136,3 +138,29 @@ class RouteTable:
 
     def to_json(self) -> dict:
         return {"version": self.version, "variants": [v.to_json() for v in self.variants]}
+
+
+class RequestRoutes:
+    """Which configured route a request path belongs to, for per-route statistics.
+
+    All globs are one regular expression of alternatives, tried in order, so
+    the first pattern that matches wins with one C-level match per request.
+    """
+
+    def __init__(self, specs: Iterable[RouteSpec], slots: tuple[int, ...] | None = None) -> None:
+        specs = tuple(specs)
+        self.specs = specs
+        self.names = (*(s.name for s in specs), OTHER_ROUTE)
+        # Where each name's counts live (RouterStats.route_slots); by default its position.
+        self.slots = slots if slots is not None else tuple(range(len(self.names)))
+        self._other = self.slots[-1]
+        alternatives = b"|".join(
+            b"(" + b".*".join(re.escape(part.encode()) for part in s.match.split("*")) + b")" for s in specs
+        )
+        self._regex = re.compile(rb"(?:" + alternatives + rb")\Z", re.DOTALL)
+
+    def index(self, target: bytes) -> int:
+        """Index into ``names`` of the route of a request target (its path: the part before ``?``)."""
+        q = target.find(b"?")
+        m = self._regex.match(target if q < 0 else target[:q])
+        return self._other if m is None else self.slots[m.lastindex - 1]  # type: ignore[operator]

@@ -14,14 +14,20 @@ import asyncio
 import re
 import socket
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import structlog
 
-from bakeoff.router.config import RouterConfig, VariantSpec
-from bakeoff.router.proxy import ClientConnection, UpstreamConnection
-from bakeoff.router.routing import RouteTable, Upstream
+from bakeoff.contracts.snapshot import OTHER_ROUTE
+from bakeoff.router.config import RouterConfig, RouteSpec, VariantSpec
+from bakeoff.router.downstream import ClientConnection
+from bakeoff.router.routing import RequestRoutes, RouteTable
 from bakeoff.router.stats import RouterStats
 from bakeoff.router.stickiness import sticky_key_source
+from bakeoff.router.upstream import UpstreamPool
+
+if TYPE_CHECKING:
+    from bakeoff.router.admin import AdminServer
 
 log = structlog.get_logger("bakeoff.router")
 
@@ -29,7 +35,11 @@ log = structlog.get_logger("bakeoff.router")
 class Router:
     def __init__(self, config: RouterConfig, *, router_id: str | None = None, reuse_port: bool = False) -> None:
         self.config = config
+        # Per-route statistics only when routes are configured: None keeps the
+        # hot path at one attribute test per request.
         self.stats = RouterStats(router_id)
+        self.request_routes: RequestRoutes | None = None
+        self.set_request_routes(config.routes)
         self.routes = RouteTable(config.variants, version=1 if config.variants else 0)
         for v in self.routes.variants:
             self.stats.variant(v.name)
@@ -38,10 +48,10 @@ class Router:
         self.override_enabled = config.override_enabled
         self.override_header = config.override_header.lower().encode("latin-1")
         self.expose_variant = config.expose_variant
-        # The request headers the fast request path acts on (proxy._fast_request).
+        # The request headers the fast request path acts on (downstream.ClientConnection._fast_request).
         names = [b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade",
                  b"transfer-encoding", b"content-length", b"x-forwarded-for", b"x-forwarded-proto",
-                 b"x-request-id", self.override_header]  # fmt: skip
+                 b"x-request-id", b"host", self.override_header]  # fmt: skip
         if self.sticky_header is not None:
             names.append(self.sticky_header)
         self.request_special = re.compile(
@@ -51,13 +61,13 @@ class Router:
         self.connect_timeout = config.connect_timeout
         self.read_timeout = config.read_timeout
         self.idle_timeout = config.idle_timeout
-        self.max_idle = config.max_idle_per_upstream
+        self.head_timeout = config.head_timeout
+        self.pool = UpstreamPool(config.max_idle_per_upstream)
         self.reuse_port = reuse_port
         self.draining = False
         self.clients: set[ClientConnection] = set()
-        self._idle: dict[Upstream, list[UpstreamConnection]] = {}
-        self._server: asyncio.AbstractServer | None = None
-        self._admin = None
+        self._server: asyncio.Server | None = None
+        self._admin: AdminServer | None = None
         self._sweeper: asyncio.Task | None = None
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
 
@@ -72,37 +82,16 @@ class Router:
         log.info("routes applied", version=table.version, weights=table.weights, previous=old)
         return table
 
+    def set_request_routes(self, specs: tuple[RouteSpec, ...]) -> None:
+        """Swap the per-route statistics patterns (config routes, or a Bakeoff's spec.routing.routes)."""
+        if not specs:
+            self.request_routes = None  # counts so far stay in the snapshot
+            return
+        names = (*(s.name for s in specs), OTHER_ROUTE)
+        self.request_routes = RequestRoutes(specs, self.stats.route_slots(names))
+
     def snapshot(self) -> dict:
         return self.stats.snapshot(self.routes.weights, self.routes.version)
-
-    # -- upstream connection pool -----------------------------------------
-    def pool_get(self, target: Upstream) -> UpstreamConnection | None:
-        idle = self._idle.get(target)
-        while idle:
-            conn = idle.pop()
-            if not conn.closed and not conn.transport.is_closing():  # type: ignore[union-attr]
-                return conn
-        return None
-
-    def pool_put(self, conn: UpstreamConnection) -> None:
-        if conn.closed:
-            return
-        idle = self._idle.get(conn.target)
-        if idle is None:
-            idle = self._idle[conn.target] = []
-        if self.draining or len(idle) >= self.max_idle:
-            conn.close()
-            return
-        conn.client = conn.exchange = None
-        idle.append(conn)
-
-    def pool_discard(self, conn: UpstreamConnection) -> None:
-        idle = self._idle.get(conn.target)
-        if idle:
-            try:
-                idle.remove(conn)
-            except ValueError:
-                pass
 
     # -- life cycle --------------------------------------------------------
     async def start(self, *, admin: bool = True, sock: socket.socket | None = None) -> None:
@@ -119,7 +108,11 @@ class Router:
             from bakeoff.router.admin import LocalBackend, start_admin
 
             self._admin = await start_admin(
-                LocalBackend(self), self.config.admin, self.config.token, sticky=self.sticky is not None
+                LocalBackend(self),
+                self.config.admin,
+                self.config.token,
+                sticky=self.sticky is not None,
+                events_token=self.config.events_token,
             )
         log.info(
             "router listening",
@@ -130,7 +123,7 @@ class Router:
 
     async def _sweep(self) -> None:
         """Timeouts for every connection, checked on one clock instead of per-request timers."""
-        interval = max(0.01, min(1.0, self.read_timeout / 4, self.idle_timeout / 4))
+        interval = max(0.01, min(1.0, self.read_timeout / 4, self.idle_timeout / 4, self.head_timeout / 4))
         while True:
             await asyncio.sleep(interval)
             now = self.loop.time()
@@ -153,6 +146,7 @@ class Router:
         """
         timeout = self.config.drain_timeout if drain_timeout is None else drain_timeout
         self.draining = True
+        self.pool.draining = True
         if self._server is not None:
             self._server.close()
         for client in list(self.clients):
@@ -167,10 +161,7 @@ class Router:
             self._sweeper.cancel()
         for client in list(self.clients):
             client._close()
-        for idle in self._idle.values():
-            for conn in list(idle):
-                conn.close()
-        self._idle.clear()
+        self.pool.close_all()
         if self._admin is not None:
             await self._admin.stop()
             self._admin = None

@@ -36,15 +36,15 @@ class BusinessMetric:
         return {"count": self.count, "sum": self.sum, "sum_sq": self.sum_sq}
 
 
-class VariantStats:
-    __slots__ = ("requests", "outcomes", "latency", "metrics", "invalid_metrics")
+class RouteStats:
+    """Requests, outcomes and latency: of one route of a variant, and (below) of the variant."""
+
+    __slots__ = ("requests", "outcomes", "latency")
 
     def __init__(self) -> None:
         self.requests = 0
         self.outcomes = [0] * len(OUTCOMES)
         self.latency = LatencyHistogram()
-        self.metrics: dict[str, BusinessMetric] = {}
-        self.invalid_metrics = 0
 
     def record_response(self, status: int, seconds: float) -> None:
         self.requests += 1
@@ -53,10 +53,31 @@ class VariantStats:
             self.outcomes[cls] += 1
         self.latency.record(seconds)
 
-    def record_failure(self, outcome: int, seconds: float) -> None:
+    def record_outcome(self, outcome: int, seconds: float) -> None:
+        """A request that ended without a status class of its own: an upgrade, a failure."""
         self.requests += 1
         self.outcomes[outcome] += 1
         self.latency.record(seconds)
+
+    def counts_json(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "outcomes": dict(zip(OUTCOMES, self.outcomes)),
+            "latency": self.latency.to_json(),
+        }
+
+
+class VariantStats(RouteStats):
+    __slots__ = ("metrics", "invalid_metrics", "route_names", "by_route")
+
+    def __init__(self, route_names: list[str]) -> None:
+        super().__init__()
+        self.metrics: dict[str, BusinessMetric] = {}
+        self.invalid_metrics = 0
+        # Indexed like route_names, the router's append-only list of every
+        # route it has counted; None while no routes are configured.
+        self.route_names = route_names
+        self.by_route = [RouteStats() for _ in route_names] if route_names else None
 
     def record_metric(self, name: str, raw: bytes | str | float) -> bool:
         """Add one business value; an unparsable or non-finite one is counted and dropped."""
@@ -75,28 +96,48 @@ class VariantStats:
         return True
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "outcomes": dict(zip(OUTCOMES, self.outcomes)),
-            "latency": self.latency.to_json(),
-            "metrics": {k: m.to_json() for k, m in sorted(self.metrics.items())},
-            "invalid_metrics": self.invalid_metrics,
-        }
+        out = self.counts_json()
+        out["metrics"] = {k: m.to_json() for k, m in sorted(self.metrics.items())}
+        out["invalid_metrics"] = self.invalid_metrics
+        if self.by_route is not None:
+            out["by_route"] = {n: r.counts_json() for n, r in zip(self.route_names, self.by_route)}
+        return out
 
 
 class RouterStats:
     """All variants' statistics of one router process."""
 
-    def __init__(self, router_id: str | None = None) -> None:
+    def __init__(self, router_id: str | None = None, route_names: tuple[str, ...] = ()) -> None:
         self.variants: dict[str, VariantStats] = {}
+        self.route_names: list[str] = []
+        if route_names:
+            self.route_slots(route_names)
         self.router_id = router_id or f"{os.uname().nodename}-{os.getpid()}"
         self.started_at = time.time()
 
     def variant(self, name: str) -> VariantStats:
         stats = self.variants.get(name)
         if stats is None:
-            stats = self.variants[name] = VariantStats()
+            stats = self.variants[name] = VariantStats(self.route_names)
         return stats
+
+    def route_slots(self, names: tuple[str, ...]) -> tuple[int, ...]:
+        """Indices of these routes in every variant's by_route, adding the new ones.
+
+        Never shrinks: a route dropped from the configuration keeps the counts
+        it had (snapshots are cumulative), and a request routed before a
+        change records into a slot that still exists.
+        """
+        slots = []
+        for name in names:
+            if name not in self.route_names:
+                self.route_names.append(name)
+                for v in self.variants.values():
+                    if v.by_route is None:
+                        v.by_route = []
+                    v.by_route.append(RouteStats())
+            slots.append(self.route_names.index(name))
+        return tuple(slots)
 
     def snapshot(self, weights: dict[str, float] | None = None, routes_version: int = 0) -> dict[str, Any]:
         """The documented, versioned snapshot (see docs/snapshot.md)."""

@@ -11,6 +11,7 @@ the merged counters never go backwards because one process crashed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import secrets
@@ -28,7 +29,7 @@ import structlog
 
 from bakeoff.contracts.snapshot import merge_snapshots
 from bakeoff.router.admin import start_admin
-from bakeoff.router.config import RouterConfig, VariantSpec
+from bakeoff.router.config import RouterConfig, RouteSpec, VariantSpec
 from bakeoff.router.routing import RouteTable
 from bakeoff.router.stats import RouterStats
 
@@ -75,9 +76,18 @@ class WorkerBackend:
     async def routes(self) -> dict[str, Any]:
         return self.sup.table.to_json()
 
-    async def put_routes(self, specs: tuple[VariantSpec, ...], version: int | None = None) -> dict[str, Any]:
+    async def put_routes(
+        self,
+        specs: tuple[VariantSpec, ...],
+        version: int | None = None,
+        request_routes: tuple[RouteSpec, ...] | None = None,
+    ) -> dict[str, Any]:
         table = self.sup.apply_routes(specs, version)
-        body = {"variants": table.to_json()["variants"], "version": table.version}
+        body: dict[str, Any] = {"variants": table.to_json()["variants"], "version": table.version}
+        if request_routes is not None:
+            # Workers started later take them from their config.
+            self.sup.config = dataclasses.replace(self.sup.config, routes=request_routes)
+            body["routes"] = [{"name": r.name, "match": r.match} for r in request_routes]
         live = [w for w in self.sup.workers if w.alive()]
         await asyncio.gather(*(self._call(w, "PUT", "/-/routes", body) for w in live))
         return table.to_json()
@@ -139,8 +149,15 @@ class Supervisor:
         # keep it bound (not listening) so the workers can all share it.
         host, port = self.config.listen
         s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        # SO_REUSEADDR as every listener has: without it the bind fails while
+        # connections of a router that just stopped on this port are in TIME_WAIT.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        s.bind((host, port))
+        try:
+            s.bind((host, port))
+        except OSError:
+            s.close()
+            raise
         self.port = s.getsockname()[1]
         self._port_holder = s
 
@@ -157,19 +174,23 @@ class Supervisor:
         worker.proc = subprocess.Popen(cmd, env=os.environ | {"BAKEOFF_WORKER_TOKEN": self.internal_token})
 
     async def run(self, stop: asyncio.Event) -> int:
-        self._reserve_port()
-        self._write_routes()
-        for w in self.workers:
-            self._spawn(w)
-        admin_backend: Any = WorkerBackend(self)
-        if self.wrap_backend is not None:
-            admin_backend = self.wrap_backend(admin_backend)
-        admin = await start_admin(admin_backend, self.config.admin, self.config.token,
-                                  sticky=bool(self.config.sticky_header or self.config.sticky_cookie))  # fmt: skip
-        log.info("router supervisor", workers=len(self.workers), traffic=f"{self.config.listen[0]}:{self.port}",
-                 admin=f"{self.config.admin[0]}:{admin.port}")  # fmt: skip
-        backend = WorkerBackend(self)
+        admin = None
+        # Everything after the runtime directory exists sits in this try, so a
+        # start that fails (a port in use) leaves no empty directory behind.
         try:
+            self._reserve_port()
+            self._write_routes()
+            for w in self.workers:
+                self._spawn(w)
+            admin_backend: Any = WorkerBackend(self)
+            if self.wrap_backend is not None:
+                admin_backend = self.wrap_backend(admin_backend)
+            admin = await start_admin(admin_backend, self.config.admin, self.config.token,
+                                      sticky=bool(self.config.sticky_header or self.config.sticky_cookie),
+                                      events_token=self.config.events_token)  # fmt: skip
+            log.info("router supervisor", workers=len(self.workers), traffic=f"{self.config.listen[0]}:{self.port}",
+                     admin=f"{self.config.admin[0]}:{admin.port}")  # fmt: skip
+            backend = WorkerBackend(self)
             while not stop.is_set():
                 try:
                     await asyncio.wait_for(stop.wait(), 0.5)
@@ -192,7 +213,8 @@ class Supervisor:
         finally:
             self.stopping = True
             await self._stop_workers()
-            await admin.stop()
+            if admin is not None:
+                await admin.stop()
             if self._port_holder is not None:
                 self._port_holder.close()
             shutil.rmtree(self.runtime, ignore_errors=True)
@@ -221,9 +243,12 @@ def _config_for_worker(config: RouterConfig, port: int) -> dict[str, Any]:
             "read": config.read_timeout,
             "drain": config.drain_timeout,
             "idle": config.idle_timeout,
+            "head": config.head_timeout,
         },  # fmt: skip
         "limits": {"maxHeaderBytes": config.max_header_bytes, "maxIdlePerUpstream": config.max_idle_per_upstream},
     }
+    if config.routes:
+        out["routes"] = [{"name": r.name, "match": r.match} for r in config.routes]
     if config.sticky_header:
         out["stickiness"] = {"header": config.sticky_header}
     elif config.sticky_cookie:

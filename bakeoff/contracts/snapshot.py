@@ -14,16 +14,24 @@ from typing import Any
 
 from bakeoff.contracts.histogram import LAYOUT, NUM_BUCKETS, decode_counts, encode_counts
 
-# Outcome classes, in snapshot order. 1xx counts only final 101 (Upgrade)
-# responses; connect_error and timeout are the router's own 502 and 504 for an
-# upstream it could not reach or that did not answer in time; aborted is a
-# client that went away before its response was complete.
-OUTCOMES = ("1xx", "2xx", "3xx", "4xx", "5xx", "connect_error", "timeout", "aborted")
+# Outcome classes, in snapshot order. connect_error and timeout are the
+# router's own 502 and 504 for an upstream it could not reach or that did not
+# answer in time; aborted is a client that went away before its response was
+# complete; upgraded is a 101 Switching Protocols (a WebSocket session and the
+# like), neither a success nor an error of the variant.  1xx stays for old
+# readers and counts nothing since upgraded exists: interim responses are
+# never final.  Snapshots of routers older than a key count it as 0.
+OUTCOMES = ("1xx", "2xx", "3xx", "4xx", "5xx", "connect_error", "timeout", "aborted", "upgraded")
 CONNECT_ERROR = 5
 TIMEOUT = 6
 ABORTED = 7
+UPGRADED = 8
 
 SNAPSHOT_FORMAT = "bakeoff.snapshot/v1"
+# Per-route statistics (optional "by_route" of a variant): the route a request
+# matched no pattern of, and the most routes a router accepts besides it.
+OTHER_ROUTE = "other"
+MAX_ROUTES = 16
 
 
 class SnapshotError(ValueError):
@@ -58,7 +66,35 @@ def validate(snapshot: Any, origin: str = "snapshot") -> dict[str, Any]:
             raise SnapshotError(f"{where}.latency: {e}") from None
         if not isinstance(v.get("metrics", {}), dict):
             raise SnapshotError(f"{where}.metrics must be an object")
+        by_route = v.get("by_route")
+        if by_route is not None:
+            _validate_by_route(by_route, v, where)
     return snapshot
+
+
+def _validate_by_route(by_route: Any, variant: dict[str, Any], where: str) -> None:
+    if not isinstance(by_route, dict):
+        raise SnapshotError(f"{where}.by_route must be an object")
+    if len(by_route) > MAX_ROUTES + 1:
+        raise SnapshotError(f"{where}.by_route has {len(by_route)} routes, at most {MAX_ROUTES} and {OTHER_ROUTE!r}")
+    total = 0
+    for route, r in by_route.items():
+        at = f"{where}.by_route.{route}"
+        if not isinstance(r, dict) or not isinstance(r.get("requests"), int):
+            raise SnapshotError(f"{at}.requests must be an integer")
+        outcomes = r.get("outcomes")
+        if not isinstance(outcomes, dict) or any(not isinstance(outcomes.get(k, 0), int) for k in OUTCOMES):
+            raise SnapshotError(f"{at}.outcomes must map {', '.join(OUTCOMES)} to integers")
+        try:
+            decode_counts(r.get("latency", {}))
+        except (TypeError, ValueError) as e:
+            raise SnapshotError(f"{at}.latency: {e}") from None
+        total += r["requests"]
+    # Equal for one router; less only in a merge with routers that predate routes.
+    if total > variant["requests"]:
+        raise SnapshotError(
+            f"{where}.by_route: requests add up to {total}, more than the variant's {variant['requests']}"
+        )
 
 
 def merge_snapshots(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -86,6 +122,7 @@ def merge_snapshots(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
                     "sum": 0.0,
                     "metrics": {},
                     "invalid_metrics": 0,
+                    "by_route": None,
                 }
             acc["requests"] += v["requests"]
             for k in OUTCOMES:
@@ -102,21 +139,47 @@ def merge_snapshots(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
                 macc["sum"] += float(m.get("sum", 0.0))
                 macc["sum_sq"] += float(m.get("sum_sq", 0.0))
             acc["invalid_metrics"] += int(v.get("invalid_metrics", 0))
+            if v.get("by_route") is not None:
+                routes = acc["by_route"] = acc["by_route"] or {}
+                for route, r in v["by_route"].items():
+                    racc = routes.setdefault(
+                        route, {"requests": 0, "outcomes": dict.fromkeys(OUTCOMES, 0), "dense": [0] * NUM_BUCKETS,
+                                "count": 0, "sum": 0.0},
+                    )  # fmt: skip
+                    racc["requests"] += r["requests"]
+                    for k in OUTCOMES:
+                        racc["outcomes"][k] += r["outcomes"].get(k, 0)
+                    rlat = r.get("latency", {})
+                    for i, c in enumerate(decode_counts(rlat)):
+                        if c:
+                            racc["dense"][i] += c
+                    racc["count"] += int(rlat.get("count", 0))
+                    racc["sum"] += float(rlat.get("sum", 0.0))
     newest_routes = max(snapshots, key=lambda s: s.get("routes", {}).get("version", 0))
+    variants: dict[str, dict[str, Any]] = {}
+    for name, acc in sorted(merged_variants.items()):
+        out: dict[str, Any] = {
+            "requests": acc["requests"],
+            "outcomes": acc["outcomes"],
+            "latency": encode_counts(acc["dense"], acc["count"], acc["sum"]),
+            "metrics": {k: acc["metrics"][k] for k in sorted(acc["metrics"])},
+            "invalid_metrics": acc["invalid_metrics"],
+        }
+        if acc["by_route"] is not None:
+            out["by_route"] = {
+                route: {
+                    "requests": r["requests"],
+                    "outcomes": r["outcomes"],
+                    "latency": encode_counts(r["dense"], r["count"], r["sum"]),
+                }
+                for route, r in sorted(acc["by_route"].items())
+            }
+        variants[name] = out
     return {
         "format": SNAPSHOT_FORMAT,
         "taken_at": min(s.get("taken_at", 0.0) for s in snapshots),
         "sources": [src for s in snapshots for src in s.get("sources", [])],
         "histogram": dict(LAYOUT),
         "routes": newest_routes.get("routes", {"version": 0, "weights": {}}),
-        "variants": {
-            name: {
-                "requests": acc["requests"],
-                "outcomes": acc["outcomes"],
-                "latency": encode_counts(acc["dense"], acc["count"], acc["sum"]),
-                "metrics": {k: acc["metrics"][k] for k in sorted(acc["metrics"])},
-                "invalid_metrics": acc["invalid_metrics"],
-            }
-            for name, acc in sorted(merged_variants.items())
-        },
+        "variants": variants,
     }

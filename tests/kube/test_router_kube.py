@@ -21,6 +21,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import yaml
 from aiohttp import web
 
 from bakeoff.controller.platforms.local import free_port
@@ -431,6 +432,69 @@ async def test_missing_bakeoff_then_no_routing_then_routes(apis, upstream, route
     assert r.proc.poll() is None
 
 
+async def test_absent_bakeoff_routes_everything_to_the_mainline_service_flag(apis, upstream, router, host_ip):
+    u = await upstream("mainline")
+    apis.put_slice("shop-main-1", "shop-main", host_ip, u.port)
+    r = await router("absent", "--mainline-service", "shop-main")
+    doc = await wait_routes(r, lambda d: bool(d["variants"]), what="the mainline fallback")
+    assert table(doc) == {"mainline": (1.0, [f"{host_ip}:{u.port}"])}
+    assert (await readyz(r))[0] == 200
+    assert {(st, body) for st, body, _ in await send(r, 20)} == {(200, "mainline")}
+    # The Bakeoff appears with a split: the split wins over the fallback.
+    c = await upstream("cand")
+    apis.put_slice("absent-cand-1", "absent-cand", host_ip, c.port)
+    apis.create_bakeoff("absent")
+    apis.set_routing("absent", 4, [("mainline", "shop-main", 0.5), ("cand", "absent-cand", 0.5)])
+    await wait_routes(r, lambda d: d["version"] == 4)
+    assert {body for _, body, _ in await send(r, 40)} == {"mainline", "cand"}
+    # Deleted again: back to the mainline alone, never a 503.
+    apis.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, "bakeoffs", "absent")
+    await wait_routes(r, lambda d: [v["name"] for v in d["variants"]] == ["mainline"], what="fallback after delete")
+    assert {(st, body) for st, body, _ in await send(r, 20)} == {(200, "mainline")}
+
+
+async def test_deleted_bakeoff_falls_back_to_the_last_mainline_seen(apis, upstream, router, host_ip):
+    m, c = await upstream("mainline"), await upstream("cand")
+    apis.put_slice("gone-mainline-1", "gone-mainline", host_ip, m.port)
+    apis.put_slice("gone-cand-1", "gone-cand", host_ip, c.port)
+    apis.create_bakeoff("gone")
+    apis.set_routing("gone", 2, [("mainline", "gone-mainline", 0.5), ("cand", "gone-cand", 0.5)])
+    r = await router("gone")  # no --mainline-service
+    await wait_routes(r, lambda d: d["version"] == 2)
+    apis.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, "bakeoffs", "gone")
+    doc = await wait_routes(r, lambda d: [v["name"] for v in d["variants"]] == ["mainline"], what="fallback")
+    assert doc["version"] == 3 and table(doc) == {"mainline": (1.0, [f"{host_ip}:{m.port}"])}
+    assert {(st, body) for st, body, _ in await send(r, 20)} == {(200, "mainline")}
+
+
+def _crd_declares_routes() -> bool:
+    crd = yaml.safe_load((ROOT / "charts/bakeoff/crds/bakeoffs.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    routing = schema["properties"]["spec"]["properties"].get("routing", {})
+    return "routes" in routing.get("properties", {})
+
+
+@pytest.mark.skipif(not _crd_declares_routes(), reason="the Bakeoff CRD does not declare spec.routing.routes yet")
+async def test_spec_routing_routes_give_per_route_statistics(apis, upstream, router, host_ip):
+    u = await upstream("mainline")
+    apis.put_slice("paths-mainline-1", "paths-mainline", host_ip, u.port)
+    apis.create_bakeoff("paths")
+    apis.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, NS, "bakeoffs", "paths",
+        {"spec": {"routing": {"routes": [{"name": "checkout", "match": "/checkout*"}]}}},
+    )  # fmt: skip
+    apis.set_routing("paths", 1, [("mainline", "paths-mainline", 1.0)])
+    r = await router("paths")
+    await wait_routes(r, lambda d: d["version"] == 1)
+    async with aiohttp.ClientSession() as s:
+        for path in ("/checkout/1", "/checkout", "/home"):
+            async with s.get(f"{r.url}{path}") as resp:
+                assert resp.status == 200
+        async with s.get(f"{r.admin}/-/snapshot") as resp:
+            by_route = (await resp.json())["variants"]["mainline"]["by_route"]
+    assert {k: v["requests"] for k, v in by_route.items()} == {"checkout": 2, "other": 1}
+
+
 async def test_unreachable_api_server(tmp_path, router, kube):
     closed = free_port()  # nothing listens here
     kc = tmp_path / "closed.kubeconfig"
@@ -460,6 +524,9 @@ async def test_unreachable_api_server(tmp_path, router, kube):
         (["--kubernetes", "--bakeoff", "shop", "--kubeconfig", "/nonexistent/kubeconfig"], "kubeconfig"),
         (["--kubernetes", "--bakeoff", "shop", "--kubeconfig", "{garbage"], "kubeconfig"),
         (["--kubernetes", "--bakeoff", "shop", "--config", "{variants}"], "variants"),
+        (["--mainline-service", "shop"], "--kubernetes"),
+        (["--kubernetes", "--bakeoff", "shop", "--mainline-service", "Shop_Main"], "--mainline-service"),
+        (["--kubernetes", "--bakeoff", "shop", "--mainline-service", "shop:99999"], "--mainline-service"),
     ],
 )
 def test_bad_flags(tmp_path, args, flag):

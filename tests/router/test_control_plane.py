@@ -135,7 +135,7 @@ async def test_snapshot_and_metrics_agree_and_parse(upstreams, make_router):
 async def test_events_are_attributed_to_the_keys_variant(upstreams, make_router):
     ups = await upstreams("main", "b")
     router = await make_router(ups, stickiness={"header": "X-User-Id"})
-    async with aiohttp.ClientSession() as s:
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer test-token"}) as s:
         assigned = {}
         for u in range(40):
             async with s.get(f"http://127.0.0.1:{router.port}/", headers={"X-User-Id": f"u{u}"}) as r:
@@ -192,7 +192,7 @@ def test_merging_replica_snapshots_equals_one_router(requests, replicas, rnd):
         for stats in (whole, parts[rnd.randrange(replicas)]):
             v = stats.variant(name)
             if status < 0:
-                v.record_failure(5 if status == -1 else 6, seconds)
+                v.record_outcome(5 if status == -1 else 6, seconds)
             else:
                 v.record_response(status, seconds)
             if metric is not None:

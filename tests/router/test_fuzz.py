@@ -8,7 +8,7 @@ import random
 
 import aiohttp
 
-from bakeoff.router.proxy import UpstreamConnection
+from bakeoff.router.upstream import UpstreamConnection
 
 VALID = [
     b"GET /a?b=c HTTP/1.1\r\nHost: h\r\nX-User-Id: u1\r\n\r\n",

@@ -1,0 +1,158 @@
+"""HTTP/1.1 wire details shared by both sides of the proxy.
+
+Which headers belong to one hop only, the strict grammars of the fast
+paths, the router's own canned responses, request ids, and the checks on
+framing headers that must pass before a request's first byte goes upstream.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+
+# RFC 9110 section 7.6.1: meaningful for one connection only, never forwarded.
+# Content-Length is not here: it passes through when it frames the body as is.
+HOP_BY_HOP = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding", b"upgrade", b"trailer")
+)
+METRIC_PREFIX = b"bakeoff-metric-"
+METRIC_PREFIX_LEN = len(METRIC_PREFIX)
+
+# The fast response path's grammar (RFC 9112 section 4 and 5, strictly): a
+# status line, then field lines of a token, a colon and visible characters;
+# no obsolete line folding, no bare CR or LF, no NUL.
+RESPONSE_HEAD = re.compile(
+    rb"HTTP/1\.1 [1-5][0-9][0-9] [\t\x20-\x7e\x80-\xff]*\r\n"
+    rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*\r\n)*"
+)
+REQUEST_HEAD = re.compile(
+    rb"(GET|HEAD|POST|PUT|DELETE|PATCH|OPTIONS) /[\x21-\x7e]* HTTP/1\.1\r\n"
+    rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e]*\r\n)*"
+)
+# Matched on the lower-cased head, whose byte positions equal the original's.
+RESPONSE_SPECIAL = re.compile(
+    rb"\r\n(connection|keep-alive|proxy-connection|te|trailer|upgrade|transfer-encoding|content-length"
+    rb"|bakeoff-metric-[^:]*):[ \t]*([^\r]*)"
+)
+PLAIN_CONNECTION_TOKENS = frozenset((b"keep-alive", b"close", b""))
+# The lines the fast response path removes: hop-by-hop and metric headers
+# (the same names as RESPONSE_SPECIAL less those it keeps or refuses).
+RESPONSE_DROP = re.compile(
+    rb"\r\n(?:connection|keep-alive|proxy-connection|te|trailer|bakeoff-metric-[^:\r]*):[^\r]*", re.IGNORECASE
+)
+
+
+def error_response(status: int, reason: str, message: str, extra: str = "") -> bytes:
+    body = f"{status} {reason}: {message}\n".encode()
+    return (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n"
+    ).encode() + body
+
+
+BAD_REQUEST = error_response(400, "Bad Request", "the request is not valid HTTP/1.1")
+HEAD_TOO_LARGE = error_response(431, "Request Header Fields Too Large", "the request head is too large")
+METHOD_NOT_ALLOWED = error_response(
+    405,
+    "Method Not Allowed",
+    "this router does not tunnel CONNECT",
+    extra="Allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\n",
+)
+REQUEST_TIMEOUT = error_response(408, "Request Timeout", "the request head was not complete in time")
+BAD_FRAMING = error_response(
+    400, "Bad Request", "Transfer-Encoding must end in chunked (RFC 9112 section 6.1), without Content-Length"
+)
+BAD_HOST = error_response(
+    400, "Bad Request", "an HTTP/1.1 request needs exactly one Host header (RFC 9112 section 3.2)"
+)
+BAD_TARGET = error_response(400, "Bad Request", "the absolute-form request target has no valid authority")
+NO_VARIANT = error_response(503, "Service Unavailable", "no variant is routable")
+
+
+class HeadTooLarge(Exception):
+    """Raised inside an httptools callback: the head passed limits.maxHeaderBytes."""
+
+
+class Rejected(Exception):
+    """Raised inside an httptools callback: answer with ``response`` before anything goes upstream."""
+
+    def __init__(self, response: bytes) -> None:
+        super().__init__()
+        self.response = response
+
+
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# A transfer-coding with optional parameters (RFC 9110 section 10.1.4); the
+# parameter grammar is checked loosely, the coding name strictly.
+_CODING = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+)[ \t]*(;[\t\x20-\x7e]*)?")
+
+
+def request_transfer_codings(value: bytes) -> bytes | None:
+    """The Transfer-Encoding to forward for a request, or None if its framing is invalid.
+
+    RFC 9112 section 6.1: chunked must be the final coding of a request and
+    is applied once; codings before it (gzip, ...) are the application's and
+    are passed on, since the router re-frames only the chunked layer.
+    """
+    codings = []
+    for part in value.split(b","):
+        part = part.strip(b" \t")
+        if not part:
+            continue  # empty list elements are allowed (RFC 9110 section 5.6.1)
+        m = _CODING.fullmatch(part)
+        if m is None:
+            return None
+        codings.append(m.group(0))
+    if not codings or codings[-1].lower() != b"chunked":
+        return None
+    if any(c.split(b";", 1)[0].strip().lower() == b"chunked" for c in codings[:-1]):
+        return None
+    return b", ".join(codings)
+
+
+def origin_form(url: bytes) -> tuple[bytes, bytes] | None:
+    """Split an absolute-form target into (origin-form target, authority); None if not absolute.
+
+    RFC 9112 section 3.2.2: a request to an origin carries the origin-form;
+    the authority becomes the Host.  Raises Rejected for a target that is
+    absolute but has no usable authority.
+    """
+    lower = url[:8].lower()
+    if lower.startswith(b"http://"):
+        rest = url[7:]
+    elif lower.startswith(b"https://"):
+        rest = url[8:]
+    else:
+        return None
+    cut = len(rest)
+    for sep in (b"/", b"?", b"#"):
+        i = rest.find(sep)
+        if 0 <= i < cut:
+            cut = i
+    authority = rest[:cut]
+    path = rest[cut:].split(b"#", 1)[0]
+    if b"@" in authority:
+        authority = authority.rsplit(b"@", 1)[1]  # userinfo is not part of Host (RFC 9110 section 4.2.4)
+    if not authority or not re.fullmatch(rb"[A-Za-z0-9.\-_~!$&'()*+,;=%:\[\]]+", authority):
+        raise Rejected(BAD_TARGET)
+    if not path.startswith(b"/"):
+        path = b"/" + path
+    return path, authority
+
+
+_request_ids = itertools.count(1)
+_REQUEST_ID_PREFIX = os.urandom(4).hex().encode() + b"-"
+
+
+def request_id_line() -> bytes:
+    """An X-Request-Id header line unique to this process's lifetime."""
+    return b"X-Request-Id: " + _REQUEST_ID_PREFIX + b"%x\r\n" % next(_request_ids)
+
+
+def drop_connection_listed(headers: list[bytes], tokens: bytes) -> list[bytes]:
+    """Drop the header lines a Connection header names (RFC 9110 section 7.6.1)."""
+    names = {t.strip() for t in tokens.lower().split(b",")} - {b"close", b"keep-alive", b"upgrade", b""}
+    if not names:
+        return headers
+    return [h for h in headers if h.split(b":", 1)[0].strip().lower() not in names]
