@@ -153,9 +153,10 @@ async def test_ctrl_c_mid_run_leaves_no_process_and_a_restart_resumes(tmp_path, 
     b = bakeoff_doc()
     b["spec"]["routing"]["stepInterval"] = "1s"
     b["spec"]["judge"]["minSamples"] = 50  # a step moves on judged requests only: the load brings them
+    b["spec"]["load"] = {"users": 8, "think": "10ms", "requests": [{"path": "/checkout"}]}
     spec = write_docs(tmp_path / "bake.yaml", [b, variant_doc("v1", "good"), variant_doc("v2", "good")])
     state = tmp_path / "state"
-    run = runs(spec, state, "--load", "users=8,think=0.01")
+    run = runs(spec, state)
     # A step moves on evidence only (and not for a candidate with a metric judged worse, which an
     # A/A run can show by chance): wait until one candidate has moved up.
     st = await run.wait_for(
