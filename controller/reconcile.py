@@ -153,7 +153,13 @@ class JudgeDecision:
             for n, vv in verdict.variants.items()
             if vv.status in ("judging", "winner")
             and any(mv.role == "guardrail" for mv in vv.metrics.values())
-            and all(mv.state in ("better", "non_inferior") for mv in vv.metrics.values() if mv.role == "guardrail")
+            # the whole-service (route-stratified) tests decide promotion; a route's own test can
+            # only roll back (a quiet route such as "other" may never gather evidence)
+            and all(
+                mv.state in ("better", "non_inferior")
+                for mv in vv.metrics.values()
+                if mv.role == "guardrail" and getattr(mv, "route", None) is None
+            )
         )
         requests = {n: int(vv.requests) for n, vv in verdict.variants.items()}
         worse = frozenset(
