@@ -108,5 +108,10 @@ def test_upgrades_are_not_errors_and_not_in_the_denominator():
     # 4000 WebSocket upgrades neither add errors nor dilute the rate
     assert u.candidate == p.candidate == pytest.approx(errors / 1000)
     assert upgraded.variants["ws"].requests == 5000
-    # an older router without the key: treated as 0
-    assert "upgraded" not in snap["variants"]["ws"]["outcomes"]
+    # an older router's snapshot, without the key: treated as 0
+    old = copy.deepcopy(snap)
+    for v in old["variants"].values():
+        v["outcomes"].pop("upgraded", None)
+    _, older = step(JudgeState.new(cfg), old, 1.0)
+    o = older.variants["ws"].metrics["error_rate"]
+    assert o.candidate == p.candidate and older.variants["ws"].requests == 1000

@@ -254,15 +254,14 @@ async def test_prometheus_source_against_a_real_prometheus(tmp_path, prometheus_
     assert isinstance(src, PrometheusSource) and src.selector == 'job="bakeoff"'
     try:
         await _wait_ready(f"http://127.0.0.1:{prom_port}", proc)
-        state = JudgeState.new(
-            make_config(
-                minSamples=500,
-                guardrails=[
-                    {"metric": "error_rate", "maxIncrease": 0.0},
-                    {"metric": "latency_p50", "maxIncreaseRatio": 0.05},
-                ],
-            )
+        cfg = make_config(
+            minSamples=500,
+            guardrails=[
+                {"metric": "error_rate", "maxIncrease": 0.0},
+                {"metric": "latency_p50", "maxIncreaseRatio": 0.05},
+            ],
         )
+        state, direct = JudgeState.new(cfg), JudgeState.new(cfg)
         for look in range(2):
             want = stream.snapshot()
             n = want["variants"]["mainline"]["requests"]
@@ -275,11 +274,18 @@ async def test_prometheus_source_against_a_real_prometheus(tmp_path, prometheus_
                 assert g["latency"]["count"] == v["latency"]["count"]
                 assert sum(g["latency"]["counts"]) == v["requests"]
             state, verdict = step(state, got, float(look))
+            direct, expected = step(direct, want, float(look))
             stream.advance(1500)
             server.snapshot = stream.snapshot()
         assert verdict.decision.rollback == ["v2"]
         assert verdict.variants["v2"].metrics["latency_p50"].state == "worse"
-        assert verdict.variants["v2"].metrics["error_rate"].state == "worse"
+        # through Prometheus the judge sees what it sees from the router's own snapshot
+        # (the latency rollback came first, so error_rate stopped updating with it)
+        # (states agree; latency values differ by the coarser Prometheus buckets, counts exactly)
+        for name, mv in expected.variants["v2"].metrics.items():
+            assert verdict.variants["v2"].metrics[name].state == mv.state, name
+        err = verdict.variants["v2"].metrics["error_rate"]
+        assert err.candidate == pytest.approx(expected.variants["v2"].metrics["error_rate"].candidate)
     finally:
         await src.close()
         proc.terminate()

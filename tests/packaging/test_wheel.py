@@ -76,7 +76,7 @@ def test_wheel_holds_the_parts_under_one_root_and_the_example(installed):
     wheel, _, _ = installed
     names = set(zipfile.ZipFile(wheel).namelist())
     for must in (
-        "bakeoff/router/proxy.py",
+        "bakeoff/router/downstream.py",
         "bakeoff/judge/core.py",
         "bakeoff/controller/kube/main.py",
         "bakeoff/contracts/snapshot.py",
