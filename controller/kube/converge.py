@@ -167,20 +167,25 @@ class ConvergeMixin(StatusMixin, EventsMixin):
         p.view.services.add(name)
 
     def _ensure_finalizer(self, v: dict[str, Any]) -> None:
-        fins = v["metadata"].get("finalizers") or []
+        self._add_finalizer(v, "variants")
+
+    def _add_finalizer(self, obj: dict[str, Any], plural: str) -> None:
+        """Our finalizer on a Bakeoff or Variant (guarded by its resourceVersion; a 409 waits for the next pass)."""
+        meta = obj["metadata"]
+        fins = meta.get("finalizers") or []
         if ko.FINALIZER in fins:
             return
-        body = {"metadata": {"finalizers": fins + [ko.FINALIZER], "resourceVersion": v["metadata"]["resourceVersion"]}}
+        body = {"metadata": {"finalizers": fins + [ko.FINALIZER], "resourceVersion": meta["resourceVersion"]}}
         try:
             out = self.custom.patch_namespaced_custom_object(
-                GROUP, VERSION, v["metadata"]["namespace"], "variants", v["metadata"]["name"], body
+                GROUP, VERSION, meta["namespace"], plural, meta["name"], body
             )
-            v["metadata"] = out["metadata"]
+            obj["metadata"] = out["metadata"]
         except Exception as e:  # noqa: BLE001 - next pass tries again
             if getattr(e, "status", None) == 409:
                 self.metrics.conflicts.inc()
             else:
-                log.warning("finalizer not added", variant=v["metadata"]["name"], error=api_error_message(e))
+                log.warning("finalizer not added", kind=plural, name=meta["name"], error=api_error_message(e))
 
     def _finish_deletions(self, view: BakeoffView, routing_names: set[str] | None) -> None:
         """Deleted Variants: once routing has dropped them, delete their children, then the finalizer."""
@@ -277,20 +282,8 @@ class DeletionMixin(ConvergeMixin):
         raise NotImplementedError
 
     def _ensure_bakeoff_finalizer(self, b: dict[str, Any]) -> None:
-        fins = b["metadata"].get("finalizers") or []
-        if ko.FINALIZER in fins or b["metadata"].get("deletionTimestamp"):
-            return
-        body = {"metadata": {"finalizers": fins + [ko.FINALIZER], "resourceVersion": b["metadata"]["resourceVersion"]}}
-        try:
-            out = self.custom.patch_namespaced_custom_object(
-                GROUP, VERSION, b["metadata"]["namespace"], "bakeoffs", b["metadata"]["name"], body
-            )
-            b["metadata"] = out["metadata"]
-        except Exception as e:  # noqa: BLE001 - next pass tries again
-            if getattr(e, "status", None) == 409:
-                self.metrics.conflicts.inc()
-            else:
-                log.warning("finalizer not added", bakeoff=b["metadata"]["name"], error=api_error_message(e))
+        if not b["metadata"].get("deletionTimestamp"):
+            self._add_finalizer(b, "bakeoffs")
 
     def _delete_bakeoff(self, view: BakeoffView, now: float, mname: str) -> None:
         """Record the mainline-only split; after deletion_drain (routers watch it) delete candidates, let go."""
