@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 
-import pytest
 import yaml
 
 from bakeoff.controller.resources import parse_documents
@@ -36,17 +35,12 @@ def test_the_example_has_a_mainline_a_bakeoff_and_two_variants():
     assert (EXAMPLE / "README.md").is_file()
 
 
-@pytest.mark.xfail(
-    reason="spec.routing.routes / noDataTimeout reach controller/resources.py with the per-route and "
-    "no-data branches (issue 12 item 5, issue 10 item 2); drop this mark once they are merged",
-    raises=Exception,
-    strict=False,
-)
 def test_the_controller_reads_the_bakeoff():
     docs = [copy.deepcopy(d) for _, d in example_documents() if d["apiVersion"].startswith("bakeoff.dev/")]
     res = parse_documents(docs, str(EXAMPLE / "bakeoff.yaml"), platform="kubernetes")
     assert res.bakeoff.name == "shop"
     assert sorted(v.name for v in res.variants) == ["cached-catalog", "one-page-checkout"]
+    assert [r.name for r in res.bakeoff.routing.routes] and res.bakeoff.routing.no_data_timeout > 0
 
 
 def test_server_side_dry_run_accepts_every_document(kube, crds, helm, tmp_path):  # noqa: F811
