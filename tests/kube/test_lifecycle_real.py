@@ -4,9 +4,8 @@ pods that kwok runs on fake nodes, its Service gets an EndpointSlice from the en
 controller, and deleting the Variant removes everything below it through owner references and the
 garbage collector. Nothing here patches a status by hand.
 
-The bakeoff controller runs in-process (KubeController, as tests/kube/test_controller.py runs it):
-on this branch `bakeoff controller` as a process still crashes at start (issue 10 item 1, fixed on
-the controller branch); switch to the subprocess once that lands.
+The bakeoff controller runs as the real `bakeoff controller` process with a kubeconfig, the way the
+chart's image runs it.
 """
 
 from __future__ import annotations
@@ -17,7 +16,8 @@ import pytest
 
 from .conftest import GROUP, VERSION, crd_documents, wait_established
 from .realcluster import real_cluster  # noqa: F401 - the fixture
-from .test_controller import SnapshotServer, bakeoff_doc, controller_for, mainline_deployment, variant_doc, wait_for
+from .test_controller import SnapshotServer, bakeoff_doc, mainline_deployment, variant_doc, wait_for
+from .test_entrypoints import start, stop
 
 kclient = pytest.importorskip("kubernetes.client")
 
@@ -65,9 +65,11 @@ async def test_candidate_lifecycle_through_real_controllers(real_cluster, tmp_pa
     await until(lambda: custom.list_namespaced_custom_object(GROUP, VERSION, NS, "bakeoffs") is not None)
     custom.create_namespaced_custom_object(GROUP, VERSION, NS, "bakeoffs", bakeoff_doc("shop", url, minSamples=10**6))
     custom.create_namespaced_custom_object(GROUP, VERSION, NS, "variants", variant_doc("fast"))
-    ctl = controller_for(kube, NS, identity="lifecycle", interval=0.5)
-    stop = asyncio.Event()
-    task = asyncio.create_task(ctl.run(stop))
+    # the controller as the image runs it: `bakeoff controller`, a process of its own
+    controller = start(
+        ["controller", "--kubeconfig", kube.kubeconfig, "-n", NS, "--lease-namespace", NS, "--interval", "0.5"],
+        tmp_path / "controller.log",
+    )
     try:
         # the candidate Deployment: created by the bakeoff controller, Available through real controllers
         dep = await until(lambda: apps.read_namespaced_deployment("shop-fast", NS), what="Deployment shop-fast")
@@ -111,11 +113,17 @@ async def test_candidate_lifecycle_through_real_controllers(real_cluster, tmp_pa
             return not left
 
         await until(gone, timeout=90, what="the Variant's children garbage-collected")
-        with pytest.raises(kclient.ApiException) as e:
-            custom.get_namespaced_custom_object(GROUP, VERSION, NS, "variants", "fast")
-        assert e.value.status == 404
+
+        def variant_gone() -> bool:  # the controller lets go of its finalizer once the children are gone
+            try:
+                custom.get_namespaced_custom_object(GROUP, VERSION, NS, "variants", "fast")
+            except kclient.ApiException as e:
+                return e.status == 404
+            return False
+
+        await until(variant_gone, timeout=30, what="the Variant itself deleted")
         assert available(apps, "shop")  # the mainline untouched
-        assert not task.done(), task  # the controller ran throughout
+        assert controller.poll() is None, (tmp_path / "controller.log").read_text()[-3000:]  # ran throughout
     except BaseException:
         # what the controller and the resources said, for the failure report
         for plural in ("bakeoffs", "variants"):
@@ -123,6 +131,5 @@ async def test_candidate_lifecycle_through_real_controllers(real_cluster, tmp_pa
                 print(plural, o["metadata"]["name"], o.get("status"))
         raise
     finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
+        assert stop(controller) == 0, (tmp_path / "controller.log").read_text()[-3000:]
         await server.stop()
