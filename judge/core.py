@@ -553,7 +553,7 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
                     obj_bound = bound if math.isfinite(bound) else -math.inf
         vv.regressions = [_describe(mv) for mv in worse]
         if st.final is None and fresh and eligible and v not in st.rolled_back and worse:
-            st.rolled_back[v] = "worse than tolerated: " + ", ".join(f"{d} in variant {v}" for d in vv.regressions)
+            st.rolled_back[v] = f"worse than tolerated: {', '.join(vv.regressions)} in variant {v}"
         if st.final is None and fresh and eligible and v not in st.out and obj_out and v not in st.rolled_back:
             assert cfg.objective is not None
             st.out[v] = f"significantly worse than {cfg.control} on the objective {cfg.objective.name}"
