@@ -19,9 +19,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bakeoff.common.durations import DurationError, parse_duration
 from bakeoff.common.yamlfile import read_yaml_documents
 from bakeoff.contracts.resources import API_VERSION
-from bakeoff.judge.config import JudgeConfig, JudgeConfigError, config_from_dict, parse_duration
+from bakeoff.judge.config import JudgeConfig, JudgeConfigError, config_from_dict
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$")
 HEADER_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -238,11 +239,16 @@ def _workload(doc: _Doc, spec: dict, where: str, platform: str = "local") -> Wor
             raise doc.error(f"{p}workingDir", "must be a directory path")
         kw["working_dir"] = spec["workingDir"]
     if spec.get("startTimeout") is not None:
-        try:
-            kw["start_timeout"] = parse_duration(spec["startTimeout"], "")
-        except JudgeConfigError:
-            raise doc.error(f"{p}startTimeout", "must be a duration like 30s or 2m") from None
+        kw["start_timeout"] = _duration(doc, spec["startTimeout"], f"{p}startTimeout")
     return Workload(**kw)
+
+
+def _duration(doc: _Doc, value: Any, field: str) -> float:
+    """A duration field (the common grammar, bakeoff.common.durations), or an error naming the document and field."""
+    try:
+        return parse_duration(value, field)
+    except DurationError as e:
+        raise doc.error(field, str(e).removeprefix(f"{field} ")) from None
 
 
 _WORKLOAD_KEYS = {"command", "url", "healthPath", "env", "workingDir", "startTimeout"}
@@ -303,20 +309,9 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
                 raise doc.error(f"spec.routing.steps[{i}]", f"must be larger than the step before ({vals[i - 1]:g})")
         rk["steps"] = vals
     if "stepInterval" in r:
-        try:
-            rk["step_interval"] = parse_duration(r["stepInterval"], "")
-        except JudgeConfigError:
-            raise doc.error(
-                "spec.routing.stepInterval", f"must be a duration like 10s or 5m, got {r['stepInterval']!r}"
-            ) from None
+        rk["step_interval"] = _duration(doc, r["stepInterval"], "spec.routing.stepInterval")
     if "noDataTimeout" in r:
-        from bakeoff.common.durations import DurationError
-        from bakeoff.common.durations import parse_duration as parse_common_duration
-
-        try:
-            rk["no_data_timeout"] = parse_common_duration(r["noDataTimeout"], "spec.routing.noDataTimeout")
-        except DurationError as e:
-            raise doc.error("spec.routing.noDataTimeout", str(e).removeprefix("spec.routing.noDataTimeout ")) from None
+        rk["no_data_timeout"] = _duration(doc, r["noDataTimeout"], "spec.routing.noDataTimeout")
     if "allocation" in r:
         if r["allocation"] not in ("fixed", "bandit"):
             raise doc.error("spec.routing.allocation", f"must be 'fixed' or 'bandit', got {r['allocation']!r}")
@@ -336,10 +331,7 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
     jraw["control"] = mname
     look_interval = 1.0
     if "interval" in jraw:
-        try:
-            look_interval = parse_duration(jraw["interval"], "")
-        except JudgeConfigError:
-            raise doc.error("spec.judge.interval", "must be a duration like 1s") from None
+        look_interval = _duration(doc, jraw["interval"], "spec.judge.interval")
     jraw.pop("interval", None)
     source = jraw.pop("source", None)  # local runs always read the in-process router
     if source is not None and not isinstance(source, str):
@@ -428,10 +420,7 @@ def _load(doc: _Doc, value: Any) -> LoadSpec:
             raise doc.error("spec.load.users", f"must be a whole number from 1 to 10000, got {u!r}")
         kw["users"] = u
     if "think" in ld:
-        try:
-            kw["think"] = parse_duration(ld["think"], "")
-        except JudgeConfigError:
-            raise doc.error("spec.load.think", f"must be a duration like 50ms or 0.1, got {ld['think']!r}") from None
+        kw["think"] = _duration(doc, ld["think"], "spec.load.think")
     kinds = [k for k in ("requests", "locustfile", "shoppers") if ld.get(k) not in (None, False)]
     if len(kinds) != 1:
         raise doc.error(

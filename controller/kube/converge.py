@@ -79,9 +79,9 @@ class ConvergeMixin(StatusMixin, EventsMixin):
         raw = (v.get("spec") or {}).get("startTimeout")
         if raw is None:
             return None
-        from bakeoff.judge.config import parse_duration
+        from bakeoff.common.durations import parse_duration
 
-        return max(1, int(round(parse_duration(raw, ""))))
+        return max(1, int(round(parse_duration(raw, "spec.startTimeout"))))
 
     def _promote(self, p: Pass, winner: dict[str, Any]) -> None:
         from kubernetes.client import ApiException
