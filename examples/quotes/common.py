@@ -1,15 +1,18 @@
-"""What every implementation of the quotes service shares: the seed data and the server start-up."""
+"""What every implementation of the quotes service shares: the seed data, the API table and the server start-up."""
 
 from __future__ import annotations
 
 import argparse
 import random
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 AUTHORS = ("ada", "alan", "grace", "edsger", "barbara", "donald", "margaret", "ken")
 SEED_QUOTES = 400
 MAX_TEXT = 500
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def seed() -> list[dict]:
@@ -42,6 +45,21 @@ async def parse_new_quote(request: web.Request) -> dict | web.Response:
     if not isinstance(author, str) or not author or not isinstance(text, str) or not 0 < len(text) <= MAX_TEXT:
         return error(400, f"author (a string) and text (1 to {MAX_TEXT} characters) are required")
     return {"author": author, "text": text}
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def add_routes(
+    app: web.Application, *, healthz: Handler, list_quotes: Handler, get_quote: Handler, add_quote: Handler
+) -> web.Application:
+    """The quotes API every implementation serves: the contract the bake-off compares them on."""
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/quotes", list_quotes)
+    app.router.add_get("/quotes/{id}", get_quote)
+    app.router.add_post("/quotes", add_quote)
+    return app
 
 
 def serve(app: web.Application, description: str) -> None:

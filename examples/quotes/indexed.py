@@ -9,7 +9,7 @@ from pathlib import Path
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import error, parse_new_quote, seed, serve  # noqa: E402
+from common import add_routes, error, healthz, parse_new_quote, seed, serve  # noqa: E402
 
 
 class Store:
@@ -27,10 +27,6 @@ class Store:
 
 
 STORE = web.AppKey("store", Store)
-
-
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
 
 
 async def list_quotes(request: web.Request) -> web.Response:
@@ -62,11 +58,7 @@ async def add_quote(request: web.Request) -> web.Response:
 def make_app() -> web.Application:
     app = web.Application()
     app[STORE] = Store()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/quotes", list_quotes)
-    app.router.add_get("/quotes/{id}", get_quote)
-    app.router.add_post("/quotes", add_quote)
-    return app
+    return add_routes(app, healthz=healthz, list_quotes=list_quotes, get_quote=get_quote, add_quote=add_quote)
 
 
 if __name__ == "__main__":

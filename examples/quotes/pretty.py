@@ -12,7 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import MAX_TEXT, error, parse_new_quote, seed, serve  # noqa: E402
+from common import MAX_TEXT, add_routes, error, parse_new_quote, seed, serve  # noqa: E402
 
 QUOTES = web.AppKey("quotes", list)
 # the "validation" pass below costs about this much per request, on any machine
@@ -68,11 +68,7 @@ async def add_quote(request: web.Request) -> web.Response:
 def make_app() -> web.Application:
     app = web.Application()
     app[QUOTES] = seed()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/quotes", list_quotes)
-    app.router.add_get("/quotes/{id}", get_quote)
-    app.router.add_post("/quotes", add_quote)
-    return app
+    return add_routes(app, healthz=healthz, list_quotes=list_quotes, get_quote=get_quote, add_quote=add_quote)
 
 
 if __name__ == "__main__":
