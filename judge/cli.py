@@ -18,12 +18,11 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from bakeoff.judge.config import JudgeConfigError, load_config
 from bakeoff.judge.core import JudgeState, step
 from bakeoff.judge.sources import SourceError, make_source
-from bakeoff.judge.sources.snapshot import SnapshotSource
 from bakeoff.judge.verdict import Verdict
 
 
@@ -143,11 +142,7 @@ async def _run(args, out: TextIO, err: TextIO) -> int:
         while True:
             try:
                 # Several routers: each snapshot on its own, so each keeps its own baseline.
-                snapshot: Any = (
-                    await source.fetch_each()
-                    if isinstance(source, SnapshotSource) and len(source.locations) > 1
-                    else await source.fetch()
-                )
+                snapshot = await source.fetch_each()
             except SourceError as e:
                 if not args.watch:
                     print(f"error: {e}", file=err)

@@ -338,7 +338,7 @@ class KubeController(ReadMixin, DeletionMixin):
             self.memory[key] = mem
         return mem
 
-    async def fetch_snapshot(self, b: dict[str, Any], source: str | None) -> dict[str, Any] | list[dict[str, Any]]:
+    async def fetch_snapshot(self, b: dict[str, Any], source: str | None) -> list[dict[str, Any]]:
         from bakeoff.judge.sources import make_source
 
         if source:
@@ -355,14 +355,9 @@ class KubeController(ReadMixin, DeletionMixin):
                 )
         src = make_source(locations, timeout=self.snapshot_timeout)
         try:
-            # Router replicas unmerged where the source can: the judge keeps one baseline per router,
-            # so a replica that restarts or drops out of a look is re-based alone, not the whole sum.
-            fetch_each = getattr(src, "fetch_each", None)
-            if fetch_each is not None:
-                snaps: list[dict[str, Any]] = await fetch_each()
-                return snaps
-            snap: dict[str, Any] = await src.fetch()
-            return snap
+            # Router replicas unmerged: the judge keeps one baseline per router, so a replica
+            # that restarts or drops out of a look is re-based alone, not the whole sum.
+            return await src.fetch_each()
         finally:
             await src.close()
 

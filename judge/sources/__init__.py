@@ -29,6 +29,11 @@ class Source(Protocol):
         """The current cumulative snapshot."""
         ...
 
+    async def fetch_each(self) -> list[dict[str, Any]]:
+        """The current snapshots, one per independent source (what judge.core.step keeps a
+        baseline for): one per router location, or one for a source that already aggregates."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -148,5 +148,9 @@ class PrometheusSource:
             "variants": out,
         }
 
+    async def fetch_each(self) -> list[dict[str, Any]]:
+        # Prometheus has already summed every router: one series, one baseline.
+        return [await self.fetch()]
+
     async def close(self) -> None:
         """Nothing to release: every query opens and closes its own connection."""
