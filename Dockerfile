@@ -14,8 +14,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/bakeoff
 WORKDIR /src
-COPY pyproject.toml README.md constraints.txt ./
-COPY bakeoff ./bakeoff
+COPY pyproject.toml README.md LICENSE constraints.txt ./
+COPY core ./core
 COPY router ./router
 COPY judge ./judge
 COPY controller ./controller

@@ -49,20 +49,16 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from multiprocessing import Pool
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bakeoff.contracts.histogram import NUM_BUCKETS, bucket_value  # noqa: E402
-from bakeoff.judge.config import config_from_dict  # noqa: E402
-from bakeoff.judge.core import JudgeState, step  # noqa: E402
-from bakeoff.judge.simulate import Arm, Route, Stream  # noqa: E402
+from bakeoff.contracts.histogram import NUM_BUCKETS, bucket_value
+from bakeoff.judge.config import config_from_dict
+from bakeoff.judge.core import JudgeState, step
+from bakeoff.judge.simulate import Arm, Route, Stream
 
 QUICK = os.environ.get("QUICK") == "1"
 BUCKET_VALUES = np.array([bucket_value(i) for i in range(NUM_BUCKETS)])

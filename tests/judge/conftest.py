@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bakeoff.judge.config import config_from_dict  # noqa: E402
-from bakeoff.judge.core import JudgeState, step  # noqa: E402
-from bakeoff.judge.simulate import Arm, Stream  # noqa: E402
+from bakeoff.judge.config import config_from_dict
+from bakeoff.judge.core import JudgeState, step
+from bakeoff.judge.simulate import Arm, Stream
 
 
 def make_config(**over):

@@ -142,7 +142,7 @@ async def start_app(app, host: str):
 @pytest.fixture(scope="session", autouse=True)
 def judge_sources_on_loopback():
     """The controller fetches spec.judge.source only from in-cluster Services or operator-allowed
-    prefixes (controller/kube/sources_policy.py). The test snapshot servers listen on 127.0.0.1, so
+    prefixes (controller/src/bakeoff/controller/kube/sources_policy.py). The test snapshot servers listen on 127.0.0.1, so
     allow that host, as an operator would allow their metrics host; test_sources_policy.py checks the
     refusals with its own prefixes."""
     from bakeoff.controller.kube.sources_policy import ENV

@@ -1,4 +1,4 @@
-"""`bakeoff router --kubernetes` against a real kube-apiserver (router/cluster.py).
+"""`bakeoff router --kubernetes` against a real kube-apiserver (router/src/bakeoff/router/cluster.py).
 
 The routers are real subprocesses; the upstreams are real HTTP servers on this
 machine's non-loopback address (the API server refuses loopback addresses in

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from bakeoff import __version__
+from bakeoff.common.version import VERSION as __version__
 from bakeoff.controller.platforms.local import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,9 +98,9 @@ def test_installed_cli_runs_from_a_directory_that_shadows_its_parts(installed, s
     assert r.returncode == 0, r.stderr
     assert __version__ in r.stdout
     probe = (
-        "import bakeoff, bakeoff.router.worker_main, bakeoff.judge.core;"
+        "import bakeoff.router, bakeoff.router.worker_main, bakeoff.judge.core;"
         "from bakeoff.common.paths import examples_dir;"
-        "print(bakeoff.__file__); print(examples_dir() / 'shop' / 'bakeoff.yaml')"
+        "print(bakeoff.router.__file__); print(examples_dir() / 'shop' / 'bakeoff.yaml')"
     )
     r = subprocess.run([sys.executable, "-c", probe], cwd=shadowing_cwd, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

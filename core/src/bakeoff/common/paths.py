@@ -17,4 +17,4 @@ def examples_dir() -> Path:
     override = os.environ.get("BAKEOFF_EXAMPLES")
     if override:
         return Path(override)
-    return Path(str(resources.files("bakeoff.examples")))
+    return Path(str(resources.files("bakeoff.examples"))).resolve()
