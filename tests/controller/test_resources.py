@@ -164,6 +164,37 @@ def test_bakeoff_run_on_an_invalid_file_starts_nothing_and_exits_2(tmp_path):
     assert r.returncode == 2 and "missing.yaml: cannot read" in r.stderr
 
 
+@pytest.mark.parametrize("allocation", ["bandit", "greedy"])
+def test_bakeoff_run_refuses_an_allocation_other_than_fixed(tmp_path, allocation):
+    # Issue 19: 'bandit' used to be accepted and silently run the fixed ramp.
+    marker = tmp_path / "started"
+    d = docs()
+    d[0]["spec"]["mainline"]["command"] = ["sh", "-c", f"touch {marker}; sleep 30"]
+    d[0]["spec"]["routing"]["allocation"] = allocation
+    spec = write_docs(tmp_path / "shop.yaml", d)
+    r = subprocess.run(
+        [sys.executable, "-m", "bakeoff", "run", str(spec), "--headless", "--state-dir", str(tmp_path / "st")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    where = "error: shop.yaml: document 0 (Bakeoff 'shop'): spec.routing.allocation"
+    assert where in r.stderr, r.stderr
+    if allocation == "bandit":
+        assert "'bandit' is not implemented yet" in r.stderr and "use 'fixed'" in r.stderr, r.stderr
+    else:
+        assert "must be 'fixed', got 'greedy'" in r.stderr, r.stderr
+    assert not marker.exists() and not (tmp_path / "st").exists()
+
+
+def test_allocation_fixed_is_still_accepted(tmp_path):
+    d = docs()
+    d[0]["spec"]["routing"]["allocation"] = "fixed"
+    assert load_resources(write_docs(tmp_path / "shop.yaml", d)).bakeoff.routing.allocation == "fixed"
+
+
 def _sarif(tmp_path, *levels):
     path = tmp_path / "r.sarif"
     results = [{"ruleId": f"rule{i}", "level": lvl, "message": {"text": "x"}} for i, lvl in enumerate(levels)]

@@ -132,10 +132,10 @@ def test_cluster_bakeoff_gets_defaults(custom):
 
 def test_stickiness_null_means_none(custom):
     doc = minimal_bakeoff("no-sticky")
-    doc["spec"]["routing"] = {"stickiness": None, "stepInterval": 30, "allocation": "bandit"}
+    doc["spec"]["routing"] = {"stickiness": None, "stepInterval": 30, "allocation": "fixed"}
     create(custom, doc)
     routing = get(custom, "bakeoffs", "no-sticky")["spec"]["routing"]
-    assert routing["stickiness"] is None and routing["stepInterval"] == 30 and routing["allocation"] == "bandit"
+    assert routing["stickiness"] is None and routing["stepInterval"] == 30 and routing["allocation"] == "fixed"
 
 
 def _set(doc: dict, path: str, value) -> dict:
@@ -162,6 +162,7 @@ BAD_BAKEOFFS = [
     ("spec.routing.maxCandidateShare", 1.5, "spec.routing.maxCandidateShare", "less than or equal to 1"),
     ("spec.routing.maxCandidateShare", 0, "spec.routing.maxCandidateShare", "above 0"),
     ("spec.routing.allocation", "greedy", "spec.routing.allocation", "Unsupported value"),
+    ("spec.routing.allocation", "bandit", "spec.routing.allocation", "bandit is not implemented yet"),
     ("spec.routing.stepInterval", "soon", "spec.routing.stepInterval", "duration"),
     ("spec.routing.stickiness", {"header": "X-User-Id", "cookie": "uid"}, "spec.routing.stickiness", "most 1"),
     ("spec.promotion.mode", "sometimes", "spec.promotion.mode", "Unsupported value"),

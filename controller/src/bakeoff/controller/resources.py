@@ -313,8 +313,15 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
     if "noDataTimeout" in r:
         rk["no_data_timeout"] = _duration(doc, r["noDataTimeout"], "spec.routing.noDataTimeout")
     if "allocation" in r:
-        if r["allocation"] not in ("fixed", "bandit"):
-            raise doc.error("spec.routing.allocation", f"must be 'fixed' or 'bandit', got {r['allocation']!r}")
+        if r["allocation"] == "bandit":
+            # Adaptive allocation does not exist yet: accepting it would silently run the fixed ramp.
+            raise doc.error(
+                "spec.routing.allocation",
+                "'bandit' is not implemented yet (adaptive allocation is planned); use 'fixed', the ramp of "
+                "spec.routing.steps, or leave the field out",
+            )
+        if r["allocation"] != "fixed":
+            raise doc.error("spec.routing.allocation", f"must be 'fixed', got {r['allocation']!r}")
         rk["allocation"] = r["allocation"]
     if r.get("routes") is not None:
         rk["routes"] = _routes(doc, r["routes"])

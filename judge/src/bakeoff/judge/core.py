@@ -262,9 +262,10 @@ def step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Verd
     notes: list[str] = []
     parts = snapshot if isinstance(snapshot, list) else [snapshot]
     parsed = []
+    proportions = {spec.name for spec in cfg.metrics if spec.kind == "proportion"}
     for part in parts:
         try:
-            parsed.append(parse_snapshot(part))
+            parsed.append(parse_snapshot(part, proportions))
         except InvalidSnapshot as e:
             notes.append(f"ignored: {e}")
     if not parsed:
@@ -565,6 +566,8 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
             vv.status = "judging"
             if cfg.objective is not None and obj_better and ni_all and fresh:
                 promotable.append((obj_bound, v))
+        elif tot.requests == 0:
+            vv.status, vv.reason = "waiting", "no traffic yet (maxSamples does not wait for it)"
         else:
             vv.status, vv.reason = "waiting", f"fewer than minSamples={cfg.min_samples} requests (it or the control)"
 
@@ -582,17 +585,24 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
         }
     if st.final is None and fresh:
         remaining = [v for v in st.seen_candidates if v not in st.rolled_back and v not in st.out]
+        # A candidate the router lists but that has had no request at all brings no
+        # evidence and must not hold the run open: maxSamples counts the candidates with
+        # traffic, or the control when none has any (it had maxSamples requests and the
+        # candidates nothing).
+        idle = [v for v in remaining if st.totals.get(v, VariantCounters()).requests == 0]
+        served = [v for v in remaining if v not in idle]
         if st.seen_candidates and not remaining:
             st.final = {"action": STOP, "winner": None, "reason": "no candidate left that could win; mainline stays"}
         elif (
             remaining
             and cfg.max_samples is not None
-            and all(st.totals.get(v, VariantCounters()).requests >= cfg.max_samples for v in remaining)
+            and all(st.totals.get(v, VariantCounters()).requests >= cfg.max_samples for v in served or [cfg.control])
         ):
             st.final = {
                 "action": STOP,
                 "winner": None,
-                "reason": f"maxSamples={cfg.max_samples} reached without a winner; mainline stays",
+                "reason": f"maxSamples={cfg.max_samples} reached without a winner; mainline stays"
+                + (f" ({', '.join(idle)}: no traffic)" if idle else ""),
             }
         elif cfg.max_duration is not None and st.started_at is not None and now - st.started_at >= cfg.max_duration:
             st.final = {

@@ -11,6 +11,7 @@ the judge then rebases on the new snapshot without consuming anything.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,6 +127,9 @@ class VariantCounters:
 def _dense(latency: dict[str, Any]) -> np.ndarray:
     """Dense bucket counts (what router.histogram.decode_counts gives, vectorised)."""
     sparse = latency.get("counts") or []
+    if isinstance(latency.get("offset"), bool) or any(isinstance(c, bool) for c in sparse):
+        # JSON true/false are not counts (numpy would silently read them as 1 and 0)
+        raise InvalidSnapshot("snapshot: latency counts must be integers, not true/false")
     offset = int(latency.get("offset", 0))
     if not sparse:
         return np.zeros(NUM_BUCKETS, dtype=np.int64)
@@ -141,23 +145,41 @@ def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _variant(v: dict[str, Any], where: str) -> VariantCounters:
-    """One variant's (or one route's) counters, checked."""
+def _variant(v: dict[str, Any], where: str, proportions: Collection[str] = ()) -> VariantCounters:
+    """One variant's (or one route's) counters, checked.
+
+    Besides shape and finiteness, each count must fit the requests it belongs
+    to: booleans are not counts, the latency histogram cannot hold more
+    entries than there were requests, and the sum of a proportion (0/1
+    values, ``proportions``) cannot be negative.  Any of these, accepted,
+    would become part of the baseline and corrupt the next look's increment.
+    """
     if not isinstance(v, dict):
         raise InvalidSnapshot(f"snapshot: {where} must be an object")
     requests = v["requests"]
     outcomes = v["outcomes"]
     if not _finite(requests) or int(requests) != requests:
         raise InvalidSnapshot(f"snapshot: {where}.requests must be an integer")
+    for k in (*OUTCOMES, UPGRADED):
+        if isinstance(outcomes.get(k), bool):
+            raise InvalidSnapshot(f"snapshot: {where}.outcomes.{k} must be an integer, got {outcomes[k]!r}")
     if requests < 0 or any(outcomes.get(k, 0) < 0 for k in (*OUTCOMES, UPGRADED)):
         raise InvalidSnapshot(f"snapshot: {where} has a negative count")
     errors = sum(int(outcomes.get(k, 0)) for k in ERROR_OUTCOMES)
     upgraded = int(outcomes.get(UPGRADED, 0))
     if errors + upgraded > requests:
         raise InvalidSnapshot(f"snapshot: {where} has more errors and upgrades than requests")
-    lat = _dense(v.get("latency") or {})
+    try:
+        lat = _dense(v.get("latency") or {})
+    except InvalidSnapshot as e:
+        raise InvalidSnapshot(str(e).replace("snapshot: latency", f"snapshot: {where}.latency")) from None
     if lat.min(initial=0) < 0:
         raise InvalidSnapshot(f"snapshot: {where}.latency has a negative count")
+    entries = int(lat.sum())
+    if entries > requests:
+        raise InvalidSnapshot(
+            f"snapshot: {where}.latency holds {entries} entries, more than its {int(requests)} requests"
+        )
     metrics = {}
     for mname, m in (v.get("metrics") or {}).items():
         if not isinstance(m, dict):
@@ -165,16 +187,24 @@ def _variant(v: dict[str, Any], where: str) -> VariantCounters:
         c, s, q = m.get("count", 0), m.get("sum", 0.0), m.get("sum_sq", 0.0)
         if not (_finite(c) and _finite(s) and _finite(q)) or c < 0 or q < 0 or int(c) != c:
             raise InvalidSnapshot(f"snapshot: {where}.metrics.{mname} is not finite and non-negative")
+        if s < 0 and str(mname) in proportions:
+            raise InvalidSnapshot(
+                f"snapshot: {where}.metrics.{mname}.sum is {s:g}: a proportion's values are 0 or 1, "
+                "so its sum cannot be negative"
+            )
         metrics[str(mname)] = (int(c), float(s), float(q))
     return VariantCounters(int(requests), errors, lat, metrics, upgraded)
 
 
-def parse_snapshot(snapshot: Any) -> tuple[dict[str, VariantCounters], tuple, float | None]:
+def parse_snapshot(
+    snapshot: Any, proportions: Collection[str] = ()
+) -> tuple[dict[str, VariantCounters], tuple, float | None]:
     """Counters per variant, the sources fingerprint, and taken_at.
 
     Raises InvalidSnapshot (never anything else) for anything malformed:
-    wrong shape, NaN or infinite numbers, negative counts, outcomes that do not
-    fit in the request count.
+    wrong shape, NaN or infinite numbers, negative or boolean counts, outcomes
+    or latency entries that do not fit in the request count, a negative sum of
+    one of the metrics named in ``proportions``.
     """
     try:
         validate(snapshot)
@@ -185,7 +215,7 @@ def parse_snapshot(snapshot: Any) -> tuple[dict[str, VariantCounters], tuple, fl
     out: dict[str, VariantCounters] = {}
     try:
         for name, v in snapshot["variants"].items():
-            vc = _variant(v, f"variants.{name}")
+            vc = _variant(v, f"variants.{name}", proportions)
             by_route = v.get("by_route")
             if by_route is not None:
                 if not isinstance(by_route, dict):
