@@ -9,6 +9,7 @@ import copy
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ import pytest
 from bakeoff.judge.simulate import Arm, Stream
 from bakeoff.router.stats import RouterStats
 
-from .conftest import ROOT
+ROOT = Path(__file__).resolve().parents[2]
 
 CONFIG_YAML = """\
 alpha: 0.05
