@@ -14,7 +14,7 @@ SRC="core/src:router/src:judge/src:controller/src"
 failed=()
 "$BIN/ruff" check . || failed+=("ruff check")
 "$BIN/ruff" format --check . || failed+=("ruff format (run: ruff format .)")
-"$BIN/mypy" -p bakeoff.contracts -p bakeoff.common -p bakeoff.router -p bakeoff.judge \
+"$BIN/mypy" -p bakeoff.contracts -p bakeoff.common -p bakeoff.router -p bakeoff.judge -p bakeoff.load \
   -p bakeoff.controller -p bakeoff.cli -p bakeoff.examples || failed+=("mypy")
 PYTHONPATH="$SRC" "$BIN/lint-imports" --no-cache || failed+=("import-linter")
 

@@ -5,7 +5,7 @@
 
 Each locust task is one shopping session under a fresh user id (sent in
 X-User-Id, the router's sticky key).  The session itself -- which pages,
-which products, whether to buy -- is bakeoff.cli.loadgen.shopper_session, the
+which products, whether to buy -- is bakeoff.load.shoppers.shopper_session, the
 same plan the built-in load generator runs, so both produce the same
 traffic and conversions.  Purchases are posted to the router's
 ``POST /-/events`` as one JSON list every half second (--events-url, or the
@@ -22,12 +22,13 @@ import gevent
 import requests
 from locust import FastHttpUser, constant, events, task
 
-from bakeoff.cli.loadgen import USER_HEADER, Reply, new_user_id, shopper_session
+from bakeoff.load.sessions import Reply, new_user_id
+from bakeoff.load.shoppers import USER_HEADER, shopper_session
 
 EVENT_INTERVAL = 0.5
 THINK_TIME = float(os.environ.get("BAKEOFF_THINK_TIME", "0"))  # mean pause between a shopper's requests
 
-# Totals for this process, read by bakeoff.cli.loadgen when it runs locust as a library.
+# Totals for this process, reported by bakeoff.load.locustload when it runs locust as a library.
 COUNTS = {"errors": 0, "sessions": 0, "purchases": 0, "events_sent": 0, "events_failed": 0}
 
 

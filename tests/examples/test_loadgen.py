@@ -11,14 +11,17 @@ import time
 
 import pytest
 
-from bakeoff.cli import loadgen
-from bakeoff.cli.loadgen import (
-    LoadStats,
+from bakeoff.common.paths import examples_dir
+from bakeoff.load import LoadStats, Target, locust_available
+from bakeoff.load import shoppers as loadgen
+from bakeoff.load.locustload import LocustLoad
+from bakeoff.load.shoppers import (
     Reply,
     purchase_probability,
     recommendation_taken,
     run_shoppers,
     shopper_session,
+    shoppers,
 )
 from bakeoff.router.config import RouterConfig
 from bakeoff.router.server import Router
@@ -245,7 +248,7 @@ async def test_shoppers_stop_promptly_and_report_errors_when_the_shop_is_down():
 
 
 def require_locust() -> None:
-    if loadgen.locust_available():
+    if locust_available():
         return
     if os.environ.get("CI") == "true":
         pytest.fail("locust is not installed in CI: it is a dependency of bakeoff")
@@ -253,16 +256,17 @@ def require_locust() -> None:
 
 
 @pytest.mark.slow
-async def test_locust_headless_through_the_router(start_shop):
+async def test_locust_headless_through_the_router(start_shop, tmp_path):
     require_locust()
     (better,) = start_shop("better_checkout")
     router = await start_router([better])
+    locustfile = examples_dir() / "shop" / "locustfile.py"
     try:
         t = time.monotonic()
-        stats = await loadgen.run_locust_headless(
-            f"http://127.0.0.1:{router.port}", f"http://127.0.0.1:{router.admin_port}/-/events",
-            users=4, spawn_rate=4, seconds=3,
-        )  # fmt: skip
+        stats = await LocustLoad(locustfile, 4, spawn_rate=4, seconds=3, log_path=tmp_path / "locust.log").run(
+            Target(f"http://127.0.0.1:{router.port}", f"http://127.0.0.1:{router.admin_port}/-/events"),
+            asyncio.Event(),
+        )
         elapsed = time.monotonic() - t
         snap = router.snapshot()
     finally:
@@ -273,12 +277,14 @@ async def test_locust_headless_through_the_router(start_shop):
     assert abs(v["requests"] - stats.requests) <= 4  # at most the requests in flight when locust stopped
     assert stats.events_sent == stats.purchases == v["metrics"].get("conversion", {"count": 0})["count"]
     assert stats.events_failed == 0
+    assert "locust ran" in (tmp_path / "locust.log").read_text()
 
 
-async def test_run_locust_headless_falls_back_to_built_in_shoppers(start_shop, monkeypatch):
+async def test_built_in_shoppers_run_until_stopped(start_shop):
     (mainline,) = start_shop("mainline")
-    monkeypatch.setattr(loadgen, "locust_available", lambda: False)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(1.5, stop.set)
     t = time.monotonic()
-    stats = await loadgen.run_locust_headless(mainline.url, None, users=3, spawn_rate=3, seconds=1.5)
+    stats = await shoppers(3).run(Target(mainline.url), stop)
     assert 1.4 < time.monotonic() - t < 4
     assert stats.requests > 20 and stats.errors == 0 and stats.sessions > 0

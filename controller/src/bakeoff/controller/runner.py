@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import inspect
 import os
 import time
 from collections.abc import Callable
@@ -42,6 +40,7 @@ from bakeoff.controller.reconcile import (
 from bakeoff.controller.resources import Resources, Workload
 from bakeoff.judge.core import JudgeState, step
 from bakeoff.judge.verdict import Verdict
+from bakeoff.load import Load, Target
 
 log = structlog.get_logger("bakeoff.controller")
 
@@ -157,11 +156,8 @@ class Runner:
         base_dir: Path,
         view: Any = None,
         exit_on_decision: bool = False,
-        load_users: int = 0,
-        load: Callable[[str, str | None, asyncio.Event], Any] | None = None,
-        load_think: float = 0.1,
+        load: Load | None = None,
         clock: Callable[[], float] = time.time,
-        use_spec_load: bool = False,
     ) -> None:
         self.res = resources
         self.b = resources.bakeoff
@@ -170,10 +166,7 @@ class Runner:
         self.base_dir = base_dir
         self.view = view
         self.exit_on_decision = exit_on_decision
-        self.load_users = load_users
-        # load(router_url, events_url, stop) -> awaitable; default: bakeoff.cli.loadgen.run_shoppers
-        self.load = load
-        self.load_think = load_think  # mean seconds a simulated shopper pauses between pages
+        self.load = load  # driven through the router once its first routes are in place
         self.clock = clock
         self.policy = policy_of(resources)
         self.judge_config = self.b.judge
@@ -189,7 +182,6 @@ class Runner:
         self.halt: tuple[str, str] | None = None  # (why, cause) once the run must stop without a winner
         self.decided_before = False  # the journal already held a final decision when this run began
         self.load_description: str | None = None
-        self.use_spec_load = use_spec_load
 
     # -- set-up -------------------------------------------------------------
     def restore(self) -> None:
@@ -290,12 +282,8 @@ class Runner:
                         self.platform.set_weights(a.weights or {})
                     elif a.kind == "retire" and a.variant is not None:
                         self.platform.retire(a.variant, a.reason)
-                if (
-                    (self.load_users or self.load or self.use_spec_load)
-                    and self.load_task is None
-                    and self.state.weights
-                ):
-                    self.load_task = self._start_load(load_stop)
+                if self.load is not None and self.load_task is None and self.state.weights:
+                    self.load_task = self._start_load(self.load, load_stop)
                 if changed:
                     self._write_status()
                 if self.view is not None:
@@ -427,42 +415,9 @@ class Runner:
             snap = self.platform.snapshot()
         return write_reports(self, snap)
 
-    def _start_load(self, stop: asyncio.Event) -> asyncio.Task | None:
+    def _start_load(self, load: Load, stop: asyncio.Event) -> asyncio.Task:
         desc = self.platform.describe().get("router") or {}
-        spec = self.b.load
-        if self.load is None and spec is not None and not spec.shoppers:
-            from bakeoff.controller.load import describe, drive
-
-            users = self.load_users or spec.users
-            self.load_description = describe(spec, users, self.base_dir)
-            log.info("load started", bakeoff=self.b.name, load=self.load_description)
-            return asyncio.ensure_future(
-                drive(
-                    spec,
-                    str(desc.get("url")),
-                    stop,
-                    users=users,
-                    base_dir=self.base_dir,
-                    log_dir=self.journal.dir / "logs",
-                    sticky_header=self.b.routing.sticky_header,
-                )
-            )
-        if self.load is not None:
-            log.info("load started", bakeoff=self.b.name)
-            return asyncio.ensure_future(self.load(str(desc.get("url")), desc.get("events_url"), stop))
-        try:
-            mod = importlib.import_module("bakeoff.cli.loadgen")
-            fn = mod.run_shoppers
-        except (ImportError, AttributeError):
-            log.warning(
-                "--load given but bakeoff.cli.loadgen.run_shoppers is not available; running without load",
-                bakeoff=self.b.name,
-            )
-            self.load_users = 0
-            return None
-        self.load_description = f"{self.load_users} simulated shoppers (think {self.load_think:g}s)"
-        result = fn(desc.get("url"), desc.get("events_url"), self.load_users, stop, think_time=self.load_think)
-        if inspect.isawaitable(result):
-            log.info("built-in load started", bakeoff=self.b.name, users=self.load_users)
-            return asyncio.ensure_future(result)
-        return None
+        target = Target(str(desc.get("url")), desc.get("events_url"), self.b.routing.sticky_header)
+        self.load_description = load.description
+        log.info("load started", bakeoff=self.b.name, load=self.load_description)
+        return asyncio.ensure_future(load.run(target, stop))

@@ -60,17 +60,16 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("demo: --users must be >= 1 and --think >= 0", EXIT_CONFIG)
     resources = load_resources(SHOP)
     state_dir = Path(args.state_dir) if args.state_dir else Path(tempfile.mkdtemp(prefix="bakeoff-demo-"))
-    max_seconds = resources.bakeoff.judge.max_duration or 300.0
+    from bakeoff.load import locust_available
+    from bakeoff.load.locustload import LocustLoad
+    from bakeoff.load.shoppers import shoppers
 
-    def load(url: str, events_url: str | None, stop: Any):
-        from bakeoff.cli import loadgen
-
-        if args.no_locust:
-            return loadgen.run_shoppers(url, events_url, args.users, stop, think_time=args.think)
-        return loadgen.run_locust_headless(
-            url, events_url, args.users, spawn_rate=args.users, seconds=max_seconds + 30, stop=stop,
-            think_time=args.think,
-        )  # fmt: skip
+    if args.no_locust or not locust_available():
+        load: Any = shoppers(args.users, args.think)
+    else:
+        load = LocustLoad(
+            SHOP.parent / "locustfile.py", args.users, args.think, log_path=state_dir / "logs" / "locust.log"
+        )
 
     import uvloop
 

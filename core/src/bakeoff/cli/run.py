@@ -82,10 +82,10 @@ def parse_load(value: str | None) -> tuple[int, float | None]:
     return int(m.group(1)), float(m.group(2)) if m.group(2) else None
 
 
-def load_plan(resources: Any, args: argparse.Namespace) -> tuple[Any, int, float]:
-    """(resources with the load to drive, users for the shop's shoppers, their think time)."""
-    from bakeoff.controller.load import locust_available
+def load_plan(resources: Any, args: argparse.Namespace) -> Any:
+    """The resources with the load to drive (spec.load as the options change it; None with --no-load)."""
     from bakeoff.controller.resources import LoadSpec
+    from bakeoff.load import locust_available
 
     users, think = parse_load(args.load)
     b = resources.bakeoff
@@ -105,23 +105,23 @@ def load_plan(resources: Any, args: argparse.Namespace) -> tuple[Any, int, float
         spec = replace(spec, users=users or spec.users, think=spec.think if think is None else think)
         if spec.locustfile and not locust_available():
             raise ValueError("the load is a locustfile, but locust is not installed (pip install locust)")
-    resources = replace(resources, bakeoff=replace(b, load=spec))
-    if spec is not None and spec.shoppers:
-        return resources, spec.users, spec.think
-    return resources, 0, 0.1
+    return replace(resources, bakeoff=replace(b, load=spec))
 
 
 def run(args: argparse.Namespace) -> int:
+    from bakeoff.controller.load import load_of
     from bakeoff.controller.resources import ResourceError, load_resources
 
     try:
-        resources = load_resources(args.file)
-        resources, shoppers, think = load_plan(resources, args)
+        resources = load_plan(load_resources(args.file), args)
         if args.drain < 0:
             raise ValueError("--drain must be >= 0")
     except (ResourceError, ValueError) as e:
         raise CommandError(str(e), EXIT_CONFIG) from None
     state_dir = Path(args.state_dir) if args.state_dir else Path(".bakeoff-state") / resources.bakeoff.name
+    base_dir = Path(args.file).resolve().parent
+    spec = resources.bakeoff.load
+    load = load_of(spec, base_dir=base_dir, log_dir=state_dir / "logs") if spec is not None else None
     import uvloop
 
     def early_stop(signum: int, frame: Any) -> None:  # before the event loop takes the signals over
@@ -133,13 +133,11 @@ def run(args: argparse.Namespace) -> int:
             execute(
                 resources,
                 state_dir,
-                base_dir=Path(args.file).resolve().parent,
+                base_dir=base_dir,
                 headless=args.headless,
                 exit_on_decision=args.exit_on_decision,
                 drain=args.drain,
-                load_users=shoppers,
-                load_think=think,
-                use_spec_load=resources.bakeoff.load is not None,
+                load=load,
             )
         )
         return code
@@ -166,10 +164,7 @@ async def execute(
     headless: bool,
     exit_on_decision: bool,
     drain: float = 2.0,
-    load_users: int = 0,
-    load_think: float = 0.1,
     load: Any = None,
-    use_spec_load: bool = False,
 ) -> tuple[int, Any]:
     """Run one bake-off until a decision (or a signal); returns (exit code, the Runner)."""
     from bakeoff.controller.journal import Journal
@@ -199,10 +194,7 @@ async def execute(
         base_dir=base_dir,
         view=view,
         exit_on_decision=exit_on_decision,
-        load_users=load_users,
-        load_think=load_think,
         load=load,
-        use_spec_load=use_spec_load,
     )
     stop = asyncio.Event()
     got: list[int] = []

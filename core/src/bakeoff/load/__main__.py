@@ -1,0 +1,3 @@
+from bakeoff.load.shoppers import main
+
+raise SystemExit(main())
