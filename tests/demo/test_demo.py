@@ -59,6 +59,8 @@ def test_the_demo_rolls_back_the_slow_and_buggy_builds_and_promotes_the_better_o
     for d in summary["decisions"]:
         assert d["after_s"] < 180 and d["requests"] >= 300  # minSamples before any decision
     report = json.loads((tmp_path / "report.json").read_text())
+    assert report["load"] == "32 simulated shoppers (think 0.1s)"  # the load the demo drove, not "live traffic"
+    report = json.loads((tmp_path / "report.json").read_text())
     assert report
     assert (tmp_path / "report.html").read_text().count("<svg") >= 1
     # Nothing of the demo is left running.
