@@ -361,10 +361,18 @@ def step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Verd
                 # batch of the control and the evidence of the routes adds up -- pooling of
                 # independent strata as in Mantel & Haenszel (JNCI 22, 1959) -- so a shift in
                 # the traffic mix between routes is not mistaken for a change of the variant.
-                for r in shared:
-                    t.update(ts, inc_v.routes[r], inc_c.routes[r], _route(pri_v, r), _route(pri_c, r))
+                # Counts and means weight each route by its share of the batch (direct
+                # standardisation, ContrastTest.update_strata): weighting by inverse variance
+                # let error-free routes outweigh the one that failed.  Latency's permutation
+                # variances are already proportional to 1/requests of the route.
+                strata = [(inc_v.routes[r], inc_c.routes[r], _route(pri_v, r), _route(pri_c, r)) for r in shared]
+                if isinstance(t, ContrastTest):
+                    t.update_strata(ts, strata)
+                for r, stratum in zip(shared, strata):
+                    if not isinstance(t, ContrastTest):
+                        t.update(ts, *stratum)
                     rts = tests.setdefault(_key(spec, r), t.new_state())
-                    t.update(rts, inc_v.routes[r], inc_c.routes[r], _route(pri_v, r), _route(pri_c, r))
+                    t.update(rts, *stratum)
             else:
                 t.update(ts, inc_v, inc_c, pri_v, pri_c)
     return st, _verdict(st, now, notes, fresh=True)
