@@ -79,7 +79,44 @@ def change_in_units(mv: dict[str, Any]) -> dict[str, Any]:
     tolerance = None
     if mv.get("role") == "guardrail" and isinstance(tol, (int, float)):
         tolerance = harm * tol * (100.0 if unit in ("%", "pp") else 1.0)
-    return {"unit": unit, "change": conv(est), "ci": [conv(ci[0]), conv(ci[1])], "tolerance": tolerance}
+    cand = mv.get("candidate")
+    observed = None
+    if isinstance(control, (int, float)) and isinstance(cand, (int, float)):
+        if mv.get("scale") == "ratio":
+            observed = conv(cand / control - 1.0) if control else None
+        else:
+            observed = conv(cand - control)
+    return {
+        "unit": unit,
+        "change": conv(est),
+        "ci": [conv(ci[0]), conv(ci[1])],
+        "tolerance": tolerance,
+        "observed": observed,
+    }
+
+
+def observed_note(mv: dict[str, Any], u: dict[str, Any], routed: bool) -> str | None:
+    """Why the plain observed difference (candidate minus control over all requests) sits
+    more than the interval's half-width from the estimate, or None when it does not."""
+    obs, est, (lo, hi) = u.get("observed"), u["change"], u["ci"]
+    if obs is None or est is None or lo is None or hi is None or not abs(obs - est) > (hi - lo) / 2:
+        return None
+    if mv.get("scale") == "ratio":
+        why = (
+            "the columns are percentiles of all requests so far, while the change compares the arms look by look"
+            " (latency or the split moved during the run)"
+        )
+    elif routed and not mv.get("route"):
+        why = (
+            "the change compares each route with the same route of the mainline, weighted by the routes' shares"
+            " of the traffic, so a different mix of routes between the variants is not counted"
+        )
+    else:
+        why = (
+            "the change weights each look's new requests by their precision, so looks where the rate or the"
+            " split moved count differently from the plain totals"
+        )
+    return f"observed {format_in_units(obs, u['unit'])} against the estimate {format_in_units(est, u['unit'])}: {why}"
 
 
 def format_in_units(x: float | None, unit: str) -> str:
@@ -202,16 +239,25 @@ def markdown(rep: dict[str, Any]) -> str:
             "| variant | metric | state | control | candidate | change | confidence sequence | tolerance | p |",
             "|---|---|---|---:|---:|---:|---|---:|---:|",
         ]
+        notes = []
         for name, vv in verdict["variants"].items():
+            routed = any(x.get("route") for x in vv["metrics"].values())
             for m, mv in vv["metrics"].items():
                 u = change_in_units(mv)
                 p = min(x for x in (mv["p_worse"], mv["p_better"], mv["p_non_inferior"]) if x is not None)
                 tol = format_in_units(u["tolerance"], u["unit"]) if u["tolerance"] is not None else "objective"
+                note = observed_note(mv, u, routed)
+                change = format_in_units(u["change"], u["unit"])
+                if note:
+                    change += f" (observed {format_in_units(u['observed'], u['unit'])})"
+                    notes.append(f"- {name} {m}: {note}.")
                 lines.append(
                     f"| {name} | {m} | {mv['state']} | {_fmt(mv['control'])} | {_fmt(mv['candidate'])} | "
-                    f"{format_in_units(u['change'], u['unit'])} | [{format_in_units(u['ci'][0], u['unit'])}, {format_in_units(u['ci'][1], u['unit'])}] | "
+                    f"{change} | [{format_in_units(u['ci'][0], u['unit'])}, {format_in_units(u['ci'][1], u['unit'])}] | "
                     f"{tol} | {_fmt(p, '.3g')} |"
                 )
+        if notes:
+            lines += ["", *notes]
     codes = rep.get("status_codes") or {}
     if codes:
         keys = [
@@ -449,14 +495,20 @@ def html_page(rep: dict[str, Any], md: str = "") -> str:
     )
     evidence = ""
     if rep.get("verdict"):
-        trs = []
+        trs, notes = [], []
         for name, vv in rep["verdict"]["variants"].items():
+            routed = any(x.get("route") for x in vv["metrics"].values())
             for m, mv in vv["metrics"].items():
                 u = change_in_units(mv)
                 tol = format_in_units(u["tolerance"], u["unit"]) if u["tolerance"] is not None else "objective"
+                note = observed_note(mv, u, routed)
+                change = esc(format_in_units(u["change"], u["unit"]))
+                if note:
+                    change += f"<br><small>observed {esc(format_in_units(u['observed'], u['unit']))}</small>"
+                    notes.append(f"<li>{esc(name)} {esc(m)}: {esc(note)}.</li>")
                 trs.append(
                     f'<tr><td>{esc(name)}</td><td>{esc(m)}</td><td class="state-{esc(mv["state"])}">'
-                    f"{esc(mv['state'])}</td><td>{format_in_units(u['change'], u['unit'])}</td>"
+                    f"{esc(mv['state'])}</td><td>{change}</td>"
                     f"<td>[{format_in_units(u['ci'][0], u['unit'])}, {format_in_units(u['ci'][1], u['unit'])}]</td><td>{tol}</td>"
                     f"<td>{_fmt(min(mv['p_worse'], mv['p_better'], mv['p_non_inferior']), '.3g')}</td></tr>"
                 )
@@ -465,7 +517,10 @@ def html_page(rep: dict[str, Any], md: str = "") -> str:
             "% = relative to the mainline, pp = percentage points. A guardrail is <i>worse</i> when its interval "
             "lies beyond the tolerance, <i>non_inferior</i> when it lies within.</p>"
             "<table><tr><th>variant</th><th>metric</th><th>state</th><th>change</th>"
-            "<th>confidence sequence</th><th>tolerance</th><th>p (adjusted)</th></tr>" + "".join(trs) + "</table>"
+            "<th>confidence sequence</th><th>tolerance</th><th>p (adjusted)</th></tr>"
+            + "".join(trs)
+            + "</table>"
+            + (f'<ul class="notes">{"".join(notes)}</ul>' if notes else "")
         )
     codes = rep.get("status_codes") or {}
     keys = [
