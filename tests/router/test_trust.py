@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import socket
 import struct
@@ -23,7 +24,7 @@ import time
 
 import pytest
 
-from tests.router.conftest import get_json
+from tests.router.conftest import free_port, get_json
 
 CURL = shutil.which("curl")
 needs_curl = pytest.mark.skipif(CURL is None, reason="curl is not installed (apt-get install curl)")
@@ -118,6 +119,57 @@ async def test_upstream_reset_mid_body_is_incomplete_for_client_and_a_failure(ro
             assert outcomes["2xx"] == 2 and outcomes["connect_error"] == 0, outcomes
     finally:
         server.close()
+
+
+NGINX = shutil.which("nginx") or (os.path.exists("/usr/sbin/nginx") and "/usr/sbin/nginx") or None
+
+
+@needs_curl
+@pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install nginx-light)")
+@pytest.mark.parametrize("reset", [True, False], ids=["reset", "orderly-close"])
+async def test_until_close_body_ends_for_curl_as_it_does_through_nginx(router_process, tmp_path, reset):
+    """The reference: curl's verdict through nginx and through the router on the same upstream agree."""
+    server, port = await _until_close_upstream(reset)
+    nginx_port = free_port()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        f"""daemon off; master_process off; pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log warn;
+{"user root;" if os.geteuid() == 0 else ""}
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp_path}/cb; proxy_temp_path {tmp_path}/px; fastcgi_temp_path {tmp_path}/fc;
+    uwsgi_temp_path {tmp_path}/uw; scgi_temp_path {tmp_path}/sc;
+    server {{
+        listen 127.0.0.1:{nginx_port};
+        location / {{ proxy_pass http://127.0.0.1:{port}; proxy_http_version 1.1; proxy_buffering off; }}
+    }}
+}}
+"""
+    )
+    nginx = await asyncio.create_subprocess_exec(
+        NGINX, "-p", str(tmp_path), "-c", str(conf), stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+
+        async def listening():
+            with contextlib.suppress(OSError):
+                _, w = await asyncio.open_connection("127.0.0.1", nginx_port)
+                w.close()
+                return True
+            assert nginx.returncode is None, (tmp_path / "error.log").read_text()
+            return False
+
+        await _poll(listening, what="nginx to listen")
+        router = router_process({"variants": [{"name": "eof", "upstreams": [f"127.0.0.1:{port}"]}]}).start()
+        via_nginx, _, _ = await _curl("-o", "/dev/null", f"http://127.0.0.1:{nginx_port}/")
+        via_router, _, _ = await _curl("-o", "/dev/null", f"http://127.0.0.1:{router.port}/")
+        assert via_router == via_nginx == (18 if reset else 0), (via_router, via_nginx)
+    finally:
+        server.close()
+        if nginx.returncode is None:
+            nginx.terminate()
+            await nginx.wait()
 
 
 # -- 2. a client that gives up with a FIN --------------------------------------------
