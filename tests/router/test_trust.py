@@ -354,3 +354,22 @@ async def test_repeated_sticky_header_keeps_the_first_key(router_process, upstre
         if got != alone:
             moved.append(i)
     assert moved == [], f"{len(moved)} of 40 users moved by a repeated X-User-Id"
+
+
+def test_on_client_abort_with_a_bad_value_is_refused_naming_file_and_field(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.router.conftest import ROOT
+
+    config = tmp_path / "router.yaml"
+    config.write_text("onClientAbort: ignore\nvariants: [{name: a, upstreams: [127.0.0.1:1]}]\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bakeoff", "router", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode != 0
+    assert f"{config}: onClientAbort must be one of cancel, finish, got 'ignore'" in proc.stderr + proc.stdout
