@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import importlib
 import inspect
+import json
 import os
 import time
 from collections.abc import Callable
@@ -85,6 +86,47 @@ def bad_traffic(snapshot: dict[str, Any] | None) -> str | None:
 
 class RunError(RuntimeError):
     pass
+
+
+class MainlineFailed(RunError):
+    """The mainline never became ready: nothing can be compared with it (``bakeoff run`` exits 1)."""
+
+
+def _requester(f: Path, data: dict[str, Any]) -> str:
+    """Who asked (``bakeoff approve|abort`` records the OS user; else the file's owner)."""
+    user = data.get("user")
+    if isinstance(user, str) and user:
+        return user
+    try:
+        import pwd
+
+        return pwd.getpwuid(f.stat().st_uid).pw_name
+    except (ImportError, KeyError, OSError):
+        return "unknown"
+
+
+def read_request(f: Path) -> tuple[dict[str, Any], str] | None:
+    """An ``approve`` or ``abort`` file: (its JSON object, or {} for plain text; its text), None if unreadable.
+
+    ``bakeoff approve|abort`` write one JSON object (variant, user, reason, at); a person may
+    also write plain text (``echo cached > approve``).
+    """
+    try:
+        text = f.read_text().strip()
+    except OSError:
+        return None
+    data: Any = {}
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = {}
+    if not isinstance(data, dict):
+        data = {}
+    if data:
+        data["user"] = _requester(f, data)
+        return data, ""
+    return {"user": _requester(f, {})}, text
 
 
 def policy_of(res: Resources) -> Policy:
@@ -190,6 +232,8 @@ class Runner:
         self.decided_before = False  # the journal already held a final decision when this run began
         self.load_description: str | None = None
         self.use_spec_load = use_spec_load
+        self.approved: frozenset[str] = frozenset()  # winners a person approved (journaled once)
+        self.mainline_up = False  # the current mainline has been ready at least once in this run
 
     # -- set-up -------------------------------------------------------------
     def restore(self) -> None:
@@ -197,6 +241,9 @@ class Runner:
         starts = [r["at"] for r in records if r.get("type") == "run_started" and isinstance(r.get("at"), (int, float))]
         self.started_at = min(starts) if starts else self.clock()
         self.events = [r for r in records if r.get("type") != "run_started"]
+        self.approved = frozenset(
+            str(r["variant"]) for r in self.events if r.get("type") == "approved" and r.get("variant")
+        )
         if self.events:
             self.resumed = True
         self.state = replay(self.state, self.events)
@@ -277,6 +324,7 @@ class Runner:
                 plan = reconcile(self.policy, self.state, obs)
                 for e in plan.events:
                     self._note(e)
+                self._check_mainline(plan.state, obs)
                 changed = bool(plan.events) or plan.state.weights != self.state.weights
                 self.state = plan.state
                 for a in plan.actions:
@@ -305,7 +353,13 @@ class Runner:
                     self._write_status()
                     if not self.decided_before:
                         self.write_report()
-                if self.state.phase in FINAL and self.exit_on_decision and self.state.weights:
+                # a decided run exits once the split is in place, or at once when the mainline is gone
+                # (nothing will ever serve the split)
+                if (
+                    self.state.phase in FINAL
+                    and self.exit_on_decision
+                    and (self.state.weights or self.state.mainline in obs.failed)
+                ):
                     break
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), TICK)
@@ -360,31 +414,75 @@ class Runner:
             return JudgeDecision("rollback" if d.rollback else "continue", d.rollback, None, "", d.reasons)
         return d
 
+    def _check_mainline(self, state: ControllerState, obs: Observations) -> None:
+        """A mainline that fails before it was ever ready ends the run (exit 1): there is nothing to
+        compare the candidates with, and nothing to give the traffic to."""
+        name = state.mainline
+        if name in obs.ready:
+            self.mainline_up = True
+        if self.mainline_up or name not in obs.failed:
+            return
+        wl = self.workload_of(name)
+        what = f"command: {' '.join(wl.command)}" if wl.command else f"url: {wl.url}"
+        log_path = self.journal.dir / "logs" / f"{name}.log"
+        where = f"; log: {log_path}" if wl.command else ""
+        raise MainlineFailed(f"mainline {name} failed to start: {obs.failed[name]}; {what}{where}")
+
     def _check_abort(self) -> None:
         f = self.journal.dir / "abort"
         if self.halt is not None or self.state.phase in FINAL or not f.exists():
             return
-        try:
-            why = f.read_text().strip() or "aborted by a person"
-        except OSError:
+        got = read_request(f)
+        if got is None:
             return
-        self.halt = (f"aborted: {why}" if not why.startswith("aborted") else why, "aborted")
+        data, text = got
+        why = str(data.get("reason") or text or "aborted by a person")
+        user = data["user"]
+        self._note({"type": "aborted", "variant": None, "reason": why, "user": user})
+        why = why if why.startswith("aborted") else f"aborted: {why}"
+        self.halt = (f"{why} (by {user})", "aborted")
         with contextlib.suppress(OSError):
             f.unlink()
 
     def _approvals(self) -> frozenset[str]:
         if self.policy.promotion != "manual" or self.state.phase != AWAITING_APPROVAL:
-            return frozenset()
+            return self.approved
         f = self.journal.dir / "approve"
         if not f.exists():
-            return frozenset()
-        try:
-            text = f.read_text().strip()
-        except OSError:
-            return frozenset()
-        if text:
-            return frozenset(text.split())
-        return frozenset(n for n, v in self.state.variants.items() if v.phase == "Winner")
+            return self.approved
+        got = read_request(f)
+        if got is None:
+            return self.approved
+        data, text = got
+        waiting = sorted(n for n, v in self.state.variants.items() if v.phase == "Winner")
+        asked = [str(data["variant"])] if data.get("variant") else text.split()
+        names = [n for n in asked if n in waiting] if asked else waiting
+        with contextlib.suppress(OSError):
+            f.unlink()
+        if asked and not names:
+            self._note(
+                {
+                    "type": "warning",
+                    "variant": None,
+                    "reason": f"approval of {', '.join(asked)} ignored: not waiting for approval "
+                    f"(waiting: {', '.join(waiting) or 'none'})",
+                },
+                journal=False,
+            )
+            return self.approved
+        for n in names:
+            reason = str(data.get("reason") or "")
+            self._note(
+                {
+                    "type": "approved",
+                    "variant": n,
+                    "reason": f"approved by {data['user']}" + (f": {reason}" if reason else ""),
+                    "user": data["user"],
+                    "note": reason,
+                }
+            )
+        self.approved = self.approved | frozenset(names)
+        return self.approved
 
     def _note(self, e: dict[str, Any], journal: bool = True) -> None:
         attribute([e], self.commit_of)

@@ -27,6 +27,25 @@ def short_metric(name: str) -> str:
     return name.replace(" (objective)", "")[:8]
 
 
+FAILED_TO_START = "Failed to start"
+
+
+def shown_phase(v: dict[str, Any]) -> tuple[str, str]:
+    """The phase and reason a person reads for a candidate (``VariantState.to_json()``).
+
+    A candidate that never became healthy (never admitted: step -1) is "Failed to start",
+    whether its workload failed or it was still starting when another variant won.
+    """
+    phase, reason = str(v.get("phase", "?")), str(v.get("reason") or "")
+    if int(v.get("step", 0) if v.get("step") is not None else 0) >= 0 or phase not in ("RolledBack", "Lost"):
+        return phase, reason
+    if v.get("failed"):
+        return FAILED_TO_START, reason
+    if phase == "Lost" and reason != "stopped without a winner" and reason.endswith(" won"):
+        return FAILED_TO_START, f"never became healthy before the decision ({reason})"
+    return phase, reason
+
+
 def variant_rows(runner: Any) -> list[dict[str, Any]]:
     """Per-variant figures from the last snapshot, the controller state and the last verdict."""
     from bakeoff.contracts.histogram import decode_counts, quantile_from_counts
@@ -62,6 +81,9 @@ def variant_rows(runner: Any) -> list[dict[str, Any]]:
             phase = "Retired"
         else:
             phase = vs.phase if vs else "?"
+        reason = vs.reason if vs else ""
+        if vs is not None and name != st.mainline:
+            phase, reason = shown_phase(vs.to_json())
         judge = {}
         changes: dict[str, str] = {}
         if runner.verdict is not None and name in runner.verdict.variants:
@@ -81,7 +103,7 @@ def variant_rows(runner: Any) -> list[dict[str, Any]]:
                 "judge": judge,
                 "changes": changes,
                 "commit": runner.commit_of(name),
-                "reason": vs.reason if vs else "",
+                "reason": reason,
             }
         )
     return rows
