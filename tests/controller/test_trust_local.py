@@ -159,3 +159,18 @@ def test_commands_on_a_state_directory_that_does_not_exist_say_so(tmp_path):
         assert r.returncode == 2, (args, r.returncode, r.stdout, r.stderr)
         assert f"{missing}: no such directory" in r.stderr, (args, r.stderr)
         assert "kubeconfig" not in r.stderr.lower(), (args, r.stderr)
+
+
+async def test_exit_on_decision_exits_when_no_candidate_is_left_and_the_mainline_never_started(tmp_path, runs):
+    # the only candidate fails at once (a stop without a winner); the mainline never answers its
+    # health check: nothing can serve the final split, so the run must end rather than wait forever
+    main = {"command": ["sleep", "300"], "startTimeout": "8s"}
+    docs = [bakeoff_doc(mainline=main), variant_doc("broken", "good", command=["sh", "-c", "exit 1"])]
+    spec = write_docs(tmp_path / "bake.yaml", docs)
+    state = tmp_path / "state"
+    run = runs(spec, state, "--exit-on-decision")
+    await run.wait_for(lambda s: s.get("decision"), 60, "the stop")
+    code = await wait_exit(run.proc, 60)
+    out = run.output()
+    assert code == 1, f"exit {code}: {out[-3000:]}"
+    assert "mainline mainline failed to start" in out and "connection refused on 127.0.0.1:" in out, out[-3000:]
