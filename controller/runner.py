@@ -47,6 +47,9 @@ from bakeoff.judge.verdict import Verdict
 log = structlog.get_logger("bakeoff.controller")
 
 TICK = 0.25
+# After this many responses, a business metric of the judge that no variant has reported while the
+# service reports others is most likely misspelt (a warning, once).
+METRIC_CHECK_RESPONSES = 200
 # A run stops when at least this many requests reached the variants and, on every variant that
 # had BAD_TRAFFIC_MIN_PER_VARIANT of them, at least BAD_TRAFFIC_SHARE failed (4xx, 5xx, no answer):
 # then the load does not fit the service (wrong paths, a missing header), and no verdict means much.
@@ -234,6 +237,7 @@ class Runner:
         self.use_spec_load = use_spec_load
         self.approved: frozenset[str] = frozenset()  # winners a person approved (journaled once)
         self.mainline_up = False  # the current mainline has been ready at least once in this run
+        self.metrics_checked = False
 
     # -- set-up -------------------------------------------------------------
     def restore(self) -> None:
@@ -382,6 +386,8 @@ class Runner:
             log.warning("snapshot failed", bakeoff=self.b.name, error=str(e))
             return
         self.last_snapshot = snap
+        if not self.metrics_checked:
+            self._check_metric_names(snap)
         if self.halt is None:
             why = bad_traffic(snap)
             if why is not None:
@@ -394,6 +400,35 @@ class Runner:
         compact = compact_verdict(self.verdict)
         self.history.append(compact)
         self.journal.append_verdict(compact)
+
+    def _check_metric_names(self, snap: dict[str, Any] | None) -> None:
+        """Warn (once) about an objective or guardrail the service has not reported in the first
+        METRIC_CHECK_RESPONSES responses while it reports other metrics: most likely a typo."""
+        import difflib
+
+        variants = (snap or {}).get("variants") or {}
+        if sum(int(v.get("requests", 0)) for v in variants.values()) < METRIC_CHECK_RESPONSES:
+            return
+        self.metrics_checked = True
+        seen = sorted({str(k).lower() for v in variants.values() for k in (v.get("metrics") or {})})
+        if not seen:
+            return
+        for spec in self.judge_config.metrics:
+            if spec.kind not in ("proportion", "mean") or spec.name.lower() in seen:
+                continue
+            where = "objective" if spec.role == "objective" else "guardrail"
+            close = difflib.get_close_matches(spec.name.lower(), seen, n=1, cutoff=0.6)
+            self._note(
+                {
+                    "type": "warning",
+                    "variant": None,
+                    "reason": f"{self.res.origin}: the {where} metric {spec.name!r} was not reported in the first "
+                    f"{METRIC_CHECK_RESPONSES} responses, while the service reports {', '.join(seen)}"
+                    + (f"; did you mean {close[0]!r}?" if close else "")
+                    + f" (a service reports it as a Bakeoff-Metric-{spec.name} response header)",
+                },
+                journal=False,
+            )
 
     def _starting(self) -> list[str]:
         """Candidates not yet admitted that may still be: their workload is starting (within startTimeout)."""

@@ -174,3 +174,33 @@ async def test_exit_on_decision_exits_when_no_candidate_is_left_and_the_mainline
     out = run.output()
     assert code == 1, f"exit {code}: {out[-3000:]}"
     assert "mainline mainline failed to start" in out and "connection refused on 127.0.0.1:" in out, out[-3000:]
+
+
+async def test_a_misspelt_objective_with_a_kind_is_warned_about_at_start(tmp_path, runs):
+    b = bakeoff_doc()
+    b["spec"]["judge"]["objective"]["metric"] = "convertion"  # the service reports `conversion`
+    spec = write_docs(tmp_path / "bake.yaml", [b, variant_doc("a", "good")])
+    run = runs(spec, tmp_path / "state")
+    st = await run.wait_for(lambda s: s if s.get("router", {}).get("url") else None, 30, "the router")
+    stop = asyncio.Event()
+    load = asyncio.create_task(drive_load(st["router"]["url"], stop, users=8))
+    try:
+        deadline = asyncio.get_running_loop().time() + 60
+        while "did you mean" not in run.output() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.3)
+    finally:
+        stop.set()
+        await load
+    warning = [line for line in run.output().splitlines() if "'convertion' was not reported" in line]
+    assert warning, run.output()[-3000:]
+    assert "objective metric" in warning[0] and "did you mean 'conversion'?" in warning[0], warning
+
+
+@pytest.mark.parametrize(("name", "hint"), [("eror_rate", "error_rate"), ("latency_99", "latency_p99")])
+def test_a_misspelt_guardrail_name_gets_a_did_you_mean(tmp_path, name, hint):
+    b = bakeoff_doc()
+    b["spec"]["judge"]["guardrails"][0]["metric"] = name
+    spec = write_docs(tmp_path / "bake.yaml", [b, variant_doc("a", "good")])
+    r = cli("run", str(spec), "--state-dir", str(tmp_path / "state"), "--headless")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "guardrails[0].metric" in r.stderr and f"did you mean {hint!r}?" in r.stderr, r.stderr
