@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bakeoff.controller.journal import write_atomic
+from bakeoff.judge.latency import GRID_EDGES, beyond_grid
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
@@ -79,7 +80,21 @@ def change_in_units(mv: dict[str, Any]) -> dict[str, Any]:
     tolerance = None
     if mv.get("role") == "guardrail" and isinstance(tol, (int, float)):
         tolerance = harm * tol * (100.0 if unit in ("%", "pp") else 1.0)
-    return {"unit": unit, "change": conv(est), "ci": [conv(ci[0]), conv(ci[1])], "tolerance": tolerance}
+    # a latency change at the judge's grid edge is a bound ("> +232%"), not a measured figure
+    bound = beyond_grid(est) if mv.get("scale") == "ratio" and isinstance(est, (int, float)) else 0
+    return {
+        "unit": unit,
+        "change": conv(est),
+        "ci": [conv(ci[0]), conv(ci[1])],
+        "tolerance": tolerance,
+        "bound": bound,
+    }
+
+
+def format_change(u: dict[str, Any]) -> str:
+    """``change_in_units``'s change as text: "+3.1%", or a bound "> +232%" beyond the judge's grid."""
+    text = format_in_units(u["change"], u["unit"])
+    return {1: "> ", -1: "< "}.get(u.get("bound") or 0, "") + text
 
 
 def format_in_units(x: float | None, unit: str) -> str:
@@ -209,7 +224,7 @@ def markdown(rep: dict[str, Any]) -> str:
                 tol = format_in_units(u["tolerance"], u["unit"]) if u["tolerance"] is not None else "objective"
                 lines.append(
                     f"| {name} | {m} | {mv['state']} | {_fmt(mv['control'])} | {_fmt(mv['candidate'])} | "
-                    f"{format_in_units(u['change'], u['unit'])} | [{format_in_units(u['ci'][0], u['unit'])}, {format_in_units(u['ci'][1], u['unit'])}] | "
+                    f"{format_change(u)} | [{format_in_units(u['ci'][0], u['unit'])}, {format_in_units(u['ci'][1], u['unit'])}] | "
                     f"{tol} | {_fmt(p, '.3g')} |"
                 )
     codes = rep.get("status_codes") or {}
@@ -351,6 +366,13 @@ def _svg_metric(
     lo, hi = min(lo, 0.0), max(hi, 0.0)
     if tolerance is not None:
         lo, hi = min(lo, tolerance * 1.2), max(hi, tolerance * 1.2)
+    if spec.get("kind") == "latency" and unit == "%":
+        # an estimate at the judge's grid edge stays on the axis (labelled as a bound below)
+        ests = [p[1] for ser in series.values() for p in ser]
+        if any(e >= GRID_EDGES[1] * 100 - 1e-6 for e in ests):
+            hi = max(hi, GRID_EDGES[1] * 100)
+        if any(e <= GRID_EDGES[0] * 100 + 1e-6 for e in ests):
+            lo = min(lo, GRID_EDGES[0] * 100)
     if hi - lo < 1e-12:
         lo, hi = lo - 1, hi + 1
     span_t = max(t1 - t0, 1e-9)
@@ -376,9 +398,18 @@ def _svg_metric(
             f'<text x="{W - 12}" y="{Y(tolerance) - 3:.1f}" font-size="10" fill="#d62728" text-anchor="end">'
             f"tolerance {format_in_units(tolerance, unit)}</text>"
         )
+    # a latency series that reaches the judge's grid edge is only known to lie beyond it: the axis
+    # says so there, as the table does ("> +232%")
+    edge_hi = GRID_EDGES[1] * 100 if unit == "%" and spec.get("kind") == "latency" else None
+    edge_lo = GRID_EDGES[0] * 100 if edge_hi is not None else None
     for v in (lo, 0.0, hi):
+        label = format_in_units(v, unit)
+        if edge_hi is not None and v >= edge_hi - 1e-6:
+            label = "> " + format_in_units(edge_hi, unit)
+        elif edge_lo is not None and v <= edge_lo + 1e-6:
+            label = "< " + format_in_units(edge_lo, unit)
         parts.append(
-            f'<text x="{L - 4}" y="{Y(v) + 3:.1f}" font-size="10" text-anchor="end">{format_in_units(v, unit)}</text>'
+            f'<text x="{L - 4}" y="{Y(v) + 3:.1f}" font-size="10" text-anchor="end">{html.escape(label)}</text>'
         )
     for name, s in series.items():
         c = colours.get(name, "#333")
@@ -456,7 +487,7 @@ def html_page(rep: dict[str, Any], md: str = "") -> str:
                 tol = format_in_units(u["tolerance"], u["unit"]) if u["tolerance"] is not None else "objective"
                 trs.append(
                     f'<tr><td>{esc(name)}</td><td>{esc(m)}</td><td class="state-{esc(mv["state"])}">'
-                    f"{esc(mv['state'])}</td><td>{format_in_units(u['change'], u['unit'])}</td>"
+                    f"{esc(mv['state'])}</td><td>{esc(format_change(u))}</td>"
                     f"<td>[{format_in_units(u['ci'][0], u['unit'])}, {format_in_units(u['ci'][1], u['unit'])}]</td><td>{tol}</td>"
                     f"<td>{_fmt(min(mv['p_worse'], mv['p_better'], mv['p_non_inferior']), '.3g')}</td></tr>"
                 )
