@@ -50,6 +50,10 @@ TICK = 0.25
 # After this many responses, a business metric of the judge that no variant has reported while the
 # service reports others is most likely misspelt (a warning, once).
 METRIC_CHECK_RESPONSES = 200
+# A mainline whose median latency sits here is most likely stalled by Nagle's algorithm meeting the
+# client's delayed ACK (about 40 ms on Linux): a service that writes head and body separately.
+NAGLE_P50_RANGE = (0.036, 0.050)
+NAGLE_CHECK_RESPONSES = 200
 # A run stops when at least this many requests reached the variants and, on every variant that
 # had BAD_TRAFFIC_MIN_PER_VARIANT of them, at least BAD_TRAFFIC_SHARE failed (4xx, 5xx, no answer):
 # then the load does not fit the service (wrong paths, a missing header), and no verdict means much.
@@ -238,6 +242,7 @@ class Runner:
         self.approved: frozenset[str] = frozenset()  # winners a person approved (journaled once)
         self.mainline_up = False  # the current mainline has been ready at least once in this run
         self.metrics_checked = False
+        self.nagle_checked = False
 
     # -- set-up -------------------------------------------------------------
     def restore(self) -> None:
@@ -388,6 +393,8 @@ class Runner:
         self.last_snapshot = snap
         if not self.metrics_checked:
             self._check_metric_names(snap)
+        if not self.nagle_checked:
+            self._check_nagle(snap)
         if self.halt is None:
             why = bad_traffic(snap)
             if why is not None:
@@ -426,6 +433,30 @@ class Runner:
                     f"{METRIC_CHECK_RESPONSES} responses, while the service reports {', '.join(seen)}"
                     + (f"; did you mean {close[0]!r}?" if close else "")
                     + f" (a service reports it as a Bakeoff-Metric-{spec.name} response header)",
+                },
+                journal=False,
+            )
+
+    def _check_nagle(self, snap: dict[str, Any] | None) -> None:
+        """Warn (once) when the mainline's p50 sits near 40 ms: the signature of a service that sends
+        the response head and body in separate writes, each small write waiting for the client's
+        delayed ACK (Nagle's algorithm, RFC 896, against delayed ACKs, RFC 1122 4.2.3.2)."""
+        from bakeoff.contracts.histogram import decode_counts, quantile_from_counts
+
+        v = ((snap or {}).get("variants") or {}).get(self.state.mainline) or {}
+        if int(v.get("requests", 0)) < NAGLE_CHECK_RESPONSES or not v.get("latency"):
+            return
+        self.nagle_checked = True
+        p50 = quantile_from_counts(decode_counts(v["latency"]), 0.5)
+        if p50 is not None and NAGLE_P50_RANGE[0] <= p50 <= NAGLE_P50_RANGE[1]:
+            self._note(
+                {
+                    "type": "warning",
+                    "variant": self.state.mainline,
+                    "reason": f"the mainline's p50 latency is {p50 * 1000:.0f} ms, near the 40 ms of a delayed-ACK "
+                    "stall: a service that writes the response head and body in separate calls (e.g. Python's "
+                    "http.server) waits for the client's delayed ACK, which hides real differences; set "
+                    "TCP_NODELAY or write each response in one call (docs/run.md, 'Latency near 40 ms')",
                 },
                 journal=False,
             )

@@ -79,6 +79,7 @@ async def test_a_latency_change_beyond_the_judges_grid_is_a_bound_in_reasons_tab
         stop.set()
         await load
     assert run.proc.wait(30) == 3, run.output()[-3000:]
+    assert "delayed-ACK" not in run.output()  # a 5 ms mainline is not taken for a Nagle stall
     reason = st["variants"]["slow"]["reason"]
     # 60 ms against 5 ms is about 12x: beyond the grid (+232%); the figure is a bound
     assert "latency_p50 > +232%" in reason, reason
@@ -154,3 +155,23 @@ async def test_route_labels_in_the_live_view_keep_the_route(tmp_path):
         os.close(master)
     plain = ansi.sub(b"", seen).decode(errors="replace")
     assert "err @checkout" in plain and "p50 @checkout" in plain, plain[-4000:]
+
+
+async def test_a_mainline_p50_near_40ms_gets_a_delayed_ack_warning(tmp_path, runs):
+    # the figure a Nagle/delayed-ACK stall produces (about 40 ms per answer)
+    b = bakeoff_doc(mainline={"command": reporting(delay_ms=41)})
+    spec = write_docs(tmp_path / "bake.yaml", [b, variant_doc("a", "good", command=reporting(delay_ms=41))])
+    run = runs(spec, tmp_path / "state")
+    st = await run.wait_for(lambda s: s if s.get("router", {}).get("url") else None, 30, "the router")
+    stop = asyncio.Event()
+    load = asyncio.create_task(drive_load(st["router"]["url"], stop, users=12))
+    try:
+        deadline = asyncio.get_running_loop().time() + 90
+        while "delayed-ACK" not in run.output() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.3)
+    finally:
+        stop.set()
+        await load
+    warning = [line for line in run.output().splitlines() if "delayed-ACK" in line]
+    assert warning and "mainline's p50 latency is" in warning[0], run.output()[-3000:]
+    assert "TCP_NODELAY" in warning[0] and "docs/run.md" in warning[0]
