@@ -417,11 +417,12 @@ class Runner:
         if sum(int(v.get("requests", 0)) for v in variants.values()) < METRIC_CHECK_RESPONSES:
             return
         self.metrics_checked = True
-        seen = sorted({str(k).lower() for v in variants.values() for k in (v.get("metrics") or {})})
+        # the router records header names lowercased (HTTP header names are case-insensitive)
+        seen = sorted({str(k) for v in variants.values() for k in (v.get("metrics") or {})})
         if not seen:
             return
         for spec in self.judge_config.metrics:
-            if spec.kind not in ("proportion", "mean") or spec.name.lower() in seen:
+            if spec.kind not in ("proportion", "mean") or spec.name in seen:
                 continue
             where = "objective" if spec.role == "objective" else "guardrail"
             close = difflib.get_close_matches(spec.name.lower(), seen, n=1, cutoff=0.6)
