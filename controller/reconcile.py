@@ -173,9 +173,7 @@ class JudgeDecision:
             for n, vv in verdict.variants.items()
             if any(m.state == "worse" and m.role == "guardrail" for m in vv.metrics.values())
         }
-        return cls(
-            d.action, tuple(d.rollback), d.winner, d.reason, reasons, passing, requests, worse, guardrail_worse
-        )
+        return cls(d.action, tuple(d.rollback), d.winner, d.reason, reasons, passing, requests, worse, guardrail_worse)
 
 
 @dataclass(frozen=True)

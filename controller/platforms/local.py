@@ -229,16 +229,16 @@ class LocalPlatform:
         host, port = w.address
         path = w.spec.health_path
         try:
-            async with self._session.get(
-                f"http://{host}:{port}{path}", timeout=aiohttp.ClientTimeout(total=1.0)
-            ) as r:
+            async with self._session.get(f"http://{host}:{port}{path}", timeout=aiohttp.ClientTimeout(total=1.0)) as r:
                 await r.read()
                 return r.status == 200, f"GET {path} answered {r.status}"
         except TimeoutError:
             return False, f"GET {path} timed out after 1s"
         except aiohttp.ClientConnectorError as e:
             refused = isinstance(e.os_error, ConnectionRefusedError)
-            return False, (f"connection refused on {host}:{port}" if refused else f"cannot connect to {host}:{port}: {e.os_error}")
+            return False, (
+                f"connection refused on {host}:{port}" if refused else f"cannot connect to {host}:{port}: {e.os_error}"
+            )
         except (aiohttp.ClientError, OSError) as e:
             return False, f"GET {path} failed: {e.__class__.__name__}: {e}"
 

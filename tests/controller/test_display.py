@@ -13,7 +13,6 @@ import pty
 import re
 import struct
 import subprocess
-import sys
 import termios
 from pathlib import Path
 
@@ -34,9 +33,7 @@ def progress(output: str, variant: str) -> list[str]:
     return [line for line in output.splitlines() if line.strip().startswith(f"{variant} ") and "requests=" in line]
 
 
-async def test_the_objective_column_is_the_judges_estimate_not_the_share_of_responses_with_the_header(
-    tmp_path, runs
-):
+async def test_the_objective_column_is_the_judges_estimate_not_the_share_of_responses_with_the_header(tmp_path, runs):
     b = bakeoff_doc(mainline={"command": reporting(rate=0.1)})
     spec = write_docs(tmp_path / "bake.yaml", [b, variant_doc("same", "good", command=reporting(rate=0.1))])
     state = tmp_path / "state"

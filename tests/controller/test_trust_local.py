@@ -30,7 +30,9 @@ def after_flag(flag, tail: str) -> list[str]:
 
 def never_answers() -> list[str]:
     # accepts connections, never answers: health checks time out
-    code = "import socket,sys,time; s=socket.socket(); s.bind(('127.0.0.1',int(sys.argv[1]))); s.listen(); time.sleep(300)"
+    code = (
+        "import socket,sys,time; s=socket.socket(); s.bind(('127.0.0.1',int(sys.argv[1]))); s.listen(); time.sleep(300)"
+    )
     return ["python", "-c", code, "{port}"]
 
 
@@ -97,7 +99,10 @@ async def test_exit_on_decision_exits_when_the_mainline_and_every_candidate_are_
             f"while [ ! -e {kill_main} ]; do sleep 0.2; done; kill $pid; exit 1",
         ]
     }
-    docs = [bakeoff_doc(mainline=main), variant_doc("late", "good", command=after_flag(kill_cand, "exit 1"), startTimeout="300s")]
+    docs = [
+        bakeoff_doc(mainline=main),
+        variant_doc("late", "good", command=after_flag(kill_cand, "exit 1"), startTimeout="300s"),
+    ]
     spec = write_docs(tmp_path / "bake.yaml", docs)
     state = tmp_path / "state"
     run = runs(spec, state, "--exit-on-decision")
