@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bakeoff.controller.journal import write_atomic
+from bakeoff.judge.latency import GRID_EDGES, beyond_grid
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
@@ -86,12 +87,15 @@ def change_in_units(mv: dict[str, Any]) -> dict[str, Any]:
             observed = conv(cand / control - 1.0) if control else None
         else:
             observed = conv(cand - control)
+    # a latency change at the judge's grid edge is a bound ("> +232%"), not a measured figure
+    bound = beyond_grid(est) if mv.get("scale") == "ratio" and isinstance(est, (int, float)) else 0
     return {
         "unit": unit,
         "change": conv(est),
         "ci": [conv(ci[0]), conv(ci[1])],
         "tolerance": tolerance,
         "observed": observed,
+        "bound": bound,
     }
 
 
@@ -117,6 +121,12 @@ def observed_note(mv: dict[str, Any], u: dict[str, Any], routed: bool) -> str | 
             " split moved count differently from the plain totals"
         )
     return f"observed {format_in_units(obs, u['unit'])} against the estimate {format_in_units(est, u['unit'])}: {why}"
+
+
+def format_change(u: dict[str, Any]) -> str:
+    """``change_in_units``'s change as text: "+3.1%", or a bound "> +232%" beyond the judge's grid."""
+    text = format_in_units(u["change"], u["unit"])
+    return {1: "> ", -1: "< "}.get(u.get("bound") or 0, "") + text
 
 
 def format_in_units(x: float | None, unit: str) -> str:
@@ -247,7 +257,7 @@ def markdown(rep: dict[str, Any]) -> str:
                 p = min(x for x in (mv["p_worse"], mv["p_better"], mv["p_non_inferior"]) if x is not None)
                 tol = format_in_units(u["tolerance"], u["unit"]) if u["tolerance"] is not None else "objective"
                 note = observed_note(mv, u, routed)
-                change = format_in_units(u["change"], u["unit"])
+                change = format_change(u)
                 if note:
                     change += f" (observed {format_in_units(u['observed'], u['unit'])})"
                     notes.append(f"- {name} {m}: {note}.")
@@ -397,6 +407,13 @@ def _svg_metric(
     lo, hi = min(lo, 0.0), max(hi, 0.0)
     if tolerance is not None:
         lo, hi = min(lo, tolerance * 1.2), max(hi, tolerance * 1.2)
+    if spec.get("kind") == "latency" and unit == "%":
+        # an estimate at the judge's grid edge stays on the axis (labelled as a bound below)
+        ests = [p[1] for ser in series.values() for p in ser]
+        if any(e >= GRID_EDGES[1] * 100 - 1e-6 for e in ests):
+            hi = max(hi, GRID_EDGES[1] * 100)
+        if any(e <= GRID_EDGES[0] * 100 + 1e-6 for e in ests):
+            lo = min(lo, GRID_EDGES[0] * 100)
     if hi - lo < 1e-12:
         lo, hi = lo - 1, hi + 1
     span_t = max(t1 - t0, 1e-9)
@@ -422,9 +439,18 @@ def _svg_metric(
             f'<text x="{W - 12}" y="{Y(tolerance) - 3:.1f}" font-size="10" fill="#d62728" text-anchor="end">'
             f"tolerance {format_in_units(tolerance, unit)}</text>"
         )
+    # a latency series that reaches the judge's grid edge is only known to lie beyond it: the axis
+    # says so there, as the table does ("> +232%")
+    edge_hi = GRID_EDGES[1] * 100 if unit == "%" and spec.get("kind") == "latency" else None
+    edge_lo = GRID_EDGES[0] * 100 if edge_hi is not None else None
     for v in (lo, 0.0, hi):
+        label = format_in_units(v, unit)
+        if edge_hi is not None and v >= edge_hi - 1e-6:
+            label = "> " + format_in_units(edge_hi, unit)
+        elif edge_lo is not None and v <= edge_lo + 1e-6:
+            label = "< " + format_in_units(edge_lo, unit)
         parts.append(
-            f'<text x="{L - 4}" y="{Y(v) + 3:.1f}" font-size="10" text-anchor="end">{format_in_units(v, unit)}</text>'
+            f'<text x="{L - 4}" y="{Y(v) + 3:.1f}" font-size="10" text-anchor="end">{html.escape(label)}</text>'
         )
     for name, s in series.items():
         c = colours.get(name, "#333")
@@ -502,7 +528,7 @@ def html_page(rep: dict[str, Any], md: str = "") -> str:
                 u = change_in_units(mv)
                 tol = format_in_units(u["tolerance"], u["unit"]) if u["tolerance"] is not None else "objective"
                 note = observed_note(mv, u, routed)
-                change = esc(format_in_units(u["change"], u["unit"]))
+                change = esc(format_change(u))
                 if note:
                     change += f"<br><small>observed {esc(format_in_units(u['observed'], u['unit']))}</small>"
                     notes.append(f"<li>{esc(name)} {esc(m)}: {esc(note)}.</li>")

@@ -54,7 +54,7 @@ import numpy as np
 from bakeoff.judge.config import JudgeConfig, MetricSpec
 from bakeoff.judge.contrast import ContrastTest
 from bakeoff.judge.counters import InvalidSnapshot, VariantCounters, parse_snapshot
-from bakeoff.judge.latency import LatencyTest
+from bakeoff.judge.latency import LatencyTest, beyond_grid
 from bakeoff.judge.verdict import (
     BETTER,
     CONTINUE,
@@ -483,7 +483,9 @@ def _describe(mv: MetricVerdict) -> str:
     if not math.isfinite(mv.estimate):
         change = ""
     elif mv.scale == "ratio":
-        change = f" {mv.estimate * 100:+.0f}%"
+        # at the grid's edge the change is only known to lie beyond it: a bound, not a figure
+        edge = {1: "> ", -1: "< "}.get(beyond_grid(mv.estimate), "")
+        change = f" {edge}{mv.estimate * 100:+.0f}%"
     elif mv.kind in ("error_rate", "proportion"):
         change = f" {mv.estimate * 100:+.2f} points"
     else:
