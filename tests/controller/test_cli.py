@@ -79,8 +79,9 @@ def test_local_status_approve_and_abort_address_a_state_directory(tmp_path):
     assert r.returncode == 0 and "phase AwaitingApproval" in r.stdout and "Winner" in r.stdout, r.stdout + r.stderr
     assert cli("approve", str(tmp_path), "nobody").returncode == 2
     r = cli("approve", str(tmp_path))
-    assert r.returncode == 0 and (tmp_path / "approve").read_text().strip() == "a"
+    # one JSON object: the variant (or, for abort, the reason), the OS user and the time
+    assert r.returncode == 0 and json.loads((tmp_path / "approve").read_text())["variant"] == "a"
     r = cli("abort", str(tmp_path), "--reason", "release freeze")
-    assert r.returncode == 0 and (tmp_path / "abort").read_text().strip() == "release freeze"
+    assert r.returncode == 0 and json.loads((tmp_path / "abort").read_text())["reason"] == "release freeze"
     r = cli("list", str(tmp_path.parent))
     assert r.returncode == 0 and str(tmp_path) in r.stdout and "AwaitingApproval" in r.stdout, r.stdout

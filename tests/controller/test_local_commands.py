@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import subprocess
 import sys
 
@@ -29,6 +30,9 @@ async def test_abort_stops_a_running_bake_off_without_a_winner_and_exit_3(tmp_pa
     st = await run.wait_for(lambda s: s if s.get("decision") else None, 10, "the abort")
     assert st["decision"]["action"] == "stop" and st["decision"]["cause"] == "aborted"
     assert "release freeze" in st["decision"]["reason"]
+    aborted = [e for e in run.journal() if e["type"] == "aborted"]
+    assert len(aborted) == 1 and aborted[0]["reason"] == "release freeze", aborted
+    assert aborted[0]["user"] == getpass.getuser() and aborted[0]["at"] > 0, aborted
     assert run.proc.wait(20) == 3
     assert not (state / "abort").exists()
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from bakeoff.judge.core import JudgeState, step
-from bakeoff.judge.simulate import Arm, Stream
+from bakeoff.judge.simulate import Arm, Route, Stream
 
 from .conftest import binomial_slack, make_config
 
@@ -55,12 +55,26 @@ def check(mv) -> None:
     # the interval excluding "no change" on the good side is the "better" test itself
     if (up and hi < 0) or (not up and lo > 0):
         assert mv.state in ("better", "non_inferior"), mv
+    # and the converse (issue 16 item 18): wholly within the tolerance only when shown
+    # non-inferior, wholly beyond it only when worse
+    if mv.role == "guardrail" and math.isfinite(tol):
+        if (hi <= tol) if up else (lo >= tol):
+            assert mv.state in ("non_inferior", "better"), mv
+        if (lo >= tol) if up else (hi <= tol):
+            assert mv.state == "worse", mv
 
 
 @pytest.mark.parametrize(
     "arm",
-    [Arm(), Arm(error_rate=0.03), Arm(median=0.12), Arm(conversion=0.07, revenue_mean=25.0), Arm(conversion=0.03)],
-    ids=["aa", "errors", "latency", "better", "worse_conversion"],
+    [
+        Arm(),
+        Arm(error_rate=0.03),
+        Arm(median=0.12),
+        Arm(conversion=0.07, revenue_mean=25.0),
+        Arm(conversion=0.03),
+        Arm(error_rate=0.0),
+    ],
+    ids=["aa", "errors", "latency", "better", "worse_conversion", "error_free"],
 )
 def test_state_and_interval_agree_at_every_look(arm):
     cfg = make_config(**CONFIG)
@@ -97,3 +111,36 @@ def test_intervals_cover_the_truth_in_an_aa():
                     miss = True
         missed += miss
     assert missed / runs <= binomial_slack(0.05, runs)
+
+
+def test_state_and_interval_agree_with_routes_and_no_errors():
+    """Issue 16 item 18: no errors on either side, four routes.  The interval of the plain
+    difference (plug-in variance) used to lie inside the tolerance while the tolerance test
+    (variance at the tolerance) had not yet shown non-inferiority: the state read unknown."""
+    cfg = make_config(
+        minSamples=500,
+        maxSamples=None,
+        guardrails=[{"metric": "error_rate", "maxIncrease": 0.01}],
+        objective=None,
+    )
+    routes = {"price": Route(0.36), "list": Route(0.30), "get": Route(0.24), "other": Route(0.10)}
+    looks = disagree = 0
+    first = None
+    for r in range(6):
+        arms = {"mainline": Arm(error_rate=0.0), "v": Arm(error_rate=0.0)}
+        stream = Stream(arms, np.random.default_rng(1600 + r), routes=routes)
+        st = JudgeState.new(cfg)
+        for _ in range(40):
+            stream.advance(300)
+            st, verdict = step(st, stream.snapshot(), stream.t)
+            if not verdict.variants["v"].eligible:
+                continue
+            for name, mv in verdict.variants["v"].metrics.items():
+                looks += 1
+                try:
+                    check(mv)
+                except AssertionError:
+                    disagree += 1
+                    first = first or f"{name}: {mv.state} {mv.ci} tolerance {mv.tolerance}"
+    assert looks > 100
+    assert disagree == 0, f"{disagree} of {looks} metric-looks disagree; first: {first}"

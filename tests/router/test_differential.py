@@ -173,11 +173,16 @@ async def _through_router(port: int, stream: bytes) -> bytes:
     await writer.drain()
     writer.write_eof()  # after a whole request: answer it, then close
     try:
-        return await asyncio.wait_for(reader.read(), 5)
+        answer = await asyncio.wait_for(reader.read(), 5)
     except (TimeoutError, ConnectionError):
         return b""
     finally:
         writer.close()
+    # A half-closing client may be sent a 100 (Continue) before the answer
+    # (the router's check that it still reads); like any client, skip it.
+    while re.match(rb"HTTP/1\.1 1\d\d ", answer) and not answer.startswith(b"HTTP/1.1 101"):
+        answer = answer[answer.index(b"\r\n\r\n") + 4 :]
+    return answer
 
 
 def _category(ref: dict, stream: bytes) -> str | None:

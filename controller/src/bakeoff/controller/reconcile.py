@@ -143,6 +143,9 @@ class JudgeDecision:
     no_regression: tuple[str, ...] = ()
     requests: dict[str, int] = field(default_factory=dict)  # requests judged so far, per variant
     worse: frozenset[str] = frozenset()  # candidates with a metric judged worse
+    # candidates with a guardrail judged worse, and why: acted on in every phase (the judge itself
+    # stops adding rollbacks once it has picked a winner, which may wait for approval)
+    guardrail_worse: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_verdict(cls, verdict: Any) -> JudgeDecision:
@@ -165,7 +168,12 @@ class JudgeDecision:
         worse = frozenset(
             n for n, vv in verdict.variants.items() if any(m.state == "worse" for m in vv.metrics.values())
         )
-        return cls(d.action, tuple(d.rollback), d.winner, d.reason, reasons, passing, requests, worse)
+        guardrail_worse = {
+            n: f"worse than tolerated: {', '.join(vv.regressions) or 'a guardrail'} in variant {n}"
+            for n, vv in verdict.variants.items()
+            if any(m.state == "worse" and m.role == "guardrail" for m in vv.metrics.values())
+        }
+        return cls(d.action, tuple(d.rollback), d.winner, d.reason, reasons, passing, requests, worse, guardrail_worse)
 
 
 @dataclass(frozen=True)
@@ -277,10 +285,13 @@ def reconcile(policy: Policy, state: ControllerState, obs: Observations) -> Plan
                     d.no_regression,
                 )
         if d is not None:
-            for name in d.rollback:
+            # guardrails act in every phase: a candidate (even a winner waiting for approval) that
+            # the judge finds worse on one is rolled back, whatever else is waiting
+            extra = [n for n in d.guardrail_worse if n not in d.rollback]
+            for name in (*d.rollback, *extra):
                 v = st.variants.get(name)
                 if v is not None and v.phase in (SERVING, WINNER, PENDING):
-                    why = d.reasons.get(name) or "judged worse than tolerated"
+                    why = d.reasons.get(name) or d.guardrail_worse.get(name) or "judged worse than tolerated"
                     v.phase, v.reason, v.share = ROLLED_BACK, why, 0.0
                     event("rolled_back", name, why, phase=ROLLED_BACK)
                     retire(name, "rolled back")

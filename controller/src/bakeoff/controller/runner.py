@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import time
 from collections.abc import Callable
@@ -45,6 +46,13 @@ from bakeoff.load import Load, Target
 log = structlog.get_logger("bakeoff.controller")
 
 TICK = 0.25
+# After this many responses, a business metric of the judge that no variant has reported while the
+# service reports others is most likely misspelt (a warning, once).
+METRIC_CHECK_RESPONSES = 200
+# A mainline whose median latency sits here is most likely stalled by Nagle's algorithm meeting the
+# client's delayed ACK (about 40 ms on Linux): a service that writes head and body separately.
+NAGLE_P50_RANGE = (0.036, 0.050)
+NAGLE_CHECK_RESPONSES = 200
 # A run stops when at least this many requests reached the variants and, on every variant that
 # had BAD_TRAFFIC_MIN_PER_VARIANT of them, at least BAD_TRAFFIC_SHARE failed (4xx, 5xx, no answer):
 # then the load does not fit the service (wrong paths, a missing header), and no verdict means much.
@@ -84,6 +92,47 @@ def bad_traffic(snapshot: dict[str, Any] | None) -> str | None:
 
 class RunError(RuntimeError):
     pass
+
+
+class MainlineFailed(RunError):
+    """The mainline never became ready: nothing can be compared with it (``bakeoff run`` exits 1)."""
+
+
+def _requester(f: Path, data: dict[str, Any]) -> str:
+    """Who asked (``bakeoff approve|abort`` records the OS user; else the file's owner)."""
+    user = data.get("user")
+    if isinstance(user, str) and user:
+        return user
+    try:
+        import pwd
+
+        return pwd.getpwuid(f.stat().st_uid).pw_name
+    except (ImportError, KeyError, OSError):
+        return "unknown"
+
+
+def read_request(f: Path) -> tuple[dict[str, Any], str] | None:
+    """An ``approve`` or ``abort`` file: (its JSON object, or {} for plain text; its text), None if unreadable.
+
+    ``bakeoff approve|abort`` write one JSON object (variant, user, reason, at); a person may
+    also write plain text (``echo cached > approve``).
+    """
+    try:
+        text = f.read_text().strip()
+    except OSError:
+        return None
+    data: Any = {}
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = {}
+    if not isinstance(data, dict):
+        data = {}
+    if data:
+        data["user"] = _requester(f, data)
+        return data, ""
+    return {"user": _requester(f, {})}, text
 
 
 def policy_of(res: Resources) -> Policy:
@@ -182,6 +231,10 @@ class Runner:
         self.halt: tuple[str, str] | None = None  # (why, cause) once the run must stop without a winner
         self.decided_before = False  # the journal already held a final decision when this run began
         self.load_description: str | None = None
+        self.approved: frozenset[str] = frozenset()  # winners a person approved (journaled once)
+        self.mainline_up = False  # the current mainline has been ready at least once in this run
+        self.metrics_checked = False
+        self.nagle_checked = False
 
     # -- set-up -------------------------------------------------------------
     def restore(self) -> None:
@@ -189,6 +242,9 @@ class Runner:
         starts = [r["at"] for r in records if r.get("type") == "run_started" and isinstance(r.get("at"), (int, float))]
         self.started_at = min(starts) if starts else self.clock()
         self.events = [r for r in records if r.get("type") != "run_started"]
+        self.approved = frozenset(
+            str(r["variant"]) for r in self.events if r.get("type") == "approved" and r.get("variant")
+        )
         if self.events:
             self.resumed = True
         self.state = replay(self.state, self.events)
@@ -269,6 +325,7 @@ class Runner:
                 plan = reconcile(self.policy, self.state, obs)
                 for e in plan.events:
                     self._note(e)
+                self._check_mainline(plan.state, obs)
                 changed = bool(plan.events) or plan.state.weights != self.state.weights
                 self.state = plan.state
                 for a in plan.actions:
@@ -293,7 +350,13 @@ class Runner:
                     self._write_status()
                     if not self.decided_before:
                         self.write_report()
-                if self.state.phase in FINAL and self.exit_on_decision and self.state.weights:
+                # a decided run exits once the split is in place, or at once when the mainline is gone
+                # (nothing will ever serve the split)
+                if (
+                    self.state.phase in FINAL
+                    and self.exit_on_decision
+                    and (self.state.weights or self.state.mainline in obs.failed)
+                ):
                     break
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), TICK)
@@ -316,6 +379,10 @@ class Runner:
             log.warning("snapshot failed", bakeoff=self.b.name, error=str(e))
             return
         self.last_snapshot = snap
+        if not self.metrics_checked:
+            self._check_metric_names(snap)
+        if not self.nagle_checked:
+            self._check_nagle(snap)
         if self.halt is None:
             why = bad_traffic(snap)
             if why is not None:
@@ -328,6 +395,60 @@ class Runner:
         compact = compact_verdict(self.verdict)
         self.history.append(compact)
         self.journal.append_verdict(compact)
+
+    def _check_metric_names(self, snap: dict[str, Any] | None) -> None:
+        """Warn (once) about an objective or guardrail the service has not reported in the first
+        METRIC_CHECK_RESPONSES responses while it reports other metrics: most likely a typo."""
+        import difflib
+
+        variants = (snap or {}).get("variants") or {}
+        if sum(int(v.get("requests", 0)) for v in variants.values()) < METRIC_CHECK_RESPONSES:
+            return
+        self.metrics_checked = True
+        # the router records header names lowercased (HTTP header names are case-insensitive)
+        seen = sorted({str(k) for v in variants.values() for k in (v.get("metrics") or {})})
+        if not seen:
+            return
+        for spec in self.judge_config.metrics:
+            if spec.kind not in ("proportion", "mean") or spec.name in seen:
+                continue
+            where = "objective" if spec.role == "objective" else "guardrail"
+            close = difflib.get_close_matches(spec.name.lower(), seen, n=1, cutoff=0.6)
+            self._note(
+                {
+                    "type": "warning",
+                    "variant": None,
+                    "reason": f"{self.res.origin}: the {where} metric {spec.name!r} was not reported in the first "
+                    f"{METRIC_CHECK_RESPONSES} responses, while the service reports {', '.join(seen)}"
+                    + (f"; did you mean {close[0]!r}?" if close else "")
+                    + f" (a service reports it as a Bakeoff-Metric-{spec.name} response header)",
+                },
+                journal=False,
+            )
+
+    def _check_nagle(self, snap: dict[str, Any] | None) -> None:
+        """Warn (once) when the mainline's p50 sits near 40 ms: the signature of a service that sends
+        the response head and body in separate writes, each small write waiting for the client's
+        delayed ACK (Nagle's algorithm, RFC 896, against delayed ACKs, RFC 1122 4.2.3.2)."""
+        from bakeoff.contracts.histogram import decode_counts, quantile_from_counts
+
+        v = ((snap or {}).get("variants") or {}).get(self.state.mainline) or {}
+        if int(v.get("requests", 0)) < NAGLE_CHECK_RESPONSES or not v.get("latency"):
+            return
+        self.nagle_checked = True
+        p50 = quantile_from_counts(decode_counts(v["latency"]), 0.5)
+        if p50 is not None and NAGLE_P50_RANGE[0] <= p50 <= NAGLE_P50_RANGE[1]:
+            self._note(
+                {
+                    "type": "warning",
+                    "variant": self.state.mainline,
+                    "reason": f"the mainline's p50 latency is {p50 * 1000:.0f} ms, near the 40 ms of a delayed-ACK "
+                    "stall: a service that writes the response head and body in separate calls (e.g. Python's "
+                    "http.server) waits for the client's delayed ACK, which hides real differences; set "
+                    "TCP_NODELAY or write each response in one call (docs/run.md, 'Latency near 40 ms')",
+                },
+                journal=False,
+            )
 
     def _starting(self) -> list[str]:
         """Candidates not yet admitted that may still be: their workload is starting (within startTimeout)."""
@@ -348,31 +469,75 @@ class Runner:
             return JudgeDecision("rollback" if d.rollback else "continue", d.rollback, None, "", d.reasons)
         return d
 
+    def _check_mainline(self, state: ControllerState, obs: Observations) -> None:
+        """A mainline that fails before it was ever ready ends the run (exit 1): there is nothing to
+        compare the candidates with, and nothing to give the traffic to."""
+        name = state.mainline
+        if name in obs.ready:
+            self.mainline_up = True
+        if self.mainline_up or name not in obs.failed:
+            return
+        wl = self.workload_of(name)
+        what = f"command: {' '.join(wl.command)}" if wl.command else f"url: {wl.url}"
+        log_path = self.journal.dir / "logs" / f"{name}.log"
+        where = f"; log: {log_path}" if wl.command else ""
+        raise MainlineFailed(f"mainline {name} failed to start: {obs.failed[name]}; {what}{where}")
+
     def _check_abort(self) -> None:
         f = self.journal.dir / "abort"
         if self.halt is not None or self.state.phase in FINAL or not f.exists():
             return
-        try:
-            why = f.read_text().strip() or "aborted by a person"
-        except OSError:
+        got = read_request(f)
+        if got is None:
             return
-        self.halt = (f"aborted: {why}" if not why.startswith("aborted") else why, "aborted")
+        data, text = got
+        why = str(data.get("reason") or text or "aborted by a person")
+        user = data["user"]
+        self._note({"type": "aborted", "variant": None, "reason": why, "user": user})
+        why = why if why.startswith("aborted") else f"aborted: {why}"
+        self.halt = (f"{why} (by {user})", "aborted")
         with contextlib.suppress(OSError):
             f.unlink()
 
     def _approvals(self) -> frozenset[str]:
         if self.policy.promotion != "manual" or self.state.phase != AWAITING_APPROVAL:
-            return frozenset()
+            return self.approved
         f = self.journal.dir / "approve"
         if not f.exists():
-            return frozenset()
-        try:
-            text = f.read_text().strip()
-        except OSError:
-            return frozenset()
-        if text:
-            return frozenset(text.split())
-        return frozenset(n for n, v in self.state.variants.items() if v.phase == "Winner")
+            return self.approved
+        got = read_request(f)
+        if got is None:
+            return self.approved
+        data, text = got
+        waiting = sorted(n for n, v in self.state.variants.items() if v.phase == "Winner")
+        asked = [str(data["variant"])] if data.get("variant") else text.split()
+        names = [n for n in asked if n in waiting] if asked else waiting
+        with contextlib.suppress(OSError):
+            f.unlink()
+        if asked and not names:
+            self._note(
+                {
+                    "type": "warning",
+                    "variant": None,
+                    "reason": f"approval of {', '.join(asked)} ignored: not waiting for approval "
+                    f"(waiting: {', '.join(waiting) or 'none'})",
+                },
+                journal=False,
+            )
+            return self.approved
+        for n in names:
+            reason = str(data.get("reason") or "")
+            self._note(
+                {
+                    "type": "approved",
+                    "variant": n,
+                    "reason": f"approved by {data['user']}" + (f": {reason}" if reason else ""),
+                    "user": data["user"],
+                    "note": reason,
+                }
+            )
+        self.approved = self.approved | frozenset(names)
+        return self.approved
 
     def _note(self, e: dict[str, Any], journal: bool = True) -> None:
         attribute([e], self.commit_of)

@@ -8,6 +8,8 @@ event and a progress line per variant every few seconds.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import sys
 import time
 from collections import deque
@@ -20,16 +22,41 @@ SYMBOL = {"worse": "✗", "better": "▲", "non_inferior": "≈", "unknown": "?"
 
 
 def short_metric(name: str) -> str:
+    """A metric label for the live table: the metric shortened, its route (" @checkout") kept whole."""
+    name, at, route = name.partition(" @")
     if name == "error_rate":
-        return "err"
-    if name.startswith("latency_"):
-        return name[len("latency_") :]
-    return name.replace(" (objective)", "")[:8]
+        short = "err"
+    elif name.startswith("latency_"):
+        short = name[len("latency_") :]
+    else:
+        short = name.replace(" (objective)", "")[:8]
+    return f"{short} @{route}" if at else short
+
+
+FAILED_TO_START = "Failed to start"
+
+
+def shown_phase(v: dict[str, Any]) -> tuple[str, str]:
+    """The phase and reason a person reads for a candidate (``VariantState.to_json()``).
+
+    A candidate that never became healthy (never admitted: step -1) is "Failed to start",
+    whether its workload failed or it was still starting when another variant won.
+    """
+    phase, reason = str(v.get("phase", "?")), str(v.get("reason") or "")
+    if int(v.get("step", 0) if v.get("step") is not None else 0) >= 0 or phase not in ("RolledBack", "Lost"):
+        return phase, reason
+    if v.get("failed"):
+        return FAILED_TO_START, reason
+    if phase == "Lost" and reason != "stopped without a winner" and reason.endswith(" won"):
+        return FAILED_TO_START, f"never became healthy before the decision ({reason})"
+    return phase, reason
 
 
 def variant_rows(runner: Any) -> list[dict[str, Any]]:
     """Per-variant figures from the last snapshot, the controller state and the last verdict."""
     from bakeoff.contracts.histogram import decode_counts, quantile_from_counts
+    from bakeoff.judge.contrast import unit_stats
+    from bakeoff.judge.counters import InvalidSnapshot, parse_snapshot
 
     snap = runner.last_snapshot or {}
     svars = snap.get("variants", {})
@@ -38,6 +65,10 @@ def variant_rows(runner: Any) -> list[dict[str, Any]]:
     names = [st.mainline] + [n for n in st.variants if n != st.mainline]
     if runner.b.mainline_name not in names:
         names.insert(1, runner.b.mainline_name)
+    counters: dict[str, Any] = {}
+    if obj is not None and snap:
+        with contextlib.suppress(InvalidSnapshot):
+            counters = parse_snapshot(snap)[0]
     rows = []
     for name in names:
         v = svars.get(name) or {}
@@ -48,13 +79,10 @@ def variant_rows(runner: Any) -> list[dict[str, Any]]:
         if n:
             counts = decode_counts(v["latency"])
             p50, p99 = quantile_from_counts(counts, 0.5), quantile_from_counts(counts, 0.99)
-        objective = None
-        if obj is not None and n:
-            m = v.get("metrics", {}).get(obj.name) or {}
-            c, s = m.get("count", 0), m.get("sum", 0.0)
-            objective = (
-                c / n if obj.kind == "proportion" else (s / n if obj.per == "request" else (s / c if c else None))
-            )
+        objective = judged_objective(runner, name) if obj is not None else None
+        if objective is None and obj is not None and name in counters:
+            # not judged yet (e.g. no candidate serving): the judge's own per-variant statistic
+            objective = _finite_or_none(unit_stats(obj, counters[name])[1])
         vs = st.variants.get(name)
         if name == st.mainline:
             phase = "Mainline" if vs is None else vs.phase
@@ -62,6 +90,9 @@ def variant_rows(runner: Any) -> list[dict[str, Any]]:
             phase = "Retired"
         else:
             phase = vs.phase if vs else "?"
+        reason = vs.reason if vs else ""
+        if vs is not None and name != st.mainline:
+            phase, reason = shown_phase(vs.to_json())
         judge = {}
         changes: dict[str, str] = {}
         if runner.verdict is not None and name in runner.verdict.variants:
@@ -81,20 +112,44 @@ def variant_rows(runner: Any) -> list[dict[str, Any]]:
                 "judge": judge,
                 "changes": changes,
                 "commit": runner.commit_of(name),
-                "reason": vs.reason if vs else "",
+                "reason": reason,
             }
         )
     return rows
 
 
+def _finite_or_none(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def judged_objective(runner: Any, name: str) -> float | None:
+    """The objective's value for a variant as the judge estimates it (the per-request mean of the
+    reported values: a response reporting ``conversion: 0`` is a request without a conversion),
+    from the last verdict: a candidate's own, or the mainline's as every candidate's control."""
+    v = runner.verdict
+    if v is None:
+        return None
+    for cand, vv in v.variants.items():
+        for mv in vv.metrics.values():
+            if mv.role != "objective" or mv.route is not None:
+                continue
+            if cand == name:
+                return _finite_or_none(mv.candidate)
+            if name == v.control:
+                got = _finite_or_none(mv.control)
+                if got is not None:
+                    return got
+    return None
+
+
 def change_text(mv: dict[str, Any]) -> str:
     """A metric's change and its tolerance in one unit: ``+3.1% (tol +25%)``, ``+0.40 pp (tol +1.00 pp)``."""
-    from bakeoff.controller.report import change_in_units, format_in_units
+    from bakeoff.controller.report import change_in_units, format_change, format_in_units
 
     u = change_in_units(mv)
     if u["change"] is None:
         return "?"
-    text = format_in_units(u["change"], u["unit"])
+    text = format_change(u)
     if u["tolerance"] is not None:
         text += f" (tol {format_in_units(u['tolerance'], u['unit'])})"
     return text

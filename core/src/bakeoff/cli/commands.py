@@ -94,6 +94,14 @@ def is_state_dir(arg: str | None) -> bool:
     return p.is_dir() and ((p / "status.json").exists() or (p / "journal.jsonl").exists())
 
 
+def looks_like_path(arg: str | None) -> bool:
+    """A path, not a Bakeoff's name (names have no "/" and do not start with "."): something on disk,
+    or written as a path; a missing one is then reported as missing, not looked up in a cluster."""
+    if not arg:
+        return False
+    return "/" in arg or arg.startswith(("~", ".")) or Path(arg).exists()
+
+
 class Status:
     name = "status"
     help = "a local run's state (bakeoff status STATE_DIR) or the bake-offs in a cluster (bakeoff status [B] [-n NS])"
@@ -110,7 +118,7 @@ class Status:
 
     def run(self, args: argparse.Namespace) -> int:
         kube_flags = any(getattr(args, k, None) for k in ("kubeconfig", "context", "namespace"))
-        if not kube_flags and is_state_dir(args.bakeoff):
+        if not kube_flags and (is_state_dir(args.bakeoff) or looks_like_path(args.bakeoff)):
             from bakeoff.cli.runs import show_status
 
             return show_status(Path(args.bakeoff), as_json=bool(args.json))

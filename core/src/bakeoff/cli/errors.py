@@ -12,7 +12,7 @@ and exits with one of these codes (docs/run.md lists them for users):
      out, maxDuration or maxSamples reached, or aborted by a person)
 4    the bake-off stopped because most requests to *every* variant failed
      (4xx/5xx): the load does not fit the service
-5    ``bakeoff run`` ended (signal or ``--until-decided`` not given) before
+5    ``bakeoff run`` ended (a signal, or ``--exit-on-decision`` not given) before
      any decision
 130  interrupted (Ctrl-C) before a decision; 143 for SIGTERM
 ===  ==========================================================================

@@ -169,7 +169,7 @@ async def execute(
     """Run one bake-off until a decision (or a signal); returns (exit code, the Runner)."""
     from bakeoff.controller.journal import Journal
     from bakeoff.controller.platforms import make_platform
-    from bakeoff.controller.runner import RunError, Runner
+    from bakeoff.controller.runner import MainlineFailed, RunError, Runner
     from bakeoff.controller.view import make_view
 
     b = resources.bakeoff
@@ -209,6 +209,9 @@ async def execute(
     view.start()
     try:
         await runner.run(stop)
+    except MainlineFailed as e:
+        view.stop()
+        return error(str(e), EXIT_FAILED), runner
     except (RunError, ValueError) as e:  # ValueError: the router refused its configuration
         view.stop()
         return error(str(e), EXIT_CONFIG), runner

@@ -25,6 +25,8 @@ DEFAULT_ROOT = Path(".bakeoff-state")
 
 def _state_dir(arg: str) -> Path:
     p = Path(arg)
+    if not p.exists():
+        raise CommandError(f"{arg}: no such directory (a state directory of bakeoff run)", EXIT_CONFIG)
     if not (p / "status.json").exists() and not (p / "journal.jsonl").exists():
         raise CommandError(
             f"{arg}: not the state directory of a bakeoff run (no status.json or journal.jsonl in it)", EXIT_CONFIG
@@ -61,10 +63,13 @@ def show_status(d: Path, as_json: bool = False) -> int:
     weights = st.get("weights") or {}
     print(f"  {'variant':<16} {'phase':<11} {'share':>7}  reason")
     print(f"  {st.get('mainline', ''):<16} {'Mainline':<11} {weights.get(st.get('mainline'), 0.0):>7.1%}")
+    from bakeoff.controller.view import shown_phase
+
     for name, v in (st.get("variants") or {}).items():
         if name == st.get("mainline"):
             continue
-        print(f"  {name:<16} {v.get('phase', '?'):<11} {weights.get(name, 0.0):>7.1%}  {v.get('reason', '')}")
+        phase, reason = shown_phase(v)
+        print(f"  {name:<16} {phase:<11} {weights.get(name, 0.0):>7.1%}  {reason}")
     if (d / "report.html").exists():
         print(f"report: {d / 'report.html'}")
     return 0
@@ -77,6 +82,7 @@ class Approve:
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("state_dir", metavar="STATE_DIR", help="the run's state directory")
         p.add_argument("variant", nargs="?", help="the winner to approve (default: the one waiting)")
+        p.add_argument("--reason", default="", help="recorded with the approval in the journal and the report")
 
     def run(self, args: argparse.Namespace) -> int:
         d = _state_dir(args.state_dir)
@@ -84,12 +90,32 @@ class Approve:
         waiting = [n for n, v in (st.get("variants") or {}).items() if v.get("phase") == "Winner"]
         if args.variant and args.variant not in (st.get("variants") or {}):
             raise CommandError(f"{d}: no variant named {args.variant!r}", EXIT_CONFIG)
-        if not args.variant and not waiting:
-            raise CommandError(f"{d}: no winner is waiting for approval (phase {st.get('phase')})")
+        if not waiting:
+            raise CommandError(
+                f"{d}: no winner is waiting for approval (phase {st.get('phase')}; {_decision_text(st)})"
+            )
+        if args.variant and args.variant not in waiting:
+            raise CommandError(
+                f"{d}: {args.variant} is not waiting for approval "
+                f"(phase {(st.get('variants') or {})[args.variant].get('phase')}); waiting: {', '.join(waiting)}"
+            )
         name = args.variant or waiting[0]
-        (d / "approve").write_text(name + "\n")
+        _write_request(d / "approve", {"variant": name, "reason": args.reason.strip()})
         print(f"approved {name}; the run promotes it on its next pass")
         return 0
+
+
+def _write_request(path: Path, data: dict[str, Any]) -> None:
+    """The file a running ``bakeoff run`` picks up: one JSON object with the OS user and the time."""
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({**data, "user": user, "at": time.time()}) + "\n")
+    tmp.replace(path)
 
 
 class Abort:
@@ -105,7 +131,7 @@ class Abort:
         st = _read_status(d)
         if st.get("decision"):
             raise CommandError(f"{d}: already decided ({_decision_text(st)}); nothing to abort")
-        (d / "abort").write_text(args.reason.strip() + "\n")
+        _write_request(d / "abort", {"reason": args.reason.strip()})
         if not st.get("running"):
             print("aborted; the run is not running: the abort takes effect when it is resumed")
         else:

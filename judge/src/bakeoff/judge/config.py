@@ -131,7 +131,11 @@ def _kind_of(name: str, declared: Any, where: str) -> tuple[str, float | None]:
             raise JudgeConfigError(f"{where}.kind must be omitted for {name}")
         return "latency", q
     if name.startswith("latency"):
-        raise JudgeConfigError(f"{where}.metric {name!r}: latency metrics are named latency_pNN, e.g. latency_p99")
+        hint = _builtin_hint(name)
+        raise JudgeConfigError(
+            f"{where}.metric {name!r}: latency metrics are named latency_pNN, e.g. latency_p99"
+            + (f"; did you mean {hint!r}?" if hint else "")
+        )
     if declared is None:
         # A business metric is whatever the service reports, so a misspelt built-in
         # ("p95_latency", "error-rate") would silently become one that never gets data.
@@ -149,7 +153,12 @@ def _kind_of(name: str, declared: Any, where: str) -> tuple[str, float | None]:
 
 def _builtin_hint(name: str) -> str | None:
     """The built-in metric a misspelt name most likely meant, if any."""
+    import difflib
+
     low = name.lower()
+    close = difflib.get_close_matches(low.replace("-", "_"), ["error_rate"], n=1, cutoff=0.75)
+    if close:
+        return close[0]
     digits = re.findall(r"\d{1,2}(?:\.\d+)?", low)
     if ("lat" in low or re.search(r"(^|[^a-z])p\d", low)) and digits:
         return f"latency_p{digits[0]}"

@@ -54,7 +54,7 @@ import numpy as np
 from bakeoff.judge.config import JudgeConfig, MetricSpec
 from bakeoff.judge.contrast import ContrastTest
 from bakeoff.judge.counters import InvalidSnapshot, VariantCounters, parse_snapshot
-from bakeoff.judge.latency import LatencyTest
+from bakeoff.judge.latency import LatencyTest, beyond_grid
 from bakeoff.judge.verdict import (
     BETTER,
     CONTINUE,
@@ -362,10 +362,18 @@ def step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Verd
                 # batch of the control and the evidence of the routes adds up -- pooling of
                 # independent strata as in Mantel & Haenszel (JNCI 22, 1959) -- so a shift in
                 # the traffic mix between routes is not mistaken for a change of the variant.
-                for r in shared:
-                    t.update(ts, inc_v.routes[r], inc_c.routes[r], _route(pri_v, r), _route(pri_c, r))
+                # Counts and means weight each route by its share of the batch (direct
+                # standardisation, ContrastTest.update_strata): weighting by inverse variance
+                # let error-free routes outweigh the one that failed.  Latency's permutation
+                # variances are already proportional to 1/requests of the route.
+                strata = [(inc_v.routes[r], inc_c.routes[r], _route(pri_v, r), _route(pri_c, r)) for r in shared]
+                if isinstance(t, ContrastTest):
+                    t.update_strata(ts, strata)
+                for r, stratum in zip(shared, strata):
+                    if not isinstance(t, ContrastTest):
+                        t.update(ts, *stratum)
                     rts = tests.setdefault(_key(spec, r), t.new_state())
-                    t.update(rts, inc_v.routes[r], inc_c.routes[r], _route(pri_v, r), _route(pri_c, r))
+                    t.update(rts, *stratum)
             else:
                 t.update(ts, inc_v, inc_c, pri_v, pri_c)
     return st, _verdict(st, now, notes, fresh=True)
@@ -437,6 +445,35 @@ def _interval(b: dict[str, float], ci: tuple[float, float], update: bool, spec: 
         hi = s_hi
         if not lo <= hi:
             lo = -math.inf
+    return _reach_tolerance(spec, mv, lo, hi)
+
+
+def _reach_tolerance(spec: MetricSpec, mv: MetricVerdict, lo: float, hi: float) -> tuple[float, float]:
+    """The converse of the state's one-sided set: a guardrail's interval lies wholly within
+    the tolerance only when the state is non-inferior (or better), and wholly beyond it only
+    when worse.  For error rates and proportions the tolerance tests weight batches by the
+    variance at the tolerance (Farrington & Manning 1990) while the interval uses the plug-in
+    variance of the difference, which is far smaller with few errors: 335 of 2,340 looks of an
+    error-free A/A with routes showed an interval inside +1 point with the state unknown.
+    Such an interval is widened just past the tolerance (a wider set still covers whatever
+    the narrower one covered), so it reads "not shown" as the state does.
+    """
+    if spec.role != "guardrail":
+        return (lo, hi)
+    tol = _tolerance_change(spec, mv.control)
+    if not math.isfinite(tol):
+        return (lo, hi)
+    up = spec.harm > 0
+    if mv.state not in (NON_INFERIOR, BETTER):
+        if up and hi <= tol:
+            hi = math.nextafter(tol, math.inf)
+        elif not up and lo >= tol:
+            lo = math.nextafter(tol, -math.inf)
+    if mv.state != WORSE:
+        if up and lo >= tol:
+            lo = math.nextafter(tol, -math.inf)
+        elif not up and hi <= tol:
+            hi = math.nextafter(tol, math.inf)
     return (lo, hi)
 
 
@@ -446,7 +483,9 @@ def _describe(mv: MetricVerdict) -> str:
     if not math.isfinite(mv.estimate):
         change = ""
     elif mv.scale == "ratio":
-        change = f" {mv.estimate * 100:+.0f}%"
+        # at the grid's edge the change is only known to lie beyond it: a bound, not a figure
+        edge = {1: "> ", -1: "< "}.get(beyond_grid(mv.estimate), "")
+        change = f" {edge}{mv.estimate * 100:+.0f}%"
     elif mv.kind in ("error_rate", "proportion"):
         change = f" {mv.estimate * 100:+.2f} points"
     else:

@@ -65,6 +65,21 @@ from bakeoff.judge.sequential import log_mixture_two_sided
 
 LOG_GAMMA = math.log(GAMMA)
 SPAN = 60  # integer shifts -SPAN..SPAN buckets: ratios 0.30 .. 3.3
+# The relative changes at the ends of the grid (-70%, +232%). An estimate (or an interval end) that
+# sits there means the change lies *beyond* it: the tests cannot place it further out.
+GRID_EDGES = (GAMMA**-SPAN - 1.0, GAMMA**SPAN - 1.0)
+
+
+def beyond_grid(change: float) -> int:
+    """+1 when a latency change (ratio - 1) sits at the grid's upper edge (the true change is at
+    least that), -1 at the lower edge, 0 inside the grid or for no number."""
+    if not isinstance(change, (int, float)) or not math.isfinite(change):
+        return 0
+    if change >= GRID_EDGES[1] - 1e-9:
+        return 1
+    if change <= GRID_EDGES[0] + 1e-9:
+        return -1
+    return 0
 
 
 def quantile_index(counts: np.ndarray, q: float) -> int | None:

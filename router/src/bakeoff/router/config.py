@@ -16,6 +16,9 @@ override: {enabled: false, header: X-Bakeoff-Variant}
 exposeVariant: true             # add X-Bakeoff-Variant to responses
 timeouts: {connect: 2, read: 30, drain: 10, idle: 75, head: 15}  # head: 408 if a head takes longer
 limits: {maxHeaderBytes: 16384, maxIdlePerUpstream: 128}
+onClientAbort: cancel           # a client gone before its response: cancel the upstream request
+                                # (close its connection, as nginx does), or finish (let it complete,
+                                # response discarded; nginx's proxy_ignore_client_abort on)
 variants:
   - {name: mainline, upstreams: [127.0.0.1:9001], weight: 80}
   - {name: v2, upstreams: [127.0.0.1:9002], weight: 20}
@@ -39,6 +42,11 @@ from bakeoff.contracts.snapshot import MAX_ROUTES, OTHER_ROUTE
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$")
 HEADER_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# What happens to the upstream request of a client that leaves before its
+# response is complete: "cancel" closes the upstream connection, "finish"
+# lets the upstream complete it and discards the response.  Either way the
+# request counts as aborted.
+CLIENT_ABORT_MODES = ("cancel", "finish")
 
 
 class ConfigError(ValueError):
@@ -79,6 +87,7 @@ class RouterConfig:
     head_timeout: float = 15.0
     max_header_bytes: int = 16384
     max_idle_per_upstream: int = 128
+    on_client_abort: str = "cancel"  # or "finish"; see CLIENT_ABORT_MODES
     variants: tuple[VariantSpec, ...] = field(default_factory=tuple)
     routes: tuple[RouteSpec, ...] = field(default_factory=tuple)
 
@@ -97,7 +106,7 @@ class RouterConfig:
             raise ConfigError(f"{origin}: expected a mapping at the top level")
         known = {
             "listen", "admin", "token", "tokenFile", "eventsToken", "eventsTokenFile", "workers", "stickiness", "override",
-            "exposeVariant", "timeouts", "limits", "variants", "routes",
+            "exposeVariant", "timeouts", "limits", "variants", "routes", "onClientAbort",
         }  # fmt: skip
         _no_unknown(data, known, origin, "")
         kw: dict[str, Any] = {}
@@ -165,6 +174,13 @@ class RouterConfig:
             kw["max_idle_per_upstream"] = _int(
                 lim["maxIdlePerUpstream"], f"{origin}: limits.maxIdlePerUpstream", 0, 100000
             )
+        if "onClientAbort" in data:
+            mode = data["onClientAbort"]
+            if mode not in CLIENT_ABORT_MODES:
+                raise ConfigError(
+                    f"{origin}: onClientAbort must be one of {', '.join(CLIENT_ABORT_MODES)}, got {mode!r}"
+                )
+            kw["on_client_abort"] = mode
         kw["variants"] = parse_variants(data.get("variants", []), origin)
         kw["routes"] = parse_routes(data.get("routes") or [], origin)
         return cls(**kw)

@@ -20,6 +20,7 @@ oversized head 431, an unreachable upstream 502, a silent one 504.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections import deque
 from typing import TYPE_CHECKING
@@ -145,14 +146,37 @@ class ClientConnection(asyncio.Protocol):
         if self.tunnel is not None:
             self.tunnel.close()
             self.tunnel = None
+        finish = self.router.finish_on_client_abort
         while self.exchanges:
             ex = self.exchanges.popleft()
             if ex.started and not ex.finished:
                 self._finish(ex, outcome=ABORTED)
+                if finish and ex.upstream is not None and ex.body_done and not ex.upgrade:
+                    # onClientAbort: finish -- the upstream completes the
+                    # request; its response is read and dropped (send() skips
+                    # a closed client) and response_complete pools the connection.
+                    self._let_upstream_finish(ex)
+                    continue
             if ex.upstream is not None:
                 ex.upstream.close()
                 ex.upstream = None
         self.parsing = None
+
+    def _let_upstream_finish(self, ex: Exchange) -> None:
+        self.flow.client_write_full(False)  # nobody to hold the upstream back for
+        self.loop.call_later(self.router.read_timeout, self._abandoned_read_timeout, ex)
+
+    def _abandoned_read_timeout(self, ex: Exchange) -> None:
+        """The read timeout for an upstream finishing a request whose client left (sweep no longer sees it)."""
+        up = ex.upstream
+        if up is None or up.exchange is not ex:
+            return
+        idle = self.loop.time() - ex.last_activity
+        if idle >= self.router.read_timeout:
+            ex.upstream = None
+            up.close()
+        else:
+            self.loop.call_later(self.router.read_timeout - idle, self._abandoned_read_timeout, ex)
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
@@ -207,7 +231,53 @@ class ClientConnection(asyncio.Protocol):
         self.eof = True
         if self.parsing is not None:
             return False
-        return bool(self.exchanges)
+        if not self.exchanges:
+            return False
+        if self.tunnel is None and self.tunnel_pending is None:
+            self._watch_delivery()
+        return True
+
+    # -- a client's FIN with a response outstanding ----------------------
+    def _watch_delivery(self) -> None:
+        """Tell a client that really half-closed (and still reads) from one that left.
+
+        Both send the same FIN.  The one that left (curl --max-time, a
+        cancelled fetch: its socket is closed) answers the next bytes it is
+        sent with a reset; the one that half-closed reads them.  So, unless
+        response bytes are already flowing, a 100 (Continue) is sent at once
+        -- an interim response every HTTP/1.1 client must accept and skip
+        (RFC 9110 section 15.2), never sent to HTTP/1.0 (the same section) --
+        and the socket's TCP state is watched: a reset moves it to CLOSE, and
+        the client is then gone (_client_gone).  Without a probe (HTTP/1.0,
+        an upgrade, a response already started) the response's own bytes are
+        the probe.
+        """
+        ex = self.exchanges[0]
+        if not ex.response_started and not ex.finished and not ex.http10 and not ex.upgrade and ex.head:
+            self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.loop.call_soon(self._check_delivery, 0.005)
+
+    def _check_delivery(self, delay: float) -> None:
+        if self.closed or not self.exchanges:
+            return
+        if _peer_reset(self.transport):
+            self._client_gone()
+            return
+        self.loop.call_later(delay, self._check_delivery, min(delay * 2, 0.5))
+
+    def _client_gone(self) -> None:
+        """The client closed its socket with a response still owed: count it aborted, cancel the upstream."""
+        ex = self.exchanges[0]
+        log.info(
+            "client closed the connection before its response was complete",
+            variant=ex.variant.name if ex.variant is not None else None,
+            upstream=str(ex.target),
+            client=self.peer.decode("latin-1"),
+            outcome="aborted",
+            upstream_request="finishes" if self.router.finish_on_client_abort else "cancelled",
+        )
+        self.closed = True
+        self.transport.abort()  # type: ignore[union-attr]  # connection_lost counts and cancels
 
     def pause_writing(self) -> None:
         self.flow.client_write_full(True)
@@ -263,7 +333,8 @@ class ClientConnection(asyncio.Protocol):
             elif name == b"transfer-encoding" or name == b"upgrade":
                 return False
             elif name == sticky:
-                key = router.sticky.key_from(head[f.start(2) : f.end(2)])  # type: ignore[union-attr]
+                if key is None:  # several lines: the first that holds a key (see on_header)
+                    key = router.sticky.key_from(head[f.start(2) : f.end(2)])  # type: ignore[union-attr]
             elif name == router.override_header:
                 override = head[f.start(2) : f.end(2)].strip()
                 drop = True
@@ -363,7 +434,12 @@ class ClientConnection(asyncio.Protocol):
             return
         router = self.router
         if lname == router.sticky_header:
-            self._key = router.sticky.key_from(value)  # type: ignore[union-attr]
+            # Several Cookie lines are one list (an HTTP/2 hop splits a
+            # Cookie and its gateway joins the lines with "; ", RFC 9113
+            # section 8.2.3), so the key is the first found on any line; a
+            # later line never replaces it.  Likewise a repeated sticky header.
+            if self._key is None:
+                self._key = router.sticky.key_from(value)  # type: ignore[union-attr]
         elif lname == router.override_header:
             self._override = value.strip()
             return
@@ -675,7 +751,8 @@ class ClientConnection(asyncio.Protocol):
         self.send(head)
 
     def response_complete(self, ex: Exchange, status: int, conn: UpstreamConnection, reusable: bool) -> None:
-        self._finish(ex, status)
+        if not ex.finished:  # else counted already: the client left (onClientAbort: finish)
+            self._finish(ex, status)
         ex.upstream = None
         self.flow.detach()
         if reusable and ex.body_done:
@@ -762,6 +839,23 @@ class ClientConnection(asyncio.Protocol):
         if not self.exchanges and self.tunnel is None:
             self._close()
             return True
+        return False
+
+
+_TCP_CLOSE = 7  # tcp_info.tcpi_state of a socket that has been reset (include/net/tcp_states.h)
+
+
+def _peer_reset(transport: asyncio.Transport | None) -> bool:
+    """Whether the peer answered with a reset: the socket's TCP state is CLOSE (Linux TCP_INFO)."""
+    if transport is None:
+        return False
+    sock = transport.get_extra_info("socket")
+    tcp_info = getattr(socket, "TCP_INFO", None)
+    if sock is None or tcp_info is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        return sock.getsockopt(socket.IPPROTO_TCP, tcp_info, 8)[0] == _TCP_CLOSE
+    except OSError:
         return False
 
 

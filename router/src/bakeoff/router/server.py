@@ -62,6 +62,7 @@ class Router:
         self.read_timeout = config.read_timeout
         self.idle_timeout = config.idle_timeout
         self.head_timeout = config.head_timeout
+        self.finish_on_client_abort = config.on_client_abort == "finish"
         self.pool = UpstreamPool(config.max_idle_per_upstream)
         self.reuse_port = reuse_port
         self.draining = False

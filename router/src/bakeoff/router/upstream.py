@@ -91,8 +91,12 @@ class UpstreamConnection(asyncio.Protocol):
         if self.tunnel:
             client._close()
             return
-        if self._until_eof and ex.response_started and not ex.finished:
-            # The body was delimited by the close itself: the response is whole.
+        if self._until_eof and ex.response_started and not ex.finished and exc is None:
+            # The body was delimited by the close itself: the response is
+            # whole.  Only an orderly close (FIN) ends such a body; a reset
+            # (exc set) is a failure, and the client must see an incomplete
+            # response: no terminal chunk, its connection closed (as nginx
+            # does), counted against the variant by upstream_failed.
             if self._chunked:
                 client.send(b"0\r\n\r\n")
             client.response_complete(ex, self._status, self, reusable=False)

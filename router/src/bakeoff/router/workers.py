@@ -246,6 +246,7 @@ def _config_for_worker(config: RouterConfig, port: int) -> dict[str, Any]:
             "head": config.head_timeout,
         },  # fmt: skip
         "limits": {"maxHeaderBytes": config.max_header_bytes, "maxIdlePerUpstream": config.max_idle_per_upstream},
+        "onClientAbort": config.on_client_abort,
     }
     if config.routes:
         out["routes"] = [{"name": r.name, "match": r.match} for r in config.routes]

@@ -206,32 +206,41 @@ class LocalPlatform:
 
     async def _wait_healthy(self, w: _Workload) -> None:
         deadline = time.monotonic() + w.spec.start_timeout
+        got = "no answer yet"
         while True:
             if w.proc is not None and w.proc.poll() is not None:
                 raise _StartFailed(
                     f"exited with code {w.proc.returncode} before it became healthy; see logs/{w.name}.log"
                 )
-            if await self._healthy(w):
+            ok, got = await self._check(w)
+            if ok:
                 return
             if time.monotonic() > deadline:
                 where = f"; see logs/{w.name}.log" if w.proc is not None else f" ({w.spec.url})"
                 raise _StartFailed(
                     f"never became healthy within {w.spec.start_timeout:g}s "
-                    f"(GET {w.spec.health_path} never answered 200){where}"
+                    f"(GET {w.spec.health_path} never answered 200; last check: {got}){where}"
                 )
             await asyncio.sleep(0.1)
 
-    async def _healthy(self, w: _Workload) -> bool:
+    async def _check(self, w: _Workload) -> tuple[bool, str]:
+        """One health check: (answered 200, what it got: "GET /health answered 404", "timed out", ...)."""
         assert self._session is not None and w.address is not None
         host, port = w.address
+        path = w.spec.health_path
         try:
-            async with self._session.get(
-                f"http://{host}:{port}{w.spec.health_path}", timeout=aiohttp.ClientTimeout(total=1.0)
-            ) as r:
+            async with self._session.get(f"http://{host}:{port}{path}", timeout=aiohttp.ClientTimeout(total=1.0)) as r:
                 await r.read()
-                return r.status == 200
-        except (TimeoutError, aiohttp.ClientError, OSError):
-            return False
+                return r.status == 200, f"GET {path} answered {r.status}"
+        except TimeoutError:
+            return False, f"GET {path} timed out after 1s"
+        except aiohttp.ClientConnectorError as e:
+            refused = isinstance(e.os_error, ConnectionRefusedError)
+            return False, (
+                f"connection refused on {host}:{port}" if refused else f"cannot connect to {host}:{port}: {e.os_error}"
+            )
+        except (aiohttp.ClientError, OSError) as e:
+            return False, f"GET {path} failed: {e.__class__.__name__}: {e}"
 
     def _fail(self, w: _Workload, why: str) -> None:
         if w.failed is None and not w.retiring:
@@ -251,12 +260,13 @@ class LocalPlatform:
             if time.monotonic() - last_health >= self.health_interval:
                 last_health = time.monotonic()
                 for w in [w for w in self.workloads.values() if w.ready and not w.retiring and w.proc is None]:
-                    if await self._healthy(w):
+                    ok, got = await self._check(w)
+                    if ok:
                         w.health_failures = 0
                     else:
                         w.health_failures += 1
                         if w.health_failures >= 3:
-                            self._fail(w, f"{w.spec.health_path} failed 3 health checks in a row")
+                            self._fail(w, f"{w.spec.health_path} failed 3 health checks in a row (last: {got})")
 
     def ready(self) -> frozenset[str]:
         return frozenset(n for n, w in self.workloads.items() if w.ready and not w.failed and not w.retiring)
