@@ -10,7 +10,15 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PARTS = ("bakeoff.contracts", "bakeoff.common", "bakeoff.load", "bakeoff.router", "bakeoff.judge", "bakeoff.controller", "bakeoff.cli")
+PARTS = (
+    "bakeoff.contracts",
+    "bakeoff.common",
+    "bakeoff.load",
+    "bakeoff.router",
+    "bakeoff.judge",
+    "bakeoff.controller",
+    "bakeoff.cli",
+)
 
 
 def _modules():
