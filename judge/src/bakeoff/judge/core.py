@@ -308,11 +308,11 @@ def step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Verd
     for spec, jobs in latency_jobs.items():
         lt = _test_for(spec)
         assert isinstance(lt, LatencyTest)
-        for (states, _, _), inc in zip(jobs, lt.increments_many([(ct, cc) for _, ct, cc in jobs])):
-            if inc is not None:
+        for (states, _, _), batch in zip(jobs, lt.increments_many([(ct, cc) for _, ct, cc in jobs])):
+            if batch is not None:
                 for ls in states:
-                    ls.W = ls.W + inc[0]
-                    ls.I = ls.I + inc[1]
+                    ls.W = ls.W + batch[0]
+                    ls.I = ls.I + batch[1]
     return st, _verdict(st, now, notes, fresh=True)
 
 
@@ -487,7 +487,7 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
                             b.raise_to(name, val)
                     est = t.estimate(ts, tot_v, tot_c, level)  # type: ignore[arg-type]
                     mv.control, mv.candidate = est.control, est.candidate
-                    mv.estimate, ci, mv.scale = est.estimate, tuple(est.ci), est.scale
+                    mv.estimate, ci, mv.scale = est.estimate, (est.ci[0], est.ci[1]), est.scale
                     mv.relative_estimate = est.relative_estimate
                 ev = b.evidence
                 mv.p_value = _p(ev.get("no_change"), mult)
