@@ -52,6 +52,7 @@ bench-router: $(STAMP)
 
 bench-judge: $(STAMP)
 	$(PY) benchmarks/judge_quality.py
+	$(PY) benchmarks/judge_speed.py
 
 # Re-pin the tested versions after changing dependencies (then run make test).
 constraints: $(STAMP)

@@ -58,6 +58,7 @@ import numpy as np
 from bakeoff.contracts.histogram import NUM_BUCKETS, bucket_value
 from bakeoff.judge.config import config_from_dict
 from bakeoff.judge.core import JudgeState, step
+from bakeoff.judge.metric_test import verdict_tolerance_change
 from bakeoff.judge.simulate import Arm, Route, Stream
 
 QUICK = os.environ.get("QUICK") == "1"
@@ -392,17 +393,10 @@ def s3_missing_variant(run: int) -> dict:
     return {"inflation": st.totals["v"].requests / stream.state["v"]["requests"]}
 
 
-def _tol(mv) -> float:
-    sign = 1 if mv.harm == "increase" else -1
-    if mv.scale == "ratio" or not mv.tolerance_relative:
-        return sign * mv.tolerance
-    return sign * mv.tolerance * mv.control
-
-
 def _disagrees(mv) -> bool:
     lo, hi = mv.ci
     up = mv.harm == "increase"
-    tol = 0.0 if mv.role == "objective" else _tol(mv)
+    tol = 0.0 if mv.role == "objective" else verdict_tolerance_change(mv)
     if mv.state == "worse":
         return not ((lo >= tol) if up else (hi <= tol))
     if mv.state == "non_inferior":

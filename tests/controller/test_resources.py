@@ -274,8 +274,8 @@ def test_load_routes_and_promotion_mode_parse(tmp_path):
             "routes[1].name 'a' is already used",
         ),
         (
-            lambda s: s["routing"].update(routes=[{"name": f"r{i}", "match": "/x"} for i in range(17)]),
-            "spec.routing.routes has 17 routes; at most 16",
+            lambda s: s["routing"].update(routes=[{"name": f"r{i}", "match": "/x"} for i in range(65)]),
+            "spec.routing.routes has 65 routes; at most 64",
         ),
         (lambda s: s["judge"].pop("objective"), "spec.judge.objective is required"),
     ],

@@ -57,12 +57,12 @@ def run(metric: str, share: float, seed: int, p: float) -> tuple[float, bool, bo
         test.update(st, inc_t, inc_c, tot_t, tot_c)
         tot_t.add(inc_t)
         tot_c.add(inc_c)
-        w, i = st["acc"]["diff"]
+        w, i = st.diff
         tau2 = test._tau2(st, "diff", tot_t, tot_c)
         if i > 0 and math.isfinite(tau2):
             up |= log_one_sided(w, i, tau2) >= thr
             down |= log_one_sided(-w, i, tau2) >= thr
-    w, i = st["acc"]["diff"]
+    w, i = st.diff
     return w / math.sqrt(i), up, down
 
 

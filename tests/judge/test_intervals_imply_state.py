@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from bakeoff.judge.core import JudgeState, step
+from bakeoff.judge.metric_test import verdict_tolerance_change
 from bakeoff.judge.simulate import Arm, Route, Stream
 
 from .conftest import binomial_slack, make_config
@@ -33,17 +34,10 @@ CONFIG = dict(
 )
 
 
-def _tol_change(mv) -> float:
-    sign = 1 if mv.harm == "increase" else -1
-    if mv.scale == "ratio" or not mv.tolerance_relative:
-        return sign * mv.tolerance
-    return sign * mv.tolerance * mv.control
-
-
 def check(mv) -> None:
     lo, hi = mv.ci
     up = mv.harm == "increase"
-    tol = 0.0 if mv.role == "objective" else _tol_change(mv)
+    tol = 0.0 if mv.role == "objective" else verdict_tolerance_change(mv)
     if mv.state == "worse":
         assert (lo >= tol) if up else (hi <= tol), mv
     elif mv.state == "non_inferior":

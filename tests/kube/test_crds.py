@@ -418,7 +418,7 @@ BAD_ROUTES = [
     ([{"name": "Checkout", "match": "/x"}], "should match"),
     ([{"name": "a", "match": "/x"}, {"name": "a", "match": "/y"}], "Duplicate value"),
     ([{"name": "a"}], "Required value"),
-    ([{"name": f"r{i}", "match": f"/{i}"} for i in range(17)], "must have at most 16 items"),
+    ([{"name": f"r{i}", "match": f"/{i}"} for i in range(65)], "must have at most 64 items"),
 ]
 
 

@@ -30,7 +30,7 @@ SARIF_LEVELS = ("none", "note", "warning", "error")  # ascending severity
 # auto: promote the candidate the judge finds better on the objective; manual: the same after an
 # approval; whenNoRegression: promote a candidate within tolerance on every guardrail (a canary).
 PROMOTION_MODES = ("auto", "manual", "whenNoRegression")
-MAX_ROUTES = 16
+MAX_ROUTES = 64
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 

@@ -31,7 +31,7 @@ SNAPSHOT_FORMAT = "bakeoff.snapshot/v1"
 # Per-route statistics (optional "by_route" of a variant): the route a request
 # matched no pattern of, and the most routes a router accepts besides it.
 OTHER_ROUTE = "other"
-MAX_ROUTES = 16
+MAX_ROUTES = 64
 
 
 class SnapshotError(ValueError):

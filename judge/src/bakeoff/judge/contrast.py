@@ -50,10 +50,10 @@ plug-in variances.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from bakeoff.judge.config import MetricSpec
 from bakeoff.judge.counters import VariantCounters
+from bakeoff.judge.metric_test import ContrastState, Estimate, Stratum
 from bakeoff.judge.sequential import log_one_sided as log_mixture_one_sided
 from bakeoff.judge.sequential import log_two_sided as log_mixture_two_sided
 from bakeoff.judge.sequential import one_sided_cs_half_width
@@ -164,15 +164,22 @@ class ContrastTest:
         # Tolerance tests of binary metrics use variances at the null boundary.
         self.null_var = self.binary and (self.c_tol != 1.0 or self.a_tol != 0.0)
 
-    def new_state(self) -> dict[str, Any]:
-        return {"acc": {"diff": [0.0, 0.0], "tol": [0.0, 0.0]}, "tau2": {}}
+    def new_state(self) -> ContrastState:
+        return ContrastState()
 
     def _variances(self, name: str, tot_t, tot_c) -> tuple[float, float]:
         if name == "tol" and self.null_var:
             return null_variances(self.spec, tot_t, tot_c, self.c_tol, self.a_tol)
         return unit_stats(self.spec, tot_t)[2], unit_stats(self.spec, tot_c)[2]
 
-    def update(self, st: dict[str, Any], inc_t, inc_c, prior_t, prior_c) -> None:
+    def update(
+        self,
+        st: ContrastState,
+        inc_t: VariantCounters,
+        inc_c: VariantCounters,
+        prior_t: VariantCounters,
+        prior_c: VariantCounters,
+    ) -> None:
         """Add one batch.  ``prior_*``: the totals *before* this batch.
 
         The batch's weight ``1/v_j`` must be predictable -- fixed before the
@@ -190,7 +197,9 @@ class ContrastTest:
         """
         self.update_strata(st, [(inc_t, inc_c, prior_t, prior_c)])
 
-    def update_strata(self, st: dict[str, Any], strata: list[tuple[Any, Any, Any, Any]]) -> None:
+    def update_strata(
+        self, st: ContrastState, strata: list[Stratum], route_states: list[ContrastState] | None = None
+    ) -> None:
         """Add one batch made of strata (routes): ``(inc_t, inc_c, prior_t, prior_c)`` each.
 
         The batch estimate is the *standardised* difference ``d_j = sum_r w_r (mean_t,r -
@@ -209,7 +218,14 @@ class ContrastTest:
         A route missing from one arm in this batch is left out of it (the others' shares
         renormalised); the tolerance tests skip the batch while a route has no earlier data
         for its variance at the null boundary (a weight must be fixed before its batch).
+        Each route's batch also goes, on its own, to its state in ``route_states``.
         """
+        self._add_strata(st, strata)
+        if route_states is not None:
+            for stratum, rs in zip(strata, route_states):
+                self._add_strata(rs, [stratum])
+
+    def _add_strata(self, st: ContrastState, strata: list[Stratum]) -> None:
         rows = []
         for inc_t, inc_c, prior_t, prior_c in strata:
             n_t, m_t = batch_mean(self.spec, inc_t)
@@ -231,18 +247,18 @@ class ContrastTest:
                 v += w * w * (var_t / n_t + c * c * var_c / n_c)
             else:
                 if v > 0:
-                    acc = st["acc"][name]
+                    acc = st.acc(name)
                     acc[0] += d / v
                     acc[1] += 1.0 / v
 
-    def _tau2(self, st: dict[str, Any], name: str, tot_t, tot_c) -> float:
+    def _tau2(self, st: ContrastState, name: str, tot_t: VariantCounters, tot_c: VariantCounters) -> float:
         """The mixing variance, fixed the first time it can be estimated.
 
         A mixture martingale needs one fixed mixing distribution (Robbins 1970;
         Johari et al. 2022, Section 3): re-estimating tau on every look would mix
         a different prior each time.  ``tau = effect_size * sigma`` as in the
         module docstring."""
-        frozen = st.setdefault("tau2", {})
+        frozen = st.tau2
         if name in frozen:
             return float(frozen[name])
         c = self.c_tol if name == "tol" else 1.0
@@ -253,33 +269,33 @@ class ContrastTest:
         frozen[name] = (self.spec.effect_size**2) * sigma2
         return float(frozen[name])
 
-    def evidence(self, st: dict[str, Any], tot_t, tot_c) -> dict[str, float]:
+    def evidence(self, st: ContrastState, tot_t: VariantCounters, tot_c: VariantCounters) -> dict[str, float]:
         """log Lambda of each test (before running maxima): the two-sided and half-normal
         mixtures of Robbins (1970) as used by Johari, Pekelis, Walsh (2022)."""
         h = self.spec.harm
         out: dict[str, float] = {}
-        w1, i1 = st["acc"]["diff"]
+        w1, i1 = st.diff
         tau1 = self._tau2(st, "diff", tot_t, tot_c)
         if i1 > 0 and math.isfinite(tau1):
             out["no_change"] = float(log_mixture_two_sided(w1, i1, tau1))
             out["better"] = float(log_mixture_one_sided(-h * w1, i1, tau1))
             out["worse_than_control"] = float(log_mixture_one_sided(h * w1, i1, tau1))
-        w0, it = st["acc"]["tol"]
+        w0, it = st.tol
         taut = self._tau2(st, "tol", tot_t, tot_c)
         if it > 0 and math.isfinite(taut):
             out["worse"] = float(log_mixture_one_sided(h * w0, it, taut))
             out["non_inferior"] = float(log_mixture_one_sided(-h * w0, it, taut))
         return out
 
-    def estimate(self, st: dict[str, Any], tot_t, tot_c, alpha_ci: float) -> dict[str, Any]:
+    def estimate(self, st: ContrastState, tot_t: VariantCounters, tot_c: VariantCounters, alpha_ci: float) -> Estimate:
         """Estimate and this look's confidence sequence: a lower and an upper one-sided
         mixture bound at ``alpha_ci`` each (so ``1 - 2 alpha_ci`` jointly), the inversion of
         the very tests behind "better" and "worse than control" (Robbins 1970; Howard,
         Ramdas, McAuliffe, Sekhon 2021 for the duality)."""
         _, mean_t, _ = unit_stats(self.spec, tot_t)
         _, mean_c, _ = unit_stats(self.spec, tot_c)
-        w1, i1 = st["acc"]["diff"]
-        tau1 = float(st.get("tau2", {}).get("diff", math.nan))
+        w1, i1 = st.diff
+        tau1 = float(st.tau2.get("diff", math.nan))
         if i1 > 0 and math.isfinite(tau1):
             est = w1 / i1
             hw = one_sided_cs_half_width(i1, tau1, alpha_ci)
@@ -287,11 +303,6 @@ class ContrastTest:
         else:
             est, ci = math.nan, (math.nan, math.nan)
         rel = (mean_t / mean_c - 1.0) if mean_c and math.isfinite(mean_c) and math.isfinite(mean_t) else math.nan
-        return {
-            "control": mean_c,
-            "candidate": mean_t,
-            "estimate": est,
-            "ci": ci,
-            "relative_estimate": rel,
-            "scale": "difference",
-        }
+        return Estimate(
+            control=mean_c, candidate=mean_t, estimate=est, ci=ci, relative_estimate=rel, scale="difference"
+        )

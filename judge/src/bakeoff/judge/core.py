@@ -51,10 +51,19 @@ from typing import Any
 
 import numpy as np
 
+from bakeoff.judge.baselines import Baselines
 from bakeoff.judge.config import JudgeConfig, MetricSpec
 from bakeoff.judge.contrast import ContrastTest
 from bakeoff.judge.counters import InvalidSnapshot, VariantCounters, parse_snapshot
 from bakeoff.judge.latency import LatencyTest, beyond_grid
+from bakeoff.judge.metric_test import (
+    LatencyState,
+    RunningBest,
+    Stratum,
+    TestState,
+    spec_tolerance_change,
+    state_from_json,
+)
 from bakeoff.judge.verdict import (
     BETTER,
     CONTINUE,
@@ -83,27 +92,26 @@ def _key(spec: MetricSpec, route: str | None = None) -> str:
     return base if route is None else f"{base}@{route}"
 
 
-MAX_SOURCES = 64  # baselines kept (one per router process or merged set of them)
-
-
 @dataclass
 class JudgeState:
     """Everything the judge remembers between looks (serialisable with to_json).
 
-    ``baselines``: per source (one router process, or one merged set of them:
-    ``router_id@started_at`` joined), the last counters seen of *each variant*
-    and when they were taken.  A variant missing from a look keeps its
-    baseline, so when it returns only its new requests count.
+    ``baselines``: the last counters seen per source and variant
+    (:class:`bakeoff.judge.baselines.Baselines`); ``totals``: each variant's
+    judged requests so far; ``tests``: per variant and metric key
+    (``role:name`` or ``role:name@route``) the state of its
+    :class:`bakeoff.judge.metric_test.MetricTest`; ``best``: per variant and
+    key the running maxima of the evidence and the intersected interval.
     """
 
     config: JudgeConfig
     look: int = 0
     started_at: float | None = None
     last_taken_at: float | None = None
-    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    baselines: Baselines = field(default_factory=Baselines)
     totals: dict[str, VariantCounters] = field(default_factory=dict)
-    tests: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # variant -> metric key -> state
-    best: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # running max log Lambda, CI
+    tests: dict[str, dict[str, TestState]] = field(default_factory=dict)  # variant -> metric key -> state
+    best: dict[str, dict[str, RunningBest]] = field(default_factory=dict)  # running max log Lambda, CI
     rolled_back: dict[str, str] = field(default_factory=dict)
     out: dict[str, str] = field(default_factory=dict)
     seen_candidates: list[str] = field(default_factory=list)
@@ -116,17 +124,12 @@ class JudgeState:
         return cls(config=config)
 
     def copy(self) -> JudgeState:
-        def copy_test(d):
-            return {k: (v.copy() if isinstance(v, np.ndarray) else _deep(v)) for k, v in d.items()}
-
         return replace(
             self,
-            baselines={
-                k: {**b, "variants": {n: c.copy() for n, c in b["variants"].items()}} for k, b in self.baselines.items()
-            },
+            baselines=self.baselines.copy(),
             totals={k: v.copy() for k, v in self.totals.items()},
-            tests={v: {m: copy_test(s) for m, s in ms.items()} for v, ms in self.tests.items()},
-            best={v: {m: dict(s) for m, s in ms.items()} for v, ms in self.best.items()},
+            tests={v: {m: s.copy() for m, s in ms.items()} for v, ms in self.tests.items()},
+            best={v: {m: b.copy() for m, b in ms.items()} for v, ms in self.best.items()},
             rolled_back=dict(self.rolled_back),
             out=dict(self.out),
             seen_candidates=list(self.seen_candidates),
@@ -135,29 +138,15 @@ class JudgeState:
         )
 
     def to_json(self) -> dict[str, Any]:
-        def enc(x):
-            if isinstance(x, np.ndarray):
-                return {"__array__": x.tolist()}
-            if isinstance(x, dict):
-                return {k: enc(v) for k, v in x.items()}
-            if isinstance(x, (list, tuple)):
-                return [enc(v) for v in x]
-            if isinstance(x, float) and not math.isfinite(x):
-                return {"__float__": repr(x)}
-            return x
-
         return {
             "format": STATE_FORMAT,
             "look": self.look,
             "started_at": self.started_at,
             "last_taken_at": self.last_taken_at,
-            "baselines": {
-                k: {**b, "variants": {n: c.to_json() for n, c in b["variants"].items()}}
-                for k, b in self.baselines.items()
-            },
+            "baselines": self.baselines.to_json(),
             "totals": {k: v.to_json() for k, v in self.totals.items()},
-            "tests": enc(self.tests),
-            "best": enc(self.best),
+            "tests": {v: {m: s.to_json() for m, s in ms.items()} for v, ms in self.tests.items()},
+            "best": {v: {m: b.to_json() for m, b in ms.items()} for v, ms in self.best.items()},
             "rolled_back": self.rolled_back,
             "out": self.out,
             "seen_candidates": self.seen_candidates,
@@ -168,17 +157,6 @@ class JudgeState:
 
     @classmethod
     def from_json(cls, d: dict[str, Any], config: JudgeConfig) -> JudgeState:
-        def dec(x):
-            if isinstance(x, dict):
-                if "__array__" in x:
-                    return np.asarray(x["__array__"], dtype=float)
-                if "__float__" in x:
-                    return float(x["__float__"])
-                return {k: dec(v) for k, v in x.items()}
-            if isinstance(x, list):
-                return [dec(v) for v in x]
-            return x
-
         if d.get("format") != STATE_FORMAT:
             raise ValueError(f"judge state: format {d.get('format')!r}, expected {STATE_FORMAT!r}")
         return cls(
@@ -186,13 +164,10 @@ class JudgeState:
             look=d["look"],
             started_at=d["started_at"],
             last_taken_at=d["last_taken_at"],
-            baselines={
-                k: {**b, "variants": {n: VariantCounters.from_json(c) for n, c in b["variants"].items()}}
-                for k, b in d["baselines"].items()
-            },
+            baselines=Baselines.from_json(d["baselines"]),
             totals={k: VariantCounters.from_json(v) for k, v in d["totals"].items()},
-            tests=dec(d["tests"]),
-            best=dec(d["best"]),
+            tests={v: {m: state_from_json(s) for m, s in ms.items()} for v, ms in d["tests"].items()},
+            best={v: {m: RunningBest.from_json(b) for m, b in ms.items()} for v, ms in d["best"].items()},
             rolled_back=dict(d["rolled_back"]),
             out=dict(d["out"]),
             seen_candidates=list(d["seen_candidates"]),
@@ -200,16 +175,6 @@ class JudgeState:
             final=d["final"],
             resets=d.get("resets", 0),
         )
-
-
-def _deep(x):
-    if isinstance(x, dict):
-        return {k: _deep(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_deep(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return x.copy()
-    return x
 
 
 def _weights(config: JudgeConfig) -> float:
@@ -246,10 +211,6 @@ def family_size(config: JudgeConfig, n_candidates: int, n_routes: int = 0) -> in
     return max(1, n_candidates) * max(1, per_variant)
 
 
-def _source_key(fingerprint: tuple) -> str:
-    return "|".join(f"{rid}@{started!r}" for rid, started in fingerprint)
-
-
 def step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Verdict]:
     """Consume one look; return the new state and the verdict. Never raises on bad data.
 
@@ -277,51 +238,12 @@ def step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Verd
         notes.append("ignored: time is not a finite number")
         return st, _verdict(st, now if isinstance(now, (int, float)) else math.nan, notes, fresh=False)
 
-    first_look = not st.baselines
-    increments: dict[str, VariantCounters] = {}
-    present: set[str] = set()
-    for counters, fingerprint, taken_at in parsed:
-        key = _source_key(fingerprint)
-        sources = {f"{rid}@{started!r}" for rid, started in fingerprint}
-        present.update(counters)
-        base = st.baselines.get(key)
-        if base is not None and taken_at is not None and base["taken_at"] is not None and taken_at < base["taken_at"]:
-            notes.append("ignored: snapshot is older than the previous one")
-            continue
-        # A baseline is stale when a router process in it was since counted under another
-        # key (a merged set that changed): diffing against it would count that again.
-        stale = base is not None and any(
-            other.get("look", 0) > base.get("look", 0) and sources & set(other.get("sources", ()))
-            for k2, other in st.baselines.items()
-            if k2 != key
-        )
-        fresh_base = {"taken_at": taken_at, "variants": counters, "look": st.look, "sources": sorted(sources)}
-        if base is None or stale:
-            st.baselines.pop(key, None)
-            st.baselines[key] = fresh_base
-            while len(st.baselines) > MAX_SOURCES:
-                st.baselines.pop(next(iter(st.baselines)))
-            if not first_look:
-                # A router process (or set of them) not seen before, or seen again after
-                # its counts went in under another key: only later increments count.
-                st.resets += 1
-                notes.append("router restarted or counters went backwards: rebased, nothing consumed this look")
-                continue
-            new = {name: c.copy() for name, c in counters.items()}
-        else:
-            old = base["variants"]
-            if any(name in old and c.went_backwards(old[name]) for name, c in counters.items()):
-                st.baselines[key] = fresh_base
-                st.resets += 1
-                notes.append("router restarted or counters went backwards: rebased, nothing consumed this look")
-                continue
-            new = {name: (c.minus(old[name]) if name in old else c.copy()) for name, c in counters.items()}
-            # A variant missing from this look keeps its last counters as its baseline.
-            st.baselines[key] = {**fresh_base, "variants": {**old, **counters}}
-        for name, inc in new.items():
-            increments.setdefault(name, VariantCounters()).add(inc)
-        if taken_at is not None:
-            st.last_taken_at = max(st.last_taken_at or taken_at, taken_at)
+    intake = st.baselines.consume(parsed, st.look)
+    notes += intake.notes
+    st.resets += intake.resets
+    if intake.last_taken_at is not None:
+        st.last_taken_at = max(st.last_taken_at or intake.last_taken_at, intake.last_taken_at)
+    increments, present = intake.increments, intake.present
 
     if not any(inc.requests > 0 for inc in increments.values()):
         if not present:
@@ -348,6 +270,9 @@ def step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Verd
 
     inc_c = increments.get(ctrl, VariantCounters())
     pri_c = prior.get(ctrl, VariantCounters())
+    # Latency batches of every candidate and route are computed together, per metric
+    # (LatencyTest.increments_many): (the states a batch goes to, candidate, control).
+    latency_jobs: dict[MetricSpec, list[tuple[list[LatencyState], np.ndarray, np.ndarray]]] = {}
     for v in st.seen_candidates:
         if v in st.rolled_back or v not in increments:
             continue
@@ -366,16 +291,28 @@ def step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Verd
                 # standardisation, ContrastTest.update_strata): weighting by inverse variance
                 # let error-free routes outweigh the one that failed.  Latency's permutation
                 # variances are already proportional to 1/requests of the route.
-                strata = [(inc_v.routes[r], inc_c.routes[r], _route(pri_v, r), _route(pri_c, r)) for r in shared]
-                if isinstance(t, ContrastTest):
-                    t.update_strata(ts, strata)
-                for r, stratum in zip(shared, strata):
-                    if not isinstance(t, ContrastTest):
-                        t.update(ts, *stratum)
-                    rts = tests.setdefault(_key(spec, r), t.new_state())
-                    t.update(rts, *stratum)
+                strata: list[Stratum] = [
+                    (inc_v.routes[r], inc_c.routes[r], _route(pri_v, r), _route(pri_c, r)) for r in shared
+                ]
+                route_states = [tests.setdefault(_key(spec, r), t.new_state()) for r in shared]
+                if isinstance(t, LatencyTest):
+                    jobs = latency_jobs.setdefault(spec, [])
+                    for (inc_rv, inc_rc, _, _), rts in zip(strata, route_states):
+                        jobs.append(([ts, rts], inc_rv.latency, inc_rc.latency))  # type: ignore[list-item]
+                else:
+                    t.update_strata(ts, strata, route_states)  # type: ignore[arg-type]
+            elif isinstance(t, LatencyTest):
+                latency_jobs.setdefault(spec, []).append(([ts], inc_v.latency, inc_c.latency))  # type: ignore[list-item]
             else:
-                t.update(ts, inc_v, inc_c, pri_v, pri_c)
+                t.update(ts, inc_v, inc_c, pri_v, pri_c)  # type: ignore[arg-type]
+    for spec, jobs in latency_jobs.items():
+        lt = _test_for(spec)
+        assert isinstance(lt, LatencyTest)
+        for (states, _, _), batch in zip(jobs, lt.increments_many([(ct, cc) for _, ct, cc in jobs])):
+            if batch is not None:
+                for ls in states:
+                    ls.W = ls.W + batch[0]
+                    ls.I = ls.I + batch[1]
     return st, _verdict(st, now, notes, fresh=True)
 
 
@@ -392,30 +329,23 @@ def _p(log_lambda: float | None, mult: float) -> float:
     return min(1.0, math.exp(-log_lambda) * mult)
 
 
-def _tolerance_change(spec: MetricSpec, control: float) -> float:
-    """The tolerance as a change on the verdict's scale (signed: + when the harm is an increase)."""
-    if spec.kind == "latency" or not spec.relative:
-        return spec.harm * spec.tolerance
-    return spec.harm * spec.tolerance * control if math.isfinite(control) else math.nan
-
-
 def _implied(spec: MetricSpec, state: str, control: float) -> tuple[float, float]:
     """The one-sided set a state's rejected test implies for the change (lo, hi): the set
     of parameters that test did not reject (test/confidence-set duality, e.g. Lehmann &
     Romano, Testing Statistical Hypotheses, Section 3.5)."""
     h = spec.harm
     if state == WORSE:
-        bound = 0.0 if spec.role == "objective" else _tolerance_change(spec, control)
+        bound = 0.0 if spec.role == "objective" else spec_tolerance_change(spec, control)
         return (bound, math.inf) if h > 0 else (-math.inf, bound)
     if state == NON_INFERIOR:
-        bound = _tolerance_change(spec, control)
+        bound = spec_tolerance_change(spec, control)
         return (-math.inf, bound) if h > 0 else (bound, math.inf)
     if state == BETTER:
         return (-math.inf, 0.0) if h > 0 else (0.0, math.inf)
     return (-math.inf, math.inf)
 
 
-def _interval(b: dict[str, float], ci: tuple[float, float], update: bool, spec: MetricSpec, mv: MetricVerdict):
+def _interval(b: RunningBest, ci: tuple[float, float], update: bool, spec: MetricSpec, mv: MetricVerdict):
     """The reported confidence sequence: intersected over looks, and agreeing with the state.
 
     Running intersection: each look's interval is a confidence sequence, so
@@ -430,10 +360,10 @@ def _interval(b: dict[str, float], ci: tuple[float, float], update: bool, spec: 
     """
     lo, hi = ci
     if update and math.isfinite(lo) and math.isfinite(hi):
-        b["ci_lo"] = max(b.get("ci_lo", -math.inf), lo)
-        b["ci_hi"] = min(b.get("ci_hi", math.inf), hi)
-    if "ci_lo" in b and b["ci_lo"] <= b["ci_hi"]:
-        lo, hi = b["ci_lo"], b["ci_hi"]
+        b.ci_lo = max(-math.inf if b.ci_lo is None else b.ci_lo, lo)
+        b.ci_hi = min(math.inf if b.ci_hi is None else b.ci_hi, hi)
+    if b.ci_lo is not None and b.ci_hi is not None and b.ci_lo <= b.ci_hi:
+        lo, hi = b.ci_lo, b.ci_hi
     if not (math.isfinite(lo) or math.isfinite(hi)) and mv.state == UNKNOWN:
         return ci
     s_lo, s_hi = _implied(spec, mv.state, mv.control)
@@ -460,7 +390,7 @@ def _reach_tolerance(spec: MetricSpec, mv: MetricVerdict, lo: float, hi: float) 
     """
     if spec.role != "guardrail":
         return (lo, hi)
-    tol = _tolerance_change(spec, mv.control)
+    tol = spec_tolerance_change(spec, mv.control)
     if not math.isfinite(tol):
         return (lo, hi)
     up = spec.harm > 0
@@ -549,24 +479,24 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
                     else spec.name
                 )
                 vv.metrics[label if route is None else f"{label} @{route}"] = mv
-                b = best.setdefault(key, {})
+                b = best.setdefault(key, RunningBest())
                 tot_v = tot if route is None else _route(tot, route)
                 tot_c = ctrl_tot if route is None else _route(ctrl_tot, route)
                 ci: tuple[float, float] = (math.nan, math.nan)
                 if ts is not None:
                     if update:
-                        for name, val in t.evidence(ts, tot_v, tot_c).items():
-                            if math.isfinite(val):
-                                b[name] = max(b.get(name, -math.inf), val)
-                    est = t.estimate(ts, tot_v, tot_c, level)
-                    mv.control, mv.candidate = est["control"], est["candidate"]
-                    mv.estimate, ci, mv.scale = est["estimate"], tuple(est["ci"]), est["scale"]
-                    mv.relative_estimate = est["relative_estimate"]
-                mv.p_value = _p(b.get("no_change"), mult)
-                mv.p_better = _p(b.get("better"), mult)
+                        for name, val in t.evidence(ts, tot_v, tot_c).items():  # type: ignore[arg-type]
+                            b.raise_to(name, val)
+                    est = t.estimate(ts, tot_v, tot_c, level)  # type: ignore[arg-type]
+                    mv.control, mv.candidate = est.control, est.candidate
+                    mv.estimate, ci, mv.scale = est.estimate, (est.ci[0], est.ci[1]), est.scale
+                    mv.relative_estimate = est.relative_estimate
+                ev = b.evidence
+                mv.p_value = _p(ev.get("no_change"), mult)
+                mv.p_better = _p(ev.get("better"), mult)
                 worse_key = "worse" if spec.role == "guardrail" else "worse_than_control"
-                mv.p_worse = _p(b.get(worse_key), mult)
-                mv.p_non_inferior = _p(b.get("non_inferior"), mult) if spec.role == "guardrail" else 1.0
+                mv.p_worse = _p(ev.get(worse_key), mult)
+                mv.p_non_inferior = _p(ev.get("non_inferior"), mult) if spec.role == "guardrail" else 1.0
                 if mv.p_worse <= alpha:
                     mv.state = WORSE
                 elif mv.p_better <= alpha:

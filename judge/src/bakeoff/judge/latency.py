@@ -53,7 +53,6 @@ sign (where the evidence is weakest), clamped into the interval.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -61,6 +60,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from bakeoff.contracts.histogram import GAMMA, NUM_BUCKETS, bucket_value
 from bakeoff.judge.config import MetricSpec
 from bakeoff.judge.counters import VariantCounters
+from bakeoff.judge.metric_test import Estimate, LatencyState, Stratum
 from bakeoff.judge.sequential import log_mixture_two_sided
 
 LOG_GAMMA = math.log(GAMMA)
@@ -118,10 +118,9 @@ class LatencyTest:
         self.change[self.k_tol] = self.h * spec.tolerance if self.t_tol else 0.0
         self.change[self.k0] = 0.0
 
-    def new_state(self) -> dict[str, Any]:
-        n = len(self.grid)
+    def new_state(self) -> LatencyState:
         # W, I: mixture sums (current); A, B: running max of log Lambda with drift > 0 / < 0.
-        return {"W": np.zeros(n), "I": np.zeros(n), "A": np.zeros(n), "B": np.zeros(n)}
+        return LatencyState.zeros(len(self.grid))
 
     # -- one look ------------------------------------------------------------
     def batch(
@@ -175,7 +174,7 @@ class LatencyTest:
 
     def update(
         self,
-        st: dict[str, Any],
+        st: LatencyState,
         inc_t: VariantCounters,
         inc_c: VariantCounters,
         prior_t: VariantCounters | None = None,
@@ -190,9 +189,34 @@ class LatencyTest:
         at a cap missed 40 of 40 such regressions).  ``prior_*`` are unused:
         the permutation variance needs no plug-in estimate.
         """
+        inc = self.increments(inc_t, inc_c)
+        if inc is not None:
+            st.W = st.W + inc[0]
+            st.I = st.I + inc[1]
+
+    def update_strata(
+        self, st: LatencyState, strata: list[Stratum], route_states: list[LatencyState] | None = None
+    ) -> None:
+        """Add a batch made of routes: each route's batch is tested against the same route's
+        batch of the control and the evidence adds up over the routes (their permutation
+        variances are already proportional to 1/requests of the route); each route's batch
+        also goes to its own state in ``route_states``."""
+        for i, (inc_t, inc_c, _, _) in enumerate(strata):
+            inc = self.increments(inc_t, inc_c)
+            if inc is None:
+                continue
+            st.W = st.W + inc[0]
+            st.I = st.I + inc[1]
+            if route_states is not None:
+                rs = route_states[i]
+                rs.W = rs.W + inc[0]
+                rs.I = rs.I + inc[1]
+
+    def increments(self, inc_t: VariantCounters, inc_c: VariantCounters) -> tuple[np.ndarray, np.ndarray] | None:
+        """One batch's additions to ``W`` and ``I`` at every grid point (None: no data)."""
         n_t, n_c = int(inc_t.latency.sum()), int(inc_c.latency.sum())
         if n_t == 0 or n_c == 0:
-            return
+            return None
         i0, f = self.i0, self.f
         smin, smax = int(i0[0]) - SPAN, int(i0[-1]) + 1 - SPAN
         D, V = self.batch(inc_t.latency, inc_c.latency, smin, smax)
@@ -202,26 +226,98 @@ class LatencyTest:
         Vg = (1 - f) * v0 + f * v1
         ok = ((v0 > 0) | (f == 1.0)) & ((v1 > 0) | (f == 0.0)) & (Vg > 0)
         inv = np.where(ok, 1.0 / np.where(ok, Vg, 1.0), 0.0)
-        st["W"] = st["W"] + Dg * inv
-        st["I"] = st["I"] + inv
+        return Dg * inv, inv
+
+    def increments_many(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray] | None]:
+        """:meth:`increments` of many batches ``(candidate counts, control counts)`` at once.
+
+        The same arithmetic as :meth:`batch` (element for element, so the results are the
+        same), vectorised over the batches: where :meth:`batch` scans every position for
+        the pooled quantile, this finds it by bisection -- the pooled cumulative count
+        ``P(u) = F_c(u) + F_t(u + s)`` is non-decreasing in ``u``, so the last position
+        with ``P(u) <= q N`` is where a binary search over ``u`` ends.
+        """
+        out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(pairs)
+        rows = [i for i, (ct, cc) in enumerate(pairs) if ct.sum() > 0 and cc.sum() > 0]
+        if not rows:
+            return out
+        CT = np.stack([pairs[i][0] for i in rows]).astype(np.int64, copy=False)
+        CC = np.stack([pairs[i][1] for i in rows]).astype(np.int64, copy=False)
+        M, nb = CT.shape
+        i0, f = self.i0, self.f
+        smin, smax = int(i0[0]) - SPAN, int(i0[-1]) + 1 - SPAN
+        shifts = np.arange(smin, smax + 1, dtype=np.int64)[None, :]
+        n_t = CT.sum(axis=1)[:, None]
+        n_c = CC.sum(axis=1)[:, None]
+        N = n_t + n_c
+        cum_c = np.zeros((M, nb + 1), dtype=np.int64)  # cum[i]: values in buckets < i
+        cum_t = np.zeros((M, nb + 1), dtype=np.int64)
+        np.cumsum(CC, axis=1, out=cum_c[:, 1:])
+        np.cumsum(CT, axis=1, out=cum_t[:, 1:])
+        flat_c, flat_t = cum_c.ravel(), cum_t.ravel()
+        base = (np.arange(M, dtype=np.int64) * (nb + 1))[:, None]
+
+        def fc(u: np.ndarray) -> np.ndarray:
+            return flat_c[base + np.clip(u, 0, nb)]
+
+        def ft(u: np.ndarray) -> np.ndarray:
+            return flat_t[base + np.clip(u, 0, nb)]
+
+        target = self.q * N
+        # P(lo) = 0 <= target (every latency above lo), P(hi) = N > target (every one below).
+        lo = np.full((M, shifts.shape[1]), -smax - 1, dtype=np.int64)
+        hi = np.full_like(lo, nb - smin + 1)
+        while True:
+            gap = hi - lo
+            if not np.any(gap > 1):
+                break
+            mid = lo + gap // 2
+            below = (fc(mid) + ft(mid + shifts)) <= target
+            lo = np.where(below, mid, lo)
+            hi = np.where(below, hi, mid)
+        j = lo
+        fc0, fc1 = fc(j), fc(j + 1)
+        ft0, ft1 = ft(j + shifts), ft(j + 1 + shifts)
+        p0, p1 = fc0 + ft0, fc1 + ft1
+        m_b = p1 - p0  # pooled count in the bucket holding the threshold
+        frac = np.minimum(np.maximum((target - p0) / np.maximum(m_b, 1), 0.0), 1.0)
+        g = 1.0 - frac  # exceedance credit of a latency in that bucket (log-uniform within it)
+        x_c = (n_c - fc1) + (fc1 - fc0) * g
+        x_t = (n_t - ft1) + (ft1 - ft0) * g
+        above = N - p1
+        s1 = above + m_b * g
+        s2 = above + m_b * g * g
+        var_g = np.maximum(s2 / N - (s1 / N) ** 2, 0.0)
+        V = N * N * var_g / (n_t.astype(float) * n_c.astype(float) * (N - 1).astype(float))
+        D = x_t / n_t - x_c / n_c
+        k0 = i0 - (smin + SPAN)
+        d0, d1, v0, v1 = D[:, k0], D[:, k0 + 1], V[:, k0], V[:, k0 + 1]
+        Dg = (1 - f) * d0 + f * d1
+        Vg = (1 - f) * v0 + f * v1
+        ok = ((v0 > 0) | (f == 1.0)) & ((v1 > 0) | (f == 0.0)) & (Vg > 0)
+        inv = np.where(ok, 1.0 / np.where(ok, Vg, 1.0), 0.0)
+        dW = Dg * inv
+        for r, i in enumerate(rows):
+            out[i] = (dW[r], inv[r])
+        return out
 
     # -- evidence, interval, estimate -------------------------------------------
-    def _monotone(self, st) -> tuple[np.ndarray, np.ndarray]:
+    def _monotone(self, st: LatencyState) -> tuple[np.ndarray, np.ndarray]:
         """Evidence for rho > r (non-increasing in r) and for rho < r (non-decreasing in r)."""
-        above = np.minimum.accumulate(st["A"])
-        below = np.minimum.accumulate(st["B"][::-1])[::-1]
+        above = np.minimum.accumulate(st.A)
+        below = np.minimum.accumulate(st.B[::-1])[::-1]
         return above, below
 
-    def evidence(self, st, tot_t, tot_c) -> dict[str, float]:
+    def evidence(self, st: LatencyState, tot_t: VariantCounters, tot_c: VariantCounters) -> dict[str, float]:
         """log Lambda of each decision test: running maxima of the two-sided normal mixture
         (Robbins 1970; Johari et al. 2022) split by the sign of the drift, made monotone in
         the ratio (Robbins' duality between tests and confidence sets)."""
-        W, I = st["W"], st["I"]
+        W, I = st.W, st.I
         if not np.any(I > 0):
             return {}
         logl = np.where(I > 0, log_mixture_two_sided(W, I, self.tau2), 0.0)
-        st["A"] = np.maximum(st["A"], np.where(W > 0, logl, 0.0))
-        st["B"] = np.maximum(st["B"], np.where(W < 0, logl, 0.0))
+        st.A = np.maximum(st.A, np.where(W > 0, logl, 0.0))
+        st.B = np.maximum(st.B, np.where(W < 0, logl, 0.0))
         above, below = self._monotone(st)
         up, down = (above, below) if self.h > 0 else (below, above)  # harmful / helpful direction
         return {
@@ -232,7 +328,7 @@ class LatencyTest:
             "non_inferior": float(down[self.k_tol]),
         }
 
-    def estimate(self, st, tot_t, tot_c, alpha_ci: float) -> dict[str, Any]:
+    def estimate(self, st: LatencyState, tot_t: VariantCounters, tot_c: VariantCounters, alpha_ci: float) -> Estimate:
         """Estimate and confidence sequence: the grid ratios no test has excluded at level
         ``alpha_ci`` (Howard, Ramdas, McAuliffe, Sekhon 2021 for confidence sequences by
         test inversion); the estimate is where the exceedance difference changes sign."""
@@ -240,7 +336,7 @@ class LatencyTest:
         ic = quantile_index(tot_c.latency, self.q)
         qt = bucket_value(it) if it is not None else math.nan
         qc = bucket_value(ic) if ic is not None else math.nan
-        W, I = st["W"], st["I"]
+        W, I = st.W, st.I
         grid = self.grid
         # Point estimate: where the accumulated exceedance difference changes sign.
         s_hat = math.nan
@@ -273,4 +369,4 @@ class LatencyTest:
         if math.isfinite(s_hat):
             est = GAMMA**s_hat - 1.0
             est = min(max(est, ci[0]), ci[1])
-        return {"control": qc, "candidate": qt, "estimate": est, "ci": ci, "relative_estimate": est, "scale": "ratio"}
+        return Estimate(control=qc, candidate=qt, estimate=est, ci=ci, relative_estimate=est, scale="ratio")

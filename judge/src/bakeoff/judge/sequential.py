@@ -57,9 +57,11 @@ simulation tests measure the resulting false-alarm rate.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
+from scipy.optimize import brentq
 from scipy.special import log_ndtr
 
 LOG2 = math.log(2.0)
@@ -122,14 +124,25 @@ def one_sided_cs_half_width(info: float, tau2: float, alpha: float) -> float:
     """
     if info <= 0 or tau2 <= 0:
         return math.inf
+    return _one_sided_root(float(info), float(tau2), float(alpha)) / info
+
+
+@functools.lru_cache(maxsize=4096)
+def _one_sided_root(info: float, tau2: float, alpha: float) -> float:
+    """The ``w0`` where ``log Lambda+(w0)`` reaches ``log(1/alpha)``: Brent's method (Brent,
+    *Algorithms for Minimization without Derivatives*, 1973, chapter 4) on the bracket the
+    bisection used, to within 1e-14 of the bracket -- the same root as 80 bisection steps,
+    in about ten evaluations."""
     thr = math.log(1.0 / alpha)
     lo, hi = 0.0, cs_half_width(info, tau2, alpha / 2.0) * info  # Lambda+ >= Lambda there: above thr
     if log_one_sided(lo, info, tau2) >= thr:
         return 0.0
-    for _ in range(80):
-        mid = 0.5 * (lo + hi)
-        if log_one_sided(mid, info, tau2) >= thr:
-            hi = mid
-        else:
-            lo = mid
-    return hi / info
+    if not log_one_sided(hi, info, tau2) >= thr:  # not bracketed (rounding at the edge): bisect as before
+        for _ in range(80):
+            mid = 0.5 * (lo + hi)
+            if log_one_sided(mid, info, tau2) >= thr:
+                hi = mid
+            else:
+                lo = mid
+        return hi
+    return float(brentq(lambda w: log_one_sided(w, info, tau2) - thr, lo, hi, xtol=1e-14 * hi, rtol=1e-15))

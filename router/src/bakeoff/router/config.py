@@ -22,7 +22,7 @@ onClientAbort: cancel           # a client gone before its response: cancel the 
 variants:
   - {name: mainline, upstreams: [127.0.0.1:9001], weight: 80}
   - {name: v2, upstreams: [127.0.0.1:9002], weight: 20}
-routes:                         # optional: statistics per route too (at most 16; first match wins;
+routes:                         # optional: statistics per route too (at most 64; first match wins;
   - {name: checkout, match: "/checkout*"}   # * is any characters, / included; the rest: route "other")
   - {name: api, match: "/api/*"}
 ```
