@@ -54,9 +54,13 @@ import math
 from bakeoff.judge.config import MetricSpec
 from bakeoff.judge.counters import VariantCounters
 from bakeoff.judge.metric_test import ContrastState, Estimate, Stratum
+import numpy as np
+
+from bakeoff.judge.sequential import log_mixture_one_sided as log_one_sided_many
+from bakeoff.judge.sequential import log_mixture_two_sided as log_two_sided_many
 from bakeoff.judge.sequential import log_one_sided as log_mixture_one_sided
 from bakeoff.judge.sequential import log_two_sided as log_mixture_two_sided
-from bakeoff.judge.sequential import one_sided_cs_half_width
+from bakeoff.judge.sequential import one_sided_cs_half_width, one_sided_cs_half_widths
 
 
 def unit_stats(spec: MetricSpec, v: VariantCounters) -> tuple[float, float, float]:
@@ -306,3 +310,79 @@ class ContrastTest:
         return Estimate(
             control=mean_c, candidate=mean_t, estimate=est, ci=ci, relative_estimate=rel, scale="difference"
         )
+
+    def assess_many(
+        self,
+        states: list[ContrastState],
+        tots_t: list[VariantCounters],
+        tots_c: list[VariantCounters],
+        update: list[bool],
+        alpha_ci: float,
+    ) -> list[tuple[dict[str, float] | None, Estimate]]:
+        """:meth:`evidence` (where ``update``) then :meth:`estimate` of many states of this
+        metric at once: the mixtures (Robbins 1970; Johari, Pekelis, Walsh 2022) evaluated on
+        arrays, and the confidence sequences' half-widths found together
+        (:func:`bakeoff.judge.sequential.one_sided_cs_half_widths`)."""
+        n = len(states)
+        h = self.spec.harm
+        diff_rows: list[int] = []
+        tol_rows: list[int] = []
+        for r in range(n):
+            if update[r]:
+                st, tt, tc = states[r], tots_t[r], tots_c[r]
+                tau1 = self._tau2(st, "diff", tt, tc)
+                if st.diff[1] > 0 and math.isfinite(tau1):
+                    diff_rows.append(r)
+                taut = self._tau2(st, "tol", tt, tc)
+                if st.tol[1] > 0 and math.isfinite(taut):
+                    tol_rows.append(r)
+        evs: list[dict[str, float] | None] = [{} if u else None for u in update]
+        if diff_rows:
+            w = np.array([states[r].diff[0] for r in diff_rows])
+            i = np.array([states[r].diff[1] for r in diff_rows])
+            t = np.array([states[r].tau2["diff"] for r in diff_rows])
+            cols = (
+                ("no_change", log_two_sided_many(w, i, t)),
+                ("better", log_one_sided_many(-h * w, i, t)),
+                ("worse_than_control", log_one_sided_many(h * w, i, t)),
+            )
+            for j, r in enumerate(diff_rows):
+                ev = evs[r]
+                assert ev is not None
+                for name, col in cols:
+                    ev[name] = float(col[j])
+        if tol_rows:
+            w = np.array([states[r].tol[0] for r in tol_rows])
+            i = np.array([states[r].tol[1] for r in tol_rows])
+            t = np.array([states[r].tau2["tol"] for r in tol_rows])
+            cols = (("worse", log_one_sided_many(h * w, i, t)), ("non_inferior", log_one_sided_many(-h * w, i, t)))
+            for j, r in enumerate(tol_rows):
+                ev = evs[r]
+                assert ev is not None
+                for name, col in cols:
+                    ev[name] = float(col[j])
+        # Estimates and confidence sequences
+        info = np.array([st.diff[1] for st in states], dtype=float)
+        tau = np.array([float(st.tau2.get("diff", math.nan)) for st in states])
+        has = (info > 0) & np.isfinite(tau)
+        hw = np.full(n, math.inf)
+        if has.any():
+            hw[has] = one_sided_cs_half_widths(info[has], tau[has], alpha_ci)
+        hw_l = hw.tolist()
+        has_l = has.tolist()
+        out: list[tuple[dict[str, float] | None, Estimate]] = []
+        for r in range(n):
+            st = states[r]
+            _, mean_t, _ = unit_stats(self.spec, tots_t[r])
+            _, mean_c, _ = unit_stats(self.spec, tots_c[r])
+            if has_l[r]:
+                est = st.diff[0] / st.diff[1]
+                ci = (est - hw_l[r], est + hw_l[r])
+            else:
+                est, ci = math.nan, (math.nan, math.nan)
+            rel = (mean_t / mean_c - 1.0) if mean_c and math.isfinite(mean_c) and math.isfinite(mean_t) else math.nan
+            e = Estimate(
+                control=mean_c, candidate=mean_t, estimate=est, ci=ci, relative_estimate=rel, scale="difference"
+            )
+            out.append((evs[r], e))
+        return out

@@ -423,6 +423,20 @@ def _describe(mv: MetricVerdict) -> str:
     return f"{where}{mv.metric}{change}"
 
 
+@dataclass(slots=True)
+class _Item:
+    """One test of one candidate in a look: its metric, route, state, running best, the
+    verdict being filled in, the Bonferroni multiplier and this look's raw interval."""
+
+    spec: MetricSpec
+    route: str | None
+    ts: TestState | None
+    b: RunningBest
+    mv: MetricVerdict
+    mult: float
+    ci: tuple[float, float] = (math.nan, math.nan)
+
+
 def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdict:
     """Evaluate states and the decision. ``fresh``: new data was consumed this look
     (only then may p-values move and new decisions be taken)."""
@@ -442,85 +456,122 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
         notes=notes,
     )
     promotable: list[tuple[float, str]] = []
+    # 1. One MetricVerdict per candidate x metric x route, in report order; the tests that
+    # have a state are grouped by metric so that step 2 evaluates each metric's tests of
+    # every candidate and route together (LatencyTest/ContrastTest.assess_many).
+    specs = []
+    for spec in cfg.metrics:
+        level = metric_level(cfg, spec, k, n_routes)
+        label = (
+            spec.name
+            if spec.role == "guardrail"
+            else f"{spec.name} (objective)"
+            if any(g.name == spec.name for g in cfg.guardrails)
+            else spec.name
+        )
+        specs.append((spec, level, alpha / level, label, "increase" if spec.harm > 0 else "decrease"))
+    groups: dict[MetricSpec, list[tuple[_Item, VariantCounters, VariantCounters, bool]]] = {}
+    looked: list[tuple[str, VariantVerdict, VariantCounters, bool, bool, list[_Item]]] = []
     for v in st.seen_candidates:
         tot = st.totals.get(v, VariantCounters())
         eligible = tot.requests >= cfg.min_samples and ctrl_tot.requests >= cfg.min_samples
         vv = VariantVerdict(name=v, requests=tot.requests, eligible=eligible)
         verdict.variants[v] = vv
         best = st.best.setdefault(v, {})
-        worse: list[MetricVerdict] = []
-        ni_all, obj_better, obj_out, obj_bound = True, False, False, -math.inf
         update = fresh and eligible and v not in st.rolled_back
-        for spec in cfg.metrics:
-            level = metric_level(cfg, spec, k, n_routes)
-            mult = alpha / level
+        vtests = st.tests.get(v, {})
+        items: list[_Item] = []
+        for spec, level, mult, label, harm in specs:
             routes: list[str | None] = [None]
             if per_route(spec):
-                routes += [r for r in st.routes if _key(spec, r) in st.tests.get(v, {})]
+                routes += [r for r in st.routes if _key(spec, r) in vtests]
             for route in routes:
                 key = _key(spec, route)
-                t = _test_for(spec)
-                ts = st.tests.get(v, {}).get(key)
+                ts = vtests.get(key)
                 mv = MetricVerdict(
                     metric=spec.name,
                     role=spec.role,
                     kind=spec.kind,
                     tolerance=spec.tolerance,
                     tolerance_relative=spec.relative,
-                    harm="increase" if spec.harm > 0 else "decrease",
+                    harm=harm,
                     route=route,
                     alpha_weight=spec.alpha_weight,
                 )
-                label = (
-                    spec.name
-                    if spec.role == "guardrail"
-                    else f"{spec.name} (objective)"
-                    if any(g.name == spec.name for g in cfg.guardrails)
-                    else spec.name
-                )
                 vv.metrics[label if route is None else f"{label} @{route}"] = mv
-                b = best.setdefault(key, RunningBest())
-                tot_v = tot if route is None else _route(tot, route)
-                tot_c = ctrl_tot if route is None else _route(ctrl_tot, route)
-                ci: tuple[float, float] = (math.nan, math.nan)
+                item = _Item(spec, route, ts, best.setdefault(key, RunningBest()), mv, mult)
+                items.append(item)
                 if ts is not None:
-                    if update:
-                        for name, val in t.evidence(ts, tot_v, tot_c).items():  # type: ignore[arg-type]
-                            b.raise_to(name, val)
-                    est = t.estimate(ts, tot_v, tot_c, level)  # type: ignore[arg-type]
-                    mv.control, mv.candidate = est.control, est.candidate
-                    mv.estimate, ci, mv.scale = est.estimate, (est.ci[0], est.ci[1]), est.scale
-                    mv.relative_estimate = est.relative_estimate
-                ev = b.evidence
-                mv.p_value = _p(ev.get("no_change"), mult)
-                mv.p_better = _p(ev.get("better"), mult)
-                worse_key = "worse" if spec.role == "guardrail" else "worse_than_control"
-                mv.p_worse = _p(ev.get(worse_key), mult)
-                mv.p_non_inferior = _p(ev.get("non_inferior"), mult) if spec.role == "guardrail" else 1.0
-                if mv.p_worse <= alpha:
-                    mv.state = WORSE
-                elif mv.p_better <= alpha:
-                    mv.state = BETTER
-                elif spec.role == "guardrail" and mv.p_non_inferior <= alpha:
-                    mv.state = NON_INFERIOR
-                else:
-                    mv.state = UNKNOWN
-                mv.ci = _interval(b, ci, update and ts is not None, spec, mv)
-                if math.isfinite(mv.estimate):
-                    mv.estimate = min(max(mv.estimate, mv.ci[0]), mv.ci[1])
-                if spec.role == "guardrail":
-                    if mv.state == WORSE:
-                        worse.append(mv)
-                    # Promotion needs the whole-service (stratified) test non-inferior; a
-                    # route shown worse rolls back instead.
-                    if route is None and mv.state not in (BETTER, NON_INFERIOR):
-                        ni_all = False
-                else:
-                    obj_better = mv.state == BETTER
-                    obj_out = mv.state == WORSE
-                    lo, hi = mv.ci
-                    bound = lo if spec.harm < 0 else -hi
-                    obj_bound = bound if math.isfinite(bound) else -math.inf
+                    tot_v = tot if route is None else _route(tot, route)
+                    tot_c = ctrl_tot if route is None else _route(ctrl_tot, route)
+                    groups.setdefault(spec, []).append((item, tot_v, tot_c, update))
+        looked.append((v, vv, tot, eligible, update, items))
+    # 2. Evidence (raising the running maxima) and estimates, per metric.
+    for spec, jobs in groups.items():
+        t = _test_for(spec)
+        level = metric_level(cfg, spec, k, n_routes)
+        states = [it.ts for it, _, _, _ in jobs]
+        updates = [u for _, _, _, u in jobs]
+        if isinstance(t, LatencyTest):
+            results = t.assess_many(
+                states,  # type: ignore[arg-type]
+                [tv.latency for _, tv, _, _ in jobs],
+                [tc.latency for _, _, tc, _ in jobs],
+                updates,
+                level,
+            )
+        else:
+            results = t.assess_many(
+                states,  # type: ignore[arg-type]
+                [tv for _, tv, _, _ in jobs],
+                [tc for _, _, tc, _ in jobs],
+                updates,
+                level,
+            )
+        for (it, _, _, _), (ev, est) in zip(jobs, results):
+            if ev:
+                for name, val in ev.items():
+                    it.b.raise_to(name, val)
+            mv = it.mv
+            mv.control, mv.candidate = est.control, est.candidate
+            mv.estimate, it.ci, mv.scale = est.estimate, (est.ci[0], est.ci[1]), est.scale
+            mv.relative_estimate = est.relative_estimate
+    # 3. States, intervals and decisions per candidate.
+    for v, vv, tot, eligible, update, items in looked:
+        worse: list[MetricVerdict] = []
+        ni_all, obj_better, obj_out, obj_bound = True, False, False, -math.inf
+        for it in items:
+            spec, route, mv, b, mult = it.spec, it.route, it.mv, it.b, it.mult
+            ev = b.evidence
+            mv.p_value = _p(ev.get("no_change"), mult)
+            mv.p_better = _p(ev.get("better"), mult)
+            worse_key = "worse" if spec.role == "guardrail" else "worse_than_control"
+            mv.p_worse = _p(ev.get(worse_key), mult)
+            mv.p_non_inferior = _p(ev.get("non_inferior"), mult) if spec.role == "guardrail" else 1.0
+            if mv.p_worse <= alpha:
+                mv.state = WORSE
+            elif mv.p_better <= alpha:
+                mv.state = BETTER
+            elif spec.role == "guardrail" and mv.p_non_inferior <= alpha:
+                mv.state = NON_INFERIOR
+            else:
+                mv.state = UNKNOWN
+            mv.ci = _interval(b, it.ci, update and it.ts is not None, spec, mv)
+            if math.isfinite(mv.estimate):
+                mv.estimate = min(max(mv.estimate, mv.ci[0]), mv.ci[1])
+            if spec.role == "guardrail":
+                if mv.state == WORSE:
+                    worse.append(mv)
+                # Promotion needs the whole-service (stratified) test non-inferior; a
+                # route shown worse rolls back instead.
+                if route is None and mv.state not in (BETTER, NON_INFERIOR):
+                    ni_all = False
+            else:
+                obj_better = mv.state == BETTER
+                obj_out = mv.state == WORSE
+                lo, hi = mv.ci
+                bound = lo if spec.harm < 0 else -hi
+                obj_bound = bound if math.isfinite(bound) else -math.inf
         vv.regressions = [_describe(mv) for mv in worse]
         if st.final is None and fresh and eligible and v not in st.rolled_back and worse:
             st.rolled_back[v] = f"worse than tolerated: {', '.join(vv.regressions)} in variant {v}"

@@ -146,3 +146,32 @@ def _one_sided_root(info: float, tau2: float, alpha: float) -> float:
                 lo = mid
         return hi
     return float(brentq(lambda w: log_one_sided(w, info, tau2) - thr, lo, hi, xtol=1e-14 * hi, rtol=1e-15))
+
+
+def one_sided_cs_half_widths(info: np.ndarray, tau2: np.ndarray, alpha: float) -> np.ndarray:
+    """:func:`one_sided_cs_half_width` of many (info, tau2) pairs at once (the judge's look).
+
+    The same root of ``log Lambda+(w0) = log(1/alpha)`` (Robbins 1970; Johari et al. 2022)
+    on the same bracket, found by bisection vectorised over the pairs (Burden & Faires,
+    *Numerical Analysis*, Section 2.1): ``log Lambda+`` increases in ``w0``, and 64
+    halvings of the bracket reach adjacent floating-point numbers, so the root agrees
+    with the scalar Brent root to within its tolerance (1e-14 of the bracket)."""
+    info = np.asarray(info, dtype=float)
+    tau2 = np.asarray(tau2, dtype=float)
+    out = np.full(info.shape, math.inf)
+    ok = (info > 0) & (tau2 > 0)
+    if not ok.any():
+        return out
+    i, t = info[ok], tau2[ok]
+    thr = math.log(1.0 / alpha)
+    a = 1.0 + t * i
+    hi = np.sqrt(a / (t * i * i) * (2.0 * math.log(2.0 / alpha) + np.log(a))) * i
+    lo = np.zeros_like(hi)
+    at_zero = log_mixture_one_sided(lo, i, t) >= thr
+    for _ in range(64):
+        mid = 0.5 * (lo + hi)
+        above = log_mixture_one_sided(mid, i, t) >= thr
+        hi = np.where(above, mid, hi)
+        lo = np.where(above, lo, mid)
+    out[ok] = np.where(at_zero, 0.0, hi) / i
+    return out
