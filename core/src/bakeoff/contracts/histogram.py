@@ -121,8 +121,7 @@ def decode_counts(data: dict[str, Any]) -> list[int]:
     if offset < 0 or offset + len(sparse) > NUM_BUCKETS:
         raise ValueError(f"histogram buckets {offset}..{offset + len(sparse)} exceed the layout's {NUM_BUCKETS}")
     counts = [0] * NUM_BUCKETS
-    for i, c in enumerate(sparse):
-        counts[offset + i] = int(c)
+    counts[offset : offset + len(sparse)] = map(int, sparse)
     return counts
 
 

@@ -224,26 +224,34 @@ class ContrastTest:
         for its variance at the null boundary (a weight must be fixed before its batch).
         Each route's batch also goes, on its own, to its state in ``route_states``.
         """
-        self._add_strata(st, strata)
+        rows = [self._row(stratum) for stratum in strata]
+        self._add_rows(st, [r for r in rows if r is not None])
         if route_states is not None:
-            for stratum, rs in zip(strata, route_states):
-                self._add_strata(rs, [stratum])
+            for row, rs in zip(rows, route_states):
+                if row is not None:
+                    self._add_rows(rs, [row])
 
-    def _add_strata(self, st: ContrastState, strata: list[Stratum]) -> None:
-        rows = []
-        for inc_t, inc_c, prior_t, prior_c in strata:
-            n_t, m_t = batch_mean(self.spec, inc_t)
-            n_c, m_c = batch_mean(self.spec, inc_c)
-            if n_t <= 0 or n_c <= 0 or not (math.isfinite(m_t) and math.isfinite(m_c)):
-                continue
-            rows.append((n_t, m_t, n_c, m_c, prior_t, prior_c))
+    def _row(self, stratum: Stratum) -> tuple[int, float, int, float, dict[str, tuple[float, float]]] | None:
+        """One stratum's batch sizes and means, and the variances (from the totals before
+        the batch) of each contrast; None when the batch has no unit on one side.  Computed
+        once per look and shared by the whole-service and the route's own state."""
+        inc_t, inc_c, prior_t, prior_c = stratum
+        n_t, m_t = batch_mean(self.spec, inc_t)
+        n_c, m_c = batch_mean(self.spec, inc_c)
+        if n_t <= 0 or n_c <= 0 or not (math.isfinite(m_t) and math.isfinite(m_c)):
+            return None
+        var = {"diff": self._variances("diff", prior_t, prior_c)}
+        var["tol"] = self._variances("tol", prior_t, prior_c) if self.null_var else var["diff"]
+        return n_t, m_t, n_c, m_c, var
+
+    def _add_rows(self, st: ContrastState, rows: list[tuple[int, float, int, float, dict[str, tuple[float, float]]]]):
         if not rows:
             return
-        total = float(sum(n_t + n_c for n_t, _, n_c, _, _, _ in rows))
+        total = float(sum(n_t + n_c for n_t, _, n_c, _, _ in rows))
         for name, c, a in (("diff", 1.0, 0.0), ("tol", self.c_tol, self.a_tol)):
             d, v = -a, 0.0
-            for n_t, m_t, n_c, m_c, prior_t, prior_c in rows:
-                var_t, var_c = self._variances(name, prior_t, prior_c)
+            for n_t, m_t, n_c, m_c, var in rows:
+                var_t, var_c = var[name]
                 if not (math.isfinite(var_t) and math.isfinite(var_c)):
                     break
                 w = (n_t + n_c) / total

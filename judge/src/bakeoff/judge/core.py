@@ -137,6 +137,25 @@ class JudgeState:
             final=None if self.final is None else dict(self.final),
         )
 
+    def _successor(self) -> JudgeState:
+        """The copy :func:`step` works on: like :meth:`copy`, but sharing what a look never
+        modifies in place -- latency states' arrays (every update binds a new array), the
+        baselines' counters (a look replaces a source's :class:`Baseline`) and the totals
+        (``step`` replaces the counters of a variant with new requests) -- so a look does
+        not copy every histogram of every candidate and route."""
+        return replace(
+            self,
+            baselines=Baselines(dict(self.baselines.by_source)),
+            totals=dict(self.totals),
+            tests={v: {m: _successor_state(s) for m, s in ms.items()} for v, ms in self.tests.items()},
+            best={v: {m: b.copy() for m, b in ms.items()} for v, ms in self.best.items()},
+            rolled_back=dict(self.rolled_back),
+            out=dict(self.out),
+            seen_candidates=list(self.seen_candidates),
+            routes=list(self.routes),
+            final=None if self.final is None else dict(self.final),
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "format": STATE_FORMAT,
@@ -175,6 +194,10 @@ class JudgeState:
             final=d["final"],
             resets=d.get("resets", 0),
         )
+
+
+def _successor_state(s: TestState) -> TestState:
+    return LatencyState(s.W, s.I, s.A, s.B) if isinstance(s, LatencyState) else s.copy()
 
 
 def _weights(config: JudgeConfig) -> float:
@@ -217,7 +240,7 @@ def step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Verd
     ``snapshot``: one snapshot (possibly already merged from several routers)
     or a list of them, one per router process, each with its own baseline.
     """
-    st = state.copy()
+    st = state._successor()
     st.look += 1
     cfg = st.config
     notes: list[str] = []
@@ -260,9 +283,12 @@ def step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Verd
         for r in inc.routes:
             if r not in st.routes:
                 st.routes.append(r)
-    prior = {name: st.totals.get(name, VariantCounters()).copy() for name in increments}
+    # The totals before this look: the state's own counters, which are replaced, not added to.
+    prior = {name: st.totals.get(name) or VariantCounters() for name in increments}
     for name, inc in increments.items():
-        st.totals.setdefault(name, VariantCounters()).add(inc)
+        total = prior[name].copy()
+        total.add(inc)
+        st.totals[name] = total
 
     if ctrl not in st.totals:
         notes.append(f"control {ctrl!r} is not in the snapshot: nothing to compare with")

@@ -127,7 +127,7 @@ class VariantCounters:
 def _dense(latency: dict[str, Any]) -> np.ndarray:
     """Dense bucket counts (what router.histogram.decode_counts gives, vectorised)."""
     sparse = latency.get("counts") or []
-    if isinstance(latency.get("offset"), bool) or any(isinstance(c, bool) for c in sparse):
+    if isinstance(latency.get("offset"), bool) or bool in set(map(type, sparse)):
         # JSON true/false are not counts (numpy would silently read them as 1 and 0)
         raise InvalidSnapshot("snapshot: latency counts must be integers, not true/false")
     offset = int(latency.get("offset", 0))
