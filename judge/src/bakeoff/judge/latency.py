@@ -241,8 +241,13 @@ class LatencyTest:
         rows = [i for i, (ct, cc) in enumerate(pairs) if ct.sum() > 0 and cc.sum() > 0]
         if not rows:
             return out
-        CT = np.stack([pairs[i][0] for i in rows]).astype(np.int64, copy=False)
-        CC = np.stack([pairs[i][1] for i in rows]).astype(np.int64, copy=False)
+        CT = _rows([pairs[i][0] for i in rows], NUM_BUCKETS).astype(np.int64, copy=False)
+        CC = _rows([pairs[i][1] for i in rows], NUM_BUCKETS).astype(np.int64, copy=False)
+        # Only the buckets some batch has data in matter: below them every cumulative count
+        # is 0, above them the batch's total, so the columns outside are cropped (positions
+        # u below are 0 = "nothing below", at nb = "everything below"; the same P(u)).
+        b_lo, b_hi = _span(CT, CC)
+        CT, CC = CT[:, b_lo:b_hi], CC[:, b_lo:b_hi]
         M, nb = CT.shape
         i0, f = self.i0, self.f
         smin, smax = int(i0[0]) - SPAN, int(i0[-1]) + 1 - SPAN
@@ -388,10 +393,11 @@ class LatencyTest:
         n = len(states)
         if n == 0:
             return []
-        W = np.stack([s.W for s in states])
-        I = np.stack([s.I for s in states])  # noqa: E741
-        A = np.stack([s.A for s in states])
-        B = np.stack([s.B for s in states])
+        G = len(self.grid)
+        W = _rows([s.W for s in states], G)
+        I = _rows([s.I for s in states], G)  # noqa: E741
+        A = _rows([s.A for s in states], G)
+        B = _rows([s.B for s in states], G)
         has_info = I > 0
         any_info = has_info.any(axis=1)
         upd = np.asarray(update, dtype=bool) & any_info
@@ -412,7 +418,6 @@ class LatencyTest:
         better, wtc = down[:, k0].tolist(), up[:, k0].tolist()
         worse, ni = up[:, kt].tolist(), down[:, kt].tolist()
         # Point estimates: where the accumulated exceedance difference changes sign.
-        G = W.shape[1]
         cols = np.arange(G)
         neg = has_info & (W <= 0)
         has_neg = neg.any(axis=1)
@@ -481,9 +486,27 @@ class LatencyTest:
             if id(c) not in index:
                 index[id(c)] = len(uniq)
                 uniq.append(c)
-        cum = np.cumsum(np.stack(uniq), axis=1)
+        dense = _rows(uniq, NUM_BUCKETS)
+        lo, hi = _span(dense)
+        cum = np.cumsum(dense[:, lo:hi], axis=1)
         total = cum[:, -1]
         target = self.q * (total - 1).astype(float)
-        idx = (cum <= target[:, None]).sum(axis=1)
+        # buckets below lo are empty (cum 0 <= target), buckets from hi on hold none of the
+        # rest: searchsorted over the cropped cumulative counts, shifted back by lo
+        idx = lo + (cum <= target[:, None]).sum(axis=1)
         vals = [bucket_value(int(i)) if t > 0 else math.nan for i, t in zip(idx.tolist(), total.tolist())]
         return [vals[index[id(c)]] for c in counts]
+
+
+def _rows(arrays: list[np.ndarray], width: int) -> np.ndarray:
+    """The 1-D arrays (each ``width`` long) as the rows of one matrix (np.stack without its
+    per-array Python overhead)."""
+    return np.concatenate(arrays).reshape(len(arrays), width)
+
+
+def _span(*mats: np.ndarray) -> tuple[int, int]:
+    """The columns ``lo:hi`` outside which every row of every matrix is zero (0:1 if all are)."""
+    used = np.flatnonzero(np.logical_or.reduce([m.any(axis=0) for m in mats]))
+    if len(used) == 0:
+        return 0, 1
+    return int(used[0]), int(used[-1]) + 1
