@@ -120,12 +120,13 @@ class Baselines:
                 new = {name: c.copy() for name, c in counters.items()}
             else:
                 old = base.variants
-                if any(name in old and c.went_backwards(old[name]) for name, c in counters.items()):
+                diffs = {name: (c.minus_checked(old[name]) if name in old else c.copy()) for name, c in counters.items()}
+                if any(d is None for d in diffs.values()):  # some counter went backwards
                     self.by_source[key] = fresh
                     out.resets += 1
                     out.notes.append(REBASED)
                     continue
-                new = {name: (c.minus(old[name]) if name in old else c.copy()) for name, c in counters.items()}
+                new = {name: d for name, d in diffs.items() if d is not None}
                 # A variant missing from this look keeps its last counters as its baseline.
                 fresh.variants = {**old, **counters}
                 self.by_source[key] = fresh

@@ -86,6 +86,34 @@ class VariantCounters:
             out.routes[r] = rc.minus(base.routes[r]) if r in base.routes else rc.copy()
         return out
 
+    def minus_checked(self, base: VariantCounters) -> VariantCounters | None:
+        """:meth:`minus`, or None where :meth:`went_backwards` (one pass instead of two)."""
+        if self.requests < base.requests or self.errors < base.errors or self.upgraded < base.upgraded:
+            return None
+        lat = self.latency - base.latency
+        if lat.min(initial=0) < 0:
+            return None
+        for k, (c0, _, q0) in base.metrics.items():
+            c, _, q = self.metrics.get(k, (0, 0.0, 0.0))
+            if c < c0 or q < q0 - 1e-9 * max(1.0, abs(q0)):
+                return None
+        out = VariantCounters(
+            self.requests - base.requests, self.errors - base.errors, lat, upgraded=self.upgraded - base.upgraded
+        )
+        for k, (c, s, q) in self.metrics.items():
+            c0, s0, q0 = base.metrics.get(k, (0, 0.0, 0.0))
+            out.metrics[k] = (c - c0, s - s0, q - q0)
+        for r, rc in self.routes.items():
+            b = base.routes.get(r)
+            if b is None:
+                out.routes[r] = rc.copy()
+                continue
+            sub = rc.minus_checked(b)
+            if sub is None:
+                return None
+            out.routes[r] = sub
+        return out
+
     def went_backwards(self, base: VariantCounters) -> bool:
         if self.requests < base.requests or self.errors < base.errors or self.upgraded < base.upgraded:
             return True
@@ -141,6 +169,9 @@ def _dense(latency: dict[str, Any]) -> np.ndarray:
     return out
 
 
+_COUNTED = (*OUTCOMES, UPGRADED)
+
+
 def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
@@ -160,10 +191,11 @@ def _variant(v: dict[str, Any], where: str, proportions: Collection[str] = ()) -
     outcomes = v["outcomes"]
     if not _finite(requests) or int(requests) != requests:
         raise InvalidSnapshot(f"snapshot: {where}.requests must be an integer")
-    for k in (*OUTCOMES, UPGRADED):
-        if isinstance(outcomes.get(k), bool):
-            raise InvalidSnapshot(f"snapshot: {where}.outcomes.{k} must be an integer, got {outcomes[k]!r}")
-    if requests < 0 or any(outcomes.get(k, 0) < 0 for k in (*OUTCOMES, UPGRADED)):
+    counts = [outcomes.get(k, 0) for k in _COUNTED]
+    if bool in set(map(type, counts)):
+        k = next(k for k, c in zip(_COUNTED, counts) if isinstance(c, bool))
+        raise InvalidSnapshot(f"snapshot: {where}.outcomes.{k} must be an integer, got {outcomes[k]!r}")
+    if requests < 0 or min(counts) < 0:
         raise InvalidSnapshot(f"snapshot: {where} has a negative count")
     errors = sum(int(outcomes.get(k, 0)) for k in ERROR_OUTCOMES)
     upgraded = int(outcomes.get(UPGRADED, 0))

@@ -238,11 +238,16 @@ class LatencyTest:
         with ``P(u) <= q N`` is where a binary search over ``u`` ends.
         """
         out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(pairs)
-        rows = [i for i, (ct, cc) in enumerate(pairs) if ct.sum() > 0 and cc.sum() > 0]
+        if not pairs:
+            return out
+        CT = _rows([ct for ct, _ in pairs], NUM_BUCKETS).astype(np.int64, copy=False)
+        CC = _rows([cc for _, cc in pairs], NUM_BUCKETS).astype(np.int64, copy=False)
+        keep = (CT.sum(axis=1) > 0) & (CC.sum(axis=1) > 0)
+        rows = np.flatnonzero(keep).tolist()
         if not rows:
             return out
-        CT = _rows([pairs[i][0] for i in rows], NUM_BUCKETS).astype(np.int64, copy=False)
-        CC = _rows([pairs[i][1] for i in rows], NUM_BUCKETS).astype(np.int64, copy=False)
+        if len(rows) < len(pairs):
+            CT, CC = CT[keep], CC[keep]
         # Only the buckets some batch has data in matter: below them every cumulative count
         # is 0, above them the batch's total, so the columns outside are cropped (positions
         # u below are 0 = "nothing below", at nb = "everything below"; the same P(u)).
