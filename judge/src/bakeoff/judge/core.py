@@ -307,7 +307,7 @@ def step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Verd
         shared = [r for r in inc_v.routes if r in inc_c.routes]
         for spec in cfg.metrics:
             t = _test_for(spec)
-            ts = tests.setdefault(_key(spec), t.new_state())
+            ts = _state(tests, _key(spec), t)
             if shared and per_route(spec):
                 # Stratified by route: each route's batch is compared with the same route's
                 # batch of the control and the evidence of the routes adds up -- pooling of
@@ -320,7 +320,8 @@ def step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Verd
                 strata: list[Stratum] = [
                     (inc_v.routes[r], inc_c.routes[r], _route(pri_v, r), _route(pri_c, r)) for r in shared
                 ]
-                route_states = [tests.setdefault(_key(spec, r), t.new_state()) for r in shared]
+                at = _key(spec) + "@"
+                route_states = [_state(tests, at + r, t) for r in shared]
                 if isinstance(t, LatencyTest):
                     jobs = latency_jobs.setdefault(spec, [])
                     for (inc_rv, inc_rc, _, _), rts in zip(strata, route_states):
@@ -340,6 +341,14 @@ def step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Verd
                     ls.W = ls.W + batch[0]
                     ls.I = ls.I + batch[1]
     return st, _verdict(st, now, notes, fresh=True)
+
+
+def _state(tests: dict[str, TestState], key: str, t: LatencyTest | ContrastTest) -> TestState:
+    """The state of ``key``, a new one of ``t`` when there is none yet."""
+    ts = tests.get(key)
+    if ts is None:
+        ts = tests[key] = t.new_state()
+    return ts
 
 
 def _route(c: VariantCounters, route: str) -> VariantCounters:
@@ -508,11 +517,11 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
         vtests = st.tests.get(v, {})
         items: list[_Item] = []
         for spec, level, mult, label, harm in specs:
-            routes: list[str | None] = [None]
+            base = _key(spec)
+            routes: list[tuple[str | None, str]] = [(None, base)]
             if per_route(spec):
-                routes += [r for r in st.routes if _key(spec, r) in vtests]
-            for route in routes:
-                key = _key(spec, route)
+                routes += [(r, key) for r in st.routes if (key := f"{base}@{r}") in vtests]
+            for route, key in routes:
                 ts = vtests.get(key)
                 mv = MetricVerdict(
                     metric=spec.name,
@@ -556,8 +565,12 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
             )
         for (it, _, _, _), (ev, est) in zip(jobs, results):
             if ev:
+                best_ev = it.b.evidence  # RunningBest.raise_to, inlined: the running maxima
                 for name, val in ev.items():
-                    it.b.raise_to(name, val)
+                    if math.isfinite(val):
+                        old = best_ev.get(name)
+                        if old is None or val > old:
+                            best_ev[name] = val
             mv = it.mv
             mv.control, mv.candidate = est.control, est.candidate
             mv.estimate, it.ci, mv.scale = est.estimate, (est.ci[0], est.ci[1]), est.scale
