@@ -152,24 +152,33 @@ class VariantCounters:
         )
 
 
-def _dense(latency: dict[str, Any]) -> np.ndarray:
-    """Dense bucket counts (what router.histogram.decode_counts gives, vectorised)."""
+def _dense(latency: dict[str, Any]) -> tuple[np.ndarray, int]:
+    """Dense bucket counts (what router.histogram.decode_counts gives, vectorised) and
+    their sum; a negative count is refused."""
     sparse = latency.get("counts") or []
-    if isinstance(latency.get("offset"), bool) or bool in set(map(type, sparse)):
+    types = set(map(type, sparse))
+    if isinstance(latency.get("offset"), bool) or bool in types:
         # JSON true/false are not counts (numpy would silently read them as 1 and 0)
         raise InvalidSnapshot("snapshot: latency counts must be integers, not true/false")
     offset = int(latency.get("offset", 0))
-    if not sparse:
-        return np.zeros(NUM_BUCKETS, dtype=np.int64)
-    arr = np.asarray(sparse)
-    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer) and not np.all(np.mod(arr, 1) == 0):
-        raise InvalidSnapshot("snapshot: latency counts must be integers")
     out = np.zeros(NUM_BUCKETS, dtype=np.int64)
-    out[offset : offset + len(arr)] = arr.astype(np.int64)
-    return out
+    if not sparse:
+        return out, 0
+    if types == {int}:  # what a router writes: no float or nested value to check
+        arr = np.array(sparse, dtype=np.int64)
+    else:
+        arr = np.asarray(sparse)
+        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer) and not np.all(np.mod(arr, 1) == 0):
+            raise InvalidSnapshot("snapshot: latency counts must be integers")
+        arr = arr.astype(np.int64)
+    if arr.min() < 0:
+        raise InvalidSnapshot("snapshot: latency has a negative count")
+    out[offset : offset + len(arr)] = arr
+    return out, int(arr.sum())
 
 
 _COUNTED = (*OUTCOMES, UPGRADED)
+_ERR = tuple(_COUNTED.index(k) for k in ERROR_OUTCOMES)
 
 
 def _finite(x: Any) -> bool:
@@ -197,17 +206,14 @@ def _variant(v: dict[str, Any], where: str, proportions: Collection[str] = ()) -
         raise InvalidSnapshot(f"snapshot: {where}.outcomes.{k} must be an integer, got {outcomes[k]!r}")
     if requests < 0 or min(counts) < 0:
         raise InvalidSnapshot(f"snapshot: {where} has a negative count")
-    errors = sum(int(outcomes.get(k, 0)) for k in ERROR_OUTCOMES)
+    errors = int(counts[_ERR[0]]) + int(counts[_ERR[1]]) + int(counts[_ERR[2]])  # ERROR_OUTCOMES
     upgraded = int(outcomes.get(UPGRADED, 0))
     if errors + upgraded > requests:
         raise InvalidSnapshot(f"snapshot: {where} has more errors and upgrades than requests")
     try:
-        lat = _dense(v.get("latency") or {})
+        lat, entries = _dense(v.get("latency") or {})
     except InvalidSnapshot as e:
         raise InvalidSnapshot(str(e).replace("snapshot: latency", f"snapshot: {where}.latency")) from None
-    if lat.min(initial=0) < 0:
-        raise InvalidSnapshot(f"snapshot: {where}.latency has a negative count")
-    entries = int(lat.sum())
     if entries > requests:
         raise InvalidSnapshot(
             f"snapshot: {where}.latency holds {entries} entries, more than its {int(requests)} requests"
