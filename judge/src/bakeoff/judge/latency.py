@@ -264,30 +264,33 @@ class LatencyTest:
         cum_t = np.zeros((M, nb + 1), dtype=np.int64)
         np.cumsum(CC, axis=1, out=cum_c[:, 1:])
         np.cumsum(CT, axis=1, out=cum_t[:, 1:])
-        flat_c, flat_t = cum_c.ravel(), cum_t.ravel()
-        base = (np.arange(M, dtype=np.int64) * (nb + 1))[:, None]
-
-        def fc(u: np.ndarray) -> np.ndarray:
-            return flat_c[base + np.clip(u, 0, nb)]
-
-        def ft(u: np.ndarray) -> np.ndarray:
-            return flat_t[base + np.clip(u, 0, nb)]
-
         target = self.q * N
-        # P(lo) = 0 <= target (every latency above lo), P(hi) = N > target (every one below).
-        lo = np.full((M, shifts.shape[1]), -smax - 1, dtype=np.int64)
-        hi = np.full_like(lo, nb - smin + 1)
-        while True:
-            gap = hi - lo
-            if not np.any(gap > 1):
-                break
-            mid = lo + gap // 2
-            below = (fc(mid) + ft(mid + shifts)) <= target
-            lo = np.where(below, mid, lo)
-            hi = np.where(below, hi, mid)
-        j = lo
-        fc0, fc1 = fc(j), fc(j + 1)
-        ft0, ft1 = ft(j + shifts), ft(j + 1 + shifts)
+        # Bisection over u from lo0, where P(lo0) = 0 <= target (every latency above), over a
+        # power-of-two span reaching past nb - smin + 1, where P = N > target (every one
+        # below): every element then halves the same span, so the search is one add per step.
+        lo0 = -smax - 1
+        steps = max(1, int(nb - smin + 1 - lo0).bit_length())
+        # The cumulative counts at every position u (control) and u + s (candidate) the search
+        # can reach, clipped to 0..nb once (cum[0] = 0 below, cum[nb] = the total above).
+        left = -(lo0 + smin)
+        width = left + lo0 + (1 << steps) + smax + 2
+        cols = np.clip(np.arange(width) - left, 0, nb)
+        # (32-bit in the search, which halves the memory it reads: counts of one batch and
+        # positions fit; the arithmetic below is on 64-bit values again)
+        small = M * width < 2**31 and int(N.max()) < 2**31
+        idt = np.int32 if small else np.int64
+        flat_c, flat_t = cum_c[:, cols].ravel().astype(idt), cum_t[:, cols].ravel().astype(idt)
+        ic = np.broadcast_to((np.arange(M, dtype=idt) * width + left + lo0)[:, None], (M, len(shifts[0]))).copy()
+        it = ic + shifts.astype(idt)
+        for e in range(steps - 1, -1, -1):
+            half = 1 << e
+            below = (flat_c.take(ic + half) + flat_t.take(it + half)) <= target
+            step = below.astype(idt) * half
+            ic += step
+            it += step
+        # j = the last u with P(u) <= target: ic and it point at u = j and j + s
+        fc0, fc1 = flat_c.take(ic).astype(np.int64), flat_c.take(ic + 1).astype(np.int64)
+        ft0, ft1 = flat_t.take(it).astype(np.int64), flat_t.take(it + 1).astype(np.int64)
         p0, p1 = fc0 + ft0, fc1 + ft1
         m_b = p1 - p0  # pooled count in the bucket holding the threshold
         frac = np.minimum(np.maximum((target - p0) / np.maximum(m_b, 1), 0.0), 1.0)
