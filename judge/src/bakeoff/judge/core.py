@@ -504,7 +504,16 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
             if any(g.name == spec.name for g in cfg.guardrails)
             else spec.name
         )
-        specs.append((spec, level, alpha / level, label, "increase" if spec.harm > 0 else "decrease"))
+        proto = MetricVerdict(
+            metric=spec.name,
+            role=spec.role,
+            kind=spec.kind,
+            tolerance=spec.tolerance,
+            tolerance_relative=spec.relative,
+            harm="increase" if spec.harm > 0 else "decrease",
+            alpha_weight=spec.alpha_weight,
+        )
+        specs.append((spec, level, alpha / level, label, proto.__dict__))
     groups: dict[MetricSpec, list[tuple[_Item, VariantCounters, VariantCounters, bool]]] = {}
     looked: list[tuple[str, VariantVerdict, VariantCounters, bool, bool, list[_Item]]] = []
     for v in st.seen_candidates:
@@ -516,25 +525,23 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
         update = fresh and eligible and v not in st.rolled_back
         vtests = st.tests.get(v, {})
         items: list[_Item] = []
-        for spec, level, mult, label, harm in specs:
+        for spec, level, mult, label, fields in specs:
             base = _key(spec)
             routes: list[tuple[str | None, str]] = [(None, base)]
             if per_route(spec):
                 routes += [(r, key) for r in st.routes if (key := f"{base}@{r}") in vtests]
             for route, key in routes:
                 ts = vtests.get(key)
-                mv = MetricVerdict(
-                    metric=spec.name,
-                    role=spec.role,
-                    kind=spec.kind,
-                    tolerance=spec.tolerance,
-                    tolerance_relative=spec.relative,
-                    harm=harm,
-                    route=route,
-                    alpha_weight=spec.alpha_weight,
-                )
+                # MetricVerdict(metric=..., route=route) without running __init__ for each of
+                # the thousands of tests of a look: a copy of the metric's fields
+                mv = MetricVerdict.__new__(MetricVerdict)
+                mv.__dict__.update(fields)
+                mv.route = route
                 vv.metrics[label if route is None else f"{label} @{route}"] = mv
-                item = _Item(spec, route, ts, best.setdefault(key, RunningBest()), mv, mult)
+                b = best.get(key)
+                if b is None:
+                    b = best[key] = RunningBest()
+                item = _Item(spec, route, ts, b, mv, mult)
                 items.append(item)
                 if ts is not None:
                     tot_v = tot if route is None else _route(tot, route)
