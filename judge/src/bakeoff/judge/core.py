@@ -55,7 +55,7 @@ from bakeoff.judge.baselines import Baselines
 from bakeoff.judge.config import JudgeConfig, MetricSpec
 from bakeoff.judge.contrast import ContrastTest
 from bakeoff.judge.counters import InvalidSnapshot, VariantCounters, parse_snapshot
-from bakeoff.judge.latency import LatencyTest, beyond_grid
+from bakeoff.judge.latency import LatencyTest, beyond_grid, quantile_values
 from bakeoff.judge.metric_test import (
     LatencyState,
     RunningBest,
@@ -548,7 +548,16 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
                     tot_c = ctrl_tot if route is None else _route(ctrl_tot, route)
                     groups.setdefault(spec, []).append((item, tot_v, tot_c, update))
         looked.append((v, vv, tot, eligible, update, items))
-    # 2. Evidence (raising the running maxima) and estimates, per metric.
+    # 2. Evidence (raising the running maxima) and estimates, per metric; the latency
+    # quantiles of the totals of every latency metric at once.
+    lat_specs = [spec for spec in groups if spec.kind == "latency"]
+    quantiles: dict[float, list[float]] = {}
+    if lat_specs:
+        arrays = [tv.latency for spec in lat_specs for _, tv, tc, _ in groups[spec]]
+        arrays += [tc.latency for spec in lat_specs for _, tv, tc, _ in groups[spec]]
+        quantiles = quantile_values(arrays, tuple({float(spec.quantile) for spec in lat_specs}))  # type: ignore[arg-type]
+    offset = 0
+    n_lat = sum(len(groups[spec]) for spec in lat_specs)
     for spec, jobs in groups.items():
         t = _test_for(spec)
         level = metric_level(cfg, spec, k, n_routes)
@@ -561,7 +570,12 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
                 [tc.latency for _, _, tc, _ in jobs],
                 updates,
                 level,
+                (
+                    quantiles[float(spec.quantile)][offset : offset + len(jobs)],  # type: ignore[arg-type]
+                    quantiles[float(spec.quantile)][n_lat + offset : n_lat + offset + len(jobs)],  # type: ignore[arg-type]
+                ),
             )
+            offset += len(jobs)
         else:
             results = t.assess_many(
                 states,  # type: ignore[arg-type]

@@ -392,12 +392,14 @@ class LatencyTest:
         tots_c: list[np.ndarray],
         update: list[bool],
         alpha_ci: float,
+        quantiles: tuple[list[float], list[float]] | None = None,
     ) -> list[tuple[dict[str, float] | None, Estimate]]:
         """:meth:`evidence` (where ``update``) then :meth:`estimate` of many states of this
         metric at once: the same arithmetic element for element, on the states stacked into
         one matrix (one row per candidate and route).  Returns, per state, the evidence
         (None where not updated) and the estimate; the states' running maxima ``A``, ``B`` are
-        raised as :meth:`evidence` raises them.  ``tots_*``: the totals' latency counts."""
+        raised as :meth:`evidence` raises them.  ``tots_*``: the totals' latency counts;
+        ``quantiles``: their quantiles when already known (:func:`quantile_values`)."""
         n = len(states)
         if n == 0:
             return []
@@ -440,8 +442,10 @@ class LatencyTest:
         has_lo, has_hi = rej_lo.any(axis=1), rej_hi.any(axis=1)
         k_lo_all = G - 1 - rej_lo[:, ::-1].argmax(axis=1)
         k_hi_all = rej_hi.argmax(axis=1)
-        qt = self._quantiles(tots_t)
-        qc = self._quantiles(tots_c)
+        if quantiles is None:
+            qt, qc = self._quantiles(tots_t), self._quantiles(tots_c)
+        else:
+            qt, qc = quantiles
         out: list[tuple[dict[str, float] | None, Estimate]] = []
         upd_l = upd.tolist()
         upd_req = list(update)
@@ -486,24 +490,31 @@ class LatencyTest:
         return out
 
     def _quantiles(self, counts: list[np.ndarray]) -> list[float]:
-        """``bucket_value(quantile_index(c, q))`` of each histogram (NaN when empty), each
-        distinct array computed once (the control's totals recur for every candidate)."""
-        index: dict[int, int] = {}
-        uniq: list[np.ndarray] = []
-        for c in counts:
-            if id(c) not in index:
-                index[id(c)] = len(uniq)
-                uniq.append(c)
-        dense = _rows(uniq, NUM_BUCKETS)
-        lo, hi = _span(dense)
-        cum = np.cumsum(dense[:, lo:hi], axis=1)
-        total = cum[:, -1]
-        target = self.q * (total - 1).astype(float)
+        return quantile_values(counts, (self.q,))[self.q]
+
+
+def quantile_values(counts: list[np.ndarray], qs: tuple[float, ...]) -> dict[float, list[float]]:
+    """``bucket_value(quantile_index(c, q))`` of each histogram for each q (NaN when empty),
+    each distinct array computed once (the control's totals recur for every candidate)."""
+    index: dict[int, int] = {}
+    uniq: list[np.ndarray] = []
+    for c in counts:
+        if id(c) not in index:
+            index[id(c)] = len(uniq)
+            uniq.append(c)
+    dense = _rows(uniq, NUM_BUCKETS)
+    lo, hi = _span(dense)
+    cum = np.cumsum(dense[:, lo:hi], axis=1)
+    total = cum[:, -1]
+    out: dict[float, list[float]] = {}
+    for q in qs:
+        target = q * (total - 1).astype(float)
         # buckets below lo are empty (cum 0 <= target), buckets from hi on hold none of the
         # rest: searchsorted over the cropped cumulative counts, shifted back by lo
         idx = lo + (cum <= target[:, None]).sum(axis=1)
         vals = [bucket_value(int(i)) if t > 0 else math.nan for i, t in zip(idx.tolist(), total.tolist())]
-        return [vals[index[id(c)]] for c in counts]
+        out[q] = [vals[index[id(c)]] for c in counts]
+    return out
 
 
 def _rows(arrays: list[np.ndarray], width: int) -> np.ndarray:
