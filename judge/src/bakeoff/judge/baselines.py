@@ -131,7 +131,11 @@ class Baselines:
                 fresh.variants = {**old, **counters}
                 self.by_source[key] = fresh
             for name, inc in new.items():
-                out.increments.setdefault(name, VariantCounters()).add(inc)
+                acc = out.increments.get(name)
+                if acc is None:
+                    out.increments[name] = inc  # a new object (a difference or a copy): ours to keep
+                else:
+                    acc.add(inc)
             if taken_at is not None:
                 out.last_taken_at = max(out.last_taken_at or taken_at, taken_at)
         return out

@@ -286,9 +286,7 @@ def step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Verd
     # The totals before this look: the state's own counters, which are replaced, not added to.
     prior = {name: st.totals.get(name) or VariantCounters() for name in increments}
     for name, inc in increments.items():
-        total = prior[name].copy()
-        total.add(inc)
-        st.totals[name] = total
+        st.totals[name] = prior[name].plus(inc)
 
     if ctrl not in st.totals:
         notes.append(f"control {ctrl!r} is not in the snapshot: nothing to compare with")

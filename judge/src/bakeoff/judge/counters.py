@@ -72,6 +72,27 @@ class VariantCounters:
         for r, rc in other.routes.items():
             self.routes.setdefault(r, VariantCounters()).add(rc)
 
+    def plus(self, other: VariantCounters) -> VariantCounters:
+        """A new ``self + other`` (what ``copy()`` then ``add(other)`` gives, in one pass)."""
+        out = VariantCounters(
+            self.requests + other.requests,
+            self.errors + other.errors,
+            self.latency + other.latency,
+            dict(self.metrics),
+            self.upgraded + other.upgraded,
+        )
+        for k, (c, s, q) in other.metrics.items():
+            c0, s0, q0 = out.metrics.get(k, (0, 0.0, 0.0))
+            out.metrics[k] = (c0 + c, s0 + s, q0 + q)
+        routes = out.routes
+        for r, rc in self.routes.items():
+            orc = other.routes.get(r)
+            routes[r] = rc.copy() if orc is None else rc.plus(orc)
+        for r, orc in other.routes.items():
+            if r not in routes:
+                routes[r] = VariantCounters().plus(orc)
+        return out
+
     def minus(self, base: VariantCounters) -> VariantCounters:
         out = VariantCounters(
             self.requests - base.requests,
