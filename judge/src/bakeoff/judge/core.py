@@ -512,7 +512,8 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
             alpha_weight=spec.alpha_weight,
         )
         specs.append((spec, level, alpha / level, label, proto.__dict__))
-    groups: dict[MetricSpec, list[tuple[_Item, VariantCounters, VariantCounters, bool]]] = {}
+    # (a list per metric, not a dict keyed by it: hashing a MetricSpec per test costs)
+    group_lists: list[list[tuple[_Item, VariantCounters, VariantCounters, bool]]] = [[] for _ in specs]
     looked: list[tuple[str, VariantVerdict, VariantCounters, bool, bool, list[_Item]]] = []
     for v in st.seen_candidates:
         tot = st.totals.get(v, VariantCounters())
@@ -523,7 +524,7 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
         update = fresh and eligible and v not in st.rolled_back
         vtests = st.tests.get(v, {})
         items: list[_Item] = []
-        for spec, level, mult, label, fields in specs:
+        for (spec, level, mult, label, fields), jobs_of_spec in zip(specs, group_lists):
             base = _key(spec)
             routes: list[tuple[str | None, str]] = [(None, base)]
             if per_route(spec):
@@ -544,8 +545,9 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
                 if ts is not None:
                     tot_v = tot if route is None else _route(tot, route)
                     tot_c = ctrl_tot if route is None else _route(ctrl_tot, route)
-                    groups.setdefault(spec, []).append((item, tot_v, tot_c, update))
+                    jobs_of_spec.append((item, tot_v, tot_c, update))
         looked.append((v, vv, tot, eligible, update, items))
+    groups = {spec: jobs for (spec, *_), jobs in zip(specs, group_lists) if jobs}
     # 2. Evidence (raising the running maxima) and estimates, per metric; the latency
     # quantiles of the totals of every latency metric at once.
     lat_specs = [spec for spec in groups if spec.kind == "latency"]
