@@ -55,7 +55,7 @@ from bakeoff.judge.baselines import Baselines
 from bakeoff.judge.config import JudgeConfig, MetricSpec
 from bakeoff.judge.contrast import ContrastTest
 from bakeoff.judge.counters import InvalidSnapshot, VariantCounters, parse_snapshot
-from bakeoff.judge.latency import LatencyTest, beyond_grid, quantile_values
+from bakeoff.judge.latency import Batches, LatencyTest, beyond_grid, prepare_batches, quantile_values
 from bakeoff.judge.metric_test import (
     LatencyState,
     RunningBest,
@@ -330,10 +330,17 @@ def step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Verd
                 latency_jobs.setdefault(spec, []).append(([ts], inc_v.latency, inc_c.latency))  # type: ignore[list-item]
             else:
                 t.update(ts, inc_v, inc_c, pri_v, pri_c)  # type: ignore[arg-type]
+    # The latency quantiles judge the same batches: stacked once (prepare_batches).
+    prepared: dict[tuple[int, ...], Batches] = {}
     for spec, jobs in latency_jobs.items():
         lt = _test_for(spec)
         assert isinstance(lt, LatencyTest)
-        for (states, _, _), batch in zip(jobs, lt.increments_many([(ct, cc) for _, ct, cc in jobs])):
+        pairs = [(ct, cc) for _, ct, cc in jobs]
+        same = tuple(id(a) for pair in pairs for a in pair)
+        prep = prepared.get(same)
+        if prep is None:
+            prep = prepared[same] = prepare_batches(pairs)
+        for (states, _, _), batch in zip(jobs, lt.increments_many(pairs, prep)):
             if batch is not None:
                 for ls in states:
                     ls.W = ls.W + batch[0]

@@ -53,6 +53,7 @@ sign (where the evidence is weakest), clamped into the interval.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -228,42 +229,27 @@ class LatencyTest:
         inv = np.where(ok, 1.0 / np.where(ok, Vg, 1.0), 0.0)
         return Dg * inv, inv
 
-    def increments_many(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray] | None]:
+    def increments_many(
+        self, pairs: list[tuple[np.ndarray, np.ndarray]], prepared: Batches | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray] | None]:
         """:meth:`increments` of many batches ``(candidate counts, control counts)`` at once.
 
         The same arithmetic as :meth:`batch` (element for element, so the results are the
         same), vectorised over the batches: where :meth:`batch` scans every position for
         the pooled quantile, this finds it by bisection -- the pooled cumulative count
         ``P(u) = F_c(u) + F_t(u + s)`` is non-decreasing in ``u``, so the last position
-        with ``P(u) <= q N`` is where a binary search over ``u`` ends.
+        with ``P(u) <= q N`` is where a binary search over ``u`` ends.  ``prepared``: the
+        same ``pairs`` already stacked by :func:`prepare_batches` (for another quantile).
         """
         out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(pairs)
-        if not pairs:
+        prep = prepare_batches(pairs) if prepared is None else prepared
+        if not prep.rows:
             return out
-        CT = _rows([ct for ct, _ in pairs], NUM_BUCKETS).astype(np.int64, copy=False)
-        CC = _rows([cc for _, cc in pairs], NUM_BUCKETS).astype(np.int64, copy=False)
-        keep = (CT.sum(axis=1) > 0) & (CC.sum(axis=1) > 0)
-        rows = np.flatnonzero(keep).tolist()
-        if not rows:
-            return out
-        if len(rows) < len(pairs):
-            CT, CC = CT[keep], CC[keep]
-        # Only the buckets some batch has data in matter: below them every cumulative count
-        # is 0, above them the batch's total, so the columns outside are cropped (positions
-        # u below are 0 = "nothing below", at nb = "everything below"; the same P(u)).
-        b_lo, b_hi = _span(CT, CC)
-        CT, CC = CT[:, b_lo:b_hi], CC[:, b_lo:b_hi]
-        M, nb = CT.shape
+        rows, M, nb, cum_c, cum_t = prep.rows, prep.M, prep.nb, prep.cum_c, prep.cum_t
+        n_t, n_c, N = prep.n_t, prep.n_c, prep.N
         i0, f = self.i0, self.f
         smin, smax = int(i0[0]) - SPAN, int(i0[-1]) + 1 - SPAN
         shifts = np.arange(smin, smax + 1, dtype=np.int64)[None, :]
-        n_t = CT.sum(axis=1)[:, None]
-        n_c = CC.sum(axis=1)[:, None]
-        N = n_t + n_c
-        cum_c = np.zeros((M, nb + 1), dtype=np.int64)  # cum[i]: values in buckets < i
-        cum_t = np.zeros((M, nb + 1), dtype=np.int64)
-        np.cumsum(CC, axis=1, out=cum_c[:, 1:])
-        np.cumsum(CT, axis=1, out=cum_t[:, 1:])
         target = self.q * N
         # Bisection over u from lo0, where P(lo0) = 0 <= target (every latency above), over a
         # power-of-two span reaching past nb - smin + 1, where P = N > target (every one
@@ -515,6 +501,54 @@ def quantile_values(counts: list[np.ndarray], qs: tuple[float, ...]) -> dict[flo
         vals = [bucket_value(int(i)) if t > 0 else math.nan for i, t in zip(idx.tolist(), total.tolist())]
         out[q] = [vals[index[id(c)]] for c in counts]
     return out
+
+
+@dataclass
+class Batches:
+    """Batches of latency counts stacked for :meth:`LatencyTest.increments_many`: the pairs
+    with requests on both sides (``rows``), cropped to the buckets that hold data, their
+    sizes and cumulative counts (``cum[:, i]``: values in buckets below ``i``)."""
+
+    rows: list[int]
+    M: int
+    nb: int
+    n_t: np.ndarray
+    n_c: np.ndarray
+    N: np.ndarray
+    cum_c: np.ndarray
+    cum_t: np.ndarray
+
+    @classmethod
+    def none(cls) -> Batches:
+        z = np.zeros((0, 1), dtype=np.int64)
+        return cls([], 0, 0, z, z, z, z, z)
+
+
+def prepare_batches(pairs: list[tuple[np.ndarray, np.ndarray]]) -> Batches:
+    """Stack ``(candidate counts, control counts)`` pairs once for every latency quantile."""
+    if not pairs:
+        return Batches.none()
+    CT = _rows([ct for ct, _ in pairs], NUM_BUCKETS).astype(np.int64, copy=False)
+    CC = _rows([cc for _, cc in pairs], NUM_BUCKETS).astype(np.int64, copy=False)
+    keep = (CT.sum(axis=1) > 0) & (CC.sum(axis=1) > 0)
+    rows = np.flatnonzero(keep).tolist()
+    if not rows:
+        return Batches.none()
+    if len(rows) < len(pairs):
+        CT, CC = CT[keep], CC[keep]
+    # Only the buckets some batch has data in matter: below them every cumulative count
+    # is 0, above them the batch's total, so the columns outside are cropped (positions
+    # u below are 0 = "nothing below", at nb = "everything below"; the same P(u)).
+    b_lo, b_hi = _span(CT, CC)
+    CT, CC = CT[:, b_lo:b_hi], CC[:, b_lo:b_hi]
+    M, nb = CT.shape
+    n_t = CT.sum(axis=1)[:, None]
+    n_c = CC.sum(axis=1)[:, None]
+    cum_c = np.zeros((M, nb + 1), dtype=np.int64)
+    cum_t = np.zeros((M, nb + 1), dtype=np.int64)
+    np.cumsum(CC, axis=1, out=cum_c[:, 1:])
+    np.cumsum(CT, axis=1, out=cum_t[:, 1:])
+    return Batches(rows, M, nb, n_t, n_c, n_t + n_c, cum_c, cum_t)
 
 
 def _rows(arrays: list[np.ndarray], width: int) -> np.ndarray:
