@@ -120,7 +120,9 @@ class Baselines:
                 new = {name: c.copy() for name, c in counters.items()}
             else:
                 old = base.variants
-                diffs = {name: (c.minus_checked(old[name]) if name in old else c.copy()) for name, c in counters.items()}
+                diffs = {
+                    name: (c.minus_checked(old[name]) if name in old else c.copy()) for name, c in counters.items()
+                }
                 if any(d is None for d in diffs.values()):  # some counter went backwards
                     self.by_source[key] = fresh
                     out.resets += 1

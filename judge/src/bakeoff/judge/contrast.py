@@ -51,11 +51,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from bakeoff.judge.config import MetricSpec
 from bakeoff.judge.counters import VariantCounters
 from bakeoff.judge.metric_test import ContrastState, Estimate, Stratum
-import numpy as np
-
 from bakeoff.judge.sequential import log_mixture_one_sided as log_one_sided_many
 from bakeoff.judge.sequential import log_mixture_two_sided as log_two_sided_many
 from bakeoff.judge.sequential import log_one_sided as log_mixture_one_sided
@@ -363,11 +363,11 @@ class ContrastTest:
             w = np.array([states[r].tol[0] for r in tol_rows])
             i = np.array([states[r].tol[1] for r in tol_rows])
             t = np.array([states[r].tau2["tol"] for r in tol_rows])
-            cols = (("worse", log_one_sided_many(h * w, i, t)), ("non_inferior", log_one_sided_many(-h * w, i, t)))
+            tcols = (("worse", log_one_sided_many(h * w, i, t)), ("non_inferior", log_one_sided_many(-h * w, i, t)))
             for j, r in enumerate(tol_rows):
                 ev = evs[r]
                 assert ev is not None
-                for name, col in cols:
+                for name, col in tcols:
                     ev[name] = float(col[j])
         # Estimates and confidence sequences
         info = np.array([st.diff[1] for st in states], dtype=float)

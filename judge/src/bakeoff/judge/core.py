@@ -531,7 +531,7 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
         update = fresh and eligible and v not in st.rolled_back
         vtests = st.tests.get(v, {})
         items: list[_Item] = []
-        for (spec, level, mult, label, fields), jobs_of_spec in zip(specs, group_lists):
+        for (spec, _level, mult, label, fields), jobs_of_spec in zip(specs, group_lists):
             base = _key(spec)
             routes: list[tuple[str | None, str]] = [(None, base)]
             if per_route(spec):

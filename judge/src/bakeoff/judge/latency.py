@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -265,13 +266,16 @@ class LatencyTest:
         # positions fit; the arithmetic below is on 64-bit values again)
         small = M * width < 2**31 and int(N.max()) < 2**31
         idt = np.int32 if small else np.int64
-        flat_c, flat_t = cum_c[:, cols].ravel().astype(idt), cum_t[:, cols].ravel().astype(idt)
-        ic = np.broadcast_to((np.arange(M, dtype=idt) * width + left + lo0)[:, None], (M, len(shifts[0]))).copy()
-        it = ic + shifts.astype(idt)
+        flat_c: Any = cum_c[:, cols].ravel().astype(idt)
+        flat_t: Any = cum_t[:, cols].ravel().astype(idt)
+        ic: np.ndarray = np.broadcast_to(
+            (np.arange(M, dtype=idt) * width + left + lo0)[:, None], (M, len(shifts[0]))
+        ).copy()
+        it: np.ndarray = ic + shifts.astype(idt)
         for e in range(steps - 1, -1, -1):
             half = 1 << e
-            below = (flat_c.take(ic + half) + flat_t.take(it + half)) <= target
-            step = below.astype(idt) * half
+            below: np.ndarray = (flat_c.take(ic + half) + flat_t.take(it + half)) <= target
+            step: np.ndarray = below.astype(idt) * half
             ic += step
             it += step
         # j = the last u with P(u) <= target: ic and it point at u = j and j + s
@@ -434,6 +438,10 @@ class LatencyTest:
             qt, qc = quantiles
         out: list[tuple[dict[str, float] | None, Estimate]] = []
         upd_l = upd.tolist()
+        info_l: Any = any_info.tolist()
+        neg_l: Any = has_neg.tolist()
+        lo_l: Any = has_lo.tolist()
+        hi_l: Any = has_hi.tolist()
         upd_req = list(update)
         for r in range(n):
             ev: dict[str, float] | None = None
@@ -450,8 +458,8 @@ class LatencyTest:
                     else {}
                 )
             s_hat = math.nan
-            if any_info[r]:
-                if not has_neg[r]:
+            if info_l[r]:
+                if not neg_l[r]:
                     s_hat = float(grid[last_info[r]])
                 elif first_neg[r] == first_info[r]:
                     s_hat = float(grid[first_info[r]])
@@ -459,8 +467,8 @@ class LatencyTest:
                     k, p = int(first_neg[r]), int(prev_info[r, first_neg[r] - 1])
                     wk, wp = W[r, k], W[r, p]
                     s_hat = float(grid[p] + wp / (wp - wk) * (grid[k] - grid[p]))
-            k_lo = int(k_lo_all[r]) if has_lo[r] else None
-            k_hi = int(k_hi_all[r]) if has_hi[r] else None
+            k_lo = int(k_lo_all[r]) if lo_l[r] else None
+            k_hi = int(k_hi_all[r]) if hi_l[r] else None
             if k_lo is not None and k_hi is not None and k_lo > k_hi:
                 k_lo, k_hi = k_hi, k_lo
             ci = (
