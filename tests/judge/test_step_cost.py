@@ -20,7 +20,7 @@ import pytest
 from bakeoff.judge import contrast, latency
 from bakeoff.judge.config import config_from_dict
 from bakeoff.judge.core import JudgeState, step
-from bakeoff.judge.sequential import one_sided_cs_half_width, one_sided_cs_half_widths
+from bakeoff.judge import sequential
 from bakeoff.judge.simulate import Arm, Route, Stream
 
 EVERY_KIND = {
@@ -112,6 +112,8 @@ def test_vectorised_interval_half_widths_are_the_scalar_ones(alpha):
     """one_sided_cs_half_widths (bisection over arrays) gives the scalar Brent root of
     one_sided_cs_half_width within 1e-12, from tiny to huge information, and inf where
     there is none."""
+    one_sided_cs_half_width = sequential.one_sided_cs_half_width
+    one_sided_cs_half_widths = sequential.one_sided_cs_half_widths
     rng = np.random.default_rng(3)
     info = np.concatenate([10 ** rng.uniform(-3, 9, 500), [0.0, -1.0, 5.0]])
     tau2 = np.concatenate([10 ** rng.uniform(-9, 3, 500), [1.0, 1.0, 0.0]])
