@@ -62,7 +62,7 @@ def _dec_float(x: Any) -> float:
     return float(x["__float__"]) if isinstance(x, dict) else float(x)
 
 
-@dataclass
+@dataclass(slots=True)
 class LatencyState:
     """A latency test's sums per grid ratio: ``W``, ``I`` (the mixture sums) and the running
     maxima of log Lambda with drift above (``A``) and below (``B``) the ratio."""
@@ -90,7 +90,7 @@ class LatencyState:
         return cls(arr(d["W"]), arr(d["I"]), arr(d["A"]), arr(d["B"]))
 
 
-@dataclass
+@dataclass(slots=True)
 class ContrastState:
     """A contrast test's sums: ``[W, I]`` of the plain difference (``diff``) and of the
     tolerance contrast (``tol``), and the mixing variances once fixed (``tau2``)."""
@@ -129,7 +129,7 @@ def state_from_json(d: dict[str, Any]) -> TestState:
     return LatencyState.from_json(d) if "W" in d else ContrastState.from_json(d)
 
 
-@dataclass
+@dataclass(slots=True)
 class RunningBest:
     """Per test key: the running maximum of each decision test's log Lambda (the always-valid
     p-value is its running minimum, Johari, Pekelis, Walsh 2022, Section 3) and the running
