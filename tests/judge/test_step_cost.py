@@ -125,3 +125,6 @@ def test_vectorised_interval_half_widths_are_the_scalar_ones(alpha):
     rel = np.abs(got[finite] - want[finite]) / np.maximum(np.abs(want[finite]), 1e-300)
     assert float(rel.max()) <= 1e-12, float(rel.max())
     assert not any(math.isnan(x) for x in got)
+    # a handful takes the scalar path: the same numbers
+    few = one_sided_cs_half_widths(info[:5], tau2[:5], alpha)
+    assert np.allclose(few, got[:5], rtol=1e-12, atol=0)

@@ -148,6 +148,9 @@ def _one_sided_root(info: float, tau2: float, alpha: float) -> float:
     return float(brentq(lambda w: log_one_sided(w, info, tau2) - thr, lo, hi, xtol=1e-14 * hi, rtol=1e-15))
 
 
+_FEW = 12
+
+
 def one_sided_cs_half_widths(info: np.ndarray, tau2: np.ndarray, alpha: float) -> np.ndarray:
     """:func:`one_sided_cs_half_width` of many (info, tau2) pairs at once (the judge's look).
 
@@ -163,6 +166,9 @@ def one_sided_cs_half_widths(info: np.ndarray, tau2: np.ndarray, alpha: float) -
     if not ok.any():
         return out
     i, t = info[ok], tau2[ok]
+    if len(i) <= _FEW:  # a handful: the scalar roots cost less than 56 array steps
+        out[ok] = [one_sided_cs_half_width(x, y, alpha) for x, y in zip(i.tolist(), t.tolist())]
+        return out
     thr = math.log(1.0 / alpha)
     a = 1.0 + t * i
     hi = np.sqrt(a / (t * i * i) * (2.0 * math.log(2.0 / alpha) + np.log(a))) * i
