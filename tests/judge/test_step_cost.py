@@ -17,10 +17,9 @@ import math
 import numpy as np
 import pytest
 
-from bakeoff.judge import contrast, latency
+from bakeoff.judge import contrast, latency, sequential
 from bakeoff.judge.config import config_from_dict
 from bakeoff.judge.core import JudgeState, step
-from bakeoff.judge import sequential
 from bakeoff.judge.simulate import Arm, Route, Stream
 
 EVERY_KIND = {
