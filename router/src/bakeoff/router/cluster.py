@@ -260,8 +260,14 @@ class ClusterSource:
         bakeoffs: WatchCache
         slices: WatchCache
 
+        seen = [False]  # the first list was seen: a missing Bakeoff is warned about once
+
         def on_bakeoff() -> None:
-            self._post(self._set_bakeoff, bakeoffs.get(self.namespace, self.name))
+            obj = bakeoffs.get(self.namespace, self.name)
+            if obj is None and not seen[0]:
+                log.warning("Bakeoff not found; waiting for it", bakeoff=self.name, namespace=self.namespace)
+            seen[0] = True
+            self._post(self._set_bakeoff, obj)
 
         def on_slices() -> None:
             self._post(self._set_slices, slice_views(slices.list()))
@@ -335,8 +341,6 @@ class ClusterSource:
                 bakeoff=self.name,
                 namespace=self.namespace,
             )
-        elif obj is None and not self.listed:
-            log.warning("Bakeoff not found; waiting for it", bakeoff=self.name, namespace=self.namespace)
         self.bakeoff = obj
         self.listed = True
         if obj is None:
