@@ -8,7 +8,7 @@ watches from the list's resourceVersion:
 * an expired resourceVersion (410 Gone) lists again at once;
 * any other failure (connection refused or reset, TLS, a 5xx, RBAC) lists
   again after a growing, jittered delay (``BACKOFF_MIN`` doubling up to
-  ``BACKOFF_MAX``), reset by the next success.  A list replaces the whole
+  ``BACKOFF_MAX``), reset by the next successful list.  A list replaces the whole
   store (a resync), so objects deleted while the API server was away are
   gone from the cache too.
 
@@ -109,6 +109,7 @@ class WatchCache:
         rv: str | None = None  # the resourceVersion to watch from; None: list first
         delay = BACKOFF_MIN
         while not self._stopping.is_set():
+            lists = self.lists
             try:
                 rv = self._once(rv)  # returns when the server ends the watch; rv is where to resume
                 delay = BACKOFF_MIN
@@ -124,6 +125,8 @@ class WatchCache:
             if self._stopping.is_set():
                 return
             rv = None  # list again once reconnected: nothing missed, and the error clears
+            if self.lists > lists:  # it listed, then failed: a new outage, whose back-off starts over
+                delay = BACKOFF_MIN
             if self.on_error is not None:
                 self.on_error(error)
             self.log.warning("API server watch failed; retrying", watch=self.what, error=error,
