@@ -587,24 +587,24 @@ def test_build_table_ports_readiness_weights():
 
 
 def test_watch_lists_again_after_410_and_backs_off():
-    from bakeoff.router.cluster import ClusterSource
+    from bakeoff.common.watch import WatchCache
 
-    src = ClusterSource(api=None, namespace="ns", name="b", apply=None, stickiness=None)
-    src._post = lambda fn, *a: fn(*a)  # no event loop here
+    errors: list = []
+    cache = WatchCache("bakeoff", None, lambda: None, on_error=errors.append)  # type: ignore[arg-type]
     seen: list = []
 
-    def target(rv):
-        seen.append(rv[0])
+    def once(rv):
+        seen.append(rv)
         if len(seen) == 1:
-            rv[0] = "100"  # listed, then the watch ends normally: resume from 100
-            return
+            return "100"  # listed, then the watch ends normally: resume from 100
         if len(seen) == 2:
             raise kclient.ApiException(status=410, reason="Gone")
         if len(seen) == 3:
-            rv[0] = "200"
             raise ConnectionResetError("reset by peer")
-        src._stopping.set()
+        cache._stopping.set()
+        return rv
 
-    src._run_watch("bakeoff", target)
+    cache._once = once  # type: ignore[method-assign]
+    cache._loop()
     assert seen == [None, "100", None, None]  # 410: list again at once; other errors: after a back-off
-    assert src._errors == {"bakeoff": "reset by peer"}
+    assert errors == ["reset by peer"]

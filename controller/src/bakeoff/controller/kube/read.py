@@ -6,9 +6,9 @@ import re
 from typing import Any
 
 from bakeoff.common.kube import GROUP, VERSION, api_error_message
+from bakeoff.common.watch import WatchCache, matches
 from bakeoff.controller import gate as gates
 from bakeoff.controller.kube import objects as ko
-from bakeoff.controller.kube.cache import WatchCache, matches
 from bakeoff.controller.kube.context import ApiHandles, BakeoffView
 
 MANAGED = {"app.kubernetes.io/managed-by": "bakeoff"}
