@@ -3,7 +3,7 @@
 No I/O, no clocks, no globals: the caller passes the snapshot and the time,
 and threads the returned :class:`JudgeState` into the next call (the input
 state is never modified).  Like Kayenta's judge the core only turns data into
-a verdict; sources (:mod:`judge.sources`) fetch the data.
+a verdict; sources (:mod:`bakeoff.judge.sources`) fetch the data.
 
 Multiple comparisons (k candidates, G guardrails, an objective).  Every
 decision the judge takes rests on one always-valid p-value:

@@ -125,7 +125,7 @@ class VariantCounters:
 
 
 def _dense(latency: dict[str, Any]) -> np.ndarray:
-    """Dense bucket counts (what router.histogram.decode_counts gives, vectorised)."""
+    """Dense bucket counts (what bakeoff.contracts.histogram.decode_counts gives, vectorised)."""
     sparse = latency.get("counts") or []
     if isinstance(latency.get("offset"), bool) or any(isinstance(c, bool) for c in sparse):
         # JSON true/false are not counts (numpy would silently read them as 1 and 0)

@@ -1,7 +1,7 @@
 """The control plane, on its own port: routes, snapshot, metrics, events, health.
 
 It is an aiohttp application over a small backend seam: ``LocalBackend``
-serves one in-process Router; ``router.workers.WorkerBackend`` fans out to
+serves one in-process Router; ``bakeoff.router.workers.WorkerBackend`` fans out to
 the worker processes of ``--workers N`` and merges what they return.
 
 | endpoint            | what                                                        |
