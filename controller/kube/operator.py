@@ -345,7 +345,9 @@ class KubeController(ReadMixin, DeletionMixin):
             from bakeoff.controller.kube.sources_policy import allowed_locations
 
             meta = b["metadata"]
-            locations = allowed_locations(source, f"Bakeoff {meta['namespace']}/{meta['name']}")
+            locations = allowed_locations(
+                source, f"Bakeoff {meta['namespace']}/{meta['name']}", namespace=meta["namespace"]
+            )
         else:
             locations = await asyncio.to_thread(self.router_urls, b["metadata"]["namespace"], b["metadata"]["name"])
             if not locations:
