@@ -277,6 +277,9 @@ def step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Verd
         return st, _verdict(st, now if isinstance(now, (int, float)) else math.nan, notes, fresh=False)
 
     first_look = not st.baselines
+    # A round judged on long-lived routers: what they counted before its first look belongs to
+    # earlier rounds, so that look is a baseline only.
+    baseline_only = first_look and cfg.baseline_first_look
     increments: dict[str, VariantCounters] = {}
     present: set[str] = set()
     for counters, fingerprint, taken_at in parsed:
@@ -300,6 +303,8 @@ def step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Verd
             st.baselines[key] = fresh_base
             while len(st.baselines) > MAX_SOURCES:
                 st.baselines.pop(next(iter(st.baselines)))
+            if baseline_only:
+                continue
             if not first_look:
                 # A router process (or set of them) not seen before, or seen again after
                 # its counts went in under another key: only later increments count.
@@ -322,6 +327,14 @@ def step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Verd
         if taken_at is not None:
             st.last_taken_at = max(st.last_taken_at or taken_at, taken_at)
 
+    if baseline_only and st.baselines:
+        notes.append("first look: the routers' counters so far are the baseline (earlier requests are not judged)")
+    if cfg.entrants is not None:
+        # Only the round's own entrants (and the control) are judged; the others stay in the
+        # baselines, so that if one enters later only its new requests count.
+        allowed = {cfg.control, *cfg.entrants}
+        increments = {n: inc for n, inc in increments.items() if n in allowed}
+        present = {n for n in present if n in allowed}
     if not any(inc.requests > 0 for inc in increments.values()):
         if not present:
             notes.append("no variants in the snapshot yet")
