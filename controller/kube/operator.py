@@ -483,11 +483,15 @@ class KubeController(ReadMixin, DeletionMixin):
                     p.variant_conds[vname] = set_condition(vconds, "Accepted", False, "BakeoffFinished", why, vgen, now)
                     continue
                 limit = k or p.bres.judge.candidates
-                if limit and sum(1 for r in p.record.values() if holds_slot(r)) >= limit:
+                holders = [f"{n} ({r.get('phase')})" for n, r in sorted(p.record.items()) if holds_slot(r)]
+                if limit and len(holders) >= limit:
                     why = (
-                        f"bake-off {bname} judges {limit} candidate(s) (spec.judge.candidates, fixed when "
-                        f"judging started) and all of them took traffic (a candidate rolled back after the "
-                        f"judge saw it keeps its share of alpha); raise it in a new Bakeoff to enter more"
+                        f"bake-off {bname} judges at most {limit} candidate{'s' if limit != 1 else ''} "
+                        f"(spec.judge.candidates, fixed when judging started: alpha is split over them) and "
+                        f"every slot is taken, by {', '.join(holders)}; a candidate keeps its slot once it "
+                        f"has been admitted, even when rolled back, since the judge already spent its share of "
+                        f"alpha on it; only one that never got traffic (gated, or failed before admission) "
+                        f"frees its slot. To enter more, start another Bakeoff with a larger spec.judge.candidates"
                     )
                     p.variant_conds[vname] = set_condition(
                         vconds, "Accepted", False, "TooManyCandidates", why, vgen, now
