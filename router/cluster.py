@@ -375,9 +375,9 @@ class ClusterSource:
         if self.set_stickiness is not None and self.wanted_stickiness != self.stickiness:
             wanted = self.wanted_stickiness
             await self.set_stickiness(wanted)  # raises: retried by _reconcile_forever
-            previous, self.stickiness = self.stickiness, wanted
+            was, self.stickiness = self.stickiness, wanted
             log.info("stickiness changed", bakeoff=self.name, namespace=self.namespace,
-                     stickiness=_fmt_sticky(wanted), previous=_fmt_sticky(previous),
+                     stickiness=_fmt_sticky(wanted), previous=_fmt_sticky(was),
                      note="the routing table is unchanged: users whose key is the same under both keep their variant")  # fmt: skip
         if not (self.listed and self.slices_listed):
             return

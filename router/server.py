@@ -14,7 +14,7 @@ import asyncio
 import re
 import socket
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -23,7 +23,7 @@ from bakeoff.router.config import RouterConfig, RouteSpec, VariantSpec
 from bakeoff.router.downstream import ClientConnection
 from bakeoff.router.routing import RequestRoutes, RouteTable
 from bakeoff.router.stats import RouterStats
-from bakeoff.router.stickiness import sticky_key_source
+from bakeoff.router.stickiness import StickyKeySource, sticky_key_source
 from bakeoff.router.upstream import UpstreamPool
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ class Router:
         self._sweeper: asyncio.Task | None = None
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
 
-    def _set_sticky(self, sticky: Any) -> None:
+    def _set_sticky(self, sticky: StickyKeySource | None) -> None:
         self.sticky = sticky
         self.sticky_header = sticky.header if sticky is not None else None
         # The request headers the fast request path acts on (downstream.ClientConnection._fast_request).

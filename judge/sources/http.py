@@ -26,7 +26,7 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
     allowed address send the judge anywhere. A 3xx is reported as an error naming both URLs.
     """
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
         return None  # urllib then raises HTTPError with the 3xx code
 
 
