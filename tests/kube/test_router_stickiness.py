@@ -68,7 +68,7 @@ async def test_a_router_started_before_its_bakeoff_takes_its_stickiness(apis, up
     # a change of stickiness moves as few users as possible: the same key under the new source
     # keeps its variant (the table is untouched); the change is logged as an event
     apis.custom.patch_namespaced_custom_object(
-        GROUP, VERSION, "router-kube", "bakeoffs", name, {"spec": {"routing": {"stickiness": {"header": "X-Session"}}}},
+        GROUP, VERSION, "router-kube", "bakeoffs", name, {"spec": {"routing": {"stickiness": {"cookie": None, "header": "X-Session"}}}},
         _content_type="application/merge-patch+json",
     )  # fmt: skip
     await wait_log(r, '"stickiness": "header: X-Session"')
