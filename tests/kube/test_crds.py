@@ -324,8 +324,13 @@ def test_printer_columns(kube, custom):
     v["status"] = {"phase": "RolledBack", "share": 0, "verdict": "worse on error_rate"}
     custom.replace_namespaced_custom_object_status(GROUP, VERSION, NS, "variants", "table-a", v)
     b = get(custom, "bakeoffs", "table")
-    b["status"] = {"phase": "Stopped"}
+    b["status"] = {"phase": "Stopped", "mainline": "mainline"}
     custom.replace_namespaced_custom_object_status(GROUP, VERSION, NS, "bakeoffs", "table", b)
+    # issue 16 item 15: after a promotion the column shows the winner, now the mainline
+    create(custom, minimal_bakeoff("promoted"))
+    b = get(custom, "bakeoffs", "promoted")
+    b["status"] = {"phase": "Promoted", "mainline": "fast", "winner": "fast"}
+    custom.replace_namespaced_custom_object_status(GROUP, VERSION, NS, "bakeoffs", "promoted", b)
 
     t = _table(kube, "variants")
     assert t["kind"] == "Table"
@@ -338,6 +343,8 @@ def test_printer_columns(kube, custom):
     assert [c["name"] for c in t["columnDefinitions"]] == ["Name", "Phase", "Mainline", "Winner", "Age"]
     row = next(r["cells"] for r in t["rows"] if r["cells"][0] == "table")
     assert row[1:4] == ["Stopped", "mainline", None]
+    row = next(r["cells"] for r in t["rows"] if r["cells"][0] == "promoted")
+    assert row[1:4] == ["Promoted", "fast", "fast"]
 
 
 def test_short_names_in_discovery(kube, crds):
@@ -346,7 +353,8 @@ def test_short_names_in_discovery(kube, crds):
     assert res["bakeoffs"]["shortNames"] == ["bo"] and res["bakeoffs"]["kind"] == "Bakeoff"
     assert res["variants"]["shortNames"] == ["va"] and res["variants"]["kind"] == "Variant"
     assert res["bakeoffs"]["namespaced"] and res["variants"]["namespaced"]
-    assert "bakeoff" in res["variants"]["categories"]
+    # issue 16 item 14: a category named "bakeoff" would shadow the kind in kubectl
+    assert res["variants"]["categories"] == res["bakeoffs"]["categories"] == ["bakeoffs-all"]
     assert {"bakeoffs/status", "variants/status"} <= res.keys()
     groups = raw_get(kube, "/apis")
     assert any(g["name"] == GROUP for g in groups["groups"])
@@ -403,6 +411,8 @@ def test_bad_durations_are_refused_naming_the_field(custom, value):
             create(custom, doc)
         message = json.loads(err.value.body)["message"]
         assert f"spec.routing.{field}" in message and "duration" in message, message
+        # issue 16 item 15: not `Invalid value: ""` (the schema type of an int-or-string), but the value
+        assert 'Invalid value: ""' not in message and f"got '{value}'" in message, message
 
 
 def test_routes_are_declared(custom):

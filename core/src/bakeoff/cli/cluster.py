@@ -276,6 +276,21 @@ def submit_variant(cluster: kube.Cluster, variant: dict[str, Any], dry_run: bool
         )
     except ApiException as e:
         if e.status == 409:
+            from bakeoff.controller.kube.operator import earlier_round
+
+            try:
+                existing = _custom(cluster).get_namespaced_custom_object(
+                    GROUP, VERSION, cluster.namespace, "variants", name
+                )
+            except ApiException:
+                existing = None
+            if existing is not None and (existing.get("spec") or {}).get("bakeoff") == b_name:
+                why = earlier_round(existing, b["metadata"]["uid"])
+                if why is not None:
+                    raise CommandError(
+                        f"{why.format(bakeoff=b_name)} (--name another name; or delete Variant {name} "
+                        f"in namespace {cluster.namespace} first)"
+                    ) from None
             raise CommandError(
                 f"variant {name} already exists in namespace {cluster.namespace}; choose another name with --name"
             ) from None

@@ -78,6 +78,12 @@ class JudgeConfig:
     guardrails: tuple[MetricSpec, ...] = ()
     objective: MetricSpec | None = None
     candidates: int | None = None  # number of candidates alpha is split over (default: as seen)
+    # Set by a caller that knows a round's entrants (the cluster controller), never by a file:
+    # only these candidates are judged (None: every variant in the snapshots) ...
+    entrants: tuple[str, ...] | None = field(default=None, compare=False)
+    # ... and the first look only takes the routers' cumulative counters as the baseline (long-lived
+    # routers carry earlier rounds' requests), instead of counting them.
+    baseline_first_look: bool = field(default=False, compare=False)
     origin: str = field(default="judge config", compare=False)
 
     @property

@@ -14,7 +14,13 @@ EndpointSlices of its namespace, and turns the Bakeoff's ``status.routing``
   back to the others by rendezvous hashing); when no variant is routable the
   previous table stays;
 * the table's version is ``status.routing.version``; a table equal to the one
-  being served (same version, weights and addresses) is not swapped in again.
+  being served (same version, weights and addresses) is not swapped in again;
+* ``spec.routing.stickiness`` is followed live, like the weights: a router
+  started before its Bakeoff (the documented install order) starts with the
+  CRD's default and takes the Bakeoff's as soon as it sees it. The table is
+  not touched, so a user whose key is the same under the new source keeps
+  their variant (rendezvous hashing depends only on the key and the weights);
+  each change is logged as event "stickiness changed".
 
 The kubernetes client is synchronous: each watch is a ``WatchCache``
 (bakeoff.common.watch, shared with the controller) running in a daemon thread
@@ -204,6 +210,8 @@ def build_table(bakeoff: dict[str, Any] | None, slices: dict[str, SliceView]) ->
 
 # (variants, version, per-route statistics patterns or None to keep them)
 ApplyFn = Callable[[tuple[VariantSpec, ...], int, "tuple[RouteSpec, ...] | None"], Awaitable[Any]]
+# the new stickiness: ("header" | "cookie", name) or None
+StickyFn = Callable[[Stickiness], Awaitable[Any]]
 
 
 class ClusterSource:
@@ -217,8 +225,12 @@ class ClusterSource:
         apply: ApplyFn,
         stickiness: Stickiness,
         mainline_service: Mainline | None = None,
+        set_stickiness: StickyFn | None = None,
     ) -> None:
         self.api = api
+        # Applies a new spec.routing.stickiness to the data plane; None: fixed at start (warn on a change).
+        self.set_stickiness = set_stickiness
+        self.wanted_stickiness: Stickiness = stickiness
         # Without a Bakeoff (not created yet, or deleted) all traffic goes to
         # the mainline: the Service named on the command line, else the last
         # mainline entry seen in status.routing.  Never a 503 for everyone.
@@ -360,7 +372,14 @@ class ClusterSource:
             st: Stickiness | str = stickiness_of(obj)
         except ValueError as e:
             st = str(e)
-        if st == self.stickiness:
+        if not isinstance(st, str) and self.set_stickiness is not None:
+            self.wanted_stickiness = st  # applied by _reconcile, in order with the routing table
+        elif isinstance(st, str) and self.set_stickiness is not None:
+            if st != self._warned_stickiness:
+                self._warned_stickiness = st
+                log.warning("spec.routing.stickiness not applied; keeping the current one", bakeoff=self.name,
+                            running=_fmt_sticky(self.stickiness), error=st)  # fmt: skip
+        elif st == self.stickiness:
             self._warned_stickiness = st
         elif st != self._warned_stickiness:
             self._warned_stickiness = st
@@ -398,6 +417,13 @@ class ClusterSource:
                 self._dirty.set()
 
     async def _reconcile(self) -> None:
+        if self.set_stickiness is not None and self.wanted_stickiness != self.stickiness:
+            wanted = self.wanted_stickiness
+            await self.set_stickiness(wanted)  # raises: retried by _reconcile_forever
+            was, self.stickiness = self.stickiness, wanted
+            log.info("stickiness changed", bakeoff=self.name, namespace=self.namespace,
+                     stickiness=_fmt_sticky(wanted), previous=_fmt_sticky(was),
+                     note="the routing table is unchanged: users whose key is the same under both keep their variant")  # fmt: skip
         if not (self.listed and self.slices_listed):
             return
         table, why = build_table(self.bakeoff, self.slices)

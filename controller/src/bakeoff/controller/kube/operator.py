@@ -90,6 +90,26 @@ def holds_slot(rec: dict[str, Any]) -> bool:
     return not (rec.get("phase") in (ROLLED_BACK, GATED) and int(rec.get("step", -1)) < 0)
 
 
+def earlier_round(v: dict[str, Any], bakeoff_uid: str) -> str | None:
+    """Why Variant ``v`` is a finished entrant of an earlier Bakeoff of the same name, or None.
+
+    A Variant is tied to the Bakeoff (by uid) it entered, recorded as ``status.bakeoffUID``. One that
+    reached an end there (rolled back, lost, promoted, gated) is never admitted again: a Bakeoff
+    created again under the same name is a new round, and a rolled-back build must not serve live
+    traffic again because its name matches. (A Variant from before bakeoffUID was recorded: its
+    end phase alone says it.) ``{bakeoff}`` in the text is for the caller to fill in.
+    """
+    st = v.get("status") or {}
+    phase, uid = st.get("phase"), st.get("bakeoffUID")
+    if not phase or phase in ACTIVE or uid == bakeoff_uid:
+        return None
+    reason = f": {st['reason']}" if st.get("reason") else ""
+    return (
+        f"Variant {v['metadata']['name']} ended in an earlier round of bake-off {{bakeoff}} ({phase}{reason}); "
+        f"a Variant of an earlier round is never admitted again: submit the build as a new Variant"
+    )
+
+
 class KubeController(ReadMixin, DeletionMixin):
     def __init__(
         self,
@@ -324,18 +344,28 @@ class KubeController(ReadMixin, DeletionMixin):
         b = view.obj
         key = b["metadata"]["uid"]
         k = int(status.get("candidates") or max(1, len(status.get("variants") or {})))
-        config = replace(res.bakeoff.judge, candidates=k)
+        # The routers outlive a round: only this round's entrants are judged, and its first look is
+        # a baseline (the counters so far are earlier rounds' requests).
+        entrants = tuple(sorted(status.get("variants") or {}))
+        config = replace(res.bakeoff.judge, candidates=k, entrants=entrants, baseline_first_look=True)
         ckey = json.dumps(res.bakeoff.judge_raw, sort_keys=True, default=str) + f"|{k}"
         mem = self.memory.get(key)
         if mem is None or mem.config_key != ckey:
             mem = JudgeMemory(JudgeState.new(config), ckey)
-            saved = ((view.judge_configmap or {}).get("data") or {}).get("state.json")
+            cm = view.judge_configmap or {}
+            owners = {o.get("uid") for o in (cm.get("metadata") or {}).get("ownerReferences") or []}
+            saved = (cm.get("data") or {}).get("state.json")
+            if saved and key not in owners:
+                # an earlier Bakeoff of the same name left it (not yet garbage-collected): not this round's
+                log.info("judge state of an earlier round ignored", bakeoff=b["metadata"]["name"])
+                saved = None
             if saved:
                 try:
                     mem.state = JudgeState.from_json(json.loads(saved), config)
                 except (ValueError, KeyError, TypeError) as e:
                     log.warning("judge state not usable; judging afresh", bakeoff=b["metadata"]["name"], error=str(e))
             self.memory[key] = mem
+        mem.state.config = config  # entrants grow during the round
         return mem
 
     async def fetch_snapshot(self, b: dict[str, Any], source: str | None) -> list[dict[str, Any]]:
@@ -345,7 +375,9 @@ class KubeController(ReadMixin, DeletionMixin):
             from bakeoff.controller.kube.sources_policy import allowed_locations
 
             meta = b["metadata"]
-            locations = allowed_locations(source, f"Bakeoff {meta['namespace']}/{meta['name']}")
+            locations = allowed_locations(
+                source, f"Bakeoff {meta['namespace']}/{meta['name']}", namespace=meta["namespace"]
+            )
         else:
             locations = await asyncio.to_thread(self.router_urls, b["metadata"]["namespace"], b["metadata"]["name"])
             if not locations:
@@ -440,16 +472,26 @@ class KubeController(ReadMixin, DeletionMixin):
             if vname not in p.record:
                 if v["metadata"].get("deletionTimestamp"):
                     continue
+                earlier = earlier_round(v, b["metadata"]["uid"])
+                if earlier is not None:
+                    p.variant_conds[vname] = set_condition(
+                        vconds, "Accepted", False, "EarlierRound", earlier.format(bakeoff=bname), vgen, now
+                    )
+                    continue
                 if phase in FINAL or phase != RUNNING:
                     why = f"bake-off {bname} is over ({phase}); create a new Bakeoff for another round"
                     p.variant_conds[vname] = set_condition(vconds, "Accepted", False, "BakeoffFinished", why, vgen, now)
                     continue
                 limit = k or p.bres.judge.candidates
-                if limit and sum(1 for r in p.record.values() if holds_slot(r)) >= limit:
+                holders = [f"{n} ({r.get('phase')})" for n, r in sorted(p.record.items()) if holds_slot(r)]
+                if limit and len(holders) >= limit:
                     why = (
-                        f"bake-off {bname} judges {limit} candidate(s) (spec.judge.candidates, fixed when "
-                        f"judging started) and all of them took traffic (a candidate rolled back after the "
-                        f"judge saw it keeps its share of alpha); raise it in a new Bakeoff to enter more"
+                        f"bake-off {bname} judges at most {limit} candidate{'s' if limit != 1 else ''} "
+                        f"(spec.judge.candidates, fixed when judging started: alpha is split over them) and "
+                        f"every slot is taken, by {', '.join(holders)}; a candidate keeps its slot once it "
+                        f"has been admitted, even when rolled back, since the judge already spent its share of "
+                        f"alpha on it; only one that never got traffic (gated, or failed before admission) "
+                        f"frees its slot. To enter more, start another Bakeoff with a larger spec.judge.candidates"
                     )
                     p.variant_conds[vname] = set_condition(
                         vconds, "Accepted", False, "TooManyCandidates", why, vgen, now

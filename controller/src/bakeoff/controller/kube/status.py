@@ -175,6 +175,7 @@ def variant_status(
         st = p.decided
         vs = st.variants.get(n)
         new["phase"] = rec["phase"]
+        new["bakeoffUID"] = p.obj["metadata"]["uid"]  # the round it entered: never admitted to another
         new["step"] = rec.get("step", -1)
         if rec.get("stepSince"):
             new["stepSince"] = rfc3339(rec["stepSince"])
@@ -335,7 +336,8 @@ class StatusMixin(ApiHandles):
         try:
             if view.judge_configmap is None and not view.judge_loaded:
                 try:  # not read this pass (watch mode): most likely it exists
-                    out = self.core.patch_namespaced_config_map(name, ns, {"data": data})
+                    body = {"metadata": {"ownerReferences": [ko.owner_reference(b)]}, "data": data}
+                    out = self.core.patch_namespaced_config_map(name, ns, body)
                     view.judge_configmap, view.judge_loaded = self._dict(out), True
                     return
                 except ApiException as e:
@@ -355,7 +357,9 @@ class StatusMixin(ApiHandles):
                 }
                 out = self.core.create_namespaced_config_map(ns, body)
             else:
-                out = self.core.patch_namespaced_config_map(name, ns, {"data": data})
+                # owned by this Bakeoff (by uid): a ConfigMap an earlier round of the same name left is taken over
+                body = {"metadata": {"ownerReferences": [ko.owner_reference(b)]}, "data": data}
+                out = self.core.patch_namespaced_config_map(name, ns, body)
             view.judge_configmap = self._dict(out)
         except ApiException as e:
             self.metrics.api_errors.labels("judge_state").inc()
