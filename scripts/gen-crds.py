@@ -64,16 +64,17 @@ def generate(plural: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="only compare; exit 1 if a CRD is out of date")
+    ap.add_argument("--out", type=Path, default=OUT, help="the CRD folder (default: charts/bakeoff/crds)")
     args = ap.parse_args(argv)
     stale = []
     for overlay in sorted(OVERLAYS.glob("*.yaml")):
         plural = overlay.stem
         want = generate(plural)
-        path = OUT / f"{plural}.yaml"
+        path = args.out / f"{plural}.yaml"
         have = path.read_text() if path.exists() else ""
         if have == want:
             continue
-        rel = path.relative_to(ROOT)
+        rel = path.relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path
         if args.check:
             stale.append(str(rel))
             diff = difflib.unified_diff(

@@ -99,7 +99,6 @@ class _Model(BaseModel):
 
 
 class Workload(_Model):  # how to run a variant locally (bakeoff run): a command or the url of a running service
-
     command: list[Annotated[str, Field(max_length=4096)]] | None = Field(
         None,
         description='Local mode. The command; "{port}" in any argument becomes a free port.',
@@ -121,9 +120,7 @@ class Workload(_Model):  # how to run a variant locally (bakeoff run): a command
         description="Local mode. Extra environment variables.",
         json_schema_extra={"maxProperties": 256},
     )
-    working_dir: str | None = Field(
-        None, description="Local mode. Relative to the file's directory.", max_length=4096
-    )
+    working_dir: str | None = Field(None, description="Local mode. Relative to the file's directory.", max_length=4096)
 
 
 class Mainline(Workload):
@@ -189,10 +186,12 @@ class Gate(_Model):
 
 
 class VariantSpec(Workload):  # Variant.spec
-
     model_config = ConfigDict(
         json_schema_extra=_cel(
-            ("has(self.image) || has(self.command) || has(self.url)", "needs one of image (cluster), command or url (local)"),
+            (
+                "has(self.image) || has(self.command) || has(self.url)",
+                "needs one of image (cluster), command or url (local)",
+            ),
             ("!(has(self.command) && has(self.url))", "command and url exclude each other"),
         )
     )
@@ -225,11 +224,12 @@ class Stickiness(_Model):
 
 
 class RouteModel(_Model):  # one entry of spec.routing.routes (bakeoff.contracts.resources.Route)
-
     name: str = Field(
         max_length=63,
         pattern=NAME_PATTERN,
-        json_schema_extra=_cel((f"self != '{OTHER_ROUTE}'", f"'{OTHER_ROUTE}' is reserved for requests no route matches")),
+        json_schema_extra=_cel(
+            (f"self != '{OTHER_ROUTE}'", f"'{OTHER_ROUTE}' is reserved for requests no route matches")
+        ),
     )
     match: str = Field(min_length=1, max_length=1024)
 
@@ -255,7 +255,10 @@ class Routing(_Model):
         min_length=1,
         max_length=32,
         json_schema_extra=_cel(
-            ("self.isSorted() && self.all(x, self.exists_one(y, y == x))", "must be strictly increasing, e.g. [0.05, 0.1, 0.2]")
+            (
+                "self.isSorted() && self.all(x, self.exists_one(y, y == x))",
+                "must be strictly increasing, e.g. [0.05, 0.1, 0.2]",
+            )
         ),
     )
     step_interval: Duration = Field("60s", description="Minimum time on a step before the next.")
@@ -296,7 +299,6 @@ _METRIC_RULES: tuple[tuple[str, str, str], ...] = (
 
 
 class Guardrail(_Model):  # spec.judge.guardrails[i]: a metric a candidate must not worsen beyond its tolerance
-
     model_config = ConfigDict(
         json_schema_extra=_cel(
             (
@@ -336,7 +338,6 @@ class Guardrail(_Model):  # spec.judge.guardrails[i]: a metric a candidate must 
 
 
 class Objective(Guardrail):  # spec.judge.objective: the metric a bake-off promotes on (tolerances are refused)
-
     model_config = ConfigDict(
         json_schema_extra={
             "description": "The business metric the bake-off promotes on, and its direction.",
@@ -360,7 +361,6 @@ class Objective(Guardrail):  # spec.judge.objective: the metric a bake-off promo
 
 
 class Judge(_Model):  # spec.judge
-
     model_config = ConfigDict(
         json_schema_extra={
             "description": "The judge config of docs/judge.md.",
@@ -411,9 +411,7 @@ class Promotion(_Model):
 
 class Router(_Model):
     model_config = ConfigDict(
-        json_schema_extra={
-            "description": "Local mode. The in-process router's addresses (port 0 picks a free port)."
-        }
+        json_schema_extra={"description": "Local mode. The in-process router's addresses (port 0 picks a free port)."}
     )
 
     listen: HostPort | None = None  # bakeoff run: 127.0.0.1:8080
@@ -445,7 +443,6 @@ class Load(_Model):
 
 
 class BakeoffSpec(_Model):  # Bakeoff.spec
-
     mainline: Mainline
     routing: Routing = Field(default_factory=Routing)
     judge: Judge

@@ -17,6 +17,7 @@ from typing import Any
 from bakeoff.common.durations import DurationError
 from bakeoff.common.durations import parse_duration as _parse_duration
 from bakeoff.common.yamlfile import read_yaml_documents
+from bakeoff.contracts import schema
 from bakeoff.contracts.resources import API_VERSION
 
 # Default standardised effect sizes (see judge.sequential): the effect, in
@@ -178,7 +179,7 @@ _TOLERANCE_KEYS = {
 def _metric(raw: Any, where: str, role: str) -> MetricSpec:
     if not isinstance(raw, dict):
         raise JudgeConfigError(f"{where} must be a mapping")
-    allowed = {"metric", "kind", "direction", "per", "effectSize", "alphaWeight", *_TOLERANCE_KEYS}
+    allowed = _METRIC_KEYS
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise JudgeConfigError(f"{where}: unknown field {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
@@ -235,18 +236,10 @@ def _metric(raw: Any, where: str, role: str) -> MetricSpec:
     return MetricSpec(name, kind, role, harm, 0.0, False, quantile, per, effect, weight)
 
 
-_JUDGE_KEYS = {
-    "alpha",
-    "control",
-    "minSamples",
-    "maxSamples",
-    "maxDuration",
-    "guardrails",
-    "objective",
-    "candidates",
-    "source",
-    "interval",
-}
+# The fields of spec.judge and of one metric in it: the models of bakeoff.contracts.schema (the CRD's source).
+_JUDGE_KEYS = schema.Judge.keys()
+_METRIC_KEYS = schema.Guardrail.keys() | schema.Objective.keys()
+assert set(_TOLERANCE_KEYS) <= _METRIC_KEYS
 
 
 def config_from_dict(raw: Any, origin: str = "judge config") -> JudgeConfig:
