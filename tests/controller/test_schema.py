@@ -46,7 +46,10 @@ def test_a_hand_edit_of_a_chart_crd_is_caught(tmp_path):
     assert "maxItems: 16" in text
     path.write_text(text.replace("maxItems: 16", "maxItems: 17", 1))
     out = subprocess.run(
-        [sys.executable, str(GEN), "--check", "--out", str(tmp_path / "crds")], capture_output=True, text=True, timeout=120
+        [sys.executable, str(GEN), "--check", "--out", str(tmp_path / "crds")],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 1, out.stdout + out.stderr
     assert "bakeoffs.yaml" in out.stderr and "run scripts/gen-crds.py" in out.stderr, out.stderr
@@ -117,14 +120,22 @@ READER_PATHS = [
     ("", lambda: [_bakeoff(zzz=1), VARIANT], "bakeoffs"),
     ("mainline", lambda: [_bakeoff(mainline__zzz=1), VARIANT], "bakeoffs"),
     ("routing", lambda: [_bakeoff(routing__zzz=1), VARIANT], "bakeoffs"),
-    ("routing.routes[]", lambda: [_bakeoff(routing__routes=[{"name": "a", "match": "/", "zzz": 1}]), VARIANT], "bakeoffs"),
+    (
+        "routing.routes[]",
+        lambda: [_bakeoff(routing__routes=[{"name": "a", "match": "/", "zzz": 1}]), VARIANT],
+        "bakeoffs",
+    ),
     ("promotion", lambda: [_bakeoff(promotion__zzz=1), VARIANT], "bakeoffs"),
     ("router", lambda: [_bakeoff(router__zzz=1), VARIANT], "bakeoffs"),
     ("load", lambda: [_bakeoff(load__zzz=1), VARIANT], "bakeoffs"),
     ("load.requests[]", lambda: [_bakeoff(load__requests=[{"path": "/", "zzz": 1}]), VARIANT], "bakeoffs"),
     ("", lambda: [_bakeoff(), {**VARIANT, "spec": {**VARIANT["spec"], "zzz": 1}}], "variants"),
     ("change", lambda: [_bakeoff(), {**VARIANT, "spec": {**VARIANT["spec"], "change": {"zzz": 1}}}], "variants"),
-    ("gate", lambda: [_bakeoff(), {**VARIANT, "spec": {**VARIANT["spec"], "gate": {"sarif": "r", "zzz": 1}}}], "variants"),
+    (
+        "gate",
+        lambda: [_bakeoff(), {**VARIANT, "spec": {**VARIANT["spec"], "gate": {"sarif": "r", "zzz": 1}}}],
+        "variants",
+    ),
 ]
 
 

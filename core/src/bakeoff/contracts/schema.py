@@ -238,9 +238,14 @@ class Routing(_Model):
     model_config = ConfigDict(json_schema_extra={"default": {}})
 
     stickiness: Stickiness | None = Field(
-        {"header": DEFAULT_STICKY_HEADER},
+        Stickiness.model_validate({"header": DEFAULT_STICKY_HEADER}),
         description="{header: NAME} or {cookie: NAME}; null for none.",
-        json_schema_extra={"nullable": True, "minProperties": 1, "maxProperties": 1},
+        json_schema_extra={
+            "default": {"header": DEFAULT_STICKY_HEADER},  # as written in a document (no "cookie": null)
+            "nullable": True,
+            "minProperties": 1,
+            "maxProperties": 1,
+        },
     )
     max_candidate_share: float = Field(
         0.5,
@@ -444,9 +449,9 @@ class Load(_Model):
 
 class BakeoffSpec(_Model):  # Bakeoff.spec
     mainline: Mainline
-    routing: Routing = Field(default_factory=Routing)
+    routing: Routing = Field(default_factory=lambda: Routing.model_validate({}))
     judge: Judge
-    promotion: Promotion = Field(default_factory=Promotion)
+    promotion: Promotion = Field(default_factory=lambda: Promotion.model_validate({}))
     router: Router | None = None
     load: Load | None = None
 
