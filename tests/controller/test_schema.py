@@ -179,3 +179,25 @@ def test_shared_constants_are_defined_once():
     assert at(spec, "routing.stickiness.header")["pattern"] == contracts.HEADER_PATTERN
     assert at(spec, "routing.stickiness")["default"] == {"header": contracts.DEFAULT_STICKY_HEADER}
     assert at(spec, "routing.routes")["maxItems"] == MAX_ROUTES
+
+
+def test_the_readers_defaults_are_the_defaults_the_api_server_fills_in():
+    from bakeoff.common.durations import parse_duration
+
+    gated = {**VARIANT, "spec": {**VARIANT["spec"], "gate": {"sarif": "r.sarif"}}}
+    res = parse_documents([_bakeoff(), gated], "x.yaml")
+    b, v = res.bakeoff, res.variants[0]
+    spec, vspec = spec_schema("bakeoffs"), spec_schema("variants")
+    assert b.mainline_name == at(spec, "mainline.name")["default"]
+    assert b.mainline.health_path == at(spec, "mainline.healthPath")["default"] == at(vspec, "healthPath")["default"]
+    assert v.workload.health_path == at(vspec, "healthPath")["default"]
+    assert {"header": b.routing.sticky_header} == at(spec, "routing.stickiness")["default"]
+    assert b.routing.max_candidate_share == at(spec, "routing.maxCandidateShare")["default"]
+    assert list(b.routing.steps) == at(spec, "routing.steps")["default"]
+    assert b.routing.step_interval == parse_duration(at(spec, "routing.stepInterval")["default"], "x")
+    assert b.routing.allocation == at(spec, "routing.allocation")["default"]
+    assert b.judge.alpha == at(spec, "judge.alpha")["default"]
+    assert b.judge.min_samples == at(spec, "judge.minSamples")["default"]
+    assert b.look_interval == parse_duration(at(spec, "judge.interval")["default"], "x")
+    assert b.promotion == at(spec, "promotion.mode")["default"]
+    assert v.gate is not None and v.gate.max_severity == at(vspec, "gate.maxSeverity")["default"]

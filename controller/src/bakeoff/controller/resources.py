@@ -45,7 +45,7 @@ class Workload:
     port: int | None = None  # cluster: the port the pods listen on (None: from the pod template)
     container: str | None = None  # cluster: the container a candidate's image replaces (None: the first)
     replicas: int = 1  # cluster: a candidate's pods while it serves
-    health_path: str = "/healthz"
+    health_path: str = schema.default(schema.Workload, "health_path")
     env: tuple[tuple[str, str], ...] = ()
     working_dir: str | None = None
     start_timeout: float = 30.0
@@ -54,7 +54,7 @@ class Workload:
 @dataclass(frozen=True)
 class Gate:
     sarif: str
-    max_severity: str = "warning"
+    max_severity: str = schema.default(schema.Gate, "max_severity")
 
 
 @dataclass(frozen=True)
@@ -75,10 +75,10 @@ class VariantResource:
 class Routing:
     sticky_header: str | None = DEFAULT_STICKY_HEADER
     sticky_cookie: str | None = None
-    max_candidate_share: float = 0.5
+    max_candidate_share: float = schema.default(schema.Routing, "max_candidate_share")
     steps: tuple[float, ...] = DEFAULT_STEPS
-    step_interval: float = 60.0
-    allocation: str = "fixed"
+    step_interval: float = parse_duration(schema.default(schema.Routing, "step_interval"), "stepInterval")
+    allocation: str = schema.default(schema.Routing, "allocation")
     routes: tuple[Route, ...] = ()  # per-route statistics (docs/resources.md); empty: none
     no_data_timeout: float = 300.0  # no new judged request of a candidate for this long: rolled back
 
@@ -88,7 +88,7 @@ class LoadRequest:
     """One kind of request the built-in load generator sends (``spec.load.requests[i]``)."""
 
     path: str
-    method: str = "GET"
+    method: str = schema.default(schema.LoadRequest, "method")
     weight: float = 1.0
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes | None = None
@@ -103,8 +103,10 @@ class LoadSpec:
     shoppers of examples/shop) says what the load is.
     """
 
-    users: int = 16
-    think: float = 0.05  # mean seconds between one user's requests
+    users: int = schema.default(schema.Load, "users")
+    think: float = parse_duration(
+        schema.default(schema.Load, "think"), "think"
+    )  # mean seconds between one user's requests
     requests: tuple[LoadRequest, ...] = ()
     locustfile: str | None = None
     shoppers: bool = False
@@ -118,10 +120,10 @@ class BakeoffResource:
     routing: Routing
     judge: JudgeConfig
     judge_raw: dict[str, Any]
-    promotion: str = "auto"  # auto | manual | whenNoRegression
+    promotion: str = schema.default(schema.Promotion, "mode")  # auto | manual | whenNoRegression
     listen: str = "127.0.0.1:8080"
     admin: str = "127.0.0.1:8081"
-    look_interval: float = 1.0
+    look_interval: float = parse_duration(schema.default(schema.Judge, "interval"), "interval")
     source: str | None = None  # cluster: where the judge's figures come from (spec.judge.source)
     load: LoadSpec | None = None  # local: the load bakeoff run drives (spec.load)
 
@@ -169,8 +171,9 @@ def _cluster_fields(doc: _Doc, spec: dict, p: str, kw: dict[str, Any]) -> None:
             if not isinstance(spec[key], str) or not spec[key]:
                 raise doc.error(f"{p}{key}", f"must be a non-empty string, got {spec[key]!r}")
             kw[attr] = spec[key]
-    for key, lo, hi in (("port", 1, 65535), ("replicas", 1, 1000)):
+    for key, model in (("port", schema.Mainline), ("replicas", schema.VariantSpec)):
         if spec.get(key) is not None:
+            lo, hi = schema.bounds(model, key)
             v = spec[key]
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise doc.error(f"{p}{key}", f"must be a whole number from {lo} to {hi}, got {v!r}")
@@ -212,7 +215,7 @@ def _workload(doc: _Doc, spec: dict, where: str, platform: str = "local") -> Wor
         if url.startswith("https://"):
             raise doc.error(f"{p}url", "must be plain http (the router speaks HTTP/1.1 to upstreams)")
         kw["url"] = url.rstrip("/")
-    hp = spec.get("healthPath", "/healthz")
+    hp = spec.get("healthPath", Workload.health_path)
     if not isinstance(hp, str) or not hp.startswith("/"):
         raise doc.error(f"{p}healthPath", f"must be a path starting with '/', got {hp!r}")
     kw["health_path"] = hp
@@ -258,7 +261,7 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
     spec = _mapping(doc, d.get("spec"), "spec", schema.BakeoffSpec.keys(), required=True)
     name = d["metadata"]["name"]
     main = _mapping(doc, spec.get("mainline"), "spec.mainline", _MAINLINE_KEYS, required=True)
-    mname = main.get("name", "mainline")
+    mname = main.get("name", schema.default(schema.Mainline, "name"))
     if not isinstance(mname, str) or not NAME_RE.match(mname):
         raise doc.error("spec.mainline.name", f"must be lower-case letters, digits, '-', '_' or '.'; got {mname!r}")
     mainline = _workload(doc, main, "spec.mainline", platform)
@@ -321,7 +324,7 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
             "spec.judge.control", f"must be the mainline's name {mname!r} (or omitted), got {jraw['control']!r}"
         )
     jraw["control"] = mname
-    look_interval = 1.0
+    look_interval = BakeoffResource.look_interval
     if "interval" in jraw:
         look_interval = _duration(doc, jraw["interval"], "spec.judge.interval")
     jraw.pop("interval", None)
@@ -343,7 +346,7 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
         if isinstance(raw_promo, str)
         else _mapping(doc, raw_promo, "spec.promotion", schema.Promotion.keys())
     )
-    mode = promo.get("mode", "auto")
+    mode = promo.get("mode", BakeoffResource.promotion)
     if mode not in PROMOTION_MODES:
         raise doc.error("spec.promotion.mode", f"must be one of {', '.join(PROMOTION_MODES)}, got {mode!r}")
     if judge.objective is None and mode != "whenNoRegression":
@@ -412,8 +415,9 @@ def _load(doc: _Doc, value: Any) -> LoadSpec:
     kw: dict[str, Any] = {}
     if "users" in ld:
         u = ld["users"]
-        if isinstance(u, bool) or not isinstance(u, int) or not 1 <= u <= 10000:
-            raise doc.error("spec.load.users", f"must be a whole number from 1 to 10000, got {u!r}")
+        lo, hi = schema.bounds(schema.Load, "users")
+        if isinstance(u, bool) or not isinstance(u, int) or not lo <= u <= hi:
+            raise doc.error("spec.load.users", f"must be a whole number from {lo} to {hi}, got {u!r}")
         kw["users"] = u
     if "think" in ld:
         kw["think"] = _duration(doc, ld["think"], "spec.load.think")
@@ -449,7 +453,7 @@ def _load_requests(doc: _Doc, value: Any) -> tuple[LoadRequest, ...]:
         path = m.get("path")
         if not isinstance(path, str) or not path.startswith("/") or any(c.isspace() for c in path):
             raise doc.error(f"{w}.path", f"must be a path starting with '/' (a query string may follow), got {path!r}")
-        method = m.get("method", "GET")
+        method = m.get("method", LoadRequest.method)
         if not isinstance(method, str) or method.upper() not in HTTP_METHODS:
             raise doc.error(f"{w}.method", f"must be one of {', '.join(HTTP_METHODS)}, got {method!r}")
         weight = m.get("weight", 1)
@@ -501,7 +505,7 @@ def _variant(doc: _Doc, d: dict, index: int, platform: str = "local") -> Variant
         g = _mapping(doc, spec["gate"], "spec.gate", schema.Gate.keys())
         if not isinstance(g.get("sarif"), str) or not g["sarif"]:
             raise doc.error("spec.gate.sarif", "must be the path of a SARIF file")
-        sev = g.get("maxSeverity", "warning")
+        sev = g.get("maxSeverity", Gate.max_severity)
         if sev not in SARIF_LEVELS:
             raise doc.error("spec.gate.maxSeverity", f"must be one of {', '.join(SARIF_LEVELS)}, got {sev!r}")
         gate = Gate(g["sarif"], sev)

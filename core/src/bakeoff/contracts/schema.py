@@ -513,3 +513,23 @@ def _k8s(node: Any, defs: dict[str, Any]) -> Any:
         out.pop("type", None)
     first = ("type", "description", "required", "default")  # the order a reader of the YAML looks in
     return {**{k: out[k] for k in first if k in out}, **{k: v for k, v in out.items() if k not in first}}
+
+
+# ---------------------------------------------------------------- what the readers take from the models
+
+
+def default(model: type[BaseModel], name: str) -> Any:
+    """A field's default as written in a document (a duration stays a string such as "60s")."""
+    value = model.model_fields[name].default
+    return value.model_dump(exclude_none=True) if isinstance(value, BaseModel) else value
+
+
+def bounds(model: type[BaseModel], name: str) -> tuple[int, int]:
+    """The inclusive range (ge, le) of a whole-number field."""
+    lo = hi = None
+    for m in model.model_fields[name].metadata:
+        lo = getattr(m, "ge", lo)
+        hi = getattr(m, "le", hi)
+    if lo is None or hi is None:
+        raise ValueError(f"{model.__name__}.{name} has no inclusive range")
+    return lo, hi

@@ -72,8 +72,8 @@ class MetricSpec:
 @dataclass(frozen=True)
 class JudgeConfig:
     control: str = "mainline"
-    alpha: float = 0.05
-    min_samples: int = 500
+    alpha: float = schema.default(schema.Judge, "alpha")
+    min_samples: int = schema.default(schema.Judge, "min_samples")
     max_samples: int | None = None
     max_duration: float | None = None  # seconds
     guardrails: tuple[MetricSpec, ...] = ()
@@ -276,7 +276,7 @@ def config_from_dict(raw: Any, origin: str = "judge config") -> JudgeConfig:
     def f(key: str) -> str:
         return f"{origin}: {prefix}{key}"
 
-    alpha = 0.05
+    alpha = JudgeConfig.alpha
     if "alpha" in raw:
         a = raw["alpha"]
         if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a < 1:
@@ -285,7 +285,7 @@ def config_from_dict(raw: Any, origin: str = "judge config") -> JudgeConfig:
     control = raw.get("control", "mainline")
     if not isinstance(control, str) or not control:
         raise JudgeConfigError(f"{f('control')} must be the name of the control variant")
-    min_samples = 500
+    min_samples = JudgeConfig.min_samples
     if "minSamples" in raw:
         v = raw["minSamples"]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
