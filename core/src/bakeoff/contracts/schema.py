@@ -20,7 +20,7 @@ server gets.
 from __future__ import annotations
 
 import copy
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
@@ -28,11 +28,14 @@ from pydantic.alias_generators import to_camel
 from bakeoff.contracts.resources import DEFAULT_STICKY_HEADER, HEADER_PATTERN, NAME_PATTERN
 from bakeoff.contracts.snapshot import MAX_ROUTES, OTHER_ROUTE
 
-SARIF_LEVELS = ("none", "note", "warning", "error")  # ascending severity
+SarifLevel = Literal["none", "note", "warning", "error"]  # ascending severity
 # auto: promote the candidate the judge finds better on the objective; manual: the same after an
 # approval; whenNoRegression: promote a candidate within tolerance on every guardrail (a canary).
-PROMOTION_MODES = ("auto", "manual", "whenNoRegression")
-HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+PromotionMode = Literal["auto", "manual", "whenNoRegression"]
+HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+SARIF_LEVELS: tuple[str, ...] = get_args(SarifLevel)
+PROMOTION_MODES: tuple[str, ...] = get_args(PromotionMode)
+HTTP_METHODS: tuple[str, ...] = get_args(HttpMethod)
 DEFAULT_STEPS = (0.05, 0.1, 0.2)
 
 _DURATION_RULE = (
@@ -182,7 +185,7 @@ class Gate(_Model):
     )
 
     sarif: str = Field(description="Path (or reference) of a SARIF report.", min_length=1, max_length=4096)
-    max_severity: Literal["none", "note", "warning", "error"] = "warning"
+    max_severity: SarifLevel = "warning"
 
 
 class VariantSpec(Workload):  # Variant.spec
@@ -407,7 +410,7 @@ class Judge(_Model):  # spec.judge
 class Promotion(_Model):
     model_config = ConfigDict(json_schema_extra={"default": {}})
 
-    mode: Literal["auto", "manual", "whenNoRegression"] = Field(
+    mode: PromotionMode = Field(
         "auto",
         description="auto; manual (a winner waits for approval; phase AwaitingApproval); whenNoRegression"
         " (promote a candidate within tolerance on every guardrail, a canary).",
@@ -425,7 +428,7 @@ class Router(_Model):
 
 class LoadRequest(_Model):
     path: str = Field(description="Starts with '/'; a query string may follow.", max_length=4096, pattern="^/")
-    method: Literal[HTTP_METHODS] = "GET"  # type: ignore[valid-type]
+    method: HttpMethod = "GET"
     weight: float = Field(1.0, gt=0)
     headers: dict[str, str] | None = None
     body: str | None = None
