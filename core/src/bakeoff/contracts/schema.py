@@ -90,7 +90,8 @@ def _cel(*rules: tuple[str, str] | tuple[str, str, str]) -> dict[str, Any]:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    # defer_build: the readers use only the fields; the validators are built when the CRDs are generated.
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", defer_build=True)
 
     @classmethod
     def keys(cls) -> frozenset[str]:
@@ -241,7 +242,7 @@ class Routing(_Model):
     model_config = ConfigDict(json_schema_extra={"default": {}})
 
     stickiness: Stickiness | None = Field(
-        Stickiness.model_validate({"header": DEFAULT_STICKY_HEADER}),
+        default_factory=lambda: Stickiness.model_construct(header=DEFAULT_STICKY_HEADER),
         description="{header: NAME} or {cookie: NAME}; null for none.",
         json_schema_extra={
             "default": {"header": DEFAULT_STICKY_HEADER},  # as written in a document (no "cookie": null)
@@ -452,9 +453,9 @@ class Load(_Model):
 
 class BakeoffSpec(_Model):  # Bakeoff.spec
     mainline: Mainline
-    routing: Routing = Field(default_factory=lambda: Routing.model_validate({}))
+    routing: Routing = Field(default_factory=lambda: Routing.model_construct())
     judge: Judge
-    promotion: Promotion = Field(default_factory=lambda: Promotion.model_validate({}))
+    promotion: Promotion = Field(default_factory=lambda: Promotion.model_construct())
     router: Router | None = None
     load: Load | None = None
 
