@@ -112,6 +112,19 @@ def test_shop_example_is_accepted_with_defaults(custom):
     assert res.bakeoff.routing.steps == (0.1, 0.2) and len(res.variants) == 4
 
 
+def test_shop_example_is_accepted_under_strict_field_validation(custom):
+    """kubectl apply's default (--validate=strict) refuses a field the CRD does not declare: every field
+    bakeoff run reads (spec.load too) is declared, since both come from bakeoff.contracts.schema."""
+    for doc in shop_documents():
+        doc["metadata"]["name"] += "-strict"
+        if doc["kind"] == "Variant":
+            doc["spec"]["bakeoff"] += "-strict"
+        custom.create_namespaced_custom_object(GROUP, VERSION, NS, plural(doc), doc, field_validation="Strict")
+    b = get(custom, "bakeoffs", "shop-strict")["spec"]
+    assert b["load"] == {"users": 32, "think": "100ms", "shoppers": True}  # kept, not pruned
+    assert b["router"] == {"listen": "127.0.0.1:0", "admin": "127.0.0.1:0"}
+
+
 def test_cluster_bakeoff_gets_defaults(custom):
     create(custom, minimal_bakeoff("defaults"))
     create(custom, minimal_variant("defaults-a", "defaults"))
