@@ -46,14 +46,14 @@ import structlog
 from bakeoff.common.watch import WatchCache
 from bakeoff.common.watch import short_error as _short_error
 from bakeoff.contracts.resources import BAKEOFF_PLURAL as PLURAL
-from bakeoff.contracts.resources import GROUP, VERSION
+from bakeoff.contracts.resources import DEFAULT_STICKY_HEADER, GROUP, VERSION
 from bakeoff.router.config import HEADER_RE, NAME_RE, ConfigError, RouteSpec, VariantSpec, parse_routes
 
 log = structlog.get_logger("bakeoff.router")
 
 SERVICE_LABEL = "kubernetes.io/service-name"
 # The CRD's default for spec.routing.stickiness.
-DEFAULT_STICKINESS: tuple[str, str] = ("header", "X-User-Id")
+DEFAULT_STICKINESS: tuple[str, str] = ("header", DEFAULT_STICKY_HEADER)
 
 Stickiness = tuple[str, str] | None  # ("header" | "cookie", name) or None
 
