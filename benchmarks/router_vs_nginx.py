@@ -254,6 +254,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
 
 
+def descendants(pid: int) -> list[int]:
+    """The live child processes of a process, and theirs (a router's --workers)."""
+    try:
+        kids = [int(k) for k in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return [p for k in kids for p in (k, *descendants(k))]
+
+
 def nginx_worker_pid(master: int) -> int:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -338,12 +347,12 @@ def proxy_nginx_conf(d: Path, port: int, upstream_ports: list[int], user: str) -
     return NGINX_COMMON.format(dir=d, user=user, body="\n".join(body))
 
 
-def router_conf(port: int, admin: int, upstream_ports: list[int]) -> str:
+def router_conf(port: int, admin: int, upstream_ports: list[int], workers: int = 1) -> str:
     lines = [
         f"listen: 127.0.0.1:{port}",
         f"admin: 127.0.0.1:{admin}",
         "token: bench-token",
-        "workers: 1",
+        f"workers: {workers}",
         "stickiness: {header: X-User-Id}",
         "override: {enabled: true, header: X-Bakeoff-Variant}",
         "exposeVariant: true",
@@ -460,7 +469,8 @@ class Wrk:
         return total
 
     def run(self, target: str, kind: str, url: str, threads: int, conns: int, seconds: float,
-            pid: int | None = None, pin: bool = False) -> WrkResult:  # fmt: skip
+            pid: int | list[int] | None = None, pin: bool = False) -> WrkResult:  # fmt: skip
+        tree = [pid] if isinstance(pid, int) else pid or []  # a router with --workers: its workers too
         self.children.check()
         cpus = sorted(os.sched_getaffinity(0))
         if pin and len(cpus) >= 2:
@@ -473,7 +483,7 @@ class Wrk:
             preexec = _die_with_parent
         argv = [TOOLS["wrk"], f"-t{threads}", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--latency",
                 "--timeout", "5s", "-s", str(LUA), url]  # fmt: skip
-        cpu0 = cpu_seconds(pid) if pid else 0.0
+        cpu0 = sum(cpu_seconds(p) for p in tree)
         own0, (busy0, steal0, softirq0), t0 = self._own_cpu(), machine_times(), time.monotonic()
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.proc = subprocess.Popen(
@@ -493,7 +503,7 @@ class Wrk:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         rc, self.proc = self.proc.returncode, None
-        cpu = (cpu_seconds(pid) - cpu0) if pid else 0.0
+        cpu = sum(cpu_seconds(p) for p in tree) - cpu0
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk's own CPU, now that it has been waited for
         wrk_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
         elapsed = time.monotonic() - t0
@@ -702,11 +712,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         # routers: "router", then each --router LABEL=ENV (e.g. the pure-Python build) side by side
         urls = {"direct": f"http://127.0.0.1:{upstream_ports[0]}/", "nginx": f"http://127.0.0.1:{nginx_port}/"}
-        pids: dict[str, int | None] = {"direct": None, "nginx": ngx_worker}
+        pids: dict[str, int | list[int] | None] = {"direct": None, "nginx": ngx_worker}
         for i, label in enumerate(ROUTERS):
             port, admin = up_ports[4 + 2 * i], up_ports[5 + 2 * i]
             rconf = tmp / f"{label}.yaml"
-            rconf.write_text(router_conf(port, admin, upstream_ports))
+            workers = int(args.router_env[label].get("WORKERS", "1"))
+            rconf.write_text(router_conf(port, admin, upstream_ports, workers))
             argv = router_command(rconf)
             env = dict(os.environ, PYTHONUNBUFFERED="1", **args.router_env[label])
             env.setdefault("BAKEOFF_LOG_LEVEL", "info")
@@ -722,14 +733,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     raise BenchError(f"{label} /-/readyz is not 200 after 20s")
                 time.sleep(0.1)
             urls[label] = f"http://127.0.0.1:{port}/"
-            pids[label] = router.proc.pid
+            pids[label] = [router.proc.pid, *descendants(router.proc.pid)]
             out(f"{label}: pid {router.proc.pid} port {port} admin {admin}; {hot}"
                 + (f" (env {' '.join(f'{k}={v}' for k, v in args.router_env[label].items())})"
                    if args.router_env[label] else ""))  # fmt: skip
-        rpid = pids["router"]
-        assert rpid is not None
+        rpid = children.children[-len(ROUTERS)].proc.pid  # "router", the first
         rss_idle = rss_mb(rpid)
-        wrk.own_pids = [nginx_worker_pid(ups.proc.pid), ngx_worker, *(pids[r] for r in ROUTERS)]  # type: ignore[misc]
+        wrk.own_pids = [nginx_worker_pid(ups.proc.pid), ngx_worker, *(p for r in ROUTERS for p in pids[r])]  # type: ignore[union-attr]
         out(f"processes: upstream nginx pid {ups.proc.pid} ports {upstream_ports}; nginx pid {ngx.proc.pid} "
             f"(worker {ngx_worker}) port {nginx_port}; router command: {' '.join(argv[1:4])} ...")  # fmt: skip
 
@@ -913,9 +923,13 @@ def summarise(args, results, rss_idle, rss_before, rss_rounds, rss_after, rss_pe
         out(fmt_spread(f"cpu per request ratio {who}", ratios["cpu_ratio"][r], ".2f", " (goal <= 1.5)"))
         out(fmt_spread(f"added p50 ratio {who}", ratios["added_ratio"][r], ".2f",
                        f" (target <= 1.5: {'met' if ar <= 1.5 else 'NOT met'})"))  # fmt: skip
+    vs_router: dict[str, dict[str, list[float]]] = {}
     for r in ROUTERS[1:]:
-        both = [a / b for a, b in zip(ratios["cpu_ratio"][r], ratios["cpu_ratio"]["router"]) if b == b and b]
-        out(fmt_spread(f"cpu per request {r}/router", both, ".2f"))
+        cpu_vs = [a / b for a, b in zip(ratios["cpu_ratio"][r], ratios["cpu_ratio"]["router"]) if b == b and b]
+        rps_vs = [pr["rps"][r] / pr["rps"]["router"] for pr in per_round if pr["rps"]["router"]]
+        vs_router[r] = {"cpu": cpu_vs, "rps": rps_vs}
+        out(fmt_spread(f"cpu per request {r}/router", cpu_vs, ".2f"))
+        out(fmt_spread(f"rps {r}/router", rps_vs, ".3f"))
     neg = [i + 1 for i, pr in enumerate(per_round) if any(pr["added"][t] < 0 for t in TARGETS if t != "direct")]
     if neg:
         out(f"note: a proxy's p50 at -c1 came out below the direct upstream's in round(s) {neg}: the added p50 is "
@@ -964,6 +978,15 @@ def summarise(args, results, rss_idle, rss_before, rss_rounds, rss_after, rss_pe
             "added_p50_ratio": rounded_spread(ratios["added_ratio"][r], 3),
             "cpu_per_req_ratio": rounded_spread(ratios["cpu_ratio"][r], 3),
             "wrk_errors": errors[r][0] + errors[r][1],
+            "workers": int(args.router_env[r].get("WORKERS", "1")),
+            **(
+                {
+                    "rps_vs_router": rounded_spread(vs_router[r]["rps"], 3),
+                    "cpu_per_req_vs_router": rounded_spread(vs_router[r]["cpu"], 3),
+                }
+                if r in vs_router
+                else {}
+            ),
         }
 
     return {
@@ -996,6 +1019,11 @@ def summarise(args, results, rss_idle, rss_before, rss_rounds, rss_after, rss_pe
         "cpu_per_req_ratio_rounds": [round(x, 3) for x in ratios["cpu_ratio"]["router"]],
         "spread": {k: rounded_spread(ratios[k]["router"], 4) for k in ("rps_ratio", "added_ratio", "cpu_ratio")},
         "routers": {r: router_figures(r) for r in ROUTERS},
+        "workers_scaling": {
+            r: rounded_spread(vs_router[r]["rps"], 3)
+            for r in ROUTERS[1:]
+            if int(args.router_env[r].get("WORKERS", "1")) > 1
+        },  # fmt: skip
         "rounds": len(per_round),
         "quick": bool(args.quick),
         "soak": soak_log,
@@ -1035,12 +1063,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument("--compare-pure", action="store_true",
                    help="the same as --router pure=BAKEOFF_PURE_PYTHON=1")  # fmt: skip
+    p.add_argument("--workers-scaling", action="store_true",
+                   help="the same as --router w2=WORKERS=2: a router with 2 workers beside the 1-worker one")  # fmt: skip
     a = p.parse_args(argv)
     a.rounds = a.rounds or (1 if a.quick else int(env.get("ROUNDS", "5")))
     a.duration = a.duration or (1.0 if a.quick else 4.0)
     a.latency_duration = a.latency_duration or (1.0 if a.quick else 4.0)
     a.router_env = {"router": {}}
-    specs = [*a.router, *(["pure=BAKEOFF_PURE_PYTHON=1"] if a.compare_pure else [])]
+    specs = [*a.router, *(["pure=BAKEOFF_PURE_PYTHON=1"] if a.compare_pure else []),
+             *(["w2=WORKERS=2"] if a.workers_scaling else [])]  # fmt: skip
     for spec in specs:
         label, _, rest = spec.partition("=")
         if not re.fullmatch(r"[a-z][a-z0-9_-]{0,15}", label) or label in ("router", "direct", "nginx"):
@@ -1053,6 +1084,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             if not eq or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
                 p.error(f"--router {spec!r}: {item!r} is not VAR=VALUE")
             env_vars[k] = v
+        if not env_vars.get("WORKERS", "1").isdigit() or int(env_vars.get("WORKERS", "1")) < 1:
+            p.error(f"--router {spec!r}: WORKERS must be a whole number of processes, at least 1")
         a.router_env[label] = env_vars
     a.warmup = a.warmup or (1.0 if a.quick else 2.0)
     if a.rounds < 1:

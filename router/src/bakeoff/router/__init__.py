@@ -65,7 +65,9 @@ class _SourceFinder:
     def __init__(self, names: tuple[str, ...]) -> None:
         self.names = {f"{__name__}.{n}": n for n in names}
 
-    def find_spec(self, fullname: str, path: object = None, target: object = None) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
         short = self.names.get(fullname)
         if short is None:
             return None
