@@ -34,12 +34,17 @@ def _extension(name: str) -> Path | None:
     return None
 
 
+# An installer writes a wheel's files one after the other, so a source may be
+# a moment newer than its extension; an edit comes later than this.
+_STALE_AFTER_SECONDS = 2.0
+
+
 def _stale() -> list[str]:
-    """Hot modules whose source is newer than their compiled extension."""
+    """Hot modules whose source is newer than their compiled extension (edited since the build)."""
     stale = []
     for name in HOT_MODULES:
         ext = _extension(name)
-        if ext is not None and (_HERE / f"{name}.py").stat().st_mtime > ext.stat().st_mtime:
+        if ext is not None and (_HERE / f"{name}.py").stat().st_mtime > ext.stat().st_mtime + _STALE_AFTER_SECONDS:
             stale.append(name)
     return stale
 
