@@ -115,10 +115,18 @@ def test_wheel_carries_the_compiled_hot_path_and_says_so(installed, shadowing_cw
 @pytest.mark.slow
 def test_without_a_c_compiler_the_wheel_is_pure_python_and_says_so(tmp_path, shadowing_cwd):
     """A machine whose C compiler fails: the build says so and goes on; the CLI names the fallback."""
+    # A clean copy of the sources: a checkout's build/ folder would hand setuptools objects compiled before.
+    src = tmp_path / "src"
+    skip = shutil.ignore_patterns("__pycache__", "*.so", "*.egg-info", "build")
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE", "constraints.txt"):
+        shutil.copy2(ROOT / name, src / name)
+    for name in ("core", "router", "judge", "controller", "examples"):
+        shutil.copytree(ROOT / name, src / name, symlinks=True, ignore=skip)
     dist = tmp_path / "dist"
     env = dict(os.environ, CC="false", LDSHARED="false")  # every compile and link exits 1
     r = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w", str(dist), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w", str(dist), str(src)],
         capture_output=True, text=True, timeout=1200, env=env,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
