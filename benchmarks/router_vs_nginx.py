@@ -830,7 +830,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def spread(xs: list[float]) -> dict[str, float]:
-    """Median, min, max and interquartile range (quartiles by the inclusive method) of per-round figures."""
+    """Median, min, max and interquartile range of per-round figures.
+
+    The quartiles are linear interpolation between order statistics
+    (``statistics.quantiles(method="inclusive")``): definition 7 of "Sample
+    Quantiles in Statistical Packages", The American Statistician 50(4), 1996.
+    """
     xs = [x for x in xs if x == x]
     if not xs:
         return {"median": float("nan"), "min": float("nan"), "max": float("nan"), "q1": float("nan"),
