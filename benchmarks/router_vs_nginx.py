@@ -35,11 +35,14 @@ child of this script, all stopped at the end, on Ctrl-C, SIGTERM or an error):
   ``X-User-Id`` drawn at random from 10,000 ids per thread, so the sticky key
   changes all the time.
 
-Each round drives, in turn, one upstream directly, nginx, then the router:
-``wrk -t2 -c64`` for throughput (requests/s) and ``wrk -t1 -c1`` for latency
-(p50).  "Added p50" is a proxy's p50 at -c1 minus the direct upstream's p50 in
-the same round.  Ratios (router / nginx) are computed per round and the
-medians reported.  The last line of output is one JSON object.
+Each round drives every target -- one upstream directly, nginx, the router
+and any routers added with ``--router``/``--compare-pure``/``--workers-scaling``
+-- with ``wrk -t2 -c64`` for throughput (requests/s), then every target with
+``wrk -t1 -c1`` for latency (p50), in an order that turns by one each round.
+"Added p50" is a proxy's p50 at -c1 minus the direct upstream's p50 in the
+same round.  Ratios (router / nginx: throughput, added p50, CPU per request)
+are computed per round and reported as median, min-max and IQR.  The last
+line of output is one JSON object.
 
 Also reported: the router's RSS (VmRSS from /proc) when idle, after warm-up
 and at the end, its peak (VmHWM); CPU time per request and CPU use (% of one
