@@ -140,7 +140,7 @@ def submit_variant(cluster: kube.Cluster, variant: dict[str, Any], dry_run: bool
         )
     except ApiException as e:
         if e.status == 409:
-            from bakeoff.controller.kube.operator import earlier_round
+            from bakeoff.controller.kube.admit import earlier_round
 
             try:
                 existing = custom_api(cluster).get_namespaced_custom_object(
