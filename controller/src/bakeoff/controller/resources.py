@@ -13,6 +13,7 @@ See docs/resources.md for the whole schema.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections.abc import Collection
@@ -514,6 +515,54 @@ def _variant(doc: _Doc, d: dict, index: int, platform: str = "local") -> Variant
     )
 
 
+def _document(d: Any, i: int, origin: str) -> tuple[_Doc, str, str]:
+    """What every document must have (a mapping, apiVersion, kind, metadata.name): its messages, kind and name."""
+    kind = d.get("kind") if isinstance(d, dict) else None
+    meta = d.get("metadata") if isinstance(d, dict) else None
+    name = meta.get("name") if isinstance(meta, dict) else None
+    doc = _Doc(origin, i, kind, name)
+    if not isinstance(d, dict):
+        raise doc.error("", "must be a mapping with apiVersion, kind, metadata and spec")
+    for key in d:
+        if key not in ("apiVersion", "kind", "metadata", "spec", "status"):
+            raise doc.error(key, "is not a known field (known: apiVersion, kind, metadata, spec, status)")
+    if d.get("apiVersion") != API_VERSION:
+        raise doc.error("apiVersion", f"must be {API_VERSION!r}, got {d.get('apiVersion')!r}")
+    if kind not in ("Bakeoff", "Variant"):
+        raise doc.error("kind", f"must be Bakeoff or Variant, got {kind!r}")
+    if not isinstance(meta, dict):
+        raise doc.error("metadata", "is required, with a name")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise doc.error(
+            "metadata.name", f"must be lower-case letters, digits, '-', '_' or '.', at most 63 long; got {name!r}"
+        )
+    return doc, kind, name
+
+
+def _check_variant(origin: str, v: VariantResource, b: BakeoffResource) -> None:
+    """A Variant against its Bakeoff: it names it, and does not take the mainline's name."""
+    doc = _Doc(origin, v.index, "Variant", v.name)
+    if v.bakeoff != b.name:
+        raise doc.error("spec.bakeoff", f"names {v.bakeoff!r}, but the file's Bakeoff is {b.name!r}")
+    if v.name == b.mainline_name:
+        raise doc.error("metadata.name", f"{v.name!r} is the mainline's name; pick another")
+
+
+def parse_variant(d: Any, bakeoff: BakeoffResource, origin: str, platform: str = "local") -> VariantResource:
+    """One Variant of a Bakeoff parsed before, with the checks and messages parse_documents gives it
+    as the document after its Bakeoff (document 1), without validating the Bakeoff again.
+
+    The Kubernetes controller parses a Bakeoff's spec once per pass and each of its Variants with this.
+    """
+    d = copy.deepcopy(d)
+    doc, kind, _name = _document(d, 1, origin)
+    if kind != "Variant":
+        raise doc.error("kind", f"must be Variant, got {kind!r}")
+    v = _variant(doc, d, 1, platform)
+    _check_variant(origin, v, bakeoff)
+    return v
+
+
 def parse_documents(docs: list[Any], origin: str, platform: str = "local", need_variants: bool = True) -> Resources:
     """Validate the documents of one file; raise ResourceError naming document and field.
 
@@ -526,25 +575,7 @@ def parse_documents(docs: list[Any], origin: str, platform: str = "local", need_
     for i, d in enumerate(docs):
         if d is None:
             continue
-        kind = d.get("kind") if isinstance(d, dict) else None
-        meta = d.get("metadata") if isinstance(d, dict) else None
-        name = meta.get("name") if isinstance(meta, dict) else None
-        doc = _Doc(origin, i, kind, name)
-        if not isinstance(d, dict):
-            raise doc.error("", "must be a mapping with apiVersion, kind, metadata and spec")
-        for key in d:
-            if key not in ("apiVersion", "kind", "metadata", "spec", "status"):
-                raise doc.error(key, "is not a known field (known: apiVersion, kind, metadata, spec, status)")
-        if d.get("apiVersion") != API_VERSION:
-            raise doc.error("apiVersion", f"must be {API_VERSION!r}, got {d.get('apiVersion')!r}")
-        if kind not in ("Bakeoff", "Variant"):
-            raise doc.error("kind", f"must be Bakeoff or Variant, got {kind!r}")
-        if not isinstance(meta, dict):
-            raise doc.error("metadata", "is required, with a name")
-        if not isinstance(name, str) or not NAME_RE.match(name):
-            raise doc.error(
-                "metadata.name", f"must be lower-case letters, digits, '-', '_' or '.', at most 63 long; got {name!r}"
-            )
+        doc, kind, name = _document(d, i, origin)
         if kind == "Bakeoff":
             bakeoffs.append(_bakeoff(doc, d, origin, platform))
         else:
@@ -558,11 +589,7 @@ def parse_documents(docs: list[Any], origin: str, platform: str = "local", need_
         raise ResourceError(f"{origin}: {len(bakeoffs)} Bakeoff documents; a file runs one bake-off")
     b = bakeoffs[0]
     for v in variants:
-        doc = _Doc(origin, v.index, "Variant", v.name)
-        if v.bakeoff != b.name:
-            raise doc.error("spec.bakeoff", f"names {v.bakeoff!r}, but the file's Bakeoff is {b.name!r}")
-        if v.name == b.mainline_name:
-            raise doc.error("metadata.name", f"{v.name!r} is the mainline's name; pick another")
+        _check_variant(origin, v, b)
     if not variants and need_variants:
         raise ResourceError(f"{origin}: no Variant documents: a bake-off needs at least one candidate")
     # Bonferroni over every candidate in the file, fixed from the start.
