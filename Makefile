@@ -7,10 +7,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint constraints test-router test-judge test-kube kube-assets bench-router bench-judge clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	BAKEOFF_NO_COMPILE=1 $(PY) -m pip install --quiet -c constraints.txt -e '.[test]'  # compiled by $(HOT_STAMP)
 	touch $(STAMP)
 
 # The demo needs only bakeoff itself (no test extras); LOCUST=1 adds locust for the load.
@@ -27,15 +27,29 @@ $(DEMO_STAMP): pyproject.toml constraints.txt
 demo: $(if $(wildcard $(STAMP)),$(STAMP),$(DEMO_STAMP))
 	$(VENV)/bin/bakeoff demo
 
-# Lint first (ruff, mypy, import-linter: scripts/lint.sh), then every test tier.
-test: lint
+# The router's hot path is compiled by mypyc at install (setup.py); an edit to
+# one of its modules rebuilds it (until then the router runs those modules as
+# pure Python: `bakeoff --version` says which).
+HOT_SRC := $(foreach m,http11 downstream upstream flow_control routing stats,router/src/bakeoff/router/$(m).py)
+HOT_STAMP := $(VENV)/.hot-path-built
+
+$(HOT_STAMP): $(HOT_SRC) | $(STAMP)
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(HOT_STAMP)
+
+# Lint first (ruff, mypy, import-linter: scripts/lint.sh), then every test tier
+# (the router's against the compiled hot path), then the router's tests again
+# against the pure-Python fallback.
+test: lint $(HOT_STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+	BAKEOFF_PURE_PYTHON=1 $(PY) -m pytest -q tests/router $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	PY=$(PY) scripts/lint.sh
 
-test-router: $(STAMP)
+test-router: $(STAMP) $(HOT_STAMP)
 	$(PY) -m pytest -q tests/router $(PYTEST_ARGS)
+	BAKEOFF_PURE_PYTHON=1 $(PY) -m pytest -q tests/router $(PYTEST_ARGS)
 
 test-judge: $(STAMP)
 	$(PY) -m pytest -q tests/judge $(PYTEST_ARGS)
@@ -47,8 +61,9 @@ kube-assets:
 test-kube: $(STAMP)
 	KUBEBUILDER_ASSETS="$$(scripts/kube-assets.sh)" $(PY) -m pytest -q tests/kube $(PYTEST_ARGS)
 
-bench-router: $(STAMP)
-	$(PY) benchmarks/router_vs_nginx.py
+# BENCH_ARGS: e.g. --compare-pure --workers-scaling (docs/benchmarks.md)
+bench-router: $(STAMP) $(HOT_STAMP)
+	$(PY) benchmarks/router_vs_nginx.py $(BENCH_ARGS)
 
 bench-judge: $(STAMP)
 	$(PY) benchmarks/judge_quality.py

@@ -35,11 +35,14 @@ child of this script, all stopped at the end, on Ctrl-C, SIGTERM or an error):
   ``X-User-Id`` drawn at random from 10,000 ids per thread, so the sticky key
   changes all the time.
 
-Each round drives, in turn, one upstream directly, nginx, then the router:
-``wrk -t2 -c64`` for throughput (requests/s) and ``wrk -t1 -c1`` for latency
-(p50).  "Added p50" is a proxy's p50 at -c1 minus the direct upstream's p50 in
-the same round.  Ratios (router / nginx) are computed per round and the
-medians reported.  The last line of output is one JSON object.
+Each round drives every target -- one upstream directly, nginx, the router
+and any routers added with ``--router``/``--compare-pure``/``--workers-scaling``
+-- with ``wrk -t2 -c64`` for throughput (requests/s), then every target with
+``wrk -t1 -c1`` for latency (p50), in an order that turns by one each round.
+"Added p50" is a proxy's p50 at -c1 minus the direct upstream's p50 in the
+same round.  Ratios (router / nginx: throughput, added p50, CPU per request)
+are computed per round and reported as median, min-max and IQR.  The last
+line of output is one JSON object.
 
 Also reported: the router's RSS (VmRSS from /proc) when idle, after warm-up
 and at the end, its peak (VmHWM); CPU time per request and CPU use (% of one
@@ -76,7 +79,9 @@ REPO = HERE.parent
 LUA = HERE / "wrk_users.lua"
 VARIANTS = ("mainline", "v2", "v3")
 METRIC_HEADER = "Bakeoff-Metric-revenue"
-TARGETS = ("direct", "nginx", "router")
+# The routers under test: "router" (this checkout as installed), then any --router LABEL=ENV...
+ROUTERS: list[str] = ["router"]
+TARGETS: list[str] = ["direct", "nginx", "router"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 JSON_KEYS = (
     "router_rps", "nginx_rps", "rps_ratio", "router_added_p50_us", "nginx_added_p50_us",
@@ -85,6 +90,7 @@ JSON_KEYS = (
 
 
 TOOLS = {"nginx": "nginx", "wrk": "wrk"}  # absolute paths once run() has found them
+HOT_PATH: dict[str, str] = {}  # router label -> its hot path build, from `bakeoff --version`
 
 
 def find_tool(name: str) -> str | None:
@@ -251,6 +257,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
 
 
+def descendants(pid: int) -> list[int]:
+    """The live child processes of a process, and theirs (a router's --workers)."""
+    try:
+        kids = [int(k) for k in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return [p for k in kids for p in (k, *descendants(k))]
+
+
 def nginx_worker_pid(master: int) -> int:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -335,12 +350,12 @@ def proxy_nginx_conf(d: Path, port: int, upstream_ports: list[int], user: str) -
     return NGINX_COMMON.format(dir=d, user=user, body="\n".join(body))
 
 
-def router_conf(port: int, admin: int, upstream_ports: list[int]) -> str:
+def router_conf(port: int, admin: int, upstream_ports: list[int], workers: int = 1) -> str:
     lines = [
         f"listen: 127.0.0.1:{port}",
         f"admin: 127.0.0.1:{admin}",
         "token: bench-token",
-        "workers: 1",
+        f"workers: {workers}",
         "stickiness: {header: X-User-Id}",
         "override: {enabled: true, header: X-Bakeoff-Variant}",
         "exposeVariant: true",
@@ -378,6 +393,8 @@ class WrkResult:
     socket_errors: int  # connect + read + write + timeout
     cpu_s: float = 0.0  # CPU time of the target process during the run
     other_pct: float = float("nan")  # CPU used by processes not in this benchmark, % of one core
+    steal_pct: float = 0.0  # steal time during the run (/proc/stat), % of one core
+    softirq_pct: float = 0.0  # softirq time during the run (/proc/stat), % of one core
     raw: str = field(default="", repr=False)
 
 
@@ -430,12 +447,12 @@ def parse_wrk(output: str) -> dict[str, Any]:
     return r
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds spent busy on all CPUs since boot (/proc/stat; steal counts as busy)."""
+def machine_times() -> tuple[float, float, float]:
+    """CPU seconds since boot over all CPUs (/proc/stat): busy (steal included), steal, softirq."""
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
     user, nice, system, _idle, _iowait, irq, softirq, steal = (v + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK, steal / CLK_TCK, softirq / CLK_TCK
 
 
 class Wrk:
@@ -455,7 +472,8 @@ class Wrk:
         return total
 
     def run(self, target: str, kind: str, url: str, threads: int, conns: int, seconds: float,
-            pid: int | None = None, pin: bool = False) -> WrkResult:  # fmt: skip
+            pid: int | list[int] | None = None, pin: bool = False) -> WrkResult:  # fmt: skip
+        tree = [pid] if isinstance(pid, int) else pid or []  # a router with --workers: its workers too
         self.children.check()
         cpus = sorted(os.sched_getaffinity(0))
         if pin and len(cpus) >= 2:
@@ -468,8 +486,8 @@ class Wrk:
             preexec = _die_with_parent
         argv = [TOOLS["wrk"], f"-t{threads}", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--latency",
                 "--timeout", "5s", "-s", str(LUA), url]  # fmt: skip
-        cpu0 = cpu_seconds(pid) if pid else 0.0
-        own0, busy0, t0 = self._own_cpu(), machine_busy_seconds(), time.monotonic()
+        cpu0 = sum(cpu_seconds(p) for p in tree)
+        own0, (busy0, steal0, softirq0), t0 = self._own_cpu(), machine_times(), time.monotonic()
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.proc = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
@@ -488,17 +506,21 @@ class Wrk:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         rc, self.proc = self.proc.returncode, None
-        cpu = (cpu_seconds(pid) - cpu0) if pid else 0.0
+        cpu = sum(cpu_seconds(p) for p in tree) - cpu0
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk's own CPU, now that it has been waited for
         wrk_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
         elapsed = time.monotonic() - t0
-        other = machine_busy_seconds() - busy0 - (self._own_cpu() - own0) - wrk_cpu
-        other_pct = max(0.0, other) / elapsed * 100 if elapsed > 0 else float("nan")
+        busy1, steal1, softirq1 = machine_times()
+        # Steal (the hypervisor running other guests) is in no process's time: counted apart from "other".
+        other = busy1 - busy0 - (steal1 - steal0) - (self._own_cpu() - own0) - wrk_cpu
+        pct = 100 / elapsed if elapsed > 0 else float("nan")
+        other_pct = max(0.0, other) * pct
         if rc != 0:
             raise BenchError(f"wrk exited with status {rc} against {target} ({url}):\n{output}")
         self.children.check()
         r = parse_wrk(output)
-        return WrkResult(target=target, kind=kind, connections=conns, cpu_s=cpu, other_pct=other_pct, raw=output,
+        return WrkResult(target=target, kind=kind, connections=conns, cpu_s=cpu, other_pct=other_pct,
+                         steal_pct=(steal1 - steal0) * pct, softirq_pct=(softirq1 - softirq0) * pct, raw=output,
                          **r)  # fmt: skip
 
     def kill(self) -> None:
@@ -577,13 +599,13 @@ def snapshot_totals(snap: dict[str, Any]) -> dict[str, Any]:
             "invalid_metrics": invalid, "per_variant": per_variant}  # fmt: skip
 
 
-def sanity_checks(direct_url: str, nginx_url: str, router_url: str) -> list[str]:
+def sanity_checks(direct_url: str, nginx_url: str, router_url: str, *more: tuple[str, str]) -> list[str]:
     """Each target answers as configured; returns the problems found (empty: all good)."""
     problems = []
     st, h, body = http_get(direct_url, {"X-User-Id": "check"})
     if st != 200 or h.get(METRIC_HEADER.lower()) != "1.5":
         problems.append(f"upstream: status {st}, {METRIC_HEADER}={h.get(METRIC_HEADER.lower())!r}")
-    for name, url in (("nginx", nginx_url), ("router", router_url)):
+    for name, url in (("nginx", nginx_url), ("router", router_url), *more):
         seen: dict[str, str] = {}
         for i in range(60):
             uid = f"check-{i}"
@@ -667,8 +689,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     wrk = Wrk(children, tmp)
     ok = interrupted = False
     try:
-        up_ports = free_ports(6)
-        upstream_ports, nginx_port, router_port, admin_port = up_ports[:3], up_ports[3], up_ports[4], up_ports[5]
+        up_ports = free_ports(4 + 2 * len(ROUTERS))
+        upstream_ports, nginx_port = up_ports[:3], up_ports[3]
+        admin_port = up_ports[5]  # the first router's
         user = ""  # as root, nginx runs its workers as nobody; nothing here needs more
 
         # upstreams
@@ -690,35 +713,41 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         wait_port(nginx_port, ngx)
         ngx_worker = nginx_worker_pid(ngx.proc.pid)
 
-        # router
-        rconf = tmp / "router.yaml"
-        rconf.write_text(router_conf(router_port, admin_port, upstream_ports))
-        argv = router_command(rconf)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env.setdefault("BAKEOFF_LOG_LEVEL", "info")
-        router = children.start("router", argv, tmp / "router.log", cwd=str(REPO), env=env)
-        wait_port(router_port, router, timeout=30)
-        wait_port(admin_port, router, timeout=30)
-        deadline = time.monotonic() + 20
-        while http_get(f"http://127.0.0.1:{admin_port}/-/readyz")[0] != 200:
-            if time.monotonic() > deadline:
-                raise BenchError("router /-/readyz is not 200 after 20s")
-            time.sleep(0.1)
-        rpid = router.proc.pid
+        # routers: "router", then each --router LABEL=ENV (e.g. the pure-Python build) side by side
+        urls = {"direct": f"http://127.0.0.1:{upstream_ports[0]}/", "nginx": f"http://127.0.0.1:{nginx_port}/"}
+        pids: dict[str, int | list[int] | None] = {"direct": None, "nginx": ngx_worker}
+        for i, label in enumerate(ROUTERS):
+            port, admin = up_ports[4 + 2 * i], up_ports[5 + 2 * i]
+            rconf = tmp / f"{label}.yaml"
+            workers = int(args.router_env[label].get("WORKERS", "1"))
+            rconf.write_text(router_conf(port, admin, upstream_ports, workers))
+            argv = router_command(rconf)
+            env = dict(os.environ, PYTHONUNBUFFERED="1", **args.router_env[label])
+            env.setdefault("BAKEOFF_LOG_LEVEL", "info")
+            hot = subprocess.run([sys.executable, "-m", "bakeoff", "--version"], capture_output=True, text=True,
+                                 env=env, cwd=str(REPO), timeout=60).stdout.strip()  # fmt: skip
+            HOT_PATH[label] = hot.split("router hot path: ", 1)[-1] if "router hot path" in hot else hot or "?"
+            router = children.start(label, argv, tmp / f"{label}.log", cwd=str(REPO), env=env)
+            wait_port(port, router, timeout=30)
+            wait_port(admin, router, timeout=30)
+            deadline = time.monotonic() + 20
+            while http_get(f"http://127.0.0.1:{admin}/-/readyz")[0] != 200:
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{label} /-/readyz is not 200 after 20s")
+                time.sleep(0.1)
+            urls[label] = f"http://127.0.0.1:{port}/"
+            pids[label] = [router.proc.pid, *descendants(router.proc.pid)]
+            out(f"{label}: pid {router.proc.pid} port {port} admin {admin}; {hot}"
+                + (f" (env {' '.join(f'{k}={v}' for k, v in args.router_env[label].items())})"
+                   if args.router_env[label] else ""))  # fmt: skip
+        rpid = children.children[-len(ROUTERS)].proc.pid  # "router", the first
         rss_idle = rss_mb(rpid)
-
-        urls = {
-            "direct": f"http://127.0.0.1:{upstream_ports[0]}/",
-            "nginx": f"http://127.0.0.1:{nginx_port}/",
-            "router": f"http://127.0.0.1:{router_port}/",
-        }
-        pids = {"direct": None, "nginx": ngx_worker, "router": rpid}
-        wrk.own_pids = [nginx_worker_pid(ups.proc.pid), ngx_worker, rpid]
+        wrk.own_pids = [nginx_worker_pid(ups.proc.pid), ngx_worker, *(p for r in ROUTERS for p in pids[r])]  # type: ignore[union-attr]
         out(f"processes: upstream nginx pid {ups.proc.pid} ports {upstream_ports}; nginx pid {ngx.proc.pid} "
-            f"(worker {ngx_worker}) port {nginx_port}; router pid {rpid} port {router_port} admin {admin_port}; "
-            f"router command: {' '.join(argv[1:4])} ...")  # fmt: skip
+            f"(worker {ngx_worker}) port {nginx_port}; router command: {' '.join(argv[1:4])} ...")  # fmt: skip
 
-        problems = sanity_checks(urls["direct"], urls["nginx"], urls["router"])
+        problems = sanity_checks(urls["direct"], urls["nginx"], urls["router"],
+                                 *((r, urls[r]) for r in ROUTERS[1:]))  # fmt: skip
         for p in problems:
             out(f"CHECK FAILED: {p}")
         if not problems:
@@ -735,9 +764,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         results: list[list[WrkResult]] = []
         for i in range(args.rounds):
+            # Every target in every round, seconds apart, in an order that turns each round, so
+            # that no target is always measured right after the same other one (the machine's
+            # drift and a previous run's after-effects fall on all of them alike).
             row = []
-            for t in TARGETS:
+            order = TARGETS[i % len(TARGETS) :] + TARGETS[: i % len(TARGETS)]
+            for t in order:
                 row.append(wrk.run(t, "throughput", urls[t], args.threads, args.connections, args.duration, pids[t]))
+            for t in order:
                 row.append(wrk.run(t, "latency", urls[t], 1, 1, args.latency_duration, pids[t], pin=args.pin))
             results.append(row)
             by = {(r.target, r.kind): r for r in row}
@@ -773,9 +807,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise
     finally:
         wrk.kill()
-        router_alive_at_end = any(c.name == "router" and c.alive() for c in children.children)
+        router_alive_at_end = {c.name for c in children.children if c.name in ROUTERS and c.alive()}
         children.stop_all()
-        logs = [("router", tmp / "router.log", ("error", "exception", "traceback", "warning", "critical")),
+        logs = [*((r, tmp / f"{r}.log", ("error", "exception", "traceback", "warning", "critical")) for r in ROUTERS),
                 ("nginx under test", tmp / "nginx" / "error.log", ("[error]", "[crit]", "[alert]", "[emerg]", "[warn]")),
                 ("upstream nginx", tmp / "upstreams" / "error.log", ("[error]", "[crit]", "[alert]", "[emerg]", "[warn]"))]  # fmt: skip
         findings = {}
@@ -786,8 +820,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 out(f"log: {n} warning/error lines in {name}'s log ({path}); first ones:")
                 for ln in first:
                     out(f"    {ln[:300]}")
-        if router_alive_at_end and children.exit_codes.get("router") not in (0, None):
-            out(f"note: the router exited with status {children.exit_codes['router']} after SIGTERM")
+        for r in sorted(router_alive_at_end):
+            if children.exit_codes.get(r) not in (0, None):
+                out(f"note: {r} exited with status {children.exit_codes[r]} after SIGTERM")
         if (ok or interrupted) and not args.keep_tmp and not any(findings.values()):
             shutil.rmtree(tmp, ignore_errors=True)
         else:
@@ -797,11 +832,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def spread(xs: list[float]) -> dict[str, float]:
+    """Median, min, max and interquartile range of per-round figures.
+
+    The quartiles are linear interpolation between order statistics
+    (``statistics.quantiles(method="inclusive")``): definition 7 of "Sample
+    Quantiles in Statistical Packages", The American Statistician 50(4), 1996.
+    """
+    xs = [x for x in xs if x == x]
+    if not xs:
+        return {"median": float("nan"), "min": float("nan"), "max": float("nan"), "q1": float("nan"),
+                "q3": float("nan")}  # fmt: skip
+    q1, _, q3 = statistics.quantiles(xs, n=4, method="inclusive") if len(xs) > 1 else (xs[0], xs[0], xs[0])
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "q1": q1, "q3": q3}
+
+
+def fmt_spread(name: str, xs: list[float], fmt: str, target: str = "") -> str:
+    s = spread(xs)
+    return (f"{name} per round: {', '.join(format(x, fmt) for x in xs)}; median {s['median']:{fmt}} "
+            f"(min {s['min']:{fmt}}, max {s['max']:{fmt}}, IQR {s['q1']:{fmt}}-{s['q3']:{fmt}}){target}")  # fmt: skip
+
+
+def rounded_spread(xs: list[float], nd: int) -> dict[str, float]:
+    return {k: round(v, nd) for k, v in spread(xs).items()}
+
+
 def summarise(args, results, rss_idle, rss_before, rss_rounds, rss_after, rss_peak, ngx_rss, snap0, final,
               soak_log, problems) -> dict[str, Any]:  # fmt: skip
     out()
-    head = (f"{'round':>5}  {'target':<7} {'rps -c64':>10} {'p50 -c64':>9} {'p99 -c64':>9} "
-            f"{'p50 -c1':>8} {'p99 -c1':>8} {'added p50':>9} {'cpu us/req':>10} {'cpu %':>6} {'other%':>6} {'non-2xx':>8} {'sock err':>8}")  # fmt: skip
+    head = (f"{'round':>5}  {'target':<8} {'rps -c64':>10} {'p50 -c64':>9} {'p99 -c64':>9} "
+            f"{'p50 -c1':>8} {'p99 -c1':>8} {'added p50':>9} {'cpu us/req':>10} {'cpu %':>6} {'other%':>6} "
+            f"{'steal%':>6} {'sirq%':>6} {'non-2xx':>8} {'sock err':>8}")  # fmt: skip
     out(head)
     out("-" * len(head))
     per_round = []
@@ -811,7 +872,7 @@ def summarise(args, results, rss_idle, rss_before, rss_rounds, rss_after, rss_pe
     for i, row in enumerate(results):
         by = {(r.target, r.kind): r for r in row}
         direct_p50 = by["direct", "latency"].p50_us
-        added = {}
+        added, cpu_round = {}, {}
         for t in TARGETS:
             thr, lat = by[t, "throughput"], by[t, "latency"]
             added[t] = lat.p50_us - direct_p50
@@ -821,51 +882,82 @@ def summarise(args, results, rss_idle, rss_before, rss_rounds, rss_after, rss_pe
                 errors[t][0] += r.non_2xx
                 errors[t][1] += r.socket_errors
             cpu_req = thr.cpu_s / thr.requests * 1e6 if t != "direct" and thr.requests else float("nan")
+            cpu_round[t] = cpu_req
             pct = thr.cpu_s / thr.duration_s * 100 if t != "direct" and thr.duration_s else float("nan")
             cpu_pct[t].append(pct)
-            out(f"{i + 1:>5}  {t:<7} {thr.rps:>10.0f} {fmt_us(thr.p50_us):>9} {fmt_us(thr.p99_us):>9} "
+            out(f"{i + 1:>5}  {t:<8} {thr.rps:>10.0f} {fmt_us(thr.p50_us):>9} {fmt_us(thr.p99_us):>9} "
                 f"{fmt_us(lat.p50_us):>8} {fmt_us(lat.p99_us):>8} "
                 f"{(fmt_us(added[t]) if t != 'direct' else '-'):>9} "
                 f"{(f'{cpu_req:.1f}' if cpu_req == cpu_req else '-'):>10} "
                 f"{(f'{pct:.0f}' if pct == pct else '-'):>6} "
                 f"{max(thr.other_pct, lat.other_pct):>6.0f} "
+                f"{max(thr.steal_pct, lat.steal_pct):>6.0f} {max(thr.softirq_pct, lat.softirq_pct):>6.0f} "
                 f"{thr.non_2xx + lat.non_2xx:>8} {thr.socket_errors + lat.socket_errors:>8}")  # fmt: skip
         n_added = added["nginx"]
+        n_cpu = cpu_round["nginx"]
         per_round.append({
             "rps": {t: by[t, "throughput"].rps for t in TARGETS},
             "p50": {t: by[t, "latency"].p50_us for t in TARGETS},
             "added": added,
-            "rps_ratio": by["router", "throughput"].rps / by["nginx", "throughput"].rps,
+            "cpu": cpu_round,
+            "rps_ratio": {r: by[r, "throughput"].rps / by["nginx", "throughput"].rps for r in ROUTERS},
             # nginx's added p50 can be ~0 on a quiet machine; floor it at 1us so the ratio stays finite
-            "added_ratio": added["router"] / max(n_added, 1.0),
+            "added_ratio": {r: added[r] / max(n_added, 1.0) for r in ROUTERS},
+            "cpu_ratio": {r: cpu_round[r] / n_cpu if n_cpu else float("nan") for r in ROUTERS},
         })  # fmt: skip
     out("-" * len(head))
-    noisy = [r for row in results for r in row if r.other_pct > 25]
+    runs = [r for row in results for r in row]
+    noisy = [r for r in runs if r.other_pct > 25]
     med = {t: median([r["rps"][t] for r in per_round]) for t in TARGETS}
     p50 = {t: median([r["p50"][t] for r in per_round]) for t in TARGETS}
     add = {t: median([r["added"][t] for r in per_round]) for t in TARGETS}
-    rps_ratio = median([r["rps_ratio"] for r in per_round])
-    added_ratio = median([r["added_ratio"] for r in per_round])
+    ratios = {
+        k: {r: [pr[k][r] for pr in per_round] for r in ROUTERS} for k in ("rps_ratio", "added_ratio", "cpu_ratio")
+    }
     cpu_req = {t: (cpu[t][0] / cpu[t][1] * 1e6 if cpu[t][1] and t != "direct" else None) for t in TARGETS}
     for t in TARGETS:
-        out(f"{'med':>5}  {t:<7} {med[t]:>10.0f} {'':>9} {'':>9} {fmt_us(p50[t]):>8} {'':>8} "
+        out(f"{'med':>5}  {t:<8} {med[t]:>10.0f} {'':>9} {'':>9} {fmt_us(p50[t]):>8} {'':>8} "
             f"{(fmt_us(add[t]) if t != 'direct' else '-'):>9} "
             f"{(f'{cpu_req[t]:.1f}' if cpu_req[t] else '-'):>10} "
-            f"{(f'{median(cpu_pct[t]):.0f}' if t != 'direct' else '-'):>6} {'':>6} "
+            f"{(f'{median(cpu_pct[t]):.0f}' if t != 'direct' else '-'):>6} {'':>6} {'':>6} {'':>6} "
             f"{errors[t][0]:>8} {errors[t][1]:>8}")  # fmt: skip
     out()
-    out(
-        f"rps ratio router/nginx per round: {', '.join(format(r['rps_ratio'], '.3f') for r in per_round)}; "
-        f"median {rps_ratio:.3f} (target >= 0.7: {'met' if rps_ratio >= 0.7 else 'NOT met'})"
-    )
-    out(
-        f"added p50 ratio router/nginx per round: {', '.join(format(r['added_ratio'], '.2f') for r in per_round)}; "
-        f"median {added_ratio:.2f} (target <= 1.5: {'met' if added_ratio <= 1.5 else 'NOT met'})"
-    )
+    for r in ROUTERS:
+        who = f"{r}/nginx" + (f" [{HOT_PATH[r]}]" if r in HOT_PATH else "")
+        rr = median(ratios["rps_ratio"][r])
+        ar = median(ratios["added_ratio"][r])
+        out(fmt_spread(f"rps ratio {who}", ratios["rps_ratio"][r], ".3f",
+                       f" (target >= 0.7: {'met' if rr >= 0.7 else 'NOT met'})"))  # fmt: skip
+        out(fmt_spread(f"cpu per request ratio {who}", ratios["cpu_ratio"][r], ".2f", " (goal <= 1.5)"))
+        out(fmt_spread(f"added p50 ratio {who}", ratios["added_ratio"][r], ".2f",
+                       f" (target <= 1.5: {'met' if ar <= 1.5 else 'NOT met'})"))  # fmt: skip
+    vs_router: dict[str, dict[str, list[float]]] = {}
+    for r in ROUTERS[1:]:
+        cpu_vs = [a / b for a, b in zip(ratios["cpu_ratio"][r], ratios["cpu_ratio"]["router"]) if b == b and b]
+        rps_vs = [pr["rps"][r] / pr["rps"]["router"] for pr in per_round if pr["rps"]["router"]]
+        vs_router[r] = {"cpu": cpu_vs, "rps": rps_vs}
+        out(fmt_spread(f"cpu per request {r}/router", cpu_vs, ".2f"))
+        out(fmt_spread(f"rps {r}/router", rps_vs, ".3f"))
+    neg = [i + 1 for i, pr in enumerate(per_round) if any(pr["added"][t] < 0 for t in TARGETS if t != "direct")]
+    if neg:
+        out(f"note: a proxy's p50 at -c1 came out below the direct upstream's in round(s) {neg}: the added p50 is "
+            "within the noise of the -c1 runs there; read its median and spread, not one round")  # fmt: skip
+    steal = max(r.steal_pct for r in runs)
+    softirq = max(r.softirq_pct for r in runs)
+    out(f"steal time up to {steal:.0f}% and softirq time up to {softirq:.0f}% of a core per run "
+        "(/proc/stat; other% counts neither steal nor the benchmark's own processes)")  # fmt: skip
     if noisy:
         out(f"NOISE: other processes used more than 25% of a core during {len(noisy)} of "
-            f"{sum(len(row) for row in results)} runs (up to {max(r.other_pct for r in noisy):.0f}%); "
+            f"{len(runs)} runs (up to {max(r.other_pct for r in noisy):.0f}%); "
             "the figures are less trustworthy, consider running again on a quiet machine")  # fmt: skip
+    if steal >= 5:
+        out(f"NOISE: steal time reached {steal:.0f}% of a core: the hypervisor gave this machine's CPUs to other "
+            "guests; that, not other processes here, explains run-to-run spread")  # fmt: skip
+    spread_wide = any(spread(v[r])["max"] > 1.25 * spread(v[r])["min"] for v in (ratios["rps_ratio"],) for r in ROUTERS)
+    if softirq >= 25 and (noisy or spread_wide):
+        out(f"NOISE: softirq time reached {softirq:.0f}% of a core (the kernel's network processing, much of it "
+            "this benchmark's own loopback traffic, charged to whichever process the CPU was running): it, not "
+            "other processes, explains part of the spread")  # fmt: skip
     served = final["requests"]
     out(f"router RSS: idle {rss_idle:.2f} MB, after warm-up {rss_before:.2f} MB, after the rounds "
         f"{rss_rounds:.2f} MB, at the end {rss_after:.2f} MB (peak {rss_peak:.2f} MB); "
@@ -881,14 +973,39 @@ def summarise(args, results, rss_idle, rss_before, rss_rounds, rss_after, rss_pe
     if final["revenue_count"] != final["outcomes"].get("2xx", 0):
         out(f"WARNING: revenue values recorded ({final['revenue_count']}) != 2xx responses "
             f"({final['outcomes'].get('2xx', 0)})")  # fmt: skip
+
+    def router_figures(r: str) -> dict[str, Any]:
+        return {
+            "hot_path": HOT_PATH.get(r, "?"),
+            "rps": round(med[r], 1),
+            "added_p50_us": round(add[r], 1),
+            "p50_us": p50[r],
+            "cpu_us_per_req": round(cpu_req[r], 1) if cpu_req[r] else None,
+            "cpu_pct": round(median(cpu_pct[r]), 1),
+            "rps_ratio": rounded_spread(ratios["rps_ratio"][r], 4),
+            "added_p50_ratio": rounded_spread(ratios["added_ratio"][r], 3),
+            "cpu_per_req_ratio": rounded_spread(ratios["cpu_ratio"][r], 3),
+            "wrk_errors": errors[r][0] + errors[r][1],
+            "workers": int(args.router_env[r].get("WORKERS", "1")),
+            **(
+                {
+                    "rps_vs_router": rounded_spread(vs_router[r]["rps"], 3),
+                    "cpu_per_req_vs_router": rounded_spread(vs_router[r]["cpu"], 3),
+                }
+                if r in vs_router
+                else {}
+            ),
+        }
+
     return {
         "router_rps": round(med["router"], 1),
         "nginx_rps": round(med["nginx"], 1),
-        "rps_ratio": round(rps_ratio, 4),
+        "rps_ratio": round(median(ratios["rps_ratio"]["router"]), 4),
         "router_added_p50_us": round(add["router"], 1),
         "nginx_added_p50_us": round(add["nginx"], 1),
-        "added_p50_ratio": round(added_ratio, 3),
+        "added_p50_ratio": round(median(ratios["added_ratio"]["router"]), 3),
         "router_rss_mb_after": round(rss_after, 2),
+        "cpu_per_req_ratio": round(median(ratios["cpu_ratio"]["router"]), 3),
         "router_rss_mb_before": round(rss_before, 2),
         "router_rss_mb_idle": round(rss_idle, 2),
         "router_rss_mb_peak": round(rss_peak, 2),
@@ -904,13 +1021,24 @@ def summarise(args, results, rss_idle, rss_before, rss_rounds, rss_after, rss_pe
         "nginx_cpu_us_per_req": round(cpu_req["nginx"], 1) if cpu_req["nginx"] else None,
         "router_cpu_pct": round(median(cpu_pct["router"]), 1),
         "nginx_cpu_pct": round(median(cpu_pct["nginx"]), 1),
-        "rps_ratio_rounds": [round(r["rps_ratio"], 4) for r in per_round],
-        "added_p50_ratio_rounds": [round(r["added_ratio"], 3) for r in per_round],
+        "router_hot_path": HOT_PATH.get("router", "?"),
+        "rps_ratio_rounds": [round(x, 4) for x in ratios["rps_ratio"]["router"]],
+        "added_p50_ratio_rounds": [round(x, 3) for x in ratios["added_ratio"]["router"]],
+        "cpu_per_req_ratio_rounds": [round(x, 3) for x in ratios["cpu_ratio"]["router"]],
+        "spread": {k: rounded_spread(ratios[k]["router"], 4) for k in ("rps_ratio", "added_ratio", "cpu_ratio")},
+        "routers": {r: router_figures(r) for r in ROUTERS},
+        "workers_scaling": {
+            r: rounded_spread(vs_router[r]["rps"], 3)
+            for r in ROUTERS[1:]
+            if int(args.router_env[r].get("WORKERS", "1")) > 1
+        },  # fmt: skip
         "rounds": len(per_round),
         "quick": bool(args.quick),
         "soak": soak_log,
         "checks_ok": not problems,
-        "max_other_cpu_pct": round(max(r.other_pct for row in results for r in row), 1),
+        "max_other_cpu_pct": round(max(r.other_pct for r in runs), 1),
+        "max_steal_cpu_pct": round(steal, 1),
+        "max_softirq_cpu_pct": round(softirq, 1),
     }
 
 
@@ -936,10 +1064,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="in the -c1 latency runs, pin wrk to one CPU and the servers to another (default on)",
     )
     p.add_argument("--keep-tmp", action="store_true", help="keep the temporary directory (configs, logs)")
+    p.add_argument(
+        "--router", action="append", default=[], metavar="LABEL[=VAR=VALUE,...]",
+        help="run another router side by side, started with these environment variables: e.g. "
+             "pure=BAKEOFF_PURE_PYTHON=1 (the pure-Python hot path), or base=PYTHONPATH=... (another checkout)",
+    )  # fmt: skip
+    p.add_argument("--compare-pure", action="store_true",
+                   help="the same as --router pure=BAKEOFF_PURE_PYTHON=1")  # fmt: skip
+    p.add_argument("--workers-scaling", action="store_true",
+                   help="the same as --router w2=WORKERS=2: a router with 2 workers beside the 1-worker one")  # fmt: skip
     a = p.parse_args(argv)
-    a.rounds = a.rounds or (1 if a.quick else int(env.get("ROUNDS", "3")))
-    a.duration = a.duration or (1.0 if a.quick else 5.0)
-    a.latency_duration = a.latency_duration or (1.0 if a.quick else 5.0)
+    a.rounds = a.rounds or (1 if a.quick else int(env.get("ROUNDS", "5")))
+    a.duration = a.duration or (1.0 if a.quick else 4.0)
+    a.latency_duration = a.latency_duration or (1.0 if a.quick else 4.0)
+    a.router_env = {"router": {}}
+    specs = [*a.router, *(["pure=BAKEOFF_PURE_PYTHON=1"] if a.compare_pure else []),
+             *(["w2=WORKERS=2"] if a.workers_scaling else [])]  # fmt: skip
+    for spec in specs:
+        label, _, rest = spec.partition("=")
+        if not re.fullmatch(r"[a-z][a-z0-9_-]{0,15}", label) or label in ("router", "direct", "nginx"):
+            p.error(f"--router {spec!r}: the label must be a short lower-case name other than router, direct, nginx")
+        if label in a.router_env:
+            p.error(f"--router {spec!r}: the label {label} is given twice")
+        env_vars = {}
+        for item in filter(None, rest.split(",")):
+            k, eq, v = item.partition("=")
+            if not eq or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
+                p.error(f"--router {spec!r}: {item!r} is not VAR=VALUE")
+            env_vars[k] = v
+        if not env_vars.get("WORKERS", "1").isdigit() or int(env_vars.get("WORKERS", "1")) < 1:
+            p.error(f"--router {spec!r}: WORKERS must be a whole number of processes, at least 1")
+        a.router_env[label] = env_vars
     a.warmup = a.warmup or (1.0 if a.quick else 2.0)
     if a.rounds < 1:
         p.error("--rounds must be at least 1")
@@ -948,6 +1103,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    ROUTERS[:] = list(args.router_env)
+    TARGETS[:] = ["direct", "nginx", *ROUTERS]
 
     def on_signal(signum: int, frame: Any) -> None:
         raise Interrupted(signal.Signals(signum).name)

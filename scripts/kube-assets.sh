@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # kube-assets.sh — build/install a real kube-apiserver, etcd and helm (and, for
-# the realistic test cluster, kube-controller-manager, kube-scheduler and kwok)
-# into a cache directory OUTSIDE the repository, then print that directory.
+# the realistic test cluster, kube-controller-manager, kube-scheduler and kwok;
+# and kubectl, for the tests of the documented kubectl commands) into a cache
+# directory OUTSIDE the repository, then print that directory.
 #
 # The directory follows controller-runtime's envtest convention (a directory
 # holding `kube-apiserver` and `etcd`), so tests can do:
@@ -26,6 +27,8 @@
 #                                     like --check, and also require the
 #                                     cluster components (controller-manager,
 #                                     scheduler, kwok + its stage configs)
+#   scripts/kube-assets.sh --check-kubectl
+#                                     like --check, and also require kubectl
 #
 # The cluster components are built by default too; set BAKEOFF_KUBE_CLUSTER=0 to
 # build only kube-apiserver, etcd and helm. --check keeps asking only for those
@@ -43,6 +46,8 @@
 #   BAKEOFF_KWOK_VERSION       kwok version (default v0.8.0)
 #   BAKEOFF_KUBE_CLUSTER       1 (default) also build kube-controller-manager,
 #                              kube-scheduler and kwok; 0 skips them
+#   BAKEOFF_KUBECTL            1 (default) also build kubectl (k8s.io/kubernetes/
+#                              cmd/kubectl at BAKEOFF_KUBE_VERSION); 0 skips it
 #   BAKEOFF_KUBE_STAGING_PINS  space-separated module@version overriding the
 #                              staging version of a module missing on the proxy
 #                              (default for v1.32.13: k8s.io/endpointslice@v0.32.12,
@@ -62,6 +67,7 @@ ETCD_VERSION="${BAKEOFF_ETCD_VERSION:-v3.5.16}"
 HELM_VERSION="${BAKEOFF_HELM_VERSION:-v3.19.5}"
 KWOK_VERSION="${BAKEOFF_KWOK_VERSION:-v0.8.0}"
 CLUSTER="${BAKEOFF_KUBE_CLUSTER:-1}"
+KUBECTL="${BAKEOFF_KUBECTL:-1}"
 if [ "$KUBE_VERSION" = v1.32.13 ]; then DEFAULT_PINS="k8s.io/endpointslice@v0.32.12"; else DEFAULT_PINS=""; fi
 STAGING_PINS="${BAKEOFF_KUBE_STAGING_PINS-$DEFAULT_PINS}"
 DIR="${BAKEOFF_KUBE_ASSETS:-$HOME/.cache/bakeoff/kube-assets}"
@@ -73,6 +79,7 @@ case "${1:-}" in
   --check) MODE=check ;;
   --force) MODE=force ;;
   --check-cluster) MODE=check; CLUSTER=1; CHECK_CLUSTER=1 ;;
+  --check-kubectl) MODE=check; KUBECTL=1; CHECK_KUBECTL=1 ;;
   -h|--help) sed -n '2,60p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "kube-assets: unknown argument: $1 (try --help)" >&2; exit 2 ;;
 esac
@@ -83,7 +90,7 @@ die() { log "ERROR: $*"; exit 1; }
 # The line each component gets in $DIR/VERSIONS.
 want_line() {
   case "$1" in
-    kube-apiserver|kube-controller-manager|kube-scheduler) echo "$1 $KUBE_VERSION recipe=$RECIPE" ;;
+    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl) echo "$1 $KUBE_VERSION recipe=$RECIPE" ;;
     kwok) echo "kwok $KWOK_VERSION recipe=$RECIPE" ;;
     etcd)
       if [ "$ETCD_SOURCE" = deb ]; then echo "etcd debian:etcd-server recipe=$RECIPE"
@@ -106,7 +113,8 @@ cluster_cached() {
 }
 all_cached() {
   base_cached || return 1
-  if [ "$CLUSTER" = 1 ] && [ "$MODE" != check -o -n "${CHECK_CLUSTER:-}" ]; then cluster_cached; fi
+  if [ "$CLUSTER" = 1 ] && [ "$MODE" != check -o -n "${CHECK_CLUSTER:-}" ]; then cluster_cached || return 1; fi
+  if [ "$KUBECTL" = 1 ] && [ "$MODE" != check -o -n "${CHECK_KUBECTL:-}" ]; then is_cached kubectl; fi
 }
 
 # ---- fast path: nothing to do -------------------------------------------------
@@ -199,6 +207,7 @@ prepare_kube_wrapper() {
     if [ "$CLUSTER" = 1 ]; then
       printf '\t_ "k8s.io/kubernetes/cmd/kube-controller-manager"\n\t_ "k8s.io/kubernetes/cmd/kube-scheduler"\n'
     fi
+    if [ "$KUBECTL" = 1 ]; then printf '\t_ "k8s.io/kubernetes/cmd/kubectl"\n'; fi
     printf ')\n'
   } > tools.go
   # -e: tidy also resolves modules that only tests of dependencies import; some
@@ -218,7 +227,7 @@ prepare_kube_wrapper() {
   KUBE_WRAPPER="$WORK/kube"
 }
 
-build_kube_cmd() {  # build_kube_cmd kube-apiserver|kube-controller-manager|kube-scheduler
+build_kube_cmd() {  # build_kube_cmd kube-apiserver|kube-controller-manager|kube-scheduler|kubectl
   local name="$1" t0; t0=$(date +%s)
   prepare_kube_wrapper
   cd "$KUBE_WRAPPER"
@@ -322,6 +331,8 @@ if [ "$CLUSTER" = 1 ]; then
   done
   if [ "$MODE" = force ] || ! is_cached kwok || [ ! -d "$DIR/kwok-stages" ]; then build_kwok; fi
 fi
+# kubectl: its own VERSIONS line, so adding it rebuilds nothing else.
+if [ "$KUBECTL" = 1 ] && { [ "$MODE" = force ] || ! is_cached kubectl; }; then build_kube_cmd kubectl; fi
 
 all_cached || die "internal error: assets still incomplete in $DIR"
 echo "$DIR"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -54,3 +55,45 @@ def test_router_vs_nginx_quick() -> None:
     assert report["router_rss_mb_after"] > 0
     assert report["router_requests_total"] > 0
     assert report["checks_ok"], proc.stdout
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+@pytest.mark.slow
+def test_router_vs_nginx_reports_spread_cpu_ratio_builds_and_workers_side_by_side() -> None:
+    """Issue 18 items 2-4: every router build and a 2-worker router measured in the same run, with spreads.
+
+    The compiled router, the pure-Python fallback (BAKEOFF_PURE_PYTHON=1) and
+    a router with 2 workers run beside nginx; the last line carries
+    cpu_per_req_ratio, each ratio's median, min, max and IQR, which build each
+    router ran, and the 2-worker router's throughput relative to 1 worker.
+    """
+    _require("nginx")
+    _require("wrk")
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--rounds", "2", "--compare-pure", "--workers-scaling"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["checks_ok"], proc.stdout
+    assert _finite(report["cpu_per_req_ratio"]) and report["cpu_per_req_ratio"] > 0, report
+    assert len(report["cpu_per_req_ratio_rounds"]) == report["rounds"] == 2
+    for key in ("rps_ratio", "added_ratio", "cpu_ratio"):
+        s = report["spread"][key]
+        assert s["min"] <= s["q1"] <= s["median"] <= s["q3"] <= s["max"], (key, s)
+    routers = report["routers"]
+    assert set(routers) == {"router", "pure", "w2"}, routers
+    assert routers["pure"]["hot_path"] == "pure Python (BAKEOFF_PURE_PYTHON=1)"
+    if os.environ.get("CI") == "true":  # CI installs with a C compiler: the default router runs compiled
+        assert routers["router"]["hot_path"] == "compiled (mypyc)", routers["router"]
+    assert routers["w2"]["workers"] == 2 and routers["router"]["workers"] == 1
+    for name, r in routers.items():
+        assert r["rps"] > 0 and _finite(r["cpu_us_per_req"]), (name, r)
+        assert r["wrk_errors"] == 0, (name, r)
+    scaling = report["workers_scaling"]["w2"]
+    assert _finite(scaling["median"]) and scaling["median"] > 0, scaling
+    assert "steal time up to" in proc.stdout and _finite(report["max_steal_cpu_pct"])
+    assert re.search(r"^rps w2/router per round: .*median [0-9.]+ \(min", proc.stdout, re.M), proc.stdout

@@ -350,3 +350,12 @@ def test_no_timeout_configured_holds_forever():
     pol = Policy(mainline="main", steps=(0.05, 0.1), step_interval=10.0, min_samples=300, no_data_timeout=None)
     plan = reconcile(pol, serving(progress_at=0.0), Observations(now=10**6, ready=READY))
     assert plan.state.variants["a"].phase == "Serving" and plan.state.variants["a"].step == 0
+
+
+def test_the_ramped_event_says_how_long_the_step_lasted():
+    """Issue 16 item 15: after a failover (the new leader resumes from the recorded stepSince) the
+    candidate spent longer than stepInterval on its step; the Ramped event says how long."""
+    st = serving(step_requests=1000, seen=1000, step_since=40.0)  # the old leader started the step at 40
+    plan = reconcile(EP, st, Observations(now=100, ready=READY, verdict=judged(1300)))
+    (e,) = [e for e in plan.events if e["type"] == "ramped"]
+    assert e["reason"].startswith("60s (stepInterval 10s) and 300 judged requests"), e["reason"]

@@ -238,3 +238,27 @@ def test_fuzzed_snapshots_never_crash_and_never_decide(mutations):
     s, v = step(s, snap, 2.0)
     assert undecided(v)
     json.dumps(v.to_json(), allow_nan=False)
+
+
+def test_a_round_on_long_lived_routers_counts_from_its_first_look_and_judges_only_its_entrants():
+    """Issue 16 item 11 (the pure part; tests/kube/test_rounds.py drives the controller): with
+    ``baseline_first_look`` the counters of the first look are a baseline, and with ``entrants``
+    only those candidates are judged, however bad the others' cumulative counters."""
+    from dataclasses import replace
+
+    s = Stream({"mainline": Arm(), "old": Arm(error_rate=0.5), "fast": Arm(error_rate=0.5)}, np.random.default_rng(3))
+    s.advance({"mainline": 3000, "old": 700, "fast": 800})  # an earlier round
+    s.set_arm("fast", Arm())
+    base = make_config(minSamples=200)
+    cfg = replace(base, entrants=("fast",), baseline_first_look=True)
+    st, v = step(JudgeState.new(cfg), s.snapshot(), 1.0)
+    assert v.decision.action == "continue" and not v.decision.rollback
+    assert any("first look" in n for n in v.notes), v.notes
+    for i in range(3):
+        s.advance({"mainline": 1500, "fast": 1500})
+        st, v = step(st, s.snapshot(), 2.0 + i)
+    assert set(v.variants) <= {"fast"} and "old" not in st.seen_candidates
+    assert v.variants["fast"].requests == 3 * 1500 and not v.decision.rollback, v.decision
+    # the same looks without the two settings: the earlier round rolls both back at once
+    st2, v2 = step(JudgeState.new(base), s.snapshot(), 1.0)
+    assert set(v2.decision.rollback) >= {"old", "fast"}, v2.decision

@@ -312,3 +312,59 @@ def test_cli_several_routers_each_keep_their_baseline(tmp_path):
     # b is new on the second look: rebased, so only a's 300 requests count
     assert verdict["variants"]["slow"]["requests"] == 300
     assert json.loads(state.read_text())["format"] == "bakeoff.judge-state/v3"
+
+
+def test_cli_does_not_follow_redirects(tmp_path):
+    """Issue 16 item 12: a source is read only at the URL given. A loopback redirector answering 302
+    to another snapshot server: `bakeoff judge` reports the redirect and never reaches the target."""
+    import sys
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    body = json.dumps(_snap(5)).encode()
+    hits = {"target": 0, "redirector": 0}
+
+    class Target(BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits["target"] += 1
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    target = ThreadingHTTPServer(("127.0.0.1", 0), Target)
+    target_url = f"http://127.0.0.1:{target.server_address[1]}/-/snapshot"
+
+    class Redirector(Target):
+        def do_GET(self):
+            hits["redirector"] += 1
+            self.send_response(302)
+            self.send_header("Location", target_url)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    redirector = ThreadingHTTPServer(("127.0.0.1", 0), Redirector)
+    for srv in (target, redirector):
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    cfg = tmp_path / "judge.yaml"
+    cfg.write_text(CONFIG_YAML)
+    url = f"http://127.0.0.1:{redirector.server_address[1]}/-/snapshot"
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "bakeoff", "judge", "--config", str(cfg), "--snapshot", url, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        for srv in (target, redirector):
+            srv.shutdown()
+            srv.server_close()
+    assert hits["redirector"] == 1
+    assert hits["target"] == 0, r.stdout  # before the fix: followed, and judged the target's snapshot
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert f"{url}: HTTP 302 redirect to '{target_url}' not followed" in r.stderr, r.stderr

@@ -220,6 +220,7 @@ def test_defaults(helm, tmp_path):
     kinds = sorted((d["kind"], d["metadata"]["name"]) for d in docs)
     assert kinds == [
         ("Deployment", "bakeoff-controller"),
+        ("NetworkPolicy", "bakeoff-controller"),
         ("Role", "bakeoff-controller"),
         ("Role", "bakeoff-controller-leader-election"),
         ("RoleBinding", "bakeoff-controller"),
@@ -264,6 +265,22 @@ def test_defaults(helm, tmp_path):
     svc = one(docs, "Service", "bakeoff-controller-metrics")
     assert "bakeoff.dev/router-for" not in svc["metadata"]["labels"]  # the controller finds routers by it
     assert svc["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_controller_network_policy(helm, tmp_path):
+    """Issue 16 item 15: the controller's /metrics and /healthz listen on 0.0.0.0; a NetworkPolicy admits
+    no one by default, and only controller.networkPolicy.metricsFrom to the metrics port."""
+    docs = render(helm, tmp_path)
+    pol = one(docs, "NetworkPolicy", "bakeoff-controller")
+    d = one(docs, "Deployment", "bakeoff-controller")
+    assert pol["spec"]["podSelector"]["matchLabels"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
+    assert pol["spec"]["policyTypes"] == ["Ingress"] and pol["spec"]["ingress"] == []
+    peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    docs = render(helm, tmp_path, {"controller": {"networkPolicy": {"metricsFrom": [peer]}}})
+    pol = one(docs, "NetworkPolicy", "bakeoff-controller")
+    assert pol["spec"]["ingress"] == [{"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [peer]}]
+    docs = render(helm, tmp_path, {"controller": {"networkPolicy": {"enabled": False}}})
+    assert not by_kind(docs, "NetworkPolicy")
 
 
 def test_router_objects_only_with_a_bakeoff(helm, tmp_path):

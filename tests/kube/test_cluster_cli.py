@@ -262,6 +262,32 @@ def test_bad_kubeconfig_exit_2(tmp_path):
         assert len(lines) == 1 and str(missing) in lines[0] and "does not exist" in lines[0]
 
 
+def test_cluster_commands_report_errors_like_every_command(run, tmp_path, ns):
+    """Issue 17: one CommandError class, one prefix (`bakeoff: error:`) and one exit-code table
+    (bakeoff.cli.errors) for submit, status and revert as for run, demo and runs."""
+    from bakeoff.cli import errors
+
+    assert cluster_cli.CommandError is errors.CommandError
+    assert issubclass(cluster_cli.UsageError, errors.CommandError)
+    missing = str(tmp_path / "nope.yaml")
+    cases = [
+        # (argv, exit code, a piece of the message)
+        (["submit", "--bakeoff", "shop", "--image", "r/shop:1", "--replicas", "0"], errors.EXIT_CONFIG, "--replicas"),
+        (["status", "--kubeconfig", missing], errors.EXIT_CONFIG, "does not exist"),
+        (["submit", "--bakeoff", "nope", "--image", "r/shop:1"], errors.EXIT_FAILED, "bakeoff nope not found"),
+        (["status", "nope"], errors.EXIT_FAILED, "bakeoff nope not found"),
+        (["revert", "nope"], errors.EXIT_FAILED, "bakeoff nope not found"),
+    ]
+    for argv, code, needle in cases:
+        if missing in argv:
+            r = subprocess.run(_cmd() + argv, capture_output=True, text=True, timeout=60, cwd=ROOT)
+        else:
+            r = run(*argv)
+        lines = r.stderr.strip().splitlines()
+        assert (r.returncode, len(lines)) == (code, 1), (argv, r.returncode, r.stderr)
+        assert lines[0].startswith("bakeoff: error: ") and needle in lines[0], (argv, lines[0])
+
+
 # --------------------------------------------------------------------------- status
 
 

@@ -786,3 +786,36 @@ async def test_a_replica_that_lost_the_lease_stops_before_writing(kube, ns):
     assert "status" not in get(custom, ns, "bakeoffs", "shop")
     assert not apps.list_namespaced_deployment(ns, label_selector="app.kubernetes.io/managed-by=bakeoff").items
     assert not core.list_namespaced_event(ns).items
+
+
+async def test_one_pass_parses_the_bakeoff_once_and_each_variant_once(kube, ns, monkeypatch):
+    """Issue 17 item 5: a pass validates the Bakeoff's spec once (the look and the reconcile share it),
+    and each Variant once, without validating the Bakeoff again for each."""
+    from bakeoff.controller import resources
+
+    custom, apps, core = shop_with_mainline(kube, ns, "http://127.0.0.1:1/-/snapshot")
+    names = ("fast", "cached", "slim")
+    for n in names:
+        create(custom, ns, variant_doc(n))
+    ctl = controller_for(kube, ns, leader_election=False)
+    await ctl.pass_once()  # admits them: from now on every pass also looks (a look parses the spec)
+    assert sorted(get(custom, ns, "bakeoffs", "shop")["status"]["variants"]) == sorted(names)
+
+    calls = {"Bakeoff": 0, "Variant": 0}
+
+    def counted(kind, fn):
+        def wrapper(*a, **kw):
+            calls[kind] += 1
+            return fn(*a, **kw)
+
+        return wrapper
+
+    monkeypatch.setattr(resources, "_bakeoff", counted("Bakeoff", resources._bakeoff))
+    monkeypatch.setattr(resources, "_variant", counted("Variant", resources._variant))
+    passes = ctl.passes
+    await ctl.pass_once()
+    assert ctl.passes == passes + 1
+    status = get(custom, ns, "bakeoffs", "shop")["status"]
+    judging = next(c for c in status["conditions"] if c["type"] == "Judging")
+    assert judging["reason"] == "NoData"  # the pass looked (and found no router), so the look parsed too
+    assert calls == {"Bakeoff": 1, "Variant": len(names)}, calls

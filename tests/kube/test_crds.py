@@ -112,6 +112,19 @@ def test_shop_example_is_accepted_with_defaults(custom):
     assert res.bakeoff.routing.steps == (0.1, 0.2) and len(res.variants) == 4
 
 
+def test_shop_example_is_accepted_under_strict_field_validation(custom):
+    """kubectl apply's default (--validate=strict) refuses a field the CRD does not declare: every field
+    bakeoff run reads (spec.load too) is declared, since both come from bakeoff.contracts.schema."""
+    for doc in shop_documents():
+        doc["metadata"]["name"] += "-strict"
+        if doc["kind"] == "Variant":
+            doc["spec"]["bakeoff"] += "-strict"
+        custom.create_namespaced_custom_object(GROUP, VERSION, NS, plural(doc), doc, field_validation="Strict")
+    b = get(custom, "bakeoffs", "shop-strict")["spec"]
+    assert b["load"] == {"users": 32, "think": "100ms", "shoppers": True}  # kept, not pruned
+    assert b["router"] == {"listen": "127.0.0.1:0", "admin": "127.0.0.1:0"}
+
+
 def test_cluster_bakeoff_gets_defaults(custom):
     create(custom, minimal_bakeoff("defaults"))
     create(custom, minimal_variant("defaults-a", "defaults"))
@@ -324,8 +337,13 @@ def test_printer_columns(kube, custom):
     v["status"] = {"phase": "RolledBack", "share": 0, "verdict": "worse on error_rate"}
     custom.replace_namespaced_custom_object_status(GROUP, VERSION, NS, "variants", "table-a", v)
     b = get(custom, "bakeoffs", "table")
-    b["status"] = {"phase": "Stopped"}
+    b["status"] = {"phase": "Stopped", "mainline": "mainline"}
     custom.replace_namespaced_custom_object_status(GROUP, VERSION, NS, "bakeoffs", "table", b)
+    # issue 16 item 15: after a promotion the column shows the winner, now the mainline
+    create(custom, minimal_bakeoff("promoted"))
+    b = get(custom, "bakeoffs", "promoted")
+    b["status"] = {"phase": "Promoted", "mainline": "fast", "winner": "fast"}
+    custom.replace_namespaced_custom_object_status(GROUP, VERSION, NS, "bakeoffs", "promoted", b)
 
     t = _table(kube, "variants")
     assert t["kind"] == "Table"
@@ -338,6 +356,8 @@ def test_printer_columns(kube, custom):
     assert [c["name"] for c in t["columnDefinitions"]] == ["Name", "Phase", "Mainline", "Winner", "Age"]
     row = next(r["cells"] for r in t["rows"] if r["cells"][0] == "table")
     assert row[1:4] == ["Stopped", "mainline", None]
+    row = next(r["cells"] for r in t["rows"] if r["cells"][0] == "promoted")
+    assert row[1:4] == ["Promoted", "fast", "fast"]
 
 
 def test_short_names_in_discovery(kube, crds):
@@ -346,7 +366,8 @@ def test_short_names_in_discovery(kube, crds):
     assert res["bakeoffs"]["shortNames"] == ["bo"] and res["bakeoffs"]["kind"] == "Bakeoff"
     assert res["variants"]["shortNames"] == ["va"] and res["variants"]["kind"] == "Variant"
     assert res["bakeoffs"]["namespaced"] and res["variants"]["namespaced"]
-    assert "bakeoff" in res["variants"]["categories"]
+    # issue 16 item 14: a category named "bakeoff" would shadow the kind in kubectl
+    assert res["variants"]["categories"] == res["bakeoffs"]["categories"] == ["bakeoffs-all"]
     assert {"bakeoffs/status", "variants/status"} <= res.keys()
     groups = raw_get(kube, "/apis")
     assert any(g["name"] == GROUP for g in groups["groups"])
@@ -403,6 +424,8 @@ def test_bad_durations_are_refused_naming_the_field(custom, value):
             create(custom, doc)
         message = json.loads(err.value.body)["message"]
         assert f"spec.routing.{field}" in message and "duration" in message, message
+        # issue 16 item 15: not `Invalid value: ""` (the schema type of an int-or-string), but the value
+        assert 'Invalid value: ""' not in message and f"got '{value}'" in message, message
 
 
 def test_routes_are_declared(custom):

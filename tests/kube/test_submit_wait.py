@@ -108,5 +108,7 @@ async def test_submit_waits_for_the_answer_and_a_never_routed_candidate_frees_it
         r = await asyncio.to_thread(submit, kube, ns, "--image", "r/shop:third", "--name", "third", "--timeout", "30s")
         assert r.returncode == 1, r.stdout
         assert "variant third refused (TooManyCandidates)" in r.stderr and "spec.judge.candidates" in r.stderr
+        # issue 16 item 15: the message names who holds the slots, and why a rolled-back one still does
+        assert "every slot is taken, by fast (Serving), next (RolledBack)" in r.stderr, r.stderr
         assert "the Variant was deleted" in r.stderr
         assert variant_names(custom, ns) == {"fast", "gated", "next"}  # refused: it will not enter unannounced later

@@ -348,12 +348,15 @@ def reconcile(policy: Policy, state: ControllerState, obs: Observations) -> Plan
                         v.reason = held
                         continue
                     judged = v.seen_requests - v.step_requests
+                    # the time it actually spent there (longer than stepInterval after a failover or a hold)
+                    held_for = now - v.step_since
                     v.step, v.step_since, v.reason = v.step + 1, now, ""
                     v.step_requests, v.progress_at = v.seen_requests, now
                     event(
                         "ramped",
                         v.name,
-                        f"{policy.step_interval:g}s and {judged} judged requests on the previous step",
+                        f"{round(held_for, 1):g}s (stepInterval {policy.step_interval:g}s) and {judged} judged "
+                        f"requests on the previous step",
                         step=v.step,
                     )
 

@@ -13,25 +13,21 @@ See docs/resources.md for the whole schema.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from bakeoff.common.durations import DurationError, parse_duration
 from bakeoff.common.yamlfile import read_yaml_documents
-from bakeoff.contracts.resources import API_VERSION
+from bakeoff.contracts import schema
+from bakeoff.contracts.resources import API_VERSION, DEFAULT_STICKY_HEADER, HEADER_RE, NAME_RE, Route
+from bakeoff.contracts.schema import DEFAULT_STEPS, HTTP_METHODS, PROMOTION_MODES, SARIF_LEVELS
+from bakeoff.contracts.snapshot import MAX_ROUTES, OTHER_ROUTE
 from bakeoff.judge.config import JudgeConfig, JudgeConfigError, config_from_dict
-
-NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$")
-HEADER_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-SARIF_LEVELS = ("none", "note", "warning", "error")  # ascending severity
-# auto: promote the candidate the judge finds better on the objective; manual: the same after an
-# approval; whenNoRegression: promote a candidate within tolerance on every guardrail (a canary).
-PROMOTION_MODES = ("auto", "manual", "whenNoRegression")
-MAX_ROUTES = 64
-HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 class ResourceError(ValueError):
@@ -50,7 +46,7 @@ class Workload:
     port: int | None = None  # cluster: the port the pods listen on (None: from the pod template)
     container: str | None = None  # cluster: the container a candidate's image replaces (None: the first)
     replicas: int = 1  # cluster: a candidate's pods while it serves
-    health_path: str = "/healthz"
+    health_path: str = schema.default(schema.Workload, "health_path")
     env: tuple[tuple[str, str], ...] = ()
     working_dir: str | None = None
     start_timeout: float = 30.0
@@ -59,7 +55,7 @@ class Workload:
 @dataclass(frozen=True)
 class Gate:
     sarif: str
-    max_severity: str = "warning"
+    max_severity: str = schema.default(schema.Gate, "max_severity")
 
 
 @dataclass(frozen=True)
@@ -78,22 +74,14 @@ class VariantResource:
 
 @dataclass(frozen=True)
 class Routing:
-    sticky_header: str | None = "X-User-Id"
+    sticky_header: str | None = DEFAULT_STICKY_HEADER
     sticky_cookie: str | None = None
-    max_candidate_share: float = 0.5
-    steps: tuple[float, ...] = (0.05, 0.1, 0.2)
-    step_interval: float = 60.0
-    allocation: str = "fixed"
+    max_candidate_share: float = schema.default(schema.Routing, "max_candidate_share")
+    steps: tuple[float, ...] = DEFAULT_STEPS
+    step_interval: float = parse_duration(schema.default(schema.Routing, "step_interval"), "stepInterval")
+    allocation: str = schema.default(schema.Routing, "allocation")
     routes: tuple[Route, ...] = ()  # per-route statistics (docs/resources.md); empty: none
     no_data_timeout: float = 300.0  # no new judged request of a candidate for this long: rolled back
-
-
-@dataclass(frozen=True)
-class Route:
-    """A named group of request paths the router counts separately (``match``: a glob on the path)."""
-
-    name: str
-    match: str
 
 
 @dataclass(frozen=True)
@@ -101,7 +89,7 @@ class LoadRequest:
     """One kind of request the built-in load generator sends (``spec.load.requests[i]``)."""
 
     path: str
-    method: str = "GET"
+    method: str = schema.default(schema.LoadRequest, "method")
     weight: float = 1.0
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes | None = None
@@ -116,8 +104,10 @@ class LoadSpec:
     shoppers of examples/shop) says what the load is.
     """
 
-    users: int = 16
-    think: float = 0.05  # mean seconds between one user's requests
+    users: int = schema.default(schema.Load, "users")
+    think: float = parse_duration(
+        schema.default(schema.Load, "think"), "think"
+    )  # mean seconds between one user's requests
     requests: tuple[LoadRequest, ...] = ()
     locustfile: str | None = None
     shoppers: bool = False
@@ -131,10 +121,10 @@ class BakeoffResource:
     routing: Routing
     judge: JudgeConfig
     judge_raw: dict[str, Any]
-    promotion: str = "auto"  # auto | manual | whenNoRegression
+    promotion: str = schema.default(schema.Promotion, "mode")  # auto | manual | whenNoRegression
     listen: str = "127.0.0.1:8080"
     admin: str = "127.0.0.1:8081"
-    look_interval: float = 1.0
+    look_interval: float = parse_duration(schema.default(schema.Judge, "interval"), "interval")
     source: str | None = None  # cluster: where the judge's figures come from (spec.judge.source)
     load: LoadSpec | None = None  # local: the load bakeoff run drives (spec.load)
 
@@ -163,7 +153,7 @@ class _Doc:
         return ResourceError(f"{self.prefix}: {fieldname} {message}" if fieldname else f"{self.prefix}: {message}")
 
 
-def _mapping(doc: _Doc, value: Any, where: str, known: set[str], required: bool = False) -> dict:
+def _mapping(doc: _Doc, value: Any, where: str, known: Collection[str], required: bool = False) -> dict:
     if value is None:
         if required:
             raise doc.error(where, "is required")
@@ -182,8 +172,9 @@ def _cluster_fields(doc: _Doc, spec: dict, p: str, kw: dict[str, Any]) -> None:
             if not isinstance(spec[key], str) or not spec[key]:
                 raise doc.error(f"{p}{key}", f"must be a non-empty string, got {spec[key]!r}")
             kw[attr] = spec[key]
-    for key, lo, hi in (("port", 1, 65535), ("replicas", 1, 1000)):
+    for key, model in (("port", schema.Mainline), ("replicas", schema.VariantSpec)):
         if spec.get(key) is not None:
+            lo, hi = schema.bounds(model, key)
             v = spec[key]
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise doc.error(f"{p}{key}", f"must be a whole number from {lo} to {hi}, got {v!r}")
@@ -225,7 +216,7 @@ def _workload(doc: _Doc, spec: dict, where: str, platform: str = "local") -> Wor
         if url.startswith("https://"):
             raise doc.error(f"{p}url", "must be plain http (the router speaks HTTP/1.1 to upstreams)")
         kw["url"] = url.rstrip("/")
-    hp = spec.get("healthPath", "/healthz")
+    hp = spec.get("healthPath", Workload.health_path)
     if not isinstance(hp, str) or not hp.startswith("/"):
         raise doc.error(f"{p}healthPath", f"must be a path starting with '/', got {hp!r}")
     kw["health_path"] = hp
@@ -251,9 +242,9 @@ def _duration(doc: _Doc, value: Any, field: str) -> float:
         raise doc.error(field, str(e).removeprefix(f"{field} ")) from None
 
 
-_WORKLOAD_KEYS = {"command", "url", "healthPath", "env", "workingDir", "startTimeout"}
-_MAINLINE_KEYS = _WORKLOAD_KEYS | {"name", "deployment", "port", "container"}
-_VARIANT_KEYS = _WORKLOAD_KEYS | {"bakeoff", "change", "gate", "image", "replicas"}
+# The fields each part of a document may have: the models of bakeoff.contracts.schema (the CRDs' source).
+_MAINLINE_KEYS = schema.Mainline.keys()
+_VARIANT_KEYS = schema.VariantSpec.keys()
 
 
 def _share(doc: _Doc, value: Any, where: str, *, zero_ok: bool = False) -> float:
@@ -268,12 +259,10 @@ def _share(doc: _Doc, value: Any, where: str, *, zero_ok: bool = False) -> float
 
 
 def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> BakeoffResource:
-    spec = _mapping(
-        doc, d.get("spec"), "spec", {"mainline", "routing", "judge", "promotion", "router", "load"}, required=True
-    )
+    spec = _mapping(doc, d.get("spec"), "spec", schema.BakeoffSpec.keys(), required=True)
     name = d["metadata"]["name"]
     main = _mapping(doc, spec.get("mainline"), "spec.mainline", _MAINLINE_KEYS, required=True)
-    mname = main.get("name", "mainline")
+    mname = main.get("name", schema.default(schema.Mainline, "name"))
     if not isinstance(mname, str) or not NAME_RE.match(mname):
         raise doc.error("spec.mainline.name", f"must be lower-case letters, digits, '-', '_' or '.'; got {mname!r}")
     mainline = _workload(doc, main, "spec.mainline", platform)
@@ -282,7 +271,7 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
         doc,
         spec.get("routing"),
         "spec.routing",
-        {"stickiness", "maxCandidateShare", "steps", "stepInterval", "allocation", "routes", "noDataTimeout"},
+        schema.Routing.keys(),
     )
     rk: dict[str, Any] = {}
     if "stickiness" in r:
@@ -336,7 +325,7 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
             "spec.judge.control", f"must be the mainline's name {mname!r} (or omitted), got {jraw['control']!r}"
         )
     jraw["control"] = mname
-    look_interval = 1.0
+    look_interval = BakeoffResource.look_interval
     if "interval" in jraw:
         look_interval = _duration(doc, jraw["interval"], "spec.judge.interval")
     jraw.pop("interval", None)
@@ -353,8 +342,12 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
             msg = f"{doc.prefix}: spec.judge." + msg[len(head) :]
         raise ResourceError(msg) from None
     raw_promo = spec.get("promotion")
-    promo = {"mode": raw_promo} if isinstance(raw_promo, str) else _mapping(doc, raw_promo, "spec.promotion", {"mode"})
-    mode = promo.get("mode", "auto")
+    promo = (
+        {"mode": raw_promo}
+        if isinstance(raw_promo, str)
+        else _mapping(doc, raw_promo, "spec.promotion", schema.Promotion.keys())
+    )
+    mode = promo.get("mode", BakeoffResource.promotion)
     if mode not in PROMOTION_MODES:
         raise doc.error("spec.promotion.mode", f"must be one of {', '.join(PROMOTION_MODES)}, got {mode!r}")
     if judge.objective is None and mode != "whenNoRegression":
@@ -364,7 +357,7 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
         )
     load = _load(doc, spec["load"]) if spec.get("load") is not None else None
 
-    rt = _mapping(doc, spec.get("router"), "spec.router", {"listen", "admin"})
+    rt = _mapping(doc, spec.get("router"), "spec.router", schema.Router.keys())
     addrs = {}
     for key, default in (("listen", "127.0.0.1:8080"), ("admin", "127.0.0.1:8081")):
         val = rt.get(key, default)
@@ -403,12 +396,12 @@ def _routes(doc: _Doc, value: Any) -> tuple[Route, ...]:
     seen: set[str] = set()
     for i, item in enumerate(value):
         w = f"{where}[{i}]"
-        m = _mapping(doc, item, w, {"name", "match"}, required=True)
+        m = _mapping(doc, item, w, schema.RouteModel.keys(), required=True)
         name, match = m.get("name"), m.get("match")
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise doc.error(f"{w}.name", f"must be lower-case letters, digits, '-', '_' or '.'; got {name!r}")
-        if name == "other":
-            raise doc.error(f"{w}.name", "'other' is reserved (it counts requests that match no route)")
+        if name == OTHER_ROUTE:
+            raise doc.error(f"{w}.name", f"{OTHER_ROUTE!r} is reserved (it counts requests that match no route)")
         if name in seen:
             raise doc.error(f"{w}.name", f"{name!r} is already used by another route")
         seen.add(name)
@@ -419,12 +412,13 @@ def _routes(doc: _Doc, value: Any) -> tuple[Route, ...]:
 
 
 def _load(doc: _Doc, value: Any) -> LoadSpec:
-    ld = _mapping(doc, value, "spec.load", {"users", "think", "requests", "locustfile", "shoppers"})
+    ld = _mapping(doc, value, "spec.load", schema.Load.keys())
     kw: dict[str, Any] = {}
     if "users" in ld:
         u = ld["users"]
-        if isinstance(u, bool) or not isinstance(u, int) or not 1 <= u <= 10000:
-            raise doc.error("spec.load.users", f"must be a whole number from 1 to 10000, got {u!r}")
+        lo, hi = schema.bounds(schema.Load, "users")
+        if isinstance(u, bool) or not isinstance(u, int) or not lo <= u <= hi:
+            raise doc.error("spec.load.users", f"must be a whole number from {lo} to {hi}, got {u!r}")
         kw["users"] = u
     if "think" in ld:
         kw["think"] = _duration(doc, ld["think"], "spec.load.think")
@@ -456,11 +450,11 @@ def _load_requests(doc: _Doc, value: Any) -> tuple[LoadRequest, ...]:
     out = []
     for i, item in enumerate(value):
         w = f"spec.load.requests[{i}]"
-        m = _mapping(doc, item, w, {"path", "method", "weight", "headers", "body", "json"}, required=True)
+        m = _mapping(doc, item, w, schema.LoadRequest.keys(), required=True)
         path = m.get("path")
         if not isinstance(path, str) or not path.startswith("/") or any(c.isspace() for c in path):
             raise doc.error(f"{w}.path", f"must be a path starting with '/' (a query string may follow), got {path!r}")
-        method = m.get("method", "GET")
+        method = m.get("method", LoadRequest.method)
         if not isinstance(method, str) or method.upper() not in HTTP_METHODS:
             raise doc.error(f"{w}.method", f"must be one of {', '.join(HTTP_METHODS)}, got {method!r}")
         weight = m.get("weight", 1)
@@ -500,7 +494,7 @@ def _variant(doc: _Doc, d: dict, index: int, platform: str = "local") -> Variant
     workload = _workload(doc, spec, "spec", platform)
     change: dict[str, str] = {}
     if spec.get("change") is not None:
-        ch = _mapping(doc, spec["change"], "spec.change", {"commit", "repository", "author", "generator", "message"})
+        ch = _mapping(doc, spec["change"], "spec.change", schema.Change.keys())
         for k, v in ch.items():
             if v is None:
                 continue
@@ -509,16 +503,64 @@ def _variant(doc: _Doc, d: dict, index: int, platform: str = "local") -> Variant
             change[k] = str(v)
     gate = None
     if spec.get("gate") is not None:
-        g = _mapping(doc, spec["gate"], "spec.gate", {"sarif", "maxSeverity"})
+        g = _mapping(doc, spec["gate"], "spec.gate", schema.Gate.keys())
         if not isinstance(g.get("sarif"), str) or not g["sarif"]:
             raise doc.error("spec.gate.sarif", "must be the path of a SARIF file")
-        sev = g.get("maxSeverity", "warning")
+        sev = g.get("maxSeverity", Gate.max_severity)
         if sev not in SARIF_LEVELS:
             raise doc.error("spec.gate.maxSeverity", f"must be one of {', '.join(SARIF_LEVELS)}, got {sev!r}")
         gate = Gate(g["sarif"], sev)
     return VariantResource(
         name=d["metadata"]["name"], bakeoff=bname, workload=workload, change=change, gate=gate, index=index
     )
+
+
+def _document(d: Any, i: int, origin: str) -> tuple[_Doc, str, str]:
+    """What every document must have (a mapping, apiVersion, kind, metadata.name): its messages, kind and name."""
+    kind = d.get("kind") if isinstance(d, dict) else None
+    meta = d.get("metadata") if isinstance(d, dict) else None
+    name = meta.get("name") if isinstance(meta, dict) else None
+    doc = _Doc(origin, i, kind, name)
+    if not isinstance(d, dict):
+        raise doc.error("", "must be a mapping with apiVersion, kind, metadata and spec")
+    for key in d:
+        if key not in ("apiVersion", "kind", "metadata", "spec", "status"):
+            raise doc.error(key, "is not a known field (known: apiVersion, kind, metadata, spec, status)")
+    if d.get("apiVersion") != API_VERSION:
+        raise doc.error("apiVersion", f"must be {API_VERSION!r}, got {d.get('apiVersion')!r}")
+    if kind not in ("Bakeoff", "Variant"):
+        raise doc.error("kind", f"must be Bakeoff or Variant, got {kind!r}")
+    if not isinstance(meta, dict):
+        raise doc.error("metadata", "is required, with a name")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise doc.error(
+            "metadata.name", f"must be lower-case letters, digits, '-', '_' or '.', at most 63 long; got {name!r}"
+        )
+    return doc, kind, name
+
+
+def _check_variant(origin: str, v: VariantResource, b: BakeoffResource) -> None:
+    """A Variant against its Bakeoff: it names it, and does not take the mainline's name."""
+    doc = _Doc(origin, v.index, "Variant", v.name)
+    if v.bakeoff != b.name:
+        raise doc.error("spec.bakeoff", f"names {v.bakeoff!r}, but the file's Bakeoff is {b.name!r}")
+    if v.name == b.mainline_name:
+        raise doc.error("metadata.name", f"{v.name!r} is the mainline's name; pick another")
+
+
+def parse_variant(d: Any, bakeoff: BakeoffResource, origin: str, platform: str = "local") -> VariantResource:
+    """One Variant of a Bakeoff parsed before, with the checks and messages parse_documents gives it
+    as the document after its Bakeoff (document 1), without validating the Bakeoff again.
+
+    The Kubernetes controller parses a Bakeoff's spec once per pass and each of its Variants with this.
+    """
+    d = copy.deepcopy(d)
+    doc, kind, _name = _document(d, 1, origin)
+    if kind != "Variant":
+        raise doc.error("kind", f"must be Variant, got {kind!r}")
+    v = _variant(doc, d, 1, platform)
+    _check_variant(origin, v, bakeoff)
+    return v
 
 
 def parse_documents(docs: list[Any], origin: str, platform: str = "local", need_variants: bool = True) -> Resources:
@@ -533,25 +575,7 @@ def parse_documents(docs: list[Any], origin: str, platform: str = "local", need_
     for i, d in enumerate(docs):
         if d is None:
             continue
-        kind = d.get("kind") if isinstance(d, dict) else None
-        meta = d.get("metadata") if isinstance(d, dict) else None
-        name = meta.get("name") if isinstance(meta, dict) else None
-        doc = _Doc(origin, i, kind, name)
-        if not isinstance(d, dict):
-            raise doc.error("", "must be a mapping with apiVersion, kind, metadata and spec")
-        for key in d:
-            if key not in ("apiVersion", "kind", "metadata", "spec", "status"):
-                raise doc.error(key, "is not a known field (known: apiVersion, kind, metadata, spec, status)")
-        if d.get("apiVersion") != API_VERSION:
-            raise doc.error("apiVersion", f"must be {API_VERSION!r}, got {d.get('apiVersion')!r}")
-        if kind not in ("Bakeoff", "Variant"):
-            raise doc.error("kind", f"must be Bakeoff or Variant, got {kind!r}")
-        if not isinstance(meta, dict):
-            raise doc.error("metadata", "is required, with a name")
-        if not isinstance(name, str) or not NAME_RE.match(name):
-            raise doc.error(
-                "metadata.name", f"must be lower-case letters, digits, '-', '_' or '.', at most 63 long; got {name!r}"
-            )
+        doc, kind, name = _document(d, i, origin)
         if kind == "Bakeoff":
             bakeoffs.append(_bakeoff(doc, d, origin, platform))
         else:
@@ -565,11 +589,7 @@ def parse_documents(docs: list[Any], origin: str, platform: str = "local", need_
         raise ResourceError(f"{origin}: {len(bakeoffs)} Bakeoff documents; a file runs one bake-off")
     b = bakeoffs[0]
     for v in variants:
-        doc = _Doc(origin, v.index, "Variant", v.name)
-        if v.bakeoff != b.name:
-            raise doc.error("spec.bakeoff", f"names {v.bakeoff!r}, but the file's Bakeoff is {b.name!r}")
-        if v.name == b.mainline_name:
-            raise doc.error("metadata.name", f"{v.name!r} is the mainline's name; pick another")
+        _check_variant(origin, v, b)
     if not variants and need_variants:
         raise ResourceError(f"{origin}: no Variant documents: a bake-off needs at least one candidate")
     # Bonferroni over every candidate in the file, fixed from the start.

@@ -14,6 +14,7 @@ from typing import Any, NoReturn, Protocol
 
 from bakeoff.cli.errors import EXIT_CONFIG, CommandError, error
 from bakeoff.common.version import VERSION
+from bakeoff.router import hot_path
 
 
 class Command(Protocol):
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--version", action="version", version=f"bakeoff {VERSION}")
+    p.add_argument("--version", action="version", version=f"bakeoff {VERSION}; router hot path: {hot_path()}")
     p.add_argument("--log-level", default=None, help="debug, info (default), warning, error")
     p.add_argument("--log-json", action="store_true", default=None, help="JSON log lines even on a terminal")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")

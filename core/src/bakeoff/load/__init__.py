@@ -26,6 +26,8 @@ import importlib.util
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from bakeoff.contracts.resources import DEFAULT_STICKY_HEADER
+
 
 @dataclass(frozen=True)
 class Target:
@@ -33,7 +35,7 @@ class Target:
 
     url: str
     events_url: str | None = None
-    sticky_header: str | None = "X-User-Id"
+    sticky_header: str | None = DEFAULT_STICKY_HEADER
 
 
 @dataclass

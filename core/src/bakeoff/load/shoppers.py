@@ -27,10 +27,11 @@ import random
 from collections.abc import Generator
 from typing import Any
 
+from bakeoff.contracts.resources import DEFAULT_STICKY_HEADER
 from bakeoff.load import LoadStats, Target
 from bakeoff.load.sessions import Reply, SessionLoad, Step
 
-USER_HEADER = "X-User-Id"
+USER_HEADER = DEFAULT_STICKY_HEADER
 CATALOGUE_PAGES = 10  # the shop's 200 products, 20 per page
 
 # The shopper model.  Tuned so that a mainline shop converts about 6% of

@@ -86,8 +86,17 @@ class Baselines:
     def from_json(cls, d: dict[str, Any]) -> Baselines:
         return cls({k: Baseline.from_json(b) for k, b in d.items()})
 
-    def consume(self, parsed: list[tuple[dict[str, VariantCounters], tuple, float | None]], look: int) -> Intake:
-        """Subtract each snapshot's baseline and keep its counters as the next baseline."""
+    def consume(
+        self,
+        parsed: list[tuple[dict[str, VariantCounters], tuple, float | None]],
+        look: int,
+        baseline_only: bool = False,
+    ) -> Intake:
+        """Subtract each snapshot's baseline and keep its counters as the next baseline.
+
+        ``baseline_only``: the first look of a round on long-lived routers -- every
+        snapshot becomes a baseline and nothing is consumed.
+        """
         out = Intake()
         first_look = not self.by_source
         for counters, fingerprint, taken_at in parsed:
@@ -111,6 +120,8 @@ class Baselines:
                 self.by_source[key] = fresh
                 while len(self.by_source) > MAX_SOURCES:
                     self.by_source.pop(next(iter(self.by_source)))
+                if baseline_only:
+                    continue
                 if not first_look:
                     # A router process (or set of them) not seen before, or seen again after
                     # its counts went in under another key: only later increments count.

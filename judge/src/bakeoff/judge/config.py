@@ -17,6 +17,7 @@ from typing import Any
 from bakeoff.common.durations import DurationError
 from bakeoff.common.durations import parse_duration as _parse_duration
 from bakeoff.common.yamlfile import read_yaml_documents
+from bakeoff.contracts import schema
 from bakeoff.contracts.resources import API_VERSION
 
 # Default standardised effect sizes (see judge.sequential): the effect, in
@@ -71,13 +72,19 @@ class MetricSpec:
 @dataclass(frozen=True)
 class JudgeConfig:
     control: str = "mainline"
-    alpha: float = 0.05
-    min_samples: int = 500
+    alpha: float = schema.default(schema.Judge, "alpha")
+    min_samples: int = schema.default(schema.Judge, "min_samples")
     max_samples: int | None = None
     max_duration: float | None = None  # seconds
     guardrails: tuple[MetricSpec, ...] = ()
     objective: MetricSpec | None = None
     candidates: int | None = None  # number of candidates alpha is split over (default: as seen)
+    # Set by a caller that knows a round's entrants (the cluster controller), never by a file:
+    # only these candidates are judged (None: every variant in the snapshots) ...
+    entrants: tuple[str, ...] | None = field(default=None, compare=False)
+    # ... and the first look only takes the routers' cumulative counters as the baseline (long-lived
+    # routers carry earlier rounds' requests), instead of counting them.
+    baseline_first_look: bool = field(default=False, compare=False)
     origin: str = field(default="judge config", compare=False)
 
     @property
@@ -178,7 +185,7 @@ _TOLERANCE_KEYS = {
 def _metric(raw: Any, where: str, role: str) -> MetricSpec:
     if not isinstance(raw, dict):
         raise JudgeConfigError(f"{where} must be a mapping")
-    allowed = {"metric", "kind", "direction", "per", "effectSize", "alphaWeight", *_TOLERANCE_KEYS}
+    allowed = _METRIC_KEYS
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise JudgeConfigError(f"{where}: unknown field {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
@@ -235,18 +242,10 @@ def _metric(raw: Any, where: str, role: str) -> MetricSpec:
     return MetricSpec(name, kind, role, harm, 0.0, False, quantile, per, effect, weight)
 
 
-_JUDGE_KEYS = {
-    "alpha",
-    "control",
-    "minSamples",
-    "maxSamples",
-    "maxDuration",
-    "guardrails",
-    "objective",
-    "candidates",
-    "source",
-    "interval",
-}
+# The fields of spec.judge and of one metric in it: the models of bakeoff.contracts.schema (the CRD's source).
+_JUDGE_KEYS = schema.Judge.keys()
+_METRIC_KEYS = schema.Guardrail.keys() | schema.Objective.keys()
+assert set(_TOLERANCE_KEYS) <= _METRIC_KEYS
 
 
 def config_from_dict(raw: Any, origin: str = "judge config") -> JudgeConfig:
@@ -283,7 +282,7 @@ def config_from_dict(raw: Any, origin: str = "judge config") -> JudgeConfig:
     def f(key: str) -> str:
         return f"{origin}: {prefix}{key}"
 
-    alpha = 0.05
+    alpha = JudgeConfig.alpha
     if "alpha" in raw:
         a = raw["alpha"]
         if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a < 1:
@@ -292,7 +291,7 @@ def config_from_dict(raw: Any, origin: str = "judge config") -> JudgeConfig:
     control = raw.get("control", "mainline")
     if not isinstance(control, str) or not control:
         raise JudgeConfigError(f"{f('control')} must be the name of the control variant")
-    min_samples = 500
+    min_samples = JudgeConfig.min_samples
     if "minSamples" in raw:
         v = raw["minSamples"]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:

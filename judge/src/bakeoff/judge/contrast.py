@@ -18,7 +18,7 @@ from ``sum``/``sum_sq`` for means).  Accumulating ``d_j/v_j`` and ``1/v_j``
 per batch (rather than differencing cumulative means) keeps the increments
 independent even when the traffic split changes between looks, e.g. during a
 ramp.  The evidence is then the normal mixture SPRT of
-:mod:`judge.sequential` (Johari, Pekelis, Walsh, Operations Research 2022).
+:mod:`bakeoff.judge.sequential` (Johari, Pekelis, Walsh, Operations Research 2022).
 
 For counts this is the Gaussian limit of the per-arm Poisson-process view of
 Lindon & Malek ("Anytime-Valid Inference for Multinomial Count Data",
@@ -58,9 +58,8 @@ from bakeoff.judge.counters import VariantCounters
 from bakeoff.judge.metric_test import ContrastState, Estimate, Stratum
 from bakeoff.judge.sequential import log_mixture_one_sided as log_one_sided_many
 from bakeoff.judge.sequential import log_mixture_two_sided as log_two_sided_many
-from bakeoff.judge.sequential import log_one_sided as log_mixture_one_sided
+from bakeoff.judge.sequential import log_one_sided, one_sided_cs_half_width, one_sided_cs_half_widths
 from bakeoff.judge.sequential import log_two_sided as log_mixture_two_sided
-from bakeoff.judge.sequential import one_sided_cs_half_width, one_sided_cs_half_widths
 
 
 def unit_stats(spec: MetricSpec, v: VariantCounters) -> tuple[float, float, float]:
@@ -290,13 +289,13 @@ class ContrastTest:
         tau1 = self._tau2(st, "diff", tot_t, tot_c)
         if i1 > 0 and math.isfinite(tau1):
             out["no_change"] = float(log_mixture_two_sided(w1, i1, tau1))
-            out["better"] = float(log_mixture_one_sided(-h * w1, i1, tau1))
-            out["worse_than_control"] = float(log_mixture_one_sided(h * w1, i1, tau1))
+            out["better"] = float(log_one_sided(-h * w1, i1, tau1))
+            out["worse_than_control"] = float(log_one_sided(h * w1, i1, tau1))
         w0, it = st.tol
         taut = self._tau2(st, "tol", tot_t, tot_c)
         if it > 0 and math.isfinite(taut):
-            out["worse"] = float(log_mixture_one_sided(h * w0, it, taut))
-            out["non_inferior"] = float(log_mixture_one_sided(-h * w0, it, taut))
+            out["worse"] = float(log_one_sided(h * w0, it, taut))
+            out["non_inferior"] = float(log_one_sided(-h * w0, it, taut))
         return out
 
     def estimate(self, st: ContrastState, tot_t: VariantCounters, tot_c: VariantCounters, alpha_ci: float) -> Estimate:

@@ -3,7 +3,7 @@
 No I/O, no clocks, no globals: the caller passes the snapshot and the time,
 and threads the returned :class:`JudgeState` into the next call (the input
 state is never modified).  Like Kayenta's judge the core only turns data into
-a verdict; sources (:mod:`judge.sources`) fetch the data.
+a verdict; sources (:mod:`bakeoff.judge.sources`) fetch the data.
 
 Multiple comparisons (k candidates, G guardrails, an objective).  Every
 decision the judge takes rests on one always-valid p-value:
@@ -261,13 +261,24 @@ def step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Verd
         notes.append("ignored: time is not a finite number")
         return st, _verdict(st, now if isinstance(now, (int, float)) else math.nan, notes, fresh=False)
 
-    intake = st.baselines.consume(parsed, st.look)
+    # A round judged on long-lived routers: what they counted before its first look belongs to
+    # earlier rounds, so that look is a baseline only.
+    baseline_only = cfg.baseline_first_look and not st.baselines.by_source
+    intake = st.baselines.consume(parsed, st.look, baseline_only=baseline_only)
     notes += intake.notes
     st.resets += intake.resets
     if intake.last_taken_at is not None:
         st.last_taken_at = max(st.last_taken_at or intake.last_taken_at, intake.last_taken_at)
     increments, present = intake.increments, intake.present
 
+    if baseline_only and st.baselines.by_source:
+        notes.append("first look: the routers' counters so far are the baseline (earlier requests are not judged)")
+    if cfg.entrants is not None:
+        # Only the round's own entrants (and the control) are judged; the others stay in the
+        # baselines, so that if one enters later only its new requests count.
+        allowed = {cfg.control, *cfg.entrants}
+        increments = {n: inc for n, inc in increments.items() if n in allowed}
+        present = {n for n in present if n in allowed}
     if not any(inc.requests > 0 for inc in increments.values()):
         if not present:
             notes.append("no variants in the snapshot yet")

@@ -174,8 +174,8 @@ class VariantCounters:
 
 
 def _dense(latency: dict[str, Any]) -> tuple[np.ndarray, int]:
-    """Dense bucket counts (what router.histogram.decode_counts gives, vectorised) and
-    their sum; a negative count is refused."""
+    """Dense bucket counts (what bakeoff.contracts.histogram.decode_counts gives, vectorised)
+    and their sum; a negative count is refused."""
     sparse = latency.get("counts") or []
     types = set(map(type, sparse))
     if isinstance(latency.get("offset"), bool) or bool in types:

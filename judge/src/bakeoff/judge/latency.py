@@ -14,7 +14,7 @@ This reduces the quantile to the Bernoulli process ``1{X > x}`` -- the device
 of Howard & Ramdas ("Sequential estimation of quantiles with applications to
 A/B-testing and best-arm identification", Bernoulli 28(3), 2022), who bound it
 uniformly over time -- and the comparison to a difference of exceedance rates,
-accumulated over looks in the normal mixture SPRT of :mod:`judge.sequential`
+accumulated over looks in the normal mixture SPRT of :mod:`bakeoff.judge.sequential`
 (Johari, Pekelis, Walsh 2022).
 
 The threshold of a look is the q-quantile of that look's *pooled* batch:
@@ -85,7 +85,7 @@ def beyond_grid(change: float) -> int:
 
 
 def quantile_index(counts: np.ndarray, q: float) -> int | None:
-    """Bucket index of the q-quantile (same rank rule as router.histogram.quantile_from_counts)."""
+    """Bucket index of the q-quantile (same rank rule as bakeoff.contracts.histogram.quantile_from_counts)."""
     cum = np.cumsum(counts)
     total = int(cum[-1])
     if total == 0:

@@ -2,7 +2,7 @@
 
 Pure numpy: a look's new requests per variant are drawn in bulk -- errors
 and conversions as binomials, latencies as a multinomial over the router's
-histogram buckets (``router.histogram`` layout, lognormal latencies) -- and
+histogram buckets (``bakeoff.contracts.histogram`` layout, lognormal latencies) -- and
 added to cumulative counters, so a simulated snapshot is exactly what a
 router that served those requests would report.
 """
@@ -46,7 +46,7 @@ class Arm:
 
 
 def _sparse(dense: np.ndarray, count: int, total: float) -> dict[str, Any]:
-    """The snapshot's sparse histogram form (as router.histogram.encode_counts), vectorised."""
+    """The snapshot's sparse histogram form (as bakeoff.contracts.histogram.encode_counts), vectorised."""
     nz = np.flatnonzero(dense)
     if len(nz) == 0:
         return encode_counts([], 0, 0.0)

@@ -1,7 +1,7 @@
 """The control plane, on its own port: routes, snapshot, metrics, events, health.
 
 It is an aiohttp application over a small backend seam: ``LocalBackend``
-serves one in-process Router; ``router.workers.WorkerBackend`` fans out to
+serves one in-process Router; ``bakeoff.router.workers.WorkerBackend`` fans out to
 the worker processes of ``--workers N`` and merges what they return.
 
 | endpoint            | what                                                        |
@@ -71,6 +71,10 @@ class LocalBackend:
 
     async def record_events(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [attribute_event(self.router, e) for e in events]
+
+    async def set_stickiness(self, kind: str | None, name: str | None) -> dict[str, Any]:
+        self.router.set_stickiness(kind, name)
+        return {"stickiness": {kind: name} if kind else None}
 
 
 def attribute_event(router: Any, event: dict[str, Any]) -> dict[str, Any]:
@@ -240,6 +244,32 @@ def make_admin_app(
     app.router.add_get("/-/readyz", readyz)
     app.router.add_get("/-/routes", get_routes)
     app.router.add_put("/-/routes", put_routes)
+
+    async def put_stickiness(request: web.Request) -> web.Response:
+        """``{"stickiness": {"header"|"cookie": NAME} | null}``: how a supervisor hands the Bakeoff's
+        stickiness to its workers (cluster mode). Only where the backend can change it."""
+        denied = authorised(request)
+        if denied:
+            return denied
+        setter = getattr(backend, "set_stickiness", None)
+        if setter is None:
+            return web.json_response({"error": "PUT /-/stickiness: not available here"}, status=404)
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return web.json_response({"error": "PUT /-/stickiness: body is not JSON"}, status=400)
+        st = body.get("stickiness") if isinstance(body, dict) else ...
+        if st is None:
+            return web.json_response(await setter(None, None))
+        if isinstance(st, dict) and len(st) == 1:
+            ((kind, name),) = st.items()
+            if kind in ("header", "cookie") and isinstance(name, str) and name:
+                return web.json_response(await setter(kind, name))
+        return web.json_response(
+            {"error": 'PUT /-/stickiness: expected {"stickiness": {"header"|"cookie": NAME} or null}'}, status=400
+        )
+
+    app.router.add_put("/-/stickiness", put_stickiness)
     app.router.add_get("/-/snapshot", snapshot)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/-/events", events)

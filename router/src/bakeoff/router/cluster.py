@@ -14,12 +14,19 @@ EndpointSlices of its namespace, and turns the Bakeoff's ``status.routing``
   back to the others by rendezvous hashing); when no variant is routable the
   previous table stays;
 * the table's version is ``status.routing.version``; a table equal to the one
-  being served (same version, weights and addresses) is not swapped in again.
+  being served (same version, weights and addresses) is not swapped in again;
+* ``spec.routing.stickiness`` is followed live, like the weights: a router
+  started before its Bakeoff (the documented install order) starts with the
+  CRD's default and takes the Bakeoff's as soon as it sees it. The table is
+  not touched, so a user whose key is the same under the new source keeps
+  their variant (rendezvous hashing depends only on the key and the weights);
+  each change is logged as event "stickiness changed".
 
-The kubernetes client is synchronous: each watch runs in a daemon thread
+The kubernetes client is synchronous: each watch is a ``WatchCache``
+(bakeoff.common.watch, shared with the controller) running in a daemon thread
 (list, then watch from the list's resourceVersion, resumed from the last one
 seen when the server ends it; on 410 Gone list again at once; on any other
-error list again after an exponential back-off) and hands what it saw
+error list again after an exponential back-off), and hands what it holds
 to the event loop, where the table is built and applied.  Nothing here ever
 stops the router: while the API server is unreachable, or the Bakeoff is
 missing, the last table keeps serving.
@@ -29,26 +36,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import re
-import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
 import structlog
 
+from bakeoff.common.watch import WatchCache
+from bakeoff.common.watch import short_error as _short_error
 from bakeoff.contracts.resources import BAKEOFF_PLURAL as PLURAL
-from bakeoff.contracts.resources import GROUP, VERSION
+from bakeoff.contracts.resources import DEFAULT_STICKY_HEADER, GROUP, VERSION
 from bakeoff.router.config import HEADER_RE, NAME_RE, ConfigError, RouteSpec, VariantSpec, parse_routes
 
 log = structlog.get_logger("bakeoff.router")
 
 SERVICE_LABEL = "kubernetes.io/service-name"
 # The CRD's default for spec.routing.stickiness.
-DEFAULT_STICKINESS: tuple[str, str] = ("header", "X-User-Id")
-WATCH_SECONDS = 240  # server-side watch timeout; the watch is then resumed from its resourceVersion
-BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0
+DEFAULT_STICKINESS: tuple[str, str] = ("header", DEFAULT_STICKY_HEADER)
 
 Stickiness = tuple[str, str] | None  # ("header" | "cookie", name) or None
 
@@ -90,6 +95,16 @@ def slice_view(obj: dict[str, Any]) -> SliceView | None:
         if ready is None or ready is True:
             addresses.update(str(a) for a in ep.get("addresses") or [])
     return SliceView(service, ports, tuple(sorted(addresses)))
+
+
+def slice_views(objs: list[dict[str, Any]]) -> dict[str, SliceView]:
+    """EndpointSlices by name, those of a Service only."""
+    views = {}
+    for obj in objs:
+        view = slice_view(obj)
+        if view is not None:
+            views[obj["metadata"]["name"]] = view
+    return views
 
 
 def stickiness_of(bakeoff: dict[str, Any]) -> Stickiness:
@@ -195,6 +210,8 @@ def build_table(bakeoff: dict[str, Any] | None, slices: dict[str, SliceView]) ->
 
 # (variants, version, per-route statistics patterns or None to keep them)
 ApplyFn = Callable[[tuple[VariantSpec, ...], int, "tuple[RouteSpec, ...] | None"], Awaitable[Any]]
+# the new stickiness: ("header" | "cookie", name) or None
+StickyFn = Callable[[Stickiness], Awaitable[Any]]
 
 
 class ClusterSource:
@@ -208,8 +225,12 @@ class ClusterSource:
         apply: ApplyFn,
         stickiness: Stickiness,
         mainline_service: Mainline | None = None,
+        set_stickiness: StickyFn | None = None,
     ) -> None:
         self.api = api
+        # Applies a new spec.routing.stickiness to the data plane; None: fixed at start (warn on a change).
+        self.set_stickiness = set_stickiness
+        self.wanted_stickiness: Stickiness = stickiness
         # Without a Bakeoff (not created yet, or deleted) all traffic goes to
         # the mainline: the Service named on the command line, else the last
         # mainline entry seen in status.routing.  Never a 503 for everyone.
@@ -234,8 +255,7 @@ class ClusterSource:
         self._dirty: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
-        self._stopping = threading.Event()
-        self._watches: set[Any] = set()
+        self._caches: list[WatchCache] = []
 
     @property
     def where(self) -> str:
@@ -246,14 +266,54 @@ class ClusterSource:
         self._loop = asyncio.get_running_loop()
         self._dirty = asyncio.Event()
         self._task = self._loop.create_task(self._reconcile_forever())
-        for what, target in (("bakeoff", self._watch_bakeoff), ("endpointslices", self._watch_slices)):
-            threading.Thread(target=self._run_watch, args=(what, target), name=f"watch-{what}", daemon=True).start()
+        from kubernetes import client
+
+        custom, discovery = client.CustomObjectsApi(self.api), client.DiscoveryV1Api(self.api)
+        bakeoffs: WatchCache
+        slices: WatchCache
+
+        seen = [False]  # the first list was seen: a missing Bakeoff is warned about once
+
+        def on_bakeoff() -> None:
+            obj = bakeoffs.get(self.namespace, self.name)
+            if obj is None and not seen[0]:
+                log.warning("Bakeoff not found; waiting for it", bakeoff=self.name, namespace=self.namespace)
+            seen[0] = True
+            self._post(self._set_bakeoff, obj)
+
+        def on_slices() -> None:
+            self._post(self._set_slices, slice_views(slices.list()))
+
+        common = {"logger": log, "log_fields": {"bakeoff": self.name, "namespace": self.namespace}}
+        bakeoffs = WatchCache(
+            "bakeoff",
+            custom.list_namespaced_custom_object,
+            on_bakeoff,
+            on_error=self._error_poster("bakeoff"),
+            **common,
+            group=GROUP,
+            version=VERSION,
+            namespace=self.namespace,
+            plural=PLURAL,
+            field_selector=f"metadata.name={self.name}",
+        )
+        slices = WatchCache(
+            "endpointslices",
+            discovery.list_namespaced_endpoint_slice,
+            on_slices,
+            on_error=self._error_poster("endpointslices"),
+            **common,
+            namespace=self.namespace,
+            label_selector=SERVICE_LABEL,
+        )
+        self._caches = [bakeoffs, slices]
+        for c in self._caches:
+            c.start()
         log.info("watching the API server", bakeoff=self.name, namespace=self.namespace)
 
     async def stop(self) -> None:
-        self._stopping.set()
-        for w in list(self._watches):
-            w.stop()
+        for c in self._caches:
+            c.stop()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -312,7 +372,14 @@ class ClusterSource:
             st: Stickiness | str = stickiness_of(obj)
         except ValueError as e:
             st = str(e)
-        if st == self.stickiness:
+        if not isinstance(st, str) and self.set_stickiness is not None:
+            self.wanted_stickiness = st  # applied by _reconcile, in order with the routing table
+        elif isinstance(st, str) and self.set_stickiness is not None:
+            if st != self._warned_stickiness:
+                self._warned_stickiness = st
+                log.warning("spec.routing.stickiness not applied; keeping the current one", bakeoff=self.name,
+                            running=_fmt_sticky(self.stickiness), error=st)  # fmt: skip
+        elif st == self.stickiness:
             self._warned_stickiness = st
         elif st != self._warned_stickiness:
             self._warned_stickiness = st
@@ -323,11 +390,8 @@ class ClusterSource:
         self.slices = slices
         self.slices_listed = True
 
-    def _slice_event(self, kind: str, name: str, view: SliceView | None) -> None:
-        if kind == "DELETED" or view is None:
-            self.slices.pop(name, None)
-        else:
-            self.slices[name] = view
+    def _error_poster(self, what: str) -> Callable[[str | None], None]:
+        return lambda error: self._post(self._set_error, what, error)
 
     def _set_error(self, what: str, error: str | None) -> None:
         if error is None:
@@ -353,6 +417,13 @@ class ClusterSource:
                 self._dirty.set()
 
     async def _reconcile(self) -> None:
+        if self.set_stickiness is not None and self.wanted_stickiness != self.stickiness:
+            wanted = self.wanted_stickiness
+            await self.set_stickiness(wanted)  # raises: retried by _reconcile_forever
+            was, self.stickiness = self.stickiness, wanted
+            log.info("stickiness changed", bakeoff=self.name, namespace=self.namespace,
+                     stickiness=_fmt_sticky(wanted), previous=_fmt_sticky(was),
+                     note="the routing table is unchanged: users whose key is the same under both keep their variant")  # fmt: skip
         if not (self.listed and self.slices_listed):
             return
         table, why = build_table(self.bakeoff, self.slices)
@@ -387,104 +458,6 @@ class ClusterSource:
                  variants={v.name: {"weight": v.weight, "upstreams": [f"{h}:{p}" for h, p in v.upstreams]}
                            for v in table.variants},
                  previous=previous.version if previous else None, note=why or None)  # fmt: skip
-
-    # -- the watch threads ------------------------------------------------
-    def _run_watch(self, what: str, target: Callable[[list[str | None]], None]) -> None:
-        from kubernetes.client.exceptions import ApiException
-
-        from bakeoff.common.kube import api_error_message
-
-        rv: list[str | None] = [None]  # the resourceVersion to watch from; None: list first
-        delay = BACKOFF_MIN
-        while not self._stopping.is_set():
-            try:
-                target(rv)  # returns when the server ends the watch; rv is where to resume
-                delay = BACKOFF_MIN
-                continue
-            except ApiException as e:
-                if e.status == 410:
-                    log.info("watch expired; listing again", watch=what)
-                    rv[0] = None
-                    continue
-                error = f"{e.status} {api_error_message(e)}"
-            except Exception as e:  # connection refused, reset, timeouts, TLS, ...
-                error = _short_error(e)
-            if self._stopping.is_set():
-                return
-            rv[0] = None  # list again once reconnected: nothing missed, and the error clears
-            self._post(self._set_error, what, error)
-            log.warning("API server watch failed; retrying", watch=what, error=error, retry_in=round(delay, 1),
-                        bakeoff=self.name, namespace=self.namespace)  # fmt: skip
-            self._stopping.wait(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, BACKOFF_MAX)
-
-    def _stream(self, list_fn: Callable[..., Any], rv: list[str | None], on_event: Callable[[str, dict], None],
-                **kw: Any) -> None:  # fmt: skip
-        from kubernetes import watch
-
-        w = watch.Watch()
-        self._watches.add(w)
-        try:
-            for ev in w.stream(list_fn, resource_version=rv[0], timeout_seconds=WATCH_SECONDS,
-                               allow_watch_bookmarks=True, _request_timeout=(10, WATCH_SECONDS + 30), **kw):  # fmt: skip
-                obj = ev.get("raw_object") or {}
-                new_rv = (obj.get("metadata") or {}).get("resourceVersion")
-                if ev["type"] != "BOOKMARK":
-                    on_event(ev["type"], obj)
-                if new_rv:
-                    rv[0] = new_rv
-                if self._stopping.is_set():
-                    return
-        finally:
-            self._watches.discard(w)
-
-    def _watch_bakeoff(self, rv: list[str | None]) -> None:
-        from kubernetes import client
-
-        custom = client.CustomObjectsApi(self.api)
-        selector = f"metadata.name={self.name}"
-        if rv[0] is None:
-            listed = cast(dict[str, Any], custom.list_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, field_selector=selector, _request_timeout=(10, 30)))  # fmt: skip
-            items = listed.get("items") or []
-            self._post(self._set_error, "bakeoff", None)
-            self._post(self._set_bakeoff, items[0] if items else None)
-            if not items:
-                log.warning("Bakeoff not found; waiting for it", bakeoff=self.name, namespace=self.namespace)
-            rv[0] = (listed.get("metadata") or {}).get("resourceVersion")
-
-        def on_event(kind: str, obj: dict) -> None:
-            if (obj.get("metadata") or {}).get("name") != self.name:
-                return
-            self._post(self._set_bakeoff, None if kind == "DELETED" else obj)
-
-        self._stream(custom.list_namespaced_custom_object, rv, on_event, group=GROUP, version=VERSION,
-                     namespace=self.namespace, plural=PLURAL, field_selector=selector)  # fmt: skip
-
-    def _watch_slices(self, rv: list[str | None]) -> None:
-        from kubernetes import client
-
-        discovery = client.DiscoveryV1Api(self.api)
-        if rv[0] is None:
-            resp = discovery.list_namespaced_endpoint_slice(self.namespace, label_selector=SERVICE_LABEL,
-                                                            _preload_content=False, _request_timeout=(10, 30))  # fmt: skip
-            listed = json.loads(resp.data)  # type: ignore[attr-defined]  # _preload_content=False: a urllib3 response
-            views = {}
-            for obj in listed.get("items") or []:
-                view = slice_view(obj)
-                if view is not None:
-                    views[obj["metadata"]["name"]] = view
-            self._post(self._set_error, "endpointslices", None)
-            self._post(self._set_slices, views)
-            rv[0] = (listed.get("metadata") or {}).get("resourceVersion")
-
-        def on_event(kind: str, obj: dict) -> None:
-            name = (obj.get("metadata") or {}).get("name")
-            if name:
-                self._post(self._slice_event, kind, name, slice_view(obj))
-
-        self._stream(discovery.list_namespaced_endpoint_slice, rv, on_event, namespace=self.namespace,
-                     label_selector=SERVICE_LABEL)  # fmt: skip
 
 
 class ClusterBackend:
@@ -558,17 +531,3 @@ def _fmt_sticky(st: Stickiness | str) -> str:
     if isinstance(st, str):
         return st
     return f"{st[0]}: {st[1]}"
-
-
-def _short_error(e: BaseException) -> str:
-    """urllib3 wraps the cause in long reprs; the innermost reason says it best."""
-    reason: Any = e
-    while getattr(reason, "reason", None) is not None and reason.reason is not reason:
-        reason = reason.reason
-    text = " ".join(str(reason).split())
-    for marker in ("Failed to establish a new connection: ", "Read timed out", "Connection aborted"):
-        i = text.find(marker)
-        if i >= 0:
-            text = text[i:].removeprefix("Failed to establish a new connection: ")
-            break
-    return text[:300] or type(e).__name__

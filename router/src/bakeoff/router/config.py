@@ -31,17 +31,16 @@ routes:                         # optional: statistics per route too (at most 64
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bakeoff.common.durations import DurationError, parse_duration
 from bakeoff.common.yamlfile import read_yaml_documents
+from bakeoff.contracts.resources import HEADER_RE, NAME_RE
+from bakeoff.contracts.resources import Route as RouteSpec
 from bakeoff.contracts.snapshot import MAX_ROUTES, OTHER_ROUTE
 
-NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$")
-HEADER_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # What happens to the upstream request of a client that leaves before its
 # response is complete: "cancel" closes the upstream connection, "finish"
 # lets the upstream complete it and discards the response.  Either way the
@@ -58,14 +57,6 @@ class VariantSpec:
     name: str
     upstreams: tuple[tuple[str, int], ...]
     weight: float
-
-
-@dataclass(frozen=True)
-class RouteSpec:
-    """A named glob on the request path, for per-route statistics."""
-
-    name: str
-    match: str
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,7 @@ class ClientConnection(asyncio.Protocol):
         self.exchanges: deque[Exchange] = deque()  # [in flight, queued...]
         self.parsing: Exchange | None = None
         self.peer = b""
+        self._xff_line = b""  # "X-Forwarded-For: <peer>", the same for every request of the connection
         self.flow: FlowControl = None  # type: ignore[assignment]  # set in connection_made
         self.closed = False
         self.eof = False
@@ -138,6 +139,7 @@ class ClientConnection(asyncio.Protocol):
         self.flow = FlowControl(transport)  # type: ignore[arg-type]
         peer = transport.get_extra_info("peername")
         self.peer = (peer[0] if isinstance(peer, tuple) else "unix").encode()
+        self._xff_line = b"X-Forwarded-For: " + self.peer + b"\r\n"
         self.router.clients.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -359,34 +361,42 @@ class ClientConnection(asyncio.Protocol):
             return False  # the general path answers it
         if body_len != (length if length > 0 else 0):
             return False  # a body still to come, or a pipelined request behind it
+        # The head to send is assembled with one join: the kept spans of the
+        # client's head, then the router's own lines, then the blank line.
+        parts = []
         if cuts is not None:
-            parts = []
             pos = 0
             for a, b in cuts:
                 parts.append(head[pos:a])
                 pos = b
             parts.append(head[pos:])
-            head = b"".join(parts)
-        extra = b"X-Forwarded-For: " + (xff + b", " + self.peer if xff is not None else self.peer) + b"\r\n"
+        else:
+            parts.append(head)
+        if xff is not None:
+            parts.append(b"X-Forwarded-For: " + xff + b", " + self.peer + b"\r\n")
+        else:
+            parts.append(self._xff_line)
         if not has_xfp:
-            extra += b"X-Forwarded-Proto: http\r\n"
+            parts.append(b"X-Forwarded-Proto: http\r\n")
         if not has_rid:
-            extra += request_id_line()
+            parts.append(request_id_line())
+        parts.append(b"\r\n")
+        method = m.group(1)
         ex = Exchange()
         ex.started = _perf()
         ex.last_activity = self.last_active
-        ex.is_head = m.group(1) == b"HEAD"
+        ex.is_head = method == b"HEAD"
         ex.keep_alive = keep_alive and not router.draining
-        ex.head = head + extra + b"\r\n"
+        ex.head = b"".join(parts)
         ex.body_done = True
         if body_len:
             ex.pending = [data[end + 4 :]]
             ex.pending_bytes = body_len
         ex.variant = router.routes.choose(key, override if router.override_enabled else None)
         if router.request_routes is not None:
-            ex.route = router.request_routes.index(head[len(m.group(1)) + 1 : head.find(b" HTTP/1.1\r\n")])
+            ex.route = router.request_routes.index(head[len(method) + 1 : head.find(b" HTTP/1.1\r\n")])
         self.exchanges.append(ex)
-        self._start(ex)
+        self._start(ex, fresh=True)
         return True
 
     # -- httptools callbacks ---------------------------------------------
@@ -512,7 +522,7 @@ class ClientConnection(asyncio.Protocol):
         if self._xff is not None:
             headers.append(b"X-Forwarded-For: " + self._xff + b", " + self.peer + b"\r\n")
         else:
-            headers.append(b"X-Forwarded-For: " + self.peer + b"\r\n")
+            headers.append(self._xff_line)
         if not self._has_xfp:
             headers.append(b"X-Forwarded-Proto: http\r\n")
         if not self._has_rid:
@@ -551,14 +561,19 @@ class ClientConnection(asyncio.Protocol):
         self._update_reading()
 
     # -- the exchange ----------------------------------------------------
-    def _start(self, ex: Exchange) -> None:
-        """Send an exchange's request: to a pooled connection now, or after a connect."""
+    def _start(self, ex: Exchange, fresh: bool = False) -> None:
+        """Send an exchange's request: to a pooled connection now, or after a connect.
+
+        ``fresh``: the request was read in this very callback, so its
+        last_activity (the time of that read) is still now.
+        """
         variant = ex.variant
         if variant is None:
             self._answer_error(ex, NO_VARIANT, None)
             return
         router = self.router
-        ex.last_activity = self.loop.time()
+        if not fresh:
+            ex.last_activity = self.loop.time()
         target = variant.next_upstream()
         ex.target = target
         conn = router.pool.get(target)

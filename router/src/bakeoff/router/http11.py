@@ -36,11 +36,6 @@ RESPONSE_SPECIAL = re.compile(
     rb"|bakeoff-metric-[^:]*):[ \t]*([^\r]*)"
 )
 PLAIN_CONNECTION_TOKENS = frozenset((b"keep-alive", b"close", b""))
-# The lines the fast response path removes: hop-by-hop and metric headers
-# (the same names as RESPONSE_SPECIAL less those it keeps or refuses).
-RESPONSE_DROP = re.compile(
-    rb"\r\n(?:connection|keep-alive|proxy-connection|te|trailer|bakeoff-metric-[^:\r]*):[^\r]*", re.IGNORECASE
-)
 
 
 def error_response(status: int, reason: str, message: str, extra: str = "") -> bytes:

@@ -49,11 +49,11 @@ async def _serve_cluster(config: RouterConfig, cluster, bakeoff: str, sticky_fro
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    # Stickiness is fixed for the life of the process: read it from the Bakeoff now.
+    # The Bakeoff's stickiness now if it can be read (else a default); ClusterSource follows it live.
     sticky, why = await loop.run_in_executor(None, read_stickiness, cluster.api, cluster.namespace, bakeoff)
     if why is not None:
         sticky = sticky_from_file or DEFAULT_STICKINESS
-        log.warning("cannot read the Bakeoff's stickiness at start; using a default until restarted",
+        log.warning("cannot read the Bakeoff's stickiness at start; using a default until it can be read",
                     bakeoff=bakeoff, namespace=cluster.namespace, error=why,
                     stickiness=f"{sticky[0]}: {sticky[1]}")  # fmt: skip
     elif sticky_from_file and sticky != sticky_from_file:
@@ -75,8 +75,11 @@ async def _serve_cluster(config: RouterConfig, cluster, bakeoff: str, sticky_fro
         async def apply_to_workers(specs, version, request_routes):
             await workers.put_routes(specs, version, request_routes)
 
+        async def sticky_to_workers(st):
+            await workers.set_stickiness(*(st or (None, None)))
+
         source = holder["source"] = ClusterSource(
-            cluster.api, cluster.namespace, bakeoff, apply_to_workers, sticky, mainline
+            cluster.api, cluster.namespace, bakeoff, apply_to_workers, sticky, mainline, sticky_to_workers
         )
         log.info("router in cluster mode", bakeoff=bakeoff, namespace=cluster.namespace, source=cluster.source,
                  workers=config.workers, stickiness=f"{sticky[0]}: {sticky[1]}" if sticky else None)  # fmt: skip
@@ -95,7 +98,10 @@ async def _serve_cluster(config: RouterConfig, cluster, bakeoff: str, sticky_fro
             router.set_request_routes(request_routes)
         router.set_routes(specs, version)
 
-    source = ClusterSource(cluster.api, cluster.namespace, bakeoff, apply_local, sticky, mainline)
+    async def sticky_local(st):
+        router.set_stickiness(*(st or (None, None)))
+
+    source = ClusterSource(cluster.api, cluster.namespace, bakeoff, apply_local, sticky, mainline, sticky_local)
     await router.start(admin=False)
     admin = await start_admin(ClusterBackend(LocalBackend(router), source), config.admin, config.token,
                               sticky=sticky_on, events_token=config.events_token)  # fmt: skip

@@ -1,12 +1,12 @@
 """Prometheus exposition of a router snapshot.
 
 The hot path never touches prometheus-client: it bumps plain counters
-(``router.stats``), and a scrape renders the current (possibly merged)
+(``bakeoff.router.stats``), and a scrape renders the current (possibly merged)
 snapshot through a custom collector.  Metric names, for PromQL users and the
 judge's Prometheus source:
 
 - ``bakeoff_requests_total{variant, outcome}`` — counter; outcome is one of
-  ``router.stats.OUTCOMES``.
+  ``bakeoff.contracts.snapshot.OUTCOMES``.
 - With ``routes`` configured both of these carry a ``route`` label too
   (a configured route name or ``other``).
 - ``bakeoff_request_duration_seconds{variant}`` — histogram with the fixed

@@ -23,7 +23,7 @@ from bakeoff.router.config import RouterConfig, RouteSpec, VariantSpec
 from bakeoff.router.downstream import ClientConnection
 from bakeoff.router.routing import RequestRoutes, RouteTable
 from bakeoff.router.stats import RouterStats
-from bakeoff.router.stickiness import sticky_key_source
+from bakeoff.router.stickiness import StickyKeySource, sticky_key_source
 from bakeoff.router.upstream import UpstreamPool
 
 if TYPE_CHECKING:
@@ -43,20 +43,10 @@ class Router:
         self.routes = RouteTable(config.variants, version=1 if config.variants else 0)
         for v in self.routes.variants:
             self.stats.variant(v.name)
-        self.sticky = sticky_key_source(config)
-        self.sticky_header = self.sticky.header if self.sticky is not None else None
         self.override_enabled = config.override_enabled
         self.override_header = config.override_header.lower().encode("latin-1")
         self.expose_variant = config.expose_variant
-        # The request headers the fast request path acts on (downstream.ClientConnection._fast_request).
-        names = [b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade",
-                 b"transfer-encoding", b"content-length", b"x-forwarded-for", b"x-forwarded-proto",
-                 b"x-request-id", b"host", self.override_header]  # fmt: skip
-        if self.sticky_header is not None:
-            names.append(self.sticky_header)
-        self.request_special = re.compile(
-            rb"\r\n(" + b"|".join(re.escape(n) for n in dict.fromkeys(names)) + rb"):[ \t]*([^\r]*)"
-        )
+        self._set_sticky(sticky_key_source(config))
         self.max_header_bytes = config.max_header_bytes
         self.connect_timeout = config.connect_timeout
         self.read_timeout = config.read_timeout
@@ -71,6 +61,35 @@ class Router:
         self._admin: AdminServer | None = None
         self._sweeper: asyncio.Task | None = None
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+
+    def _set_sticky(self, sticky: StickyKeySource | None) -> None:
+        self.sticky = sticky
+        self.sticky_header = sticky.header if sticky is not None else None
+        # The request headers the fast request path acts on (downstream.ClientConnection._fast_request).
+        names = [b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade",
+                 b"transfer-encoding", b"content-length", b"x-forwarded-for", b"x-forwarded-proto",
+                 b"x-request-id", b"host", self.override_header]  # fmt: skip
+        if self.sticky_header is not None:
+            names.append(self.sticky_header)
+        self.request_special = re.compile(
+            rb"\r\n(" + b"|".join(re.escape(n) for n in dict.fromkeys(names)) + rb"):[ \t]*([^\r]*)"
+        )
+
+    def set_stickiness(self, kind: str | None, name: str | None = None) -> None:
+        """Where sticky keys come from from now on: ("header"|"cookie", NAME), or None for none.
+
+        The routing table is left as it is: rendezvous hashing depends only on the key's bytes and
+        the weights, so a user whose key is the same under the new source keeps their variant.
+        Requests already being parsed finish with the key source they started with.
+        """
+        import dataclasses
+
+        self.config = dataclasses.replace(
+            self.config,
+            sticky_header=name if kind == "header" else None,
+            sticky_cookie=name if kind == "cookie" else None,
+        )
+        self._set_sticky(sticky_key_source(self.config))
 
     # -- routes ----------------------------------------------------------
     def set_routes(self, specs: Iterable[VariantSpec], version: int | None = None) -> RouteTable:

@@ -19,7 +19,6 @@ from bakeoff.router.http11 import (
     METRIC_PREFIX,
     METRIC_PREFIX_LEN,
     PLAIN_CONNECTION_TOKENS,
-    RESPONSE_DROP,
     RESPONSE_HEAD,
     RESPONSE_SPECIAL,
     drop_connection_listed,
@@ -210,8 +209,11 @@ class UpstreamConnection(asyncio.Protocol):
         length = -1
         reusable = True
         metrics = None
-        cut = False
-        for name, value in RESPONSE_SPECIAL.findall(head.lower()):
+        # Spans of the lines to cut out (hop-by-hop and metric headers), found
+        # in the same pass that reads them: the head is copied once, by the join.
+        cuts: list[tuple[int, int]] | None = None
+        for f in RESPONSE_SPECIAL.finditer(head.lower()):
+            name, value = f.group(1, 2)
             if name == b"content-length":
                 value = value.rstrip()
                 if length >= 0 or not value.isdigit() or len(value) > 18:
@@ -231,7 +233,9 @@ class UpstreamConnection(asyncio.Protocol):
                 if metrics is None:
                     metrics = []
                 metrics.append((name[METRIC_PREFIX_LEN:], value))
-            cut = True
+            if cuts is None:
+                cuts = []
+            cuts.append(f.span())
         if status == 204 or status == 304:
             length = 0
         elif length < 0:
@@ -246,19 +250,25 @@ class UpstreamConnection(asyncio.Protocol):
             stats = router.stats.variant(ex.variant.name)  # type: ignore[union-attr]
             for name, value in metrics:
                 stats.record_metric(name.decode("latin-1"), value)
-        parts = [RESPONSE_DROP.sub(b"", head) if cut else head]
+        if cuts is None:
+            parts = [head]
+        else:
+            parts = []
+            pos = 0
+            for a, b in cuts:
+                parts.append(head[pos:a])
+                pos = b
+            parts.append(head[pos:])
         add_own_headers(parts, ex, router)
         parts.append(b"\r\n")
         self._status = status
         ex.response_started = True
-        if available == length:
+        if available:
             parts.append(data[body_start:])
-            client.send(b"".join(parts))
+        client.send(b"".join(parts))
+        if available == length:
             self._complete(reusable=reusable)
         else:
-            if available:
-                parts.append(data[body_start:])
-            client.send(b"".join(parts))
             self._fast_left = length - available
             self._fast_reusable = reusable
         return True

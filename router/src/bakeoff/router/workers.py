@@ -92,6 +92,18 @@ class WorkerBackend:
         await asyncio.gather(*(self._call(w, "PUT", "/-/routes", body) for w in live))
         return table.to_json()
 
+    async def set_stickiness(self, kind: str | None, name: str | None) -> dict[str, Any]:
+        """Every worker takes the new key source; workers started later take it from the config."""
+        self.sup.config = dataclasses.replace(
+            self.sup.config,
+            sticky_header=name if kind == "header" else None,
+            sticky_cookie=name if kind == "cookie" else None,
+        )
+        body = {"stickiness": {kind: name} if kind else None}
+        live = [w for w in self.sup.workers if w.alive()]
+        await asyncio.gather(*(self._call(w, "PUT", "/-/stickiness", body) for w in live))
+        return body
+
     async def record_events(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         # Attribution is deterministic, so any one worker can record it.
         worker = next((w for w in self.sup.workers if w.alive()), None)

@@ -1,21 +1,23 @@
-"""What one controller pass works on: the Bakeoff as read, and the pass context the pieces share.
+"""What one controller pass works on: the Bakeoff as read, and the pass context the units share.
 
-The controller is split by concern (read.py reads, status.py builds and
-writes status, converge.py makes the cluster match the record, events.py
-records Events, operator.py runs the loop and the decision); they share the
-API handles (:class:`ApiHandles`) and, within one Bakeoff's pass, one
-:class:`Pass` instead of long parameter lists.
+The controller is composed of small units (operator.py builds them): the API
+clients (:class:`Clients`), a reader (read.py), a status writer (status.py),
+an Event recorder (events.py) and a converger (converge.py), around the loop
+and the decision (operator.py). Within one Bakeoff's pass they share one
+:class:`Pass` instead of long parameter lists; the Bakeoff's spec is parsed
+once per read (:meth:`BakeoffView.spec`).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from bakeoff.controller.kube.metrics import ControllerMetrics
 from bakeoff.controller.reconcile import ControllerState
-from bakeoff.controller.resources import BakeoffResource, Resources
+from bakeoff.controller.resources import BakeoffResource, ResourceError, Resources, parse_documents
 from bakeoff.judge.core import JudgeState
 from bakeoff.judge.verdict import Verdict
 
@@ -28,8 +30,9 @@ class NotLeading(Exception):
     """The Lease was lost mid-pass: stop acting at once (the new leader redoes the pass)."""
 
 
-class ApiHandles:
-    """The clients and settings every part of the controller uses (set by KubeController.__init__)."""
+@dataclass
+class Clients:
+    """The API clients and settings every unit of the controller uses (made by KubeController)."""
 
     api: Any
     custom: Any
@@ -41,7 +44,31 @@ class ApiHandles:
     metrics: ControllerMetrics
     clock: Callable[[], float]
 
-    def _dict(self, obj: Any) -> Any:
+    @classmethod
+    def connect(
+        cls,
+        api: Any,
+        *,
+        namespace: str | None,
+        identity: str,
+        metrics: ControllerMetrics,
+        clock: Callable[[], float],
+    ) -> Clients:
+        from kubernetes import client
+
+        return cls(
+            api,
+            client.CustomObjectsApi(api),
+            client.AppsV1Api(api),
+            client.CoreV1Api(api),
+            client.DiscoveryV1Api(api),
+            namespace,
+            identity,
+            metrics,
+            clock,
+        )
+
+    def to_dict(self, obj: Any) -> Any:
         return self.api.sanitize_for_serialization(obj)
 
 
@@ -70,6 +97,23 @@ class BakeoffView:
     judge_configmap: dict[str, Any] | None
     gate_reports: dict[str, str | None] = field(default_factory=dict)
     judge_loaded: bool = True  # False: judge_configmap was not read (read it when the judge state is needed)
+    _spec: Resources | str | None = field(default=None, repr=False)  # parsed spec, or why it is invalid
+
+    def spec(self) -> Resources:
+        """The Bakeoff's spec, validated once per read (the look and the reconcile share it).
+
+        Raises ResourceError (naming the document and field) when the spec is invalid.
+        """
+        if self._spec is None:
+            try:
+                self._spec = parse_documents(
+                    [copy.deepcopy(self.obj)], "cluster", platform="kubernetes", need_variants=False
+                )
+            except ResourceError as e:
+                self._spec = str(e)
+        if isinstance(self._spec, str):
+            raise ResourceError(self._spec)
+        return self._spec
 
 
 @dataclass

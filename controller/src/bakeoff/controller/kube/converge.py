@@ -18,10 +18,10 @@ import structlog
 
 from bakeoff.common.kube import GROUP, VERSION, api_error_message
 from bakeoff.controller.kube import objects as ko
-from bakeoff.controller.kube.context import BakeoffView, Conflict, Pass
-from bakeoff.controller.kube.events import EventsMixin
+from bakeoff.controller.kube.context import BakeoffView, Clients, Conflict, Pass
+from bakeoff.controller.kube.events import EventRecorder
 from bakeoff.controller.kube.status import (
-    StatusMixin,
+    StatusWriter,
     parse_time,
     rfc3339,
     routing_entries,
@@ -33,11 +33,25 @@ from bakeoff.controller.reconcile import DONE_PROMOTED, PENDING, PROMOTED, SERVI
 log = structlog.get_logger("bakeoff.controller.kube")
 
 
-class ConvergeMixin(StatusMixin, EventsMixin):
-    _all_variants: list[dict[str, Any]]
-    _bakeoff_keys: set[tuple[str, str]]
+class Converger:
+    """Makes the cluster match the record; a Bakeoff deleted mid-run: all traffic back to the mainline first,
+    then the candidates go, then the Bakeoff."""
 
-    def _converge(self, p: Pass) -> None:
+    def __init__(
+        self,
+        k: Clients,
+        status: StatusWriter,
+        events: EventRecorder,
+        leading: Callable[[], bool],
+        deletion_drain: float,
+    ) -> None:
+        self.k = k
+        self.status = status
+        self.events = events
+        self.leading = leading  # whether this replica still holds the Lease
+        self.deletion_drain = deletion_drain  # seconds between the mainline-only split and removing candidates
+
+    def converge(self, p: Pass) -> None:
         assert p.mainline is not None and p.port is not None
         b, ns, bname, mname, st = p.obj, p.ns, p.name, p.mname, p.decided
         # The mainline's Service.
@@ -68,9 +82,11 @@ class ConvergeMixin(StatusMixin, EventsMixin):
                     replicas=replicas,
                     progress_deadline=self._deadline(v),
                 )
-                self._create(self.apps.create_namespaced_deployment, ns, body)
+                self._create(self.k.apps.create_namespaced_deployment, ns, body)
             elif (dep["spec"].get("replicas") or 0) != replicas:
-                self._call("patch", self.apps.patch_namespaced_deployment, dname, ns, {"spec": {"replicas": replicas}})
+                self._call(
+                    "patch", self.k.apps.patch_namespaced_deployment, dname, ns, {"spec": {"replicas": replicas}}
+                )
             self._ensure_service(p, dname, {ko.LABEL_BAKEOFF: bname, ko.LABEL_VARIANT: n}, ko.labels_for(bname, n), v)
         if winner and winner in p.valid:
             self._promote(p, p.valid[winner])
@@ -95,19 +111,19 @@ class ConvergeMixin(StatusMixin, EventsMixin):
                 mainline, winner["spec"]["image"], p.bres.mainline.container, bname, winner, rfc3339(now)
             )
             try:
-                self.apps.replace_namespaced_deployment(mainline["metadata"]["name"], ns, body)
+                self.k.apps.replace_namespaced_deployment(mainline["metadata"]["name"], ns, body)
             except ApiException as e:
                 if e.status == 409:
                     raise Conflict() from None
                 raise
-            self.metrics.promotions.inc()
+            self.k.metrics.promotions.inc()
             # Recorded, so that a `bakeoff revert` (which removes the annotations) is not undone by a
             # re-patch; a crash before this write is covered by the annotation's uid.
             status = copy.deepcopy(b.get("status") or {})
             status.setdefault("decision", {})["mainlinePatched"] = rfc3339(now)
             status["previousTemplate"] = mainline["spec"]["template"]
             with contextlib.suppress(Conflict):
-                self._write_bakeoff_status(b, status)
+                self.status.write_bakeoff(b, status)
                 b["status"] = status
             log.info(
                 "mainline patched",
@@ -115,7 +131,7 @@ class ConvergeMixin(StatusMixin, EventsMixin):
                 deployment=mainline["metadata"]["name"],
                 image=winner["spec"]["image"],
             )
-            self._event(
+            self.events.record(
                 b,
                 {
                     "type": "mainline_patched",
@@ -130,7 +146,7 @@ class ConvergeMixin(StatusMixin, EventsMixin):
             status = copy.deepcopy(b.get("status") or {})
             status.setdefault("decision", {})["mainlinePatched"] = done.get("at") or rfc3339(now)
             with contextlib.suppress(Conflict):
-                self._write_bakeoff_status(b, status)
+                self.status.write_bakeoff(b, status)
                 b["status"] = status
         if not p.handed_over and ko.rolled_out(mainline) and ko.promotion_of(mainline) is not None:
             conds = set_condition(
@@ -146,9 +162,9 @@ class ConvergeMixin(StatusMixin, EventsMixin):
             port = (status.get("routing") or {}).get("variants", [{}])[0].get("port")
             if port:
                 status["routing"] = routing_for(bname, p.mname, p.decided, port, True, status.get("routing"))
-            self._write_bakeoff_status(b, status)
+            self.status.write_bakeoff(b, status)
             b["status"] = status
-            self._event(
+            self.events.record(
                 b,
                 {
                     "type": "handed_over",
@@ -163,7 +179,9 @@ class ConvergeMixin(StatusMixin, EventsMixin):
         if name in p.view.services:
             return
         assert p.port is not None
-        self._create(self.core.create_namespaced_service, p.ns, ko.service(name, p.ns, selector, p.port, labels, owner))
+        self._create(
+            self.k.core.create_namespaced_service, p.ns, ko.service(name, p.ns, selector, p.port, labels, owner)
+        )
         p.view.services.add(name)
 
     def _ensure_finalizer(self, v: dict[str, Any]) -> None:
@@ -177,17 +195,17 @@ class ConvergeMixin(StatusMixin, EventsMixin):
             return
         body = {"metadata": {"finalizers": fins + [ko.FINALIZER], "resourceVersion": meta["resourceVersion"]}}
         try:
-            out = self.custom.patch_namespaced_custom_object(
+            out = self.k.custom.patch_namespaced_custom_object(
                 GROUP, VERSION, meta["namespace"], plural, meta["name"], body
             )
             obj["metadata"] = out["metadata"]
         except Exception as e:  # noqa: BLE001 - next pass tries again
             if getattr(e, "status", None) == 409:
-                self.metrics.conflicts.inc()
+                self.k.metrics.conflicts.inc()
             else:
                 log.warning("finalizer not added", kind=plural, name=meta["name"], error=api_error_message(e))
 
-    def _finish_deletions(self, view: BakeoffView, routing_names: set[str] | None) -> None:
+    def finish_deletions(self, view: BakeoffView, routing_names: set[str] | None) -> None:
         """Deleted Variants: once routing has dropped them, delete their children, then the finalizer."""
         b = view.obj
         bname = b["metadata"]["name"]
@@ -205,7 +223,7 @@ class ConvergeMixin(StatusMixin, EventsMixin):
     def _delete_children(self, ns: str, name: str) -> None:
         from kubernetes.client import ApiException
 
-        for fn in (self.apps.delete_namespaced_deployment, self.core.delete_namespaced_service):
+        for fn in (self.k.apps.delete_namespaced_deployment, self.k.core.delete_namespaced_service):
             try:
                 fn(name, ns)
             except ApiException as e:
@@ -216,7 +234,7 @@ class ConvergeMixin(StatusMixin, EventsMixin):
         fins = [f for f in v["metadata"].get("finalizers") or [] if f != ko.FINALIZER]
         body = {"metadata": {"finalizers": fins or None, "resourceVersion": v["metadata"]["resourceVersion"]}}
         try:
-            self.custom.patch_namespaced_custom_object(
+            self.k.custom.patch_namespaced_custom_object(
                 GROUP, VERSION, v["metadata"]["namespace"], "variants", v["metadata"]["name"], body
             )
             log.info("variant cleaned up", variant=v["metadata"]["name"])
@@ -224,12 +242,12 @@ class ConvergeMixin(StatusMixin, EventsMixin):
             if getattr(e, "status", None) not in (404, 409):
                 log.warning("finalizer not removed", variant=v["metadata"]["name"], error=api_error_message(e))
 
-    def cleanup_orphans(self, views: list[BakeoffView]) -> None:
+    def cleanup_orphans(self, variants: list[dict[str, Any]], bakeoff_keys: set[tuple[str, str]]) -> None:
         """Variants being deleted whose Bakeoff is gone (or never existed): clean up and let go."""
-        for v in getattr(self, "_all_variants", []):
+        for v in variants:
             meta = v["metadata"]
             key = (meta["namespace"], (v.get("spec") or {}).get("bakeoff"))
-            if key in self._bakeoff_keys:
+            if key in bakeoff_keys:
                 continue
             if meta.get("deletionTimestamp") and ko.FINALIZER in (meta.get("finalizers") or []):
                 self._delete_children(meta["namespace"], ko.child_name(key[1] or "", meta["name"]))
@@ -243,10 +261,10 @@ class ConvergeMixin(StatusMixin, EventsMixin):
                     "BakeoffNotFound",
                     f"spec.bakeoff: no Bakeoff {key[1]!r} in namespace {meta['namespace']}",
                     meta.get("generation"),
-                    self.clock(),
+                    self.k.clock(),
                 )
                 if new != conds:
-                    self._replace_status("variants", v, dict(v.get("status") or {}, conditions=new))
+                    self.status.replace("variants", v, dict(v.get("status") or {}, conditions=new))
 
     def _create(self, fn: Callable[..., Any], ns: str, body: dict[str, Any]) -> None:
         from kubernetes.client import ApiException
@@ -256,7 +274,7 @@ class ConvergeMixin(StatusMixin, EventsMixin):
             log.info("created", kind=body["kind"], name=body["metadata"]["name"], namespace=ns)
         except ApiException as e:
             if e.status != 409:  # already there: a previous pass (or replica) made it
-                self.metrics.api_errors.labels("create").inc()
+                self.k.metrics.api_errors.labels("create").inc()
                 raise
 
     def _call(self, verb: str, fn: Callable[..., Any], *args: Any) -> Any:
@@ -266,26 +284,16 @@ class ConvergeMixin(StatusMixin, EventsMixin):
             return fn(*args)
         except ApiException as e:
             if e.status == 409:
-                self.metrics.conflicts.inc()
+                self.k.metrics.conflicts.inc()
                 return None
-            self.metrics.api_errors.labels(verb).inc()
+            self.k.metrics.api_errors.labels(verb).inc()
             raise
 
-
-class DeletionMixin(ConvergeMixin):
-    """A Bakeoff deleted mid-run: all traffic back to the mainline first, then the candidates go, then the Bakeoff."""
-
-    deletion_drain: float
-
-    @property
-    def leading(self) -> bool:
-        raise NotImplementedError
-
-    def _ensure_bakeoff_finalizer(self, b: dict[str, Any]) -> None:
+    def ensure_bakeoff_finalizer(self, b: dict[str, Any]) -> None:
         if not b["metadata"].get("deletionTimestamp"):
             self._add_finalizer(b, "bakeoffs")
 
-    def _delete_bakeoff(self, view: BakeoffView, now: float, mname: str) -> None:
+    def delete_bakeoff(self, view: BakeoffView, now: float, mname: str) -> None:
         """Record the mainline-only split; after deletion_drain (routers watch it) delete candidates, let go."""
         b = view.obj
         meta = b["metadata"]
@@ -311,13 +319,13 @@ class DeletionMixin(ConvergeMixin):
         if port:
             entry = {"name": mname, "service": ko.child_name(bname, mname), "port": port, "weight": 1.0}
             status["routing"] = routing_entries([entry], current)
-        if not self.leading:
+        if not self.leading():
             return
         if status != (b.get("status") or {}):
-            self._write_bakeoff_status(b, status)  # raises Conflict: redone on a fresh read
+            self.status.write_bakeoff(b, status)  # raises Conflict: redone on a fresh read
             b["status"] = status
         if first:
-            self._event(
+            self.events.record(
                 b, {"type": "deleting", "variant": None, "reason": "Bakeoff deleted: traffic back to the mainline"}
             )
         since = parse_time(next(c for c in conds if c["type"] == "Deleting").get("lastTransitionTime"))
@@ -328,5 +336,5 @@ class DeletionMixin(ConvergeMixin):
             self._delete_children(ns, ko.child_name(bname, n))
         fins = [f for f in meta.get("finalizers") or [] if f != ko.FINALIZER]
         body = {"metadata": {"finalizers": fins or None, "resourceVersion": meta["resourceVersion"]}}
-        self.custom.patch_namespaced_custom_object(GROUP, VERSION, ns, "bakeoffs", bname, body)
+        self.k.custom.patch_namespaced_custom_object(GROUP, VERSION, ns, "bakeoffs", bname, body)
         log.info("bakeoff deleted: candidates removed, finalizer released", bakeoff=bname, namespace=ns)

@@ -9,7 +9,7 @@ from typing import Any
 import structlog
 
 from bakeoff.common.kube import api_error_message
-from bakeoff.controller.kube.context import ApiHandles
+from bakeoff.controller.kube.context import Clients
 
 log = structlog.get_logger("bakeoff.controller.kube")
 
@@ -66,11 +66,16 @@ def event_body(obj: dict[str, Any], e: dict[str, Any], identity: str) -> dict[st
     }
 
 
-class EventsMixin(ApiHandles):
-    def _event(self, obj: dict[str, Any], e: dict[str, Any]) -> None:
+class EventRecorder:
+    """Records transitions as Events, best effort."""
+
+    def __init__(self, k: Clients) -> None:
+        self.k = k
+
+    def record(self, obj: dict[str, Any], e: dict[str, Any]) -> None:
         meta = obj["metadata"]
         try:
-            self.core.create_namespaced_event(meta["namespace"], event_body(obj, e, self.identity))
+            self.k.core.create_namespaced_event(meta["namespace"], event_body(obj, e, self.k.identity))
         except Exception as ex:  # noqa: BLE001 - an Event is best effort; the status has the record
-            self.metrics.api_errors.labels("event").inc()
+            self.k.metrics.api_errors.labels("event").inc()
             log.warning("event not recorded", object=meta["name"], error=api_error_message(ex))

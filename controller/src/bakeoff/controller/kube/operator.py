@@ -1,9 +1,16 @@
 """The Kubernetes controller: the loop of ``bakeoff run``, on Bakeoff and Variant resources.
 
+It is composed of small units around the per-pass context (context.py
+:class:`Pass`): the API clients (:class:`Clients`), a :class:`Reader`
+(read.py), a :class:`StatusWriter` (status.py), an :class:`EventRecorder`
+(events.py) and a :class:`Converger` (converge.py); this module runs the loop,
+the looks and the decision.
+
 Every pass (``interval``, half a second by default), for every Bakeoff:
 
 1. read the Bakeoff, its Variants, the mainline Deployment and the
-   Deployments the controller made (read.py);
+   Deployments the controller made (read.py); the Bakeoff's spec is parsed
+   once per read and each Variant once per pass;
 2. rebuild the decision state from ``Bakeoff.status`` (``variants``, ``phase``,
    ``decision``: the status is the journal, so a restarted or newly elected
    controller continues where the last one stopped);
@@ -26,24 +33,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import json
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import structlog
 
 from bakeoff.common.kube import api_error_message
+from bakeoff.common.watch import WatchCache
 from bakeoff.controller.kube import objects as ko
-from bakeoff.controller.kube.context import BakeoffView, Conflict, JudgeMemory, NotLeading, Pass
-from bakeoff.controller.kube.converge import DeletionMixin
+from bakeoff.controller.kube.admit import admit_variants, earlier_round, holds_slot
+from bakeoff.controller.kube.context import BakeoffView, Clients, Conflict, NotLeading, Pass
+from bakeoff.controller.kube.converge import Converger
+from bakeoff.controller.kube.events import EventRecorder
+from bakeoff.controller.kube.judging import Looks
 from bakeoff.controller.kube.metrics import ControllerMetrics
-from bakeoff.controller.kube.read import ReadMixin
+from bakeoff.controller.kube.read import Reader
 from bakeoff.controller.kube.status import (
     HISTORY_LIMIT,
     STATUS_REFRESH,
+    StatusWriter,
     bakeoff_conditions,
     cluster_message,
     decision_json,
@@ -59,9 +69,7 @@ from bakeoff.controller.reconcile import (
     ACTIVE,
     DONE_PROMOTED,
     FINAL,
-    GATED,
     PENDING,
-    ROLLED_BACK,
     RUNNING,
     ControllerState,
     JudgeDecision,
@@ -69,28 +77,27 @@ from bakeoff.controller.reconcile import (
     attribute,
     reconcile,
 )
-from bakeoff.controller.resources import ResourceError, Resources, parse_documents
+from bakeoff.controller.resources import ResourceError
 from bakeoff.controller.runner import compact_verdict, policy_of
-from bakeoff.judge.core import JudgeState, step
 from bakeoff.judge.verdict import Verdict
 
-__all__ = ["BakeoffView", "Conflict", "KubeController", "parse_time", "rfc3339", "set_condition"]
+__all__ = [
+    "BakeoffView",
+    "Conflict",
+    "KubeController",
+    "earlier_round",
+    "holds_slot",
+    "parse_time",
+    "rfc3339",
+    "set_condition",
+]
 
 log = structlog.get_logger("bakeoff.controller.kube")
 
 
-def holds_slot(rec: dict[str, Any]) -> bool:
-    """Whether a recorded candidate counts against spec.judge.candidates.
+class KubeController:
+    """The controller: the units below, composed around one :class:`Pass` per Bakeoff and pass."""
 
-    The judge splits alpha over k candidates for the whole bake-off (Bonferroni), so a candidate
-    that took traffic has spent its share whatever became of it. One that never got traffic
-    (gated, or failed before admission: step -1) never reached the judge, whose k stays fixed:
-    its place may go to a new Variant without raising the family-wise error.
-    """
-    return not (rec.get("phase") in (ROLLED_BACK, GATED) and int(rec.get("step", -1)) < 0)
-
-
-class KubeController(ReadMixin, DeletionMixin):
     def __init__(
         self,
         api: Any,
@@ -110,26 +117,27 @@ class KubeController(ReadMixin, DeletionMixin):
         watch: bool = True,
         resync_period: float = 300.0,
     ) -> None:
-        from kubernetes import client
-
-        self.api = api
-        self.custom = client.CustomObjectsApi(api)
-        self.apps = client.AppsV1Api(api)
-        self.core = client.CoreV1Api(api)
-        self.discovery = client.DiscoveryV1Api(api)
-        self.namespace = namespace
         self.identity = identity or f"bakeoff-controller-{uuid.uuid4().hex[:8]}"
-        self.interval = interval
         self.metrics = metrics or ControllerMetrics()
         self.clock = clock
-        self.snapshot_timeout = snapshot_timeout
+        self.clients = Clients.connect(
+            api, namespace=namespace, identity=self.identity, metrics=self.metrics, clock=clock
+        )
+        self.reader = Reader(self.clients)
+        self.status = StatusWriter(self.clients, lambda: self.reader.caches)
+        self.events = EventRecorder(self.clients)
+        self.converger = Converger(
+            self.clients, self.status, self.events, leading=lambda: self.leading, deletion_drain=deletion_drain
+        )
+        self.namespace = namespace
+        self.interval = interval
         self.watch = watch  # list+watch caches while run() runs (False: every pass lists, as before)
         self.resync_period = resync_period  # a full pass at least this often even when nothing changed
         self.retry_period = max(0.2, min(2.0, (renew_deadline or lease_duration) / 5))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
-        self.deletion_drain = deletion_drain  # seconds between the mainline-only split and removing candidates
-        self.memory: dict[str, JudgeMemory] = {}
+        self.looks = Looks(self.reader, self.metrics, snapshot_timeout)
+        self.memory = self.looks.memory  # what this leader remembers of each Bakeoff's judging, by uid
         self.elector = None
         if leader_election:
             from bakeoff.controller.kube.leader import LeaderElector
@@ -144,6 +152,17 @@ class KubeController(ReadMixin, DeletionMixin):
             )
         self.passes = 0
         self.last_pass_ok: float | None = None
+
+    # -- reading (the reader's) ------------------------------------------------
+    @property
+    def caches(self) -> dict[str, WatchCache] | None:
+        return self.reader.caches
+
+    def read_world(self) -> list[BakeoffView]:
+        return self.reader.read_world()
+
+    def router_urls(self, ns: str, bakeoff: str) -> list[str]:
+        return self.reader.router_urls(ns, bakeoff)
 
     # -- the outer loop -----------------------------------------------------
     @property
@@ -188,8 +207,8 @@ class KubeController(ReadMixin, DeletionMixin):
         self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
         lease_task = None
         if self.watch:
-            self.caches = self.make_caches(self._wake_threadsafe)
-            for c in self.caches.values():
+            self.reader.caches = self.reader.make_caches(self._wake_threadsafe)
+            for c in self.reader.caches.values():
                 c.start()
         try:
             if self.caches is not None:
@@ -227,10 +246,10 @@ class KubeController(ReadMixin, DeletionMixin):
                 lease_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await lease_task
-            if self.caches is not None:
-                for c in self.caches.values():
+            if self.reader.caches is not None:
+                for c in self.reader.caches.values():
                     c.stop()
-                self.caches = None
+                self.reader.caches = None
             if self.elector is not None:
                 await asyncio.to_thread(self.elector.release)
                 self.metrics.leader.set(0)
@@ -252,7 +271,7 @@ class KubeController(ReadMixin, DeletionMixin):
             started = time.monotonic()
             now = self.clock()
             try:
-                snap_result = await self._maybe_look(view, now)
+                snap_result = await self.looks.maybe_look(view, now)
                 for _attempt in range(3):
                     try:
                         await asyncio.to_thread(self.reconcile_bakeoff, view, now, snap_result)
@@ -261,7 +280,7 @@ class KubeController(ReadMixin, DeletionMixin):
                     except Conflict:  # counted where the 409 came back
                         snap_result = None  # the look already updated the judge; don't step twice
                         fresh = await asyncio.to_thread(
-                            self.read_bakeoff, b["metadata"]["namespace"], b["metadata"]["name"]
+                            self.reader.read_bakeoff, b["metadata"]["namespace"], b["metadata"]["name"]
                         )
                         if fresh is None:
                             break
@@ -286,80 +305,8 @@ class KubeController(ReadMixin, DeletionMixin):
         for ph, n in phases.items():
             self.metrics.bakeoffs.labels(ph).set(n)
         with contextlib.suppress(Exception):
-            await asyncio.to_thread(self.cleanup_orphans, views)
+            await asyncio.to_thread(self.converger.cleanup_orphans, self.reader.all_variants, self.reader.bakeoff_keys)
         self.passes += 1
-
-    # -- judging ----------------------------------------------------------------
-    async def _maybe_look(self, view: BakeoffView, now: float) -> tuple[Verdict, dict[str, Any]] | None:
-        b = view.obj
-        status = b.get("status") or {}
-        if status.get("phase") in FINAL or not (status.get("variants") or {}) or b["metadata"].get("deletionTimestamp"):
-            return None
-        try:
-            res = parse_documents([copy.deepcopy(b)], "cluster", platform="kubernetes", need_variants=False)
-        except ResourceError:
-            return None
-        if b["metadata"]["uid"] not in self.memory and not view.judge_loaded:
-            view.judge_configmap = await asyncio.to_thread(
-                self.read_judge_configmap, b["metadata"]["namespace"], b["metadata"]["name"]
-            )
-            view.judge_loaded = True
-        mem = self._memory(view, res, status)
-        if now - mem.last_look < res.bakeoff.look_interval:
-            return None
-        mem.last_look = now
-        try:
-            snap = await self.fetch_snapshot(b, res.bakeoff.source)
-        except Exception as e:  # noqa: BLE001 - a failed look is skipped, never fatal
-            mem.note = str(e)
-            self.metrics.looks.labels("no_data").inc()
-            return None
-        mem.note = ""
-        mem.state, verdict = step(mem.state, snap, now)
-        mem.verdict = verdict
-        self.metrics.looks.labels(verdict.decision.action).inc()
-        return verdict, mem.state.to_json()
-
-    def _memory(self, view: BakeoffView, res: Resources, status: dict[str, Any]) -> JudgeMemory:
-        b = view.obj
-        key = b["metadata"]["uid"]
-        k = int(status.get("candidates") or max(1, len(status.get("variants") or {})))
-        config = replace(res.bakeoff.judge, candidates=k)
-        ckey = json.dumps(res.bakeoff.judge_raw, sort_keys=True, default=str) + f"|{k}"
-        mem = self.memory.get(key)
-        if mem is None or mem.config_key != ckey:
-            mem = JudgeMemory(JudgeState.new(config), ckey)
-            saved = ((view.judge_configmap or {}).get("data") or {}).get("state.json")
-            if saved:
-                try:
-                    mem.state = JudgeState.from_json(json.loads(saved), config)
-                except (ValueError, KeyError, TypeError) as e:
-                    log.warning("judge state not usable; judging afresh", bakeoff=b["metadata"]["name"], error=str(e))
-            self.memory[key] = mem
-        return mem
-
-    async def fetch_snapshot(self, b: dict[str, Any], source: str | None) -> list[dict[str, Any]]:
-        from bakeoff.judge.sources import make_source
-
-        if source:
-            from bakeoff.controller.kube.sources_policy import allowed_locations
-
-            meta = b["metadata"]
-            locations = allowed_locations(source, f"Bakeoff {meta['namespace']}/{meta['name']}")
-        else:
-            locations = await asyncio.to_thread(self.router_urls, b["metadata"]["namespace"], b["metadata"]["name"])
-            if not locations:
-                raise RuntimeError(
-                    f"no router endpoints: no ready endpoint on a port named 'admin' of a Service "
-                    f"labelled {ko.LABEL_ROUTER_FOR}={b['metadata']['name']}"
-                )
-        src = make_source(locations, timeout=self.snapshot_timeout)
-        try:
-            # Router replicas unmerged: the judge keeps one baseline per router, so a replica
-            # that restarts or drops out of a look is re-based alone, not the whole sum.
-            return await src.fetch_each()
-        finally:
-            await src.close()
 
     # -- one Bakeoff ------------------------------------------------------------
     def reconcile_bakeoff(self, view: BakeoffView, now: float, look: tuple[Verdict, dict[str, Any]] | None) -> None:
@@ -371,17 +318,17 @@ class KubeController(ReadMixin, DeletionMixin):
             # the judge state is saved at most every STATUS_REFRESH (and on a decision): a new leader
             # resumes from it, and the routers' cumulative counters fill in what it missed
             if mem is None or look[0].decision.action != "continue" or now - mem.saved_at >= STATUS_REFRESH:
-                self._save_judge_state(view, look[1])
+                self.status.save_judge_state(view, look[1])
                 if mem is not None:
                     mem.saved_at = now
 
         # The Bakeoff's own spec.
         try:
-            res = parse_documents([copy.deepcopy(b)], "cluster", platform="kubernetes", need_variants=False)
+            res = view.spec()
         except ResourceError as e:
             if b["metadata"].get("deletionTimestamp"):
                 mname = ((b.get("spec") or {}).get("mainline") or {}).get("name")
-                self._delete_bakeoff(view, now, mname if isinstance(mname, str) and mname else "mainline")
+                self.converger.delete_bakeoff(view, now, mname if isinstance(mname, str) and mname else "mainline")
                 return
             gen = b["metadata"].get("generation")
             conds = set_condition(
@@ -393,77 +340,31 @@ class KubeController(ReadMixin, DeletionMixin):
                 gen,
                 now,
             )
-            self._write_bakeoff_status(b, {**status, "conditions": conds, "observedGeneration": gen})
-            self._finish_deletions(view, routing_names=None)
+            self.status.write_bakeoff(b, {**status, "conditions": conds, "observedGeneration": gen})
+            self.converger.finish_deletions(view, routing_names=None)
             return
         if b["metadata"].get("deletionTimestamp"):
-            self._delete_bakeoff(view, now, res.bakeoff.mainline_name)
+            self.converger.delete_bakeoff(view, now, res.bakeoff.mainline_name)
             return
         p = Pass(view=view, now=now, res=res, status=status)
         p.record = copy.deepcopy(status.get("variants") or {})
-        self._admit_variants(p)
+        admit_variants(p)
         self._read_mainline(p)
         self._decide(p)
         routing = self._record(p)
 
         # Act.
         self._check_leading()
-        self._ensure_bakeoff_finalizer(b)
+        self.converger.ensure_bakeoff_finalizer(b)
         if p.mainline_error is None and p.mainline is not None:
-            self._converge(p)
+            self.converger.converge(p)
         for n, v in p.valid.items():
-            self._write_variant_status(p, v, p.record.get(n), p.variant_conds.get(n, []))
+            self.status.write_variant(p, v, p.record.get(n), p.variant_conds.get(n, []))
         for v in view.variants:
             n = v["metadata"]["name"]
             if n not in p.valid and n in p.variant_conds:
-                self._write_variant_status(p, v, None, p.variant_conds[n])
-        self._finish_deletions(view, routing_names={e["name"] for e in (routing or {}).get("variants", [])})
-
-    def _admit_variants(self, p: Pass) -> None:
-        """Valid Variants enter (up to k), others get a condition saying why not."""
-        b, bname, now = p.obj, p.name, p.now
-        phase = p.status.get("phase") or RUNNING
-        k = p.status.get("candidates")
-        for v in sorted(
-            p.view.variants, key=lambda v: (v["metadata"].get("creationTimestamp") or "", v["metadata"]["name"])
-        ):
-            vname = v["metadata"]["name"]
-            vgen = v["metadata"].get("generation")
-            vconds = list((v.get("status") or {}).get("conditions") or [])
-            try:
-                parse_documents([copy.deepcopy(b), copy.deepcopy(v)], "cluster", platform="kubernetes")
-            except ResourceError as e:
-                p.variant_conds[vname] = set_condition(
-                    vconds, "Accepted", False, "InvalidSpec", cluster_message(str(e), p.ns), vgen, now
-                )
-                continue
-            if vname not in p.record:
-                if v["metadata"].get("deletionTimestamp"):
-                    continue
-                if phase in FINAL or phase != RUNNING:
-                    why = f"bake-off {bname} is over ({phase}); create a new Bakeoff for another round"
-                    p.variant_conds[vname] = set_condition(vconds, "Accepted", False, "BakeoffFinished", why, vgen, now)
-                    continue
-                limit = k or p.bres.judge.candidates
-                if limit and sum(1 for r in p.record.values() if holds_slot(r)) >= limit:
-                    why = (
-                        f"bake-off {bname} judges {limit} candidate(s) (spec.judge.candidates, fixed when "
-                        f"judging started) and all of them took traffic (a candidate rolled back after the "
-                        f"judge saw it keeps its share of alpha); raise it in a new Bakeoff to enter more"
-                    )
-                    p.variant_conds[vname] = set_condition(
-                        vconds, "Accepted", False, "TooManyCandidates", why, vgen, now
-                    )
-                    continue
-                p.record[vname] = {"phase": PENDING, "step": -1, "uid": v["metadata"]["uid"]}
-                p.events.append({"type": "entered", "variant": vname, "reason": f"entered bake-off {bname}"})
-            p.valid[vname] = v
-            p.variant_conds[vname] = set_condition(
-                vconds, "Accepted", True, "Entered", f"candidate in {bname}", vgen, now
-            )
-        if p.record and not k:
-            k = max(len(p.record), p.bres.judge.candidates or 0)
-        p.status["candidates"] = k
+                self.status.write_variant(p, v, None, p.variant_conds[n])
+        self.converger.finish_deletions(view, routing_names={e["name"] for e in (routing or {}).get("variants", [])})
 
     def _read_mainline(self, p: Pass) -> None:
         p.mainline = p.view.mainline
@@ -515,7 +416,7 @@ class KubeController(ReadMixin, DeletionMixin):
                 elif ok and (dep["spec"].get("replicas") or 0) > 0:
                     p.ready.add(n)
         gate_results = {
-            n: self._gate(p.ns, p.valid[n]) for n in record if n in p.valid and record[n].get("phase") == PENDING
+            n: self.reader.gate(p.ns, p.valid[n]) for n in record if n in p.valid and record[n].get("phase") == PENDING
         }
         p.mem = self.memory.get(p.obj["metadata"]["uid"])
         p.verdict = p.mem.verdict if p.mem is not None else None
@@ -584,14 +485,14 @@ class KubeController(ReadMixin, DeletionMixin):
         new_status = {k2: v2 for k2, v2 in new_status.items() if v2 is not None}
         old_status = b.get("status") or {}
         changed = durable_bakeoff(new_status) != durable_bakeoff(old_status)
-        if new_status != old_status and self._due(b["metadata"]["uid"], p.now, changed):
+        if new_status != old_status and self.status.due(b["metadata"]["uid"], p.now, changed):
             self._check_leading()
-            self._write_bakeoff_status(b, new_status)  # raises Conflict: nothing below happens
+            self.status.write_bakeoff(b, new_status)  # raises Conflict: nothing below happens
             b["status"] = new_status
         for e in p.events:
             self.metrics.transitions.labels(e["type"]).inc()
             target = p.valid.get(e.get("variant") or "") if e.get("variant") else None
-            self._event(target or b, e)
+            self.events.record(target or b, e)
         return routing
 
     def _hand_over_split(self, p: Pass) -> list[dict[str, Any]] | None:

@@ -1,4 +1,7 @@
-"""Reading: the resources of one Bakeoff (its Variants, the mainline, the children), router endpoints, gates."""
+"""The reader: the resources of one Bakeoff (its Variants, the mainline, the children), router endpoints, gates.
+
+From the API server, or from the watch caches while the controller runs.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +9,24 @@ import re
 from typing import Any
 
 from bakeoff.common.kube import GROUP, VERSION, api_error_message
+from bakeoff.common.watch import WatchCache, matches
 from bakeoff.controller import gate as gates
 from bakeoff.controller.kube import objects as ko
-from bakeoff.controller.kube.cache import WatchCache, matches
-from bakeoff.controller.kube.context import ApiHandles, BakeoffView
+from bakeoff.controller.kube.context import BakeoffView, Clients
 
 MANAGED = {"app.kubernetes.io/managed-by": "bakeoff"}
 
 
-class ReadMixin(ApiHandles):
-    _all_variants: list[dict[str, Any]]
-    _bakeoff_keys: set[tuple[str, str]]
-    caches: dict[str, WatchCache] | None = None  # set while run() watches; else every read asks the API server
+class Reader:
+    def __init__(self, k: Clients) -> None:
+        self.k = k
+        self.caches: dict[str, WatchCache] | None = None  # set while run() watches; else every read asks
+        self.all_variants: list[dict[str, Any]] = []  # every Variant of the last read_world
+        self.bakeoff_keys: set[tuple[str, str]] = set()  # (namespace, name) of every Bakeoff of the last read_world
 
     def make_caches(self, on_change: Any) -> dict[str, WatchCache]:
-        ns = self.namespace
-        custom_fn = self.custom.list_namespaced_custom_object if ns else self.custom.list_cluster_custom_object
+        ns, k = self.k.namespace, self.k
+        custom_fn = k.custom.list_namespaced_custom_object if ns else k.custom.list_cluster_custom_object
 
         def custom_kw(plural: str) -> dict[str, Any]:
             kw: dict[str, Any] = {"group": GROUP, "version": VERSION, "plural": plural}
@@ -32,11 +37,9 @@ class ReadMixin(ApiHandles):
         def typed(namespaced: Any, everywhere: Any) -> tuple[Any, dict[str, Any]]:
             return (namespaced, {"namespace": ns}) if ns else (everywhere, {})
 
-        deps = typed(self.apps.list_namespaced_deployment, self.apps.list_deployment_for_all_namespaces)
-        svcs = typed(self.core.list_namespaced_service, self.core.list_service_for_all_namespaces)
-        slices = typed(
-            self.discovery.list_namespaced_endpoint_slice, self.discovery.list_endpoint_slice_for_all_namespaces
-        )
+        deps = typed(k.apps.list_namespaced_deployment, k.apps.list_deployment_for_all_namespaces)
+        svcs = typed(k.core.list_namespaced_service, k.core.list_service_for_all_namespaces)
+        slices = typed(k.discovery.list_namespaced_endpoint_slice, k.discovery.list_endpoint_slice_for_all_namespaces)
         return {
             "bakeoffs": WatchCache("bakeoffs", custom_fn, on_change, **custom_kw("bakeoffs")),
             "variants": WatchCache("variants", custom_fn, on_change, **custom_kw("variants")),
@@ -48,10 +51,10 @@ class ReadMixin(ApiHandles):
         }
 
     def _list_custom(self, plural: str) -> list[dict[str, Any]]:
-        if self.namespace:
-            r = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, plural)
+        if self.k.namespace:
+            r = self.k.custom.list_namespaced_custom_object(GROUP, VERSION, self.k.namespace, plural)
         else:
-            r = self.custom.list_cluster_custom_object(GROUP, VERSION, plural)
+            r = self.k.custom.list_cluster_custom_object(GROUP, VERSION, plural)
         items: list[dict[str, Any]] = r.get("items", [])
         return items
 
@@ -61,20 +64,20 @@ class ReadMixin(ApiHandles):
         else:
             bakeoffs = self._list_custom("bakeoffs")
             variants = self._list_custom("variants")
-        self._all_variants = variants
-        self._bakeoff_keys = {(b["metadata"]["namespace"], b["metadata"]["name"]) for b in bakeoffs}
+        self.all_variants = variants
+        self.bakeoff_keys = {(b["metadata"]["namespace"], b["metadata"]["name"]) for b in bakeoffs}
         return [self._view(b, variants) for b in bakeoffs]
 
     def read_bakeoff(self, ns: str, name: str) -> BakeoffView | None:
         from kubernetes.client import ApiException
 
         try:
-            b = self.custom.get_namespaced_custom_object(GROUP, VERSION, ns, "bakeoffs", name)
+            b = self.k.custom.get_namespaced_custom_object(GROUP, VERSION, ns, "bakeoffs", name)
         except ApiException as e:
             if e.status == 404:
                 return None
             raise
-        variants = self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, "variants").get("items", [])
+        variants = self.k.custom.list_namespaced_custom_object(GROUP, VERSION, ns, "variants").get("items", [])
         return self._view(b, variants)
 
     def _view(self, b: dict[str, Any], variants: list[dict[str, Any]]) -> BakeoffView:
@@ -105,28 +108,28 @@ class ReadMixin(ApiHandles):
             return BakeoffView(b, mine, mainline, children, services, None, judge_loaded=False)
         if isinstance(dep_name, str) and dep_name:
             try:
-                mainline = self._dict(self.apps.read_namespaced_deployment(dep_name, ns))
+                mainline = self.k.to_dict(self.k.apps.read_namespaced_deployment(dep_name, ns))
             except ApiException as e:
                 if e.status != 404:
                     raise
         sel = f"{ko.LABEL_BAKEOFF}={name},app.kubernetes.io/managed-by=bakeoff"
-        deps = self.apps.list_namespaced_deployment(ns, label_selector=sel).items
-        svcs = self.core.list_namespaced_service(ns, label_selector=sel).items
+        deps = self.k.apps.list_namespaced_deployment(ns, label_selector=sel).items
+        svcs = self.k.core.list_namespaced_service(ns, label_selector=sel).items
         cm = None
         try:
-            cm = self._dict(self.core.read_namespaced_config_map(ko.child_name(name, "judge"), ns))
+            cm = self.k.to_dict(self.k.core.read_namespaced_config_map(ko.child_name(name, "judge"), ns))
         except ApiException as e:
             if e.status != 404:
                 raise
         return BakeoffView(
-            b, mine, mainline, {d.metadata.name: self._dict(d) for d in deps}, {s.metadata.name for s in svcs}, cm
+            b, mine, mainline, {d.metadata.name: self.k.to_dict(d) for d in deps}, {s.metadata.name for s in svcs}, cm
         )
 
     def read_judge_configmap(self, ns: str, bakeoff: str) -> dict[str, Any] | None:
         from kubernetes.client import ApiException
 
         try:
-            return dict(self._dict(self.core.read_namespaced_config_map(ko.child_name(bakeoff, "judge"), ns)))
+            return dict(self.k.to_dict(self.k.core.read_namespaced_config_map(ko.child_name(bakeoff, "judge"), ns)))
         except ApiException as e:
             if e.status != 404:
                 raise
@@ -137,8 +140,8 @@ class ReadMixin(ApiHandles):
         if self.caches is not None:
             return self._cached_router_urls(ns, bakeoff)
         urls: list[str] = []
-        for svc in self.core.list_namespaced_service(ns, label_selector=f"{ko.LABEL_ROUTER_FOR}={bakeoff}").items:
-            slices = self.discovery.list_namespaced_endpoint_slice(
+        for svc in self.k.core.list_namespaced_service(ns, label_selector=f"{ko.LABEL_ROUTER_FOR}={bakeoff}").items:
+            slices = self.k.discovery.list_namespaced_endpoint_slice(
                 ns, label_selector=f"kubernetes.io/service-name={svc.metadata.name}"
             ).items
             for sl in slices:
@@ -178,7 +181,8 @@ class ReadMixin(ApiHandles):
                     urls.append(f"http://{host}:{port}/-/snapshot")
         return sorted(set(urls))
 
-    def _gate(self, ns: str, v: dict[str, Any]) -> str | None:
+    def gate(self, ns: str, v: dict[str, Any]) -> str | None:
+        """The gate's verdict on Variant ``v``: None when it passes (or has no gate), else why not."""
         g = (v.get("spec") or {}).get("gate")
         if not g:
             return None
@@ -194,7 +198,7 @@ class ReadMixin(ApiHandles):
                 f"holding the SARIF report), got {ref!r}"
             )
         try:
-            cm = self.core.read_namespaced_config_map(m[1], ns)
+            cm = self.k.core.read_namespaced_config_map(m[1], ns)
         except ApiException as e:
             return f"gate: cannot read ConfigMap {m[1]}: {api_error_message(e)}"
         key = m[2] or "results.sarif"

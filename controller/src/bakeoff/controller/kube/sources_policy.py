@@ -5,13 +5,16 @@ anyone who can create a Bakeoff make the controller read its own files (a path i
 for ``bakeoff judge``) or send requests to any address it can reach, and show what came back in the
 Bakeoff's status (server-side request forgery). In cluster mode a location must be
 
-* an in-cluster Service: ``http[s]://<service>.<namespace>.svc[.cluster.local][:port][/path]``
-  (also behind ``prometheus+``), or
+* an in-cluster Service of the Bakeoff's own namespace:
+  ``http[s]://<service>.<namespace>.svc[.cluster.local][:port][/path]`` (also behind
+  ``prometheus+``); a Service of another namespace (a shared Prometheus in ``monitoring``) only
+  through the operator's prefixes below, or
 * a URL starting with one of the prefixes the operator allowed (chart value
   ``controller.judgeSources.allowedPrefixes`` -> env ``BAKEOFF_JUDGE_SOURCE_PREFIXES``, separated by
   spaces or commas).
 
-Anything else is refused with an error naming the field; nothing is fetched.
+Anything else is refused with an error naming the field; nothing is fetched. Redirects are never
+followed (judge/sources/http.py), so an allowed location cannot hand the judge on to another.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ def prefixes_from_env(environ: dict[str, str] | None = None) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _in_cluster_service(location: str) -> bool:
+def _in_cluster_service(location: str, namespace: str | None) -> bool:
     url = location.removeprefix("prometheus+")
     try:
         parts = urlsplit(url)
@@ -59,13 +62,18 @@ def _in_cluster_service(location: str) -> bool:
         return False
     if port is not None and not 0 < port < 65536:
         return False
-    return bool(parts.hostname and _SERVICE_HOST.match(parts.hostname)) and "@" not in parts.netloc
+    if not (parts.hostname and _SERVICE_HOST.match(parts.hostname)) or "@" in parts.netloc:
+        return False
+    return namespace is None or parts.hostname.split(".")[1] == namespace
 
 
-def allowed_locations(source: str, where: str, prefixes: tuple[str, ...] | None = None) -> list[str]:
+def allowed_locations(
+    source: str, where: str, prefixes: tuple[str, ...] | None = None, *, namespace: str | None
+) -> list[str]:
     """The locations of ``source`` (split on spaces/commas) if every one is allowed; else SourceRefused.
 
-    ``where`` names the resource (``Bakeoff ns/name``) for the message.
+    ``where`` names the resource (``Bakeoff ns/name``) for the message; ``namespace`` is the
+    Bakeoff's: in-cluster Services are allowed only there (None: any namespace).
     """
     if prefixes is None:
         prefixes = prefixes_from_env()
@@ -73,9 +81,12 @@ def allowed_locations(source: str, where: str, prefixes: tuple[str, ...] | None 
     for loc in locations:
         # user@host would let an allowed prefix ("http://10.0.0.1:") name another host
         has_userinfo = "@" in urlsplit(loc.removeprefix("prometheus+")).netloc
-        if not has_userinfo and (_in_cluster_service(loc) or any(loc.startswith(p) for p in prefixes)):
+        if not has_userinfo and (
+            _in_cluster_service(loc, namespace) or any(loc.startswith(p) or loc + "/" == p for p in prefixes)
+        ):
             continue
-        allowed = "http://<service>.<namespace>.svc[.cluster.local][:port]/..."
+        ns = namespace or "<namespace>"
+        allowed = f"http://<service>.{ns}.svc[.cluster.local][:port]/... (the Bakeoff's own namespace)"
         if prefixes:
             allowed += " or a URL starting with " + ", ".join(repr(p) for p in prefixes)
         raise SourceRefused(

@@ -1,6 +1,6 @@
 """Status: the Bakeoff's record (routing, decision, history, conditions), the Variants' mirror of it, the judge state.
 
-The builders are pure (a :class:`Pass` in, a status out); :class:`StatusMixin`
+The builders are pure (a :class:`Pass` in, a status out); :class:`StatusWriter`
 writes them with the resourceVersion that was read, so a concurrent writer
 makes the write fail (409) instead of being overwritten.
 """
@@ -10,14 +10,16 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
 from bakeoff.common.kube import GROUP, VERSION, api_error_message
+from bakeoff.common.watch import WatchCache
 from bakeoff.controller.kube import objects as ko
-from bakeoff.controller.kube.context import ApiHandles, BakeoffView, Conflict, Pass
+from bakeoff.controller.kube.context import BakeoffView, Clients, Conflict, Pass
 from bakeoff.controller.reconcile import ACTIVE, DONE_PROMOTED, FINAL, PROMOTED, ROLLED_BACK, ControllerState
 
 log = structlog.get_logger("bakeoff.controller.kube")
@@ -175,6 +177,7 @@ def variant_status(
         st = p.decided
         vs = st.variants.get(n)
         new["phase"] = rec["phase"]
+        new["bakeoffUID"] = p.obj["metadata"]["uid"]  # the round it entered: never admitted to another
         new["step"] = rec.get("step", -1)
         if rec.get("stepSince"):
             new["stepSince"] = rfc3339(rec["stepSince"])
@@ -275,57 +278,63 @@ def _durable_variant(st: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in st.items() if k not in ("requests", "verdicts", "verdict")}
 
 
-class StatusMixin(ApiHandles):
-    def _write_bakeoff_status(self, b: dict[str, Any], status: dict[str, Any]) -> None:
-        self._replace_status("bakeoffs", b, status, raise_conflict=True)
+class StatusWriter:
+    """Writes the status of Bakeoffs and Variants (guarded by resourceVersion) and the judge's ConfigMap."""
 
-    def _replace_status(
-        self, plural: str, obj: dict[str, Any], status: dict[str, Any], raise_conflict: bool = False
-    ) -> None:
+    def __init__(self, k: Clients, caches: Callable[[], dict[str, WatchCache] | None]) -> None:
+        self.k = k
+        self.caches = caches  # the reader's watch caches, kept current with this process's own writes
+        self._last_refresh: dict[str, float] = {}
+
+    def write_bakeoff(self, b: dict[str, Any], status: dict[str, Any]) -> None:
+        """Bakeoff.status; raises Conflict (409) when someone wrote since ``b`` was read."""
+        self.replace("bakeoffs", b, status, raise_conflict=True)
+
+    def replace(self, plural: str, obj: dict[str, Any], status: dict[str, Any], raise_conflict: bool = False) -> None:
         from kubernetes.client import ApiException
 
         body = {**obj, "status": status}
         meta = obj["metadata"]
         try:
-            out = self.custom.replace_namespaced_custom_object_status(
+            out = self.k.custom.replace_namespaced_custom_object_status(
                 GROUP, VERSION, meta["namespace"], plural, meta["name"], body
             )
             obj["metadata"]["resourceVersion"] = out["metadata"]["resourceVersion"]
             self._written(plural, out)
         except ApiException as e:
             if e.status == 409:
-                self.metrics.conflicts.inc()
+                self.k.metrics.conflicts.inc()
                 if raise_conflict:
                     raise Conflict() from None
                 return
             if e.status == 404 and not raise_conflict:
                 return
-            self.metrics.api_errors.labels("update_status").inc()
+            self.k.metrics.api_errors.labels("update_status").inc()
             raise
 
     def _written(self, plural: str, out: dict[str, Any]) -> None:
         """Keep a watch cache current with this process's own write (its event follows shortly)."""
-        caches = getattr(self, "caches", None)
+        caches = self.caches()
         if caches is not None and plural in caches:
             caches[plural].put(out)
 
-    def _due(self, key: str, now: float, changed: bool) -> bool:
+    def due(self, key: str, now: float, changed: bool) -> bool:
         """Whether a write that only refreshes figures (requests, verdicts) is due: at most every STATUS_REFRESH."""
-        last: dict[str, float] = self.__dict__.setdefault("_last_refresh", {})
+        last = self._last_refresh
         if changed or now - last.get(key, -1e18) >= STATUS_REFRESH:
             last[key] = now
             return True
         return False
 
-    def _write_variant_status(
+    def write_variant(
         self, p: Pass, v: dict[str, Any], rec: dict[str, Any] | None, vconds: list[dict[str, Any]]
     ) -> None:
         new = variant_status(p, v, rec, vconds)
         old = v.get("status") or {}
-        if new != old and self._due(v["metadata"]["uid"], p.now, _durable_variant(new) != _durable_variant(old)):
-            self._replace_status("variants", v, new)
+        if new != old and self.due(v["metadata"]["uid"], p.now, _durable_variant(new) != _durable_variant(old)):
+            self.replace("variants", v, new)
 
-    def _save_judge_state(self, view: BakeoffView, state_json: dict[str, Any]) -> None:
+    def save_judge_state(self, view: BakeoffView, state_json: dict[str, Any]) -> None:
         from kubernetes.client import ApiException
 
         b = view.obj
@@ -335,8 +344,9 @@ class StatusMixin(ApiHandles):
         try:
             if view.judge_configmap is None and not view.judge_loaded:
                 try:  # not read this pass (watch mode): most likely it exists
-                    out = self.core.patch_namespaced_config_map(name, ns, {"data": data})
-                    view.judge_configmap, view.judge_loaded = self._dict(out), True
+                    body = {"metadata": {"ownerReferences": [ko.owner_reference(b)]}, "data": data}
+                    out = self.k.core.patch_namespaced_config_map(name, ns, body)
+                    view.judge_configmap, view.judge_loaded = self.k.to_dict(out), True
                     return
                 except ApiException as e:
                     if e.status != 404:
@@ -353,10 +363,12 @@ class StatusMixin(ApiHandles):
                     },
                     "data": data,
                 }
-                out = self.core.create_namespaced_config_map(ns, body)
+                out = self.k.core.create_namespaced_config_map(ns, body)
             else:
-                out = self.core.patch_namespaced_config_map(name, ns, {"data": data})
-            view.judge_configmap = self._dict(out)
+                # owned by this Bakeoff (by uid): a ConfigMap an earlier round of the same name left is taken over
+                body = {"metadata": {"ownerReferences": [ko.owner_reference(b)]}, "data": data}
+                out = self.k.core.patch_namespaced_config_map(name, ns, body)
+            view.judge_configmap = self.k.to_dict(out)
         except ApiException as e:
-            self.metrics.api_errors.labels("judge_state").inc()
+            self.k.metrics.api_errors.labels("judge_state").inc()
             log.warning("judge state not saved", bakeoff=bname, error=api_error_message(e))

@@ -32,6 +32,7 @@ import aiohttp
 import structlog
 
 from bakeoff.common.logs import bind_variant
+from bakeoff.contracts.resources import DEFAULT_STICKY_HEADER
 from bakeoff.controller.resources import Route, Workload
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ class LocalPlatform:
         *,
         listen: str = "127.0.0.1:8080",
         admin: str = "127.0.0.1:8081",
-        sticky_header: str | None = "X-User-Id",
+        sticky_header: str | None = DEFAULT_STICKY_HEADER,
         sticky_cookie: str | None = None,
         state_dir: Path | str = ".",
         base_dir: Path | str = ".",

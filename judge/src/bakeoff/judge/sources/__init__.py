@@ -6,7 +6,7 @@ knows whether the numbers came from the routers themselves or from
 Prometheus.  :func:`make_source` picks the implementation from the locations:
 
 - ``http(s)://router:port/-/snapshot`` or a file path (one or many: several
-  router replicas are merged with ``router.snapshot.merge_snapshots``);
+  router replicas are merged with ``bakeoff.contracts.snapshot.merge_snapshots``);
 - ``prometheus+http(s)://prometheus:9090`` (optionally ``?selector=job="bakeoff"``):
   PromQL over HTTP against the router's metric names (also works with
   anything that speaks the Prometheus query API).

@@ -18,13 +18,34 @@ from typing import Any
 from bakeoff.judge.sources import SourceError
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects are not followed: a source is the URL it names, nothing else.
+
+    Whoever checked the URL (the cluster controller's allow-list of ``spec.judge.source``,
+    controller/kube/sources_policy.py) checked that URL only; following a 3xx would let an
+    allowed address send the judge anywhere. A 3xx is reported as an error naming both URLs.
+    """
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # urllib then raises HTTPError with the 3xx code
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects())
+
+
 def _request(url: str, form: dict[str, str] | None, timeout: float) -> Any:
     data = urllib.parse.urlencode(form).encode() if form is not None else None
     req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - http(s) only, checked by callers
+        with _OPENER.open(req, timeout=timeout) as resp:
             body = resp.read()
     except urllib.error.HTTPError as e:
+        if 300 <= e.code < 400:
+            location = e.headers.get("Location") if e.headers is not None else None
+            raise SourceError(
+                f"{url}: HTTP {e.code} redirect to {location!r} not followed (a source is read only at the URL "
+                f"given: give the final URL)"
+            ) from None
         # Prometheus answers a bad query with 400 and a JSON body saying why: keep the why.
         try:
             payload = json.loads(e.read())
