@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint constraints test-router test-judge test-kube kube-assets bench-router bench-judge clean
+.PHONY: demo test test-fast lint constraints test-router test-judge test-kube kube-assets bench-router bench-judge clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +27,20 @@ $(DEMO_STAMP): pyproject.toml constraints.txt
 demo: $(if $(wildcard $(STAMP)),$(STAMP),$(DEMO_STAMP))
 	$(VENV)/bin/bakeoff demo
 
-# Lint first (ruff, mypy, import-linter: scripts/lint.sh), then every test tier.
+# Lint first (ruff, mypy, import-linter: scripts/lint.sh), then every test tier:
+# the independent tests on two processes (pytest-xdist; a module's tests stay on one
+# process with --dist loadscope, so module fixtures start once), then alone the tests whose
+# assertions depend on the machine's speed (marked serial), then the Kubernetes tier (one
+# kube-apiserver per module, which it skips without kube-assets unless CI=true).
+XDIST ?= -n 2 --dist loadscope
 test: lint
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(XDIST) -m "not serial" --ignore=tests/kube $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m serial --ignore=tests/kube $(PYTEST_ARGS)
+	$(PY) -m pytest -q tests/kube $(PYTEST_ARGS)
+
+# The quick tier: no long simulations or end-to-end runs (marked slow), no Kubernetes tier.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q $(XDIST) -m "not slow and not serial" --ignore=tests/kube $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	PY=$(PY) scripts/lint.sh

@@ -154,6 +154,7 @@ async def test_route_labels_in_the_live_view_keep_the_route(tmp_path):
     assert "err @checkout" in plain and "p50 @checkout" in plain, plain[-4000:]
 
 
+@pytest.mark.serial
 async def test_a_mainline_p50_near_40ms_gets_a_delayed_ack_warning(tmp_path, runs):
     # the figure a Nagle/delayed-ACK stall produces (about 40 ms per answer)
     b = bakeoff_doc(mainline={"command": reporting(delay_ms=41)})

@@ -172,6 +172,7 @@ def z_two_proportions(x1: int, n1: int, x2: int, n2: int) -> float:
     return (x2 / n2 - x1 / n1) / se
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 async def test_shoppers_through_the_router(start_shop):
     mainline, better = start_shop("mainline", "better_checkout")

@@ -25,6 +25,9 @@ import pytest
 from bakeoff.common.version import VERSION as __version__
 from bakeoff.controller.platforms.local import free_port
 
+# Builds and installs a wheel into a fresh environment: the slow tier.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
