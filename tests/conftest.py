@@ -30,7 +30,11 @@ def pytest_asyncio_loop_factories(config, item):
 
 def _shown(value: object, limit: int = 2000) -> str:
     text = repr(value)
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+    if len(text) <= limit:
+        return text
+    if isinstance(value, (str, bytes)):  # output or a log: what came last matters
+        return f"({len(text)} characters) ..." + text[-limit:]
+    return text[:limit] + f"... ({len(text)} characters)"
 
 
 def _timed_out(what: str, timeout: float, last: object) -> AssertionError:
