@@ -16,6 +16,8 @@ from tests.controller.conftest import alive, bakeoff_doc, drive_load, group_aliv
 pytestmark = pytest.mark.slow
 
 
+# Which of erroring's rollback and better's promotion comes first depends on the request rate: alone.
+@pytest.mark.serial
 async def test_rolls_back_the_bad_promotes_the_better_survives_a_crash(tmp_path, runs):
     spec = write_docs(
         tmp_path / "bake.yaml",
