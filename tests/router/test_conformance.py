@@ -253,7 +253,7 @@ async def test_bad_chunk_size_after_a_streamed_head_is_counted_and_logged_once(m
 
 
 # -- 4. --workers right after a router on the same port --------------------
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
     def listening() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"router exited with {proc.returncode}: {proc.stdout.read() if proc.stdout else ''}")
