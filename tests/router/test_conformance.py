@@ -17,6 +17,7 @@ import sys
 import time
 
 import aiohttp
+import pytest
 from structlog.testing import capture_logs
 
 from bakeoff.controller.platforms.local import free_port
@@ -273,6 +274,9 @@ def _router_cmd(tmp_path, port: int, *extra: str) -> list[str]:
     return [sys.executable, "-m", "bakeoff", "router", "--config", str(config), *extra]
 
 
+# Alone: beside the other router tests (pytest-xdist) the --workers router's first connection
+# was closed without an answer (2 of 3 runs) or it took over 30 s to listen.
+@pytest.mark.serial
 def test_workers_start_on_a_port_in_time_wait_and_a_failed_start_leaves_no_temp_dir(tmp_path):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
