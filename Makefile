@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint constraints test-router test-judge test-kube kube-assets bench-router bench-judge clean
+.PHONY: demo test test-fast lint constraints test-router test-judge test-kube kube-assets bench-router bench-judge clean
 
 $(STAMP): pyproject.toml constraints.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -37,12 +37,23 @@ $(HOT_STAMP): $(HOT_SRC) | $(STAMP)
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(HOT_STAMP)
 
-# Lint first (ruff, mypy, import-linter: scripts/lint.sh), then every test tier
-# (the router's against the compiled hot path), then the router's tests again
-# against the pure-Python fallback.
+# Lint first (ruff, mypy, import-linter: scripts/lint.sh), then every test tier:
+# the independent tests on two processes (pytest-xdist; a module's tests stay on one
+# process with --dist loadscope, so module fixtures start once), the router's hot path
+# compiled; then alone the tests whose assertions depend on the machine's speed (marked
+# serial); then the router's tests again against the pure-Python fallback; then the
+# Kubernetes tier (one kube-apiserver per module, which it skips without kube-assets
+# unless CI=true).
+XDIST ?= -n 2 --dist loadscope
 test: lint $(HOT_STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
-	BAKEOFF_PURE_PYTHON=1 $(PY) -m pytest -q tests/router $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(XDIST) -m "not serial" --ignore=tests/kube $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m serial --ignore=tests/kube $(PYTEST_ARGS)
+	BAKEOFF_PURE_PYTHON=1 $(PY) -m pytest -q $(XDIST) -m "not serial" tests/router $(PYTEST_ARGS)
+	$(PY) -m pytest -q tests/kube $(PYTEST_ARGS)
+
+# The quick tier: no long simulations or end-to-end runs (marked slow), no Kubernetes tier.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q $(XDIST) -m "not slow and not serial" --ignore=tests/kube $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	PY=$(PY) scripts/lint.sh

@@ -33,6 +33,7 @@ def _require(tool: str) -> None:
     pytest.skip(f"{tool} is not installed")
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 def test_router_vs_nginx_quick() -> None:
     _require("nginx")

@@ -9,12 +9,13 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
 import pytest
 import yaml
+
+from tests.conftest import eventually_async
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE = Path(__file__).resolve().parent / "services" / "app.py"
@@ -98,21 +99,21 @@ class RunProcess:
         return (self.state.parent / f"{self.state.name}-run.out").read_text(errors="replace")
 
     async def wait_for(self, pred, timeout: float, what: str):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def check():
             st = self.status()
-            if st is not None:
-                got = pred(st)
-                if got:
-                    return got
-            if self.proc.poll() is not None and not pred(self.status() or {}):
+            got = pred(st) if st is not None else None
+            if not got and self.proc.poll() is not None and not pred(self.status() or {}):
                 raise AssertionError(
                     f"bakeoff run exited ({self.proc.returncode}) before {what}:\n{self.output()[-3000:]}"
                 )
-            await asyncio.sleep(0.2)
-        raise AssertionError(
-            f"timed out waiting for {what}; status={json.dumps(self.status())[:2000]}\n{self.output()[-3000:]}"
-        )
+            return got
+
+        try:
+            return await eventually_async(check, timeout=timeout, interval=0.2, what=what)
+        except AssertionError as e:
+            if not str(e).startswith("timed out"):
+                raise
+            raise AssertionError(f"{e}; status={json.dumps(self.status())[:2000]}\n{self.output()[-3000:]}") from None
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -168,7 +169,7 @@ async def drive_load(url: str, stop: asyncio.Event, users: int = 12) -> int:
                     await r.read()
                 sent += 1
             except (TimeoutError, aiohttp.ClientError):
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # a user pausing after an error, as a client would
             if rng.random() < 0.05:
                 uid = f"u{i}-{rng.getrandbits(32):x}"
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import eventually_async
 from tests.controller.conftest import BAKEOFF, ROOT, bakeoff_doc, drive_load, variant_doc, write_docs
 
 pytestmark = pytest.mark.slow
@@ -44,14 +45,18 @@ async def test_the_objective_column_is_the_judges_estimate_not_the_share_of_resp
     try:
         pattern = re.compile(r"requests=(\d+)\s.*conversion=([0-9.]+)")
         got: dict[str, float] = {}
-        deadline = asyncio.get_running_loop().time() + 90
-        while len(got) < 2 and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.5)
+
+        def estimates() -> dict[str, float]:
             for name in ("mainline", "same"):
                 for line in progress(run.output(), name):
                     m = pattern.search(line)
                     if m and int(m.group(1)) >= 300:
                         got[name] = float(m.group(2))
+            return got
+
+        await eventually_async(
+            estimates, until=lambda g: len(g) == 2, timeout=90, interval=0.5, what="both variants past 300 requests"
+        )
     finally:
         stop.set()
         await load
@@ -118,31 +123,35 @@ async def test_route_labels_in_the_live_view_keep_the_route(tmp_path):
     seen = b""
     stop = asyncio.Event()
     load = None
+    ansi = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
+
+    def screen() -> str:
+        """What the live view drew so far (without escapes); starts the load once the router is up."""
+        nonlocal seen, load
+        try:
+            os.set_blocking(master, False)
+            while True:
+                chunk = os.read(master, 65536)
+                if not chunk:
+                    break
+                seen += chunk
+        except (BlockingIOError, OSError):
+            pass
+        if load is None and (state / "status.json").exists():
+            st = json.loads((state / "status.json").read_text() or "{}")
+            url = (st.get("router") or {}).get("url")
+            if url:
+                load = asyncio.create_task(drive_load(url, stop, users=8))
+        return ansi.sub(b"", seen).decode(errors="replace")
+
     try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 90
-        ansi = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
-        while loop.time() < deadline:
-            await asyncio.sleep(0.2)
-            try:
-                os.set_blocking(master, False)
-                while True:
-                    chunk = os.read(master, 65536)
-                    if not chunk:
-                        break
-                    seen += chunk
-            except (BlockingIOError, OSError):
-                pass
-            if load is None and (state / "status.json").exists():
-                st = json.loads((state / "status.json").read_text() or "{}")
-                url = (st.get("router") or {}).get("url")
-                if url:
-                    load = asyncio.create_task(drive_load(url, stop, users=8))
-            plain = ansi.sub(b"", seen).decode(errors="replace")
-            if "err @checkout" in plain and "p50 @checkout" in plain:
-                break
-            if "@checkout" in plain:  # the table shows per-route verdicts: a few more frames at most
-                deadline = min(deadline, loop.time() + 5)
+        await eventually_async(
+            screen,
+            until=lambda plain: "err @checkout" in plain and "p50 @checkout" in plain,
+            timeout=90,
+            interval=0.2,
+            what="per-route verdicts in the live view",
+        )
     finally:
         stop.set()
         if load is not None:
@@ -154,6 +163,7 @@ async def test_route_labels_in_the_live_view_keep_the_route(tmp_path):
     assert "err @checkout" in plain and "p50 @checkout" in plain, plain[-4000:]
 
 
+@pytest.mark.serial
 async def test_a_mainline_p50_near_40ms_gets_a_delayed_ack_warning(tmp_path, runs):
     # the figure a Nagle/delayed-ACK stall produces (about 40 ms per answer)
     b = bakeoff_doc(mainline={"command": reporting(delay_ms=41)})
@@ -163,9 +173,9 @@ async def test_a_mainline_p50_near_40ms_gets_a_delayed_ack_warning(tmp_path, run
     stop = asyncio.Event()
     load = asyncio.create_task(drive_load(st["router"]["url"], stop, users=12))
     try:
-        deadline = asyncio.get_running_loop().time() + 90
-        while "delayed-ACK" not in run.output() and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.3)
+        await eventually_async(
+            run.output, until=lambda out: "delayed-ACK" in out, timeout=90, what="a delayed-ACK warning"
+        )
     finally:
         stop.set()
         await load

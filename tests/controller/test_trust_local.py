@@ -6,12 +6,14 @@ a state directory that does not exist say so."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import subprocess
 import sys
 
 import pytest
 
+from tests.conftest import eventually_async
 from tests.controller.conftest import ROOT, SERVICE, bakeoff_doc, drive_load, variant_doc, write_docs
 
 pytestmark = pytest.mark.slow
@@ -37,9 +39,9 @@ def never_answers() -> list[str]:
 
 
 async def wait_exit(proc: subprocess.Popen, timeout: float) -> int | None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while proc.poll() is None and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.2)
+    """The exit code, or None if the process still runs after ``timeout`` (the caller's assertion shows its output)."""
+    with contextlib.suppress(AssertionError):
+        await eventually_async(proc.poll, until=lambda code: code is not None, timeout=timeout, what="the exit")
     return proc.poll()
 
 
@@ -190,9 +192,9 @@ async def test_a_misspelt_objective_with_a_kind_is_warned_about_at_start(tmp_pat
     stop = asyncio.Event()
     load = asyncio.create_task(drive_load(st["router"]["url"], stop, users=8))
     try:
-        deadline = asyncio.get_running_loop().time() + 60
-        while "did you mean" not in run.output() and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.3)
+        await eventually_async(
+            run.output, until=lambda out: "did you mean" in out, timeout=60, what="a did-you-mean warning"
+        )
     finally:
         stop.set()
         await load

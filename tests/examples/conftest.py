@@ -6,7 +6,6 @@ import importlib.util
 import json
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bakeoff.controller.platforms.local import free_port
+from tests.conftest import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOP = ROOT / "examples" / "shop"
@@ -59,19 +59,20 @@ class ShopProcess:
         )
         return self
 
-    def wait_healthy(self, timeout: float = 20.0) -> ShopProcess:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def wait_healthy(self, timeout: float = 30.0) -> ShopProcess:
+        def healthy() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.impl} exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
-                    if r.status == 200 and json.load(r).get("status") == "ok":
-                        return self
-            except (urllib.error.URLError, OSError, ValueError):
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.impl} was not healthy within {timeout}s:\n{self.log_path.read_text()}")
+            with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
+                return r.status == 200 and json.load(r).get("status") == "ok"
+
+        eventually(
+            healthy,
+            timeout=timeout,
+            retry=(urllib.error.URLError, OSError, ValueError),
+            what=f"{self.impl} to answer /healthz (log: {self.log_path})",
+        )
+        return self
 
     def stop(self) -> int:
         if self.proc is None:

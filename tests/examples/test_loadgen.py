@@ -25,6 +25,7 @@ from bakeoff.load.shoppers import (
 )
 from bakeoff.router.config import RouterConfig
 from bakeoff.router.server import Router
+from tests.conftest import eventually_async
 
 from .conftest import free_port, shop_common
 
@@ -175,6 +176,7 @@ def z_two_proportions(x1: int, n1: int, x2: int, n2: int) -> float:
     return (x2 / n2 - x1 / n1) / se
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 async def test_shoppers_through_the_router(start_shop):
     mainline, better = start_shop("mainline", "better_checkout")
@@ -187,7 +189,7 @@ async def test_shoppers_through_the_router(start_shop):
         # Long enough for the conversion difference to be clear, however fast this machine is.
         started = time.monotonic()
         while time.monotonic() - started < 20:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # the load runs for up to 20 s: the run's length, not a wait for an event
             v = router.snapshot()["variants"]
             if min(v[n]["requests"] for n in ("mainline", "better_checkout")) >= 7000:
                 break
@@ -236,7 +238,7 @@ async def test_shoppers_stop_promptly_and_report_errors_when_the_shop_is_down():
     stats = LoadStats()
     port = free_port()
     task = asyncio.create_task(run_shoppers(f"http://127.0.0.1:{port}", None, users=3, stop=stop, stats=stats))
-    await asyncio.sleep(1.5)
+    await eventually_async(lambda: stats.requests, until=lambda n: n >= 6, what="the shoppers' first failed requests")
     stop.set()
     t = time.monotonic()
     await asyncio.wait_for(task, 5)

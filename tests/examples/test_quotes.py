@@ -4,6 +4,7 @@ subprocess, as its README says; then what a person does afterwards with the stat
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 QUOTES = ROOT / "examples" / "quotes" / "bakeoff.yaml"
@@ -170,9 +173,10 @@ def colour_count(rows: list[bytes], rgb: tuple[int, int, int], tol: int = 12) ->
     return n
 
 
-@pytest.mark.skipif(chromium() is None, reason="needs Debian's chromium (apt-get install -y chromium)")
 def test_the_html_report_renders_in_chromium_with_a_banner_coloured_by_the_outcome(quotes_run, tmp_path):
     from bakeoff.controller.report import html_page
+
+    require_tool(chromium(), "chromium", "apt-get install -y chromium")
 
     state, _ = quotes_run
     rep = json.loads((state / "report.json").read_text())
@@ -218,8 +222,8 @@ def test_the_reports_intervals_agree_with_each_guardrails_state_in_the_tolerance
     assert checked >= 2  # at least pretty's worse p50 and one of indexed's guardrails
 
 
-@pytest.mark.skipif(not __import__("importlib").util.find_spec("locust"), reason="needs locust")
 def test_a_locustfile_of_the_users_drives_the_same_bake_off(tmp_path):
+    require_tool(importlib.util.find_spec("locust"), "locust", "pip install -e '.[test]'")
     state = tmp_path / "state"
     r = bakeoff(
         "run", str(QUOTES), "--headless", "--exit-on-decision", "--state-dir", str(state),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ import pytest
 from bakeoff.judge.config import config_from_dict
 from bakeoff.judge.core import JudgeState, step
 from bakeoff.judge.simulate import Arm, Stream
+from bakeoff.judge.sources import SourceError
+from tests.conftest import eventually_async
 
 
 def make_config(**over):
@@ -48,6 +51,43 @@ def run_stream(config, arms: dict[str, Arm], seed: int, batch: int = 200, max_lo
 def binomial_slack(p: float, runs: int) -> float:
     """Upper one-sided 99% binomial bound for a rate whose true value is at most ``p``."""
     return p + 2.33 * (p * (1 - p) / runs) ** 0.5
+
+
+async def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Wait until the Prometheus at ``url`` answers /-/ready; fail at once if it exits."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s:
+
+        async def ready() -> int:
+            if proc.poll() is not None:
+                raise AssertionError(f"prometheus exited with {proc.returncode}")
+            async with s.get(url + "/-/ready") as r:
+                return r.status
+
+        await eventually_async(
+            ready,
+            until=lambda status: status == 200,
+            timeout=timeout,
+            what="prometheus to be ready",
+            retry=(aiohttp.ClientError,),
+        )
+
+
+async def fetch_until(src, predicate, timeout: float = 30.0) -> dict:
+    """Fetch from ``src`` until ``predicate`` holds for what it gives; that snapshot."""
+
+    async def fetch() -> dict:
+        return await src.fetch()
+
+    return await eventually_async(
+        fetch,
+        until=predicate,
+        timeout=timeout,
+        interval=0.3,
+        retry=(SourceError,),
+        what="prometheus to show the expected data",
+    )
 
 
 @pytest.fixture

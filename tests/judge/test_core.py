@@ -7,6 +7,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -215,6 +216,7 @@ def test_stale_snapshot_is_ignored():
         max_size=4,
     )
 )
+@pytest.mark.slow
 def test_fuzzed_snapshots_never_crash_and_never_decide(mutations):
     cfg = make_config(minSamples=10**6, maxSamples=None)  # nothing may be decided in this test
     s = JudgeState.new(cfg)

@@ -88,6 +88,7 @@ def test_state_and_interval_agree_at_every_look(arm):
     assert states - {"unknown"}, "the scenario never reached a state: the check would be empty"
 
 
+@pytest.mark.slow
 def test_intervals_cover_the_truth_in_an_aa():
     """Every metric's interval holds 'no change' at every look in nearly all A/A runs."""
     cfg = make_config(**CONFIG)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from bakeoff.judge.core import JudgeState, step
 from bakeoff.judge.simulate import Arm, Stream
@@ -84,6 +85,7 @@ def test_shifted_interval_covers_the_true_ratio_and_agrees_with_state():
     assert misses / runs <= binomial_slack(ALPHA, runs)
 
 
+@pytest.mark.slow
 def test_p99_ten_percent_slower_is_never_better():
     cfg = lat_config(guardrails=[{"metric": "latency_p99", "maxIncreaseRatio": TOL["latency_p99"]}])
     runs = 200

@@ -9,10 +9,11 @@ import subprocess
 import aiohttp
 from aiohttp import web
 
+from bakeoff.controller.platforms.local import free_port
 from bakeoff.judge.sources import make_source
 from bakeoff.router.config import RouterConfig
 from bakeoff.router.server import Router
-from tests.judge.test_sources import _fetch_until, _wait_ready, free_port
+from tests.judge.conftest import fetch_until, wait_ready
 
 
 async def _variant_app(error_every: int, delay: float) -> tuple[web.AppRunner, int]:
@@ -20,7 +21,7 @@ async def _variant_app(error_every: int, delay: float) -> tuple[web.AppRunner, i
 
     async def handler(request: web.Request) -> web.Response:
         counter["n"] += 1
-        await asyncio.sleep(delay * random.random())
+        await asyncio.sleep(delay * random.random())  # a variant's latency
         if error_every and counter["n"] % error_every == 0:
             return web.Response(status=500, text="boom")
         return web.Response(text="ok", headers={"Bakeoff-Metric-conversion": str(counter["n"] % 2)})
@@ -69,7 +70,7 @@ async def test_prometheus_scraping_a_real_router_gives_the_routers_numbers(tmp_p
     )
     src = make_source([f"prometheus+http://127.0.0.1:{prom_port}?selector=job%3D%22bakeoff%22"])
     try:
-        await _wait_ready(f"http://127.0.0.1:{prom_port}", proc)
+        await wait_ready(f"http://127.0.0.1:{prom_port}", proc)
         async with aiohttp.ClientSession() as s:
 
             async def user() -> None:
@@ -90,7 +91,7 @@ async def test_prometheus_scraping_a_real_router_gives_the_routers_numbers(tmp_p
                     return False
             return True
 
-        got = await _fetch_until(src, caught_up, timeout=30)
+        got = await fetch_until(src, caught_up, timeout=30)
         for name, v in want.items():
             g = got["variants"][name]
             assert g["outcomes"] == v["outcomes"]

@@ -29,6 +29,9 @@ from bakeoff.judge.simulate import Arm, Route, Stream
 
 from .conftest import binomial_slack, make_config
 
+# Coverage measured over many simulated runs: the slow tier (make test-fast leaves them out).
+pytestmark = pytest.mark.slow
+
 ALPHA = 0.05
 FOUR = {"price": 0.36, "list": 0.30, "get": 0.24, "other": 0.10}
 FIVE = {"checkout": 0.05, "search": 0.15, "cart": 0.20, "catalog": 0.25, "home": 0.35}

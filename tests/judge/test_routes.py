@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pytest
 
 from bakeoff.judge.core import JudgeState, family_size, step
 from bakeoff.judge.simulate import Arm, Route, Stream
@@ -78,6 +79,7 @@ def test_the_whole_service_p99_alone_misses_it():
     assert caught <= 3
 
 
+@pytest.mark.slow
 def test_aa_with_routes_stays_within_alpha():
     runs = 40
     alarms = 0

@@ -4,10 +4,14 @@ monitoring (a look every 200 requests per variant) and power on clear effects.""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from bakeoff.judge.simulate import Arm
 
 from .conftest import binomial_slack, make_config, run_stream
+
+# Thousands of simulated bake-offs each: the slow tier (make test-fast leaves them out).
+pytestmark = pytest.mark.slow
 
 ALPHA = 0.05
 

@@ -7,7 +7,6 @@ import asyncio
 import io
 import json
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -23,7 +22,7 @@ from bakeoff.judge.sources.prometheus import PrometheusSource
 from bakeoff.judge.sources.snapshot import SnapshotSource
 from bakeoff.router.metrics import CONTENT_TYPE, render
 
-from .conftest import make_config
+from .conftest import fetch_until, make_config, wait_ready
 
 CONFIG_YAML = """\
 alpha: 0.05
@@ -154,7 +153,7 @@ def test_cli_watch_threads_state_across_looks(tmp_path):
 
         async def grow():
             for _ in range(40):
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # the traffic grows between the judge's looks
                 stream.advance(100)
                 server.snapshot = stream.snapshot()
 
@@ -196,38 +195,6 @@ def test_cli_watch_threads_state_across_looks(tmp_path):
 # --- Prometheus -------------------------------------------------------------
 
 
-async def _wait_ready(url, proc, timeout=30.0):
-    import aiohttp
-
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as s:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {proc.returncode}")
-            try:
-                async with s.get(url + "/-/ready") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise TimeoutError("prometheus did not become ready")
-
-
-async def _fetch_until(src, predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = await src.fetch()
-            if predicate(last):
-                return last
-        except SourceError:
-            pass
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"prometheus never showed the expected data; last: {json.dumps(last)[:500]}")
-
-
 @pytest.mark.asyncio
 async def test_prometheus_source_against_a_real_prometheus(tmp_path, prometheus_binary):
     stream = Stream({"mainline": Arm(), "v2": Arm(median=0.2, error_rate=0.05)}, np.random.default_rng(5))
@@ -253,7 +220,7 @@ async def test_prometheus_source_against_a_real_prometheus(tmp_path, prometheus_
     src = make_source([f"prometheus+http://127.0.0.1:{prom_port}?selector=job%3D%22bakeoff%22"])
     assert isinstance(src, PrometheusSource) and src.selector == 'job="bakeoff"'
     try:
-        await _wait_ready(f"http://127.0.0.1:{prom_port}", proc)
+        await wait_ready(f"http://127.0.0.1:{prom_port}", proc)
         cfg = make_config(
             minSamples=500,
             guardrails=[
@@ -265,7 +232,7 @@ async def test_prometheus_source_against_a_real_prometheus(tmp_path, prometheus_
         for look in range(2):
             want = stream.snapshot()
             n = want["variants"]["mainline"]["requests"]
-            got = await _fetch_until(src, lambda s, n=n: s["variants"].get("mainline", {}).get("requests") == n)
+            got = await fetch_until(src, lambda s, n=n: s["variants"].get("mainline", {}).get("requests") == n)
             for name, v in want["variants"].items():
                 g = got["variants"][name]
                 assert g["requests"] == v["requests"] and g["outcomes"] == v["outcomes"]

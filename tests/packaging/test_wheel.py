@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -25,6 +24,10 @@ import pytest
 
 from bakeoff.common.version import VERSION as __version__
 from bakeoff.controller.platforms.local import free_port
+from tests.conftest import eventually
+
+# Builds and installs a wheel into a fresh environment: the slow tier.
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -205,15 +208,13 @@ def test_installed_router_with_workers_proxies_from_a_shadowing_directory(instal
         start_new_session=True,
     )
     try:
-        body = None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
-                    body = resp.read()
-                    break
-            except OSError:
-                time.sleep(0.2)
+
+        def answer() -> bytes:
+            assert proc.poll() is None, (shadowing_cwd / "router.log").read_text()[-3000:]
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
+                return resp.read()
+
+        body = eventually(answer, retry=(OSError,), interval=0.2, what="the installed router to proxy a request")
         assert body == b"hello from the upstream\n", (shadowing_cwd / "router.log").read_text()[-3000:]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

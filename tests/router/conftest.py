@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
@@ -18,6 +18,7 @@ from aiohttp import web
 from bakeoff.controller.platforms.local import free_port
 from bakeoff.router.config import RouterConfig
 from bakeoff.router.server import Router
+from tests.conftest import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 SEEN = web.AppKey("seen", list)
@@ -115,6 +116,25 @@ async def make_router():
         await r.stop(drain_timeout=1)
 
 
+def mutate(rng: random.Random, data: bytes) -> bytes:
+    """A seeded mutation of ``data``: flipped, inserted, deleted and truncated bytes (the fuzz tests' input)."""
+    b = bytearray(data)
+    for _ in range(rng.randint(1, 8)):
+        op = rng.random()
+        pos = rng.randrange(len(b) + 1)
+        if op < 0.3 and b:
+            b[min(pos, len(b) - 1)] = rng.randrange(256)
+        elif op < 0.5:
+            b[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 20)))
+        elif op < 0.7:
+            del b[pos : pos + rng.randint(1, 10)]
+        elif op < 0.85:
+            b[pos:pos] = rng.choice([b"\r\n", b"\n", b":", b" ", b"\x00", b"Content-Length: 99999\r\n"])
+        else:
+            b = b[:pos]
+    return bytes(b)
+
+
 async def raw_exchange(port: int, payload: bytes, read_timeout: float = 3.0) -> bytes:
     """Send raw bytes, return everything read until the server closes or goes quiet."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -155,18 +175,17 @@ class RouterProcess:
             stderr=subprocess.STDOUT,
             cwd=ROOT,
         )
-        deadline = time.time() + 15
-        while time.time() < deadline:
+
+        def listening() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"router exited early:\n{self.log_path.read_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.admin_port), timeout=0.2):
+            for port in (self.admin_port, self.port):
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                     pass
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"router did not start:\n{self.log_path.read_text()}")
+            return True
+
+        eventually(listening, what=f"the router to listen on {self.port} and {self.admin_port}", retry=(OSError,))
+        return self
 
     def rss_kb(self) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():

@@ -17,9 +17,11 @@ import sys
 import time
 
 import aiohttp
+import pytest
 from structlog.testing import capture_logs
 
 from bakeoff.controller.platforms.local import free_port
+from tests.conftest import eventually, eventually_async
 from tests.router.conftest import ROOT, raw_exchange
 
 
@@ -33,6 +35,7 @@ class RawUpstream:
 
     def __init__(self) -> None:
         self.requests: list[bytes] = []
+        self.received = bytearray()  # every byte read, whole requests or not
         self.connections = 0
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
@@ -51,6 +54,7 @@ class RawUpstream:
                 if not data:
                     return
                 buf += data
+                self.received += data
                 while True:
                     end = buf.find(b"\r\n\r\n")
                     if end < 0:
@@ -182,6 +186,7 @@ async def test_invalid_transfer_encodings_are_refused_before_reaching_an_idle_po
             assert data.startswith(b"HTTP/1.1 400 Bad Request"), (te, data)
             if te in (b"chunked-false", b"xchunked", b"identity", b"gzip"):
                 assert b"must end in chunked" in data  # the router's own check, not httptools'
+        # Nothing is awaited here: a grace period for a request that must NOT arrive.
         await asyncio.sleep(0.1)
         assert len(up.requests) == 1, up.requests[1:]  # nothing but the warm-up reached the upstream
         assert sum(router.snapshot()["variants"]["raw"]["outcomes"].values()) == 1
@@ -218,15 +223,23 @@ async def test_bad_chunk_size_after_a_streamed_head_is_counted_and_logged_once(m
         await _warm_pool(router, up)
         with capture_logs() as logs:
             reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
+            before = len(up.received)
             writer.write(b"POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
             await writer.drain()
-            await asyncio.sleep(0.2)  # the head and first chunk are upstream by now
+            await eventually_async(
+                lambda: bytes(up.received[before:]),
+                until=lambda got: got.endswith(b"\r\n\r\n5\r\nhello\r\n"),
+                what="the head and first chunk upstream",
+            )
             writer.write(b"ZZZ\r\n")
             data = await asyncio.wait_for(reader.read(), 5)
             writer.close()
-            await asyncio.sleep(0.2)
+            outcomes = await eventually_async(
+                lambda: router.snapshot()["variants"]["raw"]["outcomes"],
+                until=lambda o: sum(o.values()) >= 2,
+                what="the aborted request counted",
+            )
         assert data.startswith(b"HTTP/1.1 400 Bad Request")
-        outcomes = router.snapshot()["variants"]["raw"]["outcomes"]
         assert outcomes["aborted"] == 1
         assert sum(outcomes.values()) == 2  # the warm-up and this one, each once
         malformed = [e for e in logs if "malformed" in e["event"]]
@@ -241,17 +254,14 @@ async def test_bad_chunk_size_after_a_streamed_head_is_counted_and_logged_once(m
 
 
 # -- 4. --workers right after a router on the same port --------------------
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 15) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    def listening() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"router exited with {proc.returncode}: {proc.stdout.read() if proc.stdout else ''}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("router did not start")
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+
+    eventually(listening, timeout=timeout, what=f"the router to listen on {port}", retry=(OSError,))
 
 
 def _router_cmd(tmp_path, port: int, *extra: str) -> list[str]:
@@ -264,6 +274,9 @@ def _router_cmd(tmp_path, port: int, *extra: str) -> list[str]:
     return [sys.executable, "-m", "bakeoff", "router", "--config", str(config), *extra]
 
 
+# Alone: beside the other router tests (pytest-xdist) the --workers router's first connection
+# was closed without an answer (2 of 3 runs) or it took over 30 s to listen.
+@pytest.mark.serial
 def test_workers_start_on_a_port_in_time_wait_and_a_failed_start_leaves_no_temp_dir(tmp_path):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
@@ -327,7 +340,7 @@ async def _send_in_pieces(port: int, request: bytes, piece: int) -> bytes:
     for i in range(0, len(request), piece):
         writer.write(request[i : i + piece])
         await writer.drain()
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(0.001)  # a client dribbling its bytes: the behaviour under test
     data = await asyncio.wait_for(reader.read(), 5)
     writer.close()
     return data

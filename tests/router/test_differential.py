@@ -21,7 +21,7 @@ from pathlib import Path
 import h11
 
 from bakeoff.router.http11 import origin_form, request_transfer_codings
-from tests.router.test_fuzz import mutate
+from tests.router.conftest import mutate
 
 BASES = [
     b"GET /a?b=c HTTP/1.1\r\nHost: h\r\nX-User-Id: u1\r\nAccept: */*\r\n\r\n",

@@ -13,6 +13,7 @@ import time
 import aiohttp
 from aiohttp import web
 
+from tests.conftest import eventually_async
 from tests.router.conftest import ROOT, SEEN, Upstream, get_json
 
 MB = 1024 * 1024
@@ -42,8 +43,12 @@ async def test_sigterm_drains_in_flight_requests_and_exits_0(router_process):
     app = web.Application()
     app[SEEN] = []
 
+    in_flight = 0
+
     async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(1.0)
+        nonlocal in_flight
+        in_flight += 1
+        await asyncio.sleep(1.0)  # a slow upstream: requests are still in flight at SIGTERM
         return web.Response(text="finished")
 
     app.router.add_get("/", slow)
@@ -54,7 +59,7 @@ async def test_sigterm_drains_in_flight_requests_and_exits_0(router_process):
         ).start()
         async with aiohttp.ClientSession() as s:
             pending = [asyncio.create_task(s.get(f"http://127.0.0.1:{rp.port}/")) for _ in range(5)]
-            await asyncio.sleep(0.3)
+            await eventually_async(lambda: in_flight, until=lambda n: n == 5, what="5 requests at the upstream")
             rp.proc.send_signal(signal.SIGTERM)
             responses = await asyncio.gather(*pending)
             assert [r.status for r in responses] == [200] * 5
@@ -80,11 +85,20 @@ async def test_workers_share_the_port_and_merge_their_statistics(upstreams, rout
         for _ in range(n):
             async with s.get(f"http://127.0.0.1:{rp.port}/") as r:
                 assert r.status == 200
-    await asyncio.sleep(0.2)
-    status, snap = await get_json(f"http://127.0.0.1:{rp.admin_port}/-/snapshot")
-    assert status == 200
+
+    async def snapshot() -> dict:
+        status, snap = await get_json(f"http://127.0.0.1:{rp.admin_port}/-/snapshot")
+        assert status == 200
+        return snap
+
+    def requests(snap: dict) -> int:
+        return sum(v["requests"] for v in snap["variants"].values())
+
+    snap = await eventually_async(
+        snapshot, until=lambda s: requests(s) >= n, what=f"the merged snapshot to count {n} requests"
+    )
     assert len({src["pid"] for src in snap["sources"]}) == 2
-    assert sum(v["requests"] for v in snap["variants"].values()) == n
+    assert requests(snap) == n
     # Route changes reach every worker.
     async with aiohttp.ClientSession() as s:
         body = {"variants": [{"name": "b", "upstreams": [ups[1].address], "weight": 1}]}
@@ -97,19 +111,20 @@ async def test_workers_share_the_port_and_merge_their_statistics(upstreams, rout
             async with s.get(f"http://127.0.0.1:{rp.port}/") as r:
                 assert r.headers["X-Bakeoff-Variant"] == "b"
     # A worker that dies is restarted and its counts are kept (the supervisor
-    # reads every worker twice a second, so wait for one read first).
-    await asyncio.sleep(1.2)
+    # reads every worker twice a second, so wait for a read with the new requests first).
+    await eventually_async(
+        snapshot, until=lambda s: requests(s) >= n + 100, what=f"the merged snapshot to count {n + 100} requests"
+    )
     worker_pids = [src["pid"] for src in snap["sources"]]
     os.kill(worker_pids[0], signal.SIGKILL)
-    # Poll: a restart on a busy machine takes as long as it takes to start Python.
-    deadline = asyncio.get_running_loop().time() + 60
-    while True:
-        status, after = await get_json(f"http://127.0.0.1:{rp.admin_port}/-/snapshot")
-        live_pids = {src["pid"] for src in after["sources"]} - set(worker_pids)
-        if live_pids or asyncio.get_running_loop().time() > deadline:
-            break
-        await asyncio.sleep(0.2)
-    assert sum(v["requests"] for v in after["variants"].values()) >= n + 100
+    after = await eventually_async(
+        snapshot,
+        until=lambda s: {src["pid"] for src in s["sources"]} - set(worker_pids),
+        what=f"a new worker in place of {worker_pids[0]}",
+        timeout=60,
+    )
+    assert requests(after) >= n + 100
+    live_pids = {src["pid"] for src in after["sources"]} - set(worker_pids)
     assert live_pids, "a new worker should have been started"
     async with aiohttp.ClientSession() as s:
         async with s.get(f"http://127.0.0.1:{rp.port}/") as r:
@@ -154,7 +169,7 @@ async def test_50mb_bodies_stream_both_ways_in_bounded_memory(router_process):
             nonlocal peak_kb
             while not stop.is_set():
                 peak_kb = max(peak_kb, rp.rss_kb())
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(0.02)  # the sampling interval
 
         block = os.urandom(MB)
         expect = hashlib.sha256()

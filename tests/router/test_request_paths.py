@@ -9,6 +9,7 @@ the client the same answer, and the router must count the same.
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -44,28 +45,46 @@ CASES = {
 
 
 async def _send(port: int, request: bytes, piece: int) -> bytes:
+    """Send ``request`` in pieces of ``piece`` bytes and return the router's whole response.
+
+    Reads the head, then the body its Content-Length frames (none for HEAD),
+    or to the close; fails unless a complete response arrives, so two hung
+    paths cannot agree on an empty answer.
+    """
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    chunks = []
+    got = b""
     try:
-        for i in range(0, len(request), piece):
-            writer.write(request[i : i + piece])
-            await writer.drain()
-            if piece < len(request):
-                await asyncio.sleep(0.002)
-        while True:
-            data = await asyncio.wait_for(reader.read(65536), 0.5)
-            if not data:
-                break
-            chunks.append(data)
-    except (TimeoutError, ConnectionError):
-        pass  # a router that answered 400 and closed may reset a client still writing
-    if not chunks:
         try:
-            chunks.append(await asyncio.wait_for(reader.read(65536), 0.5))
-        except (TimeoutError, ConnectionError):
-            pass
-    writer.close()
-    return b"".join(chunks)
+            for i in range(0, len(request), piece):
+                writer.write(request[i : i + piece])
+                await writer.drain()
+                if piece < len(request):
+                    await asyncio.sleep(0.002)  # a client dribbling its bytes: what sends it down the general path
+        except ConnectionError:
+            pass  # a router that answered 400 and closed may reset a client still writing
+        deadline = asyncio.get_running_loop().time() + 20
+        while True:
+            end = got.find(b"\r\n\r\n")
+            if end >= 0:
+                length = re.search(rb"(?im)^content-length:[ \t]*(\d+)", got[:end])
+                if request.startswith(b"HEAD ") or (length and len(got) >= end + 4 + int(length.group(1))):
+                    return got
+            try:
+                data = await asyncio.wait_for(reader.read(65536), max(deadline - asyncio.get_running_loop().time(), 0))
+            except TimeoutError:
+                raise AssertionError(
+                    f"no complete response within 20s to {request[:40]!r} in pieces of {piece}: {got!r}"
+                ) from None
+            except ConnectionError:
+                data = b""  # a reset after the answer: what arrived is all there is
+            if not data:
+                assert end >= 0 and got.startswith(b"HTTP/1.1 "), (
+                    f"the connection closed without a response to {request[:40]!r} in pieces of {piece}: {got!r}"
+                )
+                return got  # framed by the close
+            got += data
+    finally:
+        writer.close()
 
 
 ROUTED_BY_REQUEST = {"sticky", "cookie-and-sticky", "override"}

@@ -53,7 +53,7 @@ async def _serve(response: bytes, piece: int) -> tuple[asyncio.AbstractServer, i
                 for i in range(0, cut, piece):
                     writer.write(response[i : min(i + piece, cut)])
                     await writer.drain()
-                    await asyncio.sleep(0.001)
+                    await asyncio.sleep(0.001)  # an upstream dribbling its head: the behaviour under test
                 writer.write(response[cut:])
                 await writer.drain()
                 if b"Connection: close" in response:

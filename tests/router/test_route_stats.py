@@ -19,7 +19,7 @@ async def _in_pieces(port: int, request: bytes) -> bytes:
     for i in range(0, len(request), 4):
         writer.write(request[i : i + 4])
         await writer.drain()
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(0.001)  # a client dribbling its bytes: the general request path under test
     data = await asyncio.wait_for(reader.read(), 5)
     writer.close()
     return data

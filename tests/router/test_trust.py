@@ -20,25 +20,24 @@ import os
 import shutil
 import socket
 import struct
-import time
 
 import pytest
 
+from tests.conftest import eventually_async, require_tool
 from tests.router.conftest import free_port, get_json
 
 CURL = shutil.which("curl")
-needs_curl = pytest.mark.skipif(CURL is None, reason="curl is not installed (apt-get install curl)")
+NGINX = shutil.which("nginx") or (os.path.exists("/usr/sbin/nginx") and "/usr/sbin/nginx") or None
 
 
-async def _poll(condition, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
+@pytest.fixture
+def needs_curl():
+    require_tool(CURL, "curl", "apt-get install curl")
+
+
+@pytest.fixture
+def needs_nginx():
+    require_tool(NGINX, "nginx", "apt-get install nginx-light")
 
 
 async def _outcomes(router, variant: str) -> dict:
@@ -84,7 +83,7 @@ async def _until_close_upstream(reset: bool) -> tuple[asyncio.AbstractServer, in
     return server, server.sockets[0].getsockname()[1]
 
 
-@needs_curl
+@pytest.mark.usefixtures("needs_curl")
 @pytest.mark.parametrize("reset", [True, False], ids=["reset", "orderly-close"])
 async def test_upstream_reset_mid_body_is_incomplete_for_client_and_a_failure(router_process, reset):
     server, port = await _until_close_upstream(reset)
@@ -103,7 +102,7 @@ async def test_upstream_reset_mid_body_is_incomplete_for_client_and_a_failure(ro
             o = await _outcomes(router, "eof")
             return o if o["requests"] == 2 else None
 
-        outcomes = await _poll(both_counted, what="two requests counted")
+        outcomes = await eventually_async(both_counted, what="two requests counted")
         assert raw.startswith(b"HTTP/1.1 200 ")
         assert b"Transfer-Encoding: chunked" in raw
         if reset:
@@ -121,11 +120,7 @@ async def test_upstream_reset_mid_body_is_incomplete_for_client_and_a_failure(ro
         server.close()
 
 
-NGINX = shutil.which("nginx") or (os.path.exists("/usr/sbin/nginx") and "/usr/sbin/nginx") or None
-
-
-@needs_curl
-@pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install nginx-light)")
+@pytest.mark.usefixtures("needs_curl", "needs_nginx")
 @pytest.mark.parametrize("reset", [True, False], ids=["reset", "orderly-close"])
 async def test_until_close_body_ends_for_curl_as_it_does_through_nginx(router_process, tmp_path, reset):
     """The reference: curl's verdict through nginx and through the router on the same upstream agree."""
@@ -160,7 +155,7 @@ http {{
             assert nginx.returncode is None, (tmp_path / "error.log").read_text()
             return False
 
-        await _poll(listening, what="nginx to listen")
+        await eventually_async(listening, what="nginx to listen")
         router = router_process({"variants": [{"name": "eof", "upstreams": [f"127.0.0.1:{port}"]}]}).start()
         via_nginx, _, _ = await _curl("-o", "/dev/null", f"http://127.0.0.1:{nginx_port}/")
         via_router, _, _ = await _curl("-o", "/dev/null", f"http://127.0.0.1:{router.port}/")
@@ -226,7 +221,7 @@ def _router_for(router_process, up: SlowUpstream, *args: str, **extra):
     return router_process(config).start(*args)
 
 
-@needs_curl
+@pytest.mark.usefixtures("needs_curl")
 async def test_client_giving_up_is_aborted_and_its_upstream_request_cancelled(router_process):
     up = await SlowUpstream(delay=8).start()
     try:
@@ -238,12 +233,12 @@ async def test_client_giving_up_is_aborted_and_its_upstream_request_cancelled(ro
             o = await _outcomes(router, "slow")
             return o if o["requests"] == 1 else None
 
-        outcomes = await _poll(counted, what="the request to be counted")
+        outcomes = await eventually_async(counted, what="the request to be counted")
         assert outcomes["aborted"] == 1 and outcomes["2xx"] == 0, outcomes
         _, snap = await get_json(f"http://127.0.0.1:{router.admin_port}/-/snapshot")
         latency = snap["variants"]["slow"]["latency"]
         assert latency["sum"] < up.delay  # the time to the abort, not the upstream's full latency
-        await _poll(lambda: _value(up.cancelled == 1), what="the upstream request to be cancelled")
+        await eventually_async(lambda: up.cancelled == 1, what="the upstream request to be cancelled")
         assert up.answered == 0
         log = router.log_path.read_text()
         assert "client closed the connection before its response was complete" in log
@@ -251,7 +246,7 @@ async def test_client_giving_up_is_aborted_and_its_upstream_request_cancelled(ro
         up.close()
 
 
-@needs_curl
+@pytest.mark.usefixtures("needs_curl")
 @pytest.mark.parametrize("workers", [1, 2])
 async def test_client_giving_up_with_on_client_abort_finish_lets_upstream_finish(router_process, workers):
     up = await SlowUpstream(delay=2).start()
@@ -264,9 +259,9 @@ async def test_client_giving_up_with_on_client_abort_finish_lets_upstream_finish
             o = await _outcomes(router, "slow")
             return o if o["requests"] == 1 else None
 
-        outcomes = await _poll(counted, what="the request to be counted")
+        outcomes = await eventually_async(counted, what="the request to be counted")
         assert outcomes["aborted"] == 1 and outcomes["2xx"] == 0, outcomes
-        await _poll(lambda: _value(up.answered == 1), what="the upstream to finish the request")
+        await eventually_async(lambda: up.answered == 1, what="the upstream to finish the request")
         assert up.cancelled == 0
         # The finished connection went back to the pool and serves the next request.
         rc, body, err = await _curl(f"http://127.0.0.1:{router.port}/fast")
@@ -278,7 +273,7 @@ async def test_client_giving_up_with_on_client_abort_finish_lets_upstream_finish
             o = await _outcomes(router, "slow")
             return o if o["requests"] == 2 else None
 
-        outcomes = await _poll(both, what="both requests counted")
+        outcomes = await eventually_async(both, what="both requests counted")
         assert outcomes["aborted"] == 1 and outcomes["2xx"] == 1, outcomes  # counted once each
     finally:
         up.close()
@@ -305,15 +300,11 @@ async def test_client_that_half_closes_and_reads_gets_its_response(router_proces
             o = await _outcomes(router, "slow")
             return o if o["requests"] == 1 else None
 
-        outcomes = await _poll(counted, what="the request to be counted")
+        outcomes = await eventually_async(counted, what="the request to be counted")
         assert outcomes["2xx"] == 1 and outcomes["aborted"] == 0, outcomes
         assert up.answered == 1 and up.cancelled == 0
     finally:
         up.close()
-
-
-async def _value(v):
-    return v
 
 
 # -- 3. the sticky key on any of several lines ----------------------------------------

@@ -13,6 +13,7 @@ import textwrap
 import aiohttp
 from aiohttp import web
 
+from tests.conftest import eventually_async
 from tests.router.conftest import SEEN, Upstream, free_port, raw_exchange
 
 
@@ -43,7 +44,7 @@ async def test_slow_upstream_gets_504_after_read_timeout(make_router):
     app[SEEN] = []
 
     async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(2)
+        await asyncio.sleep(2)  # a slow upstream: the behaviour under test
         return web.Response(text="late")
 
     app.router.add_get("/", slow)
@@ -185,8 +186,12 @@ async def test_client_leaving_mid_response_is_counted_aborted(make_router):
     app = web.Application()
     app[SEEN] = []
 
+    arrived = 0
+
     async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(0.5)
+        nonlocal arrived
+        arrived += 1
+        await asyncio.sleep(0.5)  # a slow upstream: the client leaves before the answer
         return web.Response(text="late")
 
     app.router.add_get("/", slow)
@@ -196,13 +201,17 @@ async def test_client_leaving_mid_response_is_counted_aborted(make_router):
         reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
         writer.write(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
         await writer.drain()
-        await asyncio.sleep(0.1)
+        await eventually_async(lambda: arrived, what="the request at the upstream")
         # SO_LINGER 0 makes close() send a reset: the client is gone, not half-closed.
         sock = writer.get_extra_info("socket")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         writer.transport.abort()
-        await asyncio.sleep(0.6)
-        assert router.snapshot()["variants"]["s"]["outcomes"]["aborted"] == 1
+        outcomes = await eventually_async(
+            lambda: router.snapshot()["variants"]["s"]["outcomes"],
+            until=lambda o: sum(o.values()) >= 1,
+            what="the request counted",
+        )
+        assert outcomes["aborted"] == 1
         assert await fetch(router.port) == (200, "late")
     finally:
         await up.stop()

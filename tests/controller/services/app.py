@@ -23,7 +23,7 @@ def make_app(behaviour: str) -> web.Application:
 
     async def page(request: web.Request) -> web.Response:
         if behaviour == "slow":
-            await asyncio.sleep(0.015)
+            await asyncio.sleep(0.015)  # the slow build: the behaviour the judge must find
         if behaviour == "error" and rng.random() < 0.3:
             return web.Response(status=500, text="boom")
         headers = {}

@@ -19,7 +19,7 @@ def make_app(delay: float, rate: float) -> web.Application:
 
     async def page(request: web.Request) -> web.Response:
         if delay:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(delay)  # a slow service: the behaviour the display tests look for
         converted = "1" if rng.random() < rate else "0"
         return web.Response(text=request.path, headers={"Bakeoff-Metric-conversion": converted})
 
