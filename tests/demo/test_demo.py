@@ -41,6 +41,7 @@ def test_decisions_are_timed_from_the_first_admission_and_count_requests_at_the_
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # latency guardrails on real processes: needs the machine to itself (n-plus-one is +20-40% p50)
 def test_the_demo_rolls_back_the_slow_and_buggy_builds_and_promotes_the_better_one(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "bakeoff", "demo", "--headless", "--no-locust", "--state-dir", str(tmp_path)],
