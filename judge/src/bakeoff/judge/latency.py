@@ -361,6 +361,11 @@ class LatencyTest:
         rej_hi = np.flatnonzero(below >= thr)
         k_lo = int(rej_lo[-1]) if len(rej_lo) else None
         k_hi = int(rej_hi[0]) if len(rej_hi) else None
+        return self._estimate(qc, qt, s_hat, k_lo, k_hi)
+
+    def _estimate(self, qc: float, qt: float, s_hat: float, k_lo: int | None, k_hi: int | None) -> Estimate:
+        """The estimate from the grid position ``s_hat`` and the confidence sequence from the
+        last grid index excluded from below (``k_lo``) and the first excluded from above (``k_hi``)."""
         if k_lo is not None and k_hi is not None and k_lo > k_hi:
             # Contradictory evidence (the ratio changed during the run): report the hull.
             k_lo, k_hi = k_hi, k_lo
@@ -469,18 +474,7 @@ class LatencyTest:
                     s_hat = float(grid[p] + wp / (wp - wk) * (grid[k] - grid[p]))
             k_lo = int(k_lo_all[r]) if lo_l[r] else None
             k_hi = int(k_hi_all[r]) if hi_l[r] else None
-            if k_lo is not None and k_hi is not None and k_lo > k_hi:
-                k_lo, k_hi = k_hi, k_lo
-            ci = (
-                float(self.change[k_lo]) if k_lo is not None else -1.0,
-                float(self.change[k_hi]) if k_hi is not None else math.inf,
-            )
-            est = math.nan
-            if math.isfinite(s_hat):
-                est = GAMMA**s_hat - 1.0
-                est = min(max(est, ci[0]), ci[1])
-            e = Estimate(control=qc[r], candidate=qt[r], estimate=est, ci=ci, relative_estimate=est, scale="ratio")
-            out.append((ev, e))
+            out.append((ev, self._estimate(qc[r], qt[r], s_hat, k_lo, k_hi)))
         return out
 
     def _quantiles(self, counts: list[np.ndarray]) -> list[float]:
