@@ -105,26 +105,8 @@ class RouterConfig:
             kw["listen"] = parse_address(data["listen"], f"{origin}: listen")
         if "admin" in data:
             kw["admin"] = parse_address(data["admin"], f"{origin}: admin")
-        token = data.get("token")
-        if token is not None and (not isinstance(token, str) or not token):
-            raise ConfigError(f"{origin}: token must be a non-empty string")
-        if "tokenFile" in data:
-            try:
-                token = Path(str(data["tokenFile"])).read_text().strip()
-            except OSError as e:
-                raise ConfigError(f"{origin}: tokenFile: cannot read {data['tokenFile']}: {e.strerror}") from None
-        kw["token"] = token or os.environ.get("BAKEOFF_ROUTER_TOKEN") or None
-        events_token = data.get("eventsToken")
-        if events_token is not None and (not isinstance(events_token, str) or not events_token):
-            raise ConfigError(f"{origin}: eventsToken must be a non-empty string")
-        if "eventsTokenFile" in data:
-            try:
-                events_token = Path(str(data["eventsTokenFile"])).read_text().strip()
-            except OSError as e:
-                raise ConfigError(
-                    f"{origin}: eventsTokenFile: cannot read {data['eventsTokenFile']}: {e.strerror}"
-                ) from None
-        kw["events_token"] = events_token or os.environ.get("BAKEOFF_EVENTS_TOKEN") or None
+        kw["token"] = _secret(data, "token", "BAKEOFF_ROUTER_TOKEN", origin)
+        kw["events_token"] = _secret(data, "eventsToken", "BAKEOFF_EVENTS_TOKEN", origin)
         if "workers" in data:
             kw["workers"] = _int(data["workers"], f"{origin}: workers", 1, 64)
         st = data.get("stickiness")
@@ -258,6 +240,19 @@ def parse_address(value: Any, where: str) -> tuple[str, int]:
     if not 0 <= p <= 65535:
         raise ConfigError(f"{where}: port {p} is out of range")
     return host, p
+
+
+def _secret(data: dict[str, Any], key: str, env: str, origin: str) -> str | None:
+    """A token given as ``key``, read from ``keyFile`` (which wins), or taken from ``$env``."""
+    value = data.get(key)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ConfigError(f"{origin}: {key} must be a non-empty string")
+    if f"{key}File" in data:
+        try:
+            value = Path(str(data[f"{key}File"])).read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"{origin}: {key}File: cannot read {data[f'{key}File']}: {e.strerror}") from None
+    return value or os.environ.get(env) or None
 
 
 def _no_unknown(data: dict, known: set[str], origin: str, prefix: str) -> None:
