@@ -21,7 +21,12 @@ onClientAbort: cancel           # a client gone before its response: cancel the 
                                 # response discarded; nginx's proxy_ignore_client_abort on)
 variants:
   - {name: mainline, upstreams: [127.0.0.1:9001], weight: 80}
-  - {name: v2, upstreams: [127.0.0.1:9002], weight: 20}
+  - {name: v2, upstreams: [127.0.0.1:9002], weight: 20, protocol: h2c}  # protocol: http1 (default) | h2c
+tls: {certFile: cert.pem, keyFile: key.pem}  # optional: TLS on the traffic port, ALPN h2 or http/1.1
+http2:                          # limits per HTTP/2 client connection (HTTP/1.1 on the same port is unaffected)
+  maxConcurrentStreams: 128     # advertised; a client opening more gets REFUSED_STREAM / PROTOCOL_ERROR
+  maxHeaderListBytes: 16384     # decoded header block (HPACK bombs): GOAWAY ENHANCE_YOUR_CALM
+  maxResetsPerSecond: 200       # client RST_STREAMs (rapid reset, CVE-2023-44487): GOAWAY ENHANCE_YOUR_CALM
 routes:                         # optional: statistics per route too (at most 64; first match wins;
   - {name: checkout, match: "/checkout*"}   # * is any characters, / included; the rest: route "other")
   - {name: api, match: "/api/*"}
@@ -46,6 +51,8 @@ from bakeoff.contracts.snapshot import MAX_ROUTES, OTHER_ROUTE
 # lets the upstream complete it and discards the response.  Either way the
 # request counts as aborted.
 CLIENT_ABORT_MODES = ("cancel", "finish")
+# How the router speaks to a variant's upstreams: HTTP/1.1, or HTTP/2 over cleartext (gRPC).
+PROTOCOLS = ("http1", "h2c")
 
 
 class ConfigError(ValueError):
@@ -57,6 +64,7 @@ class VariantSpec:
     name: str
     upstreams: tuple[tuple[str, int], ...]
     weight: float
+    protocol: str = "http1"  # see PROTOCOLS
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,11 @@ class RouterConfig:
     max_header_bytes: int = 16384
     max_idle_per_upstream: int = 128
     on_client_abort: str = "cancel"  # or "finish"; see CLIENT_ABORT_MODES
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    h2_max_concurrent_streams: int = 128
+    h2_max_header_list_bytes: int = 16384
+    h2_max_resets_per_second: int = 200
     variants: tuple[VariantSpec, ...] = field(default_factory=tuple)
     routes: tuple[RouteSpec, ...] = field(default_factory=tuple)
 
@@ -97,7 +110,7 @@ class RouterConfig:
             raise ConfigError(f"{origin}: expected a mapping at the top level")
         known = {
             "listen", "admin", "token", "tokenFile", "eventsToken", "eventsTokenFile", "workers", "stickiness", "override",
-            "exposeVariant", "timeouts", "limits", "variants", "routes", "onClientAbort",
+            "exposeVariant", "timeouts", "limits", "variants", "routes", "onClientAbort", "tls", "http2",
         }  # fmt: skip
         _no_unknown(data, known, origin, "")
         kw: dict[str, Any] = {}
@@ -154,6 +167,30 @@ class RouterConfig:
                     f"{origin}: onClientAbort must be one of {', '.join(CLIENT_ABORT_MODES)}, got {mode!r}"
                 )
             kw["on_client_abort"] = mode
+        tls = data.get("tls")
+        if tls is not None:
+            if not isinstance(tls, dict):
+                raise ConfigError(f"{origin}: tls must be a mapping with certFile and keyFile")
+            _no_unknown(tls, {"certFile", "keyFile"}, origin, "tls.")
+            for key, attr in (("certFile", "tls_cert"), ("keyFile", "tls_key")):
+                path = tls.get(key)
+                if not isinstance(path, str) or not path:
+                    raise ConfigError(f"{origin}: tls.{key} must be the path of a PEM file")
+                if not os.path.isfile(path):
+                    raise ConfigError(f"{origin}: tls.{key}: no such file {path!r}")
+                kw[attr] = path
+        h2 = data.get("http2") or {}
+        if not isinstance(h2, dict):
+            raise ConfigError(f"{origin}: http2 must be a mapping")
+        h2_keys = {
+            "maxConcurrentStreams": ("h2_max_concurrent_streams", 1, 10000),
+            "maxHeaderListBytes": ("h2_max_header_list_bytes", 1024, 1 << 20),
+            "maxResetsPerSecond": ("h2_max_resets_per_second", 1, 1000000),
+        }
+        _no_unknown(h2, set(h2_keys), origin, "http2.")
+        for key, (attr, lo, hi) in h2_keys.items():
+            if key in h2:
+                kw[attr] = _int(h2[key], f"{origin}: http2.{key}", lo, hi)
         kw["variants"] = parse_variants(data.get("variants", []), origin)
         kw["routes"] = parse_routes(data.get("routes") or [], origin)
         return cls(**kw)
@@ -169,7 +206,7 @@ def parse_variants(data: Any, origin: str) -> tuple[VariantSpec, ...]:
         where = f"{origin}: variants[{i}]"
         if not isinstance(v, dict):
             raise ConfigError(f"{where} must be a mapping with name, upstreams and weight")
-        _no_unknown(v, {"name", "upstreams", "weight"}, origin, f"variants[{i}].")
+        _no_unknown(v, {"name", "upstreams", "weight", "protocol"}, origin, f"variants[{i}].")
         name = v.get("name")
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise ConfigError(
@@ -187,7 +224,10 @@ def parse_variants(data: Any, origin: str) -> tuple[VariantSpec, ...]:
         weight = v.get("weight", 1)
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < 1e9:
             raise ConfigError(f"{where}.weight must be a number >= 0, got {weight!r}")
-        out.append(VariantSpec(name, addrs, float(weight)))
+        protocol = v.get("protocol", "http1")
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"{where}.protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+        out.append(VariantSpec(name, addrs, float(weight), protocol))
     if out and not any(v.weight > 0 for v in out):
         raise ConfigError(f"{origin}: variants: at least one weight must be above 0")
     return tuple(out)

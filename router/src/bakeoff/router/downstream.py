@@ -59,6 +59,7 @@ _MAX_PENDING_BODY = 256 * 1024
 # How long a connection answered with a 400 or 431 drains before it closes.
 _LINGER_SECONDS = 2.0
 _perf = time.perf_counter
+_H2_PAUSE = "Pause on PRI/Upgrade"  # httptools' error at HTTP/2's connection preface
 log = structlog.get_logger("bakeoff.router")
 
 
@@ -206,8 +207,28 @@ class ClientConnection(asyncio.Protocol):
                 self._fail_connection(HEAD_TOO_LARGE)
             elif isinstance(cause, Rejected):
                 self._fail_connection(cause.response)
+            elif e.args and e.args[0] == _H2_PAUSE and self._to_http2(data):
+                return
             else:
                 self._fail_connection(BAD_REQUEST)
+
+    def _to_http2(self, data: bytes) -> bool:
+        """The connection opened with HTTP/2's preface: hand it to bakeoff.router.h2_downstream.
+
+        Only reached on httptools' error path (it stops at the preface's
+        ``PRI * HTTP/2.0`` line), so HTTP/1.1 requests pay nothing for it.
+        """
+        at = data.find(b"PRI * HTTP/2.0\r\n\r\n")
+        if at < 0 or len(self.exchanges) > 1 or self.transport is None:
+            return False
+        from bakeoff.router.h2_downstream import hand_over
+
+        self.exchanges.clear()
+        self.parsing = None
+        self.closed = True  # this object is done with the transport; the HTTP/2 protocol owns it
+        self.router.clients.discard(self)
+        hand_over(self.router, self.transport, data[at:])
+        return True
 
     def _resume_after_dropped_upgrade(self, rest: bytes) -> None:
         """Go on parsing a request whose Upgrade offer was dropped as an ordinary one.

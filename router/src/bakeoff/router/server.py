@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import structlog
@@ -21,6 +21,8 @@ import structlog
 from bakeoff.contracts.snapshot import OTHER_ROUTE
 from bakeoff.router.config import RouterConfig, RouteSpec, VariantSpec
 from bakeoff.router.downstream import ClientConnection
+from bakeoff.router.h2_downstream import AlpnDispatch, H2Client, tls_context
+from bakeoff.router.h2_upstream import H2UpstreamPool
 from bakeoff.router.routing import RequestRoutes, RouteTable
 from bakeoff.router.stats import RouterStats
 from bakeoff.router.stickiness import StickyKeySource, sticky_key_source
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
     from bakeoff.router.admin import AdminServer
 
 log = structlog.get_logger("bakeoff.router")
+# Why HTTP/2 client connections were closed by a limit or for bad framing (docs/http2.md).
+H2_COUNTERS = ("protocol_errors", "refused_streams", "oversize_headers", "rapid_resets")
 
 
 class Router:
@@ -57,6 +61,10 @@ class Router:
         self.reuse_port = reuse_port
         self.draining = False
         self.clients: set[ClientConnection] = set()
+        # HTTP/2 (bakeoff.router.h2_downstream): its clients, its upstream connections, its limits' counts.
+        self.h2_clients: set[H2Client] = set()
+        self.h2_pool = H2UpstreamPool(self)
+        self.h2_counters = dict.fromkeys(H2_COUNTERS, 0)
         self._server: asyncio.Server | None = None
         self._admin: AdminServer | None = None
         self._sweeper: asyncio.Task | None = None
@@ -117,11 +125,18 @@ class Router:
     async def start(self, *, admin: bool = True, sock: socket.socket | None = None) -> None:
         self.loop = asyncio.get_running_loop()
         host, port = self.config.listen
+        factory: Callable[[], asyncio.Protocol] = lambda: ClientConnection(self)  # noqa: E731
+        tls = None
+        if self.config.tls_cert and self.config.tls_key:
+            # TLS: ALPN picks h2 or http/1.1 per connection (cleartext HTTP/2 is found by its preface).
+            tls = tls_context(self.config.tls_cert, self.config.tls_key)
+            http1 = factory
+            factory = lambda: AlpnDispatch(self, http1)  # noqa: E731
         if sock is not None:
-            self._server = await self.loop.create_server(lambda: ClientConnection(self), sock=sock, backlog=2048)
+            self._server = await self.loop.create_server(factory, sock=sock, backlog=2048, ssl=tls)
         else:
             self._server = await self.loop.create_server(
-                lambda: ClientConnection(self), host, port, reuse_port=self.reuse_port or None, backlog=2048
+                factory, host, port, reuse_port=self.reuse_port or None, backlog=2048, ssl=tls
             )
         self._sweeper = self.loop.create_task(self._sweep())
         if admin:
@@ -149,6 +164,8 @@ class Router:
             now = self.loop.time()
             for client in list(self.clients):
                 client.sweep(now)
+            for h2client in list(self.h2_clients):
+                h2client.sweep(now)
 
     @property
     def port(self) -> int:
@@ -169,19 +186,22 @@ class Router:
         self.pool.draining = True
         if self._server is not None:
             self._server.close()
-        for client in list(self.clients):
+        for client in [*self.clients, *self.h2_clients]:
             client.close_if_idle()
         deadline = self.loop.time() + timeout
-        while self.clients and self.loop.time() < deadline:
+        while (self.clients or self.h2_clients) and self.loop.time() < deadline:
             await asyncio.sleep(0.02)
-            for client in list(self.clients):
+            for client in [*self.clients, *self.h2_clients]:
                 client.close_if_idle()
-        clean = not self.clients
+        clean = not self.clients and not self.h2_clients
         if self._sweeper is not None:
             self._sweeper.cancel()
         for client in list(self.clients):
             client._close()
+        for h2client in list(self.h2_clients):
+            h2client.close()
         self.pool.close_all()
+        self.h2_pool.close_all()
         if self._admin is not None:
             await self._admin.stop()
             self._admin = None
