@@ -46,6 +46,10 @@
 #   BAKEOFF_KWOK_VERSION       kwok version (default v0.8.0)
 #   BAKEOFF_KUBE_CLUSTER       1 (default) also build kube-controller-manager,
 #                              kube-scheduler and kwok; 0 skips them
+#   BAKEOFF_H2SPEC_VERSION     h2spec version (default v2.2.1+incompatible), the
+#                              HTTP/2 conformance suite tests/router/test_http2.py
+#                              runs against the router
+#   BAKEOFF_H2SPEC             1 (default) also build h2spec; 0 skips it
 #   BAKEOFF_KUBECTL            1 (default) also build kubectl (k8s.io/kubernetes/
 #                              cmd/kubectl at BAKEOFF_KUBE_VERSION); 0 skips it
 #   BAKEOFF_KUBE_STAGING_PINS  space-separated module@version overriding the
@@ -66,6 +70,8 @@ ETCD_SOURCE="${BAKEOFF_ETCD_SOURCE:-go}"
 ETCD_VERSION="${BAKEOFF_ETCD_VERSION:-v3.5.16}"
 HELM_VERSION="${BAKEOFF_HELM_VERSION:-v3.19.5}"
 KWOK_VERSION="${BAKEOFF_KWOK_VERSION:-v0.8.0}"
+H2SPEC_VERSION="${BAKEOFF_H2SPEC_VERSION:-v2.2.1+incompatible}"
+H2SPEC="${BAKEOFF_H2SPEC:-1}"
 CLUSTER="${BAKEOFF_KUBE_CLUSTER:-1}"
 KUBECTL="${BAKEOFF_KUBECTL:-1}"
 if [ "$KUBE_VERSION" = v1.32.13 ]; then DEFAULT_PINS="k8s.io/endpointslice@v0.32.12"; else DEFAULT_PINS=""; fi
@@ -92,6 +98,7 @@ want_line() {
   case "$1" in
     kube-apiserver|kube-controller-manager|kube-scheduler|kubectl) echo "$1 $KUBE_VERSION recipe=$RECIPE" ;;
     kwok) echo "kwok $KWOK_VERSION recipe=$RECIPE" ;;
+    h2spec) echo "h2spec $H2SPEC_VERSION recipe=$RECIPE" ;;
     etcd)
       if [ "$ETCD_SOURCE" = deb ]; then echo "etcd debian:etcd-server recipe=$RECIPE"
       else echo "etcd $ETCD_VERSION recipe=$RECIPE"; fi ;;
@@ -114,6 +121,7 @@ cluster_cached() {
 all_cached() {
   base_cached || return 1
   if [ "$CLUSTER" = 1 ] && [ "$MODE" != check -o -n "${CHECK_CLUSTER:-}" ]; then cluster_cached || return 1; fi
+  if [ "$H2SPEC" = 1 ] && [ "$MODE" != check ]; then is_cached h2spec || return 1; fi
   if [ "$KUBECTL" = 1 ] && [ "$MODE" != check -o -n "${CHECK_KUBECTL:-}" ]; then is_cached kubectl; fi
 }
 
@@ -292,6 +300,21 @@ install_etcd_deb() {
   log "etcd: installed $("$DIR/etcd" --version | head -1)"
 }
 
+# ---- h2spec ---------------------------------------------------------------------
+# The HTTP/2 conformance suite (github.com/summerwind/h2spec, a module without a
+# go.mod: its dependencies resolve to their newest versions on the proxy).
+build_h2spec() {
+  local t0; t0=$(date +%s)
+  log "h2spec $H2SPEC_VERSION: go install github.com/summerwind/h2spec/cmd/h2spec@$H2SPEC_VERSION (about a minute)"
+  mkdir -p "$WORK/h2spec" && cd "$WORK/h2spec"
+  GOBIN="$WORK/h2spec/bin" gocmd install -trimpath -ldflags "-s -w" \
+    "github.com/summerwind/h2spec/cmd/h2spec@$H2SPEC_VERSION" || die "go install of h2spec $H2SPEC_VERSION failed (see above)"
+  install -m 0755 "$WORK/h2spec/bin/h2spec" "$DIR/.h2spec.tmp"
+  mv -f "$DIR/.h2spec.tmp" "$DIR/h2spec"
+  record h2spec
+  log "h2spec $H2SPEC_VERSION built in $(elapsed "$t0")s"
+}
+
 # ---- helm -----------------------------------------------------------------------
 build_helm() {
   local t0 ld; t0=$(date +%s)
@@ -331,6 +354,7 @@ if [ "$CLUSTER" = 1 ]; then
   done
   if [ "$MODE" = force ] || ! is_cached kwok || [ ! -d "$DIR/kwok-stages" ]; then build_kwok; fi
 fi
+if [ "$H2SPEC" = 1 ] && { [ "$MODE" = force ] || ! is_cached h2spec; }; then build_h2spec; fi
 # kubectl: its own VERSIONS line, so adding it rebuilds nothing else.
 if [ "$KUBECTL" = 1 ] && { [ "$MODE" = force ] || ! is_cached kubectl; }; then build_kube_cmd kubectl; fi
 

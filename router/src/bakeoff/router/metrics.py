@@ -19,6 +19,8 @@ judge's Prometheus source:
 - ``bakeoff_route_weight{variant}`` — gauge, the weight in force.
 - ``bakeoff_routes_version`` — gauge.
 - ``bakeoff_router_processes`` — gauge, router processes merged into this view.
+- ``bakeoff_http2_connection_errors_total{reason}`` — counter of HTTP/2 client connections closed
+  by a limit or for malformed frames (protocol_errors, refused_streams, oversize_headers, rapid_resets).
 """
 
 from __future__ import annotations
@@ -122,6 +124,14 @@ def snapshot_families(snapshot: dict[str, Any]) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "bakeoff_router_processes", "Router processes merged into this view.", value=len(snapshot.get("sources", []))
     )
+    h2 = CounterMetricFamily(
+        "bakeoff_http2_connection_errors",
+        "HTTP/2 client connections closed by a limit or for malformed frames, by reason.",
+        labels=["reason"],
+    )
+    for reason, count in sorted((snapshot.get("http2") or {}).items()):
+        h2.add_metric([reason], count)
+    yield h2
 
 
 class _SnapshotCollector:

@@ -119,7 +119,10 @@ class Router:
         self.request_routes = RequestRoutes(specs, self.stats.route_slots(names))
 
     def snapshot(self) -> dict:
-        return self.stats.snapshot(self.routes.weights, self.routes.version)
+        snap = self.stats.snapshot(self.routes.weights, self.routes.version)
+        if any(self.h2_counters.values()):
+            snap["http2"] = dict(self.h2_counters)  # HTTP/2 connections closed by a limit, by reason
+        return snap
 
     # -- life cycle --------------------------------------------------------
     async def start(self, *, admin: bool = True, sock: socket.socket | None = None) -> None:
