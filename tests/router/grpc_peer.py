@@ -21,6 +21,17 @@ def _server_stream(request: bytes, context: grpc.ServicerContext):
         yield b"part-%d" % i
 
 
+BIG_SENT = [0]  # bytes the Big method has handed to grpcio so far
+
+
+def _big(request: bytes, context: grpc.ServicerContext):
+    """Stream 1 MiB messages, as many as asked, as fast as the reader takes them."""
+    chunk = b"z" * (1 << 20)
+    for _ in range(int(request or b"100")):
+        BIG_SENT[0] += len(chunk)
+        yield chunk
+
+
 def _client_stream(requests, context: grpc.ServicerContext) -> bytes:
     return b"+".join(requests)
 
@@ -63,6 +74,7 @@ def start(port: int = 0, name: str = "a") -> tuple[grpc.Server, int]:
         "Unary": grpc.unary_unary_rpc_method_handler(tag(_unary)),
         "ServerStream": grpc.unary_stream_rpc_method_handler(_server_stream),
         "ClientStream": grpc.stream_unary_rpc_method_handler(_client_stream),
+        "Big": grpc.unary_stream_rpc_method_handler(_big),
         "Bidi": grpc.stream_stream_rpc_method_handler(_bidi),
         "Unavailable": grpc.unary_unary_rpc_method_handler(_unavailable),
         "BadArgument": grpc.unary_unary_rpc_method_handler(_bad_argument),

@@ -208,6 +208,47 @@ def test_tls_alpn_chooses_h2_or_http11(router_process, grpc_server, h1_upstream,
         router.stop()
 
 
+def test_slow_reader_stalls_only_its_own_stream(router_process, grpc_server):
+    """A client that stops reading one stream: other streams on the same connection go on, memory stays bounded.
+
+    The client never acknowledges stream 1's data (its 64 KiB window stays
+    closed) while the upstream would stream 200 MiB on it; the router stops
+    acknowledging the upstream, so the upstream's sends stall too.
+    """
+    port = grpc_server()
+    router = grpc_router(router_process, port)
+    c = RawH2(router.port)
+    c.h2.increment_flow_control_window(1 << 30)  # the connection's window: open; stream 1's: never
+    grpc_hs = [(":method", "POST"), (":path", "/test.Echo/Big"), (":scheme", "http"), (":authority", "x"),
+               ("content-type", "application/grpc"), ("te", "trailers")]  # fmt: skip
+    grpc_peer.BIG_SENT[0] = 0
+    slow = c.h2.get_next_available_stream_id()
+    c.h2.send_headers(slow, grpc_hs, end_stream=False)
+    c.h2.send_data(slow, b"\x00\x00\x00\x00\x03200", end_stream=True)
+    c.send()
+    c.events_until(lambda e: isinstance(e, h2.events.DataReceived) and e.stream_id == slow)
+    rss_before = router.rss_kb()
+    for i in range(20):  # other streams on the same connection are served meanwhile
+        sid = c.h2.get_next_available_stream_id()
+        c.h2.send_headers(sid, [*grpc_hs[:1], (":path", "/test.Echo/Unary"), *grpc_hs[2:]], end_stream=False)
+        c.h2.send_data(sid, b"\x00\x00\x00\x00\x02hi", end_stream=True)
+        c.send()
+        evs = c.events_until(lambda e, sid=sid: isinstance(e, h2.events.StreamEnded) and e.stream_id == sid)
+        data = b"".join(e.data for e in evs if isinstance(e, h2.events.DataReceived) and e.stream_id == sid)
+        for e in evs:
+            if isinstance(e, h2.events.DataReceived) and e.stream_id == sid:
+                c.h2.acknowledge_received_data(e.flow_controlled_length, sid)
+        assert data.endswith(b"echo:hi"), (i, evs)
+    time.sleep(1.0)  # give a broken router time to buffer the big stream (nothing to poll: it must NOT happen)
+    grown_kb = router.rss_kb() - rss_before
+    sent = grpc_peer.BIG_SENT[0]
+    c.close()
+    # 200 MiB were on offer; the upstream got a few MiB out (its own buffers and the router's 64 KiB window).
+    assert sent < 16 << 20, f"the upstream sent {sent >> 20} MiB to a stalled stream"
+    assert grown_kb < 32 * 1024, f"the router grew {grown_kb} KiB holding a stalled stream"
+    print(f"stalled stream: upstream sent {sent / (1 << 20):.1f} MiB of 200, router RSS grew {grown_kb} KiB")
+
+
 # -- bad input ------------------------------------------------------------------------
 
 
