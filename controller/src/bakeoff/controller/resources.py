@@ -50,6 +50,7 @@ class Workload:
     env: tuple[tuple[str, str], ...] = ()
     working_dir: str | None = None
     start_timeout: float = 30.0
+    protocol: str = schema.default(schema.Workload, "protocol")  # how the router speaks to it: http1 | h2c
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,10 @@ def _workload(doc: _Doc, spec: dict, where: str, platform: str = "local") -> Wor
         kw["working_dir"] = spec["workingDir"]
     if spec.get("startTimeout") is not None:
         kw["start_timeout"] = _duration(doc, spec["startTimeout"], f"{p}startTimeout")
+    if spec.get("protocol") is not None:
+        if spec["protocol"] not in ("http1", "h2c"):
+            raise doc.error(f"{p}protocol", f"must be http1 or h2c, got {spec['protocol']!r}")
+        kw["protocol"] = spec["protocol"]
     return Workload(**kw)
 
 

@@ -132,6 +132,11 @@ class Workload(_Model):  # how to run a variant locally (bakeoff run): a command
         json_schema_extra={"maxProperties": 256},
     )
     working_dir: str | None = Field(None, description="Local mode. Relative to the file's directory.", max_length=4096)
+    protocol: Literal["http1", "h2c"] = Field(
+        "http1",
+        description="Local mode. How the router speaks to it: http1, or h2c (cleartext HTTP/2, as gRPC servers"
+        " speak; its health check is then a TCP connect). In a cluster the Service port's appProtocol decides.",
+    )
 
 
 class Mainline(Workload):

@@ -229,6 +229,13 @@ class LocalPlatform:
         assert self._session is not None and w.address is not None
         host, port = w.address
         path = w.spec.health_path
+        if w.spec.protocol == "h2c":  # a gRPC server answers no HTTP/1.1 GET: a connection it accepts will do
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
+            except (OSError, TimeoutError) as e:
+                return False, f"cannot connect to {host}:{port}: {e}"
+            writer.close()
+            return True, f"{host}:{port} accepted a connection"
         try:
             async with self._session.get(f"http://{host}:{port}{path}", timeout=aiohttp.ClientTimeout(total=1.0)) as r:
                 await r.read()
@@ -322,7 +329,7 @@ class LocalPlatform:
             w = self.workloads.get(name)
             if w is None or w.address is None or share <= 0:
                 continue
-            specs.append(VariantSpec(name, (w.address,), float(share)))
+            specs.append(VariantSpec(name, (w.address,), float(share), w.spec.protocol))
         if specs and self.router is not None:
             self.router.set_routes(specs)
             self._weights = dict(weights)
