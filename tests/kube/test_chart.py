@@ -936,3 +936,14 @@ def test_helm_install_and_upgrade(kube, crds, helm, tmp_path):
     )
     r = run_helm(helm, "uninstall", "bakeoff", *args)
     assert apps.list_namespaced_deployment(ns).items == []
+
+
+def test_router_service_exposes_its_app_protocol(helm, tmp_path):
+    """router.service.appProtocol (e.g. kubernetes.io/h2c for gRPC callers) lands on the traffic port only."""
+    docs = render(helm, tmp_path, {"router": {"bakeoff": "shop", "service": {"appProtocol": "kubernetes.io/h2c"}}})
+    svc = [d for d in by_kind(docs, "Service") if d["metadata"]["name"].endswith("router")][0]
+    ports = {p["name"]: p for p in svc["spec"]["ports"]}
+    assert ports["http"]["appProtocol"] == "kubernetes.io/h2c" and "appProtocol" not in ports["admin"]
+    plain = render(helm, tmp_path, {"router": {"bakeoff": "shop"}})
+    svc = [d for d in by_kind(plain, "Service") if d["metadata"]["name"].endswith("router")][0]
+    assert all("appProtocol" not in p for p in svc["spec"]["ports"])

@@ -9,7 +9,9 @@ EndpointSlices of its namespace, and turns the Bakeoff's ``status.routing``
 * its upstreams are the ready endpoints (``conditions.ready`` true or absent)
   of the EndpointSlices labelled ``kubernetes.io/service-name: <service>``,
   on the slice port named ``http`` (else the slice's only port, else the one
-  equal to the entry's ``port``);
+  equal to the entry's ``port``); that port's ``appProtocol`` (copied from
+  the Service port) chooses how the router speaks to it: ``h2c``, ``grpc``
+  or ``kubernetes.io/h2c`` is cleartext HTTP/2, anything else HTTP/1.1;
 * a variant without any ready endpoint is left out (its sticky users fall
   back to the others by rendezvous hashing); when no variant is routable the
   previous table stays;
@@ -58,6 +60,10 @@ DEFAULT_STICKINESS: tuple[str, str] = ("header", DEFAULT_STICKY_HEADER)
 Stickiness = tuple[str, str] | None  # ("header" | "cookie", name) or None
 
 
+# A Service port's appProtocol values that mean cleartext HTTP/2 to the router (a gRPC server's).
+H2C_APP_PROTOCOLS = frozenset(("h2c", "grpc", "kubernetes.io/h2c"))
+
+
 @dataclass(frozen=True)
 class SliceView:
     """What the router needs of one EndpointSlice."""
@@ -65,6 +71,7 @@ class SliceView:
     service: str
     ports: tuple[tuple[str, int], ...]  # (name, port)
     addresses: tuple[str, ...]  # of the ready endpoints, sorted
+    h2c_ports: frozenset[int] = frozenset()  # ports whose appProtocol is cleartext HTTP/2 (H2C_APP_PROTOCOLS)
 
     def port_for(self, wanted: int | None) -> int | None:
         named = [p for n, p in self.ports if n == "http"]
@@ -89,12 +96,17 @@ def slice_view(obj: dict[str, Any]) -> SliceView | None:
     ports = tuple(
         (str(p.get("name") or ""), int(p["port"])) for p in (obj.get("ports") or []) if p.get("port") is not None
     )
+    h2c = frozenset(
+        int(p["port"])
+        for p in (obj.get("ports") or [])
+        if p.get("port") is not None and p.get("appProtocol") in H2C_APP_PROTOCOLS
+    )
     addresses: set[str] = set()
     for ep in obj.get("endpoints") or []:
         ready = (ep.get("conditions") or {}).get("ready")
         if ready is None or ready is True:
             addresses.update(str(a) for a in ep.get("addresses") or [])
-    return SliceView(service, ports, tuple(sorted(addresses)))
+    return SliceView(service, ports, tuple(sorted(addresses)), h2c)
 
 
 def slice_views(objs: list[dict[str, Any]]) -> dict[str, SliceView]:
@@ -160,13 +172,16 @@ def fallback_table(
     """Everything to the first mainline candidate with ready endpoints."""
     for m in candidates:
         upstreams: set[tuple[str, int]] = set()
+        protocol = "http1"
         for s in slices.values():
             if s.service == m.service:
                 port = s.port_for(m.port)
                 if port is not None:
                     upstreams.update((a, port) for a in s.addresses)
+                    if port in s.h2c_ports:
+                        protocol = "h2c"
         if upstreams:
-            return Table(version, (VariantSpec(m.name, tuple(sorted(upstreams)), 1.0),)), m
+            return Table(version, (VariantSpec(m.name, tuple(sorted(upstreams)), 1.0, protocol),)), m
     return None, None
 
 
@@ -191,14 +206,17 @@ def build_table(bakeoff: dict[str, Any] | None, slices: dict[str, SliceView]) ->
             log.warning("status.routing entry skipped: bad name or service", entry=entry)
             continue
         upstreams: set[tuple[str, int]] = set()
+        protocol = "http1"
         for s in by_service.get(service, ()):
             port = s.port_for(entry.get("port"))
             if port is not None:
                 upstreams.update((a, port) for a in s.addresses)
+                if port in s.h2c_ports:
+                    protocol = "h2c"
         if not upstreams:
             missing.append(name)
             continue
-        out.append(VariantSpec(name, tuple(sorted(upstreams)), float(weight)))
+        out.append(VariantSpec(name, tuple(sorted(upstreams)), float(weight), protocol))
     if not out:
         if missing:
             return None, f"no ready endpoints for any variant ({', '.join(missing)})"
