@@ -22,7 +22,7 @@ class QuoteReader(User):
     wait_time = between(0.005, 0.02)
 
     def on_start(self) -> None:
-        self.channel = grpc.insecure_channel(self.host.split("://", 1)[-1].rstrip("/"))
+        self.channel = grpc.insecure_channel(str(self.host).split("://", 1)[-1].rstrip("/"))
         # the router keeps a user on one variant by this metadata key (spec.routing.stickiness)
         self.metadata = (("x-user-id", uuid.uuid4().hex),)
         self.get = self.channel.unary_unary("/quotes.Quotes/Get")

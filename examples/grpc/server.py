@@ -34,6 +34,7 @@ def serve(impl: str, port: int) -> None:
         quote = memo.get(key) if impl == "memo" else next((q for i, q in enumerate(QUOTES) if str(i) == key), None)
         if quote is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no quote {key}")
+            return b""
         context.set_trailing_metadata((("bakeoff-metric-quote_length", str(len(quote))),))
         return quote.encode()
 

@@ -26,8 +26,8 @@ import h2.settings
 import pytest
 
 from tests.conftest import eventually
-from tests.router.conftest import RouterProcess
 from tests.router import grpc_peer
+from tests.router.conftest import RouterProcess
 
 # h2spec cases allowed to fail, with the reason (mirrored in docs/http2.md).
 H2SPEC_ALLOWED_FAILURES = {
@@ -191,7 +191,9 @@ def test_tls_alpn_chooses_h2_or_http11(router_process, grpc_server, h1_upstream,
     ch.close()
     router.stop()
     (tmp_path / "h1").mkdir()
-    router = RouterProcess(tmp_path / "h1", {"variants": [{"name": "a", "upstreams": [h1_upstream.address]}], "tls": tls})
+    router = RouterProcess(
+        tmp_path / "h1", {"variants": [{"name": "a", "upstreams": [h1_upstream.address]}], "tls": tls}
+    )
     router.start()
     try:
         for flag, expect in (("--http2", "HTTP/2 200"), ("--http1.1", "HTTP/1.1 200")):

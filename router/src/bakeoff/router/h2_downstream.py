@@ -568,7 +568,7 @@ class AlpnDispatch(asyncio.Protocol):
         obj = transport.get_extra_info("ssl_object")
         chosen = obj.selected_alpn_protocol() if obj is not None else None
         proto: asyncio.Protocol = H2Client(self.router, tls=True) if chosen == "h2" else self.http1()
-        transport.set_protocol(proto)  # type: ignore[attr-defined]
+        transport.set_protocol(proto)
         proto.connection_made(transport)
 
 

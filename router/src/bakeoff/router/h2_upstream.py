@@ -114,7 +114,7 @@ class H2Upstream(asyncio.Protocol):
             elif isinstance(ev, ConnectionTerminated):
                 self.goaway = True
                 self.pool.discard(self)
-                for sid in [s for s in self.calls if s > ev.last_stream_id]:
+                for sid in [s for s in self.calls if s > (ev.last_stream_id or 0)]:
                     c = self.calls.pop(sid)
                     c.client.upstream_failed(c, "connection terminated (GOAWAY)")
             elif isinstance(ev, RemoteSettingsChanged):
@@ -369,4 +369,3 @@ def _code_name(code: int) -> str:
         return ErrorCodes(code).name
     except ValueError:
         return str(code)
-

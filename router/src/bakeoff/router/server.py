@@ -189,12 +189,14 @@ class Router:
         self.pool.draining = True
         if self._server is not None:
             self._server.close()
-        for client in [*self.clients, *self.h2_clients]:
+        clients: list[ClientConnection | H2Client] = [*self.clients, *self.h2_clients]
+        for client in clients:
             client.close_if_idle()
         deadline = self.loop.time() + timeout
         while (self.clients or self.h2_clients) and self.loop.time() < deadline:
             await asyncio.sleep(0.02)
-            for client in [*self.clients, *self.h2_clients]:
+            clients = [*self.clients, *self.h2_clients]
+            for client in clients:
                 client.close_if_idle()
         clean = not self.clients and not self.h2_clients
         if self._sweeper is not None:
