@@ -26,6 +26,8 @@ error and counted in ``Router.h2_counters``:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import ssl
 import time
 from collections import deque
@@ -64,7 +66,7 @@ _REQUEST_ID = request_id_line  # "X-Request-Id: <id>\r\n"
 class Pipe:
     """One direction of one call: bytes waiting for the receiver's stream window."""
 
-    __slots__ = ("chunks", "size", "end", "trailers", "sent_end", "on_sent")
+    __slots__ = ("chunks", "size", "end", "trailers", "sent_end", "on_sent", "sent_any")
 
     def __init__(self, on_sent: Callable[[int], None]) -> None:
         self.chunks: deque[bytes] = deque()
@@ -73,6 +75,7 @@ class Pipe:
         self.trailers: list[tuple[bytes, bytes]] | None = None
         self.sent_end = False
         self.on_sent = on_sent  # n bytes went on: acknowledge them to their sender
+        self.sent_any = False  # a body byte went on (a request can then no longer be retried)
 
     def push(self, data: bytes) -> None:
         if data:
@@ -94,6 +97,7 @@ class Pipe:
             self.size -= len(chunk)
             last = not self.chunks and self.end and self.trailers is None
             conn.send_data(sid, chunk, end_stream=last)
+            self.sent_any = True
             self.on_sent(len(chunk))
             if last:
                 self.sent_end = True
@@ -111,7 +115,7 @@ class Call:
 
     __slots__ = (
         "client", "sid", "variant", "target", "route", "started", "grpc", "timer", "up", "up_sid",
-        "req", "resp", "resp_started", "finished", "status", "head_only", "deadline",
+        "req", "resp", "resp_started", "finished", "status", "head_only", "deadline", "headers", "retried",
     )  # fmt: skip
 
     def __init__(self, client: H2Client, sid: int) -> None:
@@ -132,6 +136,8 @@ class Call:
         self.status = 0
         self.head_only = False
         self.deadline = 0.0  # loop time grpc-timeout ends at; 0: none
+        self.headers: list[tuple[bytes, bytes]] = []  # as sent upstream, for one retry of a refused stream
+        self.retried = False
 
     def _req_sent(self, n: int) -> None:
         self.client.ack(self.sid, n)
@@ -148,7 +154,10 @@ class H2Client(asyncio.Protocol):
         self.router = router
         self.loop = router.loop
         self.tls = tls
-        config = H2Configuration(client_side=False, header_encoding=None)
+        # Outbound headers are the upstream's, validated by h2 as they came in, or the router's own.
+        config = H2Configuration(
+            client_side=False, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False
+        )
         self.h2 = H2Connection(config)
         self.h2.local_settings = Settings(
             client=False,
@@ -172,6 +181,7 @@ class H2Client(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = (peer[0] if isinstance(peer, tuple) else "unix").encode()
         self.router.h2_clients.add(self)
+        nodelay(transport)
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         self.flush()
@@ -314,6 +324,7 @@ class H2Client(asyncio.Protocol):
             call.timer = self.loop.call_later(timeout, self._deadline, call)
         target = call.variant.next_upstream()
         call.target = target
+        call.headers = out
         self.loop.create_task(self._connect(call, target, out, end))
 
     async def _connect(self, call: Call, target: Upstream, headers: list[tuple[bytes, bytes]], end: bool) -> None:
@@ -396,6 +407,18 @@ class H2Client(asyncio.Protocol):
         else:
             self._own_error(call, 502, grpc.UNAVAILABLE, f"upstream {call.target}: {detail}", CONNECT_ERROR)
         self.flush()
+
+    def refused(self, call: Call, detail: str, unprocessed: bool) -> None:
+        """The upstream's GOAWAY left the stream unprocessed: retry it once on a new connection if it can be."""
+        if call.finished:
+            return
+        if unprocessed and not call.retried and not call.req.sent_any and call.target is not None:
+            call.retried = True
+            call.up = None
+            call.req.sent_end = False
+            self.loop.create_task(self._connect(call, call.target, call.headers, call.req.end))
+            return
+        self.upstream_failed(call, detail)
 
     def _response_headers(self, call: Call, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         out = []
@@ -577,6 +600,14 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext:
     ctx.load_cert_chain(cert, key)
     ctx.set_alpn_protocols(["h2", "http/1.1"])
     return ctx
+
+
+def nodelay(transport: asyncio.BaseTransport) -> None:
+    """No Nagle delay: HTTP/2 writes a call's headers, data and trailers as they come, often in small pieces."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _name(code: int) -> str:

@@ -15,11 +15,11 @@ stream window of it.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from h2.config import H2Configuration
-from h2.connection import H2Connection
+from h2.connection import ConnectionState, H2Connection
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -50,13 +50,33 @@ CONNECTION_WINDOW = 16 * 1024 * 1024
 _BRIDGE_HIGH_WATER = 256 * 1024
 
 
+class _GracefulH2(H2Connection):
+    """h2's client connection, but a graceful GOAWAY (NO_ERROR) lets the streams it keeps finish.
+
+    RFC 9113 section 6.8: streams up to the GOAWAY's last_stream_id go on to
+    their end; h2 moves the whole connection to CLOSED on any GOAWAY and then
+    rejects their responses.  nginx, for one, sends such a GOAWAY every
+    keepalive_requests calls.
+    """
+
+    def _receive_goaway_frame(self, frame: Any) -> Any:
+        frames, events = super()._receive_goaway_frame(frame)
+        if frame.error_code == 0:
+            self.state_machine.state = ConnectionState.CLIENT_OPEN
+        return frames, events
+
+
 class H2Upstream(asyncio.Protocol):
     """One h2c connection to an upstream address, shared by many calls."""
 
     def __init__(self, pool: H2UpstreamPool, target: Upstream) -> None:
         self.pool = pool
         self.target = target
-        self.h2 = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+        # Outbound headers were validated and normalised when they came in from the client.
+        config = H2Configuration(
+            client_side=True, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False
+        )
+        self.h2 = _GracefulH2(config)
         self.transport: asyncio.Transport | None = None
         self.calls: dict[int, Call] = {}
         self.closed = False
@@ -65,6 +85,9 @@ class H2Upstream(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        from bakeoff.router.h2_downstream import nodelay
+
+        nodelay(transport)
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         self.flush()
@@ -114,9 +137,9 @@ class H2Upstream(asyncio.Protocol):
             elif isinstance(ev, ConnectionTerminated):
                 self.goaway = True
                 self.pool.discard(self)
-                for sid in [s for s in self.calls if s > (ev.last_stream_id or 0)]:
+                for sid in [s for s in self.calls if s > (ev.last_stream_id or 0) or ev.error_code]:
                     c = self.calls.pop(sid)
-                    c.client.upstream_failed(c, "connection terminated (GOAWAY)")
+                    c.client.refused(c, "connection terminated (GOAWAY)", sid > (ev.last_stream_id or 0))
             elif isinstance(ev, RemoteSettingsChanged):
                 self.pool.wake(self.target)
         self.flush()
@@ -293,6 +316,7 @@ class Http1Bridge(asyncio.Protocol):
             chunk = pipe.chunks.popleft()
             pipe.size -= len(chunk)
             t.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if self.chunked else chunk)
+            pipe.sent_any = True
             pipe.on_sent(len(chunk))
         if pipe.end and not pipe.sent_end:
             pipe.sent_end = True
