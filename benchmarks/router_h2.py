@@ -105,6 +105,8 @@ def h2load(port: int, requests: int) -> dict:
     )  # fmt: skip
     rps = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", r.stdout)
     ok = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed", r.stdout)
+    if os.environ.get("BENCH_DEBUG"):
+        print(r.stdout, file=sys.stderr)
     if rps is None or ok is None:
         raise RuntimeError(f"h2load said:\n{r.stdout}\n{r.stderr}")
     return {"rps": float(rps.group(1)), "succeeded": int(ok.group(1)), "failed": int(ok.group(2))}
@@ -124,6 +126,7 @@ def main() -> int:
             return 2
     procs: list[subprocess.Popen] = []
     tmp = Path(tempfile.mkdtemp(prefix="bakeoff-bench-h2-"))
+    tmp.chmod(0o755)  # nginx's workers (nobody when started as root) read the reply file
     try:
         (tmp / "www").mkdir()
         (tmp / "www" / "reply").write_bytes(b"\x00\x00\x00\x00\x02hi")
@@ -151,8 +154,7 @@ def main() -> int:
                     "listen": f"127.0.0.1:{router_port}",
                     "admin": f"127.0.0.1:{admin_port}",
                     "variants": [
-                        {"name": f"v{i}", "upstreams": [f"127.0.0.1:{p}"], "protocol": "h2c"}
-                        for i, p in enumerate(ups)
+                        {"name": f"v{i}", "upstreams": [f"127.0.0.1:{p}"], "protocol": "h2c"} for i, p in enumerate(ups)
                     ],
                 }
             )

@@ -21,7 +21,7 @@ onClientAbort: cancel           # a client gone before its response: cancel the 
                                 # response discarded; nginx's proxy_ignore_client_abort on)
 variants:
   - {name: mainline, upstreams: [127.0.0.1:9001], weight: 80}
-  - {name: v2, upstreams: [127.0.0.1:9002], weight: 20, protocol: h2c}  # protocol: http1 (default) | h2c
+  - {name: v2, upstreams: [127.0.0.1:9002], weight: 20, protocol: h2c}  # http1 (default) | h2c (docs/http2.md)
 tls: {certFile: cert.pem, keyFile: key.pem}  # optional: TLS on the traffic port, ALPN h2 or http/1.1
 http2:                          # limits per HTTP/2 client connection (HTTP/1.1 on the same port is unaffected)
   maxConcurrentStreams: 128     # advertised; a client opening more gets REFUSED_STREAM / PROTOCOL_ERROR
