@@ -40,17 +40,7 @@ class SnapshotError(ValueError):
 
 def validate(snapshot: Any, origin: str = "snapshot") -> dict[str, Any]:
     """Check a snapshot's shape; raise SnapshotError naming the bad field."""
-    if not isinstance(snapshot, dict):
-        raise SnapshotError(f"{origin}: expected a JSON object, got {type(snapshot).__name__}")
-    fmt = snapshot.get("format")
-    if fmt != SNAPSHOT_FORMAT:
-        raise SnapshotError(f"{origin}: field 'format' is {fmt!r}, expected {SNAPSHOT_FORMAT!r}")
-    layout = snapshot.get("histogram", {})
-    if layout.get("num_buckets") != NUM_BUCKETS or layout.get("gamma") != LAYOUT["gamma"]:
-        raise SnapshotError(f"{origin}: field 'histogram' has a layout this version cannot merge")
-    variants = snapshot.get("variants")
-    if not isinstance(variants, dict):
-        raise SnapshotError(f"{origin}: field 'variants' must be an object")
+    variants = validate_header(snapshot, origin)
     for name, v in variants.items():
         where = f"{origin}: variants.{name}"
         if not isinstance(v, dict):
@@ -70,6 +60,24 @@ def validate(snapshot: Any, origin: str = "snapshot") -> dict[str, Any]:
         if by_route is not None:
             _validate_by_route(by_route, v, where)
     return snapshot
+
+
+def validate_header(snapshot: Any, origin: str = "snapshot") -> dict[str, Any]:
+    """The checks of :func:`validate` above the variants (format, histogram layout, a
+    ``variants`` object); returns the variants.  For a reader that checks every variant as
+    it parses it (the judge's ``parse_snapshot``), so that each variant is not checked twice."""
+    if not isinstance(snapshot, dict):
+        raise SnapshotError(f"{origin}: expected a JSON object, got {type(snapshot).__name__}")
+    fmt = snapshot.get("format")
+    if fmt != SNAPSHOT_FORMAT:
+        raise SnapshotError(f"{origin}: field 'format' is {fmt!r}, expected {SNAPSHOT_FORMAT!r}")
+    layout = snapshot.get("histogram", {})
+    if layout.get("num_buckets") != NUM_BUCKETS or layout.get("gamma") != LAYOUT["gamma"]:
+        raise SnapshotError(f"{origin}: field 'histogram' has a layout this version cannot merge")
+    variants = snapshot.get("variants")
+    if not isinstance(variants, dict):
+        raise SnapshotError(f"{origin}: field 'variants' must be an object")
+    return variants
 
 
 def _validate_by_route(by_route: Any, variant: dict[str, Any], where: str) -> None:
