@@ -38,9 +38,14 @@ child of this script, all stopped at the end, on Ctrl-C, SIGTERM or an error):
 Each round drives every target -- one upstream directly, nginx, the router
 and any routers added with ``--router``/``--compare-pure``/``--workers-scaling``
 -- with ``wrk -t2 -c64`` for throughput (requests/s), then every target with
-``wrk -t1 -c1`` for latency (p50), in an order that turns by one each round.
-"Added p50" is a proxy's p50 at -c1 minus the direct upstream's p50 in the
-same round.  Ratios (router / nginx: throughput, added p50, CPU per request)
+``wrk -t1 -c1`` for latency (p50) in short interleaved slots, in an order that
+turns by one each round and each slot.  "Added p50" is a proxy's p50 at -c1
+minus the direct upstream's p50 in the same slot, reported as the median
+over all slots with its IQR.
+
+``--instructions`` measures instead the instructions each proxy executes per
+request (valgrind's callgrind, the same fixed request stream for every
+target): the repeatable figure for CPU per request on a busy machine.  Ratios (router / nginx: throughput, added p50, CPU per request)
 are computed per round and reported as median, min-max and IQR.  The last
 line of output is one JSON object.
 
@@ -683,7 +688,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out(line)
     out(f"mode: {'quick' if args.quick else 'full'}; rounds={args.rounds}; throughput runs "
         f"-t{args.threads} -c{args.connections} {args.duration}s; latency runs -t1 -c1 "
-        f"{args.latency_duration}s; warm-up {args.warmup}s per target"
+        f"{args.latency_duration}s in {args.latency_slots} interleaved slots; warm-up {args.warmup}s per target"
         + (f"; soak to {args.soak_requests} router requests" if args.soak_requests else ""))  # fmt: skip
 
     tmp = Path(tempfile.mkdtemp(prefix="bakeoff-bench-"))
@@ -908,10 +913,10 @@ def callgrind(pids: list[int], command: str) -> None:
 
 def callgrind_total(out_dir: Path, pid: int) -> int:
     """Instructions (Ir) in the last dump of one process: counted since the last zeroing."""
-    dumps = sorted(out_dir.glob(f"cg.{pid}*"), key=lambda p: p.stat().st_mtime)
+    dumps = sorted(out_dir.glob(f"cg.{pid}.*"), key=lambda p: int(p.suffix[1:]))  # cg.PID.1, .2, ...
     for path in reversed(dumps):
         m = re.search(r"^(?:summary|totals):\s+(\d+)", path.read_text(errors="replace"), re.M)
-        if m and path.name != f"cg.{pid}":  # the final file (at exit) is not a dump of the window
+        if m:
             return int(m.group(1))
     raise BenchError(f"no callgrind dump for pid {pid} in {out_dir}")
 
@@ -999,15 +1004,26 @@ def run_instructions(args: argparse.Namespace) -> dict[str, Any]:
             callgrind(tree, "-d")
             per_pid = {pid: callgrind_total(cg, pid) for pid in tree}
             total = sum(per_pid.values())
+            # The same time again with no requests: what timers (the router's sweep, a supervisor's
+            # snapshot polls) cost meanwhile.  Under valgrind the stream takes ~50x its native time,
+            # so these time-driven costs weigh ~50x more per request than they do natively; the net
+            # figure leaves them out.
+            callgrind(tree, "-z")
+            time.sleep(elapsed)
+            callgrind(tree, "-d")
+            idle_pid = {pid: callgrind_total(cg, pid) for pid in tree}
+            idle = sum(idle_pid.values())
             children.check()
             figures[label] = {
                 "build": hot, "processes": len(tree), "requests": n, "answered_200": answered,
                 "warmup_200": warm, "instructions": total, "instructions_per_req": round(total / n),
-                "per_process": [round(v / n) for v in per_pid.values()],
+                "per_process": [round(v / n) for v in per_pid.values()], "idle_instructions": idle,
+                "net_instructions_per_req": round((total - idle) / n),
+                "net_per_process": [round((per_pid[p] - idle_pid[p]) / n) for p in tree],
             }  # fmt: skip
-            out(f"{label:<8} {total / n:>12,.0f} instructions/request  ({len(tree)} process(es): "
-                f"{', '.join(f'{v / n:,.0f}' for v in per_pid.values())}; {answered}/{n} answered 200; "
-                f"{elapsed:.1f}s under valgrind; {hot})")  # fmt: skip
+            out(f"{label:<8} {total / n:>12,.0f} instructions/request, net of timers {(total - idle) / n:>10,.0f}  "
+                f"({len(tree)} process(es), net: {', '.join(f'{(per_pid[p] - idle_pid[p]) / n:,.0f}' for p in tree)}; "
+                f"{answered}/{n} answered 200; {elapsed:.1f}s under valgrind; {hot})")  # fmt: skip
             child.proc.send_signal(signal.SIGTERM)
             try:
                 child.proc.wait(timeout=120)
@@ -1024,20 +1040,21 @@ def run_instructions(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             out(f"kept {tmp} (logs, configs, callgrind dumps)")
-    ngx = figures["nginx"]["instructions_per_req"]
+    # The ratios are of the net figures: per request, not per second of valgrind's slow clock.
+    net = {k: v["net_instructions_per_req"] for k, v in figures.items()}
     report: dict[str, Any] = {
         "mode": "instructions",
-        "instr_per_req": {k: v["instructions_per_req"] for k, v in figures.items()},
-        "instr_per_req_ratio": {r: round(figures[r]["instructions_per_req"] / ngx, 3) for r in ROUTERS},
-        "router_instr_per_req": figures["router"]["instructions_per_req"],
-        "nginx_instr_per_req": ngx,
-        "cpu_per_req_ratio_instr": round(figures["router"]["instructions_per_req"] / ngx, 3),
+        "instr_per_req": net,
+        "instr_per_req_gross": {k: v["instructions_per_req"] for k, v in figures.items()},
+        "instr_per_req_ratio": {r: round(net[r] / net["nginx"], 3) for r in ROUTERS},
+        "router_instr_per_req": net["router"],
+        "nginx_instr_per_req": net["nginx"],
+        "cpu_per_req_ratio_instr": round(net["router"] / net["nginx"], 3),
         "targets": figures,
     }
     for r in ROUTERS:
         out(f"instructions per request {r}/nginx: {report['instr_per_req_ratio'][r]:.2f}"
-            + (f"; {r}/router {figures[r]['instructions_per_req'] / figures['router']['instructions_per_req']:.3f}"
-               if r != "router" else ""))  # fmt: skip
+            + (f"; {r}/router {net[r] / net['router']:.3f}" if r != "router" else ""))  # fmt: skip
     return report
 
 
