@@ -97,6 +97,17 @@ def test_router_vs_nginx_reports_spread_cpu_ratio_builds_and_workers_side_by_sid
     scaling = report["workers_scaling"]["w2"]
     assert _finite(scaling["median"]) and scaling["median"] > 0, scaling
     assert "steal time up to" in proc.stdout and _finite(report["max_steal_cpu_pct"])
+    # The -c1 runs are interleaved slots (one per round with --quick): the added p50 is per slot, with its spread,
+    # and its ratio is of the medians.
+    assert report["latency_slots"] == 2, report["latency_slots"]
+    for name in ("nginx", "router", "pure", "w2"):
+        s = report["added_p50_us_spread"][name]
+        assert s["min"] <= s["q1"] <= s["median"] <= s["q3"] <= s["max"], (name, s)
+    assert report["router_added_p50_us"] == report["added_p50_us_spread"]["router"]["median"]
+    assert report["added_p50_ratio"] == pytest.approx(
+        report["router_added_p50_us"] / max(report["nginx_added_p50_us"], 1.0),
+        abs=0.06,  # from rounded inputs
+    )
     assert re.search(r"^rps w2/router per round: .*median [0-9.]+ \(min", proc.stdout, re.M), proc.stdout
 
 
