@@ -1052,6 +1052,13 @@ def run_instructions(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_per_req_ratio_instr": round(net["router"] / net["nginx"], 3),
         "targets": figures,
     }
+    for label, f in figures.items():
+        if f["processes"] > 1:
+            f["net_reliable"] = False
+            out(f"note: {label} runs {f['processes']} processes; its supervisor polls every worker's snapshot "
+                "twice a second, and under valgrind's slow clock the busy window holds fewer polls than the idle "
+                "one (each poll waits for busy workers), so busy minus idle is not its per-request work: read its "
+                "workers' gross figures beside the 1-worker router's (docs/benchmarks.md, Workers)")  # fmt: skip
     for r in ROUTERS:
         out(f"instructions per request {r}/nginx: {report['instr_per_req_ratio'][r]:.2f}"
             + (f"; {r}/router {net[r] / net['router']:.3f}" if r != "router" else ""))  # fmt: skip
