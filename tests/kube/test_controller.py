@@ -23,6 +23,7 @@ import pytest
 from bakeoff.controller.kube import objects as ko
 from bakeoff.controller.kube.operator import KubeController
 from bakeoff.judge.simulate import Arm, Stream
+from tests.conftest import eventually, eventually_async
 
 from .conftest import GROUP, VERSION, start_app
 
@@ -158,21 +159,17 @@ async def candidates_available(apps, ns: str, names) -> None:
 
 
 def wait_for(fn, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
+    def check():
         try:
-            last = fn()
+            return fn()
         except kclient.ApiException as e:
             if e.status != 404:
                 raise
-            last = None
+            return None
         except KeyError:  # an object read before the controller wrote its status
-            last = None
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+            return None
+
+    return eventually(check, what=what, timeout=timeout, interval=0.1)
 
 
 async def await_for(fn, timeout: float = 30.0, what: str = "condition"):
@@ -375,6 +372,7 @@ async def test_rollback_and_promotion_end_to_end(kube, ns):
             gen = apps.read_namespaced_deployment("shop", ns).metadata.generation
             hist = [h["type"] for h in b["status"]["history"]]
             assert hist.count("promoted") == 1 and hist.count("rolled_back") == 1
+            # a window in which a second (wrong) patch would show: there is nothing to poll for
             await asyncio.sleep(1.0)
             assert apps.read_namespaced_deployment("shop", ns).metadata.generation == gen  # patched once
             assert ctl.metrics.promotions._value.get() == 1
@@ -420,7 +418,8 @@ async def test_restart_mid_promotion_patches_once(kube, ns):
 
     # a second controller (a restart) sees the winner's uid in the annotation and leaves the Deployment alone
     async with running(controller_for(kube, ns, identity="second")) as ctl2:
-        await asyncio.sleep(1.5)
+        # passes counts whole passes: once one is done, a patch it was going to make is made
+        await eventually_async(lambda: ctl2.passes >= 1, what="a pass of the second controller", timeout=30)
         # a finished Bakeoff gets passes on changes and resyncs only (watch mode), not on a clock
         assert ctl2.passes >= 1 and ctl2.metrics.promotions._value.get() == 0
     main = apps.read_namespaced_deployment("shop", ns)
@@ -517,11 +516,11 @@ async def test_two_replicas_only_the_leader_acts(kube, ns):
     a, b = controller_for(kube, ns, identity="replica-a", **kw), controller_for(kube, ns, identity="replica-b", **kw)
     stop_a, stop_b = asyncio.Event(), asyncio.Event()
     ta = asyncio.create_task(a.run(stop_a))
-    await asyncio.sleep(0.5)
+    await eventually_async(lambda: a.leading, what="replica-a leading", timeout=30)
     tb = asyncio.create_task(b.run(stop_b))
     try:
         leaders = []
-        for _ in range(15):
+        for _ in range(15):  # samples over ~3s, while b keeps trying to acquire: the behaviour under test
             await asyncio.sleep(0.2)
             leaders.append((a.leading, b.leading))
         assert all(x != y for x, y in leaders), leaders  # never both, never neither once started
@@ -579,7 +578,7 @@ async def test_concurrent_writers_get_409s_and_nothing_is_lost(kube, ns):
                     GROUP, VERSION, ns, "bakeoffs", "shop", {"metadata": {"annotations": {"example.com/touch": str(i)}}}
                 )
                 writes[0] += 1
-            time.sleep(0.15)
+            time.sleep(0.15)  # the other writer's pace: part of the scenario
 
     th = threading.Thread(target=writer, daemon=True)
     ctl = controller_for(kube, ns, interval=0.1)
@@ -594,7 +593,8 @@ async def test_concurrent_writers_get_409s_and_nothing_is_lost(kube, ns):
                 timeout=60,
                 what="buggy rolled back",
             )
-            await asyncio.sleep(1.0)
+            seen = ctl.passes  # a few more passes beside the writer: no transition may be recorded twice
+            await eventually_async(lambda: ctl.passes >= seen + 5, what="five more passes", timeout=60)
     finally:
         stop_writer.set()
         th.join(5)

@@ -8,8 +8,6 @@ as ``system:serviceaccount:<ns>:<controller SA>``, and not one is refused.
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from bakeoff.controller.kube.operator import KubeController
@@ -130,7 +128,13 @@ async def test_the_controller_needs_no_more_than_the_chart_grants(kube, crds, he
                 lambda: apps.read_namespaced_deployment("shop-fast", WORK_NS).spec.replicas == 0,
                 what="winner copy scaled down",
             )
-            await asyncio.sleep(0.5)
+            await await_for(
+                lambda: (
+                    {"Entered", "Admitted", "RolledBack", "Promoted", "MainlinePatched", "MainlineServing"}
+                    <= {e.reason for e in core.list_namespaced_event(WORK_NS).items}
+                ),
+                what="the events of the whole run",
+            )
     finally:
         await server.stop()
         api.close()
