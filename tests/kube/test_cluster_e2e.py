@@ -165,9 +165,9 @@ async def test_a_bake_off_on_the_cluster_from_first_request_to_promotion(kube, c
                 sent["err"] += 1
                 await asyncio.sleep(0.05)  # a shopper's pause after an error: part of the load, not a wait
 
-    from bakeoff.controller.kube.operator import KubeController
+    from bakeoff.controller.kube.operator import KubeController, Lease, Settings
 
-    ctl = KubeController(kube.api, namespace=ns, identity="e2e", lease_namespace=ns, interval=0.2)
+    ctl = KubeController(kube.api, Settings(namespace=ns, identity="e2e", lease=Lease(namespace=ns), interval=0.2))
     session = aiohttp.ClientSession()
     load = []
     try:

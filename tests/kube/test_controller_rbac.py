@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from bakeoff.controller.kube.operator import KubeController
+from bakeoff.controller.kube.operator import KubeController, Lease, Settings
 from bakeoff.judge.simulate import Arm
 
 from .test_chart import apply_all, helm, render  # noqa: F401 - helm is a fixture
@@ -95,7 +95,7 @@ async def test_the_controller_needs_no_more_than_the_chart_grants(kube, crds, he
     for n in ("fast", "buggy", "extra"):
         create(custom, WORK_NS, variant_doc(n))
     ctl = KubeController(
-        api, namespace=WORK_NS, identity="rbac-test", lease_name=lease, lease_namespace=SYS_NS, interval=0.2
+        api, Settings(namespace=WORK_NS, identity="rbac-test", lease=Lease(lease, SYS_NS), interval=0.2)
     )
     try:
         async with running(ctl):
