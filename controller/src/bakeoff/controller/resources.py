@@ -365,7 +365,7 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
             val = f"127.0.0.1:{val}"
         if (
             not isinstance(val, str)
-            or not re.match(r"^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$", val)
+            or not re.match(schema.HOST_PORT_PATTERN, val)
             or int(val.rsplit(":", 1)[1]) > 65535
         ):
             raise doc.error(f"spec.router.{key}", f"{schema.HOST_PORT_EXPECTED}, got {given!r}")

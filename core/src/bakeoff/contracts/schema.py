@@ -94,6 +94,7 @@ Duration = Annotated[
 ]
 # host:port, or a bare port on 127.0.0.1 (the rule of bakeoff run's reader, bakeoff.controller.resources).
 HOST_PORT_EXPECTED = "must be host:port such as 127.0.0.1:8080, or a port number (port 0 picks a free one)"
+HOST_PORT_PATTERN = r"^([^\s:]+|\[[0-9a-fA-F:]+\]):[0-9]{1,5}$"  # and the port at most 65535
 HostPort = Annotated[
     str | int,
     WithJsonSchema(
@@ -102,7 +103,7 @@ HostPort = Annotated[
             "x-kubernetes-validations": [
                 {
                     "rule": "type(self) == int ? (self >= 0 && self <= 65535) : "
-                    "(self.matches('^([^\\\\s:]+|\\\\[[0-9a-fA-F:]+\\\\]):[0-9]{1,5}$') && "
+                    "(self.matches('" + HOST_PORT_PATTERN.replace("\\", "\\\\") + "') && "
                     "int(self.substring(self.lastIndexOf(':') + 1)) <= 65535)",
                     "message": HOST_PORT_EXPECTED,
                     # as for a duration: Invalid would print `Invalid value: ""` (the schema type of an
@@ -567,6 +568,14 @@ def default(model: type[BaseModel], name: str) -> Any:
     """A field's default as written in a document (a duration stays a string such as "60s")."""
     value = model.model_fields[name].default
     return value.model_dump(exclude_none=True) if isinstance(value, BaseModel) else value
+
+
+def constraint(model: type[BaseModel], name: str, kind: str) -> Any:
+    """One constraint of a field as the model declares it: ``le``, ``gt``, ``pattern``, ``max_length``..."""
+    for m in model.model_fields[name].metadata:
+        if getattr(m, kind, None) is not None:
+            return getattr(m, kind)
+    raise ValueError(f"{model.__name__}.{name} declares no {kind}")
 
 
 def bounds(model: type[BaseModel], name: str) -> tuple[int, int]:
