@@ -365,15 +365,15 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
     rt = _mapping(doc, spec.get("router"), "spec.router", schema.Router.keys())
     addrs = {}
     for key, default in (("listen", "127.0.0.1:8080"), ("admin", "127.0.0.1:8081")):
-        val = rt.get(key, default)
+        val = given = rt.get(key, default)
         if isinstance(val, int):
             val = f"127.0.0.1:{val}"
         if (
             not isinstance(val, str)
-            or not re.match(r"^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$", val)
+            or not re.match(schema.HOST_PORT_PATTERN, val)
             or int(val.rsplit(":", 1)[1]) > 65535
         ):
-            raise doc.error(f"spec.router.{key}", f"must be host:port (port 0 picks a free one), got {val!r}")
+            raise doc.error(f"spec.router.{key}", f"{schema.HOST_PORT_EXPECTED}, got {given!r}")
         addrs[key] = val
     return BakeoffResource(
         name=name,
@@ -461,7 +461,7 @@ def _load_requests(doc: _Doc, value: Any) -> tuple[LoadRequest, ...]:
             raise doc.error(f"{w}.path", f"must be a path starting with '/' (a query string may follow), got {path!r}")
         method = m.get("method", LoadRequest.method)
         if not isinstance(method, str) or method.upper() not in HTTP_METHODS:
-            raise doc.error(f"{w}.method", f"must be one of {', '.join(HTTP_METHODS)}, got {method!r}")
+            raise doc.error(f"{w}.method", f"must be one of {', '.join(HTTP_METHODS)} (in any case), got {method!r}")
         weight = m.get("weight", 1)
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (0 < weight < math.inf):
             raise doc.error(f"{w}.weight", f"must be a positive number, got {weight!r}")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 from bakeoff.contracts.resources import DEFAULT_STICKY_HEADER, HEADER_PATTERN, NAME_PATTERN
@@ -32,10 +32,37 @@ SarifLevel = Literal["none", "note", "warning", "error"]  # ascending severity
 # auto: promote the candidate the judge finds better on the objective; manual: the same after an
 # approval; whenNoRegression: promote a candidate within tolerance on every guardrail (a canary).
 PromotionMode = Literal["auto", "manual", "whenNoRegression"]
-HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 SARIF_LEVELS: tuple[str, ...] = get_args(SarifLevel)
 PROMOTION_MODES: tuple[str, ...] = get_args(PromotionMode)
-HTTP_METHODS: tuple[str, ...] = get_args(HttpMethod)
+# spec.load.requests[].method, in any case (get or GET): the one rule of bakeoff run's reader and the CRD.
+HTTP_METHODS: tuple[str, ...] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+_METHODS_TEXT = ", ".join(HTTP_METHODS)
+
+
+def _http_method(value: str) -> str:
+    if value.upper() not in HTTP_METHODS:
+        raise ValueError(f"must be one of {_METHODS_TEXT} (in any case), got {value!r}")
+    return value.upper()
+
+
+HttpMethod = Annotated[
+    str,
+    AfterValidator(_http_method),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": 16,
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.upperAscii() in [" + ", ".join(f"'{m}'" for m in HTTP_METHODS) + "]",
+                    "message": f"must be one of {_METHODS_TEXT} (in any case)",
+                    "messageExpression": f"'must be one of {_METHODS_TEXT} (in any case), got \\'' + self + '\\''",
+                    "reason": "FieldValueForbidden",  # the message names the value; Invalid would repeat it
+                }
+            ],
+        }
+    ),
+]
 DEFAULT_STEPS = (0.05, 0.1, 0.2)
 
 _DURATION_RULE = (
@@ -65,7 +92,9 @@ Duration = Annotated[
         }
     ),
 ]
-# host:port, or a bare port on 127.0.0.1.
+# host:port, or a bare port on 127.0.0.1 (the rule of bakeoff run's reader, bakeoff.controller.resources).
+HOST_PORT_EXPECTED = "must be host:port such as 127.0.0.1:8080, or a port number (port 0 picks a free one)"
+HOST_PORT_PATTERN = r"^([^\s:]+|\[[0-9a-fA-F:]+\]):[0-9]{1,5}$"  # and the port at most 65535
 HostPort = Annotated[
     str | int,
     WithJsonSchema(
@@ -74,8 +103,14 @@ HostPort = Annotated[
             "x-kubernetes-validations": [
                 {
                     "rule": "type(self) == int ? (self >= 0 && self <= 65535) : "
-                    "self.matches('^([^\\\\s:]+|\\\\[[0-9a-fA-F:]+\\\\]):[0-9]{1,5}$')",
-                    "message": "must be host:port",
+                    "(self.matches('" + HOST_PORT_PATTERN.replace("\\", "\\\\") + "') && "
+                    "int(self.substring(self.lastIndexOf(':') + 1)) <= 65535)",
+                    "message": HOST_PORT_EXPECTED,
+                    # as for a duration: Invalid would print `Invalid value: ""` (the schema type of an
+                    # int-or-string); Forbidden leaves that out and the message names the value
+                    "reason": "FieldValueForbidden",
+                    "messageExpression": f"'{HOST_PORT_EXPECTED}, got ' + "
+                    "(type(self) == int ? string(self) : '\\'' + self + '\\'')",
                 }
             ],
         }
@@ -538,6 +573,14 @@ def default(model: type[BaseModel], name: str) -> Any:
     """A field's default as written in a document (a duration stays a string such as "60s")."""
     value = model.model_fields[name].default
     return value.model_dump(exclude_none=True) if isinstance(value, BaseModel) else value
+
+
+def constraint(model: type[BaseModel], name: str, kind: str) -> Any:
+    """One constraint of a field as the model declares it: ``le``, ``gt``, ``pattern``, ``max_length``..."""
+    for m in model.model_fields[name].metadata:
+        if getattr(m, kind, None) is not None:
+            return getattr(m, kind)
+    raise ValueError(f"{model.__name__}.{name} declares no {kind}")
 
 
 def bounds(model: type[BaseModel], name: str) -> tuple[int, int]:

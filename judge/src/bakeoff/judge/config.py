@@ -25,6 +25,10 @@ from bakeoff.contracts.resources import API_VERSION
 DEFAULT_EFFECT_SIZE = {"error_rate": 0.05, "latency": 0.1, "proportion": 0.05, "mean": 0.05}
 
 _LATENCY_RE = re.compile(r"^latency_p(\d{1,2}(?:\.\d+)?)$")
+# A metric's name and limits, as the CRD has them (bakeoff.contracts.schema.Guardrail).
+_METRIC_NAME_RE = re.compile(schema.constraint(schema.Guardrail, "metric", "pattern"))
+_MAX_EFFECT_SIZE = schema.constraint(schema.Guardrail, "effect_size", "le")
+_MAX_ALPHA_WEIGHT = schema.constraint(schema.Guardrail, "alpha_weight", "le")
 
 
 class JudgeConfigError(ValueError):
@@ -190,7 +194,7 @@ def _metric(raw: Any, where: str, role: str) -> MetricSpec:
     if unknown:
         raise JudgeConfigError(f"{where}: unknown field {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
     name = raw.get("metric")
-    if not isinstance(name, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_.:-]*$", name):
+    if not isinstance(name, str) or not _METRIC_NAME_RE.match(name):
         raise JudgeConfigError(f"{where}.metric must be a metric name such as error_rate, latency_p99 or conversion")
     kind, quantile = _kind_of(name, raw.get("kind"), where)
     per = raw.get("per", "request")
@@ -200,11 +204,11 @@ def _metric(raw: Any, where: str, role: str) -> MetricSpec:
         raise JudgeConfigError(f"{where}.per: 'value' applies only to kind: mean")
     effect = DEFAULT_EFFECT_SIZE[kind]
     if "effectSize" in raw:
-        effect = _num(raw, "effectSize", where, positive=True, maximum=10)
+        effect = _num(raw, "effectSize", where, positive=True, maximum=_MAX_EFFECT_SIZE)
     tol_keys = [k for k in _TOLERANCE_KEYS if k in raw]
     weight = 1.0
     if "alphaWeight" in raw:
-        weight = _num(raw, "alphaWeight", where, positive=True, maximum=1000)
+        weight = _num(raw, "alphaWeight", where, positive=True, maximum=_MAX_ALPHA_WEIGHT)
     if role == "guardrail":
         if "direction" in raw:
             raise JudgeConfigError(
