@@ -40,6 +40,13 @@ inflation), state/interval disagreement per kind, and per-route judging (a
 regression on one small route; a uniform slowdown judged stratified by route
 versus whole-service: the sample-size change).  ONLY=issue12 runs just those.
 
+Issue 19 (``alloc_`` keys): ``allocation: adaptive`` against the fixed split on the same
+streams (``run_tournament``: the controller's reconcile and the judge's step, k = 5, 10, 20
+candidates, one +1 point of conversion at 10%, the others equal or worse, some worse on the
+error guardrail): requests until the promotion, requests served by worse-than-mainline
+candidates (regret), P(promote the best), and false promotions in A/A at k = 10 and 20.
+ONLY=allocation runs just those (ALLOC_RUNS, ALLOC_AA_RUNS set the number of streams).
+
 QUICK=1 runs fewer streams (under 3 minutes on 2 cores).  The last line of
 output is one JSON object with the headline figures.
 """
@@ -690,8 +697,8 @@ def allocation_comparison(pool) -> dict:
     """Issue 19: requests to promotion, regret, P(promote best) at k = 5, 10, 20 for the fixed split and
     adaptive allocation on the same streams; false promotions in A/A at k = 10 and 20."""
     q = QUICK
-    runs = 6 if q else 40
-    aa_runs = 20 if q else 200
+    runs = int(os.environ.get("ALLOC_RUNS", 6 if q else 40))
+    aa_runs = int(os.environ.get("ALLOC_AA_RUNS", 20 if q else 200))
     tasks = [(k, a, s) for k in (5, 10, 20) for a in ("fixed", "adaptive") for s in range(runs)]
     aa_tasks = [(k, a, s, True, 8000, 600_000) for k in (10, 20) for a in ("fixed", "adaptive") for s in range(aa_runs)]
     res = pool.map(_tournament_task, tasks + aa_tasks, chunksize=1)
@@ -732,11 +739,16 @@ def main() -> int:
     # Long scenarios first so the two workers finish together.
     tasks.sort(key=lambda t: -(t[0].max_n // t[0].batch) * (1 + t[0].k))
     only = os.environ.get("ONLY", "")
-    if only == "issue12":
+    if only in ("issue12", "allocation"):
         tasks = []
     with Pool(processes=min(2, os.cpu_count() or 1)) as pool:
+        if only == "allocation":
+            alloc = allocation_comparison(pool)
+            print(json.dumps({**alloc, "quick": QUICK, "elapsed_s": round(time.time() - t0, 1)}))
+            return 0
         results = pool.map(run_one, tasks, chunksize=4)
         extra = issue12(pool)
+        extra.update(allocation_comparison(pool))
     if only == "issue12":
         print(json.dumps({**extra, "quick": QUICK, "elapsed_s": round(time.time() - t0, 1)}))
         return 0
