@@ -246,7 +246,18 @@ class RouteModel(_Model):  # one entry of spec.routing.routes (bakeoff.contracts
 
 
 class Routing(_Model):
-    model_config = ConfigDict(json_schema_extra={"default": {}})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "default": {},
+            **_cel(
+                (
+                    "(!has(self.mainlineFloor) && !has(self.maxStep))"
+                    " || (has(self.allocation) && self.allocation == 'adaptive')",
+                    "mainlineFloor and maxStep apply only to allocation: adaptive",
+                )
+            ),
+        }
+    )
 
     stickiness: Stickiness | None = Field(
         default_factory=lambda: Stickiness.model_construct(header=DEFAULT_STICKY_HEADER),
@@ -480,6 +491,17 @@ class Load(_Model):
 
 
 class BakeoffSpec(_Model):  # Bakeoff.spec
+    model_config = ConfigDict(
+        json_schema_extra=_cel(
+            (
+                "!has(self.promotion) || !has(self.promotion.tieBreak)"
+                " || (has(self.judge.guardrails) && self.judge.guardrails.exists(g, g.metric == self.promotion.tieBreak))"
+                " || (has(self.judge.objective) && self.judge.objective.metric == self.promotion.tieBreak)",
+                "promotion.tieBreak must name a metric the judge measures (a guardrail or the objective)",
+                ".promotion.tieBreak",
+            )
+        )
+    )
     mainline: Mainline
     routing: Routing = Field(default_factory=lambda: Routing.model_construct())
     judge: Judge
