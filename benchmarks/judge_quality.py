@@ -719,7 +719,11 @@ def allocation_comparison(pool) -> dict:
         fr, ar = out[f"alloc_k{k}_fixed_median_regret"], out[f"alloc_k{k}_adaptive_median_regret"]
         out[f"alloc_k{k}_fewer_requests"] = round(1 - ad / f, 3) if f else None
         out[f"alloc_k{k}_less_regret"] = round(1 - ar / fr, 3) if fr else None
-        print(f"    k={k}: adaptive needs {1 - ad / f:.0%} fewer requests, {1 - ar / fr:.0%} less regret" if f and fr else "")
+        print(
+            f"    k={k}: adaptive needs {1 - ad / f:.0%} fewer requests, {1 - ar / fr:.0%} less regret"
+            if f and fr
+            else ""
+        )
     for k in (10, 20):
         for a in ("fixed", "adaptive"):
             rs = [r for r in res if r["k"] == k and r["allocation"] == a and r["aa"]]

@@ -28,7 +28,9 @@ async def test_adaptive_allocation_retires_the_loser_and_promotes_the_better(tmp
         [b, variant_doc("erroring", "error"), variant_doc("worse", "worse"), variant_doc("better", "better")],
     )
     run = runs(spec, tmp_path / "state", "--exit-on-decision")
-    st = await run.wait_for(lambda s: s if len(s.get("weights") or {}) == 4 and s.get("router") else None, 60, "all serving")
+    st = await run.wait_for(
+        lambda s: s if len(s.get("weights") or {}) == 4 and s.get("router") else None, 60, "all serving"
+    )
     stop = asyncio.Event()
     load = asyncio.create_task(drive_load(st["router"]["url"], stop, users=24))
     try:

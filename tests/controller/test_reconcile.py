@@ -400,13 +400,20 @@ def test_when_no_regression_waits_for_a_candidate_shown_better_on_the_tie_break_
         improvements=d.improvements,
         metric_kinds=d.metric_kinds,
     )
-    plan = reconcile(policy, plan.state, Observations(now=210, ready=frozenset({"main", "a", "b"}), gates={}, verdict=d2))
+    plan = reconcile(
+        policy, plan.state, Observations(now=210, ready=frozenset({"main", "a", "b"}), gates={}, verdict=d2)
+    )
     assert plan.state.decision["winner"] == "a"
 
 
 def test_adaptive_allocation_retires_a_loser_moves_shares_by_max_step_and_replays():
     policy = Policy(
-        mainline="main", allocation="adaptive", step_interval=10.0, max_candidate_share=0.6, mainline_floor=0.5, max_step=0.05
+        mainline="main",
+        allocation="adaptive",
+        step_interval=10.0,
+        max_candidate_share=0.6,
+        mainline_floor=0.5,
+        max_step=0.05,
     )
     st = state(a=SERVING, b=SERVING, c=SERVING)
     for v in st.variants.values():
@@ -426,7 +433,10 @@ def test_adaptive_allocation_retires_a_loser_moves_shares_by_max_step_and_replay
     plan = reconcile(policy, st, Observations(now=200, ready=ready, gates={}, verdict=d))
     lost = [e for e in plan.events if e["type"] == "lost"]
     assert [e["variant"] for e in lost] == ["c"] and lost[0]["retired_by"] == "allocation"
-    assert lost[0]["reason"] == "Lost: cannot beat a on conversion, upper bound +0.30 points vs a's lower bound +0.40 points"
+    assert (
+        lost[0]["reason"]
+        == "Lost: cannot beat a on conversion, upper bound +0.30 points vs a's lower bound +0.40 points"
+    )
     assert ("retire", "c") in actions(plan)
     shares = route(plan)
     assert shares["main"] >= 0.5 and "c" not in shares

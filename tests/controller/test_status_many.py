@@ -76,7 +76,10 @@ def test_live_table_of_20_variants_has_one_line_per_variant_and_a_why_column():
     cfg = config_from_dict(
         {
             "minSamples": 100,
-            "guardrails": [{"metric": "error_rate", "maxIncrease": 0.01}, {"metric": "latency_p99", "maxIncreaseRatio": 0.1}],
+            "guardrails": [
+                {"metric": "error_rate", "maxIncrease": 0.01},
+                {"metric": "latency_p99", "maxIncreaseRatio": 0.1},
+            ],
             "objective": {"metric": "conversion", "kind": "proportion", "direction": "higher"},
         },
         "t",

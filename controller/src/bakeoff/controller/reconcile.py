@@ -525,7 +525,13 @@ def _tie_break(
     pick = ranked[0]
     _, _, hi = imp(pick)
     for v in st.variants.values():
-        if v.phase != SERVING or v.name in ok or v.name not in obs.ready or v.name in d.guardrail_worse or v.name in d.rollback:
+        if (
+            v.phase != SERVING
+            or v.name in ok
+            or v.name not in obs.ready
+            or v.name in d.guardrail_worse
+            or v.name in d.rollback
+        ):
             continue
         lo = imp(v.name)[0]
         if lo == lo and hi == hi and lo > hi:

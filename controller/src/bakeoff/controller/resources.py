@@ -316,12 +316,14 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
         rk["allocation"] = r["allocation"]
     for key, attr, zero_ok in (("mainlineFloor", "mainline_floor", True), ("maxStep", "max_step", False)):
         if key in r:
-            val = _share(doc, r[key], f"spec.routing.{key}", zero_ok=zero_ok)
-            if key == "mainlineFloor" and val >= 1:
-                raise doc.error("spec.routing.mainlineFloor", f"must be below 1 (candidates need traffic), got {val!r}")
+            share = _share(doc, r[key], f"spec.routing.{key}", zero_ok=zero_ok)
+            if key == "mainlineFloor" and share >= 1:
+                raise doc.error(
+                    "spec.routing.mainlineFloor", f"must be below 1 (candidates need traffic), got {share!r}"
+                )
             if r.get("allocation") != "adaptive":
                 raise doc.error(f"spec.routing.{key}", "applies only to allocation: adaptive")
-            rk[attr] = val
+            rk[attr] = share
     if r.get("routes") is not None:
         rk["routes"] = _routes(doc, r["routes"])
     routing = Routing(**rk)
