@@ -83,6 +83,8 @@ class Routing:
     allocation: str = schema.default(schema.Routing, "allocation")
     routes: tuple[Route, ...] = ()  # per-route statistics (docs/resources.md); empty: none
     no_data_timeout: float = 300.0  # no new judged request of a candidate for this long: rolled back
+    mainline_floor: float = schema.default(schema.Routing, "mainline_floor")  # adaptive: the mainline's least share
+    max_step: float = schema.default(schema.Routing, "max_step")  # adaptive: a share's largest move per interval
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,7 @@ class BakeoffResource:
     judge: JudgeConfig
     judge_raw: dict[str, Any]
     promotion: str = schema.default(schema.Promotion, "mode")  # auto | manual | whenNoRegression
+    tie_break: str | None = None  # spec.promotion.tieBreak: picks among several promotable candidates
     listen: str = "127.0.0.1:8080"
     admin: str = "127.0.0.1:8081"
     look_interval: float = parse_duration(schema.default(schema.Judge, "interval"), "interval")
@@ -308,15 +311,24 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
         rk["no_data_timeout"] = _duration(doc, r["noDataTimeout"], "spec.routing.noDataTimeout")
     if "allocation" in r:
         if r["allocation"] == "bandit":
-            # Adaptive allocation does not exist yet: accepting it would silently run the fixed ramp.
             raise doc.error(
                 "spec.routing.allocation",
-                "'bandit' is not implemented yet (adaptive allocation is planned); use 'fixed', the ramp of "
-                "spec.routing.steps, or leave the field out",
+                "'bandit' is now called 'adaptive': use allocation: adaptive (shares move toward the candidates "
+                "that can still win; docs/judge.md), or 'fixed', the ramp of spec.routing.steps",
             )
-        if r["allocation"] != "fixed":
-            raise doc.error("spec.routing.allocation", f"must be 'fixed', got {r['allocation']!r}")
+        if r["allocation"] not in ("fixed", "adaptive"):
+            raise doc.error("spec.routing.allocation", f"must be 'fixed' or 'adaptive', got {r['allocation']!r}")
         rk["allocation"] = r["allocation"]
+    for key, attr, zero_ok in (("mainlineFloor", "mainline_floor", True), ("maxStep", "max_step", False)):
+        if key in r:
+            share = _share(doc, r[key], f"spec.routing.{key}", zero_ok=zero_ok)
+            if key == "mainlineFloor" and share >= 1:
+                raise doc.error(
+                    "spec.routing.mainlineFloor", f"must be below 1 (candidates need traffic), got {share!r}"
+                )
+            if r.get("allocation") != "adaptive":
+                raise doc.error(f"spec.routing.{key}", "applies only to allocation: adaptive")
+            rk[attr] = share
     if r.get("routes") is not None:
         rk["routes"] = _routes(doc, r["routes"])
     routing = Routing(**rk)
@@ -355,6 +367,14 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
     mode = promo.get("mode", BakeoffResource.promotion)
     if mode not in PROMOTION_MODES:
         raise doc.error("spec.promotion.mode", f"must be one of {', '.join(PROMOTION_MODES)}, got {mode!r}")
+    tie_break = promo.get("tieBreak")
+    if tie_break is not None:
+        judged = [m.name for m in judge.metrics]
+        if tie_break not in judged:
+            raise doc.error(
+                "spec.promotion.tieBreak",
+                f"must name a metric the judge measures ({', '.join(judged)}), got {tie_break!r}",
+            )
     if judge.objective is None and mode != "whenNoRegression":
         raise doc.error(
             "spec.judge.objective",
@@ -383,6 +403,7 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
         judge=judge,
         judge_raw=jraw,
         promotion=mode,
+        tie_break=tie_break,
         listen=addrs["listen"],
         admin=addrs["admin"],
         look_interval=look_interval,

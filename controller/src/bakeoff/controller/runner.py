@@ -145,6 +145,10 @@ def policy_of(res: Resources) -> Policy:
         promotion=b.promotion,
         min_samples=b.judge.min_samples,
         no_data_timeout=b.routing.no_data_timeout,
+        allocation=b.routing.allocation,
+        mainline_floor=b.routing.mainline_floor,
+        max_step=b.routing.max_step,
+        tie_break=b.tie_break,
     )
 
 
@@ -325,6 +329,9 @@ class Runner:
                 plan = reconcile(self.policy, self.state, obs)
                 for e in plan.events:
                     self._note(e)
+                    if e.get("retired_by") == "allocation" and e.get("variant"):
+                        # out of the contest: the judge must not pick it as the winner any more
+                        self.judge_state.out.setdefault(e["variant"], e.get("reason") or "retired")
                 self._check_mainline(plan.state, obs)
                 changed = bool(plan.events) or plan.state.weights != self.state.weights
                 self.state = plan.state

@@ -286,7 +286,18 @@ class RouteModel(_Model):  # one entry of spec.routing.routes (bakeoff.contracts
 
 
 class Routing(_Model):
-    model_config = ConfigDict(json_schema_extra={"default": {}})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "default": {},
+            **_cel(
+                (
+                    "(!has(self.mainlineFloor) && !has(self.maxStep))"
+                    " || (has(self.allocation) && self.allocation == 'adaptive')",
+                    "mainlineFloor and maxStep apply only to allocation: adaptive",
+                )
+            ),
+        }
+    )
 
     stickiness: Stickiness | None = Field(
         default_factory=lambda: Stickiness.model_construct(header=DEFAULT_STICKY_HEADER),
@@ -331,13 +342,26 @@ class Routing(_Model):
         max_length=MAX_ROUTES,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
-    allocation: Literal["fixed", "bandit"] = Field(
+    allocation: Literal["fixed", "adaptive", "bandit"] = Field(
         "fixed",
-        description="fixed (the ramp of steps); bandit is refused until adaptive allocation exists.",
+        description="fixed (the ramp of steps) or adaptive (shares move toward the candidates that can still win"
+        " and away from those that cannot; docs/judge.md). bandit is the old name of adaptive and is refused.",
         json_schema_extra={
             "maxLength": 16,
-            **_cel(("self != 'bandit'", "bandit is not implemented yet (adaptive allocation is planned); use fixed")),
+            **_cel(("self != 'bandit'", "bandit is now called adaptive: use allocation: adaptive")),
         },
+    )
+    mainline_floor: float = Field(
+        0.5,
+        description="allocation: adaptive. The mainline's least share, in [0, 1): the control needs data.",
+        ge=0,
+        lt=1,
+    )
+    max_step: float = Field(
+        0.1,
+        description="allocation: adaptive. The most a candidate's share moves per stepInterval, in (0, 1].",
+        gt=0,
+        le=1,
     )
 
 
@@ -463,6 +487,14 @@ class Promotion(_Model):
         description="auto; manual (a winner waits for approval; phase AwaitingApproval); whenNoRegression"
         " (promote a candidate within tolerance on every guardrail, a canary).",
     )
+    tie_break: str | None = Field(
+        None,
+        description="A judged metric (a guardrail or the objective, e.g. latency_p50) whose estimate picks the"
+        " winner when several candidates are promotable at once (whenNoRegression); default the objective.",
+        min_length=1,
+        max_length=128,
+        pattern="^[A-Za-z_][A-Za-z0-9_.:-]*$",
+    )
 
 
 class Router(_Model):
@@ -499,6 +531,17 @@ class Load(_Model):
 
 
 class BakeoffSpec(_Model):  # Bakeoff.spec
+    model_config = ConfigDict(
+        json_schema_extra=_cel(
+            (
+                "!has(self.promotion) || !has(self.promotion.tieBreak)"
+                " || (has(self.judge.guardrails) && self.judge.guardrails.exists(g, g.metric == self.promotion.tieBreak))"
+                " || (has(self.judge.objective) && self.judge.objective.metric == self.promotion.tieBreak)",
+                "promotion.tieBreak must name a metric the judge measures (a guardrail or the objective)",
+                ".promotion.tieBreak",
+            )
+        )
+    )
     mainline: Mainline
     routing: Routing = Field(default_factory=lambda: Routing.model_construct())
     judge: Judge

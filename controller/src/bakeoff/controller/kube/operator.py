@@ -438,6 +438,10 @@ class KubeController:
                 ),
             )
             p.state, p.events = plan.state, p.events + plan.events
+            if p.mem is not None:
+                for e in plan.events:  # retired by adaptive allocation: out of the judge's contest
+                    if e.get("retired_by") == "allocation" and e.get("variant"):
+                        p.mem.state.out.setdefault(e["variant"], e.get("reason") or "retired")
         else:
             p.state = state
         for e in p.events:
