@@ -252,6 +252,13 @@ def _variant(v: dict[str, Any], where: str, proportions: Collection[str] = ()) -
                 "so its sum cannot be negative"
             )
         metrics[str(mname)] = (int(c), float(s), float(q))
+    # Resource cost (docs/snapshot.md "resources"): batch statistics judged like a mean per
+    # reported value, under the kind's own name (cpu_per_request, memory: built-in metric names).
+    for kind, r in (v.get("resources") or {}).items():
+        c, s, q = (r.get("count", 0), r.get("sum", 0.0), r.get("sum_sq", 0.0)) if isinstance(r, dict) else (-1, 0, 0)
+        if not (_finite(c) and _finite(s) and _finite(q)) or c < 0 or s < 0 or q < 0 or int(c) != c:
+            raise InvalidSnapshot(f"snapshot: {where}.resources.{kind} is not finite and non-negative")
+        metrics[str(kind)] = (int(c), float(s), float(q))
     return VariantCounters(int(requests), errors, lat, metrics, upgraded)
 
 
