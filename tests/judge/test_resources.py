@@ -130,7 +130,7 @@ def test_equal_cost_within_tolerance_is_shown_non_inferior_and_kept():
 
 
 def test_meter_batches_cpu_per_request_and_memory():
-    m = ResourceMeter(batch=2, warmup=1, clock=lambda: 5.0)
+    m = ResourceMeter(cpu_batch=2, memory_batch=2, warmup=1, clock=lambda: 5.0)
     m.observe({"a": ResourceSample(0.0, 900.0)}, {"a": 0})  # opens the warm-up batch
     m.observe({"a": ResourceSample(0.5, 900.0)}, {"a": 5})
     m.observe({"a": ResourceSample(1.0, 100.0)}, {"a": 10})  # the warm-up is left out; a batch opens

@@ -13,10 +13,13 @@ resident memory (working set) now:
 routers' request counts into batch statistics the judge tests like a mean per
 reported value (:class:`bakeoff.judge.contrast.ContrastTest`, ``per: value``):
 
-- ``cpu_per_request``: per batch of ``batch`` looks, the CPU seconds the variant
+- ``cpu_per_request``: per batch of ``cpu_batch`` looks, the CPU seconds the variant
   used in the batch divided by the requests it served in it -- a ratio estimator
   (Cochran, *Sampling Techniques*, 3rd ed. 1977, Section 6.2), one value per batch;
-- ``memory``: per batch, the mean of the samples of resident memory in it.
+  the increments of a counter over disjoint intervals are close to independent, so
+  short batches (2 looks) do;
+- ``memory``: per batch of ``memory_batch`` looks, the mean of the samples of
+  resident memory in it.
 
 Consecutive samples of memory (a level, not an increment) are strongly
 correlated, so single looks are not independent observations; means over
@@ -56,8 +59,9 @@ from typing import Any, Protocol, runtime_checkable
 from bakeoff.contracts.histogram import LAYOUT
 from bakeoff.contracts.snapshot import OUTCOMES, SNAPSHOT_FORMAT
 
-# Looks per batch (at the judge's 1 s cadence, one value every 5 s).
-DEFAULT_BATCH = 5
+# Looks per batch (at the judge's 1 s cadence, a CPU value every 2 s and a memory value every 5 s).
+CPU_BATCH = 2
+MEMORY_BATCH = 5
 # Batches left out at the start of each process (warm-up), and the fewest requests a batch
 # needs to give a CPU-per-request value.
 WARMUP_BATCHES = 1
@@ -100,14 +104,19 @@ class _Stats:
 
 
 @dataclass
-class _Open:
-    """The batch a variant is in: where it started (CPU seconds, requests) and its memory samples."""
+class _CpuBatch:
+    """The CPU batch a variant is in: where it started (CPU seconds, requests)."""
 
     cpu0: float
     requests0: int
     warmup: int = 0  # batches still to leave out
     looks: int = 0
-    memory: list[float] = field(default_factory=list)
+
+
+@dataclass
+class _MemoryBatch:
+    warmup: int = 0
+    samples: list[float] = field(default_factory=list)
 
 
 class ResourceMeter:
@@ -122,16 +131,17 @@ class ResourceMeter:
 
     def __init__(
         self,
-        batch: int = DEFAULT_BATCH,
+        cpu_batch: int = CPU_BATCH,
+        memory_batch: int = MEMORY_BATCH,
         *,
         warmup: int = WARMUP_BATCHES,
         min_requests: int = MIN_REQUESTS,
         source_id: str = "resources",
         clock=time.time,
     ) -> None:
-        if batch < 1:
-            raise ValueError("batch must be at least 1 look")
-        self.batch = batch
+        if cpu_batch < 1 or memory_batch < 1:
+            raise ValueError("a batch must be at least 1 look")
+        self.cpu_batch, self.memory_batch = cpu_batch, memory_batch
         self.warmup = warmup
         self.min_requests = min_requests
         self.source_id = source_id
@@ -140,7 +150,8 @@ class ResourceMeter:
         self.cpu: dict[str, _Stats] = {}
         self.memory: dict[str, _Stats] = {}
         self.last: dict[str, ResourceSample] = {}
-        self._open: dict[str, _Open] = {}
+        self._cpu: dict[str, _CpuBatch] = {}
+        self._memory: dict[str, _MemoryBatch] = {}
 
     def observe(self, samples: Mapping[str, ResourceSample], requests: Mapping[str, int]) -> None:
         for name, s in samples.items():
@@ -148,21 +159,24 @@ class ResourceMeter:
                 continue
             self.last[name] = s
             n = int(requests.get(name, 0))
-            cur = self._open.get(name)
+            cur = self._cpu.get(name)
             if cur is None or s.cpu_seconds < cur.cpu0 or n < cur.requests0:
-                self._open[name] = _Open(s.cpu_seconds, n, self.warmup)
+                # a new (or restarted) process: its memory batches start over with it
+                self._cpu[name] = _CpuBatch(s.cpu_seconds, n, self.warmup)
+                self._memory[name] = _MemoryBatch(self.warmup)
                 continue
             cur.looks += 1
-            cur.memory.append(s.memory_bytes)
-            if cur.looks < self.batch:
-                continue
-            self._open[name] = _Open(s.cpu_seconds, n, max(0, cur.warmup - 1))
-            if cur.warmup:
-                continue
-            served = n - cur.requests0
-            if served >= self.min_requests:
-                self.cpu.setdefault(name, _Stats()).add((s.cpu_seconds - cur.cpu0) / served)
-            self.memory.setdefault(name, _Stats()).add(sum(cur.memory) / len(cur.memory))
+            if cur.looks >= self.cpu_batch:
+                self._cpu[name] = _CpuBatch(s.cpu_seconds, n, max(0, cur.warmup - 1))
+                served = n - cur.requests0
+                if not cur.warmup and served >= self.min_requests:
+                    self.cpu.setdefault(name, _Stats()).add((s.cpu_seconds - cur.cpu0) / served)
+            mb = self._memory[name]
+            mb.samples.append(s.memory_bytes)
+            if len(mb.samples) >= self.memory_batch:
+                self._memory[name] = _MemoryBatch(max(0, mb.warmup - 1))
+                if not mb.warmup:
+                    self.memory.setdefault(name, _Stats()).add(sum(mb.samples) / len(mb.samples))
 
     def per_request(self, name: str) -> float:
         """Mean CPU seconds per request over the batches so far (NaN before the first)."""
