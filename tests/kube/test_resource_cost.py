@@ -135,16 +135,27 @@ async def test_cpu_burner_rolled_back_on_cpu_per_request_via_prometheus_cadvisor
         items = (get(custom, ns, "variants", name).get("status") or {}).get("verdicts") or []
         return next((i for i in items if i["metric"] == "cpu_per_request"), None)
 
+    def dump() -> str:
+        b = get(custom, ns, "bakeoffs", "shop").get("status") or {}
+        out = [f"bakeoff conditions: {b.get('conditions')}"]
+        for n in ("burner", "equal"):
+            out.append(f"{n}: {(get(custom, ns, 'variants', n).get('status') or {}).get('verdicts')}")
+        return "\n".join(out)
+
     try:
         async with running(controller_for(kube, ns, identity="cost")):
             await candidates_available(apps, ns, ["burner", "equal"])
-            v = await await_for(
-                lambda: (lambda v: v if v["status"].get("phase") == "RolledBack" else None)(
-                    get(custom, ns, "variants", "burner")
-                ),
-                timeout=240,
-                what="burner rolled back",
-            )
+            try:
+                v = await await_for(
+                    lambda: (lambda v: v if v["status"].get("phase") == "RolledBack" else None)(
+                        get(custom, ns, "variants", "burner")
+                    ),
+                    timeout=int(os.environ.get("COST20_TIMEOUT", "240")),
+                    what="burner rolled back",
+                )
+            except AssertionError:
+                print(dump())
+                raise
             print("burner:", v["status"]["reason"])
             assert "cpu_per_request" in v["status"]["reason"], v["status"]
             eq = await await_for(

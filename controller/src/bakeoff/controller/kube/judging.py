@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from dataclasses import replace
 from typing import Any
 
@@ -134,7 +133,7 @@ class Looks:
         for v in requests_of(snap):
             dep = mainline_deployment if v == res.bakeoff.mainline_name else ko.child_name(bname, v)
             # a Deployment's pods are named <deployment>-<replica set hash>-<suffix>
-            targets[v] = {"namespace": ns, "bakeoff": bname, "pods": re.escape(dep) + "-[a-z0-9]+-[a-z0-9]+"}
+            targets[v] = {"namespace": ns, "bakeoff": bname, "pods": _promql_regex(dep) + "-[a-z0-9]+-[a-z0-9]+"}
         src = CadvisorSource(
             location,
             targets,
@@ -179,3 +178,9 @@ class Looks:
             return await src.fetch_each()
         finally:
             await src.close()
+
+
+def _promql_regex(name: str) -> str:
+    """``name`` matched literally in a regular expression inside a PromQL string: a metacharacter
+    gets a backslash, itself escaped for the string (RE2 accepts no escaped '-', which re.escape adds)."""
+    return "".join("\\\\" + c if c in ".^$*+?()[]{}|\\" else c for c in name)
