@@ -44,7 +44,8 @@ class CadvisorShaped:
         self.seen = dict.fromkeys(COST, 0)
         self.scrapes = 0
         self.pods = {
-            v: ("shop" if v == "mainline" else child_name("shop", v)) + f"-5d8f9c7b4-{i:05d}" for i, v in enumerate(COST)
+            v: ("shop" if v == "mainline" else child_name("shop", v)) + f"-5d8f9c7b4-{i:05d}"
+            for i, v in enumerate(COST)
         }
 
     def render(self) -> str:

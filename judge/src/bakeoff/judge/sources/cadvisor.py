@@ -79,9 +79,7 @@ class CadvisorSource:
             if not cpu or not mem:
                 continue
             try:
-                out[v] = ResourceSample(
-                    sum(float(r["value"][1]) for r in cpu), sum(float(r["value"][1]) for r in mem)
-                )
+                out[v] = ResourceSample(sum(float(r["value"][1]) for r in cpu), sum(float(r["value"][1]) for r in mem))
             except (KeyError, IndexError, TypeError, ValueError) as e:
                 raise SourceError(f"{self.description}: unexpected result for {v}: {e}") from None
         return out
