@@ -109,7 +109,7 @@ def test_shop_example_is_accepted_with_defaults(custom):
     for d in back:
         d["metadata"] = {"name": d["metadata"]["name"]}
     res = parse_documents(back, "from-cluster")
-    assert res.bakeoff.routing.steps == (0.1, 0.2) and len(res.variants) == 4
+    assert res.bakeoff.routing.steps == (0.1, 0.2) and len(res.variants) == 5
 
 
 def test_shop_example_is_accepted_under_strict_field_validation(custom):

@@ -130,6 +130,9 @@ class BakeoffResource:
     admin: str = "127.0.0.1:8081"
     look_interval: float = parse_duration(schema.default(schema.Judge, "interval"), "interval")
     source: str | None = None  # cluster: where the judge's figures come from (spec.judge.source)
+    # cluster: where cpu_per_request and memory come from (spec.judge.resources: prometheus, cpuQuery,
+    # memoryQuery; bakeoff.judge.sources.cadvisor); locally each variant's process tree is sampled
+    resources: dict[str, str] | None = None
     load: LoadSpec | None = None  # local: the load bakeoff run drives (spec.load)
 
 
@@ -349,6 +352,9 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
     source = jraw.pop("source", None)  # local runs always read the in-process router
     if source is not None and not isinstance(source, str):
         raise doc.error("spec.judge.source", f"must be a string, got {source!r}")
+    resources = jraw.pop("resources", None)
+    if resources is not None:
+        resources = _resource_queries(doc, resources)
     try:
         judge = config_from_dict(jraw, origin=f"{doc.prefix}: spec.judge")
     except JudgeConfigError as e:
@@ -409,7 +415,30 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
         look_interval=look_interval,
         source=source,
         load=load,
+        resources=resources,
     )
+
+
+def _resource_queries(doc: _Doc, value: Any) -> dict[str, str]:
+    from bakeoff.judge.sources.cadvisor import check_query
+
+    where = "spec.judge.resources"
+    if not isinstance(value, dict):
+        raise doc.error(where, f"must be a mapping (prometheus, cpuQuery, memoryQuery), got {value!r}")
+    allowed = ("prometheus", "cpuQuery", "memoryQuery")
+    for key, v in value.items():
+        if key not in allowed:
+            raise doc.error(f"{where}.{key}", f"is not a field (allowed: {', '.join(allowed)})")
+        if not isinstance(v, str) or not v.strip():
+            raise doc.error(f"{where}.{key}", f"must be a non-empty string, got {v!r}")
+        if key == "prometheus" and not v.startswith(("prometheus+http://", "prometheus+https://")):
+            raise doc.error(f"{where}.{key}", f"must be a prometheus+http(s):// URL, got {v!r}")
+        if key != "prometheus":
+            try:
+                check_query(v, "query")
+            except ValueError as e:
+                raise doc.error(f"{where}.{key}", str(e).removeprefix("query: ")) from None
+    return dict(value)
 
 
 def _routes(doc: _Doc, value: Any) -> tuple[Route, ...]:

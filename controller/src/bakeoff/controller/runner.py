@@ -39,7 +39,9 @@ from bakeoff.controller.reconcile import (
     replay,
 )
 from bakeoff.controller.resources import Resources, Workload
+from bakeoff.judge.config import RESOURCE_KINDS
 from bakeoff.judge.core import JudgeState, step
+from bakeoff.judge.sources.resources import ResourceMeter, requests_of
 from bakeoff.judge.verdict import Verdict
 from bakeoff.load import Load, Target
 
@@ -239,6 +241,17 @@ class Runner:
         self.mainline_up = False  # the current mainline has been ready at least once in this run
         self.metrics_checked = False
         self.nagle_checked = False
+        # Resource cost (cpu_per_request, memory): each variant's process tree, sampled at every
+        # look when the platform knows its processes (bakeoff.judge.sources.process_tree).
+        self.resource_meter: ResourceMeter | None = None
+        self.resource_source: Any = None
+        pids = getattr(platform, "pids", None)
+        if callable(pids):
+            from bakeoff.judge.sources.process_tree import ProcessTreeSource
+
+            self.resource_source = ProcessTreeSource(pids)
+            self.resource_meter = ResourceMeter(source_id=f"process-trees:{os.getpid()}@{self.b.name}")
+        self.judges_resources = any(m.kind in RESOURCE_KINDS for m in self.judge_config.metrics)
 
     # -- set-up -------------------------------------------------------------
     def restore(self) -> None:
@@ -395,13 +408,39 @@ class Runner:
             if why is not None:
                 self.halt = (why, "traffic")
                 return
-        self.judge_state, self.verdict = step(self.judge_state, snap, now)
+        parts: Any = snap
+        if self.resource_meter is not None:
+            try:
+                self.resource_meter.observe(self.resource_source.sample_now(), requests_of(snap))
+            except Exception as e:  # noqa: BLE001 - a failed sample is skipped, never fatal
+                log.warning("resource sample failed", bakeoff=self.b.name, error=str(e))
+            if self.judges_resources:
+                # the meter is a source of its own for the judge (its own baseline)
+                parts = [snap, self.resource_meter.snapshot(now)]
+        self.judge_state, self.verdict = step(self.judge_state, parts, now)
         self.journal.save_judge(self.judge_state.to_json())
         if self.verdict.notes and not any(v.requests for v in self.verdict.variants.values()):
             return
         compact = compact_verdict(self.verdict)
         self.history.append(compact)
         self.journal.append_verdict(compact)
+
+    def resource_summary(self) -> dict[str, dict[str, Any]]:
+        """Per variant: mean CPU milliseconds per request and resident memory (MiB, mean and last),
+        over the batches measured so far (the report's "Resource cost")."""
+        m = self.resource_meter
+        if m is None:
+            return {}
+        out: dict[str, dict[str, Any]] = {}
+        for name in sorted(set(m.cpu) | set(m.memory) | set(m.last)):
+            cpu, mem, last = m.cpu.get(name), m.memory.get(name), m.last.get(name)
+            out[name] = {
+                "cpu_ms_per_request": cpu.sum / cpu.count * 1000 if cpu and cpu.count else None,
+                "memory_mib": mem.sum / mem.count / 2**20 if mem and mem.count else None,
+                "memory_mib_last": last.memory_bytes / 2**20 if last else None,
+                "batches": cpu.count if cpu else 0,
+            }
+        return out
 
     def _check_metric_names(self, snap: dict[str, Any] | None) -> None:
         """Warn (once) about an objective or guardrail the service has not reported in the first

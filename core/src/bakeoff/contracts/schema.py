@@ -367,9 +367,12 @@ class Routing(_Model):
 
 # ---------------------------------------------------------------- the judge
 
-_BUILTIN = "(self.metric == 'error_rate' || self.metric.startsWith('latency_p'))"
+_BUILTIN = (
+    "(self.metric == 'error_rate' || self.metric.startsWith('latency_p') || self.metric == 'cpu_per_request'"
+    " || self.metric == 'memory')"
+)
 _METRIC_RULES: tuple[tuple[str, str, str], ...] = (
-    (f"!{_BUILTIN} || !has(self.kind)", "kind must be omitted for error_rate and latency metrics", ".kind"),
+    (f"!{_BUILTIN} || !has(self.kind)", "kind must be omitted for built-in metrics", ".kind"),
     (
         "!has(self.per) || self.per == 'request' || (has(self.kind) && self.kind == 'mean')",
         "per: value applies only to kind: mean",
@@ -393,14 +396,15 @@ class Guardrail(_Model):  # spec.judge.guardrails[i]: a metric a candidate must 
             ),
             (
                 f"!{_BUILTIN} || !(has(self.maxDecrease) || has(self.maxDecreaseRatio))",
-                "error_rate and latency are guarded against increases; use maxIncrease or maxIncreaseRatio",
+                "error_rate, latency, cpu_per_request and memory are guarded against increases; use maxIncrease or"
+                " maxIncreaseRatio",
             ),
             *_METRIC_RULES,
         )
     )
 
     metric: str = Field(
-        description="error_rate, latency_pNN (e.g. latency_p99) or a business metric.",
+        description="error_rate, latency_pNN (e.g. latency_p99), cpu_per_request, memory or a business metric.",
         min_length=1,
         max_length=128,
         pattern="^[A-Za-z_][A-Za-z0-9_.:-]*$",
@@ -440,6 +444,33 @@ class Objective(Guardrail):  # spec.judge.objective: the metric a bake-off promo
     direction: Literal["higher", "lower"] | None = None
 
 
+class ResourceQueries(_Model):  # spec.judge.resources: where a cluster's resource cost comes from
+    model_config = ConfigDict(
+        json_schema_extra={
+            "description": "Where cpu_per_request and memory come from in a cluster: PromQL over cAdvisor's series "
+            "(docs/judge.md#resource-cost). Locally, bakeoff run samples each variant's process tree instead."
+        }
+    )
+
+    prometheus: str | None = Field(
+        None,
+        description="prometheus+http(s)://host:9090 that scrapes cAdvisor (default: spec.judge.source when it is a "
+        "Prometheus).",
+        max_length=4096,
+    )
+    cpu_query: str | None = Field(
+        None,
+        description="PromQL giving the variant's cumulative CPU seconds; $namespace, $variant, $bakeoff are "
+        "substituted.",
+        max_length=4096,
+    )
+    memory_query: str | None = Field(
+        None,
+        description="PromQL giving the variant's resident memory (working set) in bytes; same placeholders.",
+        max_length=4096,
+    )
+
+
 class Judge(_Model):  # spec.judge
     model_config = ConfigDict(
         json_schema_extra={
@@ -474,6 +505,7 @@ class Judge(_Model):  # spec.judge
     )
     guardrails: list[Guardrail] | None = Field(None, max_length=16)
     objective: Objective | None = None
+    resources: ResourceQueries | None = None
 
 
 # ---------------------------------------------------------------- the rest of a Bakeoff

@@ -32,6 +32,9 @@ SNAPSHOT_FORMAT = "bakeoff.snapshot/v1"
 # matched no pattern of, and the most routes a router accepts besides it.
 OTHER_ROUTE = "other"
 MAX_ROUTES = 64
+# Resource cost per variant (optional "resources" of a variant, bakeoff.judge.sources.resources):
+# cumulative batch statistics {count, sum, sum_sq} of each kind, in CPU seconds per request and bytes.
+RESOURCE_KINDS = ("cpu_per_request", "memory")
 
 
 class SnapshotError(ValueError):
@@ -59,6 +62,9 @@ def validate(snapshot: Any, origin: str = "snapshot") -> dict[str, Any]:
         by_route = v.get("by_route")
         if by_route is not None:
             _validate_by_route(by_route, v, where)
+        resources = v.get("resources")
+        if resources is not None:
+            _validate_resources(resources, where)
     return snapshot
 
 
@@ -78,6 +84,18 @@ def validate_header(snapshot: Any, origin: str = "snapshot") -> dict[str, Any]:
     if not isinstance(variants, dict):
         raise SnapshotError(f"{origin}: field 'variants' must be an object")
     return variants
+def _validate_resources(resources: Any, where: str) -> None:
+    if not isinstance(resources, dict):
+        raise SnapshotError(f"{where}.resources must be an object")
+    for kind, r in resources.items():
+        if kind not in RESOURCE_KINDS:
+            raise SnapshotError(f"{where}.resources.{kind}: unknown kind (known: {', '.join(RESOURCE_KINDS)})")
+        if (
+            not isinstance(r, dict)
+            or not isinstance(r.get("count"), int)
+            or any(isinstance(r.get(k), bool) or not isinstance(r.get(k), (int, float)) for k in ("sum", "sum_sq"))
+        ):
+            raise SnapshotError(f"{where}.resources.{kind} must be {{count: integer, sum: number, sum_sq: number}}")
 
 
 def _validate_by_route(by_route: Any, variant: dict[str, Any], where: str) -> None:
@@ -131,6 +149,7 @@ def merge_snapshots(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
                     "metrics": {},
                     "invalid_metrics": 0,
                     "by_route": None,
+                    "resources": {},
                 }
             acc["requests"] += v["requests"]
             for k in OUTCOMES:
@@ -147,6 +166,11 @@ def merge_snapshots(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
                 macc["sum"] += float(m.get("sum", 0.0))
                 macc["sum_sq"] += float(m.get("sum_sq", 0.0))
             acc["invalid_metrics"] += int(v.get("invalid_metrics", 0))
+            for kind, r in (v.get("resources") or {}).items():
+                racc = acc["resources"].setdefault(kind, {"count": 0, "sum": 0.0, "sum_sq": 0.0})
+                racc["count"] += int(r["count"])
+                racc["sum"] += float(r["sum"])
+                racc["sum_sq"] += float(r["sum_sq"])
             if v.get("by_route") is not None:
                 routes = acc["by_route"] = acc["by_route"] or {}
                 for route, r in v["by_route"].items():
@@ -173,6 +197,8 @@ def merge_snapshots(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
             "metrics": {k: acc["metrics"][k] for k in sorted(acc["metrics"])},
             "invalid_metrics": acc["invalid_metrics"],
         }
+        if acc["resources"]:
+            out["resources"] = {k: acc["resources"][k] for k in sorted(acc["resources"])}
         if acc["by_route"] is not None:
             out["by_route"] = {
                 route: {

@@ -22,7 +22,18 @@ from bakeoff.contracts.resources import API_VERSION
 
 # Default standardised effect sizes (see judge.sequential): the effect, in
 # per-request standard deviations, each kind of test is tuned to find fastest.
-DEFAULT_EFFECT_SIZE = {"error_rate": 0.05, "latency": 0.1, "proportion": 0.05, "mean": 0.05}
+DEFAULT_EFFECT_SIZE = {
+    "error_rate": 0.05,
+    "latency": 0.1,
+    "proportion": 0.05,
+    "mean": 0.05,
+    # Resource cost is judged on batches of looks (a few per minute, not one per request):
+    # tuned to a change of half a batch's standard deviation.
+    "cpu_per_request": 0.5,
+    "memory": 0.5,
+}
+# The resource kinds (bakeoff.judge.sources.resources): each is its own built-in metric name.
+RESOURCE_KINDS = ("cpu_per_request", "memory")
 
 _LATENCY_RE = re.compile(r"^latency_p(\d{1,2}(?:\.\d+)?)$")
 # A metric's name and limits, as the CRD has them (bakeoff.contracts.schema.Guardrail).
@@ -46,7 +57,7 @@ class MetricSpec:
     """
 
     name: str
-    kind: str  # error_rate | latency | proportion | mean
+    kind: str  # error_rate | latency | proportion | mean | cpu_per_request | memory
     role: str  # guardrail | objective
     harm: int = 1
     tolerance: float = 0.0
@@ -133,6 +144,10 @@ def _kind_of(name: str, declared: Any, where: str) -> tuple[str, float | None]:
         if declared not in (None, "error_rate", "proportion"):
             raise JudgeConfigError(f"{where}.kind must be omitted for error_rate")
         return "error_rate", None
+    if name in RESOURCE_KINDS:
+        if declared not in (None, name):
+            raise JudgeConfigError(f"{where}.kind must be omitted for {name}")
+        return name, None
     m = _LATENCY_RE.match(name)
     if m:
         q = float(m.group(1)) / 100.0
@@ -153,7 +168,8 @@ def _kind_of(name: str, declared: Any, where: str) -> tuple[str, float | None]:
         # Declaring the kind is what makes a name a business metric.
         hint = _builtin_hint(name)
         raise JudgeConfigError(
-            f"{where}.metric {name!r} is not a built-in metric (error_rate, latency_pNN such as latency_p99)"
+            f"{where}.metric {name!r} is not a built-in metric (error_rate, latency_pNN such as latency_p99,"
+            " cpu_per_request, memory)"
             + (f"; did you mean {hint!r}?" if hint else "")
             + f" A business metric reported by the service needs {where.rsplit(': ', 1)[-1]}.kind: proportion or mean"
         )
@@ -200,8 +216,13 @@ def _metric(raw: Any, where: str, role: str) -> MetricSpec:
     per = raw.get("per", "request")
     if per not in ("request", "value"):
         raise JudgeConfigError(f"{where}.per must be 'request' or 'value'")
-    if per == "value" and kind != "mean":
+    if kind in RESOURCE_KINDS:
+        if "per" in raw:
+            raise JudgeConfigError(f"{where}.per must be omitted for {name} (it is judged per batch of looks)")
+        per = "value"
+    elif per == "value" and kind != "mean":
         raise JudgeConfigError(f"{where}.per: 'value' applies only to kind: mean")
+
     effect = DEFAULT_EFFECT_SIZE[kind]
     if "effectSize" in raw:
         effect = _num(raw, "effectSize", where, positive=True, maximum=_MAX_EFFECT_SIZE)
@@ -223,7 +244,7 @@ def _metric(raw: Any, where: str, role: str) -> MetricSpec:
         tol = _num(raw, key, where, minimum=0.0)
         if relative and harm < 0 and tol >= 1:
             raise JudgeConfigError(f"{where}.{key} must be below 1")
-        if kind in ("error_rate", "latency") and harm < 0:
+        if kind in ("error_rate", "latency", *RESOURCE_KINDS) and harm < 0:
             raise JudgeConfigError(
                 f"{where}.{key}: {name} is guarded against increases; use maxIncrease or maxIncreaseRatio"
             )
@@ -238,7 +259,7 @@ def _metric(raw: Any, where: str, role: str) -> MetricSpec:
     if tol_keys:
         raise JudgeConfigError(f"{where}.{tol_keys[0]}: the objective has a direction, not a tolerance")
     direction = raw.get("direction")
-    if direction is None and kind in ("error_rate", "latency"):
+    if direction is None and kind in ("error_rate", "latency", *RESOURCE_KINDS):
         direction = "lower"
     if direction not in ("higher", "lower"):
         raise JudgeConfigError(f"{where}.direction must be 'higher' or 'lower'")

@@ -495,6 +495,10 @@ def _describe(mv: MetricVerdict) -> str:
         change = f" {edge}{mv.estimate * 100:+.0f}%"
     elif mv.kind in ("error_rate", "proportion"):
         change = f" {mv.estimate * 100:+.2f} points"
+    elif mv.kind == "cpu_per_request":
+        change = f" {mv.estimate * 1000:+.3g} ms CPU per request"
+    elif mv.kind == "memory":
+        change = f" {mv.estimate / 2**20:+.3g} MiB"
     else:
         change = f" {mv.estimate:+.4g}"
     return f"{where}{mv.metric}{change}"

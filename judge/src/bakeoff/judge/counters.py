@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from bakeoff.contracts.histogram import NUM_BUCKETS
-from bakeoff.contracts.snapshot import MAX_ROUTES, OTHER_ROUTE, OUTCOMES, SnapshotError, validate_header
+from bakeoff.contracts.snapshot import MAX_ROUTES, OTHER_ROUTE, OUTCOMES, RESOURCE_KINDS, SnapshotError, validate_header
 
 ERROR_OUTCOMES = ("5xx", "connect_error", "timeout")
 # A 101 Switching Protocols (WebSocket and the like) is neither a success nor a failure
@@ -269,6 +269,20 @@ def _variant(v: dict[str, Any], where: str, proportions: Collection[str] = ()) -
                 "so its sum cannot be negative"
             )
         metrics[str(mname)] = (int(c), float(s), float(q))
+    # Resource cost (docs/snapshot.md "resources"): batch statistics judged like a mean per
+    # reported value, under the kind's own name (cpu_per_request, memory: built-in metric names).
+    resources = v.get("resources") or {}
+    if not isinstance(resources, dict):
+        raise InvalidSnapshot(f"snapshot: {where}.resources must be an object")
+    for kind, r in resources.items():
+        if kind not in RESOURCE_KINDS:
+            raise InvalidSnapshot(
+                f"snapshot: {where}.resources.{kind}: unknown kind (known: {', '.join(RESOURCE_KINDS)})"
+            )
+        c, s, q = (r.get("count", 0), r.get("sum", 0.0), r.get("sum_sq", 0.0)) if isinstance(r, dict) else (-1, 0, 0)
+        if not (_finite(c) and _finite(s) and _finite(q)) or c < 0 or s < 0 or q < 0 or int(c) != c:
+            raise InvalidSnapshot(f"snapshot: {where}.resources.{kind} is not finite and non-negative")
+        metrics[str(kind)] = (int(c), float(s), float(q))
     return VariantCounters(int(requests), errors, lat, metrics, upgraded)
 
 

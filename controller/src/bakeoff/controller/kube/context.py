@@ -107,6 +107,7 @@ class JudgeMemory:
     loaded: bool = False
     note: str = ""  # why the last look decided nothing (no routers, source error)
     saved_at: float = -1e18  # when the state was last saved to its ConfigMap
+    resource_meter: Any = None  # bakeoff.judge.sources.resources.ResourceMeter once cost is judged
 
 
 @dataclass

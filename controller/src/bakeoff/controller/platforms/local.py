@@ -338,6 +338,10 @@ class LocalPlatform:
         assert self.router is not None
         return self.router.snapshot()
 
+    def pids(self) -> dict[str, int]:
+        """The root process of every running workload (its whole tree is the variant's resource cost)."""
+        return {n: w.proc.pid for n, w in self.workloads.items() if w.proc is not None and w.proc.poll() is None}
+
     def describe(self) -> dict[str, Any]:
         return {
             "platform": "local",

@@ -103,6 +103,23 @@ def html_page(rep: dict[str, Any]) -> str:
             )
             + "</table>"
         )
+    res = rep.get("resources") or {}
+    if res:
+
+        def _cell(x: Any, spec: str) -> str:
+            return "-" if x is None else format(x, spec)
+
+        status_table += (
+            "<h2>Resource cost</h2><table><tr><th>variant</th><th>CPU ms per request</th>"
+            "<th>memory MiB (mean)</th><th>memory MiB (last)</th><th>batches</th></tr>"
+            + "".join(
+                f"<tr><td>{esc(n)}</td><td>{_cell(r['cpu_ms_per_request'], '.3f')}</td>"
+                f"<td>{_cell(r['memory_mib'], '.1f')}</td><td>{_cell(r['memory_mib_last'], '.1f')}</td>"
+                f"<td>{r['batches']}</td></tr>"
+                for n, r in res.items()
+            )
+            + "</table>"
+        )
     charts = "".join(
         f"<h3>{esc(m['name'])}: change against {esc(rep['original_mainline'])}, with its confidence sequence</h3>"
         + _svg_metric(m, rep["history"], colours, rep["events"])

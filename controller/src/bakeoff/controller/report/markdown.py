@@ -103,6 +103,19 @@ def markdown(rep: dict[str, Any]) -> str:
                 f"| {name} | {lat['count']} | {_fmt(q['p50'], '.2f')} | {_fmt(q['p90'], '.2f')} | "
                 f"{_fmt(q['p99'], '.2f')} | {_fmt(q['p99.9'], '.2f')} |"
             )
+    if rep.get("resources"):
+        lines += [
+            "",
+            "## Resource cost (process trees, per batch of looks)",
+            "",
+            "| variant | CPU ms per request | memory MiB (mean) | memory MiB (last) | batches |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, r in rep["resources"].items():
+            lines.append(
+                f"| {name} | {_fmt(r['cpu_ms_per_request'], '.3f')} | {_fmt(r['memory_mib'], '.1f')} | "
+                f"{_fmt(r['memory_mib_last'], '.1f')} | {r['batches']} |"
+            )
     lines += ["", "## Events", ""]
     for e in rep["events"]:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.get("at") or 0))

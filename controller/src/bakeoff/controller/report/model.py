@@ -189,6 +189,7 @@ def build(runner: Any, snap: dict[str, Any] | None) -> dict[str, Any]:
         "verdict": runner.verdict.to_json() if runner.verdict is not None else None,
         "history": runner.history,
         "latency": latency_distributions(runner.last_snapshot),
+        "resources": runner.resource_summary() if hasattr(runner, "resource_summary") else {},
     }
 
 
