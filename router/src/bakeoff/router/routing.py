@@ -58,7 +58,7 @@ class Upstream(NamedTuple):
 class Variant:
     """A variant in a table: its name, upstream addresses and weight."""
 
-    __slots__ = ("name", "name_bytes", "header_line", "upstreams", "weight", "seed", "_next")
+    __slots__ = ("name", "name_bytes", "header_line", "upstreams", "weight", "seed", "_next", "version")
 
     def __init__(self, spec: VariantSpec) -> None:
         self.name = spec.name
@@ -66,6 +66,7 @@ class Variant:
         self.header_line = b"X-Bakeoff-Variant: " + self.name_bytes + b"\r\n"
         self.upstreams = tuple(Upstream(h, p) for h, p in spec.upstreams)
         self.weight = spec.weight
+        self.version = spec.version  # the commit: service.version on its spans
         self.seed = key_hash(b"bakeoff-variant\0" + self.name_bytes)
         self._next = 0
 
@@ -78,7 +79,10 @@ class Variant:
         return ups[self._next]
 
     def to_json(self) -> dict:
-        return {"name": self.name, "upstreams": [str(u) for u in self.upstreams], "weight": self.weight}
+        out = {"name": self.name, "upstreams": [str(u) for u in self.upstreams], "weight": self.weight}
+        if self.version is not None:
+            out["version"] = self.version
+        return out
 
 
 class RouteTable:

@@ -24,6 +24,7 @@ from bakeoff.router.downstream import ClientConnection
 from bakeoff.router.routing import RequestRoutes, RouteTable
 from bakeoff.router.stats import RouterStats
 from bakeoff.router.stickiness import StickyKeySource, sticky_key_source
+from bakeoff.router.tracing import Tracer
 from bakeoff.router.upstream import UpstreamPool
 
 if TYPE_CHECKING:
@@ -40,6 +41,8 @@ class Router:
         self.stats = RouterStats(router_id)
         self.request_routes: RequestRoutes | None = None
         self.set_request_routes(config.routes)
+        # Tracing (bakeoff.router.tracing) only with a tracing block: None keeps the hot path at one test.
+        self.tracer = Tracer(config.tracing, self.stats.route_names) if config.tracing is not None else None
         self.routes = RouteTable(config.variants, version=1 if config.variants else 0)
         for v in self.routes.variants:
             self.stats.variant(v.name)
@@ -71,6 +74,8 @@ class Router:
                  b"x-request-id", b"host", self.override_header]  # fmt: skip
         if self.sticky_header is not None:
             names.append(self.sticky_header)
+        if self.config.tracing is not None:
+            names.append(b"traceparent")
         self.request_special = re.compile(
             rb"\r\n(" + b"|".join(re.escape(n) for n in dict.fromkeys(names)) + rb"):[ \t]*([^\r]*)"
         )
@@ -111,7 +116,10 @@ class Router:
         self.request_routes = RequestRoutes(specs, self.stats.route_slots(names))
 
     def snapshot(self) -> dict:
-        return self.stats.snapshot(self.routes.weights, self.routes.version)
+        snap = self.stats.snapshot(self.routes.weights, self.routes.version)
+        if self.tracer is not None and self.tracer.recording:
+            snap["sources"][0]["tracing"] = self.tracer.counts()
+        return snap
 
     # -- life cycle --------------------------------------------------------
     async def start(self, *, admin: bool = True, sock: socket.socket | None = None) -> None:
@@ -124,6 +132,8 @@ class Router:
                 lambda: ClientConnection(self), host, port, reuse_port=self.reuse_port or None, backlog=2048
             )
         self._sweeper = self.loop.create_task(self._sweep())
+        if self.tracer is not None:
+            self.tracer.start(self.loop)
         if admin:
             from bakeoff.router.admin import LocalBackend, start_admin
 
@@ -182,6 +192,8 @@ class Router:
         for client in list(self.clients):
             client._close()
         self.pool.close_all()
+        if self.tracer is not None:
+            await asyncio.to_thread(self.tracer.stop)
         if self._admin is not None:
             await self._admin.stop()
             self._admin = None

@@ -322,7 +322,7 @@ class LocalPlatform:
             w = self.workloads.get(name)
             if w is None or w.address is None or share <= 0:
                 continue
-            specs.append(VariantSpec(name, (w.address,), float(share)))
+            specs.append(VariantSpec(name, (w.address,), float(share), w.labels.get("commit")))
         if specs and self.router is not None:
             self.router.set_routes(specs)
             self._weights = dict(weights)
