@@ -1,9 +1,12 @@
 """The decisions as Prometheus metrics: `bakeoff run --metrics` (a real subprocess) scraped by a real
-Prometheus, and the chart's Grafana dashboard, every query of which must find its series in that scrape."""
+Prometheus, and the chart's Grafana dashboard, every query of which must find its series in that scrape.
+The same run has OTEL_EXPORTER_OTLP_ENDPOINT set: its router's spans carry the bake-off's name and
+each variant's commit."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -16,6 +19,7 @@ import pytest
 from bakeoff.controller.platforms.local import free_port
 from tests.conftest import eventually_async
 from tests.judge.conftest import prometheus_binary, wait_ready  # noqa: F401 - a fixture
+from tests.router.test_tracing import Collector
 
 ROOT = Path(__file__).resolve().parents[2]
 QUOTES = ROOT / "examples" / "quotes" / "bakeoff.yaml"
@@ -57,6 +61,12 @@ async def test_bakeoff_run_metrics_scraped_by_prometheus_and_every_dashboard_que
     metrics_port, prom_port = free_port(), free_port()
     state = tmp_path / "state"
     out = open(tmp_path / "run.out", "wb")
+    collector = await Collector().start()
+    env = {
+        **os.environ,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.port}",
+        "OTEL_TRACES_SAMPLER_ARG": "0.05",
+    }
     run = subprocess.Popen(
         [sys.executable, "-m", "bakeoff", "run", str(QUOTES), "--headless", "--state-dir", str(state)]
         + ["--metrics", f"127.0.0.1:{metrics_port}"],
@@ -64,6 +74,7 @@ async def test_bakeoff_run_metrics_scraped_by_prometheus_and_every_dashboard_que
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        env=env,
     )
     (tmp_path / "prometheus.yml").write_text(
         "global:\n  scrape_interval: 1s\n"
@@ -134,7 +145,13 @@ async def test_bakeoff_run_metrics_scraped_by_prometheus_and_every_dashboard_que
                 async with s.get(f"{api}/series", params={"match[]": concrete(m.group(1))}) as r:
                     found = (await r.json())["data"]
                 assert found and all(m.group(2) in x for x in found), f"variable query {v!r}: {found[:3]}"
+        # The run's router traced about 5% of the requests, each span naming the bake-off and the commit.
+        spans = collector.spans
+        assert spans and all(sp["attributes"]["bakeoff.name"] == "quotes" for sp in spans)
+        commits = {sp["attributes"]["bakeoff.variant"]: sp["attributes"].get("service.version") for sp in spans}
+        assert commits.get("indexed") == "example-indexed", commits
     finally:
+        await collector.stop()
         prom.terminate()
         prom.wait(timeout=10)
         if run.poll() is None:

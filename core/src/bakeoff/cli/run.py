@@ -205,6 +205,7 @@ async def execute(
         base_dir=base_dir,
         drain=drain,
         routes=b.routing.routes,
+        bakeoff=b.name,
     )
     decision_metrics = metrics_runner = None
     if metrics is not None:
