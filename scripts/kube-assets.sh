@@ -289,7 +289,7 @@ build_kwok() {
 # `go install pkg@version` rejects; the wrapper re-states it.
 build_jaeger() {
   local t0 jmod; t0=$(date +%s)
-  log "jaeger $JAEGER_VERSION: building github.com/jaegertracing/jaeger/cmd/jaeger (about 10 minutes on one core)"
+  log "jaeger $JAEGER_VERSION: building github.com/jaegertracing/jaeger/cmd/jaeger (a large build: tens of minutes on one busy core)"
   mkdir -p "$WORK/jaeger" && cd "$WORK/jaeger"
   jmod="$(gocmd mod download -json "github.com/jaegertracing/jaeger@$JAEGER_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')"
   [ -f "$jmod" ] || die "could not download github.com/jaegertracing/jaeger@$JAEGER_VERSION"
