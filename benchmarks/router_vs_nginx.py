@@ -97,6 +97,8 @@ JSON_KEYS = (
 
 TOOLS = {"nginx": "nginx", "wrk": "wrk"}  # absolute paths once run() has found them
 HOT_PATH: dict[str, str] = {}  # router label -> its hot path build, from `bakeoff --version`
+ADMIN: dict[str, int] = {}  # router label -> its admin port
+SPANS: dict[str, dict[str, int]] = {}  # router label (with TRACING) -> its spans exported/dropped/failed at the end
 
 
 def find_tool(name: str) -> str | None:
@@ -356,7 +358,28 @@ def proxy_nginx_conf(d: Path, port: int, upstream_ports: list[int], user: str) -
     return NGINX_COMMON.format(dir=d, user=user, body="\n".join(body))
 
 
-def router_conf(port: int, admin: int, upstream_ports: list[int], workers: int = 1) -> str:
+# An OTLP/HTTP traces endpoint for the routers with tracing (TRACING=ratio): it reads each export and answers 200,
+# so the router's exporter thread does its whole job (encode, POST) and its CPU is in the router's figures.
+OTLP_SINK = """
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def router_conf(
+    port: int, admin: int, upstream_ports: list[int], workers: int = 1, tracing: float | None = None,
+    otlp_port: int = 0,
+) -> str:  # fmt: skip
     lines = [
         f"listen: 127.0.0.1:{port}",
         f"admin: 127.0.0.1:{admin}",
@@ -370,7 +393,13 @@ def router_conf(port: int, admin: int, upstream_ports: list[int], workers: int =
         "variants:",
     ]
     for name, up in zip(VARIANTS, upstream_ports):
-        lines.append(f"  - {{name: {name}, upstreams: ['127.0.0.1:{up}'], weight: 1}}")
+        version = f", version: bench-{name}" if tracing is not None else ""  # service.version on its spans
+        lines.append(f"  - {{name: {name}, upstreams: ['127.0.0.1:{up}'], weight: 1{version}}}")
+    if tracing is not None:
+        # sampleRatio 0 is propagation only: a traceparent started (unsampled) and sent on every request
+        lines.append(
+            f"tracing: {{endpoint: 'http://127.0.0.1:{otlp_port}/v1/traces', sampleRatio: {tracing}, bakeoff: bench}}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -696,7 +725,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     wrk = Wrk(children, tmp)
     ok = interrupted = False
     try:
-        up_ports = free_ports(4 + 2 * len(ROUTERS))
+        up_ports = free_ports(5 + 2 * len(ROUTERS))
+        otlp_port = up_ports[-1]
         upstream_ports, nginx_port = up_ports[:3], up_ports[3]
         admin_port = up_ports[5]  # the first router's
         user = ""  # as root, nginx runs its workers as nobody; nothing here needs more
@@ -720,6 +750,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         wait_port(nginx_port, ngx)
         ngx_worker = nginx_worker_pid(ngx.proc.pid)
 
+        if any("TRACING" in args.router_env[r] for r in ROUTERS):
+            sink = children.start("otlp sink", [sys.executable, "-c", OTLP_SINK, str(otlp_port)], tmp / "otlp.log")
+            wait_port(otlp_port, sink)
+
         # routers: "router", then each --router LABEL=ENV (e.g. the pure-Python build) side by side
         urls = {"direct": f"http://127.0.0.1:{upstream_ports[0]}/", "nginx": f"http://127.0.0.1:{nginx_port}/"}
         pids: dict[str, int | list[int] | None] = {"direct": None, "nginx": ngx_worker}
@@ -727,7 +761,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             port, admin = up_ports[4 + 2 * i], up_ports[5 + 2 * i]
             rconf = tmp / f"{label}.yaml"
             workers = int(args.router_env[label].get("WORKERS", "1"))
-            rconf.write_text(router_conf(port, admin, upstream_ports, workers))
+            tracing = args.router_env[label].get("TRACING")
+            rconf.write_text(router_conf(port, admin, upstream_ports, workers,
+                                         None if tracing is None else float(tracing), otlp_port))  # fmt: skip
             argv = router_command(rconf)
             env = dict(os.environ, PYTHONUNBUFFERED="1", **args.router_env[label])
             env.setdefault("BAKEOFF_LOG_LEVEL", "info")
@@ -743,6 +779,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     raise BenchError(f"{label} /-/readyz is not 200 after 20s")
                 time.sleep(0.1)
             urls[label] = f"http://127.0.0.1:{port}/"
+            ADMIN[label] = admin
             pids[label] = [router.proc.pid, *descendants(router.proc.pid)]
             out(f"{label}: pid {router.proc.pid} port {port} admin {admin}; {hot}"
                 + (f" (env {' '.join(f'{k}={v}' for k, v in args.router_env[label].items())})"
@@ -808,6 +845,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 wrk.run("router", "soak", urls["router"], args.threads, args.connections, args.soak_interval, rpid)
 
         final = snapshot_totals(snapshot(admin_port))
+        for r in ROUTERS:
+            if "TRACING" in args.router_env[r]:
+                srcs = snapshot(ADMIN[r]).get("sources", [])
+                SPANS[r] = {k: sum(src.get("tracing", {}).get(k, 0) for src in srcs)
+                            for k in ("exported", "dropped", "failed", "queued")}  # fmt: skip
+                out(f"{r}: spans {SPANS[r]}")
         rss_after = rss_mb(rpid)
         rss_peak = rss_mb(rpid, "VmHWM")
         ngx_rss = rss_mb(ngx_worker)
@@ -1306,6 +1349,27 @@ def summarise(args, results, rss_idle, rss_before, rss_rounds, rss_after, rss_pe
             for r in ROUTERS[1:]
             if int(args.router_env[r].get("WORKERS", "1")) > 1
         },  # fmt: skip
+        # --tracing: CPU per request of the routers with tracing against "router" (no tracing block: today's)
+        **(
+            {
+                "tracing": {
+                    "router_cpu_us_per_req": round(cpu_req["router"], 1) if cpu_req["router"] else None,
+                    **{
+                        r: {
+                            "sample_ratio": float(args.router_env[r]["TRACING"]),
+                            "cpu_us_per_req": round(cpu_req[r], 1) if cpu_req[r] else None,
+                            "cpu_per_req_vs_router": rounded_spread(vs_router[r]["cpu"], 3),
+                            "rps_vs_router": rounded_spread(vs_router[r]["rps"], 3),
+                            "spans": SPANS.get(r),
+                        }
+                        for r in ROUTERS[1:]
+                        if "TRACING" in args.router_env[r] and r in vs_router
+                    },
+                }
+            }
+            if any("TRACING" in args.router_env[r] for r in ROUTERS[1:])
+            else {}
+        ),
         "rounds": len(per_round),
         "quick": bool(args.quick),
         "soak": soak_log,
@@ -1356,6 +1420,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument("--compare-pure", action="store_true",
                    help="the same as --router pure=BAKEOFF_PURE_PYTHON=1")  # fmt: skip
+    p.add_argument("--tracing", action="store_true",
+                   help="the same as --router trace0=TRACING=0 --router trace1pct=TRACING=0.01 --router "
+                        "trace100=TRACING=1: routers with OpenTelemetry tracing (propagation only, 1%% and 100%% "
+                        "of requests sampled, exporting to an OTLP sink) beside the one without")  # fmt: skip
     p.add_argument("--workers-scaling", action="store_true",
                    help="the same as --router w2=WORKERS=2: a router with 2 workers beside the 1-worker one")  # fmt: skip
     p.add_argument(
@@ -1380,7 +1448,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.latency_slots = a.latency_slots or (1 if a.quick else max(1, round(a.latency_duration)))
     a.router_env = {"router": {}}
     specs = [*a.router, *(["pure=BAKEOFF_PURE_PYTHON=1"] if a.compare_pure else []),
-             *(["w2=WORKERS=2"] if a.workers_scaling else [])]  # fmt: skip
+             *(["w2=WORKERS=2"] if a.workers_scaling else []),
+             *(["trace0=TRACING=0", "trace1pct=TRACING=0.01", "trace100=TRACING=1"] if a.tracing else [])]  # fmt: skip
     for spec in specs:
         label, _, rest = spec.partition("=")
         if not re.fullmatch(r"[a-z][a-z0-9_-]{0,15}", label) or label in ("router", "direct", "nginx"):
@@ -1395,6 +1464,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             env_vars[k] = v
         if not env_vars.get("WORKERS", "1").isdigit() or int(env_vars.get("WORKERS", "1")) < 1:
             p.error(f"--router {spec!r}: WORKERS must be a whole number of processes, at least 1")
+        if "TRACING" in env_vars:
+            try:
+                ok = 0 <= float(env_vars["TRACING"]) <= 1
+            except ValueError:
+                ok = False
+            if not ok:
+                p.error(f"--router {spec!r}: TRACING must be a sample ratio from 0 to 1")
         a.router_env[label] = env_vars
     a.warmup = a.warmup or (1.0 if a.quick else 2.0)
     if a.rounds < 1:

@@ -139,3 +139,30 @@ def test_router_vs_nginx_counts_instructions_per_request_for_nginx_and_each_rout
     ratio = report["cpu_per_req_ratio_instr"]
     assert ratio == pytest.approx(report["router_instr_per_req"] / report["nginx_instr_per_req"], rel=1e-2)
     assert re.search(r"^instructions per request router/nginx: [0-9.]+$", proc.stdout, re.M), proc.stdout
+def test_router_vs_nginx_tracing_reports_cpu_per_request_off_1pct_and_100pct() -> None:
+    """Issue 20 item 4: CPU per request with tracing propagating only, at 1% and at 100% sampling,
+    beside the router without tracing (today's figure), in the last JSON line; the sampled spans
+    really went out (the routers' own counts of spans exported to the benchmark's OTLP sink)."""
+    _require("nginx")
+    _require("wrk")
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--rounds", "1", "--tracing"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["checks_ok"], proc.stdout
+    tracing = report["tracing"]
+    assert _finite(tracing["router_cpu_us_per_req"]), tracing
+    assert {k: v["sample_ratio"] for k, v in tracing.items() if k != "router_cpu_us_per_req"} == {
+        "trace0": 0.0,
+        "trace1pct": 0.01,
+        "trace100": 1.0,
+    }, tracing
+    for name in ("trace0", "trace1pct", "trace100"):
+        t = tracing[name]
+        assert _finite(t["cpu_us_per_req"]) and _finite(t["cpu_per_req_vs_router"]["median"]), (name, t)
+    assert tracing["trace0"]["spans"]["exported"] == 0  # propagation only: no span recorded
+    served = report["routers"]["trace100"]["rps"]
+    assert served > 0 and tracing["trace100"]["spans"]["exported"] > 0, tracing["trace100"]
+    assert 0 < tracing["trace1pct"]["spans"]["exported"] < tracing["trace100"]["spans"]["exported"], tracing

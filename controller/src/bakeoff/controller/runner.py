@@ -24,6 +24,7 @@ import structlog
 
 from bakeoff.common.logs import bind_variant
 from bakeoff.controller import gate as gates
+from bakeoff.controller.decision_metrics import DecisionMetrics
 from bakeoff.controller.journal import Journal
 from bakeoff.controller.platforms import Platform
 from bakeoff.controller.reconcile import (
@@ -213,8 +214,10 @@ class Runner:
         exit_on_decision: bool = False,
         load: Load | None = None,
         clock: Callable[[], float] = time.time,
+        decision_metrics: DecisionMetrics | None = None,
     ) -> None:
         self.res = resources
+        self.decision_metrics = decision_metrics  # `bakeoff run --metrics`: the decisions as Prometheus series
         self.b = resources.bakeoff
         self.platform = platform
         self.journal = journal
@@ -345,6 +348,8 @@ class Runner:
                     if e.get("retired_by") == "allocation" and e.get("variant"):
                         # out of the contest: the judge must not pick it as the winner any more
                         self.judge_state.out.setdefault(e["variant"], e.get("reason") or "retired")
+                if self.decision_metrics is not None:
+                    self.decision_metrics.decided(self.b.name, plan.events)
                 self._check_mainline(plan.state, obs)
                 changed = bool(plan.events) or plan.state.weights != self.state.weights
                 self.state = plan.state
@@ -365,6 +370,8 @@ class Runner:
                     self._write_status()
                 if self.view is not None:
                     self.view.update(self)
+                if self.decision_metrics is not None:
+                    self._observe_metrics()
                 if self.state.phase in FINAL and not decided_reported:
                     decided_reported = True
                     self._write_status()
@@ -391,6 +398,11 @@ class Runner:
             await self.platform.close()
             self._write_status(stopped=True)
         return 0
+
+    def _observe_metrics(self) -> None:
+        st = self.state
+        phases = {self.b.mainline_name: "mainline", **{n: v.phase for n, v in st.variants.items()}}
+        self.decision_metrics.observe(self.b.name, st.phase, st.weights, phases, self.verdict)  # type: ignore[union-attr]
 
     def _look(self, now: float) -> None:
         try:

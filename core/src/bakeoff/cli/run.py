@@ -64,6 +64,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--locustfile", default=None, metavar="FILE", help="drive load with this locust file (headless)")
     p.add_argument("--no-load", action="store_true", help="drive no load even if the file has spec.load")
     p.add_argument(
+        "--metrics",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve the decisions as Prometheus metrics on http://HOST:PORT/metrics (share, phase, the judge's "
+        "estimates and bounds, decisions by action; docs/run.md)",
+    )
+    p.add_argument(
         "--drain",
         type=float,
         default=2.0,
@@ -116,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         resources = load_plan(load_resources(args.file), args)
         if args.drain < 0:
             raise ValueError("--drain must be >= 0")
+        metrics = _metrics_address(args.metrics)
     except (ResourceError, ValueError) as e:
         raise CommandError(str(e), EXIT_CONFIG) from None
     state_dir = Path(args.state_dir) if args.state_dir else Path(".bakeoff-state") / resources.bakeoff.name
@@ -138,11 +146,21 @@ def run(args: argparse.Namespace) -> int:
                 exit_on_decision=args.exit_on_decision,
                 drain=args.drain,
                 load=load,
+                metrics=metrics,
             )
         )
         return code
     except KeyboardInterrupt:
         return 130
+
+
+def _metrics_address(value: str | None) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"--metrics must be HOST:PORT (e.g. 127.0.0.1:9464), got {value!r}")
+    return (host or "127.0.0.1").strip("[]"), int(port)
 
 
 def _log_to_file(path: Path) -> None:
@@ -165,6 +183,7 @@ async def execute(
     exit_on_decision: bool,
     drain: float = 2.0,
     load: Any = None,
+    metrics: tuple[str, int] | None = None,
 ) -> tuple[int, Any]:
     """Run one bake-off until a decision (or a signal); returns (exit code, the Runner)."""
     from bakeoff.controller.journal import Journal
@@ -186,7 +205,23 @@ async def execute(
         base_dir=base_dir,
         drain=drain,
         routes=b.routing.routes,
+        bakeoff=b.name,
     )
+    decision_metrics = metrics_runner = None
+    if metrics is not None:
+        from prometheus_client import CollectorRegistry
+
+        from bakeoff.controller.decision_metrics import DecisionMetrics, serve
+
+        registry = CollectorRegistry()
+        decision_metrics = DecisionMetrics(registry)
+        try:
+            metrics_runner, port = await serve(registry, *metrics)
+        except OSError as e:
+            return error(f"--metrics {metrics[0]}:{metrics[1]}: cannot listen ({e.strerror})", EXIT_FAILED), None
+        import structlog
+
+        structlog.get_logger("bakeoff").info("decision metrics", url=f"http://{metrics[0]}:{port}/metrics")
     runner = Runner(
         resources,
         platform,
@@ -195,6 +230,7 @@ async def execute(
         view=view,
         exit_on_decision=exit_on_decision,
         load=load,
+        decision_metrics=decision_metrics,
     )
     stop = asyncio.Event()
     got: list[int] = []
@@ -220,6 +256,8 @@ async def execute(
         return error(str(e), EXIT_FAILED), runner
     finally:
         view.stop()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
     view.summary(runner)
     sys.stdout.flush()
     if runner.state.decision is None and got:

@@ -84,7 +84,7 @@ class Exchange:
     __slots__ = (
         "head", "pending", "pending_bytes", "body_done", "chunked", "keep_alive", "is_head",
         "upgrade", "variant", "target", "started", "upstream", "response_started",
-        "last_activity", "http10", "reused", "sent_body", "finished", "route",
+        "last_activity", "http10", "reused", "sent_body", "finished", "route", "span",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -107,6 +107,7 @@ class Exchange:
         self.sent_body = False
         self.finished = False
         self.route = -1  # index into Router.request_routes.names; -1: no routes configured
+        self.span: object = None  # a sampled request's span (bakeoff.router.tracing), ended in _finish
 
 
 class ClientConnection(asyncio.Protocol):
@@ -144,6 +145,7 @@ class ClientConnection(asyncio.Protocol):
         self._te: bytes | None = None
         self._content_length = b""
         self._hosts = 0
+        self._traceparent: bytes | None = None
         # Set when a request's Upgrade offer was not passed on: b"" if it has
         # no body, else the framing header of the body still to come.
         self._upgrade_dropped: bytes | None = None
@@ -351,6 +353,7 @@ class ClientConnection(asyncio.Protocol):
         key = override = xff = None
         has_xfp = has_rid = False
         hosts = 0
+        traceparent: bytes | None = None
         cuts: list[tuple[int, int]] | None = None
         sticky = router.sticky_header
         override_name = router.override_header
@@ -391,6 +394,9 @@ class ClientConnection(asyncio.Protocol):
                 has_rid = True
             elif code == _HOST:
                 hosts += 1
+            elif name == b"traceparent":  # matched only with tracing configured (Router._set_sticky)
+                traceparent = head[f.start(2) : f.end(2)] if traceparent is None else b"several"
+                drop = True
             else:  # keep-alive, proxy-connection, te, trailer: this hop's only
                 drop = True
             if drop:
@@ -421,9 +427,11 @@ class ClientConnection(asyncio.Protocol):
             parts.append(b"X-Forwarded-Proto: http\r\n")
         if not has_rid:
             parts.append(request_id_line())
-        parts.append(b"\r\n")
         method = m.group(1)
         ex = Exchange()
+        if router.tracer is not None:
+            parts.append(router.tracer.begin(ex, traceparent, method))
+        parts.append(b"\r\n")
         ex.started = _perf()
         ex.last_activity = self.last_active
         ex.is_head = method == b"HEAD"
@@ -458,6 +466,7 @@ class ClientConnection(asyncio.Protocol):
         self._te = None
         self._content_length = b""
         self._hosts = 0
+        self._traceparent = None
         ex = Exchange()
         ex.started = _perf()
         ex.last_activity = self.loop.time()
@@ -506,6 +515,10 @@ class ClientConnection(asyncio.Protocol):
             self._has_rid = True
         elif lname == b"x-forwarded-proto":
             self._has_xfp = True
+        elif lname == b"traceparent" and router.tracer is not None:
+            # Several traceparent lines make it invalid (a new trace starts); the router sends its own.
+            self._traceparent = value if self._traceparent is None else b"several"
+            return
         self._headers.append(name + b": " + value + b"\r\n")
 
     def on_headers_complete(self) -> None:
@@ -568,6 +581,8 @@ class ClientConnection(asyncio.Protocol):
             headers.append(b"X-Forwarded-Proto: http\r\n")
         if not self._has_rid:
             headers.append(request_id_line())
+        if router.tracer is not None:
+            headers.append(router.tracer.begin(ex, self._traceparent, method))
         if te is not None:
             ex.chunked = True
             headers.append(b"Transfer-Encoding: " + te + b"\r\n")
@@ -790,6 +805,8 @@ class ClientConnection(asyncio.Protocol):
         variant = ex.variant
         if variant is None:
             return
+        if ex.span is not None:
+            self.router.tracer.end(ex, status, outcome)  # type: ignore[union-attr]
         stats = self.router.stats.variant(variant.name)
         seconds = _perf() - ex.started
         if outcome is None:

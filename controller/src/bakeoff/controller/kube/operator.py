@@ -300,6 +300,7 @@ class KubeController:
             ph = ((view.obj.get("status") or {}).get("phase")) or "New"
             phases[ph] = phases.get(ph, 0) + 1
         self.metrics.bakeoffs.clear()
+        self.metrics.decisions.forget({f"{v.obj['metadata']['namespace']}/{v.obj['metadata']['name']}" for v in views})
         for ph, n in phases.items():
             self.metrics.bakeoffs.labels(ph).set(n)
         with contextlib.suppress(Exception):
@@ -491,6 +492,15 @@ class KubeController:
             self._check_leading()
             self.status.write_bakeoff(b, new_status)  # raises Conflict: nothing below happens
             b["status"] = new_status
+        key = f"{p.ns}/{p.name}"
+        self.metrics.decisions.decided(key, p.events)
+        self.metrics.decisions.observe(
+            key,
+            st.phase,
+            shares,
+            {p.mname: "mainline", **{n: vs.phase for n, vs in st.variants.items()}},
+            p.verdict,
+        )
         for e in p.events:
             self.metrics.transitions.labels(e["type"]).inc()
             target = p.valid.get(e.get("variant") or "") if e.get("variant") else None
