@@ -64,6 +64,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--locustfile", default=None, metavar="FILE", help="drive load with this locust file (headless)")
     p.add_argument("--no-load", action="store_true", help="drive no load even if the file has spec.load")
     p.add_argument(
+        "--ui",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="serve the live web dashboard on 127.0.0.1 (its address is printed at start); "
+        "on by default without --headless",
+    )
+    p.add_argument(
+        "--ui-port", type=int, default=0, metavar="PORT", help="the dashboard's port (default 0: a free one)"
+    )
+    p.add_argument(
         "--drain",
         type=float,
         default=2.0,
@@ -116,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
         resources = load_plan(load_resources(args.file), args)
         if args.drain < 0:
             raise ValueError("--drain must be >= 0")
+        if not 0 <= args.ui_port <= 65535:
+            raise ValueError(f"--ui-port must be 0..65535, got {args.ui_port}")
     except (ResourceError, ValueError) as e:
         raise CommandError(str(e), EXIT_CONFIG) from None
     state_dir = Path(args.state_dir) if args.state_dir else Path(".bakeoff-state") / resources.bakeoff.name
@@ -138,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
                 exit_on_decision=args.exit_on_decision,
                 drain=args.drain,
                 load=load,
+                ui=(not args.headless) if args.ui is None else args.ui,
+                ui_port=args.ui_port,
             )
         )
         return code
@@ -156,6 +170,21 @@ def _log_to_file(path: Path) -> None:
     structlog.configure(processors=procs, logger_factory=structlog.PrintLoggerFactory(file=logfile))
 
 
+async def _start_dashboard(runner: Any, port: int) -> Any:
+    """The live dashboard of this run, its address printed; a port in use is a warning (the run goes on)."""
+    from bakeoff.controller.dashboard import Dashboard, DashboardError
+    from bakeoff.controller.dashboard.local import RunSource
+
+    dashboard = Dashboard(RunSource(runner), port=port)
+    try:
+        url = await dashboard.start()
+    except DashboardError as e:
+        print(f"bakeoff: warning: {e}; the run goes on without it", file=sys.stderr, flush=True)
+        return None
+    print(f"dashboard: {url}b/{runner.b.name}", flush=True)
+    return dashboard
+
+
 async def execute(
     resources: Any,
     state_dir: Path,
@@ -165,6 +194,8 @@ async def execute(
     exit_on_decision: bool,
     drain: float = 2.0,
     load: Any = None,
+    ui: bool = False,
+    ui_port: int = 0,
 ) -> tuple[int, Any]:
     """Run one bake-off until a decision (or a signal); returns (exit code, the Runner)."""
     from bakeoff.controller.journal import Journal
@@ -206,6 +237,7 @@ async def execute(
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
+    dashboard = await _start_dashboard(runner, ui_port) if ui else None
     view.start()
     try:
         await runner.run(stop)
@@ -220,6 +252,8 @@ async def execute(
         return error(str(e), EXIT_FAILED), runner
     finally:
         view.stop()
+        if dashboard is not None:
+            await dashboard.stop()
     view.summary(runner)
     sys.stdout.flush()
     if runner.state.decision is None and got:
