@@ -33,18 +33,22 @@ async def test_page_loads_clean_and_shows_a_rollback_within_2s(tmp_path, runs):
     url = await dashboard_url(run)
     st = await run.wait_for(lambda s: s if s.get("weights", {}).get("erroring") else None, 60, "erroring serving")
     stop = asyncio.Event()
-    load = asyncio.create_task(drive_load(st["router"]["url"], stop, users=20))
+    load = None
     try:
-        with browser_page() as (page, errors):
-            await asyncio.to_thread(page.goto, url)
+        async with browser_page() as (page, errors):
+            await page.goto(url)
+            # the page is live (its first update arrived) before any traffic, so the rollback comes later
+            await page.wait_for_selector("#live[data-updated]", timeout=30_000)
             # record in the page when the rollback shows, without a reload
-            await asyncio.to_thread(
-                page.evaluate,
+            await page.evaluate(
                 """() => { window.__seen = null; const obs = new MutationObserver(() => {
                    const td = document.querySelector('#variants tr[data-variant="erroring"] td.phase');
-                   if (td && td.textContent.trim() === 'RolledBack' && window.__seen === null) window.__seen = Date.now(); });
+                   if (td && td.textContent.trim() === 'RolledBack' && window.__seen === null) {
+                     window.__seen = Date.now(); window.__sent = Number(document.getElementById('live').dataset.sent); } });
                    obs.observe(document.getElementById('live'), {childList: true, subtree: true}); }""",
             )
+            assert await page.inner_text('#variants tr[data-variant="erroring"] td.phase') == "Serving"
+            load = asyncio.create_task(drive_load(st["router"]["url"], stop, users=20))
             await run.wait_for(
                 lambda s: s if s["variants"]["erroring"]["phase"] == "RolledBack" else None, 60, "the rollback"
             )
@@ -53,16 +57,20 @@ async def test_page_loads_clean_and_shows_a_rollback_within_2s(tmp_path, runs):
                 lambda: page.evaluate("() => window.__seen"), timeout=10, interval=0.1, what="the page showing it"
             )
             lag = seen / 1000 - at
-            print(f"rollback journaled at {at:.3f}; shown by the page {lag:.2f} s later")
+            sent = await page.evaluate("() => window.__sent")
+            print(
+                f"rollback journaled at {at:.3f}; sent by the server {sent - at:.2f} s later, shown {lag:.2f} s later"
+            )
             assert lag < 2.0, f"the page showed the rollback {lag:.2f} s after it was journaled"
-            why = page.inner_text('#why li[data-variant="erroring"]')
+            why = await page.inner_text('#why li[data-variant="erroring"]')
             assert why.startswith("erroring (RolledBack): Rolled back:"), why
             assert "error_rate" in why and "tolerance" in why, why
-            assert page.evaluate("() => performance.getEntriesByType('navigation').length") == 1  # no reload
+            assert await page.evaluate("() => performance.getEntriesByType('navigation').length") == 1  # no reload
             assert errors == [], errors
     finally:
         stop.set()
-        await load
+        if load is not None:
+            await load
 
 
 async def test_approve_button_promotes_a_waiting_winner(tmp_path, runs):
@@ -75,19 +83,18 @@ async def test_approve_button_promotes_a_waiting_winner(tmp_path, runs):
     stop = asyncio.Event()
     load = asyncio.create_task(drive_load(st["router"]["url"], stop, users=30))
     try:
-        with browser_page() as (page, errors):
-            await asyncio.to_thread(page.goto, url)
+        async with browser_page() as (page, errors):
+            await page.goto(url)
             await run.wait_for(lambda s: s if s["phase"] == "AwaitingApproval" else None, 90, "a winner waiting")
-            await asyncio.to_thread(page.wait_for_selector, "#approve:not([hidden])", timeout=10_000)
-            assert page.inner_text("#approve").strip() == "Approve better"
-            await asyncio.to_thread(page.click, "#approve")
+            await page.wait_for_selector("#approve:not([hidden])", timeout=10_000)
+            assert (await page.inner_text("#approve")).strip() == "Approve better"
+            await page.click("#approve")
             await run.wait_for(lambda s: s if s["phase"] == "Promoted" else None, 30, "the promotion")
-            await asyncio.to_thread(
-                page.wait_for_function,
+            await page.wait_for_function(
                 """() => (document.querySelector('#variants tr[data-variant="better"] td.phase')||{}).textContent === 'Promoted'""",
                 timeout=10_000,
             )
-            assert "approved better" in page.inner_text("#notice")
+            assert "approved better" in await page.inner_text("#notice")
             assert errors == [], errors
     finally:
         stop.set()

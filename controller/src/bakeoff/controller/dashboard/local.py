@@ -2,12 +2,54 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 from bakeoff.controller.dashboard.server import SourceError
 from bakeoff.controller.journal import write_request
 from bakeoff.controller.reconcile import FINAL
+
+
+class Changed:
+    """Wakes every watching page at once when the run records an event (a rollback, a promotion)."""
+
+    def __init__(self) -> None:
+        self.waiters: set[asyncio.Future[None]] = set()
+
+    def set(self) -> None:
+        for f in self.waiters:
+            if not f.done():
+                f.set_result(None)
+        self.waiters.clear()
+
+    async def wait(self) -> None:
+        f = asyncio.get_running_loop().create_future()
+        self.waiters.add(f)
+        try:
+            await f
+        finally:
+            self.waiters.discard(f)
+
+
+class _Notifying:
+    """The run's view, with each event also waking the dashboard's pages."""
+
+    def __init__(self, view: Any, changed: Changed) -> None:
+        self._view = view
+        self._changed = changed
+
+    def event(self, e: dict[str, Any]) -> None:
+        if self._view is not None:
+            self._view.event(e)
+        self._changed.set()
+
+    def update(self, runner: Any) -> None:
+        if self._view is not None:
+            self._view.update(runner)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._view, name)
 
 
 class RunSource:
@@ -19,6 +61,8 @@ class RunSource:
     def __init__(self, runner: Any) -> None:
         self.runner = runner
         self.where = f"local run, state in {runner.journal.dir}"
+        self.changed = Changed()
+        runner.view = _Notifying(runner.view, self.changed)
 
     def _check(self, key: str) -> None:
         if key != self.runner.b.name:

@@ -178,10 +178,19 @@ class Dashboard:
                             await resp.write(_event("update", {"html": body, "at": time.time()}))
                 except SourceError as e:
                     await resp.write(_event("problem", {"message": str(e)}))
-                await asyncio.sleep(PUSH_EVERY if last != "gone" else PUSH_EVERY * 4)
+                await self._wait(PUSH_EVERY if last != "gone" else PUSH_EVERY * 4)
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         return resp
+
+    async def _wait(self, timeout: float) -> None:
+        """Until the source says something changed (a source that can: the local run's events), or ``timeout``."""
+        changed = getattr(self.source, "changed", None)
+        if changed is None:
+            await asyncio.sleep(timeout)
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(changed.wait(), timeout)
 
     # -- acting -------------------------------------------------------------------
     async def _act(self, request: web.Request, what: str) -> web.Response:
@@ -216,7 +225,7 @@ def _error_page(message: str, where: str) -> str:
     import html
 
     return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>bakeoff dashboard</title></head><body>"
+        f"<!doctype html><html><head><meta charset='utf-8'><link rel='icon' href='data:,'><title>bakeoff dashboard</title></head><body>"
         f"<p><a href='/'>all bake-offs</a> · {html.escape(where)}</p>"
         f"<p class='notice' id='notice'>{html.escape(message)}</p></body></html>"
     )

@@ -137,7 +137,10 @@ def context(rep: dict[str, Any], *, charts: bool = True) -> dict[str, Any]:
                     all_keys.append(k)
     chart_list, others = [], []
     if charts:
-        chart_list = [{"key": k, "svg": svg_metric(k, rep, colours)} for k in keys_first]
+        chart_list = [
+            {"key": k, "svg": svg_metric(k, rep, colours, highlight=[n for n in names if k in deciding.get(n, ())])}
+            for k in keys_first
+        ]
         others = [{"key": k, "svg": svg_metric(k, rep, colours)} for k in all_keys if k not in keys_first]
     codes = rep.get("status_codes") or {}
     status_keys = [k for k in STATUS_KEYS if any(c.get(k) for c in codes.values())]

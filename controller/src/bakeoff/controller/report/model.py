@@ -355,7 +355,7 @@ def why(rep: dict[str, Any], name: str) -> dict[str, Any]:
     elif phase == "RolledBack":
         sentence = f"Rolled back: {'; '.join(phrases) if phrases else reason}."
     elif phase == "Lost":
-        sentence = f"Lost: {reason}" + (f" (then {'; '.join(phrases)})" if phrases else "") + "."
+        sentence = f"Lost: {reason or 'another variant won'}" + (f", while {'; '.join(phrases)}." if phrases else ".")
     elif phase and phase.startswith("Failed"):
         sentence = f"Failed to start: {reason}."
     elif phrases:

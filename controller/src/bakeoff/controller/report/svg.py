@@ -53,6 +53,11 @@ def _svg_latency(lat: dict[str, Any], colours: dict[str, str]) -> str:
     return "".join(parts)
 
 
+LABEL_CHAR_W = 6.2  # px per character of a 10 px label (an upper bound for the usual sans-serif fonts)
+MAX_LABEL_ROWS = 6
+MAX_BANDS = 3  # confidence-sequence bands drawn per chart
+
+
 def nice_ticks(lo: float, hi: float, n: int = 6) -> list[float]:
     """About ``n`` round tick values (1, 2 or 5 times a power of ten apart) covering [lo, hi]."""
     span = hi - lo
@@ -87,7 +92,7 @@ def _time_axis(X: Any, span: float, top: float, bottom: float) -> str:
         x = X(t)
         parts.append(
             f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{bottom}" stroke="#eee"/>'
-            f'<text class="tick" x="{x:.1f}" y="{bottom + 13}" font-size="10" text-anchor="middle">'
+            f'<text class="tick" x="{x:.1f}" y="{bottom + 16}" font-size="10" text-anchor="middle">'
             f"{_time_label(t, span)}</text>"
         )
     return "".join(parts)
@@ -98,6 +103,7 @@ def svg_metric(
     rep: dict[str, Any],
     colours: dict[str, str],
     variants: list[str] | None = None,
+    highlight: list[str] | None = None,
 ) -> str:
     """One metric's (and route's) change over time per candidate, with its confidence-sequence
     band, the tolerance line (dashed red), and a marker with its reason where a candidate was
@@ -181,10 +187,13 @@ def svg_metric(
             f'text-anchor="end">tolerance {format_in_units(tolerance, unit)}</text>'
         )
     parts.append(f'<g clip-path="url(#{cid})">')
+    # bands for at most MAX_BANDS variants (those the metric decided, else the first): more bands
+    # stacked shade the whole plot and hide every line
+    banded = [n for n in (highlight or []) if n in series][:MAX_BANDS] or list(series)[:MAX_BANDS]
     for name, s in series.items():
         c = colours.get(name, "#333")
         band = [(t, a, b) for t, _, a, b in s if a is not None and b is not None]
-        if len(band) > 1:
+        if len(band) > 1 and name in banded:
             up = " ".join(f"{X(t):.1f},{Y(b):.1f}" for t, a, b in band)
             down = " ".join(f"{X(t):.1f},{Y(a):.1f}" for t, a, b in reversed(band))
             parts.append(f'<polygon points="{up} {down}" fill="{c}" fill-opacity="0.12" stroke="none"/>')
@@ -199,21 +208,34 @@ def svg_metric(
         if e.get("type") not in ("rolled_back", "failed", "promoted", "winner") or e.get("variant") not in series:
             continue
         marks.append(e)
-    for i, e in enumerate(marks):
+    rows: list[float] = []  # per label row: the x where its last label ends
+    for e in sorted(marks, key=lambda e: e.get("at") or t0):
         x = X(e.get("at") or t0)
         c = colours.get(e["variant"], "#333")
         sym = "&#10003;" if e["type"] in ("promoted", "winner") else "&#10007;"
-        right = x > L + pw * 0.6
-        tx = x - 3 if right else x + 3
-        anchor = "end" if right else "start"
-        y = T + 11 + (i % 4) * 11
         parts.append(
             f'<line class="marker" x1="{x:.1f}" y1="{T}" x2="{x:.1f}" y2="{T + ph}" stroke="{c}" stroke-width="1.5">'
             f"<title>{html.escape(e['variant'])} {html.escape(e['type'])}: {html.escape(e.get('reason') or '')}"
             f"</title></line>"
-            f'<text class="label marker-label" x="{tx:.1f}" y="{y}" font-size="10" fill="{c}" '
-            f'text-anchor="{anchor}">{sym} {html.escape(e["variant"])}</text>'
         )
+        # a label beside its line, in the first row where it overlaps no other label and stays inside the
+        # plot; none when no row has room (the line keeps its tooltip)
+        width = LABEL_CHAR_W * (len(e["variant"]) + 2)
+        right = x + 3 + width > L + pw
+        x0 = x - 3 - width if right else x + 3
+        if x0 < L:
+            continue
+        for i in range(MAX_LABEL_ROWS):
+            if i == len(rows):
+                rows.append(-1e9)
+            if x0 >= rows[i] + 4:
+                rows[i] = x0 + width
+                parts.append(
+                    f'<text class="label marker-label" x="{x - 3 if right else x + 3:.1f}" y="{T + 11 + i * 11}" '
+                    f'font-size="10" fill="{c}" text-anchor="{"end" if right else "start"}">'
+                    f"{sym} {html.escape(e['variant'])}</text>"
+                )
+                break
     parts.append(
         f'<text class="label" x="{L + pw / 2}" y="{H - 4}" font-size="10" text-anchor="middle">'
         f"time since the start; y: change against the mainline ({html.escape(unit or 'difference')})</text></svg>"

@@ -23,6 +23,7 @@
     var ds = live.querySelectorAll("details");
     open.forEach(function (i) { if (ds[i]) ds[i].open = true; });
     live.setAttribute("data-updated", String(Date.now()));
+    live.setAttribute("data-sent", String(data.at));
     var approve = document.getElementById("approve");
     var abort = document.getElementById("abort");
     if (approve && data.waiting !== undefined) {
