@@ -101,6 +101,23 @@ async def test_approve_button_promotes_a_waiting_winner(tmp_path, runs):
         await load
     approved = [e for e in run.journal() if e.get("type") == "approved"]
     assert approved and approved[0]["variant"] == "better" and "dashboard" in approved[0]["reason"], approved
+    # the static report the run wrote at its decision: the same components, saying why
+    report = await eventually_async(
+        lambda: (state / "report.html").exists() and (state / "report.html").read_text(), timeout=30, what="report"
+    )
+    why = re.search(r'<li data-variant="better">(.*?)</li>', report, re.S)
+    assert why, report[:3000]
+    text = re.sub(r"<[^>]+>", "", why.group(1))
+    assert re.search(r"better \(Promoted\): Won: conversion interval \[\+[\d.]+ pp, \+[\d.]+ pp\]", text), text
+    assert re.search(r"after \d+ s and \d+ requests", text), text
+    assert '<details id="evidence-rest">' in report  # the rows that did not decide, folded
+    assert '<figure data-metric="conversion">' in report  # a chart for the deciding metric
+    assert '<figure id="shares"><svg class="chart shares"' in report
+    assert "commit: <code>c0ffee-bette</code>" in report  # the change's commit, to 12 characters
+    assert "judge:\n  alpha: 0.05\n" in report  # the configuration as YAML
+    from bakeoff.controller.report.model import colour_of
+
+    assert f'style="background:{colour_of("better")}"' in report
 
 
 async def test_a_dashboard_port_in_use_is_a_warning_and_the_run_goes_on(tmp_path, runs):

@@ -76,9 +76,10 @@ class ClusterSource:
         return list((got or {}).get("items") or [])
 
     def rows(self) -> list[dict[str, Any]]:
+        bakeoffs = self._list("bakeoffs")
         variants = self._list("variants")
         out = []
-        for b in sorted(self._list("bakeoffs"), key=lambda b: b["metadata"]["name"]):
+        for b in sorted(bakeoffs, key=lambda b: b["metadata"]["name"]):
             name = b["metadata"]["name"]
             st = b.get("status") or {}
             d: dict[str, Any] = st["decision"] if isinstance(st.get("decision"), dict) else {}

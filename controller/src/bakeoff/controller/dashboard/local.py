@@ -89,7 +89,10 @@ class RunSource:
 
         if key != self.runner.b.name:
             return None
-        return build(self.runner, None)
+        rep = build(self.runner, None)
+        # rendered in a thread while the run goes on: its own copies of the lists the run appends to
+        rep["history"], rep["events"] = list(rep["history"]), [dict(e) for e in rep["events"]]
+        return rep
 
     def approve(self, key: str, variant: str) -> str:
         self._check(key)

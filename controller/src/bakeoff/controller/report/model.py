@@ -8,8 +8,6 @@ from typing import Any
 
 from bakeoff.judge.latency import beyond_grid
 
-PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
-
 
 def latency_distributions(snap: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     from bakeoff.contracts.histogram import bucket_value, decode_counts, quantile_from_counts
