@@ -132,3 +132,19 @@ async def test_a_dashboard_port_in_use_is_a_warning_and_the_run_goes_on(tmp_path
         assert f"dashboard port 127.0.0.1:{port} is in use" in out and "goes on without it" in out, out
         assert run.proc.poll() is None
         time.sleep(0)  # the listener stays ours until here
+
+
+async def test_abort_button_stops_the_run_without_a_winner(tmp_path, runs):
+    spec = write_docs(tmp_path / "bake.yaml", [bakeoff_doc(), variant_doc("better", "better")])
+    run = runs(spec, tmp_path / "state", "--ui")
+    url = await dashboard_url(run)
+    await run.wait_for(lambda s: s if s.get("weights", {}).get("better") else None, 60, "better serving")
+    async with browser_page() as (page, errors):
+        await page.goto(url)
+        await page.wait_for_selector("#abort:not([hidden])", timeout=30_000)
+        await page.click("#abort")  # the confirmation dialog is accepted (tests/dashboard/browser.py)
+        st = await run.wait_for(lambda s: s if s.get("decision") else None, 30, "the stop")
+        assert st["decision"]["action"] == "stop" and "aborted from the dashboard" in st["decision"]["reason"], st
+        await page.wait_for_selector("#decision.stopped", timeout=10_000)
+        assert await page.is_hidden("#abort")
+        assert errors == [], errors
