@@ -86,11 +86,11 @@ def context(rep: dict[str, Any], *, charts: bool = True) -> dict[str, Any]:
     d = rep.get("decision")
     kind = banner_kind(d)
     if d is None:
-        headline = f"No decision yet (phase {rep.get('phase')})"
+        headline = ("No decision yet", None, f"phase {rep.get('phase')}")
     elif d.get("action") == "promote":
-        headline = f"Promoted {d.get('winner')} — {d.get('reason')}"
+        headline = ("Promoted", d.get("winner"), d.get("reason"))
     else:
-        headline = f"Stopped without a winner — {d.get('reason')}"
+        headline = ("Stopped without a winner", None, d.get("reason"))
     names = list(rep.get("variants") or {})
     colours = {n: colour_of(n) for n in names}
     obj = next((m for m in rep.get("judge", {}).get("metrics") or [] if m.get("role") == "objective"), None)

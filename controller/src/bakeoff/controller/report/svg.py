@@ -214,7 +214,7 @@ def svg_metric(
         c = colours.get(e["variant"], "#333")
         sym = "&#10003;" if e["type"] in ("promoted", "winner") else "&#10007;"
         parts.append(
-            f'<line class="marker" x1="{x:.1f}" y1="{T}" x2="{x:.1f}" y2="{T + ph}" stroke="{c}" stroke-width="1.5">'
+            f'<line class="{"rollback" if e["type"] in ("rolled_back", "failed") else "promotion"}" x1="{x:.1f}" y1="{T}" x2="{x:.1f}" y2="{T + ph}" stroke="{c}" stroke-width="1.5">'
             f"<title>{html.escape(e['variant'])} {html.escape(e['type'])}: {html.escape(e.get('reason') or '')}"
             f"</title></line>"
         )
