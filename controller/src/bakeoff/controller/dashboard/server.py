@@ -76,7 +76,8 @@ class Dashboard:
         return app
 
     async def start(self) -> str:
-        self.runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        # an open page's event stream never ends by itself: stopping waits for it at most a second
+        self.runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.host, self.port)
         try:
