@@ -71,6 +71,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "estimates and bounds, decisions by action; docs/run.md)",
     )
     p.add_argument(
+        "--ui",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="serve the live web dashboard on 127.0.0.1 (its address is printed at start); "
+        "on by default without --headless",
+    )
+    p.add_argument(
+        "--ui-port", type=int, default=0, metavar="PORT", help="the dashboard's port (default 0: a free one)"
+    )
+    p.add_argument(
         "--drain",
         type=float,
         default=2.0,
@@ -124,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
         if args.drain < 0:
             raise ValueError("--drain must be >= 0")
         metrics = _metrics_address(args.metrics)
+        if not 0 <= args.ui_port <= 65535:
+            raise ValueError(f"--ui-port must be 0..65535, got {args.ui_port}")
     except (ResourceError, ValueError) as e:
         raise CommandError(str(e), EXIT_CONFIG) from None
     state_dir = Path(args.state_dir) if args.state_dir else Path(".bakeoff-state") / resources.bakeoff.name
@@ -147,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
                 drain=args.drain,
                 load=load,
                 metrics=metrics,
+                ui=(not args.headless) if args.ui is None else args.ui,
+                ui_port=args.ui_port,
             )
         )
         return code
@@ -174,6 +188,21 @@ def _log_to_file(path: Path) -> None:
     structlog.configure(processors=procs, logger_factory=structlog.PrintLoggerFactory(file=logfile))
 
 
+async def _start_dashboard(runner: Any, port: int) -> Any:
+    """The live dashboard of this run, its address printed; a port in use is a warning (the run goes on)."""
+    from bakeoff.controller.dashboard import Dashboard, DashboardError
+    from bakeoff.controller.dashboard.local import RunSource
+
+    dashboard = Dashboard(RunSource(runner), port=port)
+    try:
+        url = await dashboard.start()
+    except DashboardError as e:
+        print(f"bakeoff: warning: {e}; the run goes on without it", file=sys.stderr, flush=True)
+        return None
+    print(f"dashboard: {url}b/{runner.b.name}", flush=True)
+    return dashboard
+
+
 async def execute(
     resources: Any,
     state_dir: Path,
@@ -184,6 +213,8 @@ async def execute(
     drain: float = 2.0,
     load: Any = None,
     metrics: tuple[str, int] | None = None,
+    ui: bool = False,
+    ui_port: int = 0,
 ) -> tuple[int, Any]:
     """Run one bake-off until a decision (or a signal); returns (exit code, the Runner)."""
     from bakeoff.controller.journal import Journal
@@ -242,6 +273,7 @@ async def execute(
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
+    dashboard = await _start_dashboard(runner, ui_port) if ui else None
     view.start()
     try:
         await runner.run(stop)
@@ -258,6 +290,8 @@ async def execute(
         view.stop()
         if metrics_runner is not None:
             await metrics_runner.cleanup()
+        if dashboard is not None:
+            await dashboard.stop()
     view.summary(runner)
     sys.stdout.flush()
     if runner.state.decision is None and got:

@@ -109,15 +109,9 @@ class Approve:
 
 def _write_request(path: Path, data: dict[str, Any]) -> None:
     """The file a running ``bakeoff run`` picks up: one JSON object with the OS user and the time."""
-    import getpass
+    from bakeoff.controller.journal import write_request
 
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({**data, "user": user, "at": time.time()}) + "\n")
-    tmp.replace(path)
+    write_request(path, data)
 
 
 class Abort:
