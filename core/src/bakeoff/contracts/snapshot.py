@@ -84,6 +84,8 @@ def validate_header(snapshot: Any, origin: str = "snapshot") -> dict[str, Any]:
     if not isinstance(variants, dict):
         raise SnapshotError(f"{origin}: field 'variants' must be an object")
     return variants
+
+
 def _validate_resources(resources: Any, where: str) -> None:
     if not isinstance(resources, dict):
         raise SnapshotError(f"{where}.resources must be an object")

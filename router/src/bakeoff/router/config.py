@@ -287,7 +287,7 @@ def parse_variants(data: Any, origin: str) -> tuple[VariantSpec, ...]:
         protocol = v.get("protocol", "http1")
         if protocol not in PROTOCOLS:
             raise ConfigError(f"{where}.protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
-                version = v.get("version")
+        version = v.get("version")
         if version is not None and (not isinstance(version, str) or not version or len(version) > 1024):
             raise ConfigError(f"{where}.version must be a non-empty string (the variant's commit), got {version!r}")
         out.append(VariantSpec(name, addrs, float(weight), protocol=protocol, version=version))
