@@ -139,6 +139,8 @@ def test_router_vs_nginx_counts_instructions_per_request_for_nginx_and_each_rout
     ratio = report["cpu_per_req_ratio_instr"]
     assert ratio == pytest.approx(report["router_instr_per_req"] / report["nginx_instr_per_req"], rel=1e-2)
     assert re.search(r"^instructions per request router/nginx: [0-9.]+$", proc.stdout, re.M), proc.stdout
+
+
 def test_router_vs_nginx_tracing_reports_cpu_per_request_off_1pct_and_100pct() -> None:
     """Issue 20 item 4: CPU per request with tracing propagating only, at 1% and at 100% sampling,
     beside the router without tracing (today's figure), in the last JSON line; the sampled spans
