@@ -81,6 +81,7 @@ class H2Upstream(asyncio.Protocol):
         self.calls: dict[int, Call] = {}
         self.closed = False
         self.goaway = False
+        self._flush_pending = False
 
     # -- asyncio.Protocol ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -199,12 +200,20 @@ class H2Upstream(asyncio.Protocol):
             pass
 
     def flush(self) -> None:
+        """Send what h2 has queued, once per loop iteration: many calls' frames go in one write."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.pool.router.loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_pending = False
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.closed:
             self.transport.write(data)
 
     def close(self) -> None:
         if not self.closed and self.transport is not None:
+            self._flush_now()  # a GOAWAY or RST_STREAM queued just before goes out first
             self.transport.close()
         self.closed = True
 
