@@ -51,8 +51,8 @@ from h2.settings import SettingCodes, Settings
 
 from bakeoff.contracts.snapshot import ABORTED, CONNECT_ERROR, TIMEOUT
 from bakeoff.router import grpc
-from bakeoff.router.h2_upstream import CONNECTION_WINDOW, Http1Bridge
 from bakeoff.router.h2_tuning import tune_hpack
+from bakeoff.router.h2_upstream import CONNECTION_WINDOW, Http1Bridge
 from bakeoff.router.http11 import HOP_BY_HOP, METRIC_PREFIX, METRIC_PREFIX_LEN, request_id_line
 
 if TYPE_CHECKING:

@@ -75,4 +75,4 @@ def tune_hpack() -> None:
 
     if not isinstance(hp.log, _QuietLogger):
         hp.log = _QuietLogger(hp.log)  # type: ignore[assignment]
-    hp.decode_huffman = cached_huffman(hp.decode_huffman)
+    hp.decode_huffman = cached_huffman(hp.decode_huffman)  # type: ignore[assignment]
