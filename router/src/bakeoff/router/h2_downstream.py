@@ -328,6 +328,11 @@ class H2Client(asyncio.Protocol):
         target = call.variant.next_upstream()
         call.target = target
         call.headers = out
+        if call.variant.protocol == "h2c":
+            up = router.h2_pool.ready(target)
+            if up is not None:  # a pooled connection has a free stream: no task, no wait
+                up.start(call, out, end)
+                return
         self.loop.create_task(self._connect(call, target, out, end))
 
     async def _connect(self, call: Call, target: Upstream, headers: list[tuple[bytes, bytes]], end: bool) -> None:
