@@ -403,6 +403,8 @@ def _p(log_lambda: float | None, mult: float) -> float:
         return 1.0
     if log_lambda > 700:
         return 0.0
+    if log_lambda < -700:  # 1/Lambda beyond any float (math.exp would overflow)
+        return 1.0
     return min(1.0, math.exp(-log_lambda) * mult)
 
 
@@ -485,6 +487,33 @@ def _reach_tolerance(spec: MetricSpec, mv: MetricVerdict, lo: float, hi: float) 
 
 
 _STATES = np.array([UNKNOWN, WORSE, BETTER, NON_INFERIOR], dtype=object)
+_FEW_TESTS = 24
+
+
+def _scalar_rule(spec: MetricSpec, it: _Item, alpha: float) -> None:
+    """One test's p-values (:func:`_p`), state and interval (:func:`_interval`): the rule
+    :func:`_evaluate` applies on arrays."""
+    mv, b, mult = it.mv, it.b, it.mult
+    ev = b.evidence
+    guard = spec.role == "guardrail"
+    if ev:
+        mv.p_value = _p(ev.get("no_change"), mult)
+        mv.p_better = _p(ev.get("better"), mult)
+        mv.p_worse = _p(ev.get("worse" if guard else "worse_than_control"), mult)
+        mv.p_non_inferior = _p(ev.get("non_inferior"), mult) if guard else 1.0
+    else:  # no evidence yet: every p-value is 1 (_p(None))
+        mv.p_value = mv.p_better = mv.p_worse = mv.p_non_inferior = 1.0
+    if mv.p_worse <= alpha:
+        mv.state = WORSE
+    elif mv.p_better <= alpha:
+        mv.state = BETTER
+    elif guard and mv.p_non_inferior <= alpha:
+        mv.state = NON_INFERIOR
+    else:
+        mv.state = UNKNOWN
+    mv.ci = _interval(b, it.ci, it.narrows, spec, mv)
+    if math.isfinite(mv.estimate):
+        mv.estimate = min(max(mv.estimate, mv.ci[0]), mv.ci[1])
 
 
 def _evaluate(spec: MetricSpec, items: list[_Item], mult: float, alpha: float) -> None:
@@ -495,10 +524,14 @@ def _evaluate(spec: MetricSpec, items: list[_Item], mult: float, alpha: float) -
     confidence sequences, Howard, Ramdas, McAuliffe, Sekhon 2021, Section 2, then the
     one-sided set of the state's rejected test, Lehmann & Romano, Section 3.5).  Fills in
     each item's MetricVerdict and raises its RunningBest's interval where it narrows."""
+    n = len(items)
+    if n <= _FEW_TESTS:  # a handful (no routes): the scalar rule costs less than the array calls
+        for it in items:
+            _scalar_rule(spec, it, alpha)
+        return
     guard = spec.role == "guardrail"
     wk = "worse" if guard else "worse_than_control"
     ninf = -math.inf
-    n = len(items)
     evs = [it.b.evidence for it in items]
     L = np.array(
         [(e.get("no_change", ninf), e.get("better", ninf), e.get(wk, ninf), e.get("non_inferior", ninf)) for e in evs]
