@@ -139,7 +139,9 @@ def build_variants(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def build_variant(args: argparse.Namespace) -> dict[str, Any]:
     """The Variant object for ``bakeoff submit``; UsageError for a bad command line."""
-    args = argparse.Namespace(**{**vars(args), **{k: _one(getattr(args, k, None)) for k in ("image", "name", "commit")}})
+    args = argparse.Namespace(
+        **{**vars(args), **{k: _one(getattr(args, k, None)) for k in ("image", "name", "commit")}}
+    )
     bakeoff = args.bakeoff or ""
     if not BAKEOFF_NAME_RE.match(bakeoff):
         raise UsageError(f"--bakeoff {bakeoff!r} is not a valid Bakeoff name")
