@@ -129,7 +129,7 @@ def test_cluster_bakeoff_gets_defaults(custom):
     create(custom, minimal_bakeoff("defaults"))
     create(custom, minimal_variant("defaults-a", "defaults"))
     spec = get(custom, "bakeoffs", "defaults")["spec"]
-    assert spec["mainline"] == {"deployment": "shop", "name": "mainline", "healthPath": "/healthz"}
+    assert spec["mainline"] == {"deployment": "shop", "name": "mainline", "healthPath": "/healthz", "protocol": "http1"}
     assert spec["routing"] == {
         "stickiness": {"header": "X-User-Id"},
         "maxCandidateShare": 0.5,
