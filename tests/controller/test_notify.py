@@ -163,9 +163,9 @@ async def test_run_notifies_admitted_awaiting_approval_and_promoted(tmp_path, ru
             {"urlFrom": {"file": "flaky-url.txt"}, "keyFrom": {"file": "key.txt"}, "retries": 4},
             {"url": rx.url("slack"), "format": "slack", "events": ["promoted", "awaiting_approval"]},
             # hangs far longer than the run: the decisions must not wait for it
-            {"url": rx.url("hang"), "timeout": "600s", "retries": 0},
+            {"url": rx.url("hang"), "timeoutSeconds": 600, "retries": 0},
             # hangs past a short timeout: each delivery abandoned after one retry, and logged
-            {"url": rx.url("hangshort"), "timeout": "1s", "retries": 1, "events": ["admitted"]},
+            {"url": rx.url("hangshort"), "timeoutSeconds": 1, "retries": 1, "events": ["admitted"]},
         ]
         spec = write_docs(
             tmp_path / "bake.yaml",
@@ -234,9 +234,7 @@ async def test_run_notifies_rolled_back_and_stopped(tmp_path, runs):
         stop = asyncio.Event()
         load = asyncio.create_task(drive_load(st["router"]["url"], stop, users=32))
         try:
-            await run.wait_for(
-                lambda s: s["variants"]["erroring"]["phase"] == "RolledBack", 90, "erroring rolled back"
-            )
+            await run.wait_for(lambda s: s["variants"]["erroring"]["phase"] == "RolledBack", 90, "erroring rolled back")
         finally:
             stop.set()
             await load

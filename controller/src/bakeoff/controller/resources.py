@@ -420,17 +420,19 @@ def _value_ref(doc: _Doc, value: Any, where: str, platform: str) -> ValueRef:
     ref = _mapping(doc, value, where, schema.ValueFrom.keys(), required=True)
     given = [k for k in ("secretKeyRef", "env", "file") if ref.get(k) is not None]
     if len(given) != 1:
-        raise doc.error(where, f"needs exactly one of secretKeyRef (cluster), env or file (local), got {given or 'none'}")
+        raise doc.error(
+            where, f"needs exactly one of secretKeyRef (cluster), env or file (local), got {given or 'none'}"
+        )
     kind = given[0]
     if kind == "secretKeyRef":
-        if platform != "cluster":
+        if platform != "kubernetes":
             raise doc.error(f"{where}.secretKeyRef", "works only in a cluster; locally use env or file")
         sk = _mapping(doc, ref[kind], f"{where}.secretKeyRef", schema.SecretKeyRef.keys(), required=True)
         for k in ("name", "key"):
             if not isinstance(sk.get(k), str) or not sk[k]:
                 raise doc.error(f"{where}.secretKeyRef.{k}", "must be a non-empty string")
         return ValueRef(secret=(sk["name"], sk["key"]))
-    if platform == "cluster":
+    if platform == "kubernetes":
         raise doc.error(f"{where}.{kind}", "is local mode only; in a cluster use secretKeyRef (a Secret's key)")
     val = ref[kind]
     if not isinstance(val, str) or not val:
@@ -472,8 +474,12 @@ def _notify(doc: _Doc, value: Any, platform: str) -> tuple[NotifySpec, ...]:
         if events is None:
             events = list(schema.NOTIFY_EVENTS)
         if not isinstance(events, list) or not events or any(e not in schema.NOTIFY_EVENTS for e in events):
-            raise doc.error(f"{w}.events", f"must be a non-empty list of {', '.join(schema.NOTIFY_EVENTS)}, got {events!r}")
-        timeout = _duration(doc, d.get("timeout", "5s"), f"{w}.timeout")
+            raise doc.error(
+                f"{w}.events", f"must be a non-empty list of {', '.join(schema.NOTIFY_EVENTS)}, got {events!r}"
+            )
+        timeout = d.get("timeoutSeconds", 5.0)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 600:
+            raise doc.error(f"{w}.timeoutSeconds", f"must be a number of seconds above 0 and at most 600, got {timeout!r}")
         retries = d.get("retries", 5)
         if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 20:
             raise doc.error(f"{w}.retries", f"must be a whole number from 0 to 20, got {retries!r}")

@@ -536,7 +536,9 @@ class Webhook(_Model):  # spec.notify[i]
         min_length=1,
         max_length=5,
     )
-    timeout: Duration = Field("5s", description="One attempt's limit; a hanging endpoint is abandoned after it.")
+    timeout_seconds: float = Field(
+        5.0, description="One attempt's limit in seconds; a hanging endpoint is abandoned after it.", gt=0, le=600
+    )
     retries: int = Field(
         5, description="Retries with exponential backoff (0.5 s, doubling) before giving up.", ge=0, le=20
     )

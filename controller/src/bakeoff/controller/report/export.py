@@ -14,8 +14,9 @@ Columns:
   (difference, or ratio for latency: the estimate is a relative change);
 - ``estimate``, ``lower``, ``upper``, ``control``, ``candidate``, ``p`` (Bonferroni-adjusted), ``state``
   (the metric's: unknown, better, worse, within, ...);
-- ``decision``, ``decision_at``, ``decision_reason``: the last journal record about the variant at or
-  before that look (admitted, ramped, rolled_back, promoted, ...), empty before any.
+- ``decision``, ``decision_at``, ``decision_reason``: the decision in force after that look: the last
+  journal record about the variant before the next look (admitted, ramped, rolled_back, winner,
+  promoted, stopped, ...), empty before any.
 
 pandas writes the files; parquet needs pyarrow (``pip install 'bakeoff[export]'``).
 """
@@ -72,13 +73,17 @@ def evidence_rows(state_dir: Path) -> list[dict[str, Any]]:
     times = {n: [r["at"] for r in recs] for n, recs in decisions.items()}
 
     rows = []
-    for look in looks:
+    for k, look in enumerate(looks):
         at = look.get("at")
+        # a look's decisions are journaled just after it: what is in force is what the journal holds
+        # before the next look (or ever, after the last)
+        nxt = looks[k + 1].get("at") if k + 1 < len(looks) else None
+        cut = nxt if isinstance(nxt, (int, float)) else float("inf")
         for vname, vv in (look.get("variants") or {}).items():
             recs = decisions.get(vname, [])
-            i = bisect.bisect_right(times.get(vname, []), at) if isinstance(at, (int, float)) else 0
+            i = bisect.bisect_left(times.get(vname, []), cut)
             last = recs[i - 1] if i else None
-            stop = next((s for s in reversed(stops) if isinstance(at, (int, float)) and s["at"] <= at), None)
+            stop = next((s for s in reversed(stops) if s["at"] < cut), None)
             if stop is not None and (last is None or stop["at"] >= last["at"]):
                 last = stop
             for key, mv in (vv.get("metrics") or {}).items():
@@ -141,7 +146,7 @@ def export(state_dir: Path, fmt: str, output: Path | None = None) -> tuple[Path,
     if fmt == "csv":
         df.to_csv(tmp, index=False)
     elif fmt == "json":
-        df.to_json(tmp, orient="records", date_format="iso", date_unit="ms", indent=1)
+        df.to_json(tmp, orient="records", date_format="iso", date_unit="ms", double_precision=15, indent=1)
     else:
         try:
             import pyarrow  # noqa: F401
