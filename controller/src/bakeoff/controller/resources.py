@@ -479,7 +479,9 @@ def _notify(doc: _Doc, value: Any, platform: str) -> tuple[NotifySpec, ...]:
             )
         timeout = d.get("timeoutSeconds", 5.0)
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 600:
-            raise doc.error(f"{w}.timeoutSeconds", f"must be a number of seconds above 0 and at most 600, got {timeout!r}")
+            raise doc.error(
+                f"{w}.timeoutSeconds", f"must be a number of seconds above 0 and at most 600, got {timeout!r}"
+            )
         retries = d.get("retries", 5)
         if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 20:
             raise doc.error(f"{w}.retries", f"must be a whole number from 0 to 20, got {retries!r}")
