@@ -11,6 +11,7 @@ import pytest
 
 from tests.controller.test_notify import KEY, Receiver, verify
 
+from .test_chart import helm as helm  # noqa: F401 - the fixture
 from .test_controller import (
     SnapshotServer,
     apis,
@@ -141,3 +142,12 @@ async def test_a_webhook_url_that_is_not_http_is_refused_naming_the_field(kube, 
     assert cond["message"].startswith(
         f"Bakeoff {ns}/shop: spec.notify[0].keyFrom.env is local mode only; in a cluster use secretKeyRef"
     ), cond
+
+
+def test_the_chart_lets_the_controller_read_only_the_named_notify_secrets(helm, tmp_path):
+    from .test_chart import CONTROLLER_RULES, one, render, rule_set
+
+    assert rule_set(one(render(helm, tmp_path), "Role", "bakeoff-controller")) == CONTROLLER_RULES  # none by default
+    docs = render(helm, tmp_path, {"controller": {"notifySecrets": ["hooks", "slack-hook"]}})
+    extra = rule_set(one(docs, "Role", "bakeoff-controller")) - CONTROLLER_RULES
+    assert extra == {("", "secrets", "get", "hooks"), ("", "secrets", "get", "slack-hook")}
