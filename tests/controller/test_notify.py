@@ -151,6 +151,24 @@ async def test_dispatcher_retries_a_failing_endpoint_and_abandons_a_hanging_one_
     assert sent_in < 0.5, sent_in  # send() only enqueues (generous: the caller never waits for a delivery)
 
 
+async def test_a_full_queue_drops_the_oldest_notification_and_counts_it(monkeypatch):
+    import bakeoff.controller.notify as notify
+
+    monkeypatch.setattr(notify, "QUEUE_LIMIT", 3)
+    async with Receiver() as rx:
+        d = Dispatcher()
+        hook = Webhook(rx.url("hang"), timeout=600, retries=0, where="hang")
+        d.send([hook], {"event": "admitted", "id": "d0", "variant": "v0"})
+        await eventually_async(lambda: rx.open["hang"] == 1, what="d0 in flight", timeout=30)
+        for i in range(1, 10):
+            d.send([hook], {"event": "admitted", "id": f"d{i}", "variant": f"v{i}"})
+        await eventually_async(lambda: d.counts.dropped == 6, what="six dropped", timeout=30)
+        assert len(rx.got["hang"]) == 1 and json.loads(rx.got["hang"][0]["body"])["id"] == "d0"
+        await asyncio.to_thread(d.close, 0.2)
+    # in flight d0, waiting d7..d9 (the newest kept): all abandoned at close
+    assert d.counts.by_url[rx.url("hang")] == {"sent": 0, "retried": 0, "abandoned": 4, "dropped": 6}
+
+
 # -- bakeoff run end to end --------------------------------------------------------------------
 @pytest.mark.slow
 async def test_run_notifies_admitted_awaiting_approval_and_promoted(tmp_path, runs, monkeypatch):

@@ -198,10 +198,9 @@ class Dispatcher:
         for h in hooks:
             key = (h.url, h.format, h.key)
             q = self._queues.get(key)
-            if q is None or q.hook != h:
-                q = self._queues.get(key) or _Queue(h, asyncio.Queue(QUEUE_LIMIT))
-                q.hook = h
-                self._queues[key] = q
+            if q is None:
+                q = self._queues[key] = _Queue(h, asyncio.Queue(QUEUE_LIMIT))
+            q.hook = h  # the latest settings (events, timeout, retries) of the same endpoint
             if q.items.full():
                 old = q.items.get_nowait()
                 q.items.task_done()
