@@ -40,6 +40,13 @@ inflation), state/interval disagreement per kind, and per-route judging (a
 regression on one small route; a uniform slowdown judged stratified by route
 versus whole-service: the sample-size change).  ONLY=issue12 runs just those.
 
+Issue 19 (``alloc_`` keys): ``allocation: adaptive`` against the fixed split on the same
+streams (``run_tournament``: the controller's reconcile and the judge's step, k = 5, 10, 20
+candidates, one +1 point of conversion at 10%, the others equal or worse, some worse on the
+error guardrail): requests until the promotion, requests served by worse-than-mainline
+candidates (regret), P(promote the best), and false promotions in A/A at k = 10 and 20.
+ONLY=allocation runs just those (ALLOC_RUNS, ALLOC_AA_RUNS set the number of streams).
+
 QUICK=1 runs fewer streams (under 3 minutes on 2 cores).  The last line of
 output is one JSON object with the headline figures.
 """
@@ -576,6 +583,156 @@ def issue12(pool) -> dict:
     }
 
 
+# --- Issue 19: adaptive allocation vs the fixed split, on the same streams ------------------------
+
+TOURNAMENT_CFG = {
+    "alpha": 0.05,
+    "control": "mainline",
+    "minSamples": 500,
+    "guardrails": [{"metric": "error_rate", "maxIncrease": 0.005}],
+    "objective": {"metric": "conversion", "kind": "proportion", "direction": "higher"},
+}
+T_BASE = Arm(conversion=0.10, error_rate=0.01)
+# the others: equal, or worse on conversion by various amounts; every third worse one also fails a guardrail
+T_DELTAS = (0.0, -0.003, -0.01, -0.02, 0.0, -0.005, -0.015, -0.03)
+
+
+def tournament_arms(k: int, aa: bool = False) -> dict[str, Arm]:
+    """k candidates: one truly better (+1 point of conversion at 10%), the rest equal or worse."""
+    if aa:
+        return {f"c{i:02d}": T_BASE for i in range(k)}
+    arms = {"c00": Arm(conversion=0.11, error_rate=0.01)}
+    for i in range(1, k):
+        d = T_DELTAS[(i - 1) % len(T_DELTAS)]
+        bad_guard = d < 0 and i % 3 == 0
+        arms[f"c{i:02d}"] = Arm(conversion=0.10 + d, error_rate=0.02 if bad_guard else 0.01)
+    return arms
+
+
+def run_tournament(
+    k: int,
+    allocation: str,
+    seed: int,
+    aa: bool = False,
+    batch: int = 4000,
+    max_requests: int = 2_000_000,
+    max_step: float = 0.1,
+    mainline_floor: float = 0.5,
+) -> dict:
+    """One bake-off of k candidates, driven by the controller's real decision logic (reconcile) and the
+    judge's real step: each look routes ``batch`` requests by the split reconcile asked for.
+
+    Returns the requests served until the decision, the requests served by candidates worse than the
+    mainline (regret), the winner and whether it was the best (or, in A/A, a false promotion)."""
+    from bakeoff.controller.reconcile import FINAL, ControllerState, JudgeDecision, Observations, Policy, reconcile
+
+    arms = tournament_arms(k, aa)
+    names = list(arms)
+    worse = {n for n, a in arms.items() if a.conversion < T_BASE.conversion or a.error_rate > T_BASE.error_rate}
+    cfg = config_from_dict({**TOURNAMENT_CFG, "candidates": k}, "tournament")
+    policy = Policy(
+        mainline="mainline",
+        steps=(0.05, 0.1, 0.2),
+        step_interval=1.0,
+        max_candidate_share=0.5,
+        promotion="auto",
+        min_samples=0,
+        no_data_timeout=None,
+        allocation=allocation,
+        mainline_floor=mainline_floor,
+        max_step=max_step,
+    )
+    rng = np.random.default_rng([190, seed, k, int(aa)])
+    route_rng = np.random.default_rng([191, seed, k, int(aa), 0 if allocation == "fixed" else 1])
+    stream = Stream({"mainline": T_BASE, **arms}, rng)
+    state = ControllerState.new("tournament", "mainline", names)
+    js = JudgeState.new(cfg)
+    ready = frozenset(["mainline", *names])
+    gates: dict[str, str | None] = dict.fromkeys(names)
+    verdict = None
+    served = regret = 0
+    retired = 0
+    t = 0.0
+    while served < max_requests:
+        obs = Observations(
+            now=t, ready=ready, gates=gates, verdict=JudgeDecision.from_verdict(verdict) if verdict else None
+        )
+        plan = reconcile(policy, state, obs)
+        state = plan.state
+        for e in plan.events:
+            if e.get("retired_by") == "allocation":
+                js.out.setdefault(e["variant"], e["reason"])
+                retired += 1
+        if state.phase in FINAL:
+            break
+        w = state.weights
+        order = list(w)
+        counts = route_rng.multinomial(batch, np.array([w[n] for n in order]) / sum(w.values()))
+        per = {n: int(c) for n, c in zip(order, counts)}
+        t += 1.0
+        stream.advance(per, dt=1.0)
+        served += batch
+        regret += sum(c for n, c in per.items() if n in worse)
+        js, verdict = step(js, stream.snapshot(), t)
+    winner = (state.decision or {}).get("winner") if state.phase in FINAL else None
+    return {
+        "k": k,
+        "allocation": allocation,
+        "aa": aa,
+        "promoted": winner is not None,
+        "winner": winner,
+        "best": winner == "c00" and not aa,
+        "false_promotion": winner is not None and (aa or winner in worse or arms[winner].conversion <= 0.10),
+        "requests": served,
+        "regret": regret,
+        "retired": retired,
+    }
+
+
+def _tournament_task(args) -> dict:
+    return run_tournament(*args)
+
+
+def allocation_comparison(pool) -> dict:
+    """Issue 19: requests to promotion, regret, P(promote best) at k = 5, 10, 20 for the fixed split and
+    adaptive allocation on the same streams; false promotions in A/A at k = 10 and 20."""
+    q = QUICK
+    runs = int(os.environ.get("ALLOC_RUNS", 6 if q else 40))
+    aa_runs = int(os.environ.get("ALLOC_AA_RUNS", 20 if q else 200))
+    tasks = [(k, a, s) for k in (5, 10, 20) for a in ("fixed", "adaptive") for s in range(runs)]
+    aa_tasks = [(k, a, s, True, 8000, 600_000) for k in (10, 20) for a in ("fixed", "adaptive") for s in range(aa_runs)]
+    res = pool.map(_tournament_task, tasks + aa_tasks, chunksize=1)
+    out: dict = {}
+    print("allocation (issue 19): one candidate +1 point of conversion at 10%; the others equal or worse")
+    print(f"{'k':>3} {'allocation':10} {'runs':>5} {'P(best)':>8} {'median requests':>16} {'median regret':>14}")
+    for k in (5, 10, 20):
+        for a in ("fixed", "adaptive"):
+            rs = [r for r in res if r["k"] == k and r["allocation"] == a and not r["aa"]]
+            pb = float(np.mean([r["best"] for r in rs]))
+            n = float(np.median([r["requests"] for r in rs]))
+            reg = float(np.median([r["regret"] for r in rs]))
+            print(f"{k:>3} {a:10} {len(rs):>5} {pb:>8.3f} {n:>16,.0f} {reg:>14,.0f}")
+            out[f"alloc_k{k}_{a}_p_best"] = round(pb, 3)
+            out[f"alloc_k{k}_{a}_median_requests"] = round(n)
+            out[f"alloc_k{k}_{a}_median_regret"] = round(reg)
+        f, ad = out[f"alloc_k{k}_fixed_median_requests"], out[f"alloc_k{k}_adaptive_median_requests"]
+        fr, ar = out[f"alloc_k{k}_fixed_median_regret"], out[f"alloc_k{k}_adaptive_median_regret"]
+        out[f"alloc_k{k}_fewer_requests"] = round(1 - ad / f, 3) if f else None
+        out[f"alloc_k{k}_less_regret"] = round(1 - ar / fr, 3) if fr else None
+        print(
+            f"    k={k}: adaptive needs {1 - ad / f:.0%} fewer requests, {1 - ar / fr:.0%} less regret"
+            if f and fr
+            else ""
+        )
+    for k in (10, 20):
+        for a in ("fixed", "adaptive"):
+            rs = [r for r in res if r["k"] == k and r["allocation"] == a and r["aa"]]
+            fp = float(np.mean([r["false_promotion"] for r in rs]))
+            print(f"A/A k={k:<3} {a:10} runs {len(rs):>4}: false promotions {fp:.3f} (alpha 0.05)")
+            out[f"alloc_aa_k{k}_{a}_false_promotions"] = round(fp, 4)
+    return out
+
+
 def main() -> int:
     import warnings
 
@@ -586,11 +743,16 @@ def main() -> int:
     # Long scenarios first so the two workers finish together.
     tasks.sort(key=lambda t: -(t[0].max_n // t[0].batch) * (1 + t[0].k))
     only = os.environ.get("ONLY", "")
-    if only == "issue12":
+    if only in ("issue12", "allocation"):
         tasks = []
     with Pool(processes=min(2, os.cpu_count() or 1)) as pool:
+        if only == "allocation":
+            alloc = allocation_comparison(pool)
+            print(json.dumps({**alloc, "quick": QUICK, "elapsed_s": round(time.time() - t0, 1)}))
+            return 0
         results = pool.map(run_one, tasks, chunksize=4)
         extra = issue12(pool)
+        extra.update(allocation_comparison(pool))
     if only == "issue12":
         print(json.dumps({**extra, "quick": QUICK, "elapsed_s": round(time.time() - t0, 1)}))
         return 0

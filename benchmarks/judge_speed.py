@@ -10,14 +10,17 @@ revision, e.g. ``git archive layout core judge | tar -x -C DIR``) every cell is
 also measured with the judge found in DIR, in its own process, interleaved
 with the current one (alternating which goes first) so a load that comes and
 goes on a shared machine hits both alike.  Each figure is the median over
-``ROUNDS`` (default 3) rounds x 3 looks, with the spread (min, max) beside it.
+``ROUNDS`` (default 3) rounds x 3 looks, with the spread (min, max) beside it,
+and the median CPU time of the judging process per look (``cpu_median``: on a
+shared machine the wall time also holds the time the process waited for a core).
 A cell the earlier judge refuses (more than 16 routes) shows "refused".
 
     .venv/bin/python benchmarks/judge_speed.py          # make bench-judge
     BEFORE=/tmp/base ROUNDS=5 .venv/bin/python benchmarks/judge_speed.py
+    ONLY=12x16,20x64 BEFORE=/tmp/base .venv/bin/python benchmarks/judge_speed.py   # some cells
 
 The last line of output is one JSON object: ``{"step_ms": {"k=12,R=16":
-{"after": {"median", "min", "max"}, "before": ...}}}``.
+{"after": {"median", "min", "max", "cpu_median"}, "before": ...}}}``.
 """
 
 from __future__ import annotations
@@ -67,17 +70,18 @@ def worker(tree: str, path: str) -> None:
     with open(path, "rb") as f:
         looks = pickle.load(f)
     state = JudgeState.new(config_from_dict(EVERY_KIND, "bench.yaml"))
-    times = []
+    times, cpu = [], []
     for i, (snap, now) in enumerate(looks):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         state, verdict = step(state, snap, now)
-        dt = time.perf_counter() - t0
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
         if any(n.startswith("ignored") for n in verdict.notes):
             print(json.dumps({"refused": verdict.notes[0]}))
             return
         if i >= WARM:
             times.append(dt * 1000)
-    print(json.dumps({"ms": times}))
+            cpu.append(dc * 1000)
+    print(json.dumps({"ms": times, "cpu_ms": cpu}))
 
 
 def _run(tree: str, path: str) -> dict:
@@ -99,15 +103,19 @@ def _summary(ms: list[float]) -> dict | None:
 def main() -> int:
     before = os.environ.get("BEFORE", "")
     rounds = int(os.environ.get("ROUNDS", "3"))
+    only = set(filter(None, os.environ.get("ONLY", "").split(",")))  # e.g. ONLY=12x16,20x64
     sides = ["after"] + (["before"] if before else [])
     result: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for k in KS:
             for r in RS:
+                if only and f"{k}x{r}" not in only:
+                    continue
                 path = f"{tmp}/k{k}_r{r}.pickle"
                 with open(path, "wb") as f:
                     pickle.dump(_snapshots(k, r), f)
                 ms: dict[str, list[float]] = {s: [] for s in sides}
+                cpu_ms: dict[str, list[float]] = {s: [] for s in sides}
                 notes: dict[str, str] = {}
                 for i in range(rounds):
                     order = sides if i % 2 == 0 else sides[::-1]
@@ -117,12 +125,18 @@ def main() -> int:
                         out = _run(before if side == "before" else "", path)
                         if "ms" in out:
                             ms[side] += out["ms"]
+                            cpu_ms[side] += out.get("cpu_ms", [])
                         else:
                             notes[side] = "refused" if "refused" in out else out.get("error", "?")
                 cell = {s: (_summary(ms[s]) if s not in notes else notes[s]) for s in sides}
+                for s in sides:
+                    if isinstance(cell[s], dict):
+                        cell[s]["cpu_median"] = _summary(cpu_ms[s])["median"]  # type: ignore[index]
                 result[f"k={k},R={r}"] = cell
                 row = "  ".join(
-                    f"{s} {c['median']:8.1f} ms [{c['min']:.0f}-{c['max']:.0f}]" if isinstance(c, dict) else f"{s} {c}"
+                    f"{s} {c['median']:8.1f} ms [{c['min']:.0f}-{c['max']:.0f}] cpu {c['cpu_median']:7.1f}"
+                    if isinstance(c, dict)
+                    else f"{s} {c}"
                     for s, c in cell.items()
                 )
                 print(f"k={k:<3} R={r:<3} {row}", flush=True)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # kube-assets.sh — build/install a real kube-apiserver, etcd and helm (and, for
 # the realistic test cluster, kube-controller-manager, kube-scheduler and kwok;
-# and kubectl, for the tests of the documented kubectl commands) into a cache
+# and kubectl, for the tests of the documented kubectl commands; and Jaeger v2,
+# the trace store the router's tracing test exports to) into a cache
 # directory OUTSIDE the repository, then print that directory.
 #
 # The directory follows controller-runtime's envtest convention (a directory
@@ -29,6 +30,8 @@
 #                                     scheduler, kwok + its stage configs)
 #   scripts/kube-assets.sh --check-kubectl
 #                                     like --check, and also require kubectl
+#   scripts/kube-assets.sh --check-jaeger
+#                                     exit 0 if jaeger alone is cached
 #
 # The cluster components are built by default too; set BAKEOFF_KUBE_CLUSTER=0 to
 # build only kube-apiserver, etcd and helm. --check keeps asking only for those
@@ -52,6 +55,10 @@
 #   BAKEOFF_H2SPEC             1 (default) also build h2spec; 0 skips it
 #   BAKEOFF_KUBECTL            1 (default) also build kubectl (k8s.io/kubernetes/
 #                              cmd/kubectl at BAKEOFF_KUBE_VERSION); 0 skips it
+#   BAKEOFF_JAEGER_VERSION     the Go module version of github.com/jaegertracing/
+#                              jaeger whose cmd/jaeger (Jaeger v2) is built
+#                              (default v1.76.0, the module tag of Jaeger v2.13.0)
+#   BAKEOFF_JAEGER             1 (default) also build jaeger; 0 skips it
 #   BAKEOFF_KUBE_STAGING_PINS  space-separated module@version overriding the
 #                              staging version of a module missing on the proxy
 #                              (default for v1.32.13: k8s.io/endpointslice@v0.32.12,
@@ -74,6 +81,8 @@ H2SPEC_VERSION="${BAKEOFF_H2SPEC_VERSION:-v2.2.1+incompatible}"
 H2SPEC="${BAKEOFF_H2SPEC:-1}"
 CLUSTER="${BAKEOFF_KUBE_CLUSTER:-1}"
 KUBECTL="${BAKEOFF_KUBECTL:-1}"
+JAEGER_VERSION="${BAKEOFF_JAEGER_VERSION:-v1.76.0}"
+JAEGER="${BAKEOFF_JAEGER:-1}"
 if [ "$KUBE_VERSION" = v1.32.13 ]; then DEFAULT_PINS="k8s.io/endpointslice@v0.32.12"; else DEFAULT_PINS=""; fi
 STAGING_PINS="${BAKEOFF_KUBE_STAGING_PINS-$DEFAULT_PINS}"
 DIR="${BAKEOFF_KUBE_ASSETS:-$HOME/.cache/bakeoff/kube-assets}"
@@ -86,6 +95,7 @@ case "${1:-}" in
   --force) MODE=force ;;
   --check-cluster) MODE=check; CLUSTER=1; CHECK_CLUSTER=1 ;;
   --check-kubectl) MODE=check; KUBECTL=1; CHECK_KUBECTL=1 ;;
+  --check-jaeger) MODE=check-jaeger ;;
   -h|--help) sed -n '2,60p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "kube-assets: unknown argument: $1 (try --help)" >&2; exit 2 ;;
 esac
@@ -103,6 +113,7 @@ want_line() {
       if [ "$ETCD_SOURCE" = deb ]; then echo "etcd debian:etcd-server recipe=$RECIPE"
       else echo "etcd $ETCD_VERSION recipe=$RECIPE"; fi ;;
     helm) echo "helm $HELM_VERSION recipe=$RECIPE" ;;
+    jaeger) echo "jaeger $JAEGER_VERSION recipe=$RECIPE" ;;
     # A line of its own (not a new helm recipe), so that an older copy of this
     # script still accepts the cache once helm has been rebuilt with the stamp.
     helm-kube-default) echo "helm-kube-default $HELM_VERSION stamped=1" ;;
@@ -122,8 +133,16 @@ all_cached() {
   base_cached || return 1
   if [ "$CLUSTER" = 1 ] && [ "$MODE" != check -o -n "${CHECK_CLUSTER:-}" ]; then cluster_cached || return 1; fi
   if [ "$H2SPEC" = 1 ] && [ "$MODE" != check ]; then is_cached h2spec || return 1; fi
-  if [ "$KUBECTL" = 1 ] && [ "$MODE" != check -o -n "${CHECK_KUBECTL:-}" ]; then is_cached kubectl; fi
+  if [ "$KUBECTL" = 1 ] && [ "$MODE" != check -o -n "${CHECK_KUBECTL:-}" ]; then is_cached kubectl || return 1; fi
+  if [ "$JAEGER" = 1 ] && [ "$MODE" != check ]; then is_cached jaeger || return 1; fi
 }
+
+# ---- jaeger alone: cached or not (never builds) -----------------------------------
+if [ "$MODE" = check-jaeger ]; then
+  if is_cached jaeger; then echo "$DIR"; exit 0; fi
+  log "jaeger $JAEGER_VERSION is not in $DIR; run scripts/kube-assets.sh"
+  exit 1
+fi
 
 # ---- fast path: nothing to do -------------------------------------------------
 if [ "$MODE" != force ] && all_cached; then
@@ -270,6 +289,32 @@ build_kwok() {
   log "kwok $KWOK_VERSION built in $(elapsed "$t0")s"
 }
 
+# ---- jaeger (v2) ----------------------------------------------------------------
+# Jaeger v2 is github.com/jaegertracing/jaeger/cmd/jaeger (an OpenTelemetry
+# Collector distribution: OTLP receiver, in-memory store, query API); the Go
+# module keeps v1.x tags (v1.76.0 is Jaeger v2.13.0). A wrapper module rather
+# than `go install …@v`: jaeger's go.mod has a replace directive, which
+# `go install pkg@version` rejects; the wrapper re-states it.
+build_jaeger() {
+  local t0 jmod; t0=$(date +%s)
+  log "jaeger $JAEGER_VERSION: building github.com/jaegertracing/jaeger/cmd/jaeger (a large build: tens of minutes on one busy core)"
+  mkdir -p "$WORK/jaeger" && cd "$WORK/jaeger"
+  jmod="$(gocmd mod download -json "github.com/jaegertracing/jaeger@$JAEGER_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')"
+  [ -f "$jmod" ] || die "could not download github.com/jaegertracing/jaeger@$JAEGER_VERSION"
+  {
+    printf 'module bakeoff.local/jaeger-build\n\ngo 1.24.6\n\nrequire github.com/jaegertracing/jaeger %s\n\n' "$JAEGER_VERSION"
+    grep '^replace ' "$jmod" || true
+  } > go.mod
+  printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/jaegertracing/jaeger/cmd/jaeger"\n' > tools.go
+  gocmd mod tidy -e >tidy.log 2>&1 || { cat tidy.log >&2; die "go mod tidy failed for jaeger"; }
+  gocmd build -trimpath -ldflags "-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion=$JAEGER_VERSION" \
+    -o "$DIR/.jaeger.tmp" github.com/jaegertracing/jaeger/cmd/jaeger \
+    || die "go build of jaeger $JAEGER_VERSION failed (see above)"
+  mv -f "$DIR/.jaeger.tmp" "$DIR/jaeger"
+  record jaeger
+  log "jaeger $JAEGER_VERSION built in $(elapsed "$t0")s"
+}
+
 # ---- etcd -----------------------------------------------------------------------
 build_etcd_go() {
   local t0; t0=$(date +%s)
@@ -357,6 +402,8 @@ fi
 if [ "$H2SPEC" = 1 ] && { [ "$MODE" = force ] || ! is_cached h2spec; }; then build_h2spec; fi
 # kubectl: its own VERSIONS line, so adding it rebuilds nothing else.
 if [ "$KUBECTL" = 1 ] && { [ "$MODE" = force ] || ! is_cached kubectl; }; then build_kube_cmd kubectl; fi
+# jaeger: its own VERSIONS line too.
+if [ "$JAEGER" = 1 ] && { [ "$MODE" = force ] || ! is_cached jaeger; }; then build_jaeger; fi
 
 all_cached || die "internal error: assets still incomplete in $DIR"
 echo "$DIR"

@@ -359,3 +359,96 @@ def test_the_ramped_event_says_how_long_the_step_lasted():
     plan = reconcile(EP, st, Observations(now=100, ready=READY, verdict=judged(1300)))
     (e,) = [e for e in plan.events if e["type"] == "ramped"]
     assert e["reason"].startswith("60s (stepInterval 10s) and 300 judged requests"), e["reason"]
+
+
+# --- issue 19: whenNoRegression's tie-break, adaptive allocation -------------------------------
+
+
+def _nr_decision(improvements, no_regression=("a", "b")):
+    return JudgeDecision(
+        "continue",
+        no_regression=tuple(no_regression),
+        requests={n: 1000 for n in improvements},
+        improvements={n: {"latency_p50": imp} for n, imp in improvements.items()},
+        metric_kinds={"latency_p50": ("latency", "increase")},
+    )
+
+
+def test_when_no_regression_several_within_tolerance_the_tie_break_metric_picks_not_the_order():
+    policy = Policy(mainline="main", promotion="whenNoRegression", tie_break="latency_p50")
+    st = state(a=SERVING, b=SERVING)
+    # b is 35% faster than the mainline, a 2%; a comes first in every listing
+    d = _nr_decision({"a": (-0.01, 0.02, 0.05), "b": (0.30, 0.35, 0.40)})
+    plan = reconcile(policy, st, Observations(now=200, ready=frozenset({"main", "a", "b"}), gates={}, verdict=d))
+    assert plan.state.decision["winner"] == "b", plan.state.decision
+    assert "chosen by tieBreak latency_p50 (estimate -35.0%; a -2.0%)" in plan.state.decision["reason"]
+
+
+def test_when_no_regression_waits_for_a_candidate_shown_better_on_the_tie_break_metric():
+    policy = Policy(mainline="main", promotion="whenNoRegression", tie_break="latency_p50")
+    st = state(a=SERVING, b=SERVING)
+    # only a is within tolerance so far, but b is already surely faster: wait for b
+    d = _nr_decision({"a": (-0.01, 0.02, 0.05), "b": (0.30, 0.35, 0.40)}, no_regression=("a",))
+    plan = reconcile(policy, st, Observations(now=200, ready=frozenset({"main", "a", "b"}), gates={}, verdict=d))
+    assert plan.state.decision is None and plan.state.phase == "Running"
+    # once b is rolled back (worse on a guardrail), a is promoted
+    d2 = JudgeDecision(
+        "rollback",
+        rollback=("b",),
+        reasons={"b": "worse than tolerated: error_rate"},
+        no_regression=("a",),
+        improvements=d.improvements,
+        metric_kinds=d.metric_kinds,
+    )
+    plan = reconcile(
+        policy, plan.state, Observations(now=210, ready=frozenset({"main", "a", "b"}), gates={}, verdict=d2)
+    )
+    assert plan.state.decision["winner"] == "a"
+
+
+def test_adaptive_allocation_retires_a_loser_moves_shares_by_max_step_and_replays():
+    policy = Policy(
+        mainline="main",
+        allocation="adaptive",
+        step_interval=10.0,
+        max_candidate_share=0.6,
+        mainline_floor=0.5,
+        max_step=0.05,
+    )
+    st = state(a=SERVING, b=SERVING, c=SERVING)
+    for v in st.variants.values():
+        v.share = 0.1
+    ready = frozenset({"main", "a", "b", "c"})
+    d = JudgeDecision(
+        "continue",
+        requests={"a": 5000, "b": 5000, "c": 5000},
+        improvements={
+            "a": {"conversion": (0.004, 0.01, 0.016)},
+            "b": {"conversion": (-0.004, 0.001, 0.006)},
+            "c": {"conversion": (-0.006, -0.002, 0.003)},
+        },
+        metric_kinds={"conversion": ("proportion", "decrease")},
+        objective="conversion",
+    )
+    plan = reconcile(policy, st, Observations(now=200, ready=ready, gates={}, verdict=d))
+    lost = [e for e in plan.events if e["type"] == "lost"]
+    assert [e["variant"] for e in lost] == ["c"] and lost[0]["retired_by"] == "allocation"
+    assert (
+        lost[0]["reason"]
+        == "Lost: cannot beat a on conversion, upper bound +0.30 points vs a's lower bound +0.40 points"
+    )
+    assert ("retire", "c") in actions(plan)
+    shares = route(plan)
+    assert shares["main"] >= 0.5 and "c" not in shares
+    assert shares["a"] == pytest.approx(0.15)  # the leader grows, one maxStep
+    assert abs(shares["b"] - 0.1) <= 0.05 + 1e-9
+    alloc = [e for e in plan.events if e["type"] == "allocated"]
+    assert alloc and alloc[0]["shares"] == {"a": shares["a"], "b": shares["b"]}
+    # within stepInterval nothing moves
+    again = reconcile(policy, plan.state, Observations(now=205, ready=ready, gates={}, verdict=d))
+    assert route(again) is None and not [e for e in again.events if e["type"] == "allocated"]
+    # after a restart the journal's records give the shares back
+    fresh = ControllerState.new("shop", "main", ["a", "b", "c"])
+    events = [{"type": "admitted", "variant": n, "step": 0} for n in "abc"] + plan.events
+    back = replay(fresh, events)
+    assert back.variants["a"].share == shares["a"] and back.variants["c"].phase == "Lost"

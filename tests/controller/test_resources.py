@@ -165,8 +165,8 @@ def test_bakeoff_run_on_an_invalid_file_starts_nothing_and_exits_2(tmp_path):
 
 
 @pytest.mark.parametrize("allocation", ["bandit", "greedy"])
-def test_bakeoff_run_refuses_an_allocation_other_than_fixed(tmp_path, allocation):
-    # Issue 19: 'bandit' used to be accepted and silently run the fixed ramp.
+def test_bakeoff_run_refuses_an_allocation_other_than_fixed_or_adaptive(tmp_path, allocation):
+    # Issue 19: 'bandit' used to be accepted and silently run the fixed ramp; it is now called adaptive.
     marker = tmp_path / "started"
     d = docs()
     d[0]["spec"]["mainline"]["command"] = ["sh", "-c", f"touch {marker}; sleep 30"]
@@ -183,10 +183,40 @@ def test_bakeoff_run_refuses_an_allocation_other_than_fixed(tmp_path, allocation
     where = "error: shop.yaml: document 0 (Bakeoff 'shop'): spec.routing.allocation"
     assert where in r.stderr, r.stderr
     if allocation == "bandit":
-        assert "'bandit' is not implemented yet" in r.stderr and "use 'fixed'" in r.stderr, r.stderr
+        assert "'bandit' is now called 'adaptive': use allocation: adaptive" in r.stderr, r.stderr
     else:
-        assert "must be 'fixed', got 'greedy'" in r.stderr, r.stderr
+        assert "must be 'fixed' or 'adaptive', got 'greedy'" in r.stderr, r.stderr
     assert not marker.exists() and not (tmp_path / "st").exists()
+
+
+def test_allocation_adaptive_and_its_fields_are_read(tmp_path):
+    d = docs()
+    d[0]["spec"]["routing"].update(allocation="adaptive", mainlineFloor=0.3, maxStep=0.05)
+    d[0]["spec"]["promotion"] = {"mode": "whenNoRegression", "tieBreak": "error_rate"}
+    res = load_resources(write_docs(tmp_path / "shop.yaml", d))
+    r = res.bakeoff.routing
+    assert (r.allocation, r.mainline_floor, r.max_step, res.bakeoff.tie_break) == ("adaptive", 0.3, 0.05, "error_rate")
+
+
+@pytest.mark.parametrize(
+    ("routing", "promotion", "field", "words"),
+    [
+        ({"maxStep": 0.05}, None, "spec.routing.maxStep", "applies only to allocation: adaptive"),
+        ({"allocation": "adaptive", "mainlineFloor": 1}, None, "spec.routing.mainlineFloor", "must be below 1"),
+        ({"allocation": "adaptive", "mainlineFloor": -0.1}, None, "spec.routing.mainlineFloor", "from 0 to 1"),
+        ({"allocation": "adaptive", "maxStep": 0}, None, "spec.routing.maxStep", "above 0"),
+        ({}, {"tieBreak": "latency_p42"}, "spec.promotion.tieBreak", "must name a metric the judge measures"),
+    ],
+)
+def test_bad_adaptive_fields_name_the_field_and_the_document(tmp_path, routing, promotion, field, words):
+    d = docs()
+    d[0]["spec"]["routing"].update(routing)
+    if promotion is not None:
+        d[0]["spec"]["promotion"] = promotion
+    with pytest.raises(ResourceError) as e:
+        load_resources(write_docs(tmp_path / "shop.yaml", d))
+    msg = str(e.value)
+    assert f"shop.yaml: document 0 (Bakeoff 'shop'): {field}" in msg and words in msg, msg
 
 
 def test_allocation_fixed_is_still_accepted(tmp_path):

@@ -201,3 +201,31 @@ def test_the_readers_defaults_are_the_defaults_the_api_server_fills_in():
     assert b.look_interval == parse_duration(at(spec, "judge.interval")["default"], "x")
     assert b.promotion == at(spec, "promotion.mode")["default"]
     assert v.gate is not None and v.gate.max_severity == at(vspec, "gate.maxSeverity")["default"]
+
+
+@pytest.mark.parametrize("field,crd_key", [("effectSize", "maximum"), ("alphaWeight", "maximum")])
+def test_the_judge_takes_a_metrics_limits_from_the_crd(field, crd_key):
+    """Issue 17 item 2: effectSize and alphaWeight end where the CRD says, by one definition."""
+    limit = at(spec_schema("bakeoffs"), "judge.guardrails[]")["properties"][field][crd_key]
+
+    def judge(value):
+        return {"guardrails": [{"metric": "error_rate", "maxIncrease": 0.01, field: value}]}
+
+    assert getattr(config_from_dict(judge(limit), "j.yaml").guardrails[0], re.sub("([A-Z])", r"_\1", field).lower())
+    with pytest.raises(JudgeConfigError, match=rf"guardrails\[0\]\.{field} must be at most {limit}"):
+        config_from_dict(judge(limit * 1.01), "j.yaml")
+
+
+def test_the_readers_take_patterns_from_the_crd():
+    """The metric name and host:port: the CRD's pattern is the readers' (the judge's, bakeoff run's)."""
+    from bakeoff.judge import config as judge_config
+
+    spec = spec_schema("bakeoffs")
+    assert judge_config._METRIC_NAME_RE.pattern == at(spec, "judge.guardrails[].metric")["pattern"]
+    rule = at(spec, "router.listen")["x-kubernetes-validations"][0]["rule"]
+    from bakeoff.contracts.schema import HOST_PORT_PATTERN
+
+    assert HOST_PORT_PATTERN.replace("\\", "\\\\") in rule
+    for bad in ("h:1:2", "h:123456", "h:99999", "a b:80"):
+        with pytest.raises(ResourceError, match="spec.router.listen must be host:port"):
+            parse_documents([_bakeoff(router={"listen": bad}), VARIANT], "x.yaml")

@@ -56,13 +56,24 @@ def test_the_demo_rolls_back_the_slow_and_buggy_builds_and_promotes_the_better_o
     summary = json.loads(out.strip().splitlines()[-1])
     actions = {d["variant"]: d["action"] for d in summary["decisions"]}
     assert summary["winner"] == "better-checkout", out[-3000:]
-    assert actions == {"n-plus-one": "rollback", "buggy": "rollback", "better-checkout": "promote"}
+    assert actions == {
+        "n-plus-one": "rollback",
+        "buggy": "rollback",
+        "eager-recommendations": "rollback",  # on CPU per request (issue 20): its pages are as fast
+        "better-checkout": "promote",
+    }
     for d in summary["decisions"]:
         assert d["after_s"] < 180 and d["requests"] >= 300  # minSamples before any decision
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["load"] == "32 simulated shoppers (think 0.1s)"  # the load the demo drove, not "live traffic"
     report = json.loads((tmp_path / "report.json").read_text())
     assert report
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert "cpu_per_request" in status["variants"]["eager-recommendations"]["reason"], status["variants"]
+    # the report shows CPU per request and memory of every variant (each one's process tree)
+    assert set(report["resources"]) == {"mainline", "cached", "n-plus-one", "buggy", "better-checkout",
+                                        "eager-recommendations"}  # fmt: skip
+    assert all(r["cpu_ms_per_request"] and r["memory_mib"] for r in report["resources"].values()), report["resources"]
     assert (tmp_path / "report.html").read_text().count("<svg") >= 1
     # Nothing of the demo is left running.
     leftovers = subprocess.run(["pgrep", "-f", str(ROOT / "examples" / "shop")], capture_output=True, text=True)

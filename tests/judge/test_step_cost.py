@@ -127,3 +127,166 @@ def test_vectorised_interval_half_widths_are_the_scalar_ones(alpha):
     # a handful takes the scalar path: the same numbers
     few = one_sided_cs_half_widths(info[:5], tau2[:5], alpha)
     assert np.allclose(few, got[:5], rtol=1e-12, atol=0)
+
+
+def test_a_look_runs_without_the_cyclic_garbage_collector():
+    """A look builds the next state (tens of thousands of small containers); with the cyclic
+    collector running, that set off collections during the look, now and then a full one
+    traversing every object of both states (k=6, R=16: on main 5-8 collections a look, one
+    of four looks with a full one).  ``step`` pauses it for the look and restores it as it
+    was: enabled after (the one collection a look may then set off runs as the look returns),
+    and still disabled when the caller had disabled it."""
+    import gc
+
+    seen: list[int] = []
+
+    def on_gc(phase, info):
+        if phase == "start":
+            seen.append(info["generation"])
+
+    state = JudgeState.new(config_from_dict(EVERY_KIND, "cost.yaml"))
+    stream = _stream(6, 16)
+    counts = []
+    gc.callbacks.append(on_gc)
+    try:
+        for _ in range(4):
+            stream.advance(400)
+            snap = stream.snapshot()
+            seen.clear()
+            state, verdict = step(state, snap, stream.t)
+            counts.append(len(seen))
+            assert gc.isenabled()
+        gc.disable()
+        try:
+            stream.advance(400)
+            state, verdict = step(state, stream.snapshot(), stream.t)
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+    finally:
+        gc.callbacks.remove(on_gc)
+    assert all(vv.eligible for vv in verdict.variants.values())
+    assert all(c <= 1 for c in counts), counts
+
+
+def test_a_snapshot_variant_is_checked_once(monkeypatch):
+    """The judge reads each variant and route of a snapshot once: the shape checks of
+    contracts.snapshot.validate (its latency decoding among them) are made as the counters
+    are parsed, not by validate() first (k=6, R=16: on main 119 decode_counts calls a look,
+    one per variant and route)."""
+    from bakeoff.contracts import snapshot as contract
+
+    calls = {"decode_counts": 0, "validate": 0}
+    for name in calls:
+        orig = getattr(contract, name)
+
+        def counting(*a, _orig=orig, _name=name, **kw):
+            calls[_name] += 1
+            return _orig(*a, **kw)
+
+        monkeypatch.setattr(contract, name, counting)
+    state = JudgeState.new(config_from_dict(EVERY_KIND, "cost.yaml"))
+    stream = _stream(6, 16)
+    for _ in range(2):
+        stream.advance(400)
+        state, verdict = step(state, stream.snapshot(), stream.t)
+    assert not [n for n in verdict.notes if n.startswith("ignored")]
+    assert calls == {"decode_counts": 0, "validate": 0}
+
+
+def _bad(snap: dict, how: str) -> dict:
+    snap = copy.deepcopy(snap)
+    v = snap["variants"]["v01"]
+    r = v["by_route"]["r00"]
+    if how == "float requests":
+        v["requests"] = float(v["requests"])
+    elif how == "bool requests":
+        v["requests"] = True
+    elif how == "outcomes list":
+        v["outcomes"] = [1, 2]
+    elif how == "float outcome":
+        v["outcomes"]["2xx"] = 3.5
+    elif how == "latency offset":
+        v["latency"]["offset"] = 10_000
+    elif how == "metrics list":
+        v["metrics"] = [1]
+    elif how == "route float requests":
+        r["requests"] = 1.5
+    elif how == "route latency offset":
+        r["latency"]["offset"] = -1
+    elif how == "routes add up to more":
+        r["requests"] = v["requests"] + 1
+    elif how == "too many routes":
+        v["by_route"] = {f"x{i}": copy.deepcopy(r) | {"requests": 0} for i in range(70)}
+    return snap
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "float requests",
+        "bool requests",
+        "outcomes list",
+        "float outcome",
+        "latency offset",
+        "metrics list",
+        "route float requests",
+        "route latency offset",
+        "routes add up to more",
+        "too many routes",
+    ],
+)
+def test_a_bad_snapshot_is_refused_naming_the_field(how):
+    """Checked once, a bad snapshot is still refused with a message naming the field -- the
+    message of contracts.snapshot.validate where it refuses the snapshot too -- and the look
+    is ignored (the state keeps its baselines)."""
+    from bakeoff.contracts.snapshot import SnapshotError, validate
+
+    state = JudgeState.new(config_from_dict(EVERY_KIND, "cost.yaml"))
+    stream = _stream(2, 3)
+    stream.advance(400)
+    state, _ = step(state, stream.snapshot(), stream.t)
+    stream.advance(400)
+    bad = _bad(stream.snapshot(), how)
+    after, verdict = step(state, bad, stream.t)
+    ignored = [n for n in verdict.notes if n.startswith("ignored: ")]
+    assert len(ignored) == 1, verdict.notes
+    message = ignored[0].removeprefix("ignored: ")
+    assert "variants.v01" in message, message
+    if how == "bool requests":
+        assert message == "snapshot: variants.v01.requests must be an integer"
+    else:
+        with pytest.raises(SnapshotError) as e:
+            validate(bad)
+        assert message == str(e.value)
+    assert after.totals["v01"].requests == state.totals["v01"].requests
+
+
+def test_a_route_without_new_requests_gets_no_batch(monkeypatch):
+    """A route with no new request of the candidate (or the control) in a look cannot change
+    its tests: it gets no latency batch and no contrast row, while its tests stay in the
+    verdict (k=3, R=8, two routes idle for one candidate: on main 24 latency batches per
+    quantile, one per candidate and route, of which 2 empty)."""
+    pairs: list[int] = []
+    orig = latency.LatencyTest.increments_many
+
+    def counting(self, p, prepared=None):
+        pairs.append(len(p))
+        return orig(self, p, prepared)
+
+    monkeypatch.setattr(latency.LatencyTest, "increments_many", counting)
+    state = JudgeState.new(config_from_dict(EVERY_KIND, "cost.yaml"))
+    stream = _stream(3, 8, seed=5)
+    stream.advance(800)
+    state, _ = step(state, stream.snapshot(), stream.t)
+    last = stream.snapshot()
+    stream.advance(800)
+    snap = copy.deepcopy(stream.snapshot())
+    for r in ("r00", "r01"):  # v01 served nothing new on two routes
+        snap["variants"]["v01"]["by_route"][r] = copy.deepcopy(last["variants"]["v01"]["by_route"][r])
+    pairs.clear()
+    state, verdict = step(state, snap, stream.t)
+    assert pairs == [3 * 8 - 2, 3 * 8 - 2]  # p99 and p50
+    lines = verdict.variants["v01"].metrics
+    assert "latency_p99 @r00" in lines and "error_rate @r01" in lines
+    assert len(lines) == len(verdict.variants["v02"].metrics)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.conftest import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "scripts" / "kube-test-cluster.sh"
@@ -87,15 +88,17 @@ def crd_documents() -> list[dict]:
 
 
 def wait_established(ext, name: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+    def conditions() -> dict:
         crd = ext.read_custom_resource_definition(name)
-        conds = {c.type: c.status for c in (crd.status.conditions or [])} if crd.status else {}
-        if conds.get("Established") == "True" and conds.get("NamesAccepted") == "True":
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"CRD {name} not Established after {timeout}s: {conds}")
-        time.sleep(0.1)
+        return {c.type: c.status for c in (crd.status.conditions or [])} if crd.status else {}
+
+    eventually(
+        conditions,
+        what=f"CRD {name} Established and NamesAccepted",
+        until=lambda conds: conds.get("Established") == "True" and conds.get("NamesAccepted") == "True",
+        timeout=timeout,
+        interval=0.1,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -112,16 +115,18 @@ def crds(kube):
         wait_established(ext, name)
     # Discovery (and so the custom resource endpoints) can lag a moment behind Established.
     custom = client.CustomObjectsApi(kube.api)
-    deadline = time.monotonic() + 30
-    while True:
+
+    def served() -> bool:
         try:
             custom.list_namespaced_custom_object(GROUP, VERSION, "default", "bakeoffs")
             custom.list_namespaced_custom_object(GROUP, VERSION, "default", "variants")
-            break
         except client.ApiException as e:
-            if e.status != 404 or time.monotonic() > deadline:
+            if e.status != 404:
                 raise
-            time.sleep(0.1)
+            return False
+        return True
+
+    eventually(served, what="the bakeoffs and variants endpoints served", timeout=30, interval=0.1)
     return names
 
 

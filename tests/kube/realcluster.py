@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import eventually
 
 from .conftest import ASSETS, CLUSTER, Kube
 
@@ -49,20 +50,19 @@ def cluster_assets() -> str | None:
 
 
 def _wait(fn, timeout: float, what: str, procs: dict[str, tuple[subprocess.Popen, Path]]):
-    deadline = time.monotonic() + timeout
-    while True:
+    """``eventually(fn)``, but a cluster process that exits ends the wait at once with its log."""
+
+    def check():
         for name, (p, log) in procs.items():
             if p.poll() is not None:
                 raise RuntimeError(f"{name} exited {p.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            out = fn()
-        except Exception:  # noqa: BLE001 - not there yet
-            out = None
-        if out:
-            return out
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not seen after {timeout}s")
-        time.sleep(0.2)
+            return fn()
+        except Exception as e:  # noqa: BLE001 - not there yet; shown as the last value if it never is
+            return e
+
+    ok = lambda out: bool(out) and not isinstance(out, Exception)  # noqa: E731
+    return eventually(check, what=what, until=ok, timeout=timeout, interval=0.2)
 
 
 @pytest.fixture(scope="module")

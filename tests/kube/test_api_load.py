@@ -50,7 +50,7 @@ def requests_total(kube) -> float:
 async def rate(kube, seconds: float = WINDOW) -> float:
     before = await asyncio.to_thread(requests_total, kube)
     t0 = time.monotonic()
-    await asyncio.sleep(seconds)
+    await asyncio.sleep(seconds)  # the window the rate is measured over
     after = await asyncio.to_thread(requests_total, kube)
     return (after - before) / (time.monotonic() - t0)
 
@@ -66,12 +66,12 @@ async def test_api_requests_idle_and_per_active_bakeoff(kube, ns):
     custom, apps, _ = apis(kube)
     apps.create_namespaced_deployment(ns, mainline_deployment())
     mark_available(apps, ns, "shop")
-    await asyncio.sleep(2)
+    await asyncio.sleep(2)  # settle before a rate window: part of the measurement
     housekeeping = await rate(kube)
 
     async with running(controller_for(kube, ns, identity="load")) as ctl:
         await await_for(lambda: ctl.passes >= 1, what="first pass")
-        await asyncio.sleep(2)
+        await asyncio.sleep(2)  # settle before a rate window: part of the measurement
         idle_none = await rate(kube) - housekeeping
 
         # ten finished Bakeoffs: idle load must not grow with them
@@ -80,7 +80,7 @@ async def test_api_requests_idle_and_per_active_bakeoff(kube, ns):
             b = get(custom, ns, "bakeoffs", f"done-{i}")
             b["status"] = {"phase": "Stopped", "decision": {"action": "stop", "reason": "over"}}
             custom.replace_namespaced_custom_object_status("bakeoff.dev", "v1alpha1", ns, "bakeoffs", b["metadata"]["name"], b)  # fmt: skip
-        await asyncio.sleep(3)
+        await asyncio.sleep(3)  # settle before a rate window: part of the measurement
         idle_finished = await rate(kube) - housekeeping
 
         # one active Bakeoff, ramped to its last step, the judge looking every second
@@ -97,7 +97,7 @@ async def test_api_requests_idle_and_per_active_bakeoff(kube, ns):
                 lambda: (get(custom, ns, "variants", "fast").get("status") or {}).get("step") == 1,
                 what="last step",
             )
-            await asyncio.sleep(3)
+            await asyncio.sleep(3)  # settle before a rate window: part of the measurement
             active = await rate(kube) - housekeeping - idle_finished
             assert get(custom, ns, "bakeoffs", "shop")["status"]["phase"] == "Running"
         finally:

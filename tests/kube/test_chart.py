@@ -13,11 +13,12 @@ import base64
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.conftest import eventually
 
 from .conftest import ROOT, _assets_dir
 
@@ -694,10 +695,7 @@ def can(
 
 def wait_allowed(kube, *args, **kw) -> None:
     """The RBAC authorizer reads roles from an informer: wait until a known grant is visible."""
-    deadline = time.monotonic() + 30
-    while not can(kube, *args, **kw):
-        assert time.monotonic() < deadline, f"never allowed: {args} {kw}"
-        time.sleep(0.1)
+    eventually(lambda: can(kube, *args, **kw), what=f"allowed: {args} {kw}", timeout=30, interval=0.1)
 
 
 def _split(resource: str) -> tuple[str, str]:

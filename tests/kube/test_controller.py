@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 
 from bakeoff.controller.kube import objects as ko
-from bakeoff.controller.kube.operator import KubeController
+from bakeoff.controller.kube.operator import KubeController, Lease, Settings
 from bakeoff.judge.simulate import Arm, Stream
+from tests.conftest import eventually, eventually_async
 
 from .conftest import GROUP, VERSION, start_app
 
@@ -158,21 +159,17 @@ async def candidates_available(apps, ns: str, names) -> None:
 
 
 def wait_for(fn, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
+    def check():
         try:
-            last = fn()
+            return fn()
         except kclient.ApiException as e:
             if e.status != 404:
                 raise
-            last = None
+            return None
         except KeyError:  # an object read before the controller wrote its status
-            last = None
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+            return None
+
+    return eventually(check, what=what, timeout=timeout, interval=0.1)
 
 
 async def await_for(fn, timeout: float = 30.0, what: str = "condition"):
@@ -221,10 +218,11 @@ async def running(controller: KubeController):
         await asyncio.wait_for(task, 30)
 
 
-def controller_for(kube, ns: str, **kw) -> KubeController:
-    kw.setdefault("interval", 0.2)
-    kw.setdefault("lease_namespace", ns)
-    return KubeController(kube.api, namespace=ns, **kw)
+def controller_for(kube, ns: str, *, leader_election: bool = True, **settings) -> KubeController:
+    """A controller of namespace ``ns`` (its Lease there too) at the tests' pace; ``settings`` as in Settings."""
+    settings.setdefault("interval", 0.2)
+    settings.setdefault("lease", Lease(namespace=ns) if leader_election else None)
+    return KubeController(kube.api, Settings(namespace=ns, **settings))
 
 
 def routing_of(b: dict) -> dict[str, float]:
@@ -287,9 +285,14 @@ async def test_rollback_and_promotion_end_to_end(kube, ns):
             svc = await await_for(lambda: core.read_namespaced_service("shop-mainline", ns), what="mainline svc")
             assert svc.spec.selector == {"app": "shop"} and svc.spec.ports[0].port == 8000
             await await_for(lambda: core.read_namespaced_service("shop-fast", ns), what="fast svc")
-            v = get(custom, ns, "variants", "fast")
+            # the Variants' status is a mirror written after the converger made the Services (operator.py
+            # "act"): the Service can be there a moment before the status, so wait for the status too
+            v = await await_for(
+                lambda: (lambda v: v if v["status"].get("phase") else None)(get(custom, ns, "variants", "fast")),
+                what="the fast Variant's status",
+            )
             assert ko.FINALIZER in v["metadata"]["finalizers"]
-            assert get(custom, ns, "variants", "fast")["status"]["phase"] == "Pending"
+            assert v["status"]["phase"] == "Pending"
             b = get(custom, ns, "bakeoffs", "shop")
             assert routing_of(b) == {"mainline": 1.0}  # nobody else is healthy yet
 
@@ -375,6 +378,7 @@ async def test_rollback_and_promotion_end_to_end(kube, ns):
             gen = apps.read_namespaced_deployment("shop", ns).metadata.generation
             hist = [h["type"] for h in b["status"]["history"]]
             assert hist.count("promoted") == 1 and hist.count("rolled_back") == 1
+            # a window in which a second (wrong) patch would show: there is nothing to poll for
             await asyncio.sleep(1.0)
             assert apps.read_namespaced_deployment("shop", ns).metadata.generation == gen  # patched once
             assert ctl.metrics.promotions._value.get() == 1
@@ -420,7 +424,8 @@ async def test_restart_mid_promotion_patches_once(kube, ns):
 
     # a second controller (a restart) sees the winner's uid in the annotation and leaves the Deployment alone
     async with running(controller_for(kube, ns, identity="second")) as ctl2:
-        await asyncio.sleep(1.5)
+        # passes counts whole passes: once one is done, a patch it was going to make is made
+        await eventually_async(lambda: ctl2.passes >= 1, what="a pass of the second controller", timeout=30)
         # a finished Bakeoff gets passes on changes and resyncs only (watch mode), not on a clock
         assert ctl2.passes >= 1 and ctl2.metrics.promotions._value.get() == 0
     main = apps.read_namespaced_deployment("shop", ns)
@@ -513,15 +518,15 @@ async def test_deleting_a_serving_variant_routes_around_it_then_cleans_up(kube, 
 
 async def test_two_replicas_only_the_leader_acts(kube, ns):
     custom, apps, core = shop_with_mainline(kube, ns, "http://127.0.0.1:1/-/snapshot", candidates=2)
-    kw = dict(lease_name="ctl", lease_duration=3.0, renew_deadline=2.0)
+    kw = dict(lease=Lease("ctl", ns, duration=3.0, renew_deadline=2.0))
     a, b = controller_for(kube, ns, identity="replica-a", **kw), controller_for(kube, ns, identity="replica-b", **kw)
     stop_a, stop_b = asyncio.Event(), asyncio.Event()
     ta = asyncio.create_task(a.run(stop_a))
-    await asyncio.sleep(0.5)
+    await eventually_async(lambda: a.leading, what="replica-a leading", timeout=30)
     tb = asyncio.create_task(b.run(stop_b))
     try:
         leaders = []
-        for _ in range(15):
+        for _ in range(15):  # samples over ~3s, while b keeps trying to acquire: the behaviour under test
             await asyncio.sleep(0.2)
             leaders.append((a.leading, b.leading))
         assert all(x != y for x, y in leaders), leaders  # never both, never neither once started
@@ -579,7 +584,7 @@ async def test_concurrent_writers_get_409s_and_nothing_is_lost(kube, ns):
                     GROUP, VERSION, ns, "bakeoffs", "shop", {"metadata": {"annotations": {"example.com/touch": str(i)}}}
                 )
                 writes[0] += 1
-            time.sleep(0.15)
+            time.sleep(0.15)  # the other writer's pace: part of the scenario
 
     th = threading.Thread(target=writer, daemon=True)
     ctl = controller_for(kube, ns, interval=0.1)
@@ -594,7 +599,8 @@ async def test_concurrent_writers_get_409s_and_nothing_is_lost(kube, ns):
                 timeout=60,
                 what="buggy rolled back",
             )
-            await asyncio.sleep(1.0)
+            seen = ctl.passes  # a few more passes beside the writer: no transition may be recorded twice
+            await eventually_async(lambda: ctl.passes >= seen + 5, what="five more passes", timeout=60)
     finally:
         stop_writer.set()
         th.join(5)
@@ -790,13 +796,15 @@ async def test_a_replica_that_lost_the_lease_stops_before_writing(kube, ns):
 
 async def test_one_pass_parses_the_bakeoff_once_and_each_variant_once(kube, ns, monkeypatch):
     """Issue 17 item 5: a pass validates the Bakeoff's spec once (the look and the reconcile share it),
-    and each Variant once, without validating the Bakeoff again for each."""
+    and each Variant once, without validating the Bakeoff again for each; the converger uses the
+    Variants as parsed (spec.startTimeout, spec.replicas) instead of parsing their fields again."""
+    from bakeoff.common import durations
     from bakeoff.controller import resources
 
     custom, apps, core = shop_with_mainline(kube, ns, "http://127.0.0.1:1/-/snapshot")
     names = ("fast", "cached", "slim")
     for n in names:
-        create(custom, ns, variant_doc(n))
+        create(custom, ns, variant_doc(n, startTimeout="2m", replicas=2))
     ctl = controller_for(kube, ns, leader_election=False)
     await ctl.pass_once()  # admits them: from now on every pass also looks (a look parses the spec)
     assert sorted(get(custom, ns, "bakeoffs", "shop")["status"]["variants"]) == sorted(names)
@@ -812,10 +820,18 @@ async def test_one_pass_parses_the_bakeoff_once_and_each_variant_once(kube, ns, 
 
     monkeypatch.setattr(resources, "_bakeoff", counted("Bakeoff", resources._bakeoff))
     monkeypatch.setattr(resources, "_variant", counted("Variant", resources._variant))
+    # the readers parse durations through their own reference; any other parse is a second validation
+    calls["duration elsewhere"] = 0
+    monkeypatch.setattr(durations, "parse_duration", counted("duration elsewhere", durations.parse_duration))
+    for n in names:  # gone: the converger makes them again this pass, from the parsed spec
+        apps.delete_namespaced_deployment(f"shop-{n}", ns)
     passes = ctl.passes
     await ctl.pass_once()
     assert ctl.passes == passes + 1
+    for n in names:
+        dep = apps.read_namespaced_deployment(f"shop-{n}", ns)
+        assert (dep.spec.replicas, dep.spec.progress_deadline_seconds) == (2, 120)
     status = get(custom, ns, "bakeoffs", "shop")["status"]
     judging = next(c for c in status["conditions"] if c["type"] == "Judging")
     assert judging["reason"] == "NoData"  # the pass looked (and found no router), so the look parsed too
-    assert calls == {"Bakeoff": 1, "Variant": len(names)}, calls
+    assert calls == {"Bakeoff": 1, "Variant": len(names), "duration elsewhere": 0}, calls

@@ -8,11 +8,9 @@ as ``system:serviceaccount:<ns>:<controller SA>``, and not one is refused.
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
-from bakeoff.controller.kube.operator import KubeController
+from bakeoff.controller.kube.operator import KubeController, Lease, Settings
 from bakeoff.judge.simulate import Arm
 
 from .test_chart import apply_all, helm, render  # noqa: F401 - helm is a fixture
@@ -97,7 +95,7 @@ async def test_the_controller_needs_no_more_than_the_chart_grants(kube, crds, he
     for n in ("fast", "buggy", "extra"):
         create(custom, WORK_NS, variant_doc(n))
     ctl = KubeController(
-        api, namespace=WORK_NS, identity="rbac-test", lease_name=lease, lease_namespace=SYS_NS, interval=0.2
+        api, Settings(namespace=WORK_NS, identity="rbac-test", lease=Lease(lease, SYS_NS), interval=0.2)
     )
     try:
         async with running(ctl):
@@ -130,7 +128,13 @@ async def test_the_controller_needs_no_more_than_the_chart_grants(kube, crds, he
                 lambda: apps.read_namespaced_deployment("shop-fast", WORK_NS).spec.replicas == 0,
                 what="winner copy scaled down",
             )
-            await asyncio.sleep(0.5)
+            await await_for(
+                lambda: (
+                    {"Entered", "Admitted", "RolledBack", "Promoted", "MainlinePatched", "MainlineServing"}
+                    <= {e.reason for e in core.list_namespaced_event(WORK_NS).items}
+                ),
+                what="the events of the whole run",
+            )
     finally:
         await server.stop()
         api.close()

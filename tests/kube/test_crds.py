@@ -109,7 +109,7 @@ def test_shop_example_is_accepted_with_defaults(custom):
     for d in back:
         d["metadata"] = {"name": d["metadata"]["name"]}
     res = parse_documents(back, "from-cluster")
-    assert res.bakeoff.routing.steps == (0.1, 0.2) and len(res.variants) == 4
+    assert res.bakeoff.routing.steps == (0.1, 0.2) and len(res.variants) == 5
 
 
 def test_shop_example_is_accepted_under_strict_field_validation(custom):
@@ -175,7 +175,10 @@ BAD_BAKEOFFS = [
     ("spec.routing.maxCandidateShare", 1.5, "spec.routing.maxCandidateShare", "less than or equal to 1"),
     ("spec.routing.maxCandidateShare", 0, "spec.routing.maxCandidateShare", "above 0"),
     ("spec.routing.allocation", "greedy", "spec.routing.allocation", "Unsupported value"),
-    ("spec.routing.allocation", "bandit", "spec.routing.allocation", "bandit is not implemented yet"),
+    ("spec.routing.allocation", "bandit", "spec.routing.allocation", "bandit is now called adaptive"),
+    ("spec.routing.maxStep", 0.2, "spec.routing", "apply only to allocation: adaptive"),
+    ("spec.routing.mainlineFloor", 1, "spec.routing.mainlineFloor", "less than 1"),
+    ("spec.promotion.tieBreak", "latency_p50", "spec.promotion.tieBreak", "must name a metric the judge measures"),
     ("spec.routing.stepInterval", "soon", "spec.routing.stepInterval", "duration"),
     ("spec.routing.stickiness", {"header": "X-User-Id", "cookie": "uid"}, "spec.routing.stickiness", "most 1"),
     ("spec.promotion.mode", "sometimes", "spec.promotion.mode", "Unsupported value"),
@@ -453,3 +456,74 @@ def test_bad_routes_are_refused(custom, routes, words):
         create(custom, doc)
     message = json.loads(err.value.body)["message"]
     assert "spec.routing.routes" in message and words in message, message
+
+
+# ---------------------------------------------------------------- one rule for the CRD and bakeoff run's reader
+
+GOOD_ADDRESSES = ["127.0.0.1:0", "localhost:65535", "[::1]:8080", 8080, 0]
+BAD_ADDRESSES = ["nope", "127.0.0.1", "h:99999", ":8080", "a b:80", 70000, ""]
+
+
+def _reader_error(doc: dict) -> str | None:
+    """What ``bakeoff run``'s reader says of the same document (None: it accepts it)."""
+    from bakeoff.controller.resources import ResourceError
+
+    try:
+        parse_documents([copy.deepcopy(doc)], "x.yaml", platform="kubernetes", need_variants=False)
+    except ResourceError as e:
+        return str(e)
+    return None
+
+
+@pytest.mark.parametrize("value", GOOD_ADDRESSES, ids=repr)
+def test_router_addresses_accepted_by_both(custom, value):
+    doc = minimal_bakeoff(f"addr-{GOOD_ADDRESSES.index(value)}")
+    doc["spec"]["router"] = {"listen": value, "admin": value}
+    assert create(custom, doc)["spec"]["router"]["listen"] == value
+    assert _reader_error(doc) is None
+
+
+@pytest.mark.parametrize("value", BAD_ADDRESSES, ids=repr)
+def test_bad_router_address_names_the_field_and_the_form(custom, value):
+    """Issue 17: a bad host:port said `spec.router.listen: Invalid value: "": must be host:port`;
+    now the field, the form expected and the value, as bakeoff run's reader says it."""
+    for key in ("listen", "admin"):
+        doc = minimal_bakeoff("bad-address")
+        doc["spec"]["router"] = {key: value}
+        with pytest.raises(kclient.ApiException) as err:
+            create(custom, doc)
+        assert err.value.status == 422, err.value.body
+        message = json.loads(err.value.body)["message"]
+        shown = str(value) if isinstance(value, int) else f"'{value}'"
+        assert f"spec.router.{key}: " in message and "host:port such as 127.0.0.1:8080" in message, message
+        assert 'Invalid value: ""' not in message and f"got {shown}" in message, message
+        said = _reader_error(doc)
+        assert said is not None and f"spec.router.{key} must be host:port such as 127.0.0.1:8080" in said, said
+        assert said.endswith(f"got {value!r}"), said
+
+
+def _with_load(name: str, method: str) -> dict:
+    doc = minimal_bakeoff(name)
+    doc["spec"]["load"] = {"requests": [{"path": "/", "method": method}]}
+    return doc
+
+
+@pytest.mark.parametrize("method", ["GET", "get", "Post", "delete", "OPTIONS"])
+def test_load_method_in_any_case_is_accepted_by_both(custom, method):
+    """Issue 17: bakeoff run took `method: get` while the CRD refused it; one rule now (any case)."""
+    doc = _with_load(f"method-{method.lower()}-{sum(c.isupper() for c in method)}", method)
+    assert create(custom, doc)["spec"]["load"]["requests"][0]["method"] == method
+    assert _reader_error(doc) is None
+
+
+@pytest.mark.parametrize("method", ["FETCH", "gett", "", "CONNECT"])
+def test_bad_load_method_is_refused_by_both_naming_the_field(custom, method):
+    doc = _with_load("bad-method", method)
+    with pytest.raises(kclient.ApiException) as err:
+        create(custom, doc)
+    assert err.value.status == 422, err.value.body
+    message = json.loads(err.value.body)["message"]
+    assert "spec.load.requests[0].method: " in message and "must be one of GET, HEAD" in message, message
+    assert f"got '{method}'" in message, message
+    said = _reader_error(doc)
+    assert said is not None and "spec.load.requests[0].method must be one of GET, HEAD" in said, said

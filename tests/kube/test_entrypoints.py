@@ -8,7 +8,6 @@ route live traffic by the split the controller writes to Bakeoff.status.routing.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import json
 import os
@@ -22,6 +21,7 @@ import pytest
 
 from bakeoff.controller.kube import objects as ko
 from bakeoff.controller.platforms.local import free_port
+from tests.conftest import eventually_async
 
 from .conftest import ROOT
 from .test_cluster_e2e import Service, put_slice
@@ -130,13 +130,13 @@ async def test_controller_and_router_processes_run_a_bake_off(kube, crds, host_i
             status, body = await get_text(session, f"{metrics_url}/healthz")
             return body if status == 200 else None
 
-        for _ in range(300):  # up, and holding the Lease (its first pass may still be running)
-            body = await healthy()
-            if body and json.loads(body)["leading"] is True:
-                break
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError("controller never healthy and leading:\n" + ctl_log.read_text(errors="replace"))
+        try:  # up, and holding the Lease (its first pass may still be running)
+            await eventually_async(
+                healthy, until=lambda body: body and json.loads(body)["leading"] is True,
+                what="controller healthy and leading", timeout=120, interval=0.1,  # a cold start on a busy machine
+            )  # fmt: skip
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n" + ctl_log.read_text(errors="replace")) from None
 
         # it reconciles: the candidate Deployment appears; once available, the split is recorded
         await candidates_available(apps, ns, ("fast",))
@@ -148,12 +148,14 @@ async def test_controller_and_router_processes_run_a_bake_off(kube, crds, host_i
 
         # the router process routes by that split
         seen: collections.Counter[str] = collections.Counter()
+        await eventually_async(  # the router may still be listing
+            lambda: get_text(session, f"http://{host_ip}:{rport}/cart?u=warm-up"), until=lambda x: x[0] == 200,
+            what="the router serving", timeout=120, interval=0.2,
+        )  # fmt: skip
         for i in range(400):
             st, body = await get_text(session, f"http://{host_ip}:{rport}/cart?u={i}")
             if st == 200:
                 seen[body] += 1
-            if i == 0 and st != 200:
-                await asyncio.sleep(0.2)  # the router may still be listing
         total = seen["mainline"] + seen["fast"]
         assert total >= 350, (seen, router_log.read_text(errors="replace")[-3000:])
         # 30% of users (no sticky header: each request is its own user) go to the candidate

@@ -25,6 +25,7 @@ import yaml
 from aiohttp import web
 
 from bakeoff.controller.platforms.local import free_port
+from tests.conftest import eventually_async
 
 from .conftest import GROUP, ROOT, VERSION, start_app
 
@@ -173,22 +174,26 @@ class RouterProc:
         return self.log_path.read_text(errors="replace")[-6000:]
 
     async def wait_up(self, timeout: float = 20) -> RouterProc:
-        deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as s:
-            while time.monotonic() < deadline:
+
+            async def up() -> bool:
                 if self.proc.poll() is not None:
                     raise AssertionError(f"router exited ({self.proc.returncode}):\n{self.logs()}")
-                try:
-                    async with s.get(f"{self.admin}/-/healthz") as r:
-                        if r.status == 200:
-                            # ...and the traffic port accepts (with --workers, once a worker listens).
-                            _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                            writer.close()
-                            return self
-                except (aiohttp.ClientError, OSError):
-                    pass
-                await asyncio.sleep(0.05)
-        raise AssertionError(f"router did not come up:\n{self.logs()}")
+                async with s.get(f"{self.admin}/-/healthz") as r:
+                    if r.status != 200:
+                        return False
+                # ...and the traffic port accepts (with --workers, once a worker listens).
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                return True
+
+            try:
+                await eventually_async(up, what="the router up", timeout=timeout, retry=(aiohttp.ClientError, OSError))
+            except AssertionError as e:
+                if self.proc.poll() is not None:
+                    raise
+                raise AssertionError(f"router did not come up: {e}\n{self.logs()}") from None
+        return self
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -227,15 +232,13 @@ def table(doc: dict) -> dict[str, tuple[float, list[str]]]:
 
 
 async def wait_routes(r: RouterProc, pred, timeout: float = 10, what: str = "") -> dict:
-    deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as s:
-        while True:
-            doc = await routes(s, r)
-            if pred(doc):
-                return doc
-            if time.monotonic() > deadline:
-                raise AssertionError(f"router never showed {what or 'the expected table'}; last: {doc}\n{r.logs()}")
-            await asyncio.sleep(0.02)
+        try:
+            return await eventually_async(
+                lambda: routes(s, r), until=pred, what=what or "the expected table", timeout=timeout, interval=0.02
+            )
+        except AssertionError as e:
+            raise AssertionError(f"router never showed it: {e}\n{r.logs()}") from None
 
 
 async def readyz(r: RouterProc) -> tuple[int, str]:
@@ -321,25 +324,33 @@ async def test_rollback_reaches_two_replicas_sticky_users_stay(apis, upstream, r
     apis.set_routing("rb", 5, [("mainline", "rb-mainline", 0.625), ("c1", "rb-c1", 0.375)])
     seen: dict[int, float] = {}
     async with aiohttp.ClientSession() as s:
-        while len(seen) < 2 and time.monotonic() - t0 < 10:
+
+        async def took_rollback() -> dict[int, float]:
             docs = await asyncio.gather(routes(s, one), routes(s, two))
             for i, d in enumerate(docs):
                 if i not in seen and d["version"] == 5 and set(table(d)) == {"mainline", "c1"}:
                     seen[i] = time.monotonic() - t0
-            await asyncio.sleep(0.01)
-    assert len(seen) == 2, f"not every replica took the rollback: {seen}\n{one.logs()}\n{two.logs()}"
+            return seen
+
+        try:
+            await eventually_async(
+                took_rollback, until=lambda x: len(x) == 2, what="every replica took the rollback", timeout=10,
+                interval=0.01,
+            )  # fmt: skip
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{one.logs()}\n{two.logs()}") from None
     took = max(seen.values())
     print(f"\nrollback propagation (status write -> both routers' /-/routes): {took * 1000:.0f} ms "
           f"(single process {seen[0] * 1000:.0f} ms, --workers 2 {seen[1] * 1000:.0f} ms)")  # fmt: skip
     assert took < 2.0
 
     # The supervisor shows the table before its workers have it: give them a moment, then check traffic.
-    deadline = time.monotonic() + 5
-    while True:
-        after = {r: [body for _, body, _ in await send(r, len(users), user=lambda i: users[i])] for r in (one, two)}
-        if all("c2" not in a for a in after.values()) or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.05)
+    async def traffic() -> dict[RouterProc, list[str]]:
+        return {r: [body for _, body, _ in await send(r, len(users), user=lambda i: users[i])] for r in (one, two)}
+
+    after = await eventually_async(
+        traffic, until=lambda x: all("c2" not in a for a in x.values()), what="no traffic to c2", timeout=5
+    )
     for a in after.values():
         assert "c2" not in a
         moved = [u for u, x, y in zip(users, before, a) if x != y]
@@ -375,10 +386,9 @@ async def test_endpoint_changes(apis, upstream, router, host_ip):
     apis.put_slice("ep-b-1", "ep-b", host_ip, b1.port, ready=False)
     await wait_routes(r, lambda d: table(d) == {"b": (0.5, [f"{host_ip}:{b2.port}"])})
     apis.put_slice("ep-b-2", "ep-b", host_ip, b2.port, ready=False)
-    deadline = time.monotonic() + 10
-    while "no ready endpoints for any variant" not in r.logs() and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert "no ready endpoints for any variant" in r.logs()
+    await eventually_async(
+        lambda: "no ready endpoints for any variant" in r.logs(), what="'no ready endpoints' logged", timeout=10
+    )
     assert table(await wait_routes(r, lambda d: True)) == {"b": (0.5, [f"{host_ip}:{b2.port}"])}
     assert {ident for _, _, ident in await send(r, 20)} == {"b-2"}
     assert (await readyz(r))[0] == 200
@@ -393,20 +403,17 @@ async def test_endpoint_changes(apis, upstream, router, host_ip):
     apis.custom.patch_namespaced_custom_object(GROUP, VERSION, NS, "bakeoffs", "ep",
                                                {"spec": {"routing": {"stickiness": {"cookie": "uid"}}}},
                                                _content_type="application/merge-patch+json")  # fmt: skip
-    deadline = time.monotonic() + 10
-    while '"event": "stickiness changed"' not in r.logs() and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert '"event": "stickiness changed"' in r.logs() and "cookie: uid" in r.logs()
+    await eventually_async(lambda: '"event": "stickiness changed"' in r.logs(), what="'stickiness changed' logged",
+                           timeout=10)  # fmt: skip
+    assert "cookie: uid" in r.logs()
     assert {body for _, body, _ in await send(r, 5)} == {"a"}
 
 
 async def test_missing_bakeoff_then_no_routing_then_routes(apis, upstream, router, host_ip):
     r = await router("late")
-    deadline = time.monotonic() + 10
-    status, text = await readyz(r)
-    while "does not exist" not in text and time.monotonic() < deadline:  # until the first list is in
-        await asyncio.sleep(0.05)
-        status, text = await readyz(r)
+    status, text = await eventually_async(  # until the first list is in
+        lambda: readyz(r), until=lambda x: "does not exist" in x[1], what="readyz after the first list", timeout=10
+    )
     assert status == 503 and "Bakeoff router-kube/late" in text and "does not exist" in text, text
     async with aiohttp.ClientSession() as s:
         async with s.get(f"{r.url}/x") as resp:
@@ -414,10 +421,9 @@ async def test_missing_bakeoff_then_no_routing_then_routes(apis, upstream, route
             assert "no variant is routable" in await resp.text()
 
     apis.create_bakeoff("late")
-    deadline = time.monotonic() + 10
-    while "status.routing" not in text and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-        status, text = await readyz(r)
+    status, text = await eventually_async(
+        lambda: readyz(r), until=lambda x: "status.routing" in x[1], what="readyz naming status.routing", timeout=10
+    )
     assert status == 503 and "no status.routing" in text, text
 
     u = await upstream("mainline")
@@ -429,10 +435,7 @@ async def test_missing_bakeoff_then_no_routing_then_routes(apis, upstream, route
 
     # The Bakeoff is deleted: the router keeps serving its last table.
     apis.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, "bakeoffs", "late")
-    deadline = time.monotonic() + 10
-    while "Bakeoff deleted" not in r.logs() and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert "Bakeoff deleted" in r.logs()
+    await eventually_async(lambda: "Bakeoff deleted" in r.logs(), what="'Bakeoff deleted' logged", timeout=10)
     assert {body for _, body, _ in await send(r, 10)} == {"mainline"}
     assert r.proc.poll() is None
 
@@ -506,8 +509,13 @@ async def test_unreachable_api_server(tmp_path, router, kube):
     kc.write_text(Path(kube.kubeconfig).read_text().replace(kube.url, f"https://127.0.0.1:{closed}"))
     assert f"127.0.0.1:{closed}" in kc.read_text()
     r = await router("shop", kubeconfig=str(kc))
-    await asyncio.sleep(1.5)  # a few failed attempts
-    status, text = await readyz(r)
+    # until an attempt has failed and said so
+    status, text = await eventually_async(
+        lambda: readyz(r), until=lambda x: "refused" in x[1], what="readyz naming the refusal", timeout=30
+    )
+    await eventually_async(
+        lambda: "API server watch failed; retrying" in r.logs(), what="the failed watch logged", timeout=30
+    )
     assert status == 503
     assert f"127.0.0.1:{closed}" in text and "refused" in text, text
     async with aiohttp.ClientSession() as s:

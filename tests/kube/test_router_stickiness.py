@@ -7,13 +7,13 @@ real API server, one with --workers 2; upstreams on this machine's address.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import json
-import time
 
 import aiohttp
 import pytest
+
+from tests.conftest import eventually_async
 
 from .conftest import GROUP, VERSION
 from .test_router_kube import apis, host_ip, router, table, upstream, wait_routes  # noqa: F401 - fixtures
@@ -40,11 +40,10 @@ def assignment(seen: dict[str, collections.Counter]) -> dict[str, str]:
 
 
 async def wait_log(r, text: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in r.logs():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never logged {text!r}:\n{r.logs()}")
-        await asyncio.sleep(0.05)
+    try:
+        await eventually_async(lambda: text in r.logs(), what=f"{text!r} logged", timeout=timeout)
+    except AssertionError as e:
+        raise AssertionError(f"{e}:\n{r.logs()}") from None
 
 
 @pytest.mark.parametrize("workers", [1, 2])

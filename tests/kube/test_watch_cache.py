@@ -24,14 +24,11 @@ kubernetes = pytest.importorskip("kubernetes")
 kclient = kubernetes.client
 
 from bakeoff.common import watch as cw  # noqa: E402
+from tests.conftest import eventually  # noqa: E402
 
 
 def until(cond, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
+    eventually(cond, what=what, timeout=timeout)
 
 
 class Logs:

@@ -86,6 +86,8 @@ def test_wheel_holds_the_parts_under_one_root_and_the_example(installed):
         "bakeoff/contracts/snapshot.py",
         "bakeoff/examples/shop/bakeoff.yaml",
         "bakeoff/examples/shop/mainline.py",
+        "bakeoff/controller/report/templates/components.html.j2",  # the report's and the dashboard's templates
+        "bakeoff/controller/dashboard/static/dashboard.js",
     ):
         assert must in names, f"{must} missing from {wheel.name}"
     top = {n.split("/", 1)[0] for n in names}

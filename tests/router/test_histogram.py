@@ -58,3 +58,32 @@ def test_merge_is_exact_and_the_json_form_round_trips():
 def test_foreign_layout_is_rejected():
     with pytest.raises(ValueError, match="exceed the layout"):
         h.decode_counts({"offset": h.NUM_BUCKETS - 1, "counts": [1, 2]})
+
+
+def test_router_stats_record_into_the_same_buckets_as_the_histogram() -> None:
+    """The router's stats record latencies with their own (compiled) copy of the bucket arithmetic (issue 18).
+
+    The copy must put every value in the bucket LatencyHistogram.record does --
+    the layout is part of the snapshot format -- including the clamped ends
+    and values on bucket boundaries, in whichever build runs (the compiled
+    one, or the pure-Python one under BAKEOFF_PURE_PYTHON=1).
+    """
+    from bakeoff.router.stats import RouteStats
+
+    rng = random.Random(18)
+    values = [0.0, -1.0, h.MIN_VALUE, h.MIN_VALUE * 1.0000001, h.MAX_VALUE, h.MAX_VALUE * 2, 1e-3, 0.25, 1.0]
+    values += [h.bucket_upper_bound(i) for i in range(h.NUM_BUCKETS)]
+    values += [10 ** rng.uniform(-7, 4) for _ in range(20000)]
+    for v in values:
+        ref = h.LatencyHistogram()
+        ref.record(v)
+        stats = RouteStats()
+        stats.record_response(200, v)
+        assert stats.latency.counts == ref.counts, v
+        assert (stats.latency.count, stats.latency.total) == (ref.count, ref.total), v
+    stats = RouteStats()
+    ref = h.LatencyHistogram()
+    for v in values:
+        stats.record_outcome(0, v)
+        ref.record(v)
+    assert stats.latency.to_json() == ref.to_json()

@@ -4,6 +4,7 @@
 - slow: like good, 15 ms later
 - error: like good, but 30% of requests fail with 500
 - better: like good, but 16% of responses report a conversion
+- worse: like good, but 2% of responses report a conversion
 """
 
 import argparse
@@ -12,7 +13,7 @@ import random
 
 from aiohttp import web
 
-CONVERSION = {"good": 0.10, "slow": 0.10, "error": 0.10, "better": 0.16}
+CONVERSION = {"good": 0.10, "slow": 0.10, "error": 0.10, "better": 0.16, "worse": 0.02}
 
 
 def make_app(behaviour: str) -> web.Application:

@@ -125,3 +125,19 @@ class Journal:
 
     def write_status(self, status: dict[str, Any]) -> None:
         write_atomic(self.status_path, json.dumps(status, indent=2, default=str))
+
+
+def write_request(path: Path, data: dict[str, Any]) -> None:
+    """An ``approve`` or ``abort`` file a running ``bakeoff run`` picks up: one JSON object with the
+    OS user and the time (written by ``bakeoff approve|abort`` and the dashboard)."""
+    import getpass
+    import json
+    import time
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({**data, "user": data.get("user") or user, "at": time.time()}) + "\n")
+    tmp.replace(path)

@@ -46,6 +46,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+from bakeoff.judge.allocation import Arm, Params, allocate, describe, eliminate, improvement
+
 # Variant phases (the resource schema's status.phase)
 PENDING, GATED, SERVING, WINNER, PROMOTED, ROLLED_BACK, LOST = (
     "Pending",
@@ -74,6 +76,10 @@ class Policy:
     promotion: str = "auto"  # auto | manual | whenNoRegression
     min_samples: int = 0  # judged requests a candidate needs on its step before the next (spec.judge.minSamples)
     no_data_timeout: float | None = 300.0  # seconds without new evidence before a rollback (None: never)
+    allocation: str = "fixed"  # fixed (the ramp of steps) | adaptive (bakeoff.judge.allocation)
+    mainline_floor: float = 0.5  # adaptive: the mainline's least share
+    max_step: float = 0.1  # adaptive: the most a candidate's share moves per stepInterval
+    tie_break: str | None = None  # the metric whose estimate picks among several promotable candidates
 
 
 @dataclass
@@ -146,6 +152,12 @@ class JudgeDecision:
     # candidates with a guardrail judged worse, and why: acted on in every phase (the judge itself
     # stops adding rollbacks once it has picked a winner, which may wait for approval)
     guardrail_worse: dict[str, str] = field(default_factory=dict)
+    # per candidate judged (minSamples reached) and metric (whole service): its change oriented so
+    # that higher is better, (lo, estimate, hi) of the anytime-valid interval -- adaptive allocation
+    # and the tie-break read these
+    improvements: dict[str, dict[str, tuple[float, float, float]]] = field(default_factory=dict)
+    metric_kinds: dict[str, tuple[str, str]] = field(default_factory=dict)  # metric -> (kind, harm)
+    objective: str | None = None
 
     @classmethod
     def from_verdict(cls, verdict: Any) -> JudgeDecision:
@@ -173,7 +185,32 @@ class JudgeDecision:
             for n, vv in verdict.variants.items()
             if any(m.state == "worse" and m.role == "guardrail" for m in vv.metrics.values())
         }
-        return cls(d.action, tuple(d.rollback), d.winner, d.reason, reasons, passing, requests, worse, guardrail_worse)
+        improvements: dict[str, dict[str, tuple[float, float, float]]] = {}
+        kinds: dict[str, tuple[str, str]] = {}
+        objective = None
+        for n, vv in verdict.variants.items():
+            for mv in vv.metrics.values():
+                if getattr(mv, "route", None) is not None:
+                    continue
+                kinds.setdefault(mv.metric, (mv.kind, mv.harm))
+                if mv.role == "objective":
+                    objective = mv.metric
+                if vv.eligible and (mv.role == "objective" or mv.metric not in improvements.get(n, {})):
+                    improvements.setdefault(n, {})[mv.metric] = improvement(mv)
+        return cls(
+            d.action,
+            tuple(d.rollback),
+            d.winner,
+            d.reason,
+            reasons,
+            passing,
+            requests,
+            worse,
+            guardrail_worse,
+            improvements,
+            kinds,
+            objective,
+        )
 
 
 @dataclass(frozen=True)
@@ -205,10 +242,13 @@ class Plan:
 
 
 def candidate_shares(policy: Policy, state: ControllerState, ready: frozenset[str]) -> dict[str, float]:
-    """Each serving, healthy candidate's share: its step, capped so the total stays within the cap."""
+    """Each serving, healthy candidate's share: its step, capped so the total stays within the cap
+    (with allocation: adaptive, the share the allocation gave it)."""
     live = [v for v in state.variants.values() if v.phase in (SERVING, WINNER) and v.name in ready and v.step >= 0]
     if not live:
         return {}
+    if policy.allocation == "adaptive":
+        return {v.name: v.share for v in live}
     cap = policy.max_candidate_share / len(live)
     return {v.name: min(policy.steps[min(v.step, len(policy.steps) - 1)], cap) for v in live}
 
@@ -275,12 +315,13 @@ def reconcile(policy: Policy, state: ControllerState, obs: Observations) -> Plan
         if d is not None and policy.promotion == "whenNoRegression" and d.action in ("continue", "rollback"):
             ok = [n for n in d.no_regression if n not in d.rollback and n in obs.ready]
             ok = [n for n in ok if n in st.variants and st.variants[n].phase == SERVING]
-            if ok:
+            pick, why = _tie_break(policy, st, d, ok, obs) if ok else (None, "")
+            if pick is not None:
                 d = JudgeDecision(  # the rollbacks of this verdict still apply (below)
                     "promote",
                     d.rollback,
-                    ok[0],
-                    f"{ok[0]} is within tolerance on every guardrail (promotion: whenNoRegression)",
+                    pick,
+                    f"{pick} is within tolerance on every guardrail (promotion: whenNoRegression){why}",
                     d.reasons,
                     d.no_regression,
                 )
@@ -334,8 +375,10 @@ def reconcile(policy: Policy, state: ControllerState, obs: Observations) -> Plan
         ):
             _stop(st, f"no candidate left that could win; {st.mainline} stays", now, event, retire)
 
-        # 5. ramp
-        if st.phase == RUNNING:
+        # 5. ramp (or, with allocation: adaptive, the allocation of bakeoff.judge.allocation)
+        if st.phase == RUNNING and policy.allocation == "adaptive":
+            _adapt(policy, st, obs, event, retire)
+        elif st.phase == RUNNING:
             last = len(policy.steps) - 1
             for v in st.variants.values():
                 if v.phase != SERVING or v.name not in obs.ready or v.step >= last:
@@ -380,6 +423,125 @@ def reconcile(policy: Policy, state: ControllerState, obs: Observations) -> Plan
         if e["type"] in ("admitted", "ramped") and e["variant"] in st.variants:
             e["share"] = st.variants[e["variant"]].share
     return plan
+
+
+def adaptive_budget(policy: Policy) -> float:
+    """All candidates together under allocation: adaptive: at most maxCandidateShare, and the mainline
+    keeps at least mainlineFloor."""
+    return max(0.0, min(policy.max_candidate_share, 1.0 - policy.mainline_floor))
+
+
+def allocation_metric(policy: Policy, d: JudgeDecision | None) -> str | None:
+    """The metric adaptive allocation compares candidates on: the objective, else the tie-break metric."""
+    if d is not None and d.objective:
+        return d.objective
+    return policy.tie_break
+
+
+def _adapt(policy: Policy, st: ControllerState, obs: Observations, event, retire) -> None:
+    """allocation: adaptive (bakeoff.judge.allocation): retire the candidates that can no longer win,
+    and once per stepInterval move each remaining share toward its target by at most maxStep.
+    A newly admitted candidate starts at the first step (within the budget) at once."""
+    now, d = obs.now, obs.verdict
+    live = [v for v in st.variants.values() if v.phase == SERVING and v.name in obs.ready]
+    if not live:
+        return
+    budget = adaptive_budget(policy)
+    metric = allocation_metric(policy, d)
+    fresh = d is not None and not obs.no_data
+    arms: dict[str, Arm] = {}
+    for v in live:
+        held = not fresh or (d is not None and v.name in d.worse)
+        yard = d is not None and v.name not in d.guardrail_worse and v.name not in d.rollback
+        imp = d.improvements.get(v.name, {}).get(metric) if fresh and d is not None and metric else None
+        arms[v.name] = Arm(v.name, *imp, may_grow=not held, yardstick=yard) if imp else Arm(v.name, may_grow=not held)
+    if fresh and d is not None and metric:
+        kind, harm = d.metric_kinds.get(metric, ("proportion", "decrease"))
+        lost = eliminate(
+            arms, metric, st.mainline, kind=kind, harm=harm, below_control=policy.promotion != "whenNoRegression"
+        )
+        for name, why in lost.items():
+            v = st.variants[name]
+            v.phase, v.reason, v.share = LOST, why, 0.0
+            event("lost", name, why, phase=LOST, retired_by="allocation")
+            retire(name, "lost")
+            arms.pop(name)
+            live.remove(v)
+    if not live:
+        return
+    new = [v for v in live if v.share <= SHARE_EPSILON]
+    old = [v for v in live if v.share > SHARE_EPSILON]
+    if new:
+        room = max(0.0, budget - sum(v.share for v in old))
+        first = min(policy.steps[0], budget / len(live), room / len(new))
+        for v in new:
+            v.share, v.step, v.step_since = round(first, 6), max(v.step, 0), now
+    since = [v.step_since for v in old if v.step_since is not None]
+    if not old or (since and now - max(since) < policy.step_interval):
+        return
+    params = Params(
+        budget=budget,
+        max_step=policy.max_step,
+        start=policy.steps[0],
+        min_share=min(0.01, budget / (4 * len(live))),
+        retire_below_control=policy.promotion != "whenNoRegression",
+    )
+    before = {v.name: v.share for v in live}
+    alloc = allocate(arms, before, params)
+    for v in live:
+        v.share, v.step_since = alloc.shares.get(v.name, v.share), now
+    if not _same({v.name: v.share for v in live}, before):
+        moved = ", ".join(f"{v.name} {before[v.name]:.1%}->{v.share:.1%}" for v in live if v.share != before[v.name])
+        event(
+            "allocated",
+            None,
+            f"adaptive allocation on {metric or 'no metric yet'}: {moved}",
+            shares={v.name: v.share for v in live},
+            targets={k: round(x, 6) for k, x in alloc.targets.items()},
+            best_probability={k: round(x, 4) for k, x in alloc.best_probability.items()},
+        )
+
+
+def _tie_break(
+    policy: Policy, st: ControllerState, d: JudgeDecision, ok: list[str], obs: Observations
+) -> tuple[str | None, str]:
+    """With promotion: whenNoRegression, the candidate to promote among those within tolerance
+    (``ok``), by the tie-break metric's estimate (spec.promotion.tieBreak, else the objective);
+    (None, "") while another serving candidate is already shown better on that metric than the
+    pick (its lower bound above the pick's upper bound) and may still qualify."""
+    metric = policy.tie_break or d.objective
+    if not metric:
+        return ok[0], ""
+    nan = (float("nan"),) * 3
+
+    def imp(n: str) -> tuple[float, float, float]:
+        return d.improvements.get(n, {}).get(metric) or nan
+
+    def key(n: str) -> tuple[float, str]:
+        est = imp(n)[1]
+        return (-est if est == est else float("inf"), n)
+
+    ranked = sorted(ok, key=key)
+    pick = ranked[0]
+    _, _, hi = imp(pick)
+    for v in st.variants.values():
+        if (
+            v.phase != SERVING
+            or v.name in ok
+            or v.name not in obs.ready
+            or v.name in d.guardrail_worse
+            or v.name in d.rollback
+        ):
+            continue
+        lo = imp(v.name)[0]
+        if lo == lo and hi == hi and lo > hi:
+            return None, ""  # a candidate surely better on the tie-break metric may still qualify: wait for it
+    if len(ranked) == 1:
+        return pick, ""
+    kind, _harm = d.metric_kinds.get(metric, ("", "increase"))
+    sign = 1.0 if _harm == "decrease" else -1.0
+    others = ", ".join(f"{n} {describe(sign * imp(n)[1], kind)}" for n in ranked[1:])
+    return pick, f"; chosen by tieBreak {metric} (estimate {describe(sign * imp(pick)[1], kind)}; {others})"
 
 
 def _no_evidence(policy: Policy, v: VariantState, obs: Observations) -> bool:
@@ -476,6 +638,10 @@ def replay(state: ControllerState, events: list[dict[str, Any]]) -> ControllerSt
                 "at": e.get("at"),
                 "cause": e.get("cause", "judge"),
             }
+        elif kind == "allocated":
+            for n, share in (e.get("shares") or {}).items():
+                if n in st.variants and isinstance(share, (int, float)):
+                    st.variants[n].share = float(share)
         elif kind == "mainline_failed":
             pass  # a new run starts the mainline afresh
     st.started, st.retired, st.weights = set(), set(), {}

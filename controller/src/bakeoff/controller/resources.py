@@ -83,6 +83,8 @@ class Routing:
     allocation: str = schema.default(schema.Routing, "allocation")
     routes: tuple[Route, ...] = ()  # per-route statistics (docs/resources.md); empty: none
     no_data_timeout: float = 300.0  # no new judged request of a candidate for this long: rolled back
+    mainline_floor: float = schema.default(schema.Routing, "mainline_floor")  # adaptive: the mainline's least share
+    max_step: float = schema.default(schema.Routing, "max_step")  # adaptive: a share's largest move per interval
 
 
 @dataclass(frozen=True)
@@ -123,10 +125,14 @@ class BakeoffResource:
     judge: JudgeConfig
     judge_raw: dict[str, Any]
     promotion: str = schema.default(schema.Promotion, "mode")  # auto | manual | whenNoRegression
+    tie_break: str | None = None  # spec.promotion.tieBreak: picks among several promotable candidates
     listen: str = "127.0.0.1:8080"
     admin: str = "127.0.0.1:8081"
     look_interval: float = parse_duration(schema.default(schema.Judge, "interval"), "interval")
     source: str | None = None  # cluster: where the judge's figures come from (spec.judge.source)
+    # cluster: where cpu_per_request and memory come from (spec.judge.resources: prometheus, cpuQuery,
+    # memoryQuery; bakeoff.judge.sources.cadvisor); locally each variant's process tree is sampled
+    resources: dict[str, str] | None = None
     load: LoadSpec | None = None  # local: the load bakeoff run drives (spec.load)
     notify: tuple[NotifySpec, ...] = ()  # webhooks on decisions (spec.notify)
 
@@ -332,15 +338,24 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
         rk["no_data_timeout"] = _duration(doc, r["noDataTimeout"], "spec.routing.noDataTimeout")
     if "allocation" in r:
         if r["allocation"] == "bandit":
-            # Adaptive allocation does not exist yet: accepting it would silently run the fixed ramp.
             raise doc.error(
                 "spec.routing.allocation",
-                "'bandit' is not implemented yet (adaptive allocation is planned); use 'fixed', the ramp of "
-                "spec.routing.steps, or leave the field out",
+                "'bandit' is now called 'adaptive': use allocation: adaptive (shares move toward the candidates "
+                "that can still win; docs/judge.md), or 'fixed', the ramp of spec.routing.steps",
             )
-        if r["allocation"] != "fixed":
-            raise doc.error("spec.routing.allocation", f"must be 'fixed', got {r['allocation']!r}")
+        if r["allocation"] not in ("fixed", "adaptive"):
+            raise doc.error("spec.routing.allocation", f"must be 'fixed' or 'adaptive', got {r['allocation']!r}")
         rk["allocation"] = r["allocation"]
+    for key, attr, zero_ok in (("mainlineFloor", "mainline_floor", True), ("maxStep", "max_step", False)):
+        if key in r:
+            share = _share(doc, r[key], f"spec.routing.{key}", zero_ok=zero_ok)
+            if key == "mainlineFloor" and share >= 1:
+                raise doc.error(
+                    "spec.routing.mainlineFloor", f"must be below 1 (candidates need traffic), got {share!r}"
+                )
+            if r.get("allocation") != "adaptive":
+                raise doc.error(f"spec.routing.{key}", "applies only to allocation: adaptive")
+            rk[attr] = share
     if r.get("routes") is not None:
         rk["routes"] = _routes(doc, r["routes"])
     routing = Routing(**rk)
@@ -361,6 +376,9 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
     source = jraw.pop("source", None)  # local runs always read the in-process router
     if source is not None and not isinstance(source, str):
         raise doc.error("spec.judge.source", f"must be a string, got {source!r}")
+    resources = jraw.pop("resources", None)
+    if resources is not None:
+        resources = _resource_queries(doc, resources)
     try:
         judge = config_from_dict(jraw, origin=f"{doc.prefix}: spec.judge")
     except JudgeConfigError as e:
@@ -379,6 +397,14 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
     mode = promo.get("mode", BakeoffResource.promotion)
     if mode not in PROMOTION_MODES:
         raise doc.error("spec.promotion.mode", f"must be one of {', '.join(PROMOTION_MODES)}, got {mode!r}")
+    tie_break = promo.get("tieBreak")
+    if tie_break is not None:
+        judged = [m.name for m in judge.metrics]
+        if tie_break not in judged:
+            raise doc.error(
+                "spec.promotion.tieBreak",
+                f"must name a metric the judge measures ({', '.join(judged)}), got {tie_break!r}",
+            )
     if judge.objective is None and mode != "whenNoRegression":
         raise doc.error(
             "spec.judge.objective",
@@ -389,15 +415,15 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
     rt = _mapping(doc, spec.get("router"), "spec.router", schema.Router.keys())
     addrs = {}
     for key, default in (("listen", "127.0.0.1:8080"), ("admin", "127.0.0.1:8081")):
-        val = rt.get(key, default)
+        val = given = rt.get(key, default)
         if isinstance(val, int):
             val = f"127.0.0.1:{val}"
         if (
             not isinstance(val, str)
-            or not re.match(r"^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$", val)
+            or not re.match(schema.HOST_PORT_PATTERN, val)
             or int(val.rsplit(":", 1)[1]) > 65535
         ):
-            raise doc.error(f"spec.router.{key}", f"must be host:port (port 0 picks a free one), got {val!r}")
+            raise doc.error(f"spec.router.{key}", f"{schema.HOST_PORT_EXPECTED}, got {given!r}")
         addrs[key] = val
     return BakeoffResource(
         name=name,
@@ -407,11 +433,13 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
         judge=judge,
         judge_raw=jraw,
         promotion=mode,
+        tie_break=tie_break,
         listen=addrs["listen"],
         admin=addrs["admin"],
         look_interval=look_interval,
         source=source,
         load=load,
+        resources=resources,
         notify=_notify(doc, spec.get("notify"), platform),
     )
 
@@ -489,6 +517,28 @@ def _notify(doc: _Doc, value: Any, platform: str) -> tuple[NotifySpec, ...]:
     return tuple(out)
 
 
+def _resource_queries(doc: _Doc, value: Any) -> dict[str, str]:
+    from bakeoff.judge.sources.cadvisor import check_query
+
+    where = "spec.judge.resources"
+    if not isinstance(value, dict):
+        raise doc.error(where, f"must be a mapping (prometheus, cpuQuery, memoryQuery), got {value!r}")
+    allowed = ("prometheus", "cpuQuery", "memoryQuery")
+    for key, v in value.items():
+        if key not in allowed:
+            raise doc.error(f"{where}.{key}", f"is not a field (allowed: {', '.join(allowed)})")
+        if not isinstance(v, str) or not v.strip():
+            raise doc.error(f"{where}.{key}", f"must be a non-empty string, got {v!r}")
+        if key == "prometheus" and not v.startswith(("prometheus+http://", "prometheus+https://")):
+            raise doc.error(f"{where}.{key}", f"must be a prometheus+http(s):// URL, got {v!r}")
+        if key != "prometheus":
+            try:
+                check_query(v, "query")
+            except ValueError as e:
+                raise doc.error(f"{where}.{key}", str(e).removeprefix("query: ")) from None
+    return dict(value)
+
+
 def _routes(doc: _Doc, value: Any) -> tuple[Route, ...]:
     where = "spec.routing.routes"
     if not isinstance(value, list):
@@ -559,7 +609,7 @@ def _load_requests(doc: _Doc, value: Any) -> tuple[LoadRequest, ...]:
             raise doc.error(f"{w}.path", f"must be a path starting with '/' (a query string may follow), got {path!r}")
         method = m.get("method", LoadRequest.method)
         if not isinstance(method, str) or method.upper() not in HTTP_METHODS:
-            raise doc.error(f"{w}.method", f"must be one of {', '.join(HTTP_METHODS)}, got {method!r}")
+            raise doc.error(f"{w}.method", f"must be one of {', '.join(HTTP_METHODS)} (in any case), got {method!r}")
         weight = m.get("weight", 1)
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (0 < weight < math.inf):
             raise doc.error(f"{w}.weight", f"must be a positive number, got {weight!r}")

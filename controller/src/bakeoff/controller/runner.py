@@ -24,6 +24,7 @@ import structlog
 
 from bakeoff.common.logs import bind_variant
 from bakeoff.controller import gate as gates
+from bakeoff.controller.decision_metrics import DecisionMetrics
 from bakeoff.controller.journal import Journal
 from bakeoff.controller.notify import Dispatcher, Webhook, local_reader, notification, resolve
 from bakeoff.controller.platforms import Platform
@@ -40,7 +41,9 @@ from bakeoff.controller.reconcile import (
     replay,
 )
 from bakeoff.controller.resources import Resources, Workload
+from bakeoff.judge.config import RESOURCE_KINDS
 from bakeoff.judge.core import JudgeState, step
+from bakeoff.judge.sources.resources import ResourceMeter, requests_of
 from bakeoff.judge.verdict import Verdict
 from bakeoff.load import Load, Target
 
@@ -155,6 +158,10 @@ def policy_of(res: Resources) -> Policy:
         promotion=b.promotion,
         min_samples=b.judge.min_samples,
         no_data_timeout=b.routing.no_data_timeout,
+        allocation=b.routing.allocation,
+        mainline_floor=b.routing.mainline_floor,
+        max_step=b.routing.max_step,
+        tie_break=b.tie_break,
     )
 
 
@@ -217,8 +224,10 @@ class Runner:
         exit_on_decision: bool = False,
         load: Load | None = None,
         clock: Callable[[], float] = time.time,
+        decision_metrics: DecisionMetrics | None = None,
     ) -> None:
         self.res = resources
+        self.decision_metrics = decision_metrics  # `bakeoff run --metrics`: the decisions as Prometheus series
         self.b = resources.bakeoff
         self.platform = platform
         self.journal = journal
@@ -247,6 +256,17 @@ class Runner:
         self.nagle_checked = False
         self.webhooks = local_webhooks(resources, base_dir)
         self.notifier: Dispatcher | None = None  # started with the first notification
+        # Resource cost (cpu_per_request, memory): each variant's process tree, sampled at every
+        # look when the platform knows its processes (bakeoff.judge.sources.process_tree).
+        self.resource_meter: ResourceMeter | None = None
+        self.resource_source: Any = None
+        pids = getattr(platform, "pids", None)
+        if callable(pids):
+            from bakeoff.judge.sources.process_tree import ProcessTreeSource
+
+            self.resource_source = ProcessTreeSource(pids)
+            self.resource_meter = ResourceMeter(source_id=f"process-trees:{os.getpid()}@{self.b.name}")
+        self.judges_resources = any(m.kind in RESOURCE_KINDS for m in self.judge_config.metrics)
 
     # -- set-up -------------------------------------------------------------
     def restore(self) -> None:
@@ -337,6 +357,11 @@ class Runner:
                 plan = reconcile(self.policy, self.state, obs)
                 for e in plan.events:
                     self._note(e)
+                    if e.get("retired_by") == "allocation" and e.get("variant"):
+                        # out of the contest: the judge must not pick it as the winner any more
+                        self.judge_state.out.setdefault(e["variant"], e.get("reason") or "retired")
+                if self.decision_metrics is not None:
+                    self.decision_metrics.decided(self.b.name, plan.events)
                 self._check_mainline(plan.state, obs)
                 changed = bool(plan.events) or plan.state.weights != self.state.weights
                 self.state = plan.state
@@ -357,6 +382,8 @@ class Runner:
                     self._write_status()
                 if self.view is not None:
                     self.view.update(self)
+                if self.decision_metrics is not None:
+                    self._observe_metrics()
                 if self.state.phase in FINAL and not decided_reported:
                     decided_reported = True
                     self._write_status()
@@ -386,6 +413,11 @@ class Runner:
                 await asyncio.to_thread(self.notifier.close, NOTIFY_GRACE)
         return 0
 
+    def _observe_metrics(self) -> None:
+        st = self.state
+        phases = {self.b.mainline_name: "mainline", **{n: v.phase for n, v in st.variants.items()}}
+        self.decision_metrics.observe(self.b.name, st.phase, st.weights, phases, self.verdict)  # type: ignore[union-attr]
+
     def _look(self, now: float) -> None:
         try:
             snap = self.platform.snapshot()
@@ -402,13 +434,39 @@ class Runner:
             if why is not None:
                 self.halt = (why, "traffic")
                 return
-        self.judge_state, self.verdict = step(self.judge_state, snap, now)
+        parts: Any = snap
+        if self.resource_meter is not None:
+            try:
+                self.resource_meter.observe(self.resource_source.sample_now(), requests_of(snap))
+            except Exception as e:  # noqa: BLE001 - a failed sample is skipped, never fatal
+                log.warning("resource sample failed", bakeoff=self.b.name, error=str(e))
+            if self.judges_resources:
+                # the meter is a source of its own for the judge (its own baseline)
+                parts = [snap, self.resource_meter.snapshot(now)]
+        self.judge_state, self.verdict = step(self.judge_state, parts, now)
         self.journal.save_judge(self.judge_state.to_json())
         if self.verdict.notes and not any(v.requests for v in self.verdict.variants.values()):
             return
         compact = compact_verdict(self.verdict)
         self.history.append(compact)
         self.journal.append_verdict(compact)
+
+    def resource_summary(self) -> dict[str, dict[str, Any]]:
+        """Per variant: mean CPU milliseconds per request and resident memory (MiB, mean and last),
+        over the batches measured so far (the report's "Resource cost")."""
+        m = self.resource_meter
+        if m is None:
+            return {}
+        out: dict[str, dict[str, Any]] = {}
+        for name in sorted(set(m.cpu) | set(m.memory) | set(m.last)):
+            cpu, mem, last = m.cpu.get(name), m.memory.get(name), m.last.get(name)
+            out[name] = {
+                "cpu_ms_per_request": cpu.sum / cpu.count * 1000 if cpu and cpu.count else None,
+                "memory_mib": mem.sum / mem.count / 2**20 if mem and mem.count else None,
+                "memory_mib_last": last.memory_bytes / 2**20 if last else None,
+                "batches": cpu.count if cpu else 0,
+            }
+        return out
 
     def _check_metric_names(self, snap: dict[str, Any] | None) -> None:
         """Warn (once) about an objective or guardrail the service has not reported in the first

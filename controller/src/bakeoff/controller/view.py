@@ -52,6 +52,39 @@ def shown_phase(v: dict[str, Any]) -> tuple[str, str]:
     return phase, reason
 
 
+SERVING_ORDER = {"Mainline": 0, "Winner": 1, "Promoted": 1, "Serving": 2, "Pending": 3, "Gated": 4}
+
+
+def status_rows(st: dict[str, Any], weights: dict[str, float], phase_of: Any, width: int) -> list[str]:
+    """`bakeoff status`'s table: one row per variant (mainline, then the serving candidates by share,
+    then the retired ones), its current share and why it was retired; a long reason wraps under the
+    reason column, so no line is wider than ``width`` at any number of variants."""
+    import textwrap
+
+    mainline = st.get("mainline", "")
+    rows: list[tuple[str, str, float, str]] = [(mainline, "Mainline", weights.get(mainline, 0.0), "")]
+    for name, v in (st.get("variants") or {}).items():
+        if name == mainline:
+            continue
+        phase, reason = phase_of(v)
+        rows.append((name, phase, weights.get(name, 0.0), reason))
+    rows[1:] = sorted(rows[1:], key=lambda r: (SERVING_ORDER.get(r[1], 5), -r[2], r[0]))
+    name_w = min(max(len("variant"), *(len(r[0]) for r in rows)), 24)
+    phase_w = max(len("phase"), *(len(r[1]) for r in rows))
+    lead = 2 + name_w + 1 + phase_w + 1 + 7 + 2
+    reason_w = max(20, width - lead)
+    out = [f"  {'variant':<{name_w}} {'phase':<{phase_w}} {'share':>7}  reason"]
+    for name, phase, share, reason in rows:
+        shown = name if len(name) <= name_w else name[: name_w - 1] + "…"
+        parts = textwrap.wrap(reason, reason_w) or [""]
+        out.append(f"  {shown:<{name_w}} {phase:<{phase_w}} {share:>7.1%}  {parts[0]}".rstrip())
+        out += [" " * lead + p for p in parts[1:]]
+    serving = sum(1 for r in rows[1:] if r[2] > 0)
+    retired = sum(1 for r in rows[1:] if r[1] in ("Lost", "RolledBack"))
+    out.append(f"  {len(rows) - 1} candidates: {serving} serving, {retired} retired or rolled back")
+    return out
+
+
 def variant_rows(runner: Any) -> list[dict[str, Any]]:
     """Per-variant figures from the last snapshot, the controller state and the last verdict."""
     from bakeoff.contracts.histogram import decode_counts, quantile_from_counts
@@ -286,21 +319,32 @@ class LiveView(LineView):
             head += f"  decision: [bold {colour}]{what}[/] {d.get('winner') or ''}"
         obj = self.b.judge.objective
         t = Table(expand=False)
-        cols = ["variant", "phase", "share", "requests", "errors", "p50 ms", "p99 ms", "judge"]
+        cols = ["variant", "phase", "share", "requests", "errors", "p50 ms", "p99 ms", "judge", "why"]
         if obj is not None:
             arrow = "\u2191" if obj.harm < 0 else "\u2193"  # which way the objective should go
             cols.insert(7, f"{obj.name} {arrow}")
+        rows = variant_rows(r)
+        # With many variants every row stays one line (long cells end in an ellipsis) so the table
+        # fits a terminal; with a few the judge column folds on a narrow terminal instead.
+        many = len(rows) > 8
+        widths = {
+            "variant": min(24, max(len(row["variant"]) for row in rows)),
+            "phase": max(len(row["phase"]) for row in rows),
+            "judge": 14,
+            "why": 20 if many else 8,
+        }
         for c in cols:
-            # The figures never wrap or shrink; on a narrow terminal the judge column folds instead.
+            # The figures never wrap or shrink.
             t.add_column(
                 c,
-                justify="left" if c in ("variant", "phase", "judge") else "right",
-                no_wrap=c != "judge",
-                overflow="fold" if c == "judge" else "ellipsis",
-                min_width=14 if c == "judge" else len(c),
+                justify="left" if c in ("variant", "phase", "judge", "why") else "right",
+                no_wrap=c not in ("judge", "why") or many,
+                overflow="fold" if c in ("judge", "why") and not many else "ellipsis",
+                min_width=widths.get(c, len(c)),
+                max_width=(48 if many else None) if c == "judge" else (44 if c == "why" else None),
             )
         colour = {"worse": "red", "better": "green", "non_inferior": "cyan", "unknown": "dim"}
-        for row in variant_rows(r):
+        for row in rows:
             judge = " ".join(
                 f"[{colour.get(s, 'white')}]{short_metric(m)}{SYMBOL.get(s, s)} {row['changes'].get(m, '?')}[/]"
                 for m, s in row["judge"].items()
@@ -316,7 +360,7 @@ class LiveView(LineView):
             ]
             if obj is not None:
                 cells.append(_f(row["objective"], ".3f"))
-            t.add_row(*cells, judge)
+            t.add_row(*cells, judge, row["reason"] if row["phase"] not in ("Serving", "Mainline") else "")
         log = Text("\n".join(self.events) or "(no events yet)")
         legend = Text(
             "judge: ▲ better  ≈ within tolerance  ✗ worse  ? not yet known; change vs mainline "

@@ -37,6 +37,7 @@ class Parser(argparse.ArgumentParser):
 
 def commands() -> list[Command]:
     from bakeoff.cli.commands import Controller, Judge, Revert, Router, Status, Submit
+    from bakeoff.cli.dashboard import Dashboard
     from bakeoff.cli.demo import Demo
     from bakeoff.cli.run import Run
     from bakeoff.cli.runs import Abort, Approve, List, Report
@@ -54,6 +55,7 @@ def commands() -> list[Command]:
         Controller(),
         Submit(),
         Revert(),
+        Dashboard(),
     ]
 
 

@@ -64,6 +64,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--locustfile", default=None, metavar="FILE", help="drive load with this locust file (headless)")
     p.add_argument("--no-load", action="store_true", help="drive no load even if the file has spec.load")
     p.add_argument(
+        "--metrics",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve the decisions as Prometheus metrics on http://HOST:PORT/metrics (share, phase, the judge's "
+        "estimates and bounds, decisions by action; docs/run.md)",
+    )
+    p.add_argument(
+        "--ui",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="serve the live web dashboard on 127.0.0.1 (its address is printed at start); "
+        "on by default without --headless",
+    )
+    p.add_argument(
+        "--ui-port", type=int, default=0, metavar="PORT", help="the dashboard's port (default 0: a free one)"
+    )
+    p.add_argument(
         "--drain",
         type=float,
         default=2.0,
@@ -118,6 +135,9 @@ def run(args: argparse.Namespace) -> int:
         local_webhooks(resources, Path(args.file).resolve().parent)  # a URL or key that cannot be used: refused now
         if args.drain < 0:
             raise ValueError("--drain must be >= 0")
+        metrics = _metrics_address(args.metrics)
+        if not 0 <= args.ui_port <= 65535:
+            raise ValueError(f"--ui-port must be 0..65535, got {args.ui_port}")
     except (ResourceError, ValueError) as e:
         raise CommandError(str(e), EXIT_CONFIG) from None
     state_dir = Path(args.state_dir) if args.state_dir else Path(".bakeoff-state") / resources.bakeoff.name
@@ -140,11 +160,23 @@ def run(args: argparse.Namespace) -> int:
                 exit_on_decision=args.exit_on_decision,
                 drain=args.drain,
                 load=load,
+                metrics=metrics,
+                ui=(not args.headless) if args.ui is None else args.ui,
+                ui_port=args.ui_port,
             )
         )
         return code
     except KeyboardInterrupt:
         return 130
+
+
+def _metrics_address(value: str | None) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"--metrics must be HOST:PORT (e.g. 127.0.0.1:9464), got {value!r}")
+    return (host or "127.0.0.1").strip("[]"), int(port)
 
 
 def _log_to_file(path: Path) -> None:
@@ -158,6 +190,21 @@ def _log_to_file(path: Path) -> None:
     structlog.configure(processors=procs, logger_factory=structlog.PrintLoggerFactory(file=logfile))
 
 
+async def _start_dashboard(runner: Any, port: int) -> Any:
+    """The live dashboard of this run, its address printed; a port in use is a warning (the run goes on)."""
+    from bakeoff.controller.dashboard import Dashboard, DashboardError
+    from bakeoff.controller.dashboard.local import RunSource
+
+    dashboard = Dashboard(RunSource(runner), port=port)
+    try:
+        url = await dashboard.start()
+    except DashboardError as e:
+        print(f"bakeoff: warning: {e}; the run goes on without it", file=sys.stderr, flush=True)
+        return None
+    print(f"dashboard: {url}b/{runner.b.name}", flush=True)
+    return dashboard
+
+
 async def execute(
     resources: Any,
     state_dir: Path,
@@ -167,6 +214,9 @@ async def execute(
     exit_on_decision: bool,
     drain: float = 2.0,
     load: Any = None,
+    metrics: tuple[str, int] | None = None,
+    ui: bool = False,
+    ui_port: int = 0,
 ) -> tuple[int, Any]:
     """Run one bake-off until a decision (or a signal); returns (exit code, the Runner)."""
     from bakeoff.controller.journal import Journal
@@ -188,7 +238,23 @@ async def execute(
         base_dir=base_dir,
         drain=drain,
         routes=b.routing.routes,
+        bakeoff=b.name,
     )
+    decision_metrics = metrics_runner = None
+    if metrics is not None:
+        from prometheus_client import CollectorRegistry
+
+        from bakeoff.controller.decision_metrics import DecisionMetrics, serve
+
+        registry = CollectorRegistry()
+        decision_metrics = DecisionMetrics(registry)
+        try:
+            metrics_runner, port = await serve(registry, *metrics)
+        except OSError as e:
+            return error(f"--metrics {metrics[0]}:{metrics[1]}: cannot listen ({e.strerror})", EXIT_FAILED), None
+        import structlog
+
+        structlog.get_logger("bakeoff").info("decision metrics", url=f"http://{metrics[0]}:{port}/metrics")
     runner = Runner(
         resources,
         platform,
@@ -197,6 +263,7 @@ async def execute(
         view=view,
         exit_on_decision=exit_on_decision,
         load=load,
+        decision_metrics=decision_metrics,
     )
     stop = asyncio.Event()
     got: list[int] = []
@@ -208,6 +275,7 @@ async def execute(
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
+    dashboard = await _start_dashboard(runner, ui_port) if ui else None
     view.start()
     try:
         await runner.run(stop)
@@ -222,6 +290,10 @@ async def execute(
         return error(str(e), EXIT_FAILED), runner
     finally:
         view.stop()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
+        if dashboard is not None:
+            await dashboard.stop()
     view.summary(runner)
     sys.stdout.flush()
     if runner.state.decision is None and got:

@@ -54,6 +54,13 @@ def _decision_text(st: dict[str, Any]) -> str:
     return f"stopped without a winner: {d.get('reason', '')}"
 
 
+def _width() -> int:
+    """The terminal's width (COLUMNS, else the terminal, else 100)."""
+    import shutil
+
+    return max(60, shutil.get_terminal_size((100, 24)).columns)
+
+
 def show_status(d: Path, as_json: bool = False) -> int:
     st = _read_status(_state_dir(str(d)))
     if as_json:
@@ -62,15 +69,10 @@ def show_status(d: Path, as_json: bool = False) -> int:
     running = "running" if st.get("running") else "not running"
     print(f"bake-off {st.get('bakeoff')} ({running}), phase {st.get('phase')}; {_decision_text(st)}")
     weights = st.get("weights") or {}
-    print(f"  {'variant':<16} {'phase':<11} {'share':>7}  reason")
-    print(f"  {st.get('mainline', ''):<16} {'Mainline':<11} {weights.get(st.get('mainline'), 0.0):>7.1%}")
-    from bakeoff.controller.view import shown_phase
+    from bakeoff.controller.view import shown_phase, status_rows
 
-    for name, v in (st.get("variants") or {}).items():
-        if name == st.get("mainline"):
-            continue
-        phase, reason = shown_phase(v)
-        print(f"  {name:<16} {phase:<11} {weights.get(name, 0.0):>7.1%}  {reason}")
+    for line in status_rows(st, weights, shown_phase, _width()):
+        print(line)
     if (d / "report.html").exists():
         print(f"report: {d / 'report.html'}")
     return 0
@@ -108,15 +110,9 @@ class Approve:
 
 def _write_request(path: Path, data: dict[str, Any]) -> None:
     """The file a running ``bakeoff run`` picks up: one JSON object with the OS user and the time."""
-    import getpass
+    from bakeoff.controller.journal import write_request
 
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({**data, "user": user, "at": time.time()}) + "\n")
-    tmp.replace(path)
+    write_request(path, data)
 
 
 class Abort:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 from bakeoff.contracts.resources import DEFAULT_STICKY_HEADER, HEADER_PATTERN, NAME_PATTERN
@@ -32,10 +32,37 @@ SarifLevel = Literal["none", "note", "warning", "error"]  # ascending severity
 # auto: promote the candidate the judge finds better on the objective; manual: the same after an
 # approval; whenNoRegression: promote a candidate within tolerance on every guardrail (a canary).
 PromotionMode = Literal["auto", "manual", "whenNoRegression"]
-HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 SARIF_LEVELS: tuple[str, ...] = get_args(SarifLevel)
 PROMOTION_MODES: tuple[str, ...] = get_args(PromotionMode)
-HTTP_METHODS: tuple[str, ...] = get_args(HttpMethod)
+# spec.load.requests[].method, in any case (get or GET): the one rule of bakeoff run's reader and the CRD.
+HTTP_METHODS: tuple[str, ...] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+_METHODS_TEXT = ", ".join(HTTP_METHODS)
+
+
+def _http_method(value: str) -> str:
+    if value.upper() not in HTTP_METHODS:
+        raise ValueError(f"must be one of {_METHODS_TEXT} (in any case), got {value!r}")
+    return value.upper()
+
+
+HttpMethod = Annotated[
+    str,
+    AfterValidator(_http_method),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": 16,
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.upperAscii() in [" + ", ".join(f"'{m}'" for m in HTTP_METHODS) + "]",
+                    "message": f"must be one of {_METHODS_TEXT} (in any case)",
+                    "messageExpression": f"'must be one of {_METHODS_TEXT} (in any case), got \\'' + self + '\\''",
+                    "reason": "FieldValueForbidden",  # the message names the value; Invalid would repeat it
+                }
+            ],
+        }
+    ),
+]
 DEFAULT_STEPS = (0.05, 0.1, 0.2)
 
 _DURATION_RULE = (
@@ -65,7 +92,9 @@ Duration = Annotated[
         }
     ),
 ]
-# host:port, or a bare port on 127.0.0.1.
+# host:port, or a bare port on 127.0.0.1 (the rule of bakeoff run's reader, bakeoff.controller.resources).
+HOST_PORT_EXPECTED = "must be host:port such as 127.0.0.1:8080, or a port number (port 0 picks a free one)"
+HOST_PORT_PATTERN = r"^([^\s:]+|\[[0-9a-fA-F:]+\]):[0-9]{1,5}$"  # and the port at most 65535
 HostPort = Annotated[
     str | int,
     WithJsonSchema(
@@ -74,8 +103,14 @@ HostPort = Annotated[
             "x-kubernetes-validations": [
                 {
                     "rule": "type(self) == int ? (self >= 0 && self <= 65535) : "
-                    "self.matches('^([^\\\\s:]+|\\\\[[0-9a-fA-F:]+\\\\]):[0-9]{1,5}$')",
-                    "message": "must be host:port",
+                    "(self.matches('" + HOST_PORT_PATTERN.replace("\\", "\\\\") + "') && "
+                    "int(self.substring(self.lastIndexOf(':') + 1)) <= 65535)",
+                    "message": HOST_PORT_EXPECTED,
+                    # as for a duration: Invalid would print `Invalid value: ""` (the schema type of an
+                    # int-or-string); Forbidden leaves that out and the message names the value
+                    "reason": "FieldValueForbidden",
+                    "messageExpression": f"'{HOST_PORT_EXPECTED}, got ' + "
+                    "(type(self) == int ? string(self) : '\\'' + self + '\\'')",
                 }
             ],
         }
@@ -251,7 +286,18 @@ class RouteModel(_Model):  # one entry of spec.routing.routes (bakeoff.contracts
 
 
 class Routing(_Model):
-    model_config = ConfigDict(json_schema_extra={"default": {}})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "default": {},
+            **_cel(
+                (
+                    "(!has(self.mainlineFloor) && !has(self.maxStep))"
+                    " || (has(self.allocation) && self.allocation == 'adaptive')",
+                    "mainlineFloor and maxStep apply only to allocation: adaptive",
+                )
+            ),
+        }
+    )
 
     stickiness: Stickiness | None = Field(
         default_factory=lambda: Stickiness.model_construct(header=DEFAULT_STICKY_HEADER),
@@ -296,21 +342,37 @@ class Routing(_Model):
         max_length=MAX_ROUTES,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
-    allocation: Literal["fixed", "bandit"] = Field(
+    allocation: Literal["fixed", "adaptive", "bandit"] = Field(
         "fixed",
-        description="fixed (the ramp of steps); bandit is refused until adaptive allocation exists.",
+        description="fixed (the ramp of steps) or adaptive (shares move toward the candidates that can still win"
+        " and away from those that cannot; docs/judge.md). bandit is the old name of adaptive and is refused.",
         json_schema_extra={
             "maxLength": 16,
-            **_cel(("self != 'bandit'", "bandit is not implemented yet (adaptive allocation is planned); use fixed")),
+            **_cel(("self != 'bandit'", "bandit is now called adaptive: use allocation: adaptive")),
         },
+    )
+    mainline_floor: float = Field(
+        0.5,
+        description="allocation: adaptive. The mainline's least share, in [0, 1): the control needs data.",
+        ge=0,
+        lt=1,
+    )
+    max_step: float = Field(
+        0.1,
+        description="allocation: adaptive. The most a candidate's share moves per stepInterval, in (0, 1].",
+        gt=0,
+        le=1,
     )
 
 
 # ---------------------------------------------------------------- the judge
 
-_BUILTIN = "(self.metric == 'error_rate' || self.metric.startsWith('latency_p'))"
+_BUILTIN = (
+    "(self.metric == 'error_rate' || self.metric.startsWith('latency_p') || self.metric == 'cpu_per_request'"
+    " || self.metric == 'memory')"
+)
 _METRIC_RULES: tuple[tuple[str, str, str], ...] = (
-    (f"!{_BUILTIN} || !has(self.kind)", "kind must be omitted for error_rate and latency metrics", ".kind"),
+    (f"!{_BUILTIN} || !has(self.kind)", "kind must be omitted for built-in metrics", ".kind"),
     (
         "!has(self.per) || self.per == 'request' || (has(self.kind) && self.kind == 'mean')",
         "per: value applies only to kind: mean",
@@ -334,14 +396,15 @@ class Guardrail(_Model):  # spec.judge.guardrails[i]: a metric a candidate must 
             ),
             (
                 f"!{_BUILTIN} || !(has(self.maxDecrease) || has(self.maxDecreaseRatio))",
-                "error_rate and latency are guarded against increases; use maxIncrease or maxIncreaseRatio",
+                "error_rate, latency, cpu_per_request and memory are guarded against increases; use maxIncrease or"
+                " maxIncreaseRatio",
             ),
             *_METRIC_RULES,
         )
     )
 
     metric: str = Field(
-        description="error_rate, latency_pNN (e.g. latency_p99) or a business metric.",
+        description="error_rate, latency_pNN (e.g. latency_p99), cpu_per_request, memory or a business metric.",
         min_length=1,
         max_length=128,
         pattern="^[A-Za-z_][A-Za-z0-9_.:-]*$",
@@ -381,6 +444,33 @@ class Objective(Guardrail):  # spec.judge.objective: the metric a bake-off promo
     direction: Literal["higher", "lower"] | None = None
 
 
+class ResourceQueries(_Model):  # spec.judge.resources: where a cluster's resource cost comes from
+    model_config = ConfigDict(
+        json_schema_extra={
+            "description": "Where cpu_per_request and memory come from in a cluster: PromQL over cAdvisor's series "
+            "(docs/judge.md#resource-cost). Locally, bakeoff run samples each variant's process tree instead."
+        }
+    )
+
+    prometheus: str | None = Field(
+        None,
+        description="prometheus+http(s)://host:9090 that scrapes cAdvisor (default: spec.judge.source when it is a "
+        "Prometheus).",
+        max_length=4096,
+    )
+    cpu_query: str | None = Field(
+        None,
+        description="PromQL giving the variant's cumulative CPU seconds; $namespace, $variant, $bakeoff are "
+        "substituted.",
+        max_length=4096,
+    )
+    memory_query: str | None = Field(
+        None,
+        description="PromQL giving the variant's resident memory (working set) in bytes; same placeholders.",
+        max_length=4096,
+    )
+
+
 class Judge(_Model):  # spec.judge
     model_config = ConfigDict(
         json_schema_extra={
@@ -415,6 +505,7 @@ class Judge(_Model):  # spec.judge
     )
     guardrails: list[Guardrail] | None = Field(None, max_length=16)
     objective: Objective | None = None
+    resources: ResourceQueries | None = None
 
 
 # ---------------------------------------------------------------- the rest of a Bakeoff
@@ -427,6 +518,14 @@ class Promotion(_Model):
         "auto",
         description="auto; manual (a winner waits for approval; phase AwaitingApproval); whenNoRegression"
         " (promote a candidate within tolerance on every guardrail, a canary).",
+    )
+    tie_break: str | None = Field(
+        None,
+        description="A judged metric (a guardrail or the objective, e.g. latency_p50) whose estimate picks the"
+        " winner when several candidates are promotable at once (whenNoRegression); default the objective.",
+        min_length=1,
+        max_length=128,
+        pattern="^[A-Za-z_][A-Za-z0-9_.:-]*$",
     )
 
 
@@ -545,6 +644,17 @@ class Webhook(_Model):  # spec.notify[i]
 
 
 class BakeoffSpec(_Model):  # Bakeoff.spec
+    model_config = ConfigDict(
+        json_schema_extra=_cel(
+            (
+                "!has(self.promotion) || !has(self.promotion.tieBreak)"
+                " || (has(self.judge.guardrails) && self.judge.guardrails.exists(g, g.metric == self.promotion.tieBreak))"
+                " || (has(self.judge.objective) && self.judge.objective.metric == self.promotion.tieBreak)",
+                "promotion.tieBreak must name a metric the judge measures (a guardrail or the objective)",
+                ".promotion.tieBreak",
+            )
+        )
+    )
     mainline: Mainline
     routing: Routing = Field(default_factory=lambda: Routing.model_construct())
     judge: Judge
@@ -620,6 +730,14 @@ def default(model: type[BaseModel], name: str) -> Any:
     """A field's default as written in a document (a duration stays a string such as "60s")."""
     value = model.model_fields[name].default
     return value.model_dump(exclude_none=True) if isinstance(value, BaseModel) else value
+
+
+def constraint(model: type[BaseModel], name: str, kind: str) -> Any:
+    """One constraint of a field as the model declares it: ``le``, ``gt``, ``pattern``, ``max_length``..."""
+    for m in model.model_fields[name].metadata:
+        if getattr(m, kind, None) is not None:
+            return getattr(m, kind)
+    raise ValueError(f"{model.__name__}.{name} declares no {kind}")
 
 
 def bounds(model: type[BaseModel], name: str) -> tuple[int, int]:

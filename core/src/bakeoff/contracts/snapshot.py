@@ -32,6 +32,9 @@ SNAPSHOT_FORMAT = "bakeoff.snapshot/v1"
 # matched no pattern of, and the most routes a router accepts besides it.
 OTHER_ROUTE = "other"
 MAX_ROUTES = 64
+# Resource cost per variant (optional "resources" of a variant, bakeoff.judge.sources.resources):
+# cumulative batch statistics {count, sum, sum_sq} of each kind, in CPU seconds per request and bytes.
+RESOURCE_KINDS = ("cpu_per_request", "memory")
 
 
 class SnapshotError(ValueError):
@@ -40,17 +43,7 @@ class SnapshotError(ValueError):
 
 def validate(snapshot: Any, origin: str = "snapshot") -> dict[str, Any]:
     """Check a snapshot's shape; raise SnapshotError naming the bad field."""
-    if not isinstance(snapshot, dict):
-        raise SnapshotError(f"{origin}: expected a JSON object, got {type(snapshot).__name__}")
-    fmt = snapshot.get("format")
-    if fmt != SNAPSHOT_FORMAT:
-        raise SnapshotError(f"{origin}: field 'format' is {fmt!r}, expected {SNAPSHOT_FORMAT!r}")
-    layout = snapshot.get("histogram", {})
-    if layout.get("num_buckets") != NUM_BUCKETS or layout.get("gamma") != LAYOUT["gamma"]:
-        raise SnapshotError(f"{origin}: field 'histogram' has a layout this version cannot merge")
-    variants = snapshot.get("variants")
-    if not isinstance(variants, dict):
-        raise SnapshotError(f"{origin}: field 'variants' must be an object")
+    variants = validate_header(snapshot, origin)
     for name, v in variants.items():
         where = f"{origin}: variants.{name}"
         if not isinstance(v, dict):
@@ -69,7 +62,42 @@ def validate(snapshot: Any, origin: str = "snapshot") -> dict[str, Any]:
         by_route = v.get("by_route")
         if by_route is not None:
             _validate_by_route(by_route, v, where)
+        resources = v.get("resources")
+        if resources is not None:
+            _validate_resources(resources, where)
     return snapshot
+
+
+def validate_header(snapshot: Any, origin: str = "snapshot") -> dict[str, Any]:
+    """The checks of :func:`validate` above the variants (format, histogram layout, a
+    ``variants`` object); returns the variants.  For a reader that checks every variant as
+    it parses it (the judge's ``parse_snapshot``), so that each variant is not checked twice."""
+    if not isinstance(snapshot, dict):
+        raise SnapshotError(f"{origin}: expected a JSON object, got {type(snapshot).__name__}")
+    fmt = snapshot.get("format")
+    if fmt != SNAPSHOT_FORMAT:
+        raise SnapshotError(f"{origin}: field 'format' is {fmt!r}, expected {SNAPSHOT_FORMAT!r}")
+    layout = snapshot.get("histogram", {})
+    if layout.get("num_buckets") != NUM_BUCKETS or layout.get("gamma") != LAYOUT["gamma"]:
+        raise SnapshotError(f"{origin}: field 'histogram' has a layout this version cannot merge")
+    variants = snapshot.get("variants")
+    if not isinstance(variants, dict):
+        raise SnapshotError(f"{origin}: field 'variants' must be an object")
+    return variants
+
+
+def _validate_resources(resources: Any, where: str) -> None:
+    if not isinstance(resources, dict):
+        raise SnapshotError(f"{where}.resources must be an object")
+    for kind, r in resources.items():
+        if kind not in RESOURCE_KINDS:
+            raise SnapshotError(f"{where}.resources.{kind}: unknown kind (known: {', '.join(RESOURCE_KINDS)})")
+        if (
+            not isinstance(r, dict)
+            or not isinstance(r.get("count"), int)
+            or any(isinstance(r.get(k), bool) or not isinstance(r.get(k), (int, float)) for k in ("sum", "sum_sq"))
+        ):
+            raise SnapshotError(f"{where}.resources.{kind} must be {{count: integer, sum: number, sum_sq: number}}")
 
 
 def _validate_by_route(by_route: Any, variant: dict[str, Any], where: str) -> None:
@@ -123,6 +151,7 @@ def merge_snapshots(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
                     "metrics": {},
                     "invalid_metrics": 0,
                     "by_route": None,
+                    "resources": {},
                 }
             acc["requests"] += v["requests"]
             for k in OUTCOMES:
@@ -139,6 +168,11 @@ def merge_snapshots(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
                 macc["sum"] += float(m.get("sum", 0.0))
                 macc["sum_sq"] += float(m.get("sum_sq", 0.0))
             acc["invalid_metrics"] += int(v.get("invalid_metrics", 0))
+            for kind, r in (v.get("resources") or {}).items():
+                racc = acc["resources"].setdefault(kind, {"count": 0, "sum": 0.0, "sum_sq": 0.0})
+                racc["count"] += int(r["count"])
+                racc["sum"] += float(r["sum"])
+                racc["sum_sq"] += float(r["sum_sq"])
             if v.get("by_route") is not None:
                 routes = acc["by_route"] = acc["by_route"] or {}
                 for route, r in v["by_route"].items():
@@ -165,6 +199,8 @@ def merge_snapshots(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
             "metrics": {k: acc["metrics"][k] for k in sorted(acc["metrics"])},
             "invalid_metrics": acc["invalid_metrics"],
         }
+        if acc["resources"]:
+            out["resources"] = {k: acc["resources"][k] for k in sorted(acc["resources"])}
         if acc["by_route"] is not None:
             out["by_route"] = {
                 route: {

@@ -22,9 +22,24 @@ from bakeoff.contracts.resources import API_VERSION
 
 # Default standardised effect sizes (see judge.sequential): the effect, in
 # per-request standard deviations, each kind of test is tuned to find fastest.
-DEFAULT_EFFECT_SIZE = {"error_rate": 0.05, "latency": 0.1, "proportion": 0.05, "mean": 0.05}
+DEFAULT_EFFECT_SIZE = {
+    "error_rate": 0.05,
+    "latency": 0.1,
+    "proportion": 0.05,
+    "mean": 0.05,
+    # Resource cost is judged on batches of looks (a few per minute, not one per request):
+    # tuned to a change of half a batch's standard deviation.
+    "cpu_per_request": 0.5,
+    "memory": 0.5,
+}
+# The resource kinds (bakeoff.judge.sources.resources): each is its own built-in metric name.
+RESOURCE_KINDS = ("cpu_per_request", "memory")
 
 _LATENCY_RE = re.compile(r"^latency_p(\d{1,2}(?:\.\d+)?)$")
+# A metric's name and limits, as the CRD has them (bakeoff.contracts.schema.Guardrail).
+_METRIC_NAME_RE = re.compile(schema.constraint(schema.Guardrail, "metric", "pattern"))
+_MAX_EFFECT_SIZE = schema.constraint(schema.Guardrail, "effect_size", "le")
+_MAX_ALPHA_WEIGHT = schema.constraint(schema.Guardrail, "alpha_weight", "le")
 
 
 class JudgeConfigError(ValueError):
@@ -42,7 +57,7 @@ class MetricSpec:
     """
 
     name: str
-    kind: str  # error_rate | latency | proportion | mean
+    kind: str  # error_rate | latency | proportion | mean | cpu_per_request | memory
     role: str  # guardrail | objective
     harm: int = 1
     tolerance: float = 0.0
@@ -129,6 +144,10 @@ def _kind_of(name: str, declared: Any, where: str) -> tuple[str, float | None]:
         if declared not in (None, "error_rate", "proportion"):
             raise JudgeConfigError(f"{where}.kind must be omitted for error_rate")
         return "error_rate", None
+    if name in RESOURCE_KINDS:
+        if declared not in (None, name):
+            raise JudgeConfigError(f"{where}.kind must be omitted for {name}")
+        return name, None
     m = _LATENCY_RE.match(name)
     if m:
         q = float(m.group(1)) / 100.0
@@ -149,7 +168,8 @@ def _kind_of(name: str, declared: Any, where: str) -> tuple[str, float | None]:
         # Declaring the kind is what makes a name a business metric.
         hint = _builtin_hint(name)
         raise JudgeConfigError(
-            f"{where}.metric {name!r} is not a built-in metric (error_rate, latency_pNN such as latency_p99)"
+            f"{where}.metric {name!r} is not a built-in metric (error_rate, latency_pNN such as latency_p99,"
+            " cpu_per_request, memory)"
             + (f"; did you mean {hint!r}?" if hint else "")
             + f" A business metric reported by the service needs {where.rsplit(': ', 1)[-1]}.kind: proportion or mean"
         )
@@ -190,21 +210,26 @@ def _metric(raw: Any, where: str, role: str) -> MetricSpec:
     if unknown:
         raise JudgeConfigError(f"{where}: unknown field {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
     name = raw.get("metric")
-    if not isinstance(name, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_.:-]*$", name):
+    if not isinstance(name, str) or not _METRIC_NAME_RE.match(name):
         raise JudgeConfigError(f"{where}.metric must be a metric name such as error_rate, latency_p99 or conversion")
     kind, quantile = _kind_of(name, raw.get("kind"), where)
     per = raw.get("per", "request")
     if per not in ("request", "value"):
         raise JudgeConfigError(f"{where}.per must be 'request' or 'value'")
-    if per == "value" and kind != "mean":
+    if kind in RESOURCE_KINDS:
+        if "per" in raw:
+            raise JudgeConfigError(f"{where}.per must be omitted for {name} (it is judged per batch of looks)")
+        per = "value"
+    elif per == "value" and kind != "mean":
         raise JudgeConfigError(f"{where}.per: 'value' applies only to kind: mean")
+
     effect = DEFAULT_EFFECT_SIZE[kind]
     if "effectSize" in raw:
-        effect = _num(raw, "effectSize", where, positive=True, maximum=10)
+        effect = _num(raw, "effectSize", where, positive=True, maximum=_MAX_EFFECT_SIZE)
     tol_keys = [k for k in _TOLERANCE_KEYS if k in raw]
     weight = 1.0
     if "alphaWeight" in raw:
-        weight = _num(raw, "alphaWeight", where, positive=True, maximum=1000)
+        weight = _num(raw, "alphaWeight", where, positive=True, maximum=_MAX_ALPHA_WEIGHT)
     if role == "guardrail":
         if "direction" in raw:
             raise JudgeConfigError(
@@ -219,7 +244,7 @@ def _metric(raw: Any, where: str, role: str) -> MetricSpec:
         tol = _num(raw, key, where, minimum=0.0)
         if relative and harm < 0 and tol >= 1:
             raise JudgeConfigError(f"{where}.{key} must be below 1")
-        if kind in ("error_rate", "latency") and harm < 0:
+        if kind in ("error_rate", "latency", *RESOURCE_KINDS) and harm < 0:
             raise JudgeConfigError(
                 f"{where}.{key}: {name} is guarded against increases; use maxIncrease or maxIncreaseRatio"
             )
@@ -234,7 +259,7 @@ def _metric(raw: Any, where: str, role: str) -> MetricSpec:
     if tol_keys:
         raise JudgeConfigError(f"{where}.{tol_keys[0]}: the objective has a direction, not a tolerance")
     direction = raw.get("direction")
-    if direction is None and kind in ("error_rate", "latency"):
+    if direction is None and kind in ("error_rate", "latency", *RESOURCE_KINDS):
         direction = "lower"
     if direction not in ("higher", "lower"):
         raise JudgeConfigError(f"{where}.direction must be 'higher' or 'lower'")

@@ -378,10 +378,16 @@ class ContrastTest:
         hw_l = hw.tolist()
         has_l = has.tolist()
         out: list[tuple[dict[str, float] | None, Estimate]] = []
+        # the control's totals (of the service or of a route) recur for every candidate:
+        # their mean is computed once
+        means_c: dict[int, float] = {}
         for r in range(n):
             st = states[r]
             _, mean_t, _ = unit_stats(self.spec, tots_t[r])
-            _, mean_c, _ = unit_stats(self.spec, tots_c[r])
+            known = means_c.get(id(tots_c[r]))
+            if known is None:
+                known = means_c[id(tots_c[r])] = unit_stats(self.spec, tots_c[r])[1]
+            mean_c = known
             if has_l[r]:
                 est = st.diff[0] / st.diff[1]
                 ci = (est - hw_l[r], est + hw_l[r])

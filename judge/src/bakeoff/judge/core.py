@@ -45,6 +45,7 @@ statistics accumulate but nothing is decided.
 from __future__ import annotations
 
 import functools
+import gc
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -239,7 +240,25 @@ def step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Verd
 
     ``snapshot``: one snapshot (possibly already merged from several routers)
     or a list of them, one per router process, each with its own baseline.
+
+    The cyclic garbage collector is paused for the look (and restored as it was): a look
+    builds the next state (tens of thousands of small containers with k = 20 candidates and
+    64 routes), which set off full collections that traverse every object of both states --
+    about a quarter of a look's time -- while none of it forms a reference cycle (reference
+    counting frees the old state).  Whatever cycle anything else makes meanwhile is collected
+    after the look.
     """
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        return _step(state, snapshot, now)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Verdict]:
     st = state._successor()
     st.look += 1
     cfg = st.config
@@ -314,6 +333,9 @@ def step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Verd
         inc_v, pri_v = increments[v], prior.get(v, VariantCounters())
         tests = st.tests.setdefault(v, {})
         shared = [r for r in inc_v.routes if r in inc_c.routes]
+        # The routes with new requests of both arms: only they can change a test (a batch
+        # without a request on one side adds nothing: no latency batch, no contrast row).
+        live = [r for r in shared if inc_v.routes[r].requests > 0 and inc_c.routes[r].requests > 0]
         for spec in cfg.metrics:
             t = _test_for(spec)
             ts = _state(tests, _key(spec), t)
@@ -327,10 +349,14 @@ def step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Verd
                 # let error-free routes outweigh the one that failed.  Latency's permutation
                 # variances are already proportional to 1/requests of the route.
                 strata: list[Stratum] = [
-                    (inc_v.routes[r], inc_c.routes[r], _route(pri_v, r), _route(pri_c, r)) for r in shared
+                    (inc_v.routes[r], inc_c.routes[r], _route(pri_v, r), _route(pri_c, r)) for r in live
                 ]
                 at = _key(spec) + "@"
-                route_states = [_state(tests, at + r, t) for r in shared]
+                # every shared route has a test (and a line in the verdict); only the live
+                # ones get a batch
+                for r in shared:
+                    _state(tests, at + r, t)
+                route_states = [tests[at + r] for r in live]
                 if isinstance(t, LatencyTest):
                     jobs = latency_jobs.setdefault(spec, [])
                     for (inc_rv, inc_rc, _, _), rts in zip(strata, route_states):
@@ -469,6 +495,10 @@ def _describe(mv: MetricVerdict) -> str:
         change = f" {edge}{mv.estimate * 100:+.0f}%"
     elif mv.kind in ("error_rate", "proportion"):
         change = f" {mv.estimate * 100:+.2f} points"
+    elif mv.kind == "cpu_per_request":
+        change = f" {mv.estimate * 1000:+.3g} ms CPU per request"
+    elif mv.kind == "memory":
+        change = f" {mv.estimate / 2**20:+.3g} MiB"
     else:
         change = f" {mv.estimate:+.4g}"
     return f"{where}{mv.metric}{change}"
@@ -529,7 +559,11 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
             harm="increase" if spec.harm > 0 else "decrease",
             alpha_weight=spec.alpha_weight,
         )
-        specs.append((spec, level, alpha / level, label, proto.__dict__))
+        base = _key(spec)
+        # each route's test key and verdict line, formatted once a look (not per candidate)
+        on_routes = [(r, f"{base}@{r}", f"{label} @{r}") for r in st.routes] if per_route(spec) else []
+        specs.append((spec, level, alpha / level, label, proto.__dict__, base, on_routes))
+    ctrl_routes = {r: _route(ctrl_tot, r) for r in st.routes}
     # (a list per metric, not a dict keyed by it: hashing a MetricSpec per test costs)
     group_lists: list[list[tuple[_Item, VariantCounters, VariantCounters, bool]]] = [[] for _ in specs]
     looked: list[tuple[str, VariantVerdict, VariantCounters, bool, bool, list[_Item]]] = []
@@ -542,19 +576,18 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
         update = fresh and eligible and v not in st.rolled_back
         vtests = st.tests.get(v, {})
         items: list[_Item] = []
-        for (spec, _level, mult, label, fields), jobs_of_spec in zip(specs, group_lists):
-            base = _key(spec)
-            routes: list[tuple[str | None, str]] = [(None, base)]
-            if per_route(spec):
-                routes += [(r, key) for r in st.routes if (key := f"{base}@{r}") in vtests]
-            for route, key in routes:
+        for (spec, _level, mult, label, fields, base, on_routes), jobs_of_spec in zip(specs, group_lists):
+            routes: list[tuple[str | None, str, str]] = [(None, base, label)]
+            if on_routes:
+                routes += [rk for rk in on_routes if rk[1] in vtests]
+            for route, key, line in routes:
                 ts = vtests.get(key)
                 # MetricVerdict(metric=..., route=route) without running __init__ for each of
                 # the thousands of tests of a look: a copy of the metric's fields
                 mv = MetricVerdict.__new__(MetricVerdict)
                 mv.__dict__.update(fields)
                 mv.route = route
-                vv.metrics[label if route is None else f"{label} @{route}"] = mv
+                vv.metrics[line] = mv
                 b = best.get(key)
                 if b is None:
                     b = best[key] = RunningBest()
@@ -562,7 +595,7 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
                 items.append(item)
                 if ts is not None:
                     tot_v = tot if route is None else _route(tot, route)
-                    tot_c = ctrl_tot if route is None else _route(ctrl_tot, route)
+                    tot_c = ctrl_tot if route is None else ctrl_routes[route]
                     jobs_of_spec.append((item, tot_v, tot_c, update))
         looked.append((v, vv, tot, eligible, update, items))
     groups = {spec: jobs for (spec, *_), jobs in zip(specs, group_lists) if jobs}
@@ -621,11 +654,14 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
         for it in items:
             spec, route, mv, b, mult = it.spec, it.route, it.mv, it.b, it.mult
             ev = b.evidence
-            mv.p_value = _p(ev.get("no_change"), mult)
-            mv.p_better = _p(ev.get("better"), mult)
-            worse_key = "worse" if spec.role == "guardrail" else "worse_than_control"
-            mv.p_worse = _p(ev.get(worse_key), mult)
-            mv.p_non_inferior = _p(ev.get("non_inferior"), mult) if spec.role == "guardrail" else 1.0
+            if ev:
+                mv.p_value = _p(ev.get("no_change"), mult)
+                mv.p_better = _p(ev.get("better"), mult)
+                worse_key = "worse" if spec.role == "guardrail" else "worse_than_control"
+                mv.p_worse = _p(ev.get(worse_key), mult)
+                mv.p_non_inferior = _p(ev.get("non_inferior"), mult) if spec.role == "guardrail" else 1.0
+            else:  # no evidence yet: every p-value is 1 (_p(None))
+                mv.p_value = mv.p_better = mv.p_worse = mv.p_non_inferior = 1.0
             if mv.p_worse <= alpha:
                 mv.state = WORSE
             elif mv.p_better <= alpha:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from bakeoff.contracts.histogram import NUM_BUCKETS
-from bakeoff.contracts.snapshot import OUTCOMES, SnapshotError, validate
+from bakeoff.contracts.snapshot import MAX_ROUTES, OTHER_ROUTE, OUTCOMES, RESOURCE_KINDS, SnapshotError, validate_header
 
 ERROR_OUTCOMES = ("5xx", "connect_error", "timeout")
 # A 101 Switching Protocols (WebSocket and the like) is neither a success nor a failure
@@ -182,6 +182,11 @@ def _dense(latency: dict[str, Any]) -> tuple[np.ndarray, int]:
         # JSON true/false are not counts (numpy would silently read them as 1 and 0)
         raise InvalidSnapshot("snapshot: latency counts must be integers, not true/false")
     offset = int(latency.get("offset", 0))
+    if offset < 0 or offset + len(sparse) > NUM_BUCKETS:
+        # (the message of bakeoff.contracts.histogram.decode_counts)
+        raise InvalidSnapshot(
+            f"snapshot: latency: histogram buckets {offset}..{offset + len(sparse)} exceed the layout's {NUM_BUCKETS}"
+        )
     out = np.zeros(NUM_BUCKETS, dtype=np.int64)
     if not sparse:
         return out, 0
@@ -214,14 +219,20 @@ def _variant(v: dict[str, Any], where: str, proportions: Collection[str] = ()) -
     entries than there were requests, and the sum of a proportion (0/1
     values, ``proportions``) cannot be negative.  Any of these, accepted,
     would become part of the baseline and corrupt the next look's increment.
+    The shape checks of ``bakeoff.contracts.snapshot.validate`` are made here too, with its
+    messages, so that :func:`parse_snapshot` reads each variant once.
     """
     if not isinstance(v, dict):
         raise InvalidSnapshot(f"snapshot: {where} must be an object")
-    requests = v["requests"]
-    outcomes = v["outcomes"]
-    if not _finite(requests) or int(requests) != requests:
+    requests = v.get("requests")
+    outcomes = v.get("outcomes")
+    if not isinstance(requests, int) or isinstance(requests, bool):
         raise InvalidSnapshot(f"snapshot: {where}.requests must be an integer")
+    if not isinstance(outcomes, dict):
+        raise InvalidSnapshot(f"snapshot: {where}.outcomes must map {', '.join(OUTCOMES)} to integers")
     counts = [outcomes.get(k, 0) for k in _COUNTED]
+    if not all(isinstance(c, int) for c in counts):
+        raise InvalidSnapshot(f"snapshot: {where}.outcomes must map {', '.join(OUTCOMES)} to integers")
     if bool in set(map(type, counts)):
         k = next(k for k, c in zip(_COUNTED, counts) if isinstance(c, bool))
         raise InvalidSnapshot(f"snapshot: {where}.outcomes.{k} must be an integer, got {outcomes[k]!r}")
@@ -231,16 +242,22 @@ def _variant(v: dict[str, Any], where: str, proportions: Collection[str] = ()) -
     upgraded = int(outcomes.get(UPGRADED, 0))
     if errors + upgraded > requests:
         raise InvalidSnapshot(f"snapshot: {where} has more errors and upgrades than requests")
+    latency = v.get("latency", {})
+    if not isinstance(latency, dict):
+        raise InvalidSnapshot(f"snapshot: {where}.latency must be an object")
     try:
-        lat, entries = _dense(v.get("latency") or {})
+        lat, entries = _dense(latency)
     except InvalidSnapshot as e:
         raise InvalidSnapshot(str(e).replace("snapshot: latency", f"snapshot: {where}.latency")) from None
     if entries > requests:
         raise InvalidSnapshot(
             f"snapshot: {where}.latency holds {entries} entries, more than its {int(requests)} requests"
         )
+    raw_metrics = v.get("metrics", {})
+    if not isinstance(raw_metrics, dict):
+        raise InvalidSnapshot(f"snapshot: {where}.metrics must be an object")
     metrics = {}
-    for mname, m in (v.get("metrics") or {}).items():
+    for mname, m in raw_metrics.items():
         if not isinstance(m, dict):
             raise InvalidSnapshot(f"snapshot: {where}.metrics.{mname} must be an object")
         c, s, q = m.get("count", 0), m.get("sum", 0.0), m.get("sum_sq", 0.0)
@@ -252,6 +269,20 @@ def _variant(v: dict[str, Any], where: str, proportions: Collection[str] = ()) -
                 "so its sum cannot be negative"
             )
         metrics[str(mname)] = (int(c), float(s), float(q))
+    # Resource cost (docs/snapshot.md "resources"): batch statistics judged like a mean per
+    # reported value, under the kind's own name (cpu_per_request, memory: built-in metric names).
+    resources = v.get("resources") or {}
+    if not isinstance(resources, dict):
+        raise InvalidSnapshot(f"snapshot: {where}.resources must be an object")
+    for kind, r in resources.items():
+        if kind not in RESOURCE_KINDS:
+            raise InvalidSnapshot(
+                f"snapshot: {where}.resources.{kind}: unknown kind (known: {', '.join(RESOURCE_KINDS)})"
+            )
+        c, s, q = (r.get("count", 0), r.get("sum", 0.0), r.get("sum_sq", 0.0)) if isinstance(r, dict) else (-1, 0, 0)
+        if not (_finite(c) and _finite(s) and _finite(q)) or c < 0 or s < 0 or q < 0 or int(c) != c:
+            raise InvalidSnapshot(f"snapshot: {where}.resources.{kind} is not finite and non-negative")
+        metrics[str(kind)] = (int(c), float(s), float(q))
     return VariantCounters(int(requests), errors, lat, metrics, upgraded)
 
 
@@ -265,22 +296,34 @@ def parse_snapshot(
     or latency entries that do not fit in the request count, a negative sum of
     one of the metrics named in ``proportions``.
     """
+    # Each variant is checked as it is read (_variant), not first by validate() and then
+    # again here: validate_header() makes validate()'s checks above the variants.
     try:
-        validate(snapshot)
+        variants = validate_header(snapshot)
     except SnapshotError as e:
         raise InvalidSnapshot(str(e)) from None
-    except Exception as e:  # a shape validate() did not foresee
+    except Exception as e:  # a shape validate_header() did not foresee
         raise InvalidSnapshot(f"snapshot: malformed ({type(e).__name__}: {e})") from None
     out: dict[str, VariantCounters] = {}
     try:
-        for name, v in snapshot["variants"].items():
+        for name, v in variants.items():
             vc = _variant(v, f"variants.{name}", proportions)
             by_route = v.get("by_route")
             if by_route is not None:
+                where = f"variants.{name}.by_route"
                 if not isinstance(by_route, dict):
-                    raise InvalidSnapshot(f"snapshot: variants.{name}.by_route must be an object")
+                    raise InvalidSnapshot(f"snapshot: {where} must be an object")
+                if len(by_route) > MAX_ROUTES + 1:
+                    raise InvalidSnapshot(
+                        f"snapshot: {where} has {len(by_route)} routes, at most {MAX_ROUTES} and {OTHER_ROUTE!r}"
+                    )
                 for route, rv in by_route.items():
-                    vc.routes[str(route)] = _variant(rv, f"variants.{name}.by_route.{route}")
+                    vc.routes[str(route)] = _variant(rv, f"{where}.{route}")
+                total = sum(rc.requests for rc in vc.routes.values())
+                if total > vc.requests:
+                    raise InvalidSnapshot(
+                        f"snapshot: {where}: requests add up to {total}, more than the variant's {vc.requests}"
+                    )
             out[str(name)] = vc
     except InvalidSnapshot:
         raise

@@ -30,6 +30,16 @@ http2:                          # limits per HTTP/2 client connection (HTTP/1.1 
 routes:                         # optional: statistics per route too (at most 64; first match wins;
   - {name: checkout, match: "/checkout*"}   # * is any characters, / included; the rest: route "other")
   - {name: api, match: "/api/*"}
+tracing:                        # optional: OpenTelemetry (docs/observability.md); without it traceparent passes untouched
+  endpoint: http://127.0.0.1:4318/v1/traces   # OTLP/HTTP protobuf; or $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT /
+                                # $OTEL_EXPORTER_OTLP_ENDPOINT; none: propagation only (no spans)
+  sampleRatio: 0.01             # of requests that start a trace here (a sampled parent is always followed)
+  serviceName: bakeoff-router
+  bakeoff: shop                 # bakeoff.name on every span
+  headers: {signoz-ingestion-key: KEY}        # or $OTEL_EXPORTER_OTLP_HEADERS
+  queueSize: 2048               # spans waiting for export; beyond it they are dropped and counted
+  batchSize: 512
+  exportInterval: 1s
 ```
 """
 
@@ -45,6 +55,7 @@ from bakeoff.common.yamlfile import read_yaml_documents
 from bakeoff.contracts.resources import HEADER_RE, NAME_RE
 from bakeoff.contracts.resources import Route as RouteSpec
 from bakeoff.contracts.snapshot import MAX_ROUTES, OTHER_ROUTE
+from bakeoff.router.tracing import TracingConfig, endpoint_from_env, headers_from_env
 
 # What happens to the upstream request of a client that leaves before its
 # response is complete: "cancel" closes the upstream connection, "finish"
@@ -65,6 +76,7 @@ class VariantSpec:
     upstreams: tuple[tuple[str, int], ...]
     weight: float
     protocol: str = "http1"  # see PROTOCOLS
+    version: str | None = None  # the variant's commit: service.version on its spans
 
 
 @dataclass(frozen=True)
@@ -94,6 +106,7 @@ class RouterConfig:
     h2_max_resets_per_second: int = 200
     variants: tuple[VariantSpec, ...] = field(default_factory=tuple)
     routes: tuple[RouteSpec, ...] = field(default_factory=tuple)
+    tracing: TracingConfig | None = None  # None: no tracing block (traceparent passes through untouched)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> RouterConfig:
@@ -110,7 +123,7 @@ class RouterConfig:
             raise ConfigError(f"{origin}: expected a mapping at the top level")
         known = {
             "listen", "admin", "token", "tokenFile", "eventsToken", "eventsTokenFile", "workers", "stickiness", "override",
-            "exposeVariant", "timeouts", "limits", "variants", "routes", "onClientAbort", "tls", "http2",
+            "exposeVariant", "timeouts", "limits", "variants", "routes", "onClientAbort", "tls", "http2", "tracing",
         }  # fmt: skip
         _no_unknown(data, known, origin, "")
         kw: dict[str, Any] = {}
@@ -193,7 +206,54 @@ class RouterConfig:
                 kw[attr] = _int(h2[key], f"{origin}: http2.{key}", lo, hi)
         kw["variants"] = parse_variants(data.get("variants", []), origin)
         kw["routes"] = parse_routes(data.get("routes") or [], origin)
+        if data.get("tracing") is not None:
+            kw["tracing"] = parse_tracing(data["tracing"], origin)
         return cls(**kw)
+
+
+def parse_tracing(data: Any, origin: str) -> TracingConfig:
+    """The ``tracing`` block; the endpoint and headers default to the OpenTelemetry environment variables."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: tracing must be a mapping (endpoint, sampleRatio, ...)")
+    known = {"endpoint", "sampleRatio", "serviceName", "bakeoff", "headers", "queueSize", "batchSize", "exportInterval"}
+    _no_unknown(data, known, origin, "tracing.")
+    kw: dict[str, Any] = {}
+    endpoint = data.get("endpoint", endpoint_from_env())
+    if endpoint is not None:
+        if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"{origin}: tracing.endpoint must be an http:// or https:// URL "
+                f"(an OTLP/HTTP traces endpoint such as http://127.0.0.1:4318/v1/traces), got {endpoint!r}"
+            )
+        kw["endpoint"] = endpoint
+    if "sampleRatio" in data:
+        ratio = data["sampleRatio"]
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
+            raise ConfigError(f"{origin}: tracing.sampleRatio must be a number from 0 to 1, got {ratio!r}")
+        kw["sample_ratio"] = float(ratio)
+    for key, attr in (("serviceName", "service_name"), ("bakeoff", "bakeoff")):
+        if key in data:
+            if not isinstance(data[key], str) or not data[key] or len(data[key]) > 253:
+                raise ConfigError(f"{origin}: tracing.{key} must be a non-empty string, got {data[key]!r}")
+            kw[attr] = data[key]
+    headers = data.get("headers")
+    if headers is None:
+        kw["headers"] = headers_from_env()
+    else:
+        if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and HEADER_RE.match(k) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise ConfigError(f"{origin}: tracing.headers must map header names to strings")
+        kw["headers"] = tuple(headers.items())
+    if "queueSize" in data:
+        kw["queue_size"] = _int(data["queueSize"], f"{origin}: tracing.queueSize", 1, 1 << 20)
+    if "batchSize" in data:
+        kw["batch_size"] = _int(data["batchSize"], f"{origin}: tracing.batchSize", 1, 1 << 16)
+    if "exportInterval" in data:
+        kw["export_interval"] = _seconds(data["exportInterval"], f"{origin}: tracing.exportInterval")
+        if kw["export_interval"] <= 0:
+            raise ConfigError(f"{origin}: tracing.exportInterval must be above 0")
+    return TracingConfig(**kw)
 
 
 def parse_variants(data: Any, origin: str) -> tuple[VariantSpec, ...]:
@@ -206,7 +266,7 @@ def parse_variants(data: Any, origin: str) -> tuple[VariantSpec, ...]:
         where = f"{origin}: variants[{i}]"
         if not isinstance(v, dict):
             raise ConfigError(f"{where} must be a mapping with name, upstreams and weight")
-        _no_unknown(v, {"name", "upstreams", "weight", "protocol"}, origin, f"variants[{i}].")
+        _no_unknown(v, {"name", "upstreams", "weight", "protocol", "version"}, origin, f"variants[{i}].")
         name = v.get("name")
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise ConfigError(
@@ -227,7 +287,10 @@ def parse_variants(data: Any, origin: str) -> tuple[VariantSpec, ...]:
         protocol = v.get("protocol", "http1")
         if protocol not in PROTOCOLS:
             raise ConfigError(f"{where}.protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
-        out.append(VariantSpec(name, addrs, float(weight), protocol))
+        version = v.get("version")
+        if version is not None and (not isinstance(version, str) or not version or len(version) > 1024):
+            raise ConfigError(f"{where}.version must be a non-empty string (the variant's commit), got {version!r}")
+        out.append(VariantSpec(name, addrs, float(weight), protocol=protocol, version=version))
     if out and not any(v.weight > 0 for v in out):
         raise ConfigError(f"{origin}: variants: at least one weight must be above 0")
     return tuple(out)

@@ -23,7 +23,7 @@ import asyncio
 import socket
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import structlog
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
@@ -62,6 +62,21 @@ _perf = time.perf_counter
 _H2_PAUSE = "Pause on PRI/Upgrade"  # httptools' error at HTTP/2's connection preface
 log = structlog.get_logger("bakeoff.router")
 
+# The fixed names among the request headers the fast path acts on (Router.request_special).
+_OTHER: Final = 0
+_CONTENT_LENGTH: Final = 1
+_CONNECTION: Final = 2
+_NOT_FAST: Final = 3
+_XFF: Final = 4
+_XFP: Final = 5
+_REQUEST_ID: Final = 6
+_HOST: Final = 7
+_REQUEST_CODES: Final = {
+    b"content-length": _CONTENT_LENGTH, b"connection": _CONNECTION, b"transfer-encoding": _NOT_FAST,
+    b"upgrade": _NOT_FAST, b"x-forwarded-for": _XFF, b"x-forwarded-proto": _XFP, b"x-request-id": _REQUEST_ID,
+    b"host": _HOST,
+}  # fmt: skip
+
 
 class Exchange:
     """One request and its response, from the head being read to the last byte."""
@@ -69,7 +84,7 @@ class Exchange:
     __slots__ = (
         "head", "pending", "pending_bytes", "body_done", "chunked", "keep_alive", "is_head",
         "upgrade", "variant", "target", "started", "upstream", "response_started",
-        "last_activity", "http10", "reused", "sent_body", "finished", "route",
+        "last_activity", "http10", "reused", "sent_body", "finished", "route", "span",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -92,6 +107,7 @@ class Exchange:
         self.sent_body = False
         self.finished = False
         self.route = -1  # index into Router.request_routes.names; -1: no routes configured
+        self.span: object = None  # a sampled request's span (bakeoff.router.tracing), ended in _finish
 
 
 class ClientConnection(asyncio.Protocol):
@@ -129,6 +145,7 @@ class ClientConnection(asyncio.Protocol):
         self._te: bytes | None = None
         self._content_length = b""
         self._hosts = 0
+        self._traceparent: bytes | None = None
         # Set when a request's Upgrade offer was not passed on: b"" if it has
         # no body, else the framing header of the body still to come.
         self._upgrade_dropped: bytes | None = None
@@ -336,41 +353,50 @@ class ClientConnection(asyncio.Protocol):
         key = override = xff = None
         has_xfp = has_rid = False
         hosts = 0
+        traceparent: bytes | None = None
         cuts: list[tuple[int, int]] | None = None
         sticky = router.sticky_header
+        override_name = router.override_header
         for f in router.request_special.finditer(lower):
             name = f.group(1)
+            # One dict look-up instead of up to ten bytes comparisons (a Host
+            # line, on every request, was the tenth); the order of the tests,
+            # and so which one a configured header name shadows, is unchanged.
+            code = _REQUEST_CODES.get(name, _OTHER)
             drop = False
-            if name == b"content-length":
+            if code == _CONTENT_LENGTH:
                 value = f.group(2).strip()
                 if length >= 0 or not value.isdigit() or len(value) > 18:
                     return False
                 length = int(value)
-            elif name == b"connection":
+            elif code == _CONNECTION:
                 tokens = {t.strip() for t in f.group(2).split(b",")}
                 if not tokens <= {b"keep-alive", b"close", b""}:
                     return False
                 if b"close" in tokens:
                     keep_alive = False
                 drop = True
-            elif name == b"transfer-encoding" or name == b"upgrade":
+            elif code == _NOT_FAST:  # transfer-encoding, upgrade
                 return False
             elif name == sticky:
                 if key is None:  # several lines: the first that holds a key (see on_header)
                     key = router.sticky.key_from(head[f.start(2) : f.end(2)])  # type: ignore[union-attr]
-            elif name == router.override_header:
+            elif name == override_name:
                 override = head[f.start(2) : f.end(2)].strip()
                 drop = True
-            elif name == b"x-forwarded-for":
+            elif code == _XFF:
                 value = head[f.start(2) : f.end(2)].rstrip()
                 xff = value if xff is None else xff + b", " + value
                 drop = True
-            elif name == b"x-forwarded-proto":
+            elif code == _XFP:
                 has_xfp = True
-            elif name == b"x-request-id":
+            elif code == _REQUEST_ID:
                 has_rid = True
-            elif name == b"host":
+            elif code == _HOST:
                 hosts += 1
+            elif name == b"traceparent":  # matched only with tracing configured (Router._set_sticky)
+                traceparent = head[f.start(2) : f.end(2)] if traceparent is None else b"several"
+                drop = True
             else:  # keep-alive, proxy-connection, te, trailer: this hop's only
                 drop = True
             if drop:
@@ -401,9 +427,11 @@ class ClientConnection(asyncio.Protocol):
             parts.append(b"X-Forwarded-Proto: http\r\n")
         if not has_rid:
             parts.append(request_id_line())
-        parts.append(b"\r\n")
         method = m.group(1)
         ex = Exchange()
+        if router.tracer is not None:
+            parts.append(router.tracer.begin(ex, traceparent, method))
+        parts.append(b"\r\n")
         ex.started = _perf()
         ex.last_activity = self.last_active
         ex.is_head = method == b"HEAD"
@@ -438,6 +466,7 @@ class ClientConnection(asyncio.Protocol):
         self._te = None
         self._content_length = b""
         self._hosts = 0
+        self._traceparent = None
         ex = Exchange()
         ex.started = _perf()
         ex.last_activity = self.loop.time()
@@ -486,6 +515,10 @@ class ClientConnection(asyncio.Protocol):
             self._has_rid = True
         elif lname == b"x-forwarded-proto":
             self._has_xfp = True
+        elif lname == b"traceparent" and router.tracer is not None:
+            # Several traceparent lines make it invalid (a new trace starts); the router sends its own.
+            self._traceparent = value if self._traceparent is None else b"several"
+            return
         self._headers.append(name + b": " + value + b"\r\n")
 
     def on_headers_complete(self) -> None:
@@ -548,6 +581,8 @@ class ClientConnection(asyncio.Protocol):
             headers.append(b"X-Forwarded-Proto: http\r\n")
         if not self._has_rid:
             headers.append(request_id_line())
+        if router.tracer is not None:
+            headers.append(router.tracer.begin(ex, self._traceparent, method))
         if te is not None:
             ex.chunked = True
             headers.append(b"Transfer-Encoding: " + te + b"\r\n")
@@ -770,6 +805,8 @@ class ClientConnection(asyncio.Protocol):
         variant = ex.variant
         if variant is None:
             return
+        if ex.span is not None:
+            self.router.tracer.end(ex, status, outcome)  # type: ignore[union-attr]
         stats = self.router.stats.variant(variant.name)
         seconds = _perf() - ex.started
         if outcome is None:

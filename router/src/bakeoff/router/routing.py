@@ -58,7 +58,7 @@ class Upstream(NamedTuple):
 class Variant:
     """A variant in a table: its name, upstream addresses and weight."""
 
-    __slots__ = ("name", "name_bytes", "header_line", "upstreams", "weight", "seed", "_next", "protocol")
+    __slots__ = ("name", "name_bytes", "header_line", "upstreams", "weight", "seed", "_next", "protocol", "version")
 
     def __init__(self, spec: VariantSpec) -> None:
         self.name = spec.name
@@ -67,6 +67,7 @@ class Variant:
         self.upstreams = tuple(Upstream(h, p) for h, p in spec.upstreams)
         self.weight = spec.weight
         self.protocol = spec.protocol  # "http1" or "h2c"
+        self.version = spec.version  # the commit: service.version on its spans
         self.seed = key_hash(b"bakeoff-variant\0" + self.name_bytes)
         self._next = 0
 
@@ -82,6 +83,8 @@ class Variant:
         out = {"name": self.name, "upstreams": [str(u) for u in self.upstreams], "weight": self.weight}
         if self.protocol != "http1":
             out["protocol"] = self.protocol
+        if self.version is not None:
+            out["version"] = self.version
         return out
 
 

@@ -26,6 +26,7 @@ from bakeoff.router.h2_upstream import H2UpstreamPool
 from bakeoff.router.routing import RequestRoutes, RouteTable
 from bakeoff.router.stats import RouterStats
 from bakeoff.router.stickiness import StickyKeySource, sticky_key_source
+from bakeoff.router.tracing import Tracer
 from bakeoff.router.upstream import UpstreamPool
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ class Router:
         self.stats = RouterStats(router_id)
         self.request_routes: RequestRoutes | None = None
         self.set_request_routes(config.routes)
+        # Tracing (bakeoff.router.tracing) only with a tracing block: None keeps the hot path at one test.
+        self.tracer = Tracer(config.tracing, self.stats.route_names) if config.tracing is not None else None
         self.routes = RouteTable(config.variants, version=1 if config.variants else 0)
         for v in self.routes.variants:
             self.stats.variant(v.name)
@@ -79,6 +82,8 @@ class Router:
                  b"x-request-id", b"host", self.override_header]  # fmt: skip
         if self.sticky_header is not None:
             names.append(self.sticky_header)
+        if self.config.tracing is not None:
+            names.append(b"traceparent")
         self.request_special = re.compile(
             rb"\r\n(" + b"|".join(re.escape(n) for n in dict.fromkeys(names)) + rb"):[ \t]*([^\r]*)"
         )
@@ -122,6 +127,8 @@ class Router:
         snap = self.stats.snapshot(self.routes.weights, self.routes.version)
         if any(self.h2_counters.values()):
             snap["http2"] = dict(self.h2_counters)  # HTTP/2 connections closed by a limit, by reason
+        if self.tracer is not None and self.tracer.recording:
+            snap["sources"][0]["tracing"] = self.tracer.counts()
         return snap
 
     # -- life cycle --------------------------------------------------------
@@ -142,6 +149,8 @@ class Router:
                 factory, host, port, reuse_port=self.reuse_port or None, backlog=2048, ssl=tls
             )
         self._sweeper = self.loop.create_task(self._sweep())
+        if self.tracer is not None:
+            self.tracer.start(self.loop)
         if admin:
             from bakeoff.router.admin import LocalBackend, start_admin
 
@@ -207,6 +216,8 @@ class Router:
             h2client.close()
         self.pool.close_all()
         self.h2_pool.close_all()
+        if self.tracer is not None:
+            await asyncio.to_thread(self.tracer.stop)
         if self._admin is not None:
             await self._admin.stop()
             self._admin = None

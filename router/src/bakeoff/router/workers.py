@@ -46,14 +46,13 @@ class WorkerBackend:
         return self.sup.ready()
 
     async def _call(self, worker: Worker, method: str, path: str, body: Any = None) -> Any:
-        conn = aiohttp.UnixConnector(path=str(worker.socket))
-        async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=5)) as s:
-            headers = {"Authorization": f"Bearer {self.sup.internal_token}"}
-            async with s.request(method, f"http://worker{path}", json=body, headers=headers) as r:
-                data = await r.json()
-                if r.status >= 400 and r.status != 422:
-                    raise RuntimeError(f"worker {worker.index}: {method} {path}: {data}")
-                return data
+        s = worker.client()
+        headers = {"Authorization": f"Bearer {self.sup.internal_token}"}
+        async with s.request(method, f"http://worker{path}", json=body, headers=headers) as r:
+            data = await r.json()
+            if r.status >= 400 and r.status != 422:
+                raise RuntimeError(f"worker {worker.index}: {method} {path}: {data}")
+            return data
 
     async def snapshot(self) -> dict[str, Any]:
         live = [w for w in self.sup.workers if w.alive()]
@@ -120,6 +119,30 @@ class Worker:
         self.proc: subprocess.Popen[bytes] | None = None
         self.last_snapshot: dict[str, Any] | None = None
         self.restarts = 0
+        # One keep-alive client per worker process: the supervisor asks every
+        # worker for its snapshot twice a second, and a new session and
+        # connection per call cost the supervisor and each worker a connect,
+        # an accept and the session's set-up every time.
+        self._session: aiohttp.ClientSession | None = None
+        self._session_pid = 0
+
+    def client(self) -> aiohttp.ClientSession:
+        """The session to this worker's control socket, made anew for a restarted process."""
+        pid = self.proc.pid if self.proc is not None else 0
+        s = self._session
+        if s is None or s.closed or self._session_pid != pid:
+            if s is not None and not s.closed:
+                asyncio.ensure_future(s.close())
+            s = self._session = aiohttp.ClientSession(
+                connector=aiohttp.UnixConnector(path=str(self.socket)), timeout=aiohttp.ClientTimeout(total=5)
+            )
+            self._session_pid = pid
+        return s
+
+    async def close_client(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -225,6 +248,8 @@ class Supervisor:
         finally:
             self.stopping = True
             await self._stop_workers()
+            for w in self.workers:
+                await w.close_client()
             if admin is not None:
                 await admin.stop()
             if self._port_holder is not None:

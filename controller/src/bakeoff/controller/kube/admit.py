@@ -57,7 +57,7 @@ def admit_variants(p: Pass) -> None:
         vgen = v["metadata"].get("generation")
         vconds = list((v.get("status") or {}).get("conditions") or [])
         try:
-            parse_variant(v, p.bres, "cluster", platform="kubernetes")
+            parsed = parse_variant(v, p.bres, "cluster", platform="kubernetes")
         except ResourceError as e:
             p.variant_conds[vname] = set_condition(
                 vconds, "Accepted", False, "InvalidSpec", cluster_message(str(e), p.ns), vgen, now
@@ -92,6 +92,7 @@ def admit_variants(p: Pass) -> None:
             p.record[vname] = {"phase": PENDING, "step": -1, "uid": v["metadata"]["uid"]}
             p.events.append({"type": "entered", "variant": vname, "reason": f"entered bake-off {bname}"})
         p.valid[vname] = v
+        p.parsed[vname] = parsed
         p.variant_conds[vname] = set_condition(vconds, "Accepted", True, "Entered", f"candidate in {bname}", vgen, now)
     if p.record and not k:
         k = max(len(p.record), p.bres.judge.candidates or 0)

@@ -17,7 +17,7 @@ from typing import Any
 
 from bakeoff.controller.kube.metrics import ControllerMetrics
 from bakeoff.controller.reconcile import ControllerState
-from bakeoff.controller.resources import BakeoffResource, ResourceError, Resources, parse_documents
+from bakeoff.controller.resources import BakeoffResource, ResourceError, Resources, VariantResource, parse_documents
 from bakeoff.judge.core import JudgeState
 from bakeoff.judge.verdict import Verdict
 
@@ -28,6 +28,30 @@ class Conflict(Exception):
 
 class NotLeading(Exception):
     """The Lease was lost mid-pass: stop acting at once (the new leader redoes the pass)."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Leader election (leader.py): the Lease object and its timing, in seconds."""
+
+    name: str = "bakeoff-controller"
+    namespace: str = "default"
+    duration: float = 15.0
+    renew_deadline: float = 10.0  # shorter than duration: a leader that cannot renew by then steps down
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How a KubeController runs (``bakeoff controller``'s flags; the tests' choices)."""
+
+    namespace: str | None = None  # the namespace whose Bakeoffs it runs; None: every namespace
+    identity: str | None = None  # in the Lease and the Events; None: a generated one
+    interval: float = 0.5  # seconds between passes while a Bakeoff is active
+    lease: Lease | None = Lease()  # None: no leader election (this replica always acts)
+    snapshot_timeout: float = 5.0  # per router snapshot of a look
+    deletion_drain: float = 5.0  # how long a deleted Variant's traffic drains before its Deployment goes
+    watch: bool = True  # list+watch caches while run() runs (False: every pass lists)
+    resync_period: float = 300.0  # a full pass at least this often even when nothing changed
 
 
 @dataclass
@@ -83,6 +107,7 @@ class JudgeMemory:
     loaded: bool = False
     note: str = ""  # why the last look decided nothing (no routers, source error)
     saved_at: float = -1e18  # when the state was last saved to its ConfigMap
+    resource_meter: Any = None  # bakeoff.judge.sources.resources.ResourceMeter once cost is judged
 
 
 @dataclass
@@ -126,6 +151,7 @@ class Pass:
     status: dict[str, Any]  # a copy of the status as read, updated as the pass goes
     record: dict[str, dict[str, Any]] = field(default_factory=dict)  # status.variants being built
     valid: dict[str, dict[str, Any]] = field(default_factory=dict)  # Variants that parse, by name
+    parsed: dict[str, VariantResource] = field(default_factory=dict)  # their specs as parsed (once per pass)
     variant_conds: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     mainline: dict[str, Any] | None = None

@@ -29,6 +29,7 @@ from bakeoff.controller.kube.status import (
     set_condition,
 )
 from bakeoff.controller.reconcile import DONE_PROMOTED, PENDING, PROMOTED, SERVING, WINNER
+from bakeoff.controller.resources import VariantResource
 
 log = structlog.get_logger("bakeoff.controller.kube")
 
@@ -62,7 +63,7 @@ class Converger:
                 continue
             self._ensure_finalizer(v)
             phase = p.record[n]["phase"]
-            wanted = int((v.get("spec") or {}).get("replicas") or 1)
+            wanted = p.parsed[n].workload.replicas
             # Pending here means its gate passed this pass (a blocked one is Gated by now).
             serving = phase in (PENDING, SERVING, WINNER) or (phase == PROMOTED and not p.handed_over)
             replicas = wanted if serving else 0
@@ -80,7 +81,7 @@ class Converger:
                     v,
                     mainline_name_container=p.bres.mainline.container,
                     replicas=replicas,
-                    progress_deadline=self._deadline(v),
+                    progress_deadline=self._deadline(v, p.parsed[n]),
                 )
                 self._create(self.k.apps.create_namespaced_deployment, ns, body)
             elif (dep["spec"].get("replicas") or 0) != replicas:
@@ -91,13 +92,11 @@ class Converger:
         if winner and winner in p.valid:
             self._promote(p, p.valid[winner])
 
-    def _deadline(self, v: dict[str, Any]) -> int | None:
-        raw = (v.get("spec") or {}).get("startTimeout")
-        if raw is None:
+    def _deadline(self, v: dict[str, Any], parsed: VariantResource) -> int | None:
+        """The Deployment's progressDeadlineSeconds: spec.startTimeout (as parsed at admission), if set."""
+        if (v.get("spec") or {}).get("startTimeout") is None:
             return None
-        from bakeoff.common.durations import parse_duration
-
-        return max(1, int(round(parse_duration(raw, "spec.startTimeout"))))
+        return max(1, int(round(parsed.workload.start_timeout)))
 
     def _promote(self, p: Pass, winner: dict[str, Any]) -> None:
         from kubernetes.client import ApiException

@@ -19,6 +19,7 @@ from bakeoff.controller.kube.metrics import ControllerMetrics
 from bakeoff.controller.kube.read import Reader
 from bakeoff.controller.reconcile import FINAL
 from bakeoff.controller.resources import ResourceError, Resources
+from bakeoff.judge.config import RESOURCE_KINDS
 from bakeoff.judge.core import JudgeState, step
 from bakeoff.judge.verdict import Verdict
 
@@ -58,7 +59,16 @@ class Looks:
             mem.note = str(e)
             self.metrics.looks.labels("no_data").inc()
             return None
-        mem.note = ""
+        if any(m.kind in RESOURCE_KINDS for m in res.bakeoff.judge.metrics):
+            try:
+                snap = await self.with_resources(b, res, mem, snap, now)
+            except Exception as e:  # noqa: BLE001 - the look goes on without resource cost
+                mem.note = str(e)
+                log.warning("resource cost not sampled", bakeoff=b["metadata"]["name"], error=str(e))
+            else:
+                mem.note = ""
+        else:
+            mem.note = ""
         mem.state, verdict = step(mem.state, snap, now)
         mem.verdict = verdict
         self.metrics.looks.labels(verdict.decision.action).inc()
@@ -92,6 +102,56 @@ class Looks:
         mem.state.config = config  # entrants grow during the round
         return mem
 
+    async def with_resources(
+        self, b: dict[str, Any], res: Resources, mem: JudgeMemory, snap: list[dict[str, Any]], now: float
+    ) -> list[dict[str, Any]]:
+        """The routers' snapshots and, beside them, the batches of resource cost so far: cAdvisor's
+        series of each variant's pods through Prometheus (bakeoff.judge.sources.cadvisor)."""
+        from bakeoff.controller.kube.sources_policy import SourceRefused, allowed_locations
+        from bakeoff.judge.sources import PROMETHEUS_SCHEMES
+        from bakeoff.judge.sources.cadvisor import CadvisorSource
+        from bakeoff.judge.sources.resources import MEMORY_BATCH, ResourceMeter, requests_of
+
+        meta = b["metadata"]
+        ns, bname = meta["namespace"], meta["name"]
+        rq = res.bakeoff.resources or {}
+        source = res.bakeoff.source or ""
+        location = rq.get("prometheus") or (source if source.startswith(PROMETHEUS_SCHEMES) else None)
+        if location is None:
+            raise RuntimeError(
+                f"Bakeoff {ns}/{bname}: spec.judge.resources.prometheus is needed to judge cpu_per_request or "
+                f"memory (a Prometheus that scrapes cAdvisor) when spec.judge.source is not a Prometheus"
+            )
+        where = f"Bakeoff {ns}/{bname}"
+        try:
+            (location,) = allowed_locations(location, where, namespace=ns)[:1]
+        except SourceRefused as e:
+            field = "spec.judge.resources.prometheus" if rq.get("prometheus") else "spec.judge.source"
+            raise SourceRefused(str(e).replace("spec.judge.source", field, 1)) from None
+        mainline_deployment = res.bakeoff.mainline.deployment or res.bakeoff.mainline_name
+        targets = {}
+        for v in requests_of(snap):
+            dep = mainline_deployment if v == res.bakeoff.mainline_name else ko.child_name(bname, v)
+            # a Deployment's pods are named <deployment>-<replica set hash>-<suffix>
+            targets[v] = {"namespace": ns, "bakeoff": bname, "pods": _promql_regex(dep) + "-[a-z0-9]+-[a-z0-9]+"}
+        src = CadvisorSource(
+            location,
+            targets,
+            cpu_query=rq.get("cpuQuery"),
+            memory_query=rq.get("memoryQuery"),
+            timeout=self.snapshot_timeout,
+        )
+        try:
+            samples = await src.sample(list(targets))
+        finally:
+            await src.close()
+        if mem.resource_meter is None:
+            # cAdvisor's counters reach Prometheus once per scrape, not at the look: a CPU batch spans
+            # as many looks as a memory batch so that it covers several scrapes
+            mem.resource_meter = ResourceMeter(MEMORY_BATCH, MEMORY_BATCH, source_id=f"cadvisor:{meta['uid']}")
+        mem.resource_meter.observe(samples, requests_of(snap))
+        return [*snap, mem.resource_meter.snapshot(now)]
+
     async def fetch_snapshot(self, b: dict[str, Any], source: str | None) -> list[dict[str, Any]]:
         from bakeoff.judge.sources import make_source
 
@@ -118,3 +178,9 @@ class Looks:
             return await src.fetch_each()
         finally:
             await src.close()
+
+
+def _promql_regex(name: str) -> str:
+    """``name`` matched literally in a regular expression inside a PromQL string: a metacharacter
+    gets a backslash, itself escaped for the string (RE2 accepts no escaped '-', which re.escape adds)."""
+    return "".join("\\\\" + c if c in ".^$*+?()[]{}|\\" else c for c in name)

@@ -75,18 +75,13 @@ def _address(text: str) -> tuple[str, int]:
 
 async def _serve(cluster, args, host: str, port: int, lease_ns: str, identity: str) -> int:
     from bakeoff.controller.kube.metrics import ControllerMetrics, serve
-    from bakeoff.controller.kube.operator import KubeController
+    from bakeoff.controller.kube.operator import KubeController, Lease, Settings
 
     metrics = ControllerMetrics()
+    lease = Lease(args.lease_name, lease_ns, args.lease_duration, renew_deadline=args.lease_duration * 2 / 3)
     ctl = KubeController(
         cluster.api,
-        namespace=args.namespace,
-        identity=identity,
-        lease_name=args.lease_name,
-        lease_namespace=lease_ns,
-        lease_duration=args.lease_duration,
-        renew_deadline=args.lease_duration * 2 / 3,
-        interval=args.interval,
+        Settings(namespace=args.namespace, identity=identity, interval=args.interval, lease=lease),
         metrics=metrics,
     )
     try:

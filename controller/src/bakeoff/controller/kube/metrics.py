@@ -7,6 +7,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from bakeoff.controller.decision_metrics import DecisionMetrics
+
 
 class ControllerMetrics:
     def __init__(self) -> None:
@@ -37,6 +39,8 @@ class ControllerMetrics:
         self.promotions = Counter(
             "bakeoff_controller_promotions_total", "Mainline Deployments patched to a winner", registry=r
         )
+        # Per Bakeoff ("namespace/name") and variant: share, phase, estimates and bounds, decisions by action.
+        self.decisions = DecisionMetrics(r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -44,7 +44,7 @@ from bakeoff.common.kube import api_error_message
 from bakeoff.common.watch import WatchCache
 from bakeoff.controller.kube import objects as ko
 from bakeoff.controller.kube.admit import admit_variants, earlier_round, holds_slot
-from bakeoff.controller.kube.context import BakeoffView, Clients, Conflict, NotLeading, Pass
+from bakeoff.controller.kube.context import BakeoffView, Clients, Conflict, Lease, NotLeading, Pass, Settings
 from bakeoff.controller.kube.converge import Converger
 from bakeoff.controller.kube.events import EventRecorder
 from bakeoff.controller.kube.judging import Looks
@@ -86,6 +86,8 @@ __all__ = [
     "BakeoffView",
     "Conflict",
     "KubeController",
+    "Lease",
+    "Settings",
     "earlier_round",
     "holds_slot",
     "parse_time",
@@ -97,60 +99,52 @@ log = structlog.get_logger("bakeoff.controller.kube")
 
 
 class KubeController:
-    """The controller: the units below, composed around one :class:`Pass` per Bakeoff and pass."""
+    """The controller: the units below, composed around one :class:`Pass` per Bakeoff and pass.
+
+    ``settings`` (context.py :class:`Settings`) says how it runs; ``metrics`` and ``clock`` are the
+    collaborators a caller may share or replace (the metrics server, a test's clock).
+    """
 
     def __init__(
         self,
         api: Any,
+        settings: Settings | None = None,
         *,
-        namespace: str | None = None,
-        identity: str | None = None,
-        lease_name: str = "bakeoff-controller",
-        lease_namespace: str = "default",
-        lease_duration: float = 15.0,
-        renew_deadline: float = 10.0,
-        interval: float = 0.5,
         metrics: ControllerMetrics | None = None,
-        leader_election: bool = True,
         clock: Callable[[], float] = time.time,
-        snapshot_timeout: float = 5.0,
-        deletion_drain: float = 5.0,
-        watch: bool = True,
-        resync_period: float = 300.0,
     ) -> None:
-        self.identity = identity or f"bakeoff-controller-{uuid.uuid4().hex[:8]}"
+        self.settings = settings = settings or Settings()
+        self.identity = settings.identity or f"bakeoff-controller-{uuid.uuid4().hex[:8]}"
         self.metrics = metrics or ControllerMetrics()
         self.clock = clock
         self.clients = Clients.connect(
-            api, namespace=namespace, identity=self.identity, metrics=self.metrics, clock=clock
+            api, namespace=settings.namespace, identity=self.identity, metrics=self.metrics, clock=clock
         )
         self.reader = Reader(self.clients)
         self.status = StatusWriter(self.clients, lambda: self.reader.caches)
         self.events = EventRecorder(self.clients)
         self.notifier = Notifier(self.clients, self.events)
         self.converger = Converger(
-            self.clients, self.status, self.events, leading=lambda: self.leading, deletion_drain=deletion_drain
+            self.clients, self.status, self.events, leading=lambda: self.leading, deletion_drain=settings.deletion_drain
         )
-        self.namespace = namespace
-        self.interval = interval
-        self.watch = watch  # list+watch caches while run() runs (False: every pass lists, as before)
-        self.resync_period = resync_period  # a full pass at least this often even when nothing changed
-        self.retry_period = max(0.2, min(2.0, (renew_deadline or lease_duration) / 5))
+        lease = settings.lease
+        timing = lease or Lease()
+        self.retry_period = max(0.2, min(2.0, (timing.renew_deadline or timing.duration) / 5))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
-        self.looks = Looks(self.reader, self.metrics, snapshot_timeout)
+        self.looks = Looks(self.reader, self.metrics, settings.snapshot_timeout)
         self.memory = self.looks.memory  # what this leader remembers of each Bakeoff's judging, by uid
         self.elector = None
-        if leader_election:
+        if lease is not None:
             from bakeoff.controller.kube.leader import LeaderElector
 
             self.elector = LeaderElector(
                 api,
-                lease_namespace,
-                lease_name,
+                lease.namespace,
+                lease.name,
                 self.identity,
-                lease_duration=lease_duration,
-                renew_deadline=renew_deadline,
+                lease_duration=lease.duration,
+                renew_deadline=lease.renew_deadline,
             )
         self.passes = 0
         self.last_pass_ok: float | None = None
@@ -205,10 +199,10 @@ class KubeController:
         return bool(b["metadata"].get("deletionTimestamp")) or st.get("phase") not in FINAL
 
     async def run(self, stop: asyncio.Event) -> int:
-        log.info("controller started", identity=self.identity, namespace=self.namespace or "(all)")
+        log.info("controller started", identity=self.identity, namespace=self.settings.namespace or "(all)")
         self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
         lease_task = None
-        if self.watch:
+        if self.settings.watch:
             self.reader.caches = self.reader.make_caches(self._wake_threadsafe)
             for c in self.reader.caches.values():
                 c.start()
@@ -230,7 +224,11 @@ class KubeController:
                 # Passes on a clock only while some Bakeoff is active; otherwise on changes (the
                 # watches wake the loop) and a resync every resync_period.
                 active = self.caches is None or any(self._active(b) for b in self.caches["bakeoffs"].list())
-                wait = self.interval if active else max(0.05, self.resync_period - (time.monotonic() - last_full))
+                wait = (
+                    self.settings.interval
+                    if active
+                    else max(0.05, self.settings.resync_period - (time.monotonic() - last_full))
+                )
                 if not self.leading:
                     wait = self.retry_period
                 wait = max(0.05, wait - (time.monotonic() - started))
@@ -242,7 +240,7 @@ class KubeController:
                 if woken.done() and not stop.is_set() and active:
                     # a burst of watch events (often our own writes) wakes once, not once per event
                     with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(stop.wait(), min(self.interval, 0.05))
+                        await asyncio.wait_for(stop.wait(), min(self.settings.interval, 0.05))
         finally:
             if lease_task is not None:
                 lease_task.cancel()
@@ -305,6 +303,7 @@ class KubeController:
             ph = ((view.obj.get("status") or {}).get("phase")) or "New"
             phases[ph] = phases.get(ph, 0) + 1
         self.metrics.bakeoffs.clear()
+        self.metrics.decisions.forget({f"{v.obj['metadata']['namespace']}/{v.obj['metadata']['name']}" for v in views})
         for ph, n in phases.items():
             self.metrics.bakeoffs.labels(ph).set(n)
         with contextlib.suppress(Exception):
@@ -443,6 +442,10 @@ class KubeController:
                 ),
             )
             p.state, p.events = plan.state, p.events + plan.events
+            if p.mem is not None:
+                for e in plan.events:  # retired by adaptive allocation: out of the judge's contest
+                    if e.get("retired_by") == "allocation" and e.get("variant"):
+                        p.mem.state.out.setdefault(e["variant"], e.get("reason") or "retired")
         else:
             p.state = state
         for e in p.events:
@@ -492,6 +495,15 @@ class KubeController:
             self._check_leading()
             self.status.write_bakeoff(b, new_status)  # raises Conflict: nothing below happens
             b["status"] = new_status
+        key = f"{p.ns}/{p.name}"
+        self.metrics.decisions.decided(key, p.events)
+        self.metrics.decisions.observe(
+            key,
+            st.phase,
+            shares,
+            {p.mname: "mainline", **{n: vs.phase for n, vs in st.variants.items()}},
+            p.verdict,
+        )
         for e in p.events:
             self.metrics.transitions.labels(e["type"]).inc()
             target = p.valid.get(e.get("variant") or "") if e.get("variant") else None
@@ -519,7 +531,9 @@ class KubeController:
 
     # -- health -----------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, Any]]:
-        stale = self.last_pass_ok is not None and self.clock() - self.last_pass_ok > max(30.0, 20 * self.interval)
+        stale = self.last_pass_ok is not None and self.clock() - self.last_pass_ok > max(
+            30.0, 20 * self.settings.interval
+        )
         caches = self.caches
         unsynced = sorted(n for n, c in (caches or {}).items() if not c.synced.is_set())
         detail: dict[str, Any] = {"identity": self.identity, "leading": self.leading, "passes": self.passes}

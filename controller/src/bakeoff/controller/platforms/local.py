@@ -86,8 +86,10 @@ class LocalPlatform:
         kill_grace: float = 5.0,
         health_interval: float = 2.0,
         routes: tuple[Route, ...] = (),
+        bakeoff: str | None = None,
     ) -> None:
         self.listen, self.admin = listen, admin
+        self.bakeoff = bakeoff  # bakeoff.name on the router's spans (tracing from the OTEL_* environment)
         self.sticky_header, self.sticky_cookie = sticky_header, sticky_cookie
         self.state_dir = Path(state_dir)
         self.base_dir = Path(base_dir)
@@ -129,6 +131,17 @@ class LocalPlatform:
         if self.routes:
             # per-route statistics (the shared routes contract): name + path glob, first match wins
             cfg["routes"] = [{"name": r.name, "match": r.match} for r in self.routes]
+        from bakeoff.router.tracing import endpoint_from_env
+
+        if endpoint_from_env() is not None:
+            # OpenTelemetry's own variables turn the router's tracing on (docs/observability.md):
+            # OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT, OTEL_EXPORTER_OTLP_HEADERS, OTEL_TRACES_SAMPLER_ARG.
+            raw = os.environ.get("OTEL_TRACES_SAMPLER_ARG", "1")
+            try:
+                ratio = float(raw)
+            except ValueError:
+                raise ValueError(f"OTEL_TRACES_SAMPLER_ARG must be a sample ratio from 0 to 1, got {raw!r}") from None
+            cfg["tracing"] = {"sampleRatio": ratio, **({"bakeoff": self.bakeoff} if self.bakeoff else {})}
         return cfg
 
     async def close(self) -> None:
@@ -329,7 +342,9 @@ class LocalPlatform:
             w = self.workloads.get(name)
             if w is None or w.address is None or share <= 0:
                 continue
-            specs.append(VariantSpec(name, (w.address,), float(share), w.spec.protocol))
+            specs.append(
+                VariantSpec(name, (w.address,), float(share), protocol=w.spec.protocol, version=w.labels.get("commit"))
+            )
         if specs and self.router is not None:
             self.router.set_routes(specs)
             self._weights = dict(weights)
@@ -337,6 +352,10 @@ class LocalPlatform:
     def snapshot(self) -> dict[str, Any]:
         assert self.router is not None
         return self.router.snapshot()
+
+    def pids(self) -> dict[str, int]:
+        """The root process of every running workload (its whole tree is the variant's resource cost)."""
+        return {n: w.proc.pid for n, w in self.workloads.items() if w.proc is not None and w.proc.poll() is None}
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
+
+import yaml
 
 from bakeoff.controller.report.model import (
     _fmt,
@@ -13,6 +14,7 @@ from bakeoff.controller.report.model import (
     format_change,
     format_in_units,
     observed_note,
+    why,
 )
 
 
@@ -26,6 +28,15 @@ def markdown(rep: dict[str, Any]) -> str:
     else:
         lines.append(f"**Stopped without a winner**: {d['reason']}.")
     lines += ["", *_meta_lines(rep)]
+    lines += ["", "## Why", ""]
+    for name in rep["variants"]:
+        w = why(rep, name)
+        when = ""
+        if w["after_s"] is not None:
+            when = f" (after {w['after_s']:.0f} s" + (
+                f", {w['requests']} requests)" if w["requests"] is not None else ")"
+            )
+        lines.append(f"- **{name}**: {w['sentence']}{when}")
     lines += [
         "",
         f"Judge: alpha {rep['judge']['alpha']}, Bonferroni over {rep['judge']['candidates']} candidate(s), "
@@ -103,6 +114,27 @@ def markdown(rep: dict[str, Any]) -> str:
                 f"| {name} | {lat['count']} | {_fmt(q['p50'], '.2f')} | {_fmt(q['p90'], '.2f')} | "
                 f"{_fmt(q['p99'], '.2f')} | {_fmt(q['p99.9'], '.2f')} |"
             )
+    if rep.get("resources"):
+        lines += [
+            "",
+            "## Resource cost (process trees, per batch of looks)",
+            "",
+            "| variant | CPU ms per request | memory MiB (mean) | memory MiB (last) | batches |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, r in rep["resources"].items():
+            lines.append(
+                f"| {name} | {_fmt(r['cpu_ms_per_request'], '.3f')} | {_fmt(r['memory_mib'], '.1f')} | "
+                f"{_fmt(r['memory_mib_last'], '.1f')} | {r['batches']} |"
+            )
+    lines += [
+        "",
+        "## Configuration",
+        "",
+        "```yaml",
+        yaml.safe_dump(rep.get("config") or {}, sort_keys=False).rstrip(),
+        "```",
+    ]
     lines += ["", "## Events", ""]
     for e in rep["events"]:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.get("at") or 0))
@@ -122,8 +154,6 @@ def _meta_lines(rep: dict[str, Any]) -> list[str]:
         f"- Started: {when}; duration: {_fmt(dur, '.0f')} s",
         f"- File: {rep.get('source') or '-'}; promotion: {cfg.get('promotion', '-')}",
         f"- Load: {rep.get('load') or 'not driven by bakeoff (live traffic)'}",
-        f"- Config: `{json.dumps(cfg.get('judge'), sort_keys=True, default=str)}`",
-        f"- Routing: `{json.dumps(cfg.get('routing'), sort_keys=True, default=str)}`",
     ]
 
 

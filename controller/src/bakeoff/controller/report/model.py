@@ -8,8 +8,6 @@ from typing import Any
 
 from bakeoff.judge.latency import beyond_grid
 
-PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
-
 
 def latency_distributions(snap: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     from bakeoff.contracts.histogram import bucket_value, decode_counts, quantile_from_counts
@@ -189,6 +187,7 @@ def build(runner: Any, snap: dict[str, Any] | None) -> dict[str, Any]:
         "verdict": runner.verdict.to_json() if runner.verdict is not None else None,
         "history": runner.history,
         "latency": latency_distributions(runner.last_snapshot),
+        "resources": runner.resource_summary() if hasattr(runner, "resource_summary") else {},
     }
 
 
@@ -210,3 +209,195 @@ def _finite(x: Any) -> bool:
     if isinstance(x, (list, tuple)):
         return all(_finite(v) for v in x)
     return True
+
+
+# -- what a person reads first: colours, sentences, the deciding evidence ------------------------
+
+
+def colour_of(name: str) -> str:
+    """A variant's colour, fixed by its name (the same in every report and the dashboard):
+    a hue from a hash of the name, at one saturation and lightness that reads on white."""
+    import zlib
+
+    h = zlib.crc32(name.encode("utf-8"))
+    hue = (h % 3600) / 10.0
+    return f"hsl({hue:.1f}, 70%, {38 + (h >> 12) % 12}%)"
+
+
+def split_metric(key: str) -> tuple[str, str | None]:
+    """A verdict's metric key ("latency_p50 @checkout") -> (metric name, route or None)."""
+    name, at, route = key.partition(" @")
+    return name, (route if at else None)
+
+
+def spec_of(rep: dict[str, Any], key: str) -> dict[str, Any]:
+    name = split_metric(key)[0]
+    for m in rep.get("judge", {}).get("metrics") or []:
+        if m.get("name") == name:
+            return m
+    return {"name": name}
+
+
+def units_of(rep: dict[str, Any], key: str, mv: dict[str, Any]) -> dict[str, Any]:
+    """change_in_units for a look's (compact) metric entry, with the tolerance taken from the judge's spec."""
+    spec = spec_of(rep, key)
+    return change_in_units(
+        {
+            **mv,
+            "kind": spec.get("kind", mv.get("kind")),
+            "harm": spec.get("harm", mv.get("harm")),
+            "tolerance": spec.get("tolerance", mv.get("tolerance")),
+            "tolerance_relative": spec.get("relative", mv.get("tolerance_relative")),
+            "role": spec.get("role", mv.get("role")),
+        }
+    )
+
+
+def _interval(u: dict[str, Any]) -> str:
+    """An interval as text; an open end (a latency change beyond the judge's grid) as infinity."""
+    lo, hi = u["ci"]
+    left = "(-∞" if lo is None else f"[{format_in_units(lo, u['unit'])}"
+    right = "+∞)" if hi is None else f"{format_in_units(hi, u['unit'])}]"
+    return f"{left}, {right}"
+
+
+def evidence_phrase(rep: dict[str, Any], key: str, mv: dict[str, Any]) -> str:
+    """One metric's state as a phrase: "latency_p50 interval [+10.5%, +32.3%] still overlaps the +30% tolerance"."""
+    u = units_of(rep, key, mv)
+    iv = _interval(u)
+    state = mv.get("state")
+    tol = format_in_units(u["tolerance"], u["unit"]) if u["tolerance"] is not None else None
+    if tol is None:  # the objective: no tolerance, a direction
+        if state == "better":
+            return f"{key} interval {iv} lies wholly on the better side of no change"
+        if state == "worse":
+            return f"{key} interval {iv} lies wholly on the worse side of no change"
+        return f"{key} interval {iv} still includes no change"
+    if state == "worse":
+        return f"{key} interval {iv} lies beyond the {tol} tolerance"
+    if state in ("non_inferior", "better"):
+        return f"{key} interval {iv} lies within the {tol} tolerance"
+    return f"{key} interval {iv} still overlaps the {tol} tolerance"
+
+
+def _look_at(rep: dict[str, Any], at: float | None, name: str) -> dict[str, Any] | None:
+    """The last look at or before ``at`` (or the last look) that judged ``name``."""
+    best = None
+    for h in rep.get("history") or []:
+        if name not in (h.get("variants") or {}):
+            continue
+        if at is not None and h.get("at", 0) > at + 1e-6:
+            break
+        best = h
+    return best
+
+
+DECISIVE = {"rolled_back", "failed", "promoted", "winner", "stopped", "lost", "approved"}
+
+
+def decision_event(rep: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """The event that decided a variant (its last rollback, failure, promotion, loss), or None."""
+    out = None
+    for e in rep.get("events") or []:
+        if e.get("variant") == name and e.get("type") in ("rolled_back", "failed", "promoted", "lost", "winner"):
+            out = e
+    return out
+
+
+def deciding_keys(rep: dict[str, Any], name: str, look: dict[str, Any] | None) -> list[str]:
+    """The metrics that decided (or are blocking) a variant at a look: worse guardrails for a rollback,
+    the objective for a win, the still-unknown ones for an undecided variant."""
+    if look is None:
+        return []
+    ms = (look.get("variants") or {}).get(name, {}).get("metrics") or {}
+    worse = [k for k, m in ms.items() if m.get("state") == "worse"]
+    if worse:
+        return worse
+    phase = (rep.get("variants") or {}).get(name, {}).get("phase")
+    if phase in ("Promoted", "Winner"):
+        obj = [k for k, m in ms.items() if m.get("role") == "objective"]
+        if obj:
+            return obj
+        # promoted on its guardrails alone (whenNoRegression): the whole-service ones it passed
+        return [k for k, m in ms.items() if " @" not in k and m.get("state") in ("non_inferior", "better")]
+    unknown = [k for k, m in ms.items() if m.get("state") == "unknown"]
+    return unknown
+
+
+def why(rep: dict[str, Any], name: str) -> dict[str, Any]:
+    """Per variant, one sentence first (why it won, lost, or what blocked it), the time and the
+    requests to its decision, and the metric keys that decided it."""
+    v = (rep.get("variants") or {}).get(name) or {}
+    phase = v.get("phase")
+    started = rep.get("started_at")
+    e = decision_event(rep, name)
+    at = e.get("at") if e else None
+    look = _look_at(rep, at, name)
+    keys = deciding_keys(rep, name, look)
+    ms = ((look or {}).get("variants") or {}).get(name, {}).get("metrics") or {}
+    phrases = [evidence_phrase(rep, k, ms[k]) for k in keys if k in ms]
+    if len(phrases) > 3:
+        phrases = [*phrases[:3], f"and {len(phrases) - 3} more"]
+    requests = ((look or {}).get("variants") or {}).get(name, {}).get("requests")
+    if name == rep.get("original_mainline") and phase not in ("Promoted",):
+        d = rep.get("decision")
+        if d and d.get("action") == "promote" and d.get("winner") != name:
+            sentence = f"The mainline, replaced by {d['winner']}."
+        else:
+            sentence = "The mainline: every candidate is compared with it."
+        return {"sentence": sentence, "after_s": None, "requests": v.get("requests"), "keys": []}
+    reason = v.get("reason") or (e or {}).get("reason") or ""
+    if phase == "Promoted":
+        sentence = f"Won: {'; '.join(phrases) or reason}."
+    elif phase == "Winner":
+        sentence = f"Waiting for approval: {'; '.join(phrases) or reason}."
+    elif phase == "RolledBack":
+        sentence = f"Rolled back: {'; '.join(phrases) if phrases else reason}."
+    elif phase == "Lost":
+        sentence = f"Lost: {reason or 'another variant won'}" + (f", while {'; '.join(phrases)}." if phrases else ".")
+    elif phase and phase.startswith("Failed"):
+        sentence = f"Failed to start: {reason}."
+    elif phrases:
+        sentence = f"Undecided: {'; '.join(phrases)}."
+    elif (rep.get("variants") or {}).get(name, {}).get("requests"):
+        sentence = "Undecided: too few requests for the judge yet."
+    else:
+        sentence = f"{phase or 'Pending'}: {reason or 'no requests yet'}."
+    after = (at - started) if at is not None and started is not None else None
+    return {"sentence": sentence, "after_s": after, "requests": requests, "keys": keys}
+
+
+def shares_over_time(rep: dict[str, Any]) -> dict[str, list[tuple[float, float]]]:
+    """Each variant's share of the traffic as a step function over time, from the events
+    (admitted/ramped carry the share; a rollback, failure or loss sets it to 0, a promotion to 1),
+    the mainline taking the rest."""
+    names = list(rep.get("variants") or {})
+    main = rep.get("original_mainline")
+    t0 = rep.get("started_at") or 0.0
+    cur = {n: 0.0 for n in names}
+    if main in cur:
+        cur[main] = 1.0
+    mainline = main
+    out: dict[str, list[tuple[float, float]]] = {n: [(t0, cur[n])] for n in names}
+    for e in rep.get("events") or []:
+        n, kind, at = e.get("variant"), e.get("type"), e.get("at") or t0
+        if n not in cur:
+            continue
+        if kind in ("admitted", "ramped") and e.get("share") is not None:
+            cur[n] = float(e["share"])
+        elif kind in ("rolled_back", "failed", "lost", "stopped"):
+            cur[n] = 0.0
+        elif kind == "promoted":
+            for m in cur:
+                cur[m] = 0.0
+            cur[n], mainline = 1.0, n
+        else:
+            continue
+        if mainline in cur and kind != "promoted":
+            cur[mainline] = max(0.0, 1.0 - sum(s for m, s in cur.items() if m != mainline))
+        for m in names:
+            out[m].append((at, cur[m]))
+    end = rep.get("generated_at") or (rep.get("started_at") or 0) + (rep.get("duration_s") or 0)
+    for m in names:
+        out[m].append((max(end, out[m][-1][0]), cur[m]))
+    return out

@@ -1,0 +1,72 @@
+"""Issue 19: `bakeoff run` with `spec.routing.allocation: adaptive` -- a real run (router, child
+processes, load over real sockets): shares move once per stepInterval by at most maxStep, the
+mainline keeps its floor, a candidate that cannot win is retired early with the reason, the erroring
+one is rolled back on its guardrail, the better one is promoted, and the journal records every
+interval's shares (the `allocated` records) for the report and dashboard."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+
+import pytest
+
+from tests.controller.conftest import BAKEOFF, ROOT, bakeoff_doc, drive_load, variant_doc, write_docs
+
+pytestmark = pytest.mark.slow
+
+
+async def test_adaptive_allocation_retires_the_loser_and_promotes_the_better(tmp_path, runs):
+    b = bakeoff_doc()
+    b["spec"]["routing"].update(
+        allocation="adaptive", mainlineFloor=0.3, maxStep=0.1, stepInterval="1s", steps=[0.1], maxCandidateShare=0.7
+    )
+    b["spec"]["judge"]["maxDuration"] = "120s"
+    spec = write_docs(
+        tmp_path / "bake.yaml",
+        [b, variant_doc("erroring", "error"), variant_doc("worse", "worse"), variant_doc("better", "better")],
+    )
+    run = runs(spec, tmp_path / "state", "--exit-on-decision")
+    st = await run.wait_for(
+        lambda s: s if len(s.get("weights") or {}) == 4 and s.get("router") else None, 60, "all serving"
+    )
+    stop = asyncio.Event()
+    load = asyncio.create_task(drive_load(st["router"]["url"], stop, users=24))
+    try:
+        await run.wait_for(lambda s: s.get("decision"), 150, "a decision")
+    finally:
+        stop.set()
+        await load
+    assert run.proc.wait(30) == 0, run.output()[-3000:]
+    final = run.status()
+    journal = run.journal()
+    assert final["decision"]["winner"] == "better", (final["decision"], run.output()[-3000:])
+    phases = {n: v["phase"] for n, v in final["variants"].items()}
+    assert phases["erroring"] == "RolledBack", phases
+    assert phases["worse"] == "Lost", phases
+    lost = [e for e in journal if e["type"] == "lost" and e["variant"] == "worse"]
+    assert lost and lost[0]["retired_by"] == "allocation", lost
+    assert lost[0]["reason"].startswith("Lost: cannot beat "), lost[0]["reason"]
+    assert "on conversion" in lost[0]["reason"] and "bound" in lost[0]["reason"]
+    # every interval's shares are in the journal; none moved by more than maxStep; the mainline kept its floor
+    allocated = [e for e in journal if e["type"] == "allocated"]
+    assert allocated, [e["type"] for e in journal]
+    last: dict[str, float] = {}
+    for e in allocated:
+        for n, share in e["shares"].items():
+            if n in last:
+                assert abs(share - last[n]) <= 0.1 + 1e-6, (n, last[n], share)
+            last[n] = share
+        assert sum(e["shares"].values()) <= 0.7 + 1e-6, e
+    assert any(e["shares"].get("better", 0) > 0.1 + 1e-6 for e in allocated), allocated
+    # bakeoff status shows the retired candidate's reason
+    r = subprocess.run(
+        [*BAKEOFF, "status", str(tmp_path / "state")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    row = [ln for ln in r.stdout.splitlines() if ln.startswith("  worse ")]
+    assert row and "Lost: cannot beat" in row[0], r.stdout
