@@ -2,6 +2,7 @@
 """bakeoff's router against nginx for HTTP/2 and unary gRPC-shaped calls, in one run.
 
     .venv/bin/python benchmarks/router_h2.py [--requests 20000] [--rounds 3] [--quick]
+        [--baseline-python /other/checkout/.venv/bin/python]
 
 Needs ``nginx`` (with its http2 and grpc modules; Debian's nginx-light has
 both) and ``h2load`` (Debian ``nghttp2-client``); neither is installed by
@@ -18,6 +19,9 @@ What runs, all on 127.0.0.1, every process a child of this script:
   ``grpc_pass`` to an ``upstream`` block of the two ports with ``keepalive``.
 * **bakeoff's router**: ``bakeoff router`` with one worker, two variants of
   ``protocol: h2c`` (one per upstream port).
+* with ``--baseline-python``, a second router (``router_baseline``, the same
+  config) run by another checkout's interpreter, e.g. main's, for a
+  before/after in the same run.
 * **h2load** ``-c 16 -m 8 -t 1``: POST-less unary calls (headers
   ``content-type: application/grpc`` and ``te: trailers``) on ``/bench.Echo/Unary``.
 
@@ -117,6 +121,7 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="one round of 2000 calls (a smoke run)")
+    ap.add_argument("--baseline-python", help="also run another checkout's router with this interpreter")
     args = ap.parse_args()
     if args.quick:
         args.requests, args.rounds = 2000, 1
@@ -165,9 +170,23 @@ def main() -> int:
             stderr=subprocess.DEVNULL,
         )
         procs.append(router)
-        for p in (*ups, nginx_port, router_port):
-            wait_port(p)
         targets = {"nginx": (nginx_port, ngx_worker), "router": (router_port, router.pid)}
+        if args.baseline_python:
+            base_port, base_admin = free_port(), free_port()
+            base_cfg = tmp / "router-baseline.yaml"
+            cfg_obj = json.loads(cfg.read_text())
+            cfg_obj.update(listen=f"127.0.0.1:{base_port}", admin=f"127.0.0.1:{base_admin}")
+            base_cfg.write_text(json.dumps(cfg_obj))
+            base = subprocess.Popen(
+                [args.baseline_python, "-m", "bakeoff", "router", "--config", str(base_cfg)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=tmp,
+            )
+            procs.append(base)
+            targets["router_baseline"] = (base_port, base.pid)
+        for port, _ in (*targets.values(), *((p, 0) for p in ups)):
+            wait_port(port)
         for port, _ in targets.values():
             h2load(port, min(2000, args.requests))  # warm-up: connections, caches
         rows: dict[str, list[dict]] = {k: [] for k in targets}
@@ -179,7 +198,7 @@ def main() -> int:
                 res = h2load(port, args.requests)
                 res["cpu_us_per_request"] = (cpu_seconds(pid) - before) / max(res["succeeded"], 1) * 1e6
                 rows[name].append(res)
-                print(f"round {rnd + 1} {name:6s} {res['rps']:9.0f} req/s  "
+                print(f"round {rnd + 1} {name:15s} {res['rps']:9.0f} req/s  "
                       f"{res['cpu_us_per_request']:6.1f} us CPU/request  failed={res['failed']}")  # fmt: skip
         med = {
             name: {
@@ -199,6 +218,12 @@ def main() -> int:
             "cpu_per_request_ratio": med["router"]["cpu_us_per_request"] / med["nginx"]["cpu_us_per_request"],
             "goal_throughput_ratio": 0.5,
         }
+        if "router_baseline" in med:
+            out["router_baseline"] = med["router_baseline"]
+            out["baseline_throughput_ratio"] = med["router_baseline"]["rps"] / med["nginx"]["rps"]
+            out["baseline_cpu_per_request_ratio"] = (
+                med["router_baseline"]["cpu_us_per_request"] / med["nginx"]["cpu_us_per_request"]
+            )
         print(json.dumps(out))
         return 0
     finally:

@@ -290,3 +290,157 @@ def test_a_route_without_new_requests_gets_no_batch(monkeypatch):
     lines = verdict.variants["v01"].metrics
     assert "latency_p99 @r00" in lines and "error_rate @r01" in lines
     assert len(lines) == len(verdict.variants["v02"].metrics)
+
+
+def test_a_look_computes_p_values_states_and_intervals_per_metric_on_arrays(monkeypatch):
+    """The p-values, state and interval of each of the 6 x 17 x 3 tests judged per route come
+    from one array evaluation per metric (core._evaluate): the scalar rule (core._p four times
+    and core._interval per test, LatencyTest._estimate per latency row) is not run for them."""
+    from bakeoff.judge import core
+
+    calls: dict[str, int] = {}
+
+    def counting(owner, name):
+        orig = getattr(owner, name)
+
+        def wrapper(*a, **kw):
+            calls[name] = calls.get(name, 0) + 1
+            return orig(*a, **kw)
+
+        monkeypatch.setattr(owner, name, wrapper)
+
+    for name in ("_p", "_interval", "_evaluate"):
+        counting(core, name)
+    counting(latency.LatencyTest, "_estimate")
+    state = JudgeState.new(config_from_dict(EVERY_KIND, "cost.yaml"))
+    stream = _stream(6, 16)
+    for _ in range(3):
+        stream.advance(400)
+        calls.clear()
+        state, verdict = step(state, stream.snapshot(), stream.t)
+    assert all(vv.eligible for vv in verdict.variants.values())
+    n_tests = sum(len(vv.metrics) for vv in verdict.variants.values())
+    assert n_tests == 6 * (17 * 3 + 2)
+    # one evaluation per metric (error rate, 2 latency quantiles, conversion, revenue); the
+    # scalar rule only for the whole-service-only metrics' 6 tests each (a handful: there it
+    # costs less than the array calls), never for the 3 x 102 tests judged per route
+    assert calls.pop("_evaluate") == 5
+    assert calls.pop("_interval") == 2 * 6
+    assert calls.pop("_p") <= 4 * 2 * 6
+    assert calls == {}
+
+
+def _scalar_rule(spec, it, alpha):
+    """The per-test rule as core applied it before the arrays (the reference): core._p, the
+    state ladder, core._interval, the estimate clamped to the interval."""
+    from bakeoff.judge import core
+
+    mv, b, mult = it.mv, it.b, it.mult
+    ev = b.evidence
+    guard = spec.role == "guardrail"
+    mv.p_value = core._p(ev.get("no_change"), mult)
+    mv.p_better = core._p(ev.get("better"), mult)
+    mv.p_worse = core._p(ev.get("worse" if guard else "worse_than_control"), mult)
+    mv.p_non_inferior = core._p(ev.get("non_inferior"), mult) if guard else 1.0
+    if mv.p_worse <= alpha:
+        mv.state = "worse"
+    elif mv.p_better <= alpha:
+        mv.state = "better"
+    elif guard and mv.p_non_inferior <= alpha:
+        mv.state = "non_inferior"
+    else:
+        mv.state = "unknown"
+    mv.ci = core._interval(b, it.ci, it.narrows, spec, mv)
+    if math.isfinite(mv.estimate):
+        mv.estimate = min(max(mv.estimate, mv.ci[0]), mv.ci[1])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_array_evaluation_is_the_scalar_rule(seed):
+    """core._evaluate against the scalar rule on random tests with every edge the rule has:
+    missing, huge and tiny evidence, no running interval yet, infinite or missing raw
+    intervals, an unknown control (relative tolerance), crossing intervals, each kind and
+    direction of metric."""
+    from bakeoff.judge import core
+    from bakeoff.judge.metric_test import RunningBest
+    from bakeoff.judge.verdict import MetricVerdict
+
+    rng = np.random.default_rng(seed)
+    cfg = config_from_dict(
+        {
+            "alpha": 0.05,
+            "control": "mainline",
+            "guardrails": [
+                {"metric": "error_rate", "maxIncrease": 0.005},
+                {"metric": "latency_p99", "maxIncreaseRatio": 0.1},
+                {"metric": "conversion", "kind": "proportion", "maxDecreaseRatio": 0.1},
+            ],
+            "objective": {"metric": "revenue", "kind": "mean", "per": "request", "direction": "higher"},
+        },
+        "edge.yaml",
+    )
+    names = ("no_change", "better", "worse_than_control", "worse", "non_inferior")
+
+    def value():
+        return float(rng.choice([rng.normal(3, 4), rng.uniform(700, 800), -rng.uniform(0, 700), 0.0]))
+
+    def end():
+        return float(rng.choice([rng.normal(0, 0.05), math.nan, math.inf, -math.inf]))
+
+    for spec in cfg.metrics:
+        made = []
+        for _ in range(400):
+            ev = {n: value() for n in names if rng.random() < 0.7}
+            lo = None if rng.random() < 0.3 else float(rng.normal(-0.02, 0.03))
+            hi = None if lo is None else lo + float(rng.choice([rng.uniform(0, 0.08), -0.01]))
+            control = float(rng.choice([rng.uniform(0.01, 0.5), math.nan]))
+            a, z = end(), end()
+            est = float(rng.choice([rng.normal(0, 0.05), math.nan]))
+            made.append((ev, lo, hi, control, (a, z), est, bool(rng.random() < 0.7)))
+
+        mult = float(rng.choice([1.0, 40.0, 4000.0]))  # one Bonferroni multiplier per metric
+
+        def items(spec=spec, mult=mult, made=made):
+            return [
+                core._Item(
+                    spec,
+                    None,
+                    None,
+                    RunningBest(dict(ev), lo, hi),
+                    MetricVerdict(metric=spec.name, role=spec.role, kind=spec.kind, control=control, estimate=est),
+                    mult,
+                    narrows,
+                    ci,
+                )
+                for ev, lo, hi, control, ci, est, narrows in made
+            ]
+
+        want, got = items(), items()
+        for it in want:
+            _scalar_rule(spec, it, 0.05)
+        core._evaluate(spec, got, mult, 0.05)
+        for g, w in zip(got, want):
+            assert g.mv.state == w.mv.state
+            for f in ("p_value", "p_better", "p_worse", "p_non_inferior", "estimate"):
+                x, y = getattr(g.mv, f), getattr(w.mv, f)
+                assert x == pytest.approx(y, rel=1e-12, abs=0, nan_ok=True), (spec.name, f)
+            assert g.mv.ci == pytest.approx(w.mv.ci, rel=1e-12, abs=0, nan_ok=True), spec.name
+            assert (g.b.ci_lo, g.b.ci_hi) == pytest.approx((w.b.ci_lo, w.b.ci_hi), nan_ok=True)
+    # Evidence far below zero (log Lambda < -709) is a p-value of 1 where the scalar rule's
+    # math.exp overflowed (OverflowError out of step), on arrays and in a handful of tests.
+    spec = cfg.metrics[0]
+    for n in (1, 100):
+        its = [
+            core._Item(
+                spec,
+                None,
+                None,
+                RunningBest({"better": -900.0}),
+                MetricVerdict(spec.name, spec.role, spec.kind),
+                40.0,
+                False,
+            )
+            for _ in range(n)
+        ]
+        core._evaluate(spec, its, 40.0, 0.05)
+        assert {(it.mv.p_better, it.mv.state) for it in its} == {(1.0, "unknown")}

@@ -251,6 +251,62 @@ def test_submit_422_prints_the_api_servers_message(run, custom, ns):
     assert variants(custom, ns) == []
 
 
+# issue 19 item 3: several builds in one command, one Variant each
+
+
+def test_submit_several_builds_creates_one_variant_each(run, custom, ns):
+    make_bakeoff(custom, ns)
+    images = [f"registry.example/shop:{c}" for c in ("a1b2c3d", "b2c3d4e", "c3d4e5f", "d4e5f60")]
+    commits = ["a1b2c3d9", "b2c3d4e9", "c3d4e5f9", "d4e5f609"]
+    args = [x for img, c in zip(images, commits, strict=True) for x in ("--image", img, "--commit", c)]
+    r = run("submit", "--bakeoff", "shop", *args, "--generator", "model-x")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [f"shop-{c[:7]}" for c in commits]
+    by_name = {v["metadata"]["name"]: v for v in variants(custom, ns)}
+    assert sorted(by_name) == sorted(f"shop-{c[:7]}" for c in commits)
+    for img, c in zip(images, commits, strict=True):
+        v = by_name[f"shop-{c[:7]}"]
+        assert v["spec"]["image"] == img  # each image with its own commit, in the order given
+        assert v["spec"]["change"] == {"commit": c, "generator": "model-x"}  # the shared fields on every one
+    # --json: a list of the created objects
+    r = run("submit", "--bakeoff", "shop", "--image", "r/shop:x1", "--image", "r/shop:x2", "--json")
+    assert r.returncode == 0, r.stderr
+    assert [v["metadata"]["name"] for v in json.loads(r.stdout)] == ["shop-x1", "shop-x2"]
+
+
+def test_submit_several_builds_checks_the_whole_command_line_first(run, custom, ns):
+    make_bakeoff(custom, ns)
+    r = run("submit", "--bakeoff", "shop", "--image", "r/shop:1", "--image", "r/shop:2", "--commit", "abc1234")
+    assert r.returncode == 2 and "1 --commit for 2 --image" in r.stderr, r.stderr
+    r = run("submit", "--bakeoff", "shop", "--image", "r/shop:1", "--image", "r/shop:2", "--name", "a")
+    assert r.returncode == 2 and "1 --name for 2 --image" in r.stderr, r.stderr
+    r = run("submit", "--bakeoff", "shop", "--image", "r/shop:1", "--image", "other/shop:1")
+    assert r.returncode == 2 and "would both be Variant shop-1" in r.stderr, r.stderr
+    r = run("submit", "--bakeoff", "shop", "--image", "r/shop:1", "--image", "r/shop:2", "--name", "a", "--name", "B!")
+    assert r.returncode == 2 and "--name 'B!'" in r.stderr, r.stderr
+    assert variants(custom, ns) == []  # nothing sent for a bad command line
+
+
+def test_submit_several_builds_enters_the_others_when_one_is_refused(run, custom, ns):
+    make_bakeoff(custom, ns)
+    assert run("submit", "--bakeoff", "shop", "--image", "r/shop:old", "--name", "taken").returncode == 0
+    r = run(
+        "submit", "--bakeoff", "shop",
+        "--image", "r/shop:1", "--name", "first",
+        "--image", "r/shop:2", "--name", "taken",
+        "--image", "r/shop:3", "--name", "third",
+    )  # fmt: skip
+    assert r.returncode == 1
+    assert r.stdout.split() == ["first", "third"]
+    assert "variant taken already exists" in r.stderr and "1 of 3 builds not entered: taken" in r.stderr, r.stderr
+    names = {v["metadata"]["name"]: v["spec"]["image"] for v in variants(custom, ns)}
+    assert names == {"taken": "r/shop:old", "first": "r/shop:1", "third": "r/shop:3"}
+    # a missing Bakeoff: one error, nothing created
+    r = run("submit", "--bakeoff", "nope", "--image", "r/shop:4", "--image", "r/shop:5")
+    assert r.returncode == 1 and "bakeoff nope not found" in r.stderr
+    assert len(variants(custom, ns)) == 3
+
+
 def test_bad_kubeconfig_exit_2(tmp_path):
     missing = tmp_path / "nope.yaml"
     for args in (["submit", "--bakeoff", "shop", "--image", "r/shop:1"], ["status"], ["revert", "shop"]):

@@ -462,3 +462,34 @@ def _h2spec_failures(junit: str) -> dict[str, str]:
         if case.find("failure") is not None or case.find("error") is not None:
             out[f"{case.get('package', '')} {case.get('classname', '')}"] = (case.findtext("error") or "").strip()
     return out
+
+
+def _write_syscalls(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("syscw:"):
+            return int(line.split()[1])
+    raise RuntimeError("no syscw")
+
+
+def test_unary_calls_cost_few_writes(router_process, grpc_server):
+    """A call's frames go out together: write syscalls per unary gRPC call, counted by the kernel (/proc/PID/io).
+
+    One call through the router is, downstream, the response's HEADERS, DATA and trailers and, upstream, the
+    request and the WINDOW_UPDATE that acknowledges the response's data. Writing each as it is produced cost
+    about 5 write syscalls per call (a loopback write is expensive: the peer's TCP receive runs in it); the
+    router queues them and writes each connection once per event-loop iteration.
+    """
+    router = grpc_router(router_process, grpc_server())
+    ch = grpc.insecure_channel(f"127.0.0.1:{router.port}")
+    call = grpc_peer.method(ch, "unary_unary", "Unary")
+    assert call(b"warm", timeout=20) == b"echo:warm"  # connections opened, settings exchanged
+    n = 200
+    before = _write_syscalls(router.proc.pid)
+    for i in range(n):
+        assert call(b"%d" % i, timeout=20) == b"echo:%d" % i
+    per_call = (_write_syscalls(router.proc.pid) - before) / n
+    ch.close()
+    print(f"write syscalls per unary call: {per_call:.2f}")
+    assert per_call <= 3.0, per_call
+    got = eventually(lambda: outcomes(router), what="the calls counted", until=lambda o: o.get("2xx") == n + 1)
+    assert got["2xx"] == n + 1

@@ -356,12 +356,18 @@ class Routing(_Model):
         description="allocation: adaptive. The mainline's least share, in [0, 1): the control needs data.",
         ge=0,
         lt=1,
+        # no default in the CRD: the API server would write it into every Bakeoff, and the rule above
+        # ("only with allocation: adaptive") would then refuse every fixed-split Bakeoff
+        json_schema_extra={"default": None},
     )
     max_step: float = Field(
         0.1,
         description="allocation: adaptive. The most a candidate's share moves per stepInterval, in (0, 1].",
         gt=0,
         le=1,
+        # no default in the CRD: the API server would write it into every Bakeoff, and the rule above
+        # ("only with allocation: adaptive") would then refuse every fixed-split Bakeoff
+        json_schema_extra={"default": None},
     )
 
 

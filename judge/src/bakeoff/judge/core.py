@@ -403,6 +403,8 @@ def _p(log_lambda: float | None, mult: float) -> float:
         return 1.0
     if log_lambda > 700:
         return 0.0
+    if log_lambda < -700:  # 1/Lambda beyond any float (math.exp would overflow)
+        return 1.0
     return min(1.0, math.exp(-log_lambda) * mult)
 
 
@@ -484,6 +486,141 @@ def _reach_tolerance(spec: MetricSpec, mv: MetricVerdict, lo: float, hi: float) 
     return (lo, hi)
 
 
+_STATES = np.array([UNKNOWN, WORSE, BETTER, NON_INFERIOR], dtype=object)
+_FEW_TESTS = 24
+
+
+def _scalar_rule(spec: MetricSpec, it: _Item, alpha: float) -> None:
+    """One test's p-values (:func:`_p`), state and interval (:func:`_interval`): the rule
+    :func:`_evaluate` applies on arrays."""
+    mv, b, mult = it.mv, it.b, it.mult
+    ev = b.evidence
+    guard = spec.role == "guardrail"
+    if ev:
+        mv.p_value = _p(ev.get("no_change"), mult)
+        mv.p_better = _p(ev.get("better"), mult)
+        mv.p_worse = _p(ev.get("worse" if guard else "worse_than_control"), mult)
+        mv.p_non_inferior = _p(ev.get("non_inferior"), mult) if guard else 1.0
+    else:  # no evidence yet: every p-value is 1 (_p(None))
+        mv.p_value = mv.p_better = mv.p_worse = mv.p_non_inferior = 1.0
+    if mv.p_worse <= alpha:
+        mv.state = WORSE
+    elif mv.p_better <= alpha:
+        mv.state = BETTER
+    elif guard and mv.p_non_inferior <= alpha:
+        mv.state = NON_INFERIOR
+    else:
+        mv.state = UNKNOWN
+    mv.ci = _interval(b, it.ci, it.narrows, spec, mv)
+    if math.isfinite(mv.estimate):
+        mv.estimate = min(max(mv.estimate, mv.ci[0]), mv.ci[1])
+
+
+def _evaluate(spec: MetricSpec, items: list[_Item], mult: float, alpha: float) -> None:
+    """p-values, state and reported interval of every test of one metric (all candidates and
+    routes) at once: :func:`_p`, the state rule and :func:`_interval` element for element on
+    arrays (the same arithmetic: the running minimum of ``1/Lambda`` scaled by the Bonferroni
+    multiplier, Johari, Pekelis, Walsh 2022, Section 3; the running intersection of the
+    confidence sequences, Howard, Ramdas, McAuliffe, Sekhon 2021, Section 2, then the
+    one-sided set of the state's rejected test, Lehmann & Romano, Section 3.5).  Fills in
+    each item's MetricVerdict and raises its RunningBest's interval where it narrows."""
+    n = len(items)
+    if n <= _FEW_TESTS:  # a handful (no routes): the scalar rule costs less than the array calls
+        for it in items:
+            _scalar_rule(spec, it, alpha)
+        return
+    guard = spec.role == "guardrail"
+    wk = "worse" if guard else "worse_than_control"
+    ninf = -math.inf
+    evs = [it.b.evidence for it in items]
+    L = np.array(
+        [(e.get("no_change", ninf), e.get("better", ninf), e.get(wk, ninf), e.get("non_inferior", ninf)) for e in evs]
+        if guard
+        else [(e.get("no_change", ninf), e.get("better", ninf), e.get(wk, ninf), ninf) for e in evs],
+        dtype=float,
+    ).reshape(n, 4)
+    with np.errstate(over="ignore", invalid="ignore"):
+        P = np.where(L > 700, 0.0, np.fmin(1.0, np.exp(-L) * mult))
+    P[np.isnan(L)] = 1.0
+    p_no, p_better, p_worse, p_ni = P[:, 0], P[:, 1], P[:, 2], P[:, 3]
+    is_worse = p_worse <= alpha
+    is_better = ~is_worse & (p_better <= alpha)
+    is_ni = ~is_worse & ~is_better & (p_ni <= alpha) if guard else np.zeros(n, dtype=bool)
+    code = np.where(is_worse, 1, np.where(is_better, 2, np.where(is_ni, 3, 0)))
+    # the raw interval of this look, and the running intersection where it narrows
+    raw = np.array([it.ci for it in items], dtype=float).reshape(n, 2)
+    b_lo = np.array([np.nan if it.b.ci_lo is None else it.b.ci_lo for it in items], dtype=float)
+    b_hi = np.array([np.nan if it.b.ci_hi is None else it.b.ci_hi for it in items], dtype=float)
+    r_lo, r_hi = raw[:, 0], raw[:, 1]
+    narrows = np.array([it.narrows for it in items], dtype=bool) & np.isfinite(r_lo) & np.isfinite(r_hi)
+    if narrows.any():
+        b_lo = np.where(narrows, np.fmax(b_lo, r_lo), b_lo)  # fmax: a None (NaN) end is -inf
+        b_hi = np.where(narrows, np.fmin(b_hi, r_hi), b_hi)
+    use_b = b_lo <= b_hi  # both set and ordered
+    lo = np.where(use_b, b_lo, r_lo)
+    hi = np.where(use_b, b_hi, r_hi)
+    untouched = ~(np.isfinite(lo) | np.isfinite(hi)) & (code == 0)  # _interval returns the raw ci
+    control = np.array([it.mv.control for it in items], dtype=float)
+    h = spec.harm
+    if spec.kind == "latency" or not spec.relative:
+        tol = np.full(n, h * spec.tolerance)
+    else:
+        with np.errstate(invalid="ignore"):
+            tol = np.where(np.isfinite(control), h * spec.tolerance * control, np.nan)
+    inf = math.inf
+    worse_bound = np.zeros(n) if not guard else tol
+    # the one-sided set of the state's rejected test (_implied)
+    if h > 0:
+        s_lo = np.where(code == 1, worse_bound, -inf)
+        s_hi = np.where(code == 3, tol, np.where(code == 2, 0.0, inf))
+    else:
+        s_lo = np.where(code == 3, tol, np.where(code == 2, 0.0, -inf))
+        s_hi = np.where(code == 1, worse_bound, inf)
+    with np.errstate(invalid="ignore"):
+        move = np.isfinite(s_lo) & ~(lo >= s_lo)
+        lo = np.where(move, s_lo, lo)
+        hi = np.where(move & ~(hi >= lo), inf, hi)
+        move = np.isfinite(s_hi) & ~(hi <= s_hi)
+        hi = np.where(move, s_hi, hi)
+        lo = np.where(move & ~(lo <= hi), -inf, lo)
+        if guard:  # _reach_tolerance
+            ft = np.isfinite(tol)
+            above, below = np.nextafter(tol, inf), np.nextafter(tol, -inf)
+            shown = ft & (code != 3) & (code != 2)
+            if h > 0:
+                hi = np.where(shown & (hi <= tol), above, hi)
+            else:
+                lo = np.where(shown & (lo >= tol), below, lo)
+            not_worse = ft & (code != 1)
+            if h > 0:
+                lo = np.where(not_worse & (lo >= tol), below, lo)
+            else:
+                hi = np.where(not_worse & (hi <= tol), above, hi)
+    lo = np.where(untouched, r_lo, lo)
+    hi = np.where(untouched, r_hi, hi)
+    states = _STATES[code].tolist()
+    cols = zip(
+        p_no.tolist(),
+        p_better.tolist(),
+        p_worse.tolist(),
+        p_ni.tolist() if guard else [1.0] * n,
+        states,
+        lo.tolist(),
+        hi.tolist(),
+    )
+    for it, (pn, pb, pw, pi, state, a, z) in zip(items, cols):
+        mv = it.mv
+        mv.p_value, mv.p_better, mv.p_worse, mv.p_non_inferior, mv.state = pn, pb, pw, pi, state
+        mv.ci = (a, z)
+        est = mv.estimate
+        if est == est and est not in (inf, -inf):
+            mv.estimate = min(max(est, a), z)
+    if narrows.any():
+        for j, a, z in zip(np.flatnonzero(narrows).tolist(), b_lo[narrows].tolist(), b_hi[narrows].tolist()):
+            b = items[j].b
+            b.ci_lo, b.ci_hi = a, z
+
+
 def _describe(mv: MetricVerdict) -> str:
     """'checkout latency_p99 +31%' (route, metric, observed change in the metric's units)."""
     where = f"{mv.route} " if mv.route else ""
@@ -515,6 +652,7 @@ class _Item:
     b: RunningBest
     mv: MetricVerdict
     mult: float
+    narrows: bool  # this look's interval intersects the running one (updated, with a state)
     ci: tuple[float, float] = (math.nan, math.nan)
 
 
@@ -566,6 +704,7 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
     ctrl_routes = {r: _route(ctrl_tot, r) for r in st.routes}
     # (a list per metric, not a dict keyed by it: hashing a MetricSpec per test costs)
     group_lists: list[list[tuple[_Item, VariantCounters, VariantCounters, bool]]] = [[] for _ in specs]
+    by_spec: list[list[_Item]] = [[] for _ in specs]  # every test of the metric, in report order
     looked: list[tuple[str, VariantVerdict, VariantCounters, bool, bool, list[_Item]]] = []
     for v in st.seen_candidates:
         tot = st.totals.get(v, VariantCounters())
@@ -576,7 +715,9 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
         update = fresh and eligible and v not in st.rolled_back
         vtests = st.tests.get(v, {})
         items: list[_Item] = []
-        for (spec, _level, mult, label, fields, base, on_routes), jobs_of_spec in zip(specs, group_lists):
+        for (spec, _level, mult, label, fields, base, on_routes), jobs_of_spec, of_spec in zip(
+            specs, group_lists, by_spec
+        ):
             routes: list[tuple[str | None, str, str]] = [(None, base, label)]
             if on_routes:
                 routes += [rk for rk in on_routes if rk[1] in vtests]
@@ -591,8 +732,9 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
                 b = best.get(key)
                 if b is None:
                     b = best[key] = RunningBest()
-                item = _Item(spec, route, ts, b, mv, mult)
+                item = _Item(spec, route, ts, b, mv, mult, update and ts is not None)
                 items.append(item)
+                of_spec.append(item)
                 if ts is not None:
                     tot_v = tot if route is None else _route(tot, route)
                     tot_c = ctrl_tot if route is None else ctrl_routes[route]
@@ -647,32 +789,16 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
             mv.control, mv.candidate = est.control, est.candidate
             mv.estimate, it.ci, mv.scale = est.estimate, (est.ci[0], est.ci[1]), est.scale
             mv.relative_estimate = est.relative_estimate
-    # 3. States, intervals and decisions per candidate.
-    for v, vv, tot, eligible, update, items in looked:
+    # 3. p-values, states and intervals of every test, per metric on arrays (_evaluate).
+    for (spec, _level, mult, *_), its in zip(specs, by_spec):
+        if its:
+            _evaluate(spec, its, mult, alpha)
+    # 4. Decisions per candidate.
+    for v, vv, tot, eligible, _update, items in looked:
         worse: list[MetricVerdict] = []
         ni_all, obj_better, obj_out, obj_bound = True, False, False, -math.inf
         for it in items:
-            spec, route, mv, b, mult = it.spec, it.route, it.mv, it.b, it.mult
-            ev = b.evidence
-            if ev:
-                mv.p_value = _p(ev.get("no_change"), mult)
-                mv.p_better = _p(ev.get("better"), mult)
-                worse_key = "worse" if spec.role == "guardrail" else "worse_than_control"
-                mv.p_worse = _p(ev.get(worse_key), mult)
-                mv.p_non_inferior = _p(ev.get("non_inferior"), mult) if spec.role == "guardrail" else 1.0
-            else:  # no evidence yet: every p-value is 1 (_p(None))
-                mv.p_value = mv.p_better = mv.p_worse = mv.p_non_inferior = 1.0
-            if mv.p_worse <= alpha:
-                mv.state = WORSE
-            elif mv.p_better <= alpha:
-                mv.state = BETTER
-            elif spec.role == "guardrail" and mv.p_non_inferior <= alpha:
-                mv.state = NON_INFERIOR
-            else:
-                mv.state = UNKNOWN
-            mv.ci = _interval(b, it.ci, update and it.ts is not None, spec, mv)
-            if math.isfinite(mv.estimate):
-                mv.estimate = min(max(mv.estimate, mv.ci[0]), mv.ci[1])
+            spec, route, mv = it.spec, it.route, it.mv
             if spec.role == "guardrail":
                 if mv.state == WORSE:
                     worse.append(mv)

@@ -441,14 +441,33 @@ class LatencyTest:
             qt, qc = self._quantiles(tots_t), self._quantiles(tots_c)
         else:
             qt, qc = quantiles
+        # The point estimates and intervals of every row at once (:meth:`_estimate`, element
+        # for element): the grid position where the exceedance difference changes sign...
+        rix = np.arange(n)
+        k_prev = prev_info[rix, np.maximum(first_neg - 1, 0)]
+        wk, wp = W[rix, first_neg], W[rix, k_prev]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            between = grid[k_prev] + wp / (wp - wk) * (grid[first_neg] - grid[k_prev])
+        s_hat = np.where(
+            ~any_info,
+            math.nan,
+            np.where(~has_neg, grid[last_info], np.where(first_neg == first_info, grid[first_info], between)),
+        )
+        # ... and the interval between the last grid ratio excluded from below and the first
+        # excluded from above (their hull when they cross: the ratio changed during the run)
+        swap = has_lo & has_hi & (k_lo_all > k_hi_all)
+        k_lo = np.where(swap, k_hi_all, k_lo_all)
+        k_hi = np.where(swap, k_lo_all, k_hi_all)
+        change = self.change
+        ci_lo = np.where(has_lo, change[k_lo], -1.0)
+        ci_hi = np.where(has_hi, change[k_hi], math.inf)
+        fin = np.isfinite(s_hat)
+        est = np.full(n, math.nan)
+        est[fin] = np.minimum(np.maximum(GAMMA ** s_hat[fin] - 1.0, ci_lo[fin]), ci_hi[fin])
         out: list[tuple[dict[str, float] | None, Estimate]] = []
         upd_l = upd.tolist()
-        info_l: Any = any_info.tolist()
-        neg_l: Any = has_neg.tolist()
-        lo_l: Any = has_lo.tolist()
-        hi_l: Any = has_hi.tolist()
         upd_req = list(update)
-        for r in range(n):
+        for r, (e, lo, hi) in enumerate(zip(est.tolist(), ci_lo.tolist(), ci_hi.tolist())):
             ev: dict[str, float] | None = None
             if upd_req[r]:
                 ev = (
@@ -462,19 +481,7 @@ class LatencyTest:
                     if upd_l[r]
                     else {}
                 )
-            s_hat = math.nan
-            if info_l[r]:
-                if not neg_l[r]:
-                    s_hat = float(grid[last_info[r]])
-                elif first_neg[r] == first_info[r]:
-                    s_hat = float(grid[first_info[r]])
-                else:
-                    k, p = int(first_neg[r]), int(prev_info[r, first_neg[r] - 1])
-                    wk, wp = W[r, k], W[r, p]
-                    s_hat = float(grid[p] + wp / (wp - wk) * (grid[k] - grid[p]))
-            k_lo = int(k_lo_all[r]) if lo_l[r] else None
-            k_hi = int(k_hi_all[r]) if hi_l[r] else None
-            out.append((ev, self._estimate(qc[r], qt[r], s_hat, k_lo, k_hi)))
+            out.append((ev, Estimate(qc[r], qt[r], e, (lo, hi), e, "ratio")))
         return out
 
     def _quantiles(self, counts: list[np.ndarray]) -> list[float]:

@@ -51,6 +51,7 @@ from h2.settings import SettingCodes, Settings
 
 from bakeoff.contracts.snapshot import ABORTED, CONNECT_ERROR, TIMEOUT
 from bakeoff.router import grpc
+from bakeoff.router.h2_tuning import tune_hpack
 from bakeoff.router.h2_upstream import CONNECTION_WINDOW, Http1Bridge
 from bakeoff.router.http11 import HOP_BY_HOP, METRIC_PREFIX, METRIC_PREFIX_LEN, request_id_line
 
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
     from bakeoff.router.server import Router
 
 log = structlog.get_logger("bakeoff.router")
+tune_hpack()
 _perf = time.perf_counter
 _REQUEST_ID = request_id_line  # "X-Request-Id: <id>\r\n"
 
@@ -174,6 +176,7 @@ class H2Client(asyncio.Protocol):
         self.last_active = router.loop.time()
         self._resets = 0
         self._reset_window = 0.0
+        self._flush_pending = False
 
     # -- asyncio.Protocol ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -325,6 +328,11 @@ class H2Client(asyncio.Protocol):
         target = call.variant.next_upstream()
         call.target = target
         call.headers = out
+        if call.variant.protocol == "h2c":
+            up = router.h2_pool.ready(target)
+            if up is not None:  # a pooled connection has a free stream: no task, no wait
+                up.start(call, out, end)
+                return
         self.loop.create_task(self._connect(call, target, out, end))
 
     async def _connect(self, call: Call, target: Upstream, headers: list[tuple[bytes, bytes]], end: bool) -> None:
@@ -544,12 +552,20 @@ class H2Client(asyncio.Protocol):
             self.flush()
 
     def flush(self) -> None:
+        """Send what h2 has queued, once per loop iteration: a call's frames (and many calls') go in one write."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_pending = False
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.closed:
             self.transport.write(data)
 
     def close(self) -> None:
         if not self.closed and self.transport is not None:
+            self._flush_now()  # a GOAWAY queued just before goes out first
             self.closed = True
             self.transport.close()
 

@@ -81,6 +81,7 @@ class H2Upstream(asyncio.Protocol):
         self.calls: dict[int, Call] = {}
         self.closed = False
         self.goaway = False
+        self._flush_pending = False
 
     # -- asyncio.Protocol ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -146,18 +147,23 @@ class H2Upstream(asyncio.Protocol):
 
     # -- the upstream interface of a Call -----------------------------------
     def has_room(self) -> bool:
-        return (
-            not self.closed
-            and not self.goaway
-            and self.h2.open_outbound_streams < self.h2.remote_settings.max_concurrent_streams
-        )
+        if self.closed or self.goaway:
+            return False
+        limit = self.h2.remote_settings.max_concurrent_streams
+        # h2's count walks every stream; the streams open are those of self.calls (a finished call's
+        # stream closed), so below half the limit that count is not needed.
+        return len(self.calls) < limit // 2 or self.h2.open_outbound_streams < limit
 
     def start(self, call: Call, headers: list[tuple[bytes, bytes]], end: bool) -> None:
-        sid = self.h2.get_next_available_stream_id()
+        try:
+            sid = self.h2.get_next_available_stream_id()
+            self.h2.send_headers(sid, headers, end_stream=end)
+        except H2Error as e:  # no stream to be had on this connection: the call fails, the connection stays
+            call.client.upstream_failed(call, f"could not open a stream ({type(e).__name__})")
+            return
         self.calls[sid] = call
         call.up = self
         call.up_sid = sid
-        self.h2.send_headers(sid, headers, end_stream=end)
         if end:
             call.req.sent_end = True
         self.pump(call)
@@ -199,12 +205,20 @@ class H2Upstream(asyncio.Protocol):
             pass
 
     def flush(self) -> None:
+        """Send what h2 has queued, once per loop iteration: many calls' frames go in one write."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.pool.router.loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_pending = False
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.closed:
             self.transport.write(data)
 
     def close(self) -> None:
         if not self.closed and self.transport is not None:
+            self._flush_now()  # a GOAWAY or RST_STREAM queued just before goes out first
             self.transport.close()
         self.closed = True
 
@@ -217,6 +231,13 @@ class H2UpstreamPool:
         self.conns: dict[Upstream, list[H2Upstream]] = {}
         self._connecting: dict[Upstream, asyncio.Future[H2Upstream]] = {}
         self._waiters: dict[Upstream, list[asyncio.Future[None]]] = {}
+
+    def ready(self, target: Upstream) -> H2Upstream | None:
+        """A connection to target with a free stream, if one is open."""
+        for conn in self.conns.get(target, ()):
+            if conn.has_room():
+                return conn
+        return None
 
     async def get(self, target: Upstream) -> H2Upstream:
         while True:

@@ -23,6 +23,7 @@ from bakeoff.controller.report.model import (
     format_change,
     format_in_units,
     observed_note,
+    retired_reason,
     why,
 )
 from bakeoff.controller.report.svg import _svg_latency, svg_metric, svg_shares
@@ -115,6 +116,7 @@ def context(rep: dict[str, Any], *, charts: bool = True) -> dict[str, Any]:
                 "objective": _fmt(v.get("objective"), ".4f"),
                 "change": change,
                 "why": w,
+                "retired": retired_reason(rep, n),
             }
         )
     first: list[dict[str, Any]] = []
@@ -153,6 +155,7 @@ def context(rep: dict[str, Any], *, charts: bool = True) -> dict[str, Any]:
         "original_mainline": rep.get("original_mainline"),
         "objective": obj.get("name") if obj else None,
         "variants": variants,
+        "any_retired": any(v["retired"] for v in variants),
         "evidence_first": first,
         "evidence_rest": rest,
         "notes": [r["note"] for r in first + rest if r["note"]],

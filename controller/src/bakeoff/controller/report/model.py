@@ -368,9 +368,10 @@ def why(rep: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def shares_over_time(rep: dict[str, Any]) -> dict[str, list[tuple[float, float]]]:
-    """Each variant's share of the traffic as a step function over time, from the events
-    (admitted/ramped carry the share; a rollback, failure or loss sets it to 0, a promotion to 1),
-    the mainline taking the rest."""
+    """Each variant's share of the traffic as a step function over time, from the events: an
+    ``allocated`` record (allocation: adaptive) carries every live candidate's share for that
+    interval; admitted/ramped carry one share; a rollback, failure or loss sets it to 0, a
+    promotion to 1; the mainline takes the rest."""
     names = list(rep.get("variants") or {})
     main = rep.get("original_mainline")
     t0 = rep.get("started_at") or 0.0
@@ -381,9 +382,13 @@ def shares_over_time(rep: dict[str, Any]) -> dict[str, list[tuple[float, float]]
     out: dict[str, list[tuple[float, float]]] = {n: [(t0, cur[n])] for n in names}
     for e in rep.get("events") or []:
         n, kind, at = e.get("variant"), e.get("type"), e.get("at") or t0
-        if n not in cur:
+        if kind == "allocated" and isinstance(e.get("shares"), dict):
+            for m, share in e["shares"].items():
+                if m in cur and m != mainline and isinstance(share, (int, float)):
+                    cur[m] = float(share)
+        elif n not in cur:
             continue
-        if kind in ("admitted", "ramped") and e.get("share") is not None:
+        elif kind in ("admitted", "ramped") and e.get("share") is not None:
             cur[n] = float(e["share"])
         elif kind in ("rolled_back", "failed", "lost", "stopped"):
             cur[n] = 0.0
@@ -401,3 +406,25 @@ def shares_over_time(rep: dict[str, Any]) -> dict[str, list[tuple[float, float]]
     for m in names:
         out[m].append((max(end, out[m][-1][0]), cur[m]))
     return out
+
+
+def allocation_times(rep: dict[str, Any]) -> list[tuple[float, str]]:
+    """(time, what moved) of each ``allocated`` record: the intervals adaptive allocation re-split."""
+    return [
+        (float(e.get("at") or 0.0), str(e.get("reason") or ""))
+        for e in rep.get("events") or []
+        if e.get("type") == "allocated" and isinstance(e.get("shares"), dict)
+    ]
+
+
+def retired_reason(rep: dict[str, Any], name: str) -> str:
+    """Why a variant left the contest, for its row: its reason, marked when adaptive allocation
+    retired it (a ``lost`` record with retired_by: "allocation"); "" while it is in."""
+    v = (rep.get("variants") or {}).get(name) or {}
+    if v.get("phase") not in ("Lost", "RolledBack") and not str(v.get("phase") or "").startswith("Failed"):
+        return ""
+    e = decision_event(rep, name)
+    reason = str(v.get("reason") or (e or {}).get("reason") or "")
+    if e is not None and e.get("type") == "lost" and e.get("retired_by") == "allocation":
+        return f"retired by adaptive allocation: {reason}"
+    return reason

@@ -256,7 +256,7 @@ def spec_kind(rep: dict[str, Any], key: str) -> str | None:
 
 def svg_shares(rep: dict[str, Any], colours: dict[str, str]) -> str:
     """Each variant's share of the traffic over time (step lines)."""
-    from bakeoff.controller.report.model import shares_over_time
+    from bakeoff.controller.report.model import allocation_times, shares_over_time
 
     sh = shares_over_time(rep)
     if not sh:
@@ -284,6 +284,16 @@ def svg_shares(rep: dict[str, Any], colours: dict[str, str]) -> str:
             f'<line x1="{L}" y1="{Y(v):.1f}" x2="{L + pw}" y2="{Y(v):.1f}" stroke="#eee"/>'
             f'<text class="tick" x="{L - 4}" y="{Y(v) + 3:.1f}" font-size="10" text-anchor="end">{v:.0%}</text>'
         )
+    # one tick per interval adaptive allocation re-split the traffic (the journal's allocated records)
+    allocations = allocation_times(rep)
+    if allocations:
+        parts.append(f'<g class="allocations" data-count="{len(allocations)}">')
+        for t, moved in allocations:
+            parts.append(
+                f'<line class="allocated" x1="{X(t):.1f}" y1="{T + ph}" x2="{X(t):.1f}" y2="{T + ph - 6}" '
+                f'stroke="#999"><title>{html.escape(moved)}</title></line>'
+            )
+        parts.append("</g>")
     for name, s in sh.items():
         pts = []
         prev = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 import time
 from typing import Any
 
@@ -23,9 +24,26 @@ LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$
 
 def add_submit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bakeoff", "-b", required=True, metavar="B", help="the Bakeoff to enter (same namespace)")
-    p.add_argument("--image", required=True, help="the build's container image, e.g. registry.example/shop:3f2a9c1")
-    p.add_argument("--name", metavar="V", help="the Variant's name (default: B-<short commit>, else B-<image tag>)")
-    p.add_argument("--commit", metavar="SHA", help="the commit the image was built from")
+    p.add_argument(
+        "--image",
+        required=True,
+        action="append",
+        help="the build's container image, e.g. registry.example/shop:3f2a9c1; repeat it to submit several builds"
+        " at once (one Variant each)",
+    )
+    p.add_argument(
+        "--name",
+        metavar="V",
+        action="append",
+        help="the Variant's name (default: B-<short commit>, else B-<image tag>); with several --image, one per image"
+        " in the same order",
+    )
+    p.add_argument(
+        "--commit",
+        metavar="SHA",
+        action="append",
+        help="the commit the image was built from; with several --image, one per image in the same order",
+    )
     p.add_argument("--repo", metavar="URL", help="the repository of the commit")
     p.add_argument("--author", metavar="WHO", help="who (or what) wrote the change")
     p.add_argument("--generator", metavar="WHAT", help="e.g. the model that wrote the change")
@@ -34,7 +52,9 @@ def add_submit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dry-run", action="store_true", help="validate on the API server (server-side dry run) and create nothing"
     )
-    p.add_argument("--json", action="store_true", help="print the Variant as JSON instead of its name")
+    p.add_argument(
+        "--json", action="store_true", help="print the Variant as JSON instead of its name (a JSON list for several)"
+    )
     p.add_argument(
         "--no-wait",
         action="store_true",
@@ -78,8 +98,50 @@ def default_variant_name(bakeoff: str, image: str, commit: str | None) -> str:
     return name
 
 
+def _one(value: Any) -> Any:
+    """A repeatable option's value for one build: the list's only element (or the value itself)."""
+    if isinstance(value, list):
+        if len(value) > 1:
+            raise UsageError("build_variant takes one build; use build_variants for several")  # pragma: no cover
+        return value[0] if value else None
+    return value
+
+
+def build_variants(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One Variant per ``--image`` (its ``--commit`` and ``--name`` paired by position), all checked
+    before anything is sent; UsageError for a bad command line."""
+    images = args.image if isinstance(args.image, list) else [args.image]
+    commits = args.commit if isinstance(args.commit, list) else ([args.commit] if args.commit else [])
+    names = args.name if isinstance(args.name, list) else ([args.name] if args.name else [])
+    n = len(images)
+    for opt, values in (("--commit", commits), ("--name", names)):
+        if values and len(values) != n:
+            raise UsageError(
+                f"{len(values)} {opt} for {n} --image: give one {opt} per --image, in the same order, or none"
+            )
+    out: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for i, image in enumerate(images):
+        one = argparse.Namespace(**{**vars(args), "image": image})
+        one.commit = commits[i] if commits else None
+        one.name = names[i] if names else None
+        v = build_variant(one)
+        name = v["metadata"]["name"]
+        if name in seen:
+            raise UsageError(
+                f"--image #{seen[name] + 1} and #{i + 1} ({image}) would both be Variant {name}: "
+                "give each build its own --commit or --name"
+            )
+        seen[name] = i
+        out.append(v)
+    return out
+
+
 def build_variant(args: argparse.Namespace) -> dict[str, Any]:
     """The Variant object for ``bakeoff submit``; UsageError for a bad command line."""
+    args = argparse.Namespace(
+        **{**vars(args), **{k: _one(getattr(args, k, None)) for k in ("image", "name", "commit")}}
+    )
     bakeoff = args.bakeoff or ""
     if not BAKEOFF_NAME_RE.match(bakeoff):
         raise UsageError(f"--bakeoff {bakeoff!r} is not a valid Bakeoff name")
@@ -203,6 +265,19 @@ def wait_accepted(cluster: kube.Cluster, name: str, timeout: float, poll: float 
         time.sleep(poll)
 
 
+def wait_all_accepted(cluster: kube.Cluster, names: list[str], timeout: float) -> dict[str, dict[str, Any] | str]:
+    """Wait for the controller's answer on each of ``names`` (one deadline for all): per name the
+    accepted Variant, or the reason it was not (refused, or no answer in time)."""
+    deadline = time.monotonic() + timeout
+    out: dict[str, dict[str, Any] | str] = {}
+    for name in names:
+        try:
+            out[name] = wait_accepted(cluster, name, max(0.0, deadline - time.monotonic()))
+        except CommandError as e:
+            out[name] = str(e)
+    return out
+
+
 def submit(args: argparse.Namespace) -> int:
     def go() -> int:
         from bakeoff.common.durations import DurationError, parse_duration
@@ -211,10 +286,12 @@ def submit(args: argparse.Namespace) -> int:
             timeout = parse_duration(args.timeout, "--timeout")
         except DurationError as e:
             raise UsageError(str(e)) from None
-        variant = build_variant(args)
+        variants = build_variants(args)
+        if len(variants) > 1:
+            return submit_many(args, variants, timeout)
         cluster = kube.connect_from_args(args)
         try:
-            created = submit_variant(cluster, variant, args.dry_run)
+            created = submit_variant(cluster, variants[0], args.dry_run)
             if not args.dry_run and not args.no_wait:
                 created = wait_accepted(cluster, created["metadata"]["name"], timeout)
         finally:
@@ -228,3 +305,49 @@ def submit(args: argparse.Namespace) -> int:
         return 0
 
     return run_command(go)
+
+
+def submit_many(args: argparse.Namespace, variants: list[dict[str, Any]], timeout: float) -> int:
+    """Several builds in one command: every Variant is created (one failing does not stop the
+    others), then the controller's answers are awaited together.  stdout: one line per accepted
+    (or, with --no-wait, created) Variant; stderr: one line per build that did not make it; exit 1
+    if any did not."""
+    from bakeoff.cli.errors import EXIT_FAILED
+
+    ApiException = api_exception()
+    cluster = kube.connect_from_args(args)
+    created: dict[str, dict[str, Any]] = {}
+    failed: dict[str, str] = {}
+    try:
+        get_bakeoff(cluster, variants[0]["spec"]["bakeoff"])  # a missing Bakeoff: one error, nothing created
+        for v in variants:
+            name = v["metadata"]["name"]
+            try:
+                created[name] = submit_variant(cluster, v, args.dry_run)
+            except CommandError as e:
+                failed[name] = str(e)
+            except ApiException as e:
+                failed[name] = f"variant {name}: {kube.api_error_message(e)}"
+        if created and not args.dry_run and not args.no_wait:
+            for name, answer in wait_all_accepted(cluster, list(created), timeout).items():
+                if isinstance(answer, str):
+                    failed[name] = answer
+                    created.pop(name)
+                else:
+                    created[name] = answer
+    finally:
+        cluster.close()
+    if args.json:
+        print(json.dumps(list(created.values()), indent=2, sort_keys=True))
+    else:
+        for name in created:
+            print(f"{name} (dry run: valid, nothing created)" if args.dry_run else name)
+    for why in failed.values():
+        print(f"bakeoff: error: {why}", file=sys.stderr)
+    if failed:
+        print(
+            f"bakeoff: error: {len(failed)} of {len(variants)} builds not entered: {', '.join(failed)}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    return 0
