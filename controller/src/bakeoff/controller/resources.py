@@ -134,6 +134,30 @@ class BakeoffResource:
     # memoryQuery; bakeoff.judge.sources.cadvisor); locally each variant's process tree is sampled
     resources: dict[str, str] | None = None
     load: LoadSpec | None = None  # local: the load bakeoff run drives (spec.load)
+    notify: tuple[NotifySpec, ...] = ()  # webhooks on decisions (spec.notify)
+
+
+@dataclass(frozen=True)
+class ValueRef:
+    """Where a webhook's URL or key comes from: exactly one of a Secret's key, a variable, a file."""
+
+    secret: tuple[str, str] | None = None  # (Secret name, key): cluster
+    env: str | None = None  # local
+    file: str | None = None  # local, relative to the resource file's directory
+
+
+@dataclass(frozen=True)
+class NotifySpec:
+    """``spec.notify[i]`` as written; the URL and key are resolved when a notification is sent."""
+
+    where: str  # "spec.notify[0]", for messages
+    url: str | None = None
+    url_from: ValueRef | None = None
+    key_from: ValueRef | None = None
+    format: str = "json"
+    events: tuple[str, ...] = schema.NOTIFY_EVENTS
+    timeout: float = 5.0
+    retries: int = 5
 
 
 @dataclass(frozen=True)
@@ -416,7 +440,81 @@ def _bakeoff(doc: _Doc, d: dict, origin: str, platform: str = "local") -> Bakeof
         source=source,
         load=load,
         resources=resources,
+        notify=_notify(doc, spec.get("notify"), platform),
     )
+
+
+def _value_ref(doc: _Doc, value: Any, where: str, platform: str) -> ValueRef:
+    ref = _mapping(doc, value, where, schema.ValueFrom.keys(), required=True)
+    given = [k for k in ("secretKeyRef", "env", "file") if ref.get(k) is not None]
+    if len(given) != 1:
+        raise doc.error(
+            where, f"needs exactly one of secretKeyRef (cluster), env or file (local), got {given or 'none'}"
+        )
+    kind = given[0]
+    if kind == "secretKeyRef":
+        if platform != "kubernetes":
+            raise doc.error(f"{where}.secretKeyRef", "works only in a cluster; locally use env or file")
+        sk = _mapping(doc, ref[kind], f"{where}.secretKeyRef", schema.SecretKeyRef.keys(), required=True)
+        for k in ("name", "key"):
+            if not isinstance(sk.get(k), str) or not sk[k]:
+                raise doc.error(f"{where}.secretKeyRef.{k}", "must be a non-empty string")
+        return ValueRef(secret=(sk["name"], sk["key"]))
+    if platform == "kubernetes":
+        raise doc.error(f"{where}.{kind}", "is local mode only; in a cluster use secretKeyRef (a Secret's key)")
+    val = ref[kind]
+    if not isinstance(val, str) or not val:
+        raise doc.error(f"{where}.{kind}", f"must be a non-empty string, got {val!r}")
+    if kind == "env" and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", val):
+        raise doc.error(f"{where}.env", f"must be an environment variable's name, got {val!r}")
+    return ValueRef(env=val) if kind == "env" else ValueRef(file=val)
+
+
+def _notify(doc: _Doc, value: Any, platform: str) -> tuple[NotifySpec, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise doc.error("spec.notify", "must be a list of webhooks, e.g. [{url: https://hooks.example/x}]")
+    if len(value) > 16:
+        raise doc.error("spec.notify", f"has {len(value)} webhooks; at most 16")
+    out = []
+    for i, raw in enumerate(value):
+        w = f"spec.notify[{i}]"
+        d = _mapping(doc, raw, w, schema.Webhook.keys(), required=True)
+        if (d.get("url") is None) == (d.get("urlFrom") is None):
+            raise doc.error(w, "needs exactly one of url or urlFrom")
+        url = None
+        if d.get("url") is not None:
+            from bakeoff.controller.notify import NotifyError, check_url
+
+            if not isinstance(d["url"], str):
+                raise doc.error(f"{w}.url", f"must be an http:// or https:// URL, got {d['url']!r}")
+            try:
+                url = check_url(d["url"], "")
+            except NotifyError:
+                raise doc.error(f"{w}.url", f"must be an http:// or https:// URL, got {d['url']!r}") from None
+        url_from = _value_ref(doc, d["urlFrom"], f"{w}.urlFrom", platform) if d.get("urlFrom") is not None else None
+        key_from = _value_ref(doc, d["keyFrom"], f"{w}.keyFrom", platform) if d.get("keyFrom") is not None else None
+        fmt = d.get("format", "json")
+        if fmt not in ("json", "slack"):
+            raise doc.error(f"{w}.format", f"must be json or slack, got {fmt!r}")
+        events = d.get("events")
+        if events is None:
+            events = list(schema.NOTIFY_EVENTS)
+        if not isinstance(events, list) or not events or any(e not in schema.NOTIFY_EVENTS for e in events):
+            raise doc.error(
+                f"{w}.events", f"must be a non-empty list of {', '.join(schema.NOTIFY_EVENTS)}, got {events!r}"
+            )
+        timeout = d.get("timeoutSeconds", 5.0)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 600:
+            raise doc.error(
+                f"{w}.timeoutSeconds", f"must be a number of seconds above 0 and at most 600, got {timeout!r}"
+            )
+        retries = d.get("retries", 5)
+        if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 20:
+            raise doc.error(f"{w}.retries", f"must be a whole number from 0 to 20, got {retries!r}")
+        out.append(NotifySpec(w, url, url_from, key_from, fmt, tuple(events), timeout, retries))
+    return tuple(out)
 
 
 def _resource_queries(doc: _Doc, value: Any) -> dict[str, str]:

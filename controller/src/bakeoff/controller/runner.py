@@ -26,6 +26,7 @@ from bakeoff.common.logs import bind_variant
 from bakeoff.controller import gate as gates
 from bakeoff.controller.decision_metrics import DecisionMetrics
 from bakeoff.controller.journal import Journal
+from bakeoff.controller.notify import Dispatcher, Webhook, local_reader, notification, resolve
 from bakeoff.controller.platforms import Platform
 from bakeoff.controller.reconcile import (
     AWAITING_APPROVAL,
@@ -63,6 +64,8 @@ BAD_TRAFFIC_MIN_REQUESTS = 200
 BAD_TRAFFIC_MIN_PER_VARIANT = 50
 BAD_TRAFFIC_SHARE = 0.5
 FAILED_OUTCOMES = ("4xx", "5xx", "connect_error", "timeout")
+# At the end of a run, queued notifications get this long to be delivered (then they are abandoned, logged).
+NOTIFY_GRACE = 5.0
 
 
 def bad_traffic(snapshot: dict[str, Any] | None) -> str | None:
@@ -95,6 +98,13 @@ def bad_traffic(snapshot: dict[str, Any] | None) -> str | None:
 
 class RunError(RuntimeError):
     pass
+
+
+def local_webhooks(res: Resources, base_dir: Path) -> list[Webhook]:
+    """``spec.notify`` with URLs and keys read (variables, files); NotifyError (a ValueError) names
+    the file and the field when one cannot be used."""
+    read = local_reader(base_dir, res.origin)
+    return [resolve(s, read, res.origin) for s in res.bakeoff.notify]
 
 
 class MainlineFailed(RunError):
@@ -244,6 +254,8 @@ class Runner:
         self.mainline_up = False  # the current mainline has been ready at least once in this run
         self.metrics_checked = False
         self.nagle_checked = False
+        self.webhooks = local_webhooks(resources, base_dir)
+        self.notifier: Dispatcher | None = None  # started with the first notification
         # Resource cost (cpu_per_request, memory): each variant's process tree, sampled at every
         # look when the platform knows its processes (bakeoff.judge.sources.process_tree).
         self.resource_meter: ResourceMeter | None = None
@@ -397,6 +409,8 @@ class Runner:
                     self.write_report()
             await self.platform.close()
             self._write_status(stopped=True)
+            if self.notifier is not None:
+                await asyncio.to_thread(self.notifier.close, NOTIFY_GRACE)
         return 0
 
     def _observe_metrics(self) -> None:
@@ -602,6 +616,7 @@ class Runner:
         rec = {"bakeoff": self.b.name, "at": self.clock(), **e, "commit": self.commit_of(e.get("variant"))}
         if journal:
             rec = self.journal.append(rec)
+            self._notify(rec)
         self.events.append(rec)
         kw = {k: v for k, v in rec.items() if k not in ("type", "variant", "bakeoff", "commit", "reason")}
         bind_variant(log, self.b.name, rec.get("variant") or "-", rec.get("commit")).info(
@@ -609,6 +624,17 @@ class Runner:
         )
         if self.view is not None:
             self.view.event(rec)
+
+    def _notify(self, rec: dict[str, Any]) -> None:
+        """Queue the webhooks' notification of a journaled decision; delivered off the decision path."""
+        if not self.webhooks:
+            return
+        n = notification(rec, bakeoff=self.b.name)
+        if n is None:
+            return
+        if self.notifier is None:
+            self.notifier = Dispatcher()
+        self.notifier.send(self.webhooks, n)
 
     def status(self, stopped: bool = False) -> dict[str, Any]:
         st = self.state.to_json()

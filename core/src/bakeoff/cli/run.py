@@ -128,9 +128,11 @@ def load_plan(resources: Any, args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     from bakeoff.controller.load import load_of
     from bakeoff.controller.resources import ResourceError, load_resources
+    from bakeoff.controller.runner import local_webhooks
 
     try:
         resources = load_plan(load_resources(args.file), args)
+        local_webhooks(resources, Path(args.file).resolve().parent)  # a URL or key that cannot be used: refused now
         if args.drain < 0:
             raise ValueError("--drain must be >= 0")
         metrics = _metrics_address(args.metrics)

@@ -3,7 +3,8 @@
 ``status``: the run's phase, decision and variants (from ``status.json``).
 ``approve``: let a winner waiting for approval (``promotion: manual``) be promoted.
 ``abort``: stop a running bake-off without a winner; the mainline keeps all traffic.
-``report``: write ``report.md`` and ``report.html`` again from ``report.json``.
+``report``: write ``report.md`` and ``report.html`` again from ``report.json``; with ``--format``
+the evidence over time as a table (csv, parquet, json; bakeoff.controller.report.export).
 ``list``: every run under a directory (default ``./.bakeoff-state``).
 
 A running ``bakeoff run`` watches its state directory for the ``approve`` and
@@ -142,11 +143,32 @@ class Report:
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("state_dir", metavar="STATE_DIR", help="the run's state directory")
         p.add_argument("--open", action="store_true", help="print only the HTML report's path (for scripts)")
+        p.add_argument(
+            "--format",
+            choices=("csv", "parquet", "json"),
+            default=None,
+            help="instead: write the evidence over time (one row per look, variant, metric and route) as a table,"
+            " STATE_DIR/evidence.FORMAT (needs pandas; parquet also pyarrow: pip install 'bakeoff[export]')",
+        )
+        p.add_argument("--output", "-o", default=None, metavar="FILE", help="with --format: write here instead")
 
     def run(self, args: argparse.Namespace) -> int:
         from bakeoff.controller.report import ReportError, rerender
 
         d = _state_dir(args.state_dir)
+        if args.output is not None and args.format is None:
+            raise CommandError("--output needs --format (csv, parquet or json)", EXIT_CONFIG)
+        if args.format is not None:
+            from bakeoff.controller.report.export import export
+
+            try:
+                path, rows = export(d, args.format, Path(args.output) if args.output else None)
+            except ReportError as e:
+                raise CommandError(str(e)) from None
+            except OSError as e:
+                raise CommandError(f"{args.output or d}: cannot write ({e.strerror or e})") from None
+            print(f"{args.format}: {path} ({rows} rows)")
+            return 0
         try:
             paths = rerender(d)
         except ReportError as e:

@@ -568,6 +568,87 @@ class Load(_Model):
     shoppers: bool | None = None
 
 
+NOTIFY_EVENTS = ("admitted", "rolled_back", "promoted", "stopped", "awaiting_approval")
+NotifyEvent = Literal["admitted", "rolled_back", "promoted", "stopped", "awaiting_approval"]
+
+
+class SecretKeyRef(_Model):
+    name: str = Field(
+        description="A Secret in the Bakeoff's namespace.",
+        min_length=1,
+        max_length=253,
+        pattern="^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+    )
+    key: str = Field(description="The key in the Secret's data.", min_length=1, max_length=253)
+
+
+class ValueFrom(_Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "description": "Where a value comes from: secretKeyRef (cluster), or env / file (local). Exactly one.",
+            **_cel(
+                (
+                    "[has(self.secretKeyRef), has(self.env), has(self.file)].filter(x, x).size() == 1",
+                    "needs exactly one of secretKeyRef, env or file",
+                )
+            ),
+        }
+    )
+
+    secret_key_ref: SecretKeyRef | None = Field(None, description="Cluster. A key of a Secret.")
+    env: str | None = Field(
+        None,
+        description="Local mode. An environment variable of bakeoff run.",
+        max_length=256,
+        pattern="^[A-Za-z_][A-Za-z0-9_]*$",
+    )
+    file: str | None = Field(
+        None,
+        description="Local mode. A file (relative to the resource file's directory).",
+        min_length=1,
+        max_length=4096,
+    )
+
+
+class Webhook(_Model):  # spec.notify[i]
+    model_config = ConfigDict(
+        json_schema_extra={
+            "description": "A webhook posted on the bake-off's decisions (docs/resources.md, Notifications).",
+            **_cel(
+                ("[has(self.url), has(self.urlFrom)].filter(x, x).size() == 1", "needs exactly one of url or urlFrom")
+            ),
+        }
+    )
+
+    url: str | None = Field(
+        None,
+        description="The webhook's http:// or https:// URL (or urlFrom).",
+        max_length=4096,
+        pattern="^[Hh][Tt][Tt][Pp][Ss]?://[^\\s/]+",
+    )
+    url_from: ValueFrom | None = Field(None, description="The URL from a Secret (cluster), a variable or a file.")
+    key_from: ValueFrom | None = Field(
+        None,
+        description="The HMAC-SHA256 signing key (Bakeoff-Signature header): a Secret's key (cluster), a variable"
+        " or a file; none: unsigned.",
+    )
+    format: Literal["json", "slack"] = Field(
+        "json", description='json: the signed bakeoff.notification/v1 object; slack: {"text": ...}.'
+    )
+    events: list[NotifyEvent] | None = Field(
+        None,
+        description="Which decisions notify (default all): admitted, rolled_back, promoted, stopped, awaiting_approval.",
+        min_length=1,
+        max_length=5,
+    )
+    timeout_seconds: float = Field(
+        5.0, description="One attempt's limit in seconds; a hanging endpoint is abandoned after it.", gt=0, le=600
+    )
+    retries: int = Field(
+        5, description="Retries with exponential backoff (0.5 s, doubling) before giving up.", ge=0, le=20
+    )
+
+
 class BakeoffSpec(_Model):  # Bakeoff.spec
     model_config = ConfigDict(
         json_schema_extra=_cel(
@@ -586,6 +667,7 @@ class BakeoffSpec(_Model):  # Bakeoff.spec
     promotion: Promotion = Field(default_factory=lambda: Promotion.model_construct())
     router: Router | None = None
     load: Load | None = None
+    notify: list[Webhook] | None = Field(None, max_length=16)
 
 
 # ---------------------------------------------------------------- the CRDs' schema

@@ -28,6 +28,7 @@ EVENT_REASONS = {
     "handed_over": ("MainlineServing", "Normal"),
     "rejected": ("Rejected", "Warning"),
     "deleting": ("Deleting", "Normal"),
+    "notify_failed": ("NotificationFailed", "Warning"),
 }
 
 

@@ -49,6 +49,7 @@ from bakeoff.controller.kube.converge import Converger
 from bakeoff.controller.kube.events import EventRecorder
 from bakeoff.controller.kube.judging import Looks
 from bakeoff.controller.kube.metrics import ControllerMetrics
+from bakeoff.controller.kube.notify import Notifier
 from bakeoff.controller.kube.read import Reader
 from bakeoff.controller.kube.status import (
     HISTORY_LIMIT,
@@ -122,6 +123,7 @@ class KubeController:
         self.reader = Reader(self.clients)
         self.status = StatusWriter(self.clients, lambda: self.reader.caches)
         self.events = EventRecorder(self.clients)
+        self.notifier = Notifier(self.clients, self.events)
         self.converger = Converger(
             self.clients, self.status, self.events, leading=lambda: self.leading, deletion_drain=settings.deletion_drain
         )
@@ -251,6 +253,7 @@ class KubeController:
             if self.elector is not None:
                 await asyncio.to_thread(self.elector.release)
                 self.metrics.leader.set(0)
+            await asyncio.to_thread(self.notifier.close)
         return 0
 
     async def pass_once(self) -> None:
@@ -505,6 +508,7 @@ class KubeController:
             self.metrics.transitions.labels(e["type"]).inc()
             target = p.valid.get(e.get("variant") or "") if e.get("variant") else None
             self.events.record(target or b, e)
+        self.notifier.send(p, p.events)  # queued; delivered off the pass (controller/notify.py)
         return routing
 
     def _hand_over_split(self, p: Pass) -> list[dict[str, Any]] | None:
