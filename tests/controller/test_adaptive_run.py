@@ -43,7 +43,15 @@ async def test_adaptive_allocation_retires_the_loser_and_promotes_the_better(tmp
     journal = run.journal()
     assert final["decision"]["winner"] == "better", (final["decision"], run.output()[-3000:])
     phases = {n: v["phase"] for n, v in final["variants"].items()}
-    assert phases["erroring"] == "RolledBack", phases
+    # 30% of its requests fail, and so it also converts less: adaptive allocation moves traffic
+    # away from it, so on a loaded machine the guardrail's rollback can lose the race with the
+    # allocation's elimination or with the winner's promotion; it never wins, and says why it left.
+    assert phases["erroring"] in ("RolledBack", "Lost"), phases
+    if phases["erroring"] == "RolledBack":
+        assert "error_rate" in final["variants"]["erroring"]["reason"], final["variants"]["erroring"]
+    else:
+        out = [e for e in journal if e["type"] == "lost" and e["variant"] == "erroring"]
+        assert out and (out[0].get("retired_by") == "allocation" or out[0]["reason"] == "better won"), out
     assert phases["worse"] == "Lost", phases
     lost = [e for e in journal if e["type"] == "lost" and e["variant"] == "worse"]
     assert lost and lost[0]["retired_by"] == "allocation", lost
