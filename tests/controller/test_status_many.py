@@ -111,3 +111,31 @@ def test_live_table_of_20_variants_has_one_line_per_variant_and_a_why_column():
         assert f"{st.weights.get(n, 0.0):.1%}" in rows[0]
         if v.phase == LOST:
             assert "Lost: cannot" in rows[0], rows[0]
+
+
+def test_status_shows_each_candidates_share_over_time_from_the_allocation_records(tmp_path):
+    """Issue 19 item 4: `bakeoff status` shows each candidate's share over time (the journal's
+    `allocated` records, one per interval in which adaptive allocation moved shares)."""
+    st = _state()
+    doc = {"format": "bakeoff.status/v1", "running": True, **st.to_json(), "state_dir": str(tmp_path)}
+    (tmp_path / "status.json").write_text(json.dumps(doc))
+    rising, falling = NAMES[0], NAMES[1]
+    records = [
+        {"type": "allocated", "shares": {"mainline": 0.5, rising: 0.1 * (i + 1), falling: 0.4 - 0.1 * i}}
+        for i in range(4)
+    ]
+    (tmp_path / "journal.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\nnot json\n")
+    env = {**os.environ, "COLUMNS": "100"}
+    r = subprocess.run([*BAKEOFF, "status", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert any("history" in ln and "reason" in ln for ln in lines), r.stdout
+    assert not [ln for ln in lines if len(ln) > 100], r.stdout
+
+    def cells(name: str) -> str:
+        (row,) = [ln for ln in lines if ln.startswith(f"  {name} ")]
+        return "".join(ch for ch in row if ch in "▁▂▃▄▅▆▇█")
+
+    up, down = cells(rising), cells(falling)
+    assert len(up) == 4 and list(up) == sorted(up) and up[0] != up[-1], r.stdout
+    assert len(down) >= 3 and list(down) == sorted(down, reverse=True), r.stdout

@@ -55,10 +55,41 @@ def shown_phase(v: dict[str, Any]) -> tuple[str, str]:
 SERVING_ORDER = {"Mainline": 0, "Winner": 1, "Promoted": 1, "Serving": 2, "Pending": 3, "Gated": 4}
 
 
-def status_rows(st: dict[str, Any], weights: dict[str, float], phase_of: Any, width: int) -> list[str]:
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def spark(shares: list[float], width: int = 8) -> str:
+    """A share's history as a sparkline of ``width`` cells (the last ``width`` intervals), 0 to 100%."""
+    tail = shares[-width:]
+    return "".join(" " if x <= 0 else SPARK[min(len(SPARK) - 1, int(x * len(SPARK)))] for x in tail).rjust(width)
+
+
+def share_history(journal: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Each variant's share after every interval in which adaptive allocation moved shares (the
+    journal's ``allocated`` records); empty for a fixed split, whose steps the report draws."""
+    out: dict[str, list[float]] = {}
+    current: dict[str, float] = {}
+    for e in journal:
+        shares = e.get("shares")
+        if e.get("type") != "allocated" or not isinstance(shares, dict):
+            continue
+        current = {str(k): float(v) for k, v in shares.items() if isinstance(v, (int, float))}
+        for name in set(out) | set(current):
+            out.setdefault(name, []).append(current.get(name, 0.0))
+    return out
+
+
+def status_rows(
+    st: dict[str, Any],
+    weights: dict[str, float],
+    phase_of: Any,
+    width: int,
+    history: dict[str, list[float]] | None = None,
+) -> list[str]:
     """`bakeoff status`'s table: one row per variant (mainline, then the serving candidates by share,
-    then the retired ones), its current share and why it was retired; a long reason wraps under the
-    reason column, so no line is wider than ``width`` at any number of variants."""
+    then the retired ones), its current share, its share over the last intervals (a sparkline, from
+    ``history``) and why it was retired; a long reason wraps under the reason column, so no line is
+    wider than ``width`` at any number of variants."""
     import textwrap
 
     mainline = st.get("mainline", "")
@@ -71,13 +102,16 @@ def status_rows(st: dict[str, Any], weights: dict[str, float], phase_of: Any, wi
     rows[1:] = sorted(rows[1:], key=lambda r: (SERVING_ORDER.get(r[1], 5), -r[2], r[0]))
     name_w = min(max(len("variant"), *(len(r[0]) for r in rows)), 24)
     phase_w = max(len("phase"), *(len(r[1]) for r in rows))
-    lead = 2 + name_w + 1 + phase_w + 1 + 7 + 2
+    hist_w = 9 if history else 0  # 8 cells and a space
+    lead = 2 + name_w + 1 + phase_w + 1 + 7 + 2 + hist_w
     reason_w = max(20, width - lead)
-    out = [f"  {'variant':<{name_w}} {'phase':<{phase_w}} {'share':>7}  reason"]
+    head = f"{'history':<8} " if history else ""
+    out = [f"  {'variant':<{name_w}} {'phase':<{phase_w}} {'share':>7}  {head}reason"]
     for name, phase, share, reason in rows:
         shown = name if len(name) <= name_w else name[: name_w - 1] + "…"
         parts = textwrap.wrap(reason, reason_w) or [""]
-        out.append(f"  {shown:<{name_w}} {phase:<{phase_w}} {share:>7.1%}  {parts[0]}".rstrip())
+        line = spark((history or {}).get(name, [])) + " " if history else ""
+        out.append(f"  {shown:<{name_w}} {phase:<{phase_w}} {share:>7.1%}  {line}{parts[0]}".rstrip())
         out += [" " * lead + p for p in parts[1:]]
     serving = sum(1 for r in rows[1:] if r[2] > 0)
     retired = sum(1 for r in rows[1:] if r[1] in ("Lost", "RolledBack"))
