@@ -617,7 +617,9 @@ def test_status_watch_refreshes_until_interrupted(kube, custom, ns):
         else:
             pytest.fail("status --watch never showed the new phase")
         p.send_signal(signal.SIGINT)
-        assert p.wait(timeout=30) == 0
+        # keep reading: a watch blocked writing to a full pipe could not see the interrupt
+        p.communicate(timeout=60)
+        assert p.returncode == 0
     finally:
         if p.poll() is None:
             p.kill()
