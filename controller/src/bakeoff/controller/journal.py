@@ -42,6 +42,27 @@ def write_atomic(path: Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The JSON records of a journal file, one per line, without touching it (for readers such as
+    `bakeoff status` beside a running run); a torn line is skipped, a missing file is empty."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
 class Journal:
     def __init__(self, state_dir: Path) -> None:
         self.dir = Path(state_dir)
@@ -69,20 +90,7 @@ class Journal:
 
     def read(self) -> list[dict[str, Any]]:
         """Every complete record; a torn last line (a crash mid-write) is ignored."""
-        if not self.path.exists():
-            return []
-        out = []
-        for line in self.path.read_text().splitlines():
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict):
-                out.append(rec)
-        return out
+        return read_records(self.path)
 
     def append(self, record: dict[str, Any]) -> dict[str, Any]:
         self.seq += 1

@@ -45,23 +45,6 @@ def _read_status(d: Path) -> dict[str, Any]:
     return st
 
 
-def _journal(d: Path) -> list[dict[str, Any]]:
-    """The run's journal records (an unreadable line or file gives what could be read)."""
-    out: list[dict[str, Any]] = []
-    try:
-        text = (_state_dir(str(d)) / "journal.jsonl").read_text()
-    except OSError:
-        return out
-    for line in text.splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
-
-
 def _decision_text(st: dict[str, Any]) -> str:
     d = st.get("decision")
     if not d:
@@ -86,9 +69,15 @@ def show_status(d: Path, as_json: bool = False) -> int:
     running = "running" if st.get("running") else "not running"
     print(f"bake-off {st.get('bakeoff')} ({running}), phase {st.get('phase')}; {_decision_text(st)}")
     weights = st.get("weights") or {}
+    from bakeoff.controller.journal import read_records
     from bakeoff.controller.view import share_history, shown_phase, status_rows
 
-    for line in status_rows(st, weights, shown_phase, _width(), share_history(_journal(d))):
+    try:
+        records = read_records(_state_dir(str(d)) / "journal.jsonl")
+    except OSError:  # an unreadable journal: the table without its history column
+        records = []
+    history = share_history(records)
+    for line in status_rows(st, weights, shown_phase, _width(), history):
         print(line)
     if (d / "report.html").exists():
         print(f"report: {d / 'report.html'}")
