@@ -452,3 +452,36 @@ def test_adaptive_allocation_retires_a_loser_moves_shares_by_max_step_and_replay
     events = [{"type": "admitted", "variant": n, "step": 0} for n in "abc"] + plan.events
     back = replay(fresh, events)
     assert back.variants["a"].share == shares["a"] and back.variants["c"].phase == "Lost"
+
+
+def test_adaptive_a_loser_ruled_out_at_the_winners_look_leaves_with_its_bound_not_as_beaten():
+    """The look that promotes the winner may be the first to rule a loser out: the loser's journal
+    record says why it could not win (retired by the allocation), and the others still serving
+    leave as "<winner> won"."""
+    policy = Policy(mainline="main", allocation="adaptive", step_interval=10.0, max_candidate_share=0.6)
+    st = state(better=SERVING, worse=SERVING, close=SERVING)
+    for v in st.variants.values():
+        v.share = 0.2
+    d = JudgeDecision(
+        "promote",
+        winner="better",
+        reason="better converts more",
+        requests={"better": 5000, "worse": 5000, "close": 5000},
+        improvements={
+            "better": {"conversion": (0.01, 0.05, 0.09)},
+            "worse": {"conversion": (-0.12, -0.08, -0.03)},
+            "close": {"conversion": (-0.02, 0.01, 0.04)},
+        },
+        metric_kinds={"conversion": ("proportion", "decrease")},
+        objective="conversion",
+    )
+    ready = frozenset({"main", "better", "worse", "close"})
+    plan = reconcile(policy, st, Observations(now=200, ready=ready, gates={}, verdict=d))
+    assert plan.state.decision["winner"] == "better"
+    lost = {e["variant"]: e for e in plan.events if e["type"] == "lost"}
+    assert lost["worse"]["retired_by"] == "allocation", lost
+    assert lost["worse"]["reason"].startswith("Lost: cannot beat main on conversion, upper bound -3.00 points")
+    assert "retired_by" not in lost["close"] and plan.state.variants["close"].phase == "Lost"
+    # with the fixed ramp the same look keeps the plain reason for every loser
+    fixed = reconcile(Policy(mainline="main"), st, Observations(now=200, ready=ready, gates={}, verdict=d))
+    assert not [e for e in fixed.events if e.get("retired_by")]

@@ -336,6 +336,10 @@ def reconcile(policy: Policy, state: ControllerState, obs: Observations) -> Plan
                     v.phase, v.reason, v.share = ROLLED_BACK, why, 0.0
                     event("rolled_back", name, why, phase=ROLLED_BACK)
                     retire(name, "rolled back")
+            if d.action == "promote" and d.winner and policy.allocation == "adaptive" and st.phase == RUNNING:
+                # the candidates the allocation already rules out leave with that reason (their bound
+                # on the objective), not as "<winner> won", whichever of the two a look reaches first
+                _retire_lost(policy, st, obs, event, retire, keep=d.winner)
             if d.action == "promote" and d.winner:
                 w = st.variants.get(d.winner)
                 if w is not None and w.phase in (SERVING, WINNER) and d.winner in obs.ready:
@@ -442,33 +446,12 @@ def _adapt(policy: Policy, st: ControllerState, obs: Observations, event, retire
     """allocation: adaptive (bakeoff.judge.allocation): retire the candidates that can no longer win,
     and once per stepInterval move each remaining share toward its target by at most maxStep.
     A newly admitted candidate starts at the first step (within the budget) at once."""
-    now, d = obs.now, obs.verdict
-    live = [v for v in st.variants.values() if v.phase == SERVING and v.name in obs.ready]
+    now = obs.now
+    arms, live = _retire_lost(policy, st, obs, event, retire)
     if not live:
         return
     budget = adaptive_budget(policy)
-    metric = allocation_metric(policy, d)
-    fresh = d is not None and not obs.no_data
-    arms: dict[str, Arm] = {}
-    for v in live:
-        held = not fresh or (d is not None and v.name in d.worse)
-        yard = d is not None and v.name not in d.guardrail_worse and v.name not in d.rollback
-        imp = d.improvements.get(v.name, {}).get(metric) if fresh and d is not None and metric else None
-        arms[v.name] = Arm(v.name, *imp, may_grow=not held, yardstick=yard) if imp else Arm(v.name, may_grow=not held)
-    if fresh and d is not None and metric:
-        kind, harm = d.metric_kinds.get(metric, ("proportion", "decrease"))
-        lost = eliminate(
-            arms, metric, st.mainline, kind=kind, harm=harm, below_control=policy.promotion != "whenNoRegression"
-        )
-        for name, why in lost.items():
-            v = st.variants[name]
-            v.phase, v.reason, v.share = LOST, why, 0.0
-            event("lost", name, why, phase=LOST, retired_by="allocation")
-            retire(name, "lost")
-            arms.pop(name)
-            live.remove(v)
-    if not live:
-        return
+    metric = allocation_metric(policy, obs.verdict)
     new = [v for v in live if v.share <= SHARE_EPSILON]
     old = [v for v in live if v.share > SHARE_EPSILON]
     if new:
@@ -500,6 +483,38 @@ def _adapt(policy: Policy, st: ControllerState, obs: Observations, event, retire
             targets={k: round(x, 6) for k, x in alloc.targets.items()},
             best_probability={k: round(x, 4) for k, x in alloc.best_probability.items()},
         )
+
+
+def _retire_lost(
+    policy: Policy, st: ControllerState, obs: Observations, event, retire, keep: str | None = None
+) -> tuple[dict[str, Arm], list[VariantState]]:
+    """The elimination half of allocation: adaptive: retire (phase Lost, ``retired_by: allocation``)
+    the serving candidates that can no longer win, except ``keep``; the remaining arms and variants."""
+    d = obs.verdict
+    live = [v for v in st.variants.values() if v.phase == SERVING and v.name in obs.ready]
+    metric = allocation_metric(policy, d)
+    fresh = d is not None and not obs.no_data
+    arms: dict[str, Arm] = {}
+    for v in live:
+        held = not fresh or (d is not None and v.name in d.worse)
+        yard = d is not None and v.name not in d.guardrail_worse and v.name not in d.rollback
+        imp = d.improvements.get(v.name, {}).get(metric) if fresh and d is not None and metric else None
+        arms[v.name] = Arm(v.name, *imp, may_grow=not held, yardstick=yard) if imp else Arm(v.name, may_grow=not held)
+    if fresh and d is not None and metric:
+        kind, harm = d.metric_kinds.get(metric, ("proportion", "decrease"))
+        lost = eliminate(
+            arms, metric, st.mainline, kind=kind, harm=harm, below_control=policy.promotion != "whenNoRegression"
+        )
+        for name, why in lost.items():
+            if name == keep:
+                continue
+            v = st.variants[name]
+            v.phase, v.reason, v.share = LOST, why, 0.0
+            event("lost", name, why, phase=LOST, retired_by="allocation")
+            retire(name, "lost")
+            arms.pop(name)
+            live.remove(v)
+    return arms, live
 
 
 def _tie_break(
