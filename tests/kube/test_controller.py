@@ -307,6 +307,12 @@ async def test_rollback_and_promotion_end_to_end(kube, ns):
             r = routing_of(b)
             assert r["fast"] == r["buggy"] == 0.1 and abs(r["mainline"] - 0.8) < 1e-9
             assert b["status"]["routing"]["variants"][0]["port"] == 8000
+            # each entry carries its Variant's commit, for the routers' spans (service.version)
+            assert {e["name"]: e.get("commit") for e in b["status"]["routing"]["variants"]} == {
+                "buggy": "buggy123",
+                "fast": "fast123",
+                "mainline": None,
+            }
             server.routed = set(r)
 
             # the buggy build is rolled back: out of the routing, scaled to zero, an Event says why

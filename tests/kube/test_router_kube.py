@@ -54,12 +54,15 @@ class Apis:
         body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Bakeoff", "metadata": {"name": name}, "spec": spec}
         self.custom.create_namespaced_custom_object(GROUP, VERSION, NS, "bakeoffs", body)
 
-    def set_routing(self, name: str, version: int, variants: list[tuple[str, str, float]]) -> None:
-        """Write status.routing as the controller does: [(variant, service, weight)]."""
-        routing = {
-            "version": version,
-            "variants": [{"name": v, "service": s, "port": 8080, "weight": w} for v, s, w in variants],
-        }
+    def set_routing(
+        self, name: str, version: int, variants: list[tuple[str, str, float]], commits: dict[str, str] | None = None
+    ) -> None:
+        """Write status.routing as the controller does: [(variant, service, weight)] (+ commits by name)."""
+        entries = [{"name": v, "service": s, "port": 8080, "weight": w} for v, s, w in variants]
+        for e in entries:
+            if (commits or {}).get(e["name"]):
+                e["commit"] = commits[e["name"]]
+        routing = {"version": version, "variants": entries}
         self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, NS, "bakeoffs", name, {"status": {"routing": routing}},
             _content_type="application/merge-patch+json",
@@ -273,10 +276,14 @@ async def test_split_follows_status_routing(apis, upstream, router, host_ip):
     apis.put_slice("split-mainline-1", "split-mainline", host_ip, a.port)
     apis.put_slice("split-fast-1", "split-fast", host_ip, b.port)
     apis.create_bakeoff("split")
-    apis.set_routing("split", 1, [("mainline", "split-mainline", 0.5), ("fast", "split-fast", 0.5)])
+    apis.set_routing(
+        "split", 1, [("mainline", "split-mainline", 0.5), ("fast", "split-fast", 0.5)], commits={"fast": "f4st123"}
+    )
     r = await router("split")
     doc = await wait_routes(r, lambda d: d["version"] == 1)
     assert table(doc) == {"mainline": (0.5, [f"{host_ip}:{a.port}"]), "fast": (0.5, [f"{host_ip}:{b.port}"])}
+    # the commit each entry carries is the variant's version (service.version on the router's spans)
+    assert {v["name"]: v.get("version") for v in doc["variants"]} == {"mainline": None, "fast": "f4st123"}
     assert (await readyz(r))[0] == 200
 
     n = 2000

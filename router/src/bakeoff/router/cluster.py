@@ -216,7 +216,9 @@ def build_table(bakeoff: dict[str, Any] | None, slices: dict[str, SliceView]) ->
         if not upstreams:
             missing.append(name)
             continue
-        out.append(VariantSpec(name, tuple(sorted(upstreams)), float(weight), protocol))
+        commit = entry.get("commit")
+        version = commit if isinstance(commit, str) and commit else None  # service.version on its spans
+        out.append(VariantSpec(name, tuple(sorted(upstreams)), float(weight), protocol, version))
     if not out:
         if missing:
             return None, f"no ready endpoints for any variant ({', '.join(missing)})"

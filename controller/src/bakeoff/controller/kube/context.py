@@ -124,6 +124,10 @@ class BakeoffView:
     judge_loaded: bool = True  # False: judge_configmap was not read (read it when the judge state is needed)
     _spec: Resources | str | None = field(default=None, repr=False)  # parsed spec, or why it is invalid
 
+    def commits(self) -> dict[str, str | None]:
+        """Each Variant's spec.change.commit by name (None when it gives none)."""
+        return {v["metadata"]["name"]: ((v.get("spec") or {}).get("change") or {}).get("commit") for v in self.variants}
+
     def spec(self) -> Resources:
         """The Bakeoff's spec, validated once per read (the look and the reconcile share it).
 

@@ -160,7 +160,9 @@ class Converger:
             status = dict(b.get("status") or {}, conditions=conds)
             port = (status.get("routing") or {}).get("variants", [{}])[0].get("port")
             if port:
-                status["routing"] = routing_for(bname, p.mname, p.decided, port, True, status.get("routing"))
+                status["routing"] = routing_for(
+                    bname, p.mname, p.decided, port, True, status.get("routing"), p.view.commits()
+                )
             self.status.write_bakeoff(b, status)
             b["status"] = status
             self.events.record(

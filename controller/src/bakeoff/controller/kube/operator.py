@@ -450,10 +450,7 @@ class KubeController:
             p.state = state
         for e in p.events:
             e.setdefault("at", p.now)
-        commits = {
-            v["metadata"]["name"]: ((v.get("spec") or {}).get("change") or {}).get("commit") for v in p.view.variants
-        }
-        attribute(p.events, commits.get)
+        attribute(p.events, p.view.commits().get)
 
     def _record(self, p: Pass) -> dict[str, Any] | None:
         """Record first: the Bakeoff's status, with the routing the routers apply; then the Events."""
@@ -464,7 +461,7 @@ class KubeController:
             record[n]["stepSince"] = vs.step_since
             record[n].update(stepRequests=vs.step_requests, seenRequests=vs.seen_requests, progressAt=vs.progress_at)
         p.handed_over = any(c.get("type") == "MainlineUpdated" and c.get("status") == "True" for c in conds)
-        routing = routing_for(p.name, p.mname, st, p.port, p.handed_over, status.get("routing"))
+        routing = routing_for(p.name, p.mname, st, p.port, p.handed_over, status.get("routing"), p.view.commits())
         shares = {n: round(w, 6) for n, w in st.weights.items()}
         held = self._hand_over_split(p)
         if held is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -83,8 +83,11 @@ def routing_for(
     port: int | None,
     handed_over: bool,
     current: dict[str, Any] | None,
+    commits: Mapping[str, str | None] | None = None,
 ) -> dict[str, Any] | None:
-    """status.routing for the split in ``st`` (its version moves only when the split changes)."""
+    """status.routing for the split in ``st`` (its version moves only when the split changes).
+    ``commits``: each Variant's spec.change.commit, carried on its entry so the routers put it on
+    their spans as service.version (after a promotion the mainline runs the winner's)."""
     if port is None:
         return current
     if st.phase == DONE_PROMOTED and handed_over and st.decision:
@@ -96,6 +99,10 @@ def routing_for(
             {"name": n, "service": ko.child_name(bname, n), "port": port, "weight": round(w, 6)}
             for n, w in sorted(st.weights.items())
         ]
+    for e in entries:
+        commit = (commits or {}).get(e["name"])
+        if commit:
+            e["commit"] = commit
     return routing_entries(entries, current)
 
 
