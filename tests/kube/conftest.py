@@ -130,6 +130,38 @@ def crds(kube):
     return names
 
 
+@pytest.fixture
+def ns(request, kube, crds):
+    """A fresh namespace for one test (with the CRDs created), named ``<NS_PREFIX>-<random>`` after
+    the test module's NS_PREFIX; deleted afterwards (what is left of it is the API server's to finish)."""
+    import uuid
+
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube.api)
+    name = f"{getattr(request.module, 'NS_PREFIX', 'test')}-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": name}})
+    yield name
+    try:
+        core.delete_namespace(name)
+    except client.ApiException:
+        pass
+
+
+@pytest.fixture
+def custom(kube, crds):
+    from kubernetes import client
+
+    return client.CustomObjectsApi(kube.api)
+
+
+@pytest.fixture
+def apps(kube):
+    from kubernetes import client
+
+    return client.AppsV1Api(kube.api)
+
+
 async def start_app(app, host: str):
     """Serve an aiohttp app on host, a free port; (runner, port). Call runner.cleanup() to stop."""
     from aiohttp import web

@@ -13,7 +13,6 @@ import asyncio
 import ssl
 import time
 import urllib.request
-import uuid
 
 import pytest
 
@@ -37,6 +36,9 @@ kclient = pytest.importorskip("kubernetes.client")
 WINDOW = 10.0
 
 
+NS_PREFIX = "load"
+
+
 def requests_total(kube) -> float:
     ctx = ssl.create_default_context(cafile=kube.ca)
     req = urllib.request.Request(f"{kube.url}/metrics", headers={"Authorization": f"Bearer {kube.token}"})
@@ -53,13 +55,6 @@ async def rate(kube, seconds: float = WINDOW) -> float:
     await asyncio.sleep(seconds)  # the window the rate is measured over
     after = await asyncio.to_thread(requests_total, kube)
     return (after - before) / (time.monotonic() - t0)
-
-
-@pytest.fixture
-def ns(kube, crds):
-    name = f"load-{uuid.uuid4().hex[:8]}"
-    kclient.CoreV1Api(kube.api).create_namespace({"metadata": {"name": name}})
-    return name
 
 
 async def test_api_requests_idle_and_per_active_bakeoff(kube, ns):

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -27,22 +26,12 @@ GROUP, VERSION = "bakeoff.dev", "v1alpha1"
 MERGE = "application/merge-patch+json"
 
 
+NS_PREFIX = "cli"
+
+
 def _cmd() -> list[str]:
     exe = Path(sys.executable).parent / "bakeoff"
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "bakeoff"]
-
-
-@pytest.fixture
-def ns(kube):
-    from kubernetes import client
-
-    name = f"cli-{uuid.uuid4().hex[:8]}"
-    client.CoreV1Api(kube.api).create_namespace({"metadata": {"name": name}})
-    yield name
-    try:
-        client.CoreV1Api(kube.api).delete_namespace(name)
-    except client.ApiException:
-        pass
 
 
 @pytest.fixture
@@ -56,20 +45,6 @@ def run(kube, ns):
         )
 
     return run
-
-
-@pytest.fixture
-def custom(kube):
-    from kubernetes import client
-
-    return client.CustomObjectsApi(kube.api)
-
-
-@pytest.fixture
-def apps(kube):
-    from kubernetes import client
-
-    return client.AppsV1Api(kube.api)
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import contextlib
 import json
 import threading
 import time
-import uuid
 
 import numpy as np
 import pytest
@@ -33,11 +32,7 @@ IMAGE_MAIN = "registry.example/shop:main"
 
 
 # -- helpers ---------------------------------------------------------------------
-@pytest.fixture
-def ns(kube, crds):
-    name = f"ctl-{uuid.uuid4().hex[:8]}"
-    kclient.CoreV1Api(kube.api).create_namespace({"metadata": {"name": name}})
-    return name
+NS_PREFIX = "ctl"
 
 
 def apis(kube):

@@ -26,24 +26,7 @@ MERGE = "application/merge-patch+json"
 BAKEOFF = [sys.executable, "-m", "bakeoff"]
 
 
-@pytest.fixture
-def ns(kube):
-    from kubernetes import client
-
-    name = f"dash-{uuid.uuid4().hex[:8]}"
-    client.CoreV1Api(kube.api).create_namespace({"metadata": {"name": name}})
-    yield name
-    try:
-        client.CoreV1Api(kube.api).delete_namespace(name)
-    except client.ApiException:
-        pass
-
-
-@pytest.fixture
-def custom(kube):
-    from kubernetes import client
-
-    return client.CustomObjectsApi(kube.api)
+NS_PREFIX = "dash"
 
 
 def seed(custom, ns: str) -> None:

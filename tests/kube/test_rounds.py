@@ -8,7 +8,6 @@ Variants of an earlier round stay in the namespace.
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
 
@@ -33,11 +32,7 @@ from .test_submit_wait import submit
 kclient = pytest.importorskip("kubernetes.client")
 
 
-@pytest.fixture
-def ns(kube, crds):
-    name = f"round-{uuid.uuid4().hex[:8]}"
-    kclient.CoreV1Api(kube.api).create_namespace({"metadata": {"name": name}})
-    return name
+NS_PREFIX = "round"
 
 
 def status_of(custom, ns: str, plural: str, name: str) -> dict:

@@ -6,7 +6,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -29,11 +28,7 @@ kclient = pytest.importorskip("kubernetes.client")
 BAKEOFF = Path(sys.executable).parent / "bakeoff"
 
 
-@pytest.fixture
-def ns(kube, crds):
-    name = f"sub-{uuid.uuid4().hex[:8]}"
-    kclient.CoreV1Api(kube.api).create_namespace({"metadata": {"name": name}})
-    return name
+NS_PREFIX = "sub"
 
 
 def submit(kube, ns: str, *args: str) -> subprocess.CompletedProcess:

@@ -13,7 +13,6 @@ import socket
 import threading
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +24,8 @@ kclient = kubernetes.client
 
 from bakeoff.common import watch as cw  # noqa: E402
 from tests.conftest import eventually  # noqa: E402
+
+NS_PREFIX = "watch"
 
 
 def until(cond, what: str, timeout: float = 60.0) -> None:
@@ -107,14 +108,6 @@ class Proxy:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-
-
-@pytest.fixture
-def ns(kube):
-    name = f"watch-{uuid.uuid4().hex[:8]}"
-    kclient.CoreV1Api(kube.api).create_namespace({"metadata": {"name": name}})
-    yield name
-    kclient.CoreV1Api(kube.api).delete_namespace(name)
 
 
 def configmap(core, ns: str, name: str) -> None:

@@ -67,8 +67,8 @@ VARIANT = textwrap.dedent(
 
 def jaeger_binary() -> str:
     if os.environ.get("BAKEOFF_JAEGER") == "0":
-        # An explicit opt-out (.ci/run sets it until the Jaeger build has been run once end to end;
-        # docs/kube-assets.md), not a missing tool: a missing Jaeger still fails under CI=true.
+        # An explicit opt-out (skips the long Jaeger build; docs/kube-assets.md), not a missing tool:
+        # a missing Jaeger still fails under CI=true.
         pytest.skip("BAKEOFF_JAEGER=0: the Jaeger build and this test are switched off")
     r = subprocess.run([str(ROOT / "scripts" / "kube-assets.sh"), "--check-jaeger"], capture_output=True, text=True)
     if r.returncode != 0:
