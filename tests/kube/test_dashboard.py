@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -172,3 +173,45 @@ async def test_a_kubeconfig_without_access_and_a_port_in_use_are_clear_errors(ku
         )  # fmt: skip
     print(r.stderr.strip())
     assert r.returncode == 1 and f"dashboard port 127.0.0.1:{port} is in use; choose another with --port" in r.stderr
+
+
+async def test_cluster_dashboard_charts_shares_over_time_and_why_out_from_status_history(kube, ns, custom):
+    """The controller's records in status.history (kept with the Bakeoff, unlike Kubernetes Events)
+    give the cluster page every interval's shares and why a candidate left, from the start of the
+    bake-off, not just what the page saw while it was open."""
+    seed(custom, ns)
+    custom.create_namespaced_custom_object(
+        GROUP, VERSION, ns, "variants",
+        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Variant", "metadata": {"name": "slow"},
+         "spec": {"bakeoff": "shop", "image": "registry.example/shop:9d1e", "change": {"commit": "9d1e"}}},
+    )  # fmt: skip
+    lost = "Lost: cannot beat mainline on conversion, upper bound -1.20 points"
+    history = [
+        {"type": "admitted", "variant": "fast", "share": 0.1, "at": "2026-12-01T10:00:00Z"},
+        {"type": "admitted", "variant": "slow", "share": 0.1, "at": "2026-12-01T10:00:01Z"},
+        {"type": "allocated", "reason": "adaptive allocation on conversion: fast 10.0%->20.0%",
+         "shares": {"fast": 0.2, "slow": 0.1}, "at": "2026-12-01T10:01:00Z"},
+        {"type": "allocated", "reason": "adaptive allocation on conversion: fast 20.0%->30.0%, slow 10.0%->5.0%",
+         "shares": {"fast": 0.3, "slow": 0.05}, "at": "2026-12-01T10:02:00Z"},
+        {"type": "lost", "variant": "slow", "reason": lost, "phase": "Lost", "retired_by": "allocation",
+         "at": "2026-12-01T10:03:00Z"},
+    ]  # fmt: skip
+    custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, ns, "bakeoffs", "shop", {"status": {"history": history}}, _content_type=MERGE
+    )
+    custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, ns, "variants", "slow", {"status": {"phase": "Lost", "share": 0.0, "reason": lost}},
+        _content_type=MERGE,
+    )  # fmt: skip
+    proc, out = start_dashboard(kube.kubeconfig, ns, "--port", "0")
+    try:
+        url = url_of(proc, out)
+        with urllib.request.urlopen(f"{url}b/shop", timeout=30) as r:
+            page = r.read().decode()
+        # before: the page built its events from Kubernetes Events, which carry no shares: no allocation marks
+        assert '<g class="allocations" data-count="2">' in page, page[:2000]
+        assert "fast 20.0%-&gt;30.0%, slow 10.0%-&gt;5.0%" in page
+        assert f"retired by adaptive allocation: {lost}" in page
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -23,6 +23,17 @@ def _ts(value: Any) -> float | None:
         return None
 
 
+def _history_events(status: dict[str, Any]) -> list[dict[str, Any]]:
+    """The controller's records in status.history (the same records as a local run's journal, the
+    last 200), as report events: they outlive Kubernetes Events (kept an hour) and carry the shares
+    each interval gave (adaptive allocation), so the page charts shares over time from the start."""
+    out = []
+    for h in status.get("history") or []:
+        if isinstance(h, dict) and isinstance(h.get("type"), str):
+            out.append({**h, "at": _ts(h.get("at"))})
+    return out
+
+
 def _judge_metrics(spec: dict[str, Any]) -> list[dict[str, Any]]:
     from bakeoff.judge.config import config_from_dict
 
@@ -177,7 +188,7 @@ class ClusterSource:
             "judge": {"alpha": (spec.get("judge") or {}).get("alpha"), "metrics": metrics},
             "config": {"spec": spec},
             "variants": variants,
-            "events": self._events(key),
+            "events": _history_events(st) or self._events(key),
             "verdict": verdict if verdict["variants"] else None,
             "history": list(hist),
             "latency": {},
