@@ -57,6 +57,10 @@ def test_the_tournament_rolls_back_the_broken_route_and_promotes_the_better_chec
     promoted = [n for n, x in v.items() if x["phase"] == "Promoted"]
     assert promoted == ["one-page-checkout"], promoted
     assert "decision: promote one-page-checkout" in r.stdout
+    # the headless rows line up however long a name is (before, `one-page-checkout` pushed its row's
+    # columns two places right of the others')
+    starts = {m.start(1) - m.start(0) for m in re.finditer(r"^  \S+ +\S+ +(share=)", r.stdout, re.M)}
+    assert len(starts) == 1, starts
 
 
 def test_adaptive_allocation_moved_traffic_and_retired_candidates_with_a_reason(tournament):

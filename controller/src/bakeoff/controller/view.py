@@ -271,10 +271,12 @@ class LineView:
         if runner.last_snapshot is None:
             return
         obj = self.b.judge.objective
-        for r in variant_rows(runner):
+        rows = variant_rows(runner)
+        name_w = max([14] + [len(r["variant"]) for r in rows])  # names line up, however long
+        for r in rows:
             judge = " ".join(f"{m}={STATE_MARK.get(s, s)}[{r['changes'].get(m, '?')}]" for m, s in r["judge"].items())
             print(
-                f"  {r['variant']:<14} {r['phase']:<10} share={r['share']:6.1%} requests={r['requests']:<7} "
+                f"  {r['variant']:<{name_w}} {r['phase']:<10} share={r['share']:6.1%} requests={r['requests']:<7} "
                 f"errors={_f(r['error_rate'], '.2%')} p50={_f(r['p50_ms'], '.1f')}ms p99={_f(r['p99_ms'], '.1f')}ms "
                 + (f"{obj.name}={_f(r['objective'], '.3f')} " if obj is not None else "")
                 + judge,
