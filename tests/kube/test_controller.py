@@ -175,6 +175,11 @@ def events_for(core, ns: str, name: str) -> list[str]:
     return [e.reason for e in core.list_namespaced_event(ns).items if e.involved_object.name == name]
 
 
+async def event_seen(core, ns: str, name: str, reason: str) -> None:
+    """Wait for an Event: the controller writes the status first and its Events after (record first)."""
+    await await_for(lambda: reason in events_for(core, ns, name), what=f"a {reason} Event for {name}")
+
+
 class SnapshotServer:
     """Serves judge.simulate snapshots on /-/snapshot; the test decides the variants' behaviour."""
 
@@ -323,7 +328,7 @@ async def test_rollback_and_promotion_end_to_end(kube, ns):
                 lambda: apps.read_namespaced_deployment("shop-buggy", ns).spec.replicas == 0,
                 what="buggy scaled to zero",
             )
-            assert "RolledBack" in events_for(core, ns, "buggy")
+            await event_seen(core, ns, "buggy", "RolledBack")
             conds = {c["type"]: c for c in v["status"]["conditions"]}
             assert conds["RolledBack"]["status"] == "True" and conds["Accepted"]["status"] == "True"
 
@@ -361,7 +366,8 @@ async def test_rollback_and_promotion_end_to_end(kube, ns):
             await await_for(
                 lambda: routing_of(get(custom, ns, "bakeoffs", "shop")) == {"fast": 1.0}, what="all to the winner"
             )
-            assert "Promoted" in events_for(core, ns, "fast") and "MainlinePatched" in events_for(core, ns, "shop")
+            await event_seen(core, ns, "fast", "Promoted")
+            await event_seen(core, ns, "shop", "MainlinePatched")
 
             # once the mainline has rolled out, traffic goes to it and the winner's copy is scaled down
             mark_available(apps, ns, "shop")
@@ -729,7 +735,7 @@ async def test_no_router_endpoints_holds_the_ramp_then_rolls_back(kube, ns):
         assert "noDataTimeout" in reason and "no router endpoints" in reason
         assert not any(h["type"] == "ramped" for h in b["status"]["history"])
         assert routing_of(b) == {"mainline": 1.0}
-        assert "RolledBack" in events_for(core, ns, "fast")
+        await event_seen(core, ns, "fast", "RolledBack")
 
 
 async def test_deleting_a_bakeoff_mid_run_routes_to_the_mainline_then_removes_candidates(kube, ns):
@@ -757,7 +763,7 @@ async def test_deleting_a_bakeoff_mid_run_routes_to_the_mainline_then_removes_ca
             b = await await_for(mainline_only, what="routing back to the mainline")
             assert b["metadata"]["deletionTimestamp"] and b["status"]["routing"]["version"] > version
             assert apps.read_namespaced_deployment("shop-fast", ns)  # removed only after the drain
-            assert "Deleting" in events_for(core, ns, "shop")
+            await event_seen(core, ns, "shop", "Deleting")
 
             # then the candidate's objects, then the Bakeoff itself
             def gone():
