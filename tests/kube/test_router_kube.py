@@ -69,8 +69,9 @@ class Apis:
         )  # fmt: skip
 
     def put_slice(self, name: str, service: str, ip: str, port: int, ready: bool | None = True,
-                  port_name: str = "http") -> None:  # fmt: skip
-        """An EndpointSlice of `service` with one endpoint ip:port (ready True/False, or None: no condition)."""
+                  port_name: str = "http", app_protocol: str | None = None) -> None:  # fmt: skip
+        """An EndpointSlice of `service` with one endpoint ip:port (ready True/False, or None: no condition);
+        ``app_protocol``: the port's appProtocol, as the EndpointSlice controller copies it from the Service."""
         endpoint: dict = {"addresses": [ip]}
         if ready is not None:
             endpoint["conditions"] = {"ready": ready}
@@ -79,7 +80,8 @@ class Apis:
             "kind": "EndpointSlice",
             "metadata": {"name": name, "labels": {SERVICE_LABEL: service}},
             "addressType": "IPv4",
-            "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
+            "ports": [{"name": port_name, "port": port, "protocol": "TCP",
+                       **({"appProtocol": app_protocol} if app_protocol else {})}],  # fmt: skip
             "endpoints": [endpoint],
         }
         try:
@@ -307,6 +309,37 @@ async def test_split_follows_status_routing(apis, upstream, router, host_ip):
             assert resp.status == 409
             assert "status.routing" in (await resp.json())["error"]
         assert table(await routes(s, r))["fast"][0] == 0.2
+
+
+async def test_app_protocol_h2c_on_a_real_endpoint_slice_carries_grpc(apis, router, host_ip):
+    """Issue 22 item 7 through the real API server: the slice port's appProtocol (kubernetes.io/h2c, as
+    the EndpointSlice controller copies it from the Service port) makes the variant h2c, and a gRPC
+    call goes through the router to the grpcio server behind it; the same server behind a port with
+    no appProtocol is spoken to in HTTP/1.1, which gRPC cannot use."""
+    import grpc
+
+    from tests.router import grpc_peer
+
+    srv, port = grpc_peer.start(host=host_ip, name="grpc-mainline")
+    try:
+        apis.put_slice("grpc-mainline-1", "grpc-mainline", host_ip, port, port_name="grpc",
+                       app_protocol="kubernetes.io/h2c")  # fmt: skip
+        apis.create_bakeoff("grpc")
+        apis.set_routing("grpc", 1, [("mainline", "grpc-mainline", 1.0)])
+        r = await router("grpc")
+        doc = await wait_routes(r, lambda d: d["version"] == 1)
+        assert [(v["name"], v.get("protocol")) for v in doc["variants"]] == [("mainline", "h2c")], doc
+        with grpc.insecure_channel(f"127.0.0.1:{r.port}") as ch:
+            reply, call = grpc_peer.method(ch, "unary_unary", "Unary").with_call(b"hi", timeout=30)
+        assert reply == b"echo:hi" and dict(call.initial_metadata())["x-served-by"] == "grpc-mainline"
+        # the same port without appProtocol: HTTP/1.1 to a gRPC server, the call fails
+        apis.put_slice("grpc-mainline-1", "grpc-mainline", host_ip, port, port_name="grpc")
+        apis.set_routing("grpc", 2, [("mainline", "grpc-mainline", 1.0)])
+        doc = await wait_routes(r, lambda d: d["version"] == 2 and not d["variants"][0].get("protocol"))
+        with grpc.insecure_channel(f"127.0.0.1:{r.port}") as ch, pytest.raises(grpc.RpcError):
+            grpc_peer.method(ch, "unary_unary", "Unary")(b"hi", timeout=30)
+    finally:
+        srv.stop(0)
 
 
 async def test_rollback_reaches_two_replicas_sticky_users_stay(apis, upstream, router, host_ip):

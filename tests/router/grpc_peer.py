@@ -62,7 +62,7 @@ SLOW_STARTED = threading.Event()
 SLOW_CANCELLED = threading.Event()
 
 
-def start(port: int = 0, name: str = "a") -> tuple[grpc.Server, int]:
+def start(port: int = 0, name: str = "a", host: str = "127.0.0.1") -> tuple[grpc.Server, int]:
     def tag(fn):
         def wrapped(req, ctx):
             ctx.send_initial_metadata((("x-served-by", name),))
@@ -82,7 +82,7 @@ def start(port: int = 0, name: str = "a") -> tuple[grpc.Server, int]:
     }
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    bound = server.add_insecure_port(f"{host}:{port}")
     server.start()
     return server, bound
 
