@@ -80,10 +80,11 @@ class Apis:
             "kind": "EndpointSlice",
             "metadata": {"name": name, "labels": {SERVICE_LABEL: service}},
             "addressType": "IPv4",
-            "ports": [{"name": port_name, "port": port, "protocol": "TCP",
-                       **({"appProtocol": app_protocol} if app_protocol else {})}],  # fmt: skip
+            "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
             "endpoints": [endpoint],
         }
+        if app_protocol:
+            body["ports"][0]["appProtocol"] = app_protocol
         try:
             old = self.discovery.read_namespaced_endpoint_slice(name, NS)
         except kclient.ApiException as e:
