@@ -100,7 +100,7 @@ def routing_for(
             for n, w in sorted(st.weights.items())
         ]
     for e in entries:
-        commit = (commits or {}).get(e["name"])
+        commit = (commits or {}).get(str(e["name"]))
         if commit:
             e["commit"] = commit
     return routing_entries(entries, current)
@@ -125,7 +125,7 @@ def decision_json(decision: dict[str, Any] | None) -> dict[str, Any] | None:
 def history_entry(e: dict[str, Any]) -> dict[str, Any]:
     """A plan event as a status.history record: its scalar fields, and an ``allocated`` record's
     shares (the dashboard charts shares over time from them)."""
-    out = {k: v for k, v in e.items() if v is not None and isinstance(v, (str, int, float, bool))}
+    out: dict[str, Any] = {k: v for k, v in e.items() if v is not None and isinstance(v, (str, int, float, bool))}
     shares = e.get("shares")
     if e.get("type") == "allocated" and isinstance(shares, dict):
         out["shares"] = {str(n): float(x) for n, x in shares.items() if isinstance(x, (int, float))}
