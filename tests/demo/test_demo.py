@@ -7,11 +7,14 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from bakeoff.cli.demo import decisions_of
+from bakeoff.controller.platforms.local import free_port
+from tests.conftest import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,12 +46,27 @@ def test_decisions_are_timed_from_the_first_admission_and_count_requests_at_the_
 @pytest.mark.slow
 @pytest.mark.serial  # latency guardrails on real processes: needs the machine to itself (n-plus-one is +20-40% p50)
 def test_the_demo_rolls_back_the_slow_and_buggy_builds_and_promotes_the_better_one(tmp_path):
+    ui_port = free_port()
+    out_file = tmp_path / "demo.out"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bakeoff", "demo", "--headless", "--no-locust", "--state-dir", str(tmp_path)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        [sys.executable, "-m", "bakeoff", "demo", "--headless", "--no-locust", "--state-dir", str(tmp_path / "state"),
+         "--ui", "--ui-port", str(ui_port)],
+        cwd=ROOT, stdout=open(out_file, "w"), stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
+    tmp_path = tmp_path / "state"
     try:
-        out, _ = proc.communicate(timeout=300)
+        # the live dashboard serves the demo's bake-off while it runs (before: --ui was refused, exit 2)
+        def dashboard() -> str | None:
+            if proc.poll() is not None:
+                raise AssertionError(out_file.read_text()[-3000:])
+            with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/", timeout=5) as r:
+                return r.read().decode()
+
+        page = eventually(dashboard, timeout=120, interval=0.5, retry=(OSError,), what="the demo's dashboard")
+        assert 'data-bakeoff="shop"' in page, page[:2000]
+        assert f"dashboard: http://127.0.0.1:{ui_port}/" in out_file.read_text()
+        proc.wait(timeout=300)
+        out = out_file.read_text()
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
