@@ -268,13 +268,13 @@ def test_a_route_without_new_requests_gets_no_batch(monkeypatch):
     verdict (k=3, R=8, two routes idle for one candidate: on main 24 latency batches per
     quantile, one per candidate and route, of which 2 empty)."""
     pairs: list[int] = []
-    orig = latency.LatencyTest.increments_many
+    orig = latency.LatencyTest.increments_rows
 
     def counting(self, p, prepared=None):
         pairs.append(len(p))
         return orig(self, p, prepared)
 
-    monkeypatch.setattr(latency.LatencyTest, "increments_many", counting)
+    monkeypatch.setattr(latency.LatencyTest, "increments_rows", counting)
     state = JudgeState.new(config_from_dict(EVERY_KIND, "cost.yaml"))
     stream = _stream(3, 8, seed=5)
     stream.advance(800)

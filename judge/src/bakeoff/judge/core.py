@@ -57,6 +57,7 @@ from bakeoff.judge.config import JudgeConfig, MetricSpec
 from bakeoff.judge.contrast import ContrastTest
 from bakeoff.judge.counters import InvalidSnapshot, VariantCounters, parse_snapshot
 from bakeoff.judge.latency import Batches, LatencyTest, beyond_grid, prepare_batches, quantile_values
+from bakeoff.judge.latency import _rows as _stack
 from bakeoff.judge.metric_test import (
     LatencyState,
     RunningBest,
@@ -377,12 +378,38 @@ def _step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Ver
         prep = prepared.get(same)
         if prep is None:
             prep = prepared[same] = prepare_batches(pairs)
-        for (states, _, _), batch in zip(jobs, lt.increments_many(pairs, prep)):
-            if batch is not None:
-                for ls in states:
-                    ls.W = ls.W + batch[0]
-                    ls.I = ls.I + batch[1]
+        _add_batches(jobs, *lt.increments_rows(pairs, prep))
     return st, _verdict(st, now, notes, fresh=True)
+
+
+def _add_batches(jobs: list[tuple[list[LatencyState], np.ndarray, np.ndarray]], rows: list[int], dW, dI) -> None:
+    """Add each batch (row ``r`` of ``dW``, ``dI``: the batch of ``jobs[rows[r]]``) to the
+    ``W``, ``I`` of the states it goes to: a route's state gets its own batch, the
+    whole-service state the batches of all its routes.  On the states' sums stacked as one
+    matrix, with ``np.add.at`` (unbuffered, in the order of the jobs: the same sums, in the
+    same order, as adding batch after batch to each state); each state then holds its row of
+    the new matrix (a new array: the earlier state's arrays are left as they were)."""
+    if not rows:
+        return
+    index: dict[int, int] = {}
+    states: list[LatencyState] = []
+    to: list[int] = []
+    src: list[int] = []
+    for r, j in enumerate(rows):
+        for ls in jobs[j][0]:
+            i = index.get(id(ls))
+            if i is None:
+                i = index[id(ls)] = len(states)
+                states.append(ls)
+            to.append(i)
+            src.append(r)
+    width = dW.shape[1]
+    W = _stack([ls.W for ls in states], width)
+    I = _stack([ls.I for ls in states], width)  # noqa: E741
+    np.add.at(W, to, dW[src])
+    np.add.at(I, to, dI[src])
+    for ls, w, i in zip(states, W, I):
+        ls.W, ls.I = w, i
 
 
 def _state(tests: dict[str, TestState], key: str, t: LatencyTest | ContrastTest) -> TestState:

@@ -233,7 +233,20 @@ class LatencyTest:
     def increments_many(
         self, pairs: list[tuple[np.ndarray, np.ndarray]], prepared: Batches | None = None
     ) -> list[tuple[np.ndarray, np.ndarray] | None]:
-        """:meth:`increments` of many batches ``(candidate counts, control counts)`` at once.
+        """:meth:`increments` of many batches ``(candidate counts, control counts)`` at once
+        (:meth:`increments_rows`, one pair of rows per batch; None where a side is empty)."""
+        out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(pairs)
+        rows, dW, inv = self.increments_rows(pairs, prepared)
+        for r, i in enumerate(rows):
+            out[i] = (dW[r], inv[r])
+        return out
+
+    def increments_rows(
+        self, pairs: list[tuple[np.ndarray, np.ndarray]], prepared: Batches | None = None
+    ) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """:meth:`increments` of many batches ``(candidate counts, control counts)`` at once, as
+        matrices: ``(rows, dW, dI)`` where row ``r`` of ``dW``, ``dI`` is the batch
+        ``pairs[rows[r]]`` (the batches with requests on both sides).
 
         The same arithmetic as :meth:`batch` (element for element, so the results are the
         same), vectorised over the batches: where :meth:`batch` scans every position for
@@ -242,10 +255,9 @@ class LatencyTest:
         with ``P(u) <= q N`` is where a binary search over ``u`` ends.  ``prepared``: the
         same ``pairs`` already stacked by :func:`prepare_batches` (for another quantile).
         """
-        out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(pairs)
         prep = prepare_batches(pairs) if prepared is None else prepared
         if not prep.rows:
-            return out
+            return [], np.zeros((0, len(self.grid))), np.zeros((0, len(self.grid)))
         rows, M, nb, cum_c, cum_t = prep.rows, prep.M, prep.nb, prep.cum_c, prep.cum_t
         n_t, n_c, N = prep.n_t, prep.n_c, prep.N
         i0, f = self.i0, self.f
@@ -299,10 +311,7 @@ class LatencyTest:
         Vg = (1 - f) * v0 + f * v1
         ok = ((v0 > 0) | (f == 1.0)) & ((v1 > 0) | (f == 0.0)) & (Vg > 0)
         inv = np.where(ok, 1.0 / np.where(ok, Vg, 1.0), 0.0)
-        dW = Dg * inv
-        for r, i in enumerate(rows):
-            out[i] = (dW[r], inv[r])
-        return out
+        return rows, Dg * inv, inv
 
     # -- evidence, interval, estimate -------------------------------------------
     def _monotone(self, st: LatencyState) -> tuple[np.ndarray, np.ndarray]:
