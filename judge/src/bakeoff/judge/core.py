@@ -386,28 +386,36 @@ def _add_batches(jobs: list[tuple[list[LatencyState], np.ndarray, np.ndarray]], 
     """Add each batch (row ``r`` of ``dW``, ``dI``: the batch of ``jobs[rows[r]]``) to the
     ``W``, ``I`` of the states it goes to: a route's state gets its own batch, the
     whole-service state the batches of all its routes.  On the states' sums stacked as one
-    matrix, with ``np.add.at`` (unbuffered, in the order of the jobs: the same sums, in the
-    same order, as adding batch after batch to each state); each state then holds its row of
-    the new matrix (a new array: the earlier state's arrays are left as they were)."""
+    matrix, in rounds: round ``j`` adds every state's ``j``-th batch (in the order of the
+    jobs), so each state's sum is formed in the same order as adding batch after batch to
+    it -- the same floating-point numbers -- with one array addition per round instead of
+    two per state and batch.  Each state then holds its row of the new matrix (a new array:
+    the earlier state's arrays are left as they were)."""
     if not rows:
         return
     index: dict[int, int] = {}
     states: list[LatencyState] = []
-    to: list[int] = []
-    src: list[int] = []
+    seen: list[int] = []  # batches added to each state so far
+    rounds: list[tuple[list[int], list[int]]] = []  # per round: (states, batches)
     for r, j in enumerate(rows):
         for ls in jobs[j][0]:
             i = index.get(id(ls))
             if i is None:
                 i = index[id(ls)] = len(states)
                 states.append(ls)
-            to.append(i)
-            src.append(r)
+                seen.append(0)
+            n = seen[i]
+            seen[i] = n + 1
+            if n == len(rounds):
+                rounds.append(([], []))
+            rounds[n][0].append(i)
+            rounds[n][1].append(r)
     width = dW.shape[1]
     W = _stack([ls.W for ls in states], width)
     I = _stack([ls.I for ls in states], width)  # noqa: E741
-    np.add.at(W, to, dW[src])
-    np.add.at(I, to, dI[src])
+    for to, src in rounds:
+        W[to] += dW[src]  # (no state twice in a round)
+        I[to] += dI[src]
     for ls, w, i in zip(states, W, I):
         ls.W, ls.I = w, i
 

@@ -273,13 +273,12 @@ class LatencyTest:
         # can reach, clipped to 0..nb once (cum[0] = 0 below, cum[nb] = the total above).
         left = -(lo0 + smin)
         width = left + lo0 + (1 << steps) + smax + 2
-        cols = np.clip(np.arange(width) - left, 0, nb)
         # (32-bit in the search, which halves the memory it reads: counts of one batch and
         # positions fit; the arithmetic below is on 64-bit values again)
         small = M * width < 2**31 and int(N.max()) < 2**31
         idt = np.int32 if small else np.int64
-        flat_c: Any = cum_c[:, cols].ravel().astype(idt)
-        flat_t: Any = cum_t[:, cols].ravel().astype(idt)
+        flat_c: Any = _padded(cum_c, left, width, idt).ravel()
+        flat_t: Any = _padded(cum_t, left, width, idt).ravel()
         ic: np.ndarray = np.broadcast_to(
             (np.arange(M, dtype=idt) * width + left + lo0)[:, None], (M, len(shifts[0]))
         ).copy()
@@ -567,6 +566,18 @@ def prepare_batches(pairs: list[tuple[np.ndarray, np.ndarray]]) -> Batches:
     np.cumsum(CC, axis=1, out=cum_c[:, 1:])
     np.cumsum(CT, axis=1, out=cum_t[:, 1:])
     return Batches(rows, M, nb, n_t, n_c, n_t + n_c, cum_c, cum_t)
+
+
+def _padded(cum: np.ndarray, left: int, width: int, dtype: Any) -> np.ndarray:
+    """``cum[:, clip(arange(width) - left, 0, nb)]`` as ``dtype`` (``nb + 1`` columns in
+    ``cum``): its first column ``left`` times, ``cum``, then its last column repeated --
+    written into one new matrix rather than gathered column by column and then converted."""
+    M, n = cum.shape
+    out = np.empty((M, width), dtype=dtype)
+    out[:, :left] = cum[:, :1]
+    out[:, left : left + n] = cum
+    out[:, left + n :] = cum[:, n - 1 : n]
+    return out
 
 
 def _rows(arrays: list[np.ndarray], width: int) -> np.ndarray:
