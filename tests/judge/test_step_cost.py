@@ -208,6 +208,8 @@ def _bad(snap: dict, how: str) -> dict:
         v["outcomes"]["2xx"] = 3.5
     elif how == "latency offset":
         v["latency"]["offset"] = 10_000
+    elif how == "negative latency count":
+        v["latency"]["counts"][-1] = -1
     elif how == "metrics list":
         v["metrics"] = [1]
     elif how == "route float requests":
@@ -229,6 +231,7 @@ def _bad(snap: dict, how: str) -> dict:
         "outcomes list",
         "float outcome",
         "latency offset",
+        "negative latency count",
         "metrics list",
         "route float requests",
         "route latency offset",
@@ -255,6 +258,8 @@ def test_a_bad_snapshot_is_refused_naming_the_field(how):
     assert "variants.v01" in message, message
     if how == "bool requests":
         assert message == "snapshot: variants.v01.requests must be an integer"
+    elif how == "negative latency count":  # (validate() reads no counts)
+        assert message == "snapshot: variants.v01.latency has a negative count"
     else:
         with pytest.raises(SnapshotError) as e:
             validate(bad)
