@@ -57,7 +57,6 @@ from bakeoff.judge.config import JudgeConfig, MetricSpec
 from bakeoff.judge.contrast import ContrastTest
 from bakeoff.judge.counters import InvalidSnapshot, VariantCounters, parse_snapshot
 from bakeoff.judge.latency import Batches, LatencyTest, beyond_grid, prepare_batches, quantile_values
-from bakeoff.judge.latency import _rows as _stack
 from bakeoff.judge.metric_test import (
     LatencyState,
     RunningBest,
@@ -410,14 +409,16 @@ def _add_batches(jobs: list[tuple[list[LatencyState], np.ndarray, np.ndarray]], 
                 rounds.append(([], []))
             rounds[n][0].append(i)
             rounds[n][1].append(r)
-    width = dW.shape[1]
-    W = _stack([ls.W for ls in states], width)
-    I = _stack([ls.I for ls in states], width)  # noqa: E741
-    for to, src in rounds:
-        W[to] += dW[src]  # (no state twice in a round)
-        I[to] += dI[src]
-    for ls, w, i in zip(states, W, I):
-        ls.W, ls.I = w, i
+    # W and I side by side, one row per state: one addition per round for both
+    g = dW.shape[1]
+    WI = np.concatenate([a for ls in states for a in (ls.W, ls.I)]).reshape(len(states), 2 * g)
+    dWI = np.concatenate((dW, dI), axis=1)
+    src = rounds[0][1]  # every state has a first batch, in the order of the states
+    WI += dWI[src] if len(src) < len(dWI) or src != list(range(len(dWI))) else dWI
+    for to, src in rounds[1:]:
+        WI[to] += dWI[src]  # (no state twice in a round)
+    for ls, row in zip(states, WI):
+        ls.W, ls.I = row[:g], row[g:]
 
 
 def _state(tests: dict[str, TestState], key: str, t: LatencyTest | ContrastTest) -> TestState:
