@@ -472,7 +472,9 @@ def test_a_look_adds_latency_batches_per_round_not_per_state(monkeypatch):
         orig(jobs, rows, dW, dI)
         for k, (ls, _, _) in before.items():
             assert np.array_equal(ls.W, want[k][0]) and np.array_equal(ls.I, want[k][1])
-        seen.append((len(rows), max(sum(any(x is ls for x in jobs[r][0]) for r in rows) for ls, _, _ in before.values())))
+        seen.append(
+            (len(rows), max(sum(any(x is ls for x in jobs[r][0]) for r in rows) for ls, _, _ in before.values()))
+        )
 
     monkeypatch.setattr(core, "_add_batches", spying)
     state = JudgeState.new(config_from_dict(EVERY_KIND, "cost.yaml"))
