@@ -502,3 +502,29 @@ def test_the_padded_cumulative_counts_are_the_gathered_ones():
                     want = cum[:, np.clip(np.arange(width) - left, 0, nb)].astype(dt)
                     got = latency._padded(cum, left, width, dt)
                     assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+def test_a_control_batch_is_stacked_once_for_every_candidate(monkeypatch):
+    """The latency batches of a look compare each candidate's route batch with the same
+    control batch of that route: prepare_batches stacks (and sums up) each control batch
+    once, not once per candidate (k=6, R=16: on main 96 control rows a look, one per
+    candidate and route; here 16)."""
+    from bakeoff.judge import core
+
+    shapes: list[tuple[int, int]] = []
+    orig = core.prepare_batches
+
+    def spying(pairs):
+        prep = orig(pairs)
+        shapes.append((prep.M, prep.cum_c.shape[0]))
+        return prep
+
+    monkeypatch.setattr(core, "prepare_batches", spying)
+    state = JudgeState.new(config_from_dict(EVERY_KIND, "cost.yaml"))
+    stream = _stream(6, 16)
+    for _ in range(3):
+        stream.advance(400)
+        shapes.clear()
+        state, verdict = step(state, stream.snapshot(), stream.t)
+    assert all(vv.eligible for vv in verdict.variants.values())
+    assert shapes == [(6 * 16, 16)]  # once for both quantiles
