@@ -208,6 +208,8 @@ def _bad(snap: dict, how: str) -> dict:
         v["outcomes"]["2xx"] = 3.5
     elif how == "latency offset":
         v["latency"]["offset"] = 10_000
+    elif how == "negative latency count":
+        v["latency"]["counts"][-1] = -1
     elif how == "metrics list":
         v["metrics"] = [1]
     elif how == "route float requests":
@@ -229,6 +231,7 @@ def _bad(snap: dict, how: str) -> dict:
         "outcomes list",
         "float outcome",
         "latency offset",
+        "negative latency count",
         "metrics list",
         "route float requests",
         "route latency offset",
@@ -255,6 +258,8 @@ def test_a_bad_snapshot_is_refused_naming_the_field(how):
     assert "variants.v01" in message, message
     if how == "bool requests":
         assert message == "snapshot: variants.v01.requests must be an integer"
+    elif how == "negative latency count":  # (validate() reads no counts)
+        assert message == "snapshot: variants.v01.latency has a negative count"
     else:
         with pytest.raises(SnapshotError) as e:
             validate(bad)
@@ -268,13 +273,13 @@ def test_a_route_without_new_requests_gets_no_batch(monkeypatch):
     verdict (k=3, R=8, two routes idle for one candidate: on main 24 latency batches per
     quantile, one per candidate and route, of which 2 empty)."""
     pairs: list[int] = []
-    orig = latency.LatencyTest.increments_many
+    orig = latency.LatencyTest.increments_rows
 
     def counting(self, p, prepared=None):
         pairs.append(len(p))
         return orig(self, p, prepared)
 
-    monkeypatch.setattr(latency.LatencyTest, "increments_many", counting)
+    monkeypatch.setattr(latency.LatencyTest, "increments_rows", counting)
     state = JudgeState.new(config_from_dict(EVERY_KIND, "cost.yaml"))
     stream = _stream(3, 8, seed=5)
     stream.advance(800)
@@ -444,3 +449,82 @@ def test_array_evaluation_is_the_scalar_rule(seed):
         ]
         core._evaluate(spec, its, 40.0, 0.05)
         assert {(it.mv.p_better, it.mv.state) for it in its} == {(1.0, "unknown")}
+
+
+def test_a_look_adds_latency_batches_per_round_not_per_state(monkeypatch):
+    """The latency batches of a look are added to the states' W, I on one matrix per metric
+    (core._add_batches), one array addition per round -- a state's j-th batch -- rather than
+    two per state and batch (k=6, R=16: on main 2 x 6 x 16 x 2 = 384 additions of a batch to
+    a state per quantile and look, here 16 rounds); the sums are the same floating-point
+    numbers as adding batch after batch to each state, bit for bit."""
+    from bakeoff.judge import core
+
+    seen: list[tuple[int, int]] = []
+    orig = core._add_batches
+
+    def spying(jobs, rows, dW, dI):
+        before = {id(ls): (ls, ls.W.copy(), ls.I.copy()) for r in rows for ls in jobs[r][0]}
+        want = {k: [w, i] for k, (_, w, i) in before.items()}
+        for n, r in enumerate(rows):  # the reference: one state and batch at a time
+            for ls in jobs[r][0]:
+                want[id(ls)][0] = want[id(ls)][0] + dW[n]
+                want[id(ls)][1] = want[id(ls)][1] + dI[n]
+        orig(jobs, rows, dW, dI)
+        for k, (ls, _, _) in before.items():
+            assert np.array_equal(ls.W, want[k][0]) and np.array_equal(ls.I, want[k][1])
+        seen.append(
+            (len(rows), max(sum(any(x is ls for x in jobs[r][0]) for r in rows) for ls, _, _ in before.values()))
+        )
+
+    monkeypatch.setattr(core, "_add_batches", spying)
+    state = JudgeState.new(config_from_dict(EVERY_KIND, "cost.yaml"))
+    stream = _stream(6, 16)
+    for _ in range(3):
+        stream.advance(400)
+        seen.clear()
+        state, verdict = step(state, stream.snapshot(), stream.t)
+    assert all(vv.eligible for vv in verdict.variants.values())
+    # per quantile: 6 x 16 batches, each to its route's state and the whole-service state;
+    # the whole-service state takes 16 of them: 16 rounds
+    assert seen == [(6 * 16, 16), (6 * 16, 16)]
+
+
+def test_the_padded_cumulative_counts_are_the_gathered_ones():
+    """latency._padded (three slice copies) is the column gather it replaces, for every
+    offset and width increments_rows uses, in 32 and 64 bits."""
+    rng = np.random.default_rng(4)
+    for nb in (1, 7, 300):
+        cum = np.zeros((9, nb + 1), dtype=np.int64)
+        np.cumsum(rng.integers(0, 50, (9, nb)), axis=1, out=cum[:, 1:])
+        for left in (1, 3, 40):
+            for width in (left + nb + 1, left + nb + 2, 2 * (left + nb) + 5):
+                for dt in (np.int32, np.int64):
+                    want = cum[:, np.clip(np.arange(width) - left, 0, nb)].astype(dt)
+                    got = latency._padded(cum, left, width, dt)
+                    assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+def test_a_control_batch_is_stacked_once_for_every_candidate(monkeypatch):
+    """The latency batches of a look compare each candidate's route batch with the same
+    control batch of that route: prepare_batches stacks (and sums up) each control batch
+    once, not once per candidate (k=6, R=16: on main 96 control rows a look, one per
+    candidate and route; here 16)."""
+    from bakeoff.judge import core
+
+    shapes: list[tuple[int, int]] = []
+    orig = core.prepare_batches
+
+    def spying(pairs):
+        prep = orig(pairs)
+        shapes.append((prep.M, prep.cum_c.shape[0]))
+        return prep
+
+    monkeypatch.setattr(core, "prepare_batches", spying)
+    state = JudgeState.new(config_from_dict(EVERY_KIND, "cost.yaml"))
+    stream = _stream(6, 16)
+    for _ in range(3):
+        stream.advance(400)
+        shapes.clear()
+        state, verdict = step(state, stream.snapshot(), stream.t)
+    assert all(vv.eligible for vv in verdict.variants.values())
+    assert shapes == [(6 * 16, 16)]  # once for both quantiles

@@ -377,12 +377,48 @@ def _step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Ver
         prep = prepared.get(same)
         if prep is None:
             prep = prepared[same] = prepare_batches(pairs)
-        for (states, _, _), batch in zip(jobs, lt.increments_many(pairs, prep)):
-            if batch is not None:
-                for ls in states:
-                    ls.W = ls.W + batch[0]
-                    ls.I = ls.I + batch[1]
+        _add_batches(jobs, *lt.increments_rows(pairs, prep))
     return st, _verdict(st, now, notes, fresh=True)
+
+
+def _add_batches(jobs: list[tuple[list[LatencyState], np.ndarray, np.ndarray]], rows: list[int], dW, dI) -> None:
+    """Add each batch (row ``r`` of ``dW``, ``dI``: the batch of ``jobs[rows[r]]``) to the
+    ``W``, ``I`` of the states it goes to: a route's state gets its own batch, the
+    whole-service state the batches of all its routes.  On the states' sums stacked as one
+    matrix, in rounds: round ``j`` adds every state's ``j``-th batch (in the order of the
+    jobs), so each state's sum is formed in the same order as adding batch after batch to
+    it -- the same floating-point numbers -- with one array addition per round instead of
+    two per state and batch.  Each state then holds its row of the new matrix (a new array:
+    the earlier state's arrays are left as they were)."""
+    if not rows:
+        return
+    index: dict[int, int] = {}
+    states: list[LatencyState] = []
+    seen: list[int] = []  # batches added to each state so far
+    rounds: list[tuple[list[int], list[int]]] = []  # per round: (states, batches)
+    for r, j in enumerate(rows):
+        for ls in jobs[j][0]:
+            i = index.get(id(ls))
+            if i is None:
+                i = index[id(ls)] = len(states)
+                states.append(ls)
+                seen.append(0)
+            n = seen[i]
+            seen[i] = n + 1
+            if n == len(rounds):
+                rounds.append(([], []))
+            rounds[n][0].append(i)
+            rounds[n][1].append(r)
+    # W and I side by side, one row per state: one addition per round for both
+    g = dW.shape[1]
+    WI = np.concatenate([a for ls in states for a in (ls.W, ls.I)]).reshape(len(states), 2 * g)
+    dWI = np.concatenate((dW, dI), axis=1)
+    src = rounds[0][1]  # every state has a first batch, in the order of the states
+    WI += dWI[src] if len(src) < len(dWI) or src != list(range(len(dWI))) else dWI
+    for to, src in rounds[1:]:
+        WI[to] += dWI[src]  # (no state twice in a round)
+    for ls, row in zip(states, WI):
+        ls.W, ls.I = row[:g], row[g:]
 
 
 def _state(tests: dict[str, TestState], key: str, t: LatencyTest | ContrastTest) -> TestState:

@@ -233,7 +233,20 @@ class LatencyTest:
     def increments_many(
         self, pairs: list[tuple[np.ndarray, np.ndarray]], prepared: Batches | None = None
     ) -> list[tuple[np.ndarray, np.ndarray] | None]:
-        """:meth:`increments` of many batches ``(candidate counts, control counts)`` at once.
+        """:meth:`increments` of many batches ``(candidate counts, control counts)`` at once
+        (:meth:`increments_rows`, one pair of rows per batch; None where a side is empty)."""
+        out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(pairs)
+        rows, dW, inv = self.increments_rows(pairs, prepared)
+        for r, i in enumerate(rows):
+            out[i] = (dW[r], inv[r])
+        return out
+
+    def increments_rows(
+        self, pairs: list[tuple[np.ndarray, np.ndarray]], prepared: Batches | None = None
+    ) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """:meth:`increments` of many batches ``(candidate counts, control counts)`` at once, as
+        matrices: ``(rows, dW, dI)`` where row ``r`` of ``dW``, ``dI`` is the batch
+        ``pairs[rows[r]]`` (the batches with requests on both sides).
 
         The same arithmetic as :meth:`batch` (element for element, so the results are the
         same), vectorised over the batches: where :meth:`batch` scans every position for
@@ -242,10 +255,9 @@ class LatencyTest:
         with ``P(u) <= q N`` is where a binary search over ``u`` ends.  ``prepared``: the
         same ``pairs`` already stacked by :func:`prepare_batches` (for another quantile).
         """
-        out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(pairs)
         prep = prepare_batches(pairs) if prepared is None else prepared
         if not prep.rows:
-            return out
+            return [], np.zeros((0, len(self.grid))), np.zeros((0, len(self.grid)))
         rows, M, nb, cum_c, cum_t = prep.rows, prep.M, prep.nb, prep.cum_c, prep.cum_t
         n_t, n_c, N = prep.n_t, prep.n_c, prep.N
         i0, f = self.i0, self.f
@@ -261,17 +273,18 @@ class LatencyTest:
         # can reach, clipped to 0..nb once (cum[0] = 0 below, cum[nb] = the total above).
         left = -(lo0 + smin)
         width = left + lo0 + (1 << steps) + smax + 2
-        cols = np.clip(np.arange(width) - left, 0, nb)
         # (32-bit in the search, which halves the memory it reads: counts of one batch and
         # positions fit; the arithmetic below is on 64-bit values again)
         small = M * width < 2**31 and int(N.max()) < 2**31
         idt = np.int32 if small else np.int64
-        flat_c: Any = cum_c[:, cols].ravel().astype(idt)
-        flat_t: Any = cum_t[:, cols].ravel().astype(idt)
+        flat_c: Any = _padded(cum_c, left, width, idt).ravel()
+        flat_t: Any = _padded(cum_t, left, width, idt).ravel()
+        # (a control's counts are stacked once for all the candidates compared with it: row
+        # ``ctrl[m]`` of cum_c is batch m's)
         ic: np.ndarray = np.broadcast_to(
-            (np.arange(M, dtype=idt) * width + left + lo0)[:, None], (M, len(shifts[0]))
+            (prep.ctrl.astype(idt) * width + left + lo0)[:, None], (M, len(shifts[0]))
         ).copy()
-        it: np.ndarray = ic + shifts.astype(idt)
+        it: np.ndarray = (np.arange(M, dtype=idt) * width + left + lo0)[:, None] + shifts.astype(idt)
         for e in range(steps - 1, -1, -1):
             half = 1 << e
             below: np.ndarray = (flat_c.take(ic + half) + flat_t.take(it + half)) <= target
@@ -299,10 +312,7 @@ class LatencyTest:
         Vg = (1 - f) * v0 + f * v1
         ok = ((v0 > 0) | (f == 1.0)) & ((v1 > 0) | (f == 0.0)) & (Vg > 0)
         inv = np.where(ok, 1.0 / np.where(ok, Vg, 1.0), 0.0)
-        dW = Dg * inv
-        for r, i in enumerate(rows):
-            out[i] = (dW[r], inv[r])
-        return out
+        return rows, Dg * inv, inv
 
     # -- evidence, interval, estimate -------------------------------------------
     def _monotone(self, st: LatencyState) -> tuple[np.ndarray, np.ndarray]:
@@ -516,7 +526,9 @@ def quantile_values(counts: list[np.ndarray], qs: tuple[float, ...]) -> dict[flo
 class Batches:
     """Batches of latency counts stacked for :meth:`LatencyTest.increments_many`: the pairs
     with requests on both sides (``rows``), cropped to the buckets that hold data, their
-    sizes and cumulative counts (``cum[:, i]``: values in buckets below ``i``)."""
+    sizes and cumulative counts (``cum[:, i]``: values in buckets below ``i``).  The
+    controls' counts are stacked once per distinct array (the same control batch of a route
+    is compared with every candidate): batch ``m``'s control is row ``ctrl[m]`` of ``cum_c``."""
 
     rows: list[int]
     M: int
@@ -526,25 +538,41 @@ class Batches:
     N: np.ndarray
     cum_c: np.ndarray
     cum_t: np.ndarray
+    ctrl: np.ndarray
 
     @classmethod
     def none(cls) -> Batches:
         z = np.zeros((0, 1), dtype=np.int64)
-        return cls([], 0, 0, z, z, z, z, z)
+        return cls([], 0, 0, z, z, z, z, z, np.zeros(0, dtype=np.int64))
 
 
 def prepare_batches(pairs: list[tuple[np.ndarray, np.ndarray]]) -> Batches:
-    """Stack ``(candidate counts, control counts)`` pairs once for every latency quantile."""
+    """Stack ``(candidate counts, control counts)`` pairs once for every latency quantile
+    (each distinct control array once)."""
     if not pairs:
         return Batches.none()
+    index: dict[int, int] = {}
+    controls: list[np.ndarray] = []
+    of: list[int] = []
+    for _, cc in pairs:
+        u = index.get(id(cc))
+        if u is None:
+            u = index[id(cc)] = len(controls)
+            controls.append(cc)
+        of.append(u)
     CT = _rows([ct for ct, _ in pairs], NUM_BUCKETS).astype(np.int64, copy=False)
-    CC = _rows([cc for _, cc in pairs], NUM_BUCKETS).astype(np.int64, copy=False)
-    keep = (CT.sum(axis=1) > 0) & (CC.sum(axis=1) > 0)
+    CC = _rows(controls, NUM_BUCKETS).astype(np.int64, copy=False)
+    n_cu = CC.sum(axis=1)
+    ctrl = np.asarray(of, dtype=np.int64)
+    keep = (CT.sum(axis=1) > 0) & (n_cu[ctrl] > 0)
     rows = np.flatnonzero(keep).tolist()
     if not rows:
         return Batches.none()
     if len(rows) < len(pairs):
-        CT, CC = CT[keep], CC[keep]
+        CT, ctrl = CT[keep], ctrl[keep]
+    used, ctrl = np.unique(ctrl, return_inverse=True)  # the controls of the kept batches
+    if len(used) < len(CC):
+        CC, n_cu = CC[used], n_cu[used]
     # Only the buckets some batch has data in matter: below them every cumulative count
     # is 0, above them the batch's total, so the columns outside are cropped (positions
     # u below are 0 = "nothing below", at nb = "everything below"; the same P(u)).
@@ -552,12 +580,24 @@ def prepare_batches(pairs: list[tuple[np.ndarray, np.ndarray]]) -> Batches:
     CT, CC = CT[:, b_lo:b_hi], CC[:, b_lo:b_hi]
     M, nb = CT.shape
     n_t = CT.sum(axis=1)[:, None]
-    n_c = CC.sum(axis=1)[:, None]
-    cum_c = np.zeros((M, nb + 1), dtype=np.int64)
+    n_c = n_cu[ctrl][:, None]
+    cum_c = np.zeros((len(CC), nb + 1), dtype=np.int64)
     cum_t = np.zeros((M, nb + 1), dtype=np.int64)
     np.cumsum(CC, axis=1, out=cum_c[:, 1:])
     np.cumsum(CT, axis=1, out=cum_t[:, 1:])
-    return Batches(rows, M, nb, n_t, n_c, n_t + n_c, cum_c, cum_t)
+    return Batches(rows, M, nb, n_t, n_c, n_t + n_c, cum_c, cum_t, ctrl.reshape(-1))
+
+
+def _padded(cum: np.ndarray, left: int, width: int, dtype: Any) -> np.ndarray:
+    """``cum[:, clip(arange(width) - left, 0, nb)]`` as ``dtype`` (``nb + 1`` columns in
+    ``cum``): its first column ``left`` times, ``cum``, then its last column repeated --
+    written into one new matrix rather than gathered column by column and then converted."""
+    M, n = cum.shape
+    out = np.empty((M, width), dtype=dtype)
+    out[:, :left] = cum[:, :1]
+    out[:, left : left + n] = cum
+    out[:, left + n :] = cum[:, n - 1 : n]
+    return out
 
 
 def _rows(arrays: list[np.ndarray], width: int) -> np.ndarray:
