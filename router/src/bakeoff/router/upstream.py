@@ -25,21 +25,21 @@ from bakeoff.router.http11 import (
 )
 
 if TYPE_CHECKING:
-    from bakeoff.router.downstream import ClientConnection, Exchange
+    from bakeoff.router.downstream import ClientConnection, Exchange, RouterSettings
     from bakeoff.router.routing import Upstream
     from bakeoff.router.server import Router
 
 
-def add_own_headers(lines: list[bytes], ex: Exchange, router: Router, upgrade: bool = False) -> None:
+def add_own_headers(lines: list[bytes], ex: Exchange, settings: RouterSettings, upgrade: bool = False) -> None:
     """The response headers that are the router's: this hop's Connection, and the variant's name."""
     if upgrade:
         lines.append(b"Connection: upgrade\r\n")
-    elif not ex.keep_alive or router.draining:
+    elif not ex.keep_alive or settings.draining:
         ex.keep_alive = False
         lines.append(b"Connection: close\r\n")
     elif ex.http10:
         lines.append(b"Connection: keep-alive\r\n")
-    if router.expose_variant:
+    if settings.expose_variant:
         lines.append(ex.variant.header_line)  # type: ignore[union-attr]
 
 
@@ -245,9 +245,8 @@ class UpstreamConnection(asyncio.Protocol):
         if available > length:
             return False
         # Committed to this path from here on.
-        router = client.router
         if metrics is not None:
-            stats = router.stats.variant(ex.variant.name)  # type: ignore[union-attr]
+            stats = client.settings.stats.variant(ex.variant.name)  # type: ignore[union-attr]
             for name, value in metrics:
                 stats.record_metric(name.decode("latin-1"), value)
         if cuts is None:
@@ -259,7 +258,7 @@ class UpstreamConnection(asyncio.Protocol):
                 parts.append(head[pos:a])
                 pos = b
             parts.append(head[pos:])
-        add_own_headers(parts, ex, router)
+        add_own_headers(parts, ex, client.settings)
         parts.append(b"\r\n")
         self._status = status
         ex.response_started = True
@@ -327,7 +326,7 @@ class UpstreamConnection(asyncio.Protocol):
             ex.response_started = False
             return
         if self._metrics is not None:
-            stats = client.router.stats.variant(ex.variant.name)  # type: ignore[union-attr]
+            stats = client.settings.stats.variant(ex.variant.name)  # type: ignore[union-attr]
             for name, value in self._metrics:
                 stats.record_metric(name.decode("latin-1"), value)
         no_body = ex.is_head or status in (204, 304) or status == 101
@@ -340,7 +339,7 @@ class UpstreamConnection(asyncio.Protocol):
             else:
                 self._chunked = True
                 headers.append(b"Transfer-Encoding: chunked\r\n")
-        add_own_headers(headers, ex, client.router, upgrade=status == 101)
+        add_own_headers(headers, ex, client.settings, upgrade=status == 101)
         client.response_head(ex, b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, self._reason, b"".join(headers)))
         if ex.is_head:
             self._head_only_done = True
