@@ -38,7 +38,8 @@ from bakeoff.router.http11 import (
     HOP_BY_HOP,
     METHOD_NOT_ALLOWED,
     NO_VARIANT,
-    REQUEST_HEAD,
+    REQUEST_FIELD,
+    REQUEST_LINE,
     REQUEST_TIMEOUT,
     HeadTooLarge,
     Rejected,
@@ -51,8 +52,6 @@ from bakeoff.router.http11 import (
 from bakeoff.router.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
-    import re
-
     from bakeoff.router.routing import RequestRoutes, RouteTable, Upstream, Variant
     from bakeoff.router.server import Router
     from bakeoff.router.stats import RouterStats
@@ -68,7 +67,7 @@ _perf = time.perf_counter
 _H2_PAUSE = "Pause on PRI/Upgrade"  # httptools' error at HTTP/2's connection preface
 log = structlog.get_logger("bakeoff.router")
 
-# The fixed names among the request headers the fast path acts on (Router.request_special).
+# The fixed names among the request headers the fast path acts on.
 _OTHER: Final = 0
 _CONTENT_LENGTH: Final = 1
 _CONNECTION: Final = 2
@@ -77,7 +76,9 @@ _XFF: Final = 4
 _XFP: Final = 5
 _REQUEST_ID: Final = 6
 _HOST: Final = 7
+_HOP: Final = 8
 _REQUEST_CODES: Final = {
+    b"keep-alive": _HOP, b"proxy-connection": _HOP, b"te": _HOP, b"trailer": _HOP,
     b"content-length": _CONTENT_LENGTH, b"connection": _CONNECTION, b"transfer-encoding": _NOT_FAST,
     b"upgrade": _NOT_FAST, b"x-forwarded-for": _XFF, b"x-forwarded-proto": _XFP, b"x-request-id": _REQUEST_ID,
     b"host": _HOST,
@@ -96,17 +97,16 @@ class RouterSettings:
 
     __slots__ = (
         "routes", "request_routes", "tracer", "sticky", "sticky_header", "override_header",
-        "override_enabled", "request_special", "max_header_bytes", "draining", "expose_variant",
+        "override_enabled", "max_header_bytes", "draining", "expose_variant",
         "pool", "stats",
     )  # fmt: skip
 
     routes: RouteTable
-    request_special: re.Pattern[bytes]
     pool: UpstreamPool
     stats: RouterStats
 
     def __init__(self) -> None:
-        # routes, request_special, pool and stats are set by the Router before it serves.
+        # routes, pool and stats are set by the Router before it serves.
         self.request_routes: RequestRoutes | None = None
         self.tracer: Tracer | None = None
         self.sticky: StickyKeySource | None = None
@@ -382,13 +382,12 @@ class ClientConnection(asyncio.Protocol):
         if end < 0:
             return False
         head = data[: end + 2]
-        m = REQUEST_HEAD.match(head)
-        if m is None or m.end() != len(head):
+        m = REQUEST_LINE.match(head)
+        if m is None:
             return False
         settings = self.settings
         if end + 2 > settings.max_header_bytes:
             return False
-        lower = head.lower()
         keep_alive = True
         length = -1
         key = override = xff = None
@@ -398,20 +397,25 @@ class ClientConnection(asyncio.Protocol):
         cuts: list[tuple[int, int]] | None = None
         sticky = settings.sticky_header
         override_name = settings.override_header
-        for f in settings.request_special.finditer(lower):
-            name = f.group(1)
-            # One dict look-up instead of up to ten bytes comparisons (a Host
-            # line, on every request, was the tenth); the order of the tests,
-            # and so which one a configured header name shadows, is unchanged.
-            code = _REQUEST_CODES.get(name, _OTHER)
+        tracing = settings.tracer is not None
+        pos = m.end()
+        fields: list[tuple[bytes, bytes]] = REQUEST_FIELD.findall(head, pos)
+        for line, name in fields:
+            start = pos
+            pos += len(line)
+            lname = name.lower()
+            # One dict look-up instead of up to ten bytes comparisons; the
+            # order of the tests, and so which one a configured header name
+            # shadows, is the same as on the general path (on_header).
+            code = _REQUEST_CODES.get(lname, _OTHER)
             drop = False
             if code == _CONTENT_LENGTH:
-                value = f.group(2).strip()
+                value = line[len(name) + 1 :].strip()
                 if length >= 0 or not value.isdigit() or len(value) > 18:
                     return False
                 length = int(value)
             elif code == _CONNECTION:
-                tokens = {t.strip() for t in f.group(2).split(b",")}
+                tokens = {t.strip() for t in line[len(name) + 1 : -2].lower().split(b",")}
                 if not tokens <= {b"keep-alive", b"close", b""}:
                     return False
                 if b"close" in tokens:
@@ -419,14 +423,14 @@ class ClientConnection(asyncio.Protocol):
                 drop = True
             elif code == _NOT_FAST:  # transfer-encoding, upgrade
                 return False
-            elif name == sticky:
+            elif lname == sticky:
                 if key is None:  # several lines: the first that holds a key (see on_header)
-                    key = settings.sticky.key_from(head[f.start(2) : f.end(2)])  # type: ignore[union-attr]
-            elif name == override_name:
-                override = head[f.start(2) : f.end(2)].strip()
+                    key = settings.sticky.key_from(line[len(name) + 1 : -2].lstrip(b" \t"))  # type: ignore[union-attr]
+            elif lname == override_name:
+                override = line[len(name) + 1 :].strip()
                 drop = True
             elif code == _XFF:
-                value = head[f.start(2) : f.end(2)].rstrip()
+                value = line[len(name) + 1 : -2].strip(b" \t")
                 xff = value if xff is None else xff + b", " + value
                 drop = True
             elif code == _XFP:
@@ -435,15 +439,18 @@ class ClientConnection(asyncio.Protocol):
                 has_rid = True
             elif code == _HOST:
                 hosts += 1
-            elif name == b"traceparent":  # matched only with tracing configured (Router._set_sticky)
-                traceparent = head[f.start(2) : f.end(2)] if traceparent is None else b"several"
+            elif code == _HOP:  # keep-alive, proxy-connection, te, trailer: this hop's only
                 drop = True
-            else:  # keep-alive, proxy-connection, te, trailer: this hop's only
+            elif tracing and lname == b"traceparent":
+                value = line[len(name) + 1 : -2].lstrip(b" \t")
+                traceparent = value if traceparent is None else b"several"
                 drop = True
             if drop:
                 if cuts is None:
                     cuts = []
-                cuts.append((f.start(), f.end()))
+                cuts.append((start, pos))
+        if pos != len(head):
+            return False  # a line the grammar does not allow (findall skipped it): the general path
         body_len = len(data) - end - 4
         if hosts != 1:
             return False  # the general path answers it

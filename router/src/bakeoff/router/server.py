@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -59,7 +58,6 @@ class Router:
     sticky_header: bytes | None = _setting("sticky_header")  # type: ignore[assignment]
     override_header: bytes = _setting("override_header")  # type: ignore[assignment]
     override_enabled: bool = _setting("override_enabled")  # type: ignore[assignment]
-    request_special: re.Pattern[bytes] = _setting("request_special")  # type: ignore[assignment]
     max_header_bytes: int = _setting("max_header_bytes")  # type: ignore[assignment]
     draining: bool = _setting("draining")  # type: ignore[assignment]
     expose_variant: bool = _setting("expose_variant")  # type: ignore[assignment]
@@ -105,17 +103,6 @@ class Router:
     def _set_sticky(self, sticky: StickyKeySource | None) -> None:
         self.sticky = sticky
         self.sticky_header = sticky.header if sticky is not None else None
-        # The request headers the fast request path acts on (downstream.ClientConnection._fast_request).
-        names = [b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade",
-                 b"transfer-encoding", b"content-length", b"x-forwarded-for", b"x-forwarded-proto",
-                 b"x-request-id", b"host", self.override_header]  # fmt: skip
-        if self.sticky_header is not None:
-            names.append(self.sticky_header)
-        if self.config.tracing is not None:
-            names.append(b"traceparent")
-        self.request_special = re.compile(
-            rb"\r\n(" + b"|".join(re.escape(n) for n in dict.fromkeys(names)) + rb"):[ \t]*([^\r]*)"
-        )
 
     def set_stickiness(self, kind: str | None, name: str | None = None) -> None:
         """Where sticky keys come from from now on: ("header"|"cookie", NAME), or None for none.

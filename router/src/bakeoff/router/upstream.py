@@ -10,7 +10,7 @@ address for reuse.  Back-pressure goes through the client's
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
@@ -19,8 +19,8 @@ from bakeoff.router.http11 import (
     METRIC_PREFIX,
     METRIC_PREFIX_LEN,
     PLAIN_CONNECTION_TOKENS,
-    RESPONSE_HEAD,
-    RESPONSE_SPECIAL,
+    RESPONSE_FIELD,
+    RESPONSE_LINE,
     drop_connection_listed,
 )
 
@@ -28,6 +28,17 @@ if TYPE_CHECKING:
     from bakeoff.router.downstream import ClientConnection, Exchange, RouterSettings
     from bakeoff.router.routing import Upstream
     from bakeoff.router.server import Router
+
+# The response headers the fast path acts on (UpstreamConnection._fast_response).
+_KEEP: Final = 0
+_CONTENT_LENGTH: Final = 1
+_NOT_FAST: Final = 2
+_CONNECTION: Final = 3
+_HOP: Final = 4
+_RESPONSE_CODES: Final = {
+    b"content-length": _CONTENT_LENGTH, b"transfer-encoding": _NOT_FAST, b"upgrade": _NOT_FAST,
+    b"connection": _CONNECTION, b"keep-alive": _HOP, b"proxy-connection": _HOP, b"te": _HOP, b"trailer": _HOP,
+}  # fmt: skip
 
 
 def add_own_headers(lines: list[bytes], ex: Exchange, settings: RouterSettings, upgrade: bool = False) -> None:
@@ -201,7 +212,8 @@ class UpstreamConnection(asyncio.Protocol):
         if end < 0:
             return False
         head = data[: end + 2]
-        if RESPONSE_HEAD.fullmatch(head) is None:
+        m = RESPONSE_LINE.match(head)
+        if m is None:
             return False
         status = int(head[9:12])
         if status < 200:
@@ -212,30 +224,40 @@ class UpstreamConnection(asyncio.Protocol):
         # Spans of the lines to cut out (hop-by-hop and metric headers), found
         # in the same pass that reads them: the head is copied once, by the join.
         cuts: list[tuple[int, int]] | None = None
-        for f in RESPONSE_SPECIAL.finditer(head.lower()):
-            name, value = f.group(1, 2)
-            if name == b"content-length":
-                value = value.rstrip()
+        pos = m.end()
+        fields: list[tuple[bytes, bytes]] = RESPONSE_FIELD.findall(head, pos)
+        for line, name in fields:
+            start = pos
+            pos += len(line)
+            lname = name.lower()
+            code = _RESPONSE_CODES.get(lname, _KEEP)
+            if code == _KEEP:
+                if not lname.startswith(METRIC_PREFIX):
+                    continue
+                if metrics is None:
+                    metrics = []
+                metrics.append((lname[METRIC_PREFIX_LEN:], line[len(name) + 1 : -2].lstrip(b" \t")))
+            elif code == _CONTENT_LENGTH:
+                value = line[len(name) + 1 :].strip()
                 if length >= 0 or not value.isdigit() or len(value) > 18:
                     return False  # several lengths, or a strange one: the general path decides
                 length = int(value)
                 continue
-            if name == b"transfer-encoding" or name == b"upgrade":
+            elif code == _NOT_FAST:  # transfer-encoding, upgrade
                 return False
-            if name == b"connection":
-                if value != b"keep-alive":
+            elif code == _CONNECTION:
+                value = line[len(name) + 1 : -2].lower()
+                if value.strip(b" \t") != b"keep-alive":
                     tokens = {t.strip() for t in value.split(b",")}
                     if not tokens <= PLAIN_CONNECTION_TOKENS:
                         return False  # names more hop-by-hop headers: the general path drops them
                     if b"close" in tokens:
                         reusable = False
-            elif name[0] == 98:  # b"b": bakeoff-metric-<name>
-                if metrics is None:
-                    metrics = []
-                metrics.append((name[METRIC_PREFIX_LEN:], value))
             if cuts is None:
                 cuts = []
-            cuts.append(f.span())
+            cuts.append((start, pos))
+        if pos != len(head):
+            return False  # a line the grammar does not allow (findall skipped it): the general path
         if status == 204 or status == 304:
             length = 0
         elif length < 0:
