@@ -63,6 +63,7 @@ import argparse
 import ctypes
 import dataclasses
 import json
+import math
 import os
 import platform
 import re
@@ -1153,6 +1154,33 @@ def spread(xs: list[float]) -> dict[str, float]:
     return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "q1": q1, "q3": q3}
 
 
+def median_ci(xs: list[float], level: float = 0.95) -> tuple[float, float]:
+    """A distribution-free confidence interval for the median of the population ``xs`` were drawn from.
+
+    The order statistics x_(k) and x_(n-k+1), with k the largest integer such
+    that P(Binomial(n, 1/2) <= k - 1) <= (1 - level) / 2, cover the median
+    with probability at least ``level`` whatever the distribution (Conover,
+    "Practical Nonparametric Statistics", 3rd ed., Wiley 1999, section 3.2,
+    the confidence interval for a quantile).  With too few values for that
+    level (n <= 5 at 0.95) it is the whole range, and covers less.
+    """
+    xs = sorted(x for x in xs if x == x)
+    n = len(xs)
+    if n == 0:
+        return float("nan"), float("nan")
+    alpha = (1 - level) / 2
+    k = 0
+    cum = 0.0
+    for i in range(n + 1):
+        cum += math.comb(n, i) / 2**n
+        if cum > alpha:
+            break
+        k = i + 1
+    if k == 0:
+        return xs[0], xs[-1]
+    return xs[k - 1], xs[n - k]
+
+
 def fmt_spread(name: str, xs: list[float], fmt: str, target: str = "") -> str:
     s = spread(xs)
     return (f"{name} per round: {', '.join(format(x, fmt) for x in xs)}; median {s['median']:{fmt}} "
@@ -1243,8 +1271,13 @@ def summarise(args, results, rss_idle, rss_before, rss_rounds, rss_after, rss_pe
         out(fmt_spread(f"added p50 ratio {who}", ratios["added_ratio"][r], ".2f", ""))
         out(f"added p50 ratio {who} of the medians over {len(added_all[r])} slots: {ar:.2f} "
             f"(target <= 1.5: {'met' if ar <= 1.5 else 'NOT met'})")  # fmt: skip
+    added_ci = {t: median_ci(added_all[t]) for t in TARGETS[1:]}
     for t in TARGETS[1:]:
         out(fmt_spread(f"added p50 {t} (us)", added_all[t], ".1f").replace(" per round", " per slot"))
+        lo, hi = added_ci[t]
+        out(f"added p50 {t}: median {add[t]:.1f} us over {len(added_all[t])} slots, 95% CI {lo:.1f} to {hi:.1f} us"
+            + ("" if lo > 0 else " -- NOT resolved from zero: at this noise the hop's cost is not measured; "
+               "read cpu us/req, or run more slots (--latency-duration) on a quieter machine"))  # fmt: skip
     vs_router: dict[str, dict[str, list[float]]] = {}
     for r in ROUTERS[1:]:
         cpu_vs = [a / b for a, b in zip(ratios["cpu_ratio"][r], ratios["cpu_ratio"]["router"]) if b == b and b]
@@ -1320,6 +1353,8 @@ def summarise(args, results, rss_idle, rss_before, rss_rounds, rss_after, rss_pe
         "nginx_added_p50_us": round(add["nginx"], 1),
         "added_p50_ratio": round(added_ratio["router"], 3),
         "added_p50_us_spread": {t: rounded_spread(added_all[t], 1) for t in TARGETS[1:]},
+        "added_p50_ci_us": {t: [round(added_ci[t][0], 1), round(added_ci[t][1], 1)] for t in TARGETS[1:]},
+        "added_p50_resolved": {t: bool(added_ci[t][0] > 0) for t in TARGETS[1:]},
         "latency_slots": len(added_all["router"]),
         "router_rss_mb_after": round(rss_after, 2),
         "cpu_per_req_ratio": round(median(ratios["cpu_ratio"]["router"]), 3),

@@ -41,6 +41,10 @@ CASES = {
     "two-lengths": b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
     "obs-fold": b"GET / HTTP/1.1\r\nHost: h\r\nX-Fold: a\r\n b\r\n\r\n",
     "space-before-colon": b"GET / HTTP/1.1\r\nHost : h\r\n\r\n",
+    # Lines the fast path's findall skips: the lines it finds no longer tile the head.
+    "line-without-colon": b"GET / HTTP/1.1\r\nHost: h\r\nJunk\r\nX-A: 1\r\n\r\n",
+    "nul-in-value": b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\x00b\r\n\r\n",
+    "bare-cr-in-value": b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\rb\r\n\r\n",
 }
 
 

@@ -35,6 +35,17 @@ REQUEST_HEAD = re.compile(
     rb"(GET|HEAD|POST|PUT|DELETE|PATCH|OPTIONS) /[\x21-\x7e]*+ HTTP/1\.1\r\n"
     rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]++:[\t\x20-\x7e]*+\r\n)*+"
 )
+# The same grammars in two parts, as the fast paths use them: the first line,
+# then every field line found by one ``findall`` that returns each line and its
+# name.  findall skips what does not match, so a head is in the grammar exactly
+# when the lines found, which never overlap, add up to the rest of the head (a
+# gap would be a line that does not match).  One findall and a dictionary
+# look-up per line cost a third of what a grammar match, then a search for the
+# lines the router acts on (with a match object each) did (callgrind).
+RESPONSE_LINE = re.compile(rb"HTTP/1\.1 [1-5][0-9][0-9] [\t\x20-\x7e\x80-\xff]*+\r\n")
+RESPONSE_FIELD = re.compile(rb"(([!#$%&'*+.^_`|~0-9A-Za-z-]++):[\t\x20-\x7e\x80-\xff]*+\r\n)")
+REQUEST_LINE = re.compile(rb"(GET|HEAD|POST|PUT|DELETE|PATCH|OPTIONS) /[\x21-\x7e]*+ HTTP/1\.1\r\n")
+REQUEST_FIELD = re.compile(rb"(([!#$%&'*+.^_`|~0-9A-Za-z-]++):[\t\x20-\x7e]*+\r\n)")
 # Matched on the lower-cased head, whose byte positions equal the original's.
 RESPONSE_SPECIAL = re.compile(
     rb"\r\n(connection|keep-alive|proxy-connection|te|trailer|upgrade|transfer-encoding|content-length"

@@ -11,16 +11,15 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from bakeoff.contracts.snapshot import OTHER_ROUTE
 from bakeoff.router.config import RouterConfig, RouteSpec, VariantSpec
-from bakeoff.router.downstream import ClientConnection
+from bakeoff.router.downstream import ClientConnection, RouterSettings
 from bakeoff.router.h2_downstream import AlpnDispatch, H2Client, tls_context
 from bakeoff.router.h2_upstream import H2UpstreamPool
 from bakeoff.router.routing import RequestRoutes, RouteTable
@@ -37,8 +36,36 @@ log = structlog.get_logger("bakeoff.router")
 H2_COUNTERS = ("protocol_errors", "refused_streams", "oversize_headers", "rapid_resets")
 
 
+def _setting(name: str) -> property:
+    """A Router attribute kept in its RouterSettings, the object the compiled hot path reads."""
+
+    def get(self: Router) -> Any:
+        return getattr(self.settings, name)
+
+    def set(self: Router, value: Any) -> None:
+        setattr(self.settings, name, value)
+
+    return property(get, set, doc=f"{name} (stored in Router.settings, read by every request)")
+
+
 class Router:
+    # The settings every request reads live in one compiled object (downstream.RouterSettings)
+    # that each connection holds; these properties keep them Router attributes for everyone else.
+    routes: RouteTable = _setting("routes")  # type: ignore[assignment]
+    request_routes: RequestRoutes | None = _setting("request_routes")  # type: ignore[assignment]
+    tracer: Tracer | None = _setting("tracer")  # type: ignore[assignment]
+    sticky: StickyKeySource | None = _setting("sticky")  # type: ignore[assignment]
+    sticky_header: bytes | None = _setting("sticky_header")  # type: ignore[assignment]
+    override_header: bytes = _setting("override_header")  # type: ignore[assignment]
+    override_enabled: bool = _setting("override_enabled")  # type: ignore[assignment]
+    max_header_bytes: int = _setting("max_header_bytes")  # type: ignore[assignment]
+    draining: bool = _setting("draining")  # type: ignore[assignment]
+    expose_variant: bool = _setting("expose_variant")  # type: ignore[assignment]
+    pool: UpstreamPool = _setting("pool")  # type: ignore[assignment]
+    stats: RouterStats = _setting("stats")  # type: ignore[assignment]
+
     def __init__(self, config: RouterConfig, *, router_id: str | None = None, reuse_port: bool = False) -> None:
+        self.settings = RouterSettings()
         self.config = config
         # Per-route statistics only when routes are configured: None keeps the
         # hot path at one attribute test per request.
@@ -76,17 +103,6 @@ class Router:
     def _set_sticky(self, sticky: StickyKeySource | None) -> None:
         self.sticky = sticky
         self.sticky_header = sticky.header if sticky is not None else None
-        # The request headers the fast request path acts on (downstream.ClientConnection._fast_request).
-        names = [b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade",
-                 b"transfer-encoding", b"content-length", b"x-forwarded-for", b"x-forwarded-proto",
-                 b"x-request-id", b"host", self.override_header]  # fmt: skip
-        if self.sticky_header is not None:
-            names.append(self.sticky_header)
-        if self.config.tracing is not None:
-            names.append(b"traceparent")
-        self.request_special = re.compile(
-            rb"\r\n(" + b"|".join(re.escape(n) for n in dict.fromkeys(names)) + rb"):[ \t]*([^\r]*)"
-        )
 
     def set_stickiness(self, kind: str | None, name: str | None = None) -> None:
         """Where sticky keys come from from now on: ("header"|"cookie", NAME), or None for none.

@@ -10,7 +10,7 @@ address for reuse.  Back-pressure goes through the client's
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
@@ -19,27 +19,38 @@ from bakeoff.router.http11 import (
     METRIC_PREFIX,
     METRIC_PREFIX_LEN,
     PLAIN_CONNECTION_TOKENS,
-    RESPONSE_HEAD,
-    RESPONSE_SPECIAL,
+    RESPONSE_FIELD,
+    RESPONSE_LINE,
     drop_connection_listed,
 )
 
 if TYPE_CHECKING:
-    from bakeoff.router.downstream import ClientConnection, Exchange
+    from bakeoff.router.downstream import ClientConnection, Exchange, RouterSettings
     from bakeoff.router.routing import Upstream
     from bakeoff.router.server import Router
 
+# The response headers the fast path acts on (UpstreamConnection._fast_response).
+_KEEP: Final = 0
+_CONTENT_LENGTH: Final = 1
+_NOT_FAST: Final = 2
+_CONNECTION: Final = 3
+_HOP: Final = 4
+_RESPONSE_CODES: Final = {
+    b"content-length": _CONTENT_LENGTH, b"transfer-encoding": _NOT_FAST, b"upgrade": _NOT_FAST,
+    b"connection": _CONNECTION, b"keep-alive": _HOP, b"proxy-connection": _HOP, b"te": _HOP, b"trailer": _HOP,
+}  # fmt: skip
 
-def add_own_headers(lines: list[bytes], ex: Exchange, router: Router, upgrade: bool = False) -> None:
+
+def add_own_headers(lines: list[bytes], ex: Exchange, settings: RouterSettings, upgrade: bool = False) -> None:
     """The response headers that are the router's: this hop's Connection, and the variant's name."""
     if upgrade:
         lines.append(b"Connection: upgrade\r\n")
-    elif not ex.keep_alive or router.draining:
+    elif not ex.keep_alive or settings.draining:
         ex.keep_alive = False
         lines.append(b"Connection: close\r\n")
     elif ex.http10:
         lines.append(b"Connection: keep-alive\r\n")
-    if router.expose_variant:
+    if settings.expose_variant:
         lines.append(ex.variant.header_line)  # type: ignore[union-attr]
 
 
@@ -201,7 +212,8 @@ class UpstreamConnection(asyncio.Protocol):
         if end < 0:
             return False
         head = data[: end + 2]
-        if RESPONSE_HEAD.fullmatch(head) is None:
+        m = RESPONSE_LINE.match(head)
+        if m is None:
             return False
         status = int(head[9:12])
         if status < 200:
@@ -212,30 +224,40 @@ class UpstreamConnection(asyncio.Protocol):
         # Spans of the lines to cut out (hop-by-hop and metric headers), found
         # in the same pass that reads them: the head is copied once, by the join.
         cuts: list[tuple[int, int]] | None = None
-        for f in RESPONSE_SPECIAL.finditer(head.lower()):
-            name, value = f.group(1, 2)
-            if name == b"content-length":
-                value = value.rstrip()
+        pos = m.end()
+        fields: list[tuple[bytes, bytes]] = RESPONSE_FIELD.findall(head, pos)
+        for line, name in fields:
+            start = pos
+            pos += len(line)
+            lname = name.lower()
+            code = _RESPONSE_CODES.get(lname, _KEEP)
+            if code == _KEEP:
+                if not lname.startswith(METRIC_PREFIX):
+                    continue
+                if metrics is None:
+                    metrics = []
+                metrics.append((lname[METRIC_PREFIX_LEN:], line[len(name) + 1 : -2].lstrip(b" \t")))
+            elif code == _CONTENT_LENGTH:
+                value = line[len(name) + 1 :].strip()
                 if length >= 0 or not value.isdigit() or len(value) > 18:
                     return False  # several lengths, or a strange one: the general path decides
                 length = int(value)
                 continue
-            if name == b"transfer-encoding" or name == b"upgrade":
+            elif code == _NOT_FAST:  # transfer-encoding, upgrade
                 return False
-            if name == b"connection":
-                if value != b"keep-alive":
+            elif code == _CONNECTION:
+                value = line[len(name) + 1 : -2].lower()
+                if value.strip(b" \t") != b"keep-alive":
                     tokens = {t.strip() for t in value.split(b",")}
                     if not tokens <= PLAIN_CONNECTION_TOKENS:
                         return False  # names more hop-by-hop headers: the general path drops them
                     if b"close" in tokens:
                         reusable = False
-            elif name[0] == 98:  # b"b": bakeoff-metric-<name>
-                if metrics is None:
-                    metrics = []
-                metrics.append((name[METRIC_PREFIX_LEN:], value))
             if cuts is None:
                 cuts = []
-            cuts.append(f.span())
+            cuts.append((start, pos))
+        if pos != len(head):
+            return False  # a line the grammar does not allow (findall skipped it): the general path
         if status == 204 or status == 304:
             length = 0
         elif length < 0:
@@ -245,9 +267,8 @@ class UpstreamConnection(asyncio.Protocol):
         if available > length:
             return False
         # Committed to this path from here on.
-        router = client.router
         if metrics is not None:
-            stats = router.stats.variant(ex.variant.name)  # type: ignore[union-attr]
+            stats = client.settings.stats.variant(ex.variant.name)  # type: ignore[union-attr]
             for name, value in metrics:
                 stats.record_metric(name.decode("latin-1"), value)
         if cuts is None:
@@ -259,7 +280,7 @@ class UpstreamConnection(asyncio.Protocol):
                 parts.append(head[pos:a])
                 pos = b
             parts.append(head[pos:])
-        add_own_headers(parts, ex, router)
+        add_own_headers(parts, ex, client.settings)
         parts.append(b"\r\n")
         self._status = status
         ex.response_started = True
@@ -327,7 +348,7 @@ class UpstreamConnection(asyncio.Protocol):
             ex.response_started = False
             return
         if self._metrics is not None:
-            stats = client.router.stats.variant(ex.variant.name)  # type: ignore[union-attr]
+            stats = client.settings.stats.variant(ex.variant.name)  # type: ignore[union-attr]
             for name, value in self._metrics:
                 stats.record_metric(name.decode("latin-1"), value)
         no_body = ex.is_head or status in (204, 304) or status == 101
@@ -340,7 +361,7 @@ class UpstreamConnection(asyncio.Protocol):
             else:
                 self._chunked = True
                 headers.append(b"Transfer-Encoding: chunked\r\n")
-        add_own_headers(headers, ex, client.router, upgrade=status == 101)
+        add_own_headers(headers, ex, client.settings, upgrade=status == 101)
         client.response_head(ex, b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, self._reason, b"".join(headers)))
         if ex.is_head:
             self._head_only_done = True
