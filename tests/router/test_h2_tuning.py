@@ -51,7 +51,9 @@ def test_caching_decoder_matches_hpack_on_a_churning_table(monkeypatch):
         d.header_table_size = 160
     decoded = []
     real = hpack.Decoder.decode
-    monkeypatch.setattr(hpack.Decoder, "decode", lambda self, data, raw=False: decoded.append(1) or real(self, data, raw))
+    monkeypatch.setattr(
+        hpack.Decoder, "decode", lambda self, data, raw=False: decoded.append(1) or real(self, data, raw)
+    )
     n = 3000
     for i in range(n):
         headers = rnd.sample(pool, rnd.randint(1, 4))

@@ -176,11 +176,15 @@ def test_header_blocks_repeat_call_after_call(tmp_path, h2c_upstream):
     ).start()
     try:
         client = RawBlocks(router.port)
-        blocks = [client.call(BASE + b"\x5f\x03abc")[0] for _ in range(20)]  # content-type: abc (static name 31, indexed)
+        blocks = [
+            client.call(BASE + b"\x5f\x03abc")[0] for _ in range(20)
+        ]  # content-type: abc (static name 31, indexed)
         client.close()
         distinct = len(set(blocks))
         table = [len(d.header_table.dynamic_entries) for d in h2c_upstream.decoders]  # type: ignore[attr-defined]
-        print(f"distinct response header blocks over 20 calls: {distinct} ({len(blocks[0])} bytes); upstream table entries: {table}")
+        print(
+            f"distinct response header blocks over 20 calls: {distinct} ({len(blocks[0])} bytes); upstream table entries: {table}"
+        )
         assert all(dict(h).get(b"content-type") == b"abc" for h in h2c_upstream.requests)
         assert distinct == 1, blocks[:3]
         assert table == [0] * len(table), table

@@ -216,7 +216,9 @@ class StaticEncoder(Encoder):
                 key = header
                 sensitive = False
             else:
-                sensitive = (not header.indexable) if isinstance(header, HeaderTuple) else bool(header[2:3] and header[2])
+                sensitive = (
+                    (not header.indexable) if isinstance(header, HeaderTuple) else bool(header[2:3] and header[2])
+                )
                 key = (header[0], header[1], sensitive)
             try:
                 parts.append(cache[key])
