@@ -66,8 +66,15 @@ def test_caching_decoder_matches_hpack_on_a_churning_table(monkeypatch):
         assert [type(h) for h in got] == [type(h) for h in want], i
         assert list(cached.header_table.dynamic_entries) == list(plain.header_table.dynamic_entries), i
     hits = n - len(decoded)
-    print(f"caching decoder: {hits} of {n} blocks answered from memory")
-    assert hits >= n // 20, hits  # a churning table: most blocks read entries that have changed since
+    assert hits > 0  # a churning table: most blocks read entries that have changed since
+    # Then steady traffic: the same call again and again, its fields indexed once, referred to after.
+    decoded.clear()
+    steady = [(b":status", b"200"), (b"content-type", b"application/grpc"), (b"x-b", b"long-value-" * 3)]
+    for _ in range(100):
+        block = enc.encode(steady)
+        assert cached.decode(block, raw=True) == real(plain, block, raw=True) == steady
+    print(f"caching decoder: {hits} of {n} churning blocks, {100 - len(decoded)} of 100 steady ones from memory")
+    assert len(decoded) <= 3, len(decoded)
 
 
 def test_static_encoder_round_trips_and_inserts_nothing():
