@@ -32,3 +32,71 @@ def test_tuned_hpack_round_trips_headers():
     e, d = hpack.Encoder(), hpack.Decoder()
     for _ in range(3):
         assert d.decode(e.encode(headers), raw=True) == headers
+
+
+def test_caching_decoder_matches_hpack_on_a_churning_table(monkeypatch):
+    """Differential: a peer's indexing encoder with a small table (entries evicted, indexes reused), blocks
+    repeating; the caching decoder answers every block as hpack's decoder does, and serves many from memory."""
+    import random
+
+    from bakeoff.router.h2_tuning import CachingDecoder
+
+    rnd = random.Random(7)
+    pool = [(b"x-a", b"1"), (b"x-a", b"2"), (b"x-b", b"long-value-" * 3), (b"content-type", b"application/grpc")]
+    pool += [(b":status", b"200"), (b"x-c", b"3"), (b"user-agent", b"grpc-python")]
+    enc = hpack.Encoder()
+    enc.header_table_size = 160  # a few entries: insertions evict
+    plain, cached = hpack.Decoder(), CachingDecoder()
+    for d in (plain, cached):
+        d.header_table_size = 160
+    decoded = []
+    real = hpack.Decoder.decode
+    monkeypatch.setattr(
+        hpack.Decoder, "decode", lambda self, data, raw=False: decoded.append(1) or real(self, data, raw)
+    )
+    n = 3000
+    for i in range(n):
+        headers = rnd.sample(pool, rnd.randint(1, 4))
+        if rnd.random() < 0.1:
+            headers.append(hpack.NeverIndexedHeaderTuple(b"authorization", b"t%d" % rnd.randint(0, 3)))
+        block = enc.encode(headers)
+        got = cached.decode(block, raw=True)
+        want = real(plain, block, raw=True)
+        assert got == want == [tuple(h) for h in headers], i
+        assert [type(h) for h in got] == [type(h) for h in want], i
+        assert list(cached.header_table.dynamic_entries) == list(plain.header_table.dynamic_entries), i
+    hits = n - len(decoded)
+    assert hits > 0  # a churning table: most blocks read entries that have changed since
+    # Then steady traffic: the same call again and again, its fields indexed once, referred to after.
+    decoded.clear()
+    steady = [(b":status", b"200"), (b"content-type", b"application/grpc"), (b"x-b", b"long-value-" * 3)]
+    for _ in range(100):
+        block = enc.encode(steady)
+        assert cached.decode(block, raw=True) == real(plain, block, raw=True) == steady
+    print(f"caching decoder: {hits} of {n} churning blocks, {100 - len(decoded)} of 100 steady ones from memory")
+    assert len(decoded) <= 3, len(decoded)
+
+
+def test_static_encoder_round_trips_and_inserts_nothing():
+    from bakeoff.router.h2_tuning import StaticEncoder
+
+    enc = StaticEncoder()
+    dec = hpack.Decoder()
+    headers = [
+        (b":status", b"200"),  # static table entry: one byte
+        (b"content-type", b"application/grpc"),  # static name, literal value
+        (b"x-request-id", b"abc-123"),  # literal name and value
+        hpack.NeverIndexedHeaderTuple(b"authorization", b"secret"),
+        (b"x-bin", bytes(range(256))),  # Huffman would be longer: sent plain
+    ]
+    first = enc.encode(headers)
+    assert enc.encode(headers) == first  # the same bytes every time
+    got = dec.decode(first, raw=True)
+    assert got == [tuple(h) for h in headers]
+    assert isinstance(got[3], hpack.NeverIndexedHeaderTuple)
+    assert not dec.header_table.dynamic_entries
+    assert first[:1] == b"\x88"  # :status 200 is static index 8
+    enc.header_table_size = 0  # the peer shrank its table: signalled at the start of the next block
+    block = enc.encode(headers[:1])
+    assert block == b"\x20\x88"
+    assert dec.decode(block, raw=True) == [(b":status", b"200")]

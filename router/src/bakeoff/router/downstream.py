@@ -854,16 +854,7 @@ class ClientConnection(asyncio.Protocol):
             return
         if ex.span is not None:
             self.settings.tracer.end(ex, status, outcome)  # type: ignore[union-attr]
-        stats = self.settings.stats.variant(variant.name)
-        seconds = _perf() - ex.started
-        if outcome is None:
-            stats.record_response(status, seconds)
-            if ex.route >= 0:
-                stats.by_route[ex.route].record_response(status, seconds)  # type: ignore[index]
-        else:
-            stats.record_outcome(outcome, seconds)
-            if ex.route >= 0:
-                stats.by_route[ex.route].record_outcome(outcome, seconds)  # type: ignore[index]
+        self.settings.stats.variant(variant.name).record(ex.route, status, outcome, _perf() - ex.started)
 
     # -- called by UpstreamConnection -------------------------------------
     def response_head(self, ex: Exchange, head: bytes) -> None:

@@ -51,7 +51,7 @@ from h2.settings import SettingCodes, Settings
 
 from bakeoff.contracts.snapshot import ABORTED, CONNECT_ERROR, TIMEOUT
 from bakeoff.router import grpc
-from bakeoff.router.h2_tuning import tune_hpack
+from bakeoff.router.h2_tuning import fast_codec, tune_hpack
 from bakeoff.router.h2_upstream import CONNECTION_WINDOW, Http1Bridge
 from bakeoff.router.http11 import HOP_BY_HOP, METRIC_PREFIX, METRIC_PREFIX_LEN, request_id_line
 
@@ -161,6 +161,7 @@ class H2Client(asyncio.Protocol):
             client_side=False, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False
         )
         self.h2 = H2Connection(config)
+        fast_codec(self.h2)
         self.h2.local_settings = Settings(
             client=False,
             initial_values={
@@ -288,7 +289,8 @@ class H2Client(asyncio.Protocol):
         xff = None
         out: list[tuple[bytes, bytes]] = []
         sticky = router.sticky_header
-        for name, value in headers:
+        for field in headers:
+            name, value = field
             if name == b":path":
                 path = value
             elif name == b"content-type":
@@ -307,7 +309,7 @@ class H2Client(asyncio.Protocol):
             if name == b"x-forwarded-for":
                 xff = value if xff is None else xff + b", " + value
                 continue
-            out.append((name, value))
+            out.append(field)  # as it came: a never-indexed field stays so (RFC 7541 section 6.2.3)
         out.append((b"x-forwarded-for", self.peer if xff is None else xff + b", " + self.peer))
         if not has_xfp:
             out.append((b"x-forwarded-proto", b"https" if self.tls else b"http"))
@@ -431,13 +433,14 @@ class H2Client(asyncio.Protocol):
     def _response_headers(self, call: Call, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         out = []
         stats = None
-        for name, value in headers:
+        for field in headers:
+            name, value = field
             if name.startswith(METRIC_PREFIX):
                 if stats is None:
                     stats = self.router.stats.variant(call.variant.name)  # type: ignore[union-attr]
                 stats.record_metric(name[METRIC_PREFIX_LEN:].decode("latin-1"), value)
             elif name not in HOP_BY_HOP:
-                out.append((name, value))
+                out.append(field)
         return out
 
     # -- the call's end ------------------------------------------------------
@@ -531,16 +534,7 @@ class H2Client(asyncio.Protocol):
         variant = call.variant
         if variant is None:
             return
-        stats = self.router.stats.variant(variant.name)
-        seconds = _perf() - call.started
-        if outcome is None:
-            stats.record_response(status, seconds)
-            if call.route >= 0:
-                stats.by_route[call.route].record_response(status, seconds)  # type: ignore[index]
-        else:
-            stats.record_outcome(outcome, seconds)
-            if call.route >= 0:
-                stats.by_route[call.route].record_outcome(outcome, seconds)  # type: ignore[index]
+        self.router.stats.variant(variant.name).record(call.route, status, outcome, _perf() - call.started)
 
     # -- plumbing --------------------------------------------------------------
     def ack(self, sid: int, n: int) -> None:

@@ -34,6 +34,7 @@ from h2.events import (
 from h2.exceptions import H2Error, ProtocolError
 from httptools import HttpParserError, HttpResponseParser
 
+from bakeoff.router.h2_tuning import fast_codec
 from bakeoff.router.http11 import HOP_BY_HOP
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ class H2Upstream(asyncio.Protocol):
             client_side=True, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False
         )
         self.h2 = _GracefulH2(config)
+        fast_codec(self.h2)
         self.transport: asyncio.Transport | None = None
         self.calls: dict[int, Call] = {}
         self.closed = False

@@ -118,6 +118,19 @@ class VariantStats(RouteStats):
         metric.add(value)
         return True
 
+    def record(self, route: int, status: int, outcome: int | None, seconds: float) -> None:
+        """One finished request (HTTP/1.1 or HTTP/2): its status, or its outcome if it has one, for the variant
+        and for its route (route < 0: none)."""
+        by_route = self.by_route
+        if outcome is None:
+            self.record_response(status, seconds)
+            if route >= 0 and by_route is not None:
+                by_route[route].record_response(status, seconds)
+        else:
+            self.record_outcome(outcome, seconds)
+            if route >= 0 and by_route is not None:
+                by_route[route].record_outcome(outcome, seconds)
+
     def to_json(self) -> dict[str, Any]:
         out = self.counts_json()
         out["metrics"] = {k: m.to_json() for k, m in sorted(self.metrics.items())}
