@@ -50,26 +50,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--think", type=float, default=0.1, help="mean seconds between a shopper's pages (default 0.1)")
     p.add_argument("--state-dir", default=None, help="journal and reports (default: a new temporary directory)")
     p.add_argument("--no-locust", action="store_true", help="use the built-in load generator even if locust is there")
-    p.add_argument(
-        "--ui",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="serve the live web dashboard on 127.0.0.1 while the demo runs (its address is printed at start); "
-        "on by default without --headless",
-    )
-    p.add_argument(
-        "--ui-port", type=int, default=0, metavar="PORT", help="the dashboard's port (default 0: a free one)"
-    )
+    from bakeoff.cli.run import add_ui_arguments
+
+    add_ui_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from bakeoff.cli.run import execute
+    from bakeoff.cli.run import execute, ui_of
     from bakeoff.controller.resources import load_resources
 
     if args.users < 1 or args.think < 0:
         raise CommandError("demo: --users must be >= 1 and --think >= 0", EXIT_CONFIG)
-    if not 0 <= args.ui_port <= 65535:
-        raise CommandError(f"demo: --ui-port must be 0..65535, got {args.ui_port}", EXIT_CONFIG)
+    try:
+        ui, ui_port = ui_of(args)
+    except ValueError as e:
+        raise CommandError(f"demo: {e}", EXIT_CONFIG) from None
     resources = load_resources(SHOP)
     state_dir = Path(args.state_dir) if args.state_dir else Path(tempfile.mkdtemp(prefix="bakeoff-demo-"))
     from bakeoff.load import locust_available
@@ -98,8 +93,8 @@ def run(args: argparse.Namespace) -> int:
                 headless=args.headless,
                 exit_on_decision=True,
                 load=load,
-                ui=(not args.headless) if args.ui is None else args.ui,
-                ui_port=args.ui_port,
+                ui=ui,
+                ui_port=ui_port,
             )
         )
     except KeyboardInterrupt:

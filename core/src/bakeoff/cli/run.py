@@ -70,6 +70,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="serve the decisions as Prometheus metrics on http://HOST:PORT/metrics (share, phase, the judge's "
         "estimates and bounds, decisions by action; docs/run.md)",
     )
+    add_ui_arguments(p)
+    p.add_argument(
+        "--drain",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="seconds a retired variant keeps running for requests in flight (default 2)",
+    )
+
+
+def add_ui_arguments(p: argparse.ArgumentParser) -> None:
+    """--ui/--no-ui and --ui-port (bakeoff run and bakeoff demo); check them with ui_of."""
     p.add_argument(
         "--ui",
         action=argparse.BooleanOptionalAction,
@@ -80,13 +92,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ui-port", type=int, default=0, metavar="PORT", help="the dashboard's port (default 0: a free one)"
     )
-    p.add_argument(
-        "--drain",
-        type=float,
-        default=2.0,
-        metavar="S",
-        help="seconds a retired variant keeps running for requests in flight (default 2)",
-    )
+
+
+def ui_of(args: argparse.Namespace) -> tuple[bool, int]:
+    """(serve the dashboard?, its port) from add_ui_arguments' options; ValueError for a bad port."""
+    if not 0 <= args.ui_port <= 65535:
+        raise ValueError(f"--ui-port must be 0..65535, got {args.ui_port}")
+    return (not args.headless) if args.ui is None else bool(args.ui), args.ui_port
 
 
 def parse_load(value: str | None) -> tuple[int, float | None]:
@@ -136,8 +148,7 @@ def run(args: argparse.Namespace) -> int:
         if args.drain < 0:
             raise ValueError("--drain must be >= 0")
         metrics = _metrics_address(args.metrics)
-        if not 0 <= args.ui_port <= 65535:
-            raise ValueError(f"--ui-port must be 0..65535, got {args.ui_port}")
+        ui, ui_port = ui_of(args)
     except (ResourceError, ValueError) as e:
         raise CommandError(str(e), EXIT_CONFIG) from None
     state_dir = Path(args.state_dir) if args.state_dir else Path(".bakeoff-state") / resources.bakeoff.name
@@ -161,8 +172,8 @@ def run(args: argparse.Namespace) -> int:
                 drain=args.drain,
                 load=load,
                 metrics=metrics,
-                ui=(not args.headless) if args.ui is None else args.ui,
-                ui_port=args.ui_port,
+                ui=ui,
+                ui_port=ui_port,
             )
         )
         return code
