@@ -155,8 +155,10 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
-async def drive_load(url: str, stop: asyncio.Event, users: int = 12) -> int:
-    """Simulated users with sticky ids, as fast as the machine allows; returns requests sent."""
+async def drive_load(url: str, stop: asyncio.Event, users: int = 12, new_user: float = 0.05) -> int:
+    """Simulated users with sticky ids, as fast as the machine allows; returns requests sent.
+    ``new_user``: the chance a user's next request comes under a new id (1.0: every request, so the
+    split follows the weights closely from the first second instead of by a few dozen ids)."""
     sent = 0
 
     async def user(i: int, s: aiohttp.ClientSession) -> None:
@@ -170,7 +172,7 @@ async def drive_load(url: str, stop: asyncio.Event, users: int = 12) -> int:
                 sent += 1
             except (TimeoutError, aiohttp.ClientError):
                 await asyncio.sleep(0.05)  # a user pausing after an error, as a client would
-            if rng.random() < 0.05:
+            if rng.random() < new_user:
                 uid = f"u{i}-{rng.getrandbits(32):x}"
 
     timeout = aiohttp.ClientTimeout(total=5)

@@ -23,11 +23,16 @@ async def test_adaptive_allocation_retires_the_loser_and_promotes_the_better(tmp
         allocation="adaptive", mainlineFloor=0.3, maxStep=0.1, stepInterval="1s", steps=[0.1], maxCandidateShare=0.7
     )
     b["spec"]["judge"]["maxDuration"] = "120s"
+    # A few dozen sticky ids made the early split lumpy (in CI `better` had 489 requests when `worse`
+    # had 259, under minSamples 300, and was promoted before `worse` was judged at all): here every
+    # request comes under a new id (below), and nobody is judged before each has enough requests for
+    # the loser's gap to show at once.
+    b["spec"]["judge"]["minSamples"] = 1500
     spec = write_docs(
         tmp_path / "bake.yaml",
         [b, variant_doc("erroring", "error"), variant_doc("worse", "worse"), variant_doc("better", "slightly-better")],
     )
-    # "better" converts 13% to the mainline's 10% and "worse" 2%: about a seventh of the gap squared, so
+    # "better" converts 12% to the mainline's 10% and "worse" 2%: a sixteenth of the gap squared, so
     # the loser is ruled out long before the winner is sure (with 16% the winner won first in 1
     # run of 11 here, before any look had ruled the loser out)
     run = runs(spec, tmp_path / "state", "--exit-on-decision")
@@ -35,7 +40,7 @@ async def test_adaptive_allocation_retires_the_loser_and_promotes_the_better(tmp
         lambda s: s if len(s.get("weights") or {}) == 4 and s.get("router") else None, 60, "all serving"
     )
     stop = asyncio.Event()
-    load = asyncio.create_task(drive_load(st["router"]["url"], stop, users=24))
+    load = asyncio.create_task(drive_load(st["router"]["url"], stop, users=24, new_user=1.0))
     try:
         await run.wait_for(lambda s: s.get("decision"), 150, "a decision")
     finally:
