@@ -1334,6 +1334,9 @@ def summarise(args, results, rss_idle, rss_before, rss_rounds, rss_after, rss_pe
             "added_p50_ratio": rounded_spread(ratios["added_ratio"][r], 3),
             "cpu_per_req_ratio": rounded_spread(ratios["cpu_ratio"][r], 3),
             "wrk_errors": errors[r][0] + errors[r][1],
+            "wrk_non_2xx": errors[r][0],
+            "wrk_socket_errors": errors[r][1],
+            "requests": cpu[r][1],
             "workers": int(args.router_env[r].get("WORKERS", "1")),
             **(
                 {

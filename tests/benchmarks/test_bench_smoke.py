@@ -93,7 +93,12 @@ def test_router_vs_nginx_reports_spread_cpu_ratio_builds_and_workers_side_by_sid
     assert routers["w2"]["workers"] == 2 and routers["router"]["workers"] == 1
     for name, r in routers.items():
         assert r["rps"] > 0 and _finite(r["cpu_us_per_req"]), (name, r)
-        assert r["wrk_errors"] == 0, (name, r)
+        # No error status ever; a socket error (a timeout, a reset) at most once in 10,000 requests on a
+        # machine shared with the xdist pass (CI once counted one error there, its kind not recorded then;
+        # 6 rounds beside a loaded machine here had none): this tests the benchmark's reporting, the
+        # router's correctness is tests/router's.
+        assert r["wrk_non_2xx"] == 0, (name, r, proc.stdout[-4000:])
+        assert r["wrk_socket_errors"] <= max(1, r["requests"] // 10_000), (name, r, proc.stdout[-4000:])
     scaling = report["workers_scaling"]["w2"]
     assert _finite(scaling["median"]) and scaling["median"] > 0, scaling
     assert "steal time up to" in proc.stdout and _finite(report["max_steal_cpu_pct"])
