@@ -17,6 +17,9 @@ pytestmark = pytest.mark.slow
 
 
 # Which of erroring's rollback and better's promotion comes first depends on the request rate: alone.
+# And on the split: CI saw better promoted at 399 requests (observed 17.8% conversion) while a few dozen
+# sticky ids had given erroring 245, under minSamples, so it left as "better won". Here every request
+# comes under a new id (an even split) and better converts 14%, so it takes several looks more to be sure.
 @pytest.mark.serial
 async def test_rolls_back_the_bad_promotes_the_better_survives_a_crash(tmp_path, runs):
     spec = write_docs(
@@ -25,7 +28,7 @@ async def test_rolls_back_the_bad_promotes_the_better_survives_a_crash(tmp_path,
             bakeoff_doc(),
             variant_doc("erroring", "error"),
             variant_doc("slow", "slow"),
-            variant_doc("better", "better"),
+            variant_doc("better", "somewhat-better"),
             variant_doc("doomed", "good"),
         ],
     )
@@ -44,7 +47,7 @@ async def test_rolls_back_the_bad_promotes_the_better_survives_a_crash(tmp_path,
     assert st["variants"]["doomed"]["failed"] is True
     assert "doomed" not in st["weights"]
     assert st["decision"] is None
-    load = asyncio.create_task(drive_load(url, stop, users=40))
+    load = asyncio.create_task(drive_load(url, stop, users=40, new_user=1.0))
     try:
         await run.wait_for(lambda s: s.get("decision"), 45, "a decision")
         elapsed = time.monotonic() - t0

@@ -1,9 +1,10 @@
-"""A tiny service for the controller tests: ``app.py --port P --behaviour good|slow|error|better|slightly-better|worse``.
+"""A tiny service for the controller tests: ``app.py --port P --behaviour good|slow|error|better|somewhat-better|slightly-better|worse``.
 
 - good: answers at once; 10% of responses report a conversion
 - slow: like good, 15 ms later
 - error: like good, but 30% of requests fail with 500
 - better: like good, but 16% of responses report a conversion
+- somewhat-better: like good, but 14% of responses report a conversion
 - slightly-better: like good, but 12% of responses report a conversion (a gap to the mainline a
   quarter the size of worse's: it takes many times the requests to tell)
 - worse: like good, but 2% of responses report a conversion
@@ -15,7 +16,7 @@ import random
 
 from aiohttp import web
 
-CONVERSION = {"good": 0.10, "slow": 0.10, "error": 0.10, "better": 0.16, "slightly-better": 0.12, "worse": 0.02}
+CONVERSION = {"good": 0.10, "slow": 0.10, "error": 0.10, "better": 0.16, "slightly-better": 0.12, "somewhat-better": 0.14, "worse": 0.02}
 
 
 def make_app(behaviour: str) -> web.Application:
