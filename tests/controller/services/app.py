@@ -16,7 +16,15 @@ import random
 
 from aiohttp import web
 
-CONVERSION = {"good": 0.10, "slow": 0.10, "error": 0.10, "better": 0.16, "slightly-better": 0.12, "somewhat-better": 0.14, "worse": 0.02}
+CONVERSION = {
+    "good": 0.10,
+    "slow": 0.10,
+    "error": 0.10,
+    "better": 0.16,
+    "slightly-better": 0.12,
+    "somewhat-better": 0.14,
+    "worse": 0.02,
+}
 
 
 def make_app(behaviour: str) -> web.Application:
