@@ -95,7 +95,8 @@ class RunProcess:
         return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 
     def output(self) -> str:
-        self.out.flush()
+        if not self.out.closed:  # kill() closes it
+            self.out.flush()
         return (self.state.parent / f"{self.state.name}-run.out").read_text(errors="replace")
 
     async def wait_for(self, pred, timeout: float, what: str):
