@@ -426,6 +426,35 @@ def test_bad_input_each_answered_by_http2_errors(router_process, h1_upstream):
     assert 'bakeoff_http2_connection_errors_total{reason="rapid_resets"} 1.0' in metrics
 
 
+def test_a_connection_error_half_closes_and_drains_what_the_client_still_sends(router_process, h1_upstream):
+    """After the GOAWAY the router reads and drops the client's late bytes for a while instead of resetting.
+
+    h2spec 6.7 #4 sends a PING header on stream 1 (an error before its payload
+    is read) and the payload in a second write.  A socket closed at once
+    answers that payload with a TCP reset, which beside a busy test run
+    reached h2spec before the GOAWAY did; a half-close and a short drain
+    (nginx's lingering close) leaves the client's writes accepted.
+    """
+    router = router_process({"variants": [{"name": "a", "upstreams": [h1_upstream.address]}]}).start()
+    c = RawH2(router.port)
+    c.events_until(lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
+    c.sock.sendall(b"\x00\x00\x06\x06\x00\x00\x00\x00\x01")  # PING on stream 1: an error at its header
+    g = _goaway(c.events_until(lambda e: isinstance(e, h2.events.ConnectionTerminated)))
+    assert g is not None and g.error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR, g
+    late = []
+    for _ in range(3):  # the PING's payload and more, after the GOAWAY: each write is accepted, none reset
+        try:
+            c.sock.sendall(b"\x00" * 4096)
+            late.append("accepted")
+        except OSError as e:
+            late.append(type(e).__name__)
+        time.sleep(0.05)
+    assert late == ["accepted"] * 3, late
+    assert c.sock.recv(100) == b""  # half-closed: end of stream, not a reset
+    c.close()
+    assert snapshot(router)["http2"]["protocol_errors"] == 1
+
+
 def h2spec_binary() -> str | None:
     assets = os.environ.get("KUBEBUILDER_ASSETS") or str(Path.home() / ".cache/bakeoff/kube-assets")
     path = Path(assets) / "h2spec"
@@ -477,7 +506,10 @@ def test_unary_calls_cost_few_writes(router_process, grpc_server):
     One call through the router is, downstream, the response's HEADERS, DATA and trailers and, upstream, the
     request and the WINDOW_UPDATE that acknowledges the response's data. Writing each as it is produced cost
     about 5 write syscalls per call (a loopback write is expensive: the peer's TCP receive runs in it); the
-    router queues them and writes each connection once per event-loop iteration.
+    router queues them and writes each connection once per event-loop iteration. That leaves 2 writes when the
+    upstream's response arrives in one read and 3 when its HEADERS come a read before its DATA and trailers
+    (strace on an idle machine: mostly the latter, 3.00-3.02 per call, with an eventfd wake-up now and then),
+    so the bound sits between 3 and the uncoalesced 5.
     """
     router = grpc_router(router_process, grpc_server())
     ch = grpc.insecure_channel(f"127.0.0.1:{router.port}")
@@ -490,6 +522,6 @@ def test_unary_calls_cost_few_writes(router_process, grpc_server):
     per_call = (_write_syscalls(router.proc.pid) - before) / n
     ch.close()
     print(f"write syscalls per unary call: {per_call:.2f}")
-    assert per_call <= 3.0, per_call
+    assert per_call <= 3.5, per_call
     got = eventually(lambda: outcomes(router), what="the calls counted", until=lambda o: o.get("2xx") == n + 1)
     assert got["2xx"] == n + 1

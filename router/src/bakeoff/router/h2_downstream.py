@@ -63,6 +63,7 @@ log = structlog.get_logger("bakeoff.router")
 tune_hpack()
 _perf = time.perf_counter
 _REQUEST_ID = request_id_line  # "X-Request-Id: <id>\r\n"
+LINGER_SECONDS = 2.0  # as HTTP/1.1's lingering close (downstream._LINGER_SECONDS)
 
 
 class Pipe:
@@ -198,6 +199,8 @@ class H2Client(asyncio.Protocol):
             self._abandon(call)
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return  # lingering after a connection error: read and drop
         self.last_active = self.loop.time()
         try:
             events = self.h2.receive_data(data)
@@ -277,7 +280,27 @@ class H2Client(asyncio.Protocol):
         calls, self.calls = self.calls, {}
         for call in calls.values():
             self._abandon(call)
-        self.close()
+        self._close_lingering()
+
+    def _close_lingering(self) -> None:
+        """Send the GOAWAY, half-close, and read and drop what the client still sends for up to LINGER_SECONDS.
+
+        Closing a socket with unread bytes in its receive buffer makes the
+        kernel answer with a reset, which can reach the client before the
+        GOAWAY it was meant to read (RFC 9113 section 5.4.1 wants the GOAWAY
+        seen; nginx's ``lingering_close`` exists for the same reason).  TLS
+        cannot half-close, so it closes at once.
+        """
+        transport = self.transport
+        if self.closed or transport is None:
+            return
+        self._flush_now()
+        self.closed = True
+        if transport.can_write_eof():
+            transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, transport.close)
+        else:
+            transport.close()
 
     # -- a request -----------------------------------------------------------
     def _request(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool) -> None:
