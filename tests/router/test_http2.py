@@ -127,6 +127,77 @@ def test_grpc_deadline_and_cancellation(router_process, grpc_server):
     ch.close()
 
 
+class SilentUpstream:
+    """An HTTP/1.1 upstream that reads the request and then says nothing, or only the start of its answer."""
+
+    def __init__(self, start: bytes = b"") -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.start, self.conns = start, []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            conn.recv(65536)
+            if self.start:
+                conn.sendall(self.start)
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def test_a_silent_upstream_times_out_an_http2_call_but_not_a_grpc_stream(router_process, grpc_server):
+    """timeouts.read bounds a non-gRPC HTTP/2 call as it bounds HTTP/1.1: 504, or a reset once the answer began.
+
+    A gRPC call is bounded by its own deadline instead: a Slow call with a 2 s deadline through a router whose
+    read timeout is 0.5 s ends with DEADLINE_EXCEEDED at its deadline, not at 0.5 s.
+    """
+    silent, half = SilentUpstream(), SilentUpstream(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+    timeouts = {"read": 0.5}
+    router = router_process({"variants": [{"name": "a", "upstreams": [silent.address]}], "timeouts": timeouts}).start()
+    started = router_process({"variants": [{"name": "a", "upstreams": [half.address]}], "timeouts": timeouts}).start()
+
+    c = RawH2(router.port)
+    sid = c.headers("/silent")
+    c.send()
+    evs = c.events_until(lambda e: isinstance(e, h2.events.StreamEnded), timeout=20)
+    status = [dict(e.headers)[b":status"] for e in evs if isinstance(e, h2.events.ResponseReceived)]
+    assert status == [b"504"], evs
+    assert any(isinstance(e, h2.events.DataReceived) and b"no response within 0.5s" in e.data for e in evs), evs
+    c.close()
+
+    c = RawH2(started.port)
+    sid = c.headers("/half")
+    c.send()
+    evs = c.events_until(lambda e: isinstance(e, h2.events.StreamReset), timeout=20)
+    assert [dict(e.headers)[b":status"] for e in evs if isinstance(e, h2.events.ResponseReceived)] == [b"200"], evs
+    reset = [e for e in evs if isinstance(e, h2.events.StreamReset) and e.stream_id == sid]
+    assert reset and reset[0].error_code == h2.errors.ErrorCodes.CANCEL, evs
+    c.close()
+    for r in (router, started):
+        eventually(
+            lambda r=r: outcomes(r), what="the silent upstream counted a timeout", until=lambda o: o.get("timeout") == 1
+        )
+    silent.close()
+    half.close()
+
+    slow = grpc_router(router_process, grpc_server(), timeouts=timeouts)
+    ch = grpc.insecure_channel(f"127.0.0.1:{slow.port}")
+    began = time.monotonic()
+    with pytest.raises(grpc.RpcError) as e:
+        grpc_peer.method(ch, "unary_unary", "Slow")(b"x", timeout=2.0)
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - began >= 1.9, "the read timeout (0.5 s) ended a gRPC call before its deadline"
+    ch.close()
+
+
 def test_grpc_sticky_by_metadata_key(router_process, grpc_server):
     """A metadata key is a header: stickiness by x-user-id keeps a user on one variant."""
     a, b = grpc_server("a"), grpc_server("b")

@@ -119,6 +119,7 @@ class Call:
     __slots__ = (
         "client", "sid", "variant", "target", "route", "started", "grpc", "timer", "up", "up_sid",
         "req", "resp", "resp_started", "finished", "status", "head_only", "deadline", "headers", "retried",
+        "last_read",
     )  # fmt: skip
 
     def __init__(self, client: H2Client, sid: int) -> None:
@@ -141,6 +142,7 @@ class Call:
         self.deadline = 0.0  # loop time grpc-timeout ends at; 0: none
         self.headers: list[tuple[bytes, bytes]] = []  # as sent upstream, for one retry of a refused stream
         self.retried = False
+        self.last_read = 0.0  # loop time the upstream last answered (or the client last sent): timeouts.read
 
     def _req_sent(self, n: int) -> None:
         self.client.ack(self.sid, n)
@@ -223,6 +225,7 @@ class H2Client(asyncio.Protocol):
                     pad = ev.flow_controlled_length - (len(ev.data) if call is not None else 0)
                     self.ack(ev.stream_id, pad)
                 if call is not None:
+                    call.last_read = self.last_active  # a slow upload is not a silent upstream
                     call.req.push(ev.data)
                     if call.up is not None:
                         call.up.pump(call)
@@ -350,6 +353,7 @@ class H2Client(asyncio.Protocol):
         if timeout is not None:
             call.deadline = self.loop.time() + timeout
             call.timer = self.loop.call_later(timeout, self._deadline, call)
+        call.last_read = self.last_active
         target = call.variant.next_upstream()
         call.target = target
         call.headers = out
@@ -387,6 +391,7 @@ class H2Client(asyncio.Protocol):
     def on_response(self, call: Call, headers: list[tuple[bytes, bytes]], end: bool) -> None:
         if call.finished:
             return
+        call.last_read = self.loop.time()
         out = self._response_headers(call, headers)
         call.resp_started = True
         for name, value in out:
@@ -411,6 +416,7 @@ class H2Client(asyncio.Protocol):
         if call.finished:
             call.up.sent(call, len(data))
             return
+        call.last_read = self.loop.time()
         call.resp.push(data)
         self._pump_response(call)
 
@@ -600,8 +606,35 @@ class H2Client(asyncio.Protocol):
         return False
 
     def sweep(self, now: float) -> None:
-        if not self.calls and now - self.last_active > self.router.idle_timeout:
-            self.close_if_idle()
+        if not self.calls:
+            if now - self.last_active > self.router.idle_timeout:
+                self.close_if_idle()
+            return
+        limit = self.router.read_timeout
+        expired = [c for c in self.calls.values() if not c.grpc and now - c.last_read >= limit]
+        for call in expired:
+            self._read_timed_out(call, limit)
+        if expired:
+            self.flush()
+
+    def _read_timed_out(self, call: Call, limit: float) -> None:
+        """A non-gRPC call whose upstream said nothing for timeouts.read: 504, or a reset once its answer began.
+
+        As HTTP/1.1's read timeout (an inactivity bound, not a total one).  A
+        gRPC call is bounded by its own deadline (grpc-timeout) instead: a
+        stream silent for minutes is normal there (a watch), and the client
+        sets how long it waits.
+        """
+        if call.finished:
+            return
+        if call.up is not None:
+            call.up.cancel(call)
+            call.up = None
+        if call.resp_started:
+            self._reset(call, ErrorCodes.CANCEL)
+            self._finish(call, outcome=TIMEOUT)
+        else:
+            self._own_error(call, 504, grpc.DEADLINE_EXCEEDED, f"no response within {limit:g}s", TIMEOUT)
 
 
 def hand_over(router: Router, transport: asyncio.Transport, data: bytes) -> None:
