@@ -58,6 +58,11 @@ def _slow(request: bytes, context: grpc.ServicerContext) -> bytes:
     return b"late"
 
 
+def _traceparent(request: bytes, context: grpc.ServicerContext) -> bytes:
+    """Answer with the traceparent the call arrived with ("" without one)."""
+    return dict(context.invocation_metadata()).get("traceparent", "").encode()
+
+
 SLOW_STARTED = threading.Event()
 SLOW_CANCELLED = threading.Event()
 
@@ -79,6 +84,7 @@ def start(port: int = 0, name: str = "a", host: str = "127.0.0.1") -> tuple[grpc
         "Unavailable": grpc.unary_unary_rpc_method_handler(_unavailable),
         "BadArgument": grpc.unary_unary_rpc_method_handler(_bad_argument),
         "Slow": grpc.unary_unary_rpc_method_handler(_slow),
+        "Traceparent": grpc.unary_unary_rpc_method_handler(_traceparent),
     }
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))

@@ -191,6 +191,44 @@ async def test_sampled_requests_record_server_spans_with_attributes_and_continue
     assert 'bakeoff_trace_spans_total{result="dropped"} 0.0' in text
 
 
+async def test_grpc_calls_over_http2_record_spans_and_continue_the_trace(router_process, collector):
+    """An HTTP/2 (gRPC) call is traced as an HTTP/1.1 request is: the client's trace continued, the variant told."""
+    import grpc
+
+    from tests.router import grpc_peer
+
+    server, port = grpc_peer.start()
+    col = await collector()
+    rp = router_process(
+        {
+            "variants": [{"name": "g", "upstreams": [f"127.0.0.1:{port}"], "protocol": "h2c", "version": "v2"}],
+            "routes": [{"name": "trace", "match": "/test.Echo/Traceparent"}],
+            "tracing": {"endpoint": col.url, "sampleRatio": 1.0, "exportInterval": "100ms"},
+        }
+    ).start()
+
+    def calls() -> list[bytes]:
+        with grpc.insecure_channel(f"127.0.0.1:{rp.port}") as ch:
+            ask = grpc_peer.method(ch, "unary_unary", "Traceparent")
+            return [ask(b"", metadata=(("traceparent", f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"),)), ask(b"")]
+
+    try:
+        seen = await asyncio.to_thread(calls)
+    finally:
+        server.stop(0)
+    spans = await eventually_async(lambda: list(col.spans), until=lambda x: len(x) >= 2, what="2 spans exported")
+    sent = [TRACEPARENT.fullmatch(s.decode()).groups() for s in seen]
+    by_id = {sp["span_id"]: sp for sp in spans}
+    continued, root = (by_id[span_id] for _, span_id, _ in sent)  # the variant's parent is the router's span
+    assert continued["trace_id"] == CLIENT_TRACE and continued["parent_span_id"] == CLIENT_SPAN
+    assert root["trace_id"] == sent[1][0] != CLIENT_TRACE and root["parent_span_id"] == ""
+    for sp in (continued, root):
+        assert sp["name"] == "POST trace"
+        assert sp["attributes"]["bakeoff.variant"] == "g" and sp["attributes"]["service.version"] == "v2"
+        assert sp["attributes"]["http.response.status_code"] == 200
+        assert sp["attributes"]["bakeoff.outcome"] == "ok"
+
+
 async def test_sampling_off_propagates_only_and_exports_nothing(upstreams, router_process, collector):
     (up,) = await upstreams("cand")
     col = await collector()

@@ -119,7 +119,7 @@ class Call:
     __slots__ = (
         "client", "sid", "variant", "target", "route", "started", "grpc", "timer", "up", "up_sid",
         "req", "resp", "resp_started", "finished", "status", "head_only", "deadline", "headers", "retried",
-        "last_read",
+        "last_read", "span",
     )  # fmt: skip
 
     def __init__(self, client: H2Client, sid: int) -> None:
@@ -143,6 +143,7 @@ class Call:
         self.headers: list[tuple[bytes, bytes]] = []  # as sent upstream, for one retry of a refused stream
         self.retried = False
         self.last_read = 0.0  # loop time the upstream last answered (or the client last sent): timeouts.read
+        self.span: object = None  # a sampled call's span (bakeoff.router.tracing), ended in _finish
 
     def _req_sent(self, n: int) -> None:
         self.client.ack(self.sid, n)
@@ -310,7 +311,8 @@ class H2Client(asyncio.Protocol):
         router = self.router
         call = Call(self, sid)
         self.calls[sid] = call
-        key = override = path = content_type = timeout = None
+        key = override = path = content_type = timeout = traceparent = None
+        method = b"POST"
         has_rid = has_xfp = False
         xff = None
         out: list[tuple[bytes, bytes]] = []
@@ -321,6 +323,8 @@ class H2Client(asyncio.Protocol):
                 path = value
             elif name == b"content-type":
                 content_type = value
+            elif name == b":method":
+                method = value
             elif name == b"grpc-timeout":
                 timeout = grpc.parse_timeout(value)
             elif name == b"x-request-id":
@@ -334,6 +338,9 @@ class H2Client(asyncio.Protocol):
                 continue
             if name == b"x-forwarded-for":
                 xff = value if xff is None else xff + b", " + value
+                continue
+            if name == b"traceparent" and router.tracer is not None:
+                traceparent = value if traceparent is None else b"several"  # several: invalid, a new trace
                 continue
             out.append(field)  # as it came: a never-indexed field stays so (RFC 7541 section 6.2.3)
         out.append((b"x-forwarded-for", self.peer if xff is None else xff + b", " + self.peer))
@@ -350,6 +357,9 @@ class H2Client(asyncio.Protocol):
         if call.variant is None:
             self._own_error(call, 503, grpc.UNAVAILABLE, "no variant has weight", None)
             return
+        if router.tracer is not None:
+            line = router.tracer.begin(call, traceparent, method)  # b"traceparent: <value>\r\n"
+            out.append((b"traceparent", line[13:-2]))
         if timeout is not None:
             call.deadline = self.loop.time() + timeout
             call.timer = self.loop.call_later(timeout, self._deadline, call)
@@ -563,6 +573,8 @@ class H2Client(asyncio.Protocol):
         variant = call.variant
         if variant is None:
             return
+        if call.span is not None:
+            self.router.tracer.end(call, status, outcome)  # type: ignore[union-attr]
         self.router.stats.variant(variant.name).record(call.route, status, outcome, _perf() - call.started)
 
     # -- plumbing --------------------------------------------------------------
