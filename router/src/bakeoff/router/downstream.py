@@ -163,6 +163,7 @@ class ClientConnection(asyncio.Protocol):
         self.parsing: Exchange | None = None
         self.peer = b""
         self._xff_line = b""  # "X-Forwarded-For: <peer>", the same for every request of the connection
+        self._xfp_line = b"X-Forwarded-Proto: http\r\n"  # https under TLS (connection_made)
         self.flow: FlowControl = None  # type: ignore[assignment]  # set in connection_made
         self.closed = False
         self.eof = False
@@ -198,6 +199,8 @@ class ClientConnection(asyncio.Protocol):
         self.flow = FlowControl(transport)  # type: ignore[arg-type]
         peer = transport.get_extra_info("peername")
         self.peer = (peer[0] if isinstance(peer, tuple) else "unix").encode()
+        if transport.get_extra_info("ssl_object") is not None:
+            self._xfp_line = b"X-Forwarded-Proto: https\r\n"
         self._xff_line = b"X-Forwarded-For: " + self.peer + b"\r\n"
         self.router.clients.add(self)
 
@@ -472,7 +475,7 @@ class ClientConnection(asyncio.Protocol):
         else:
             parts.append(self._xff_line)
         if not has_xfp:
-            parts.append(b"X-Forwarded-Proto: http\r\n")
+            parts.append(self._xfp_line)
         if not has_rid:
             parts.append(request_id_line())
         method = m.group(1)
@@ -626,7 +629,7 @@ class ClientConnection(asyncio.Protocol):
         else:
             headers.append(self._xff_line)
         if not self._has_xfp:
-            headers.append(b"X-Forwarded-Proto: http\r\n")
+            headers.append(self._xfp_line)
         if not self._has_rid:
             headers.append(request_id_line())
         if settings.tracer is not None:
