@@ -285,12 +285,23 @@ class LatencyTest:
             (prep.ctrl.astype(idt) * width + left + lo0)[:, None], (M, len(shifts[0]))
         ).copy()
         it: np.ndarray = (np.arange(M, dtype=idt) * width + left + lo0)[:, None] + shifts.astype(idt)
+        # P(u) is an integer: P <= target exactly when P <= floor(target), so the search
+        # compares integers (no conversion of every P to float); each step writes into the
+        # same few buffers instead of allocating seven arrays
+        thr = np.floor(target).astype(idt)
+        pos, vc, vt = (np.empty(ic.shape, dtype=idt) for _ in range(3))
+        below = np.empty(ic.shape, dtype=bool)
         for e in range(steps - 1, -1, -1):
             half = 1 << e
-            below: np.ndarray = (flat_c.take(ic + half) + flat_t.take(it + half)) <= target
-            step: np.ndarray = below.astype(idt) * half
-            ic += step
-            it += step
+            np.add(ic, half, out=pos)
+            flat_c.take(pos, out=vc)
+            np.add(it, half, out=pos)
+            flat_t.take(pos, out=vt)
+            np.add(vc, vt, out=vc)
+            np.less_equal(vc, thr, out=below)
+            np.multiply(below, idt(half), out=pos)
+            ic += pos
+            it += pos
         # j = the last u with P(u) <= target: ic and it point at u = j and j + s
         fc0, fc1 = flat_c.take(ic).astype(np.int64), flat_c.take(ic + 1).astype(np.int64)
         ft0, ft1 = flat_t.take(it).astype(np.int64), flat_t.take(it + 1).astype(np.int64)
@@ -398,25 +409,40 @@ class LatencyTest:
         update: list[bool],
         alpha_ci: float,
         quantiles: tuple[list[float], list[float]] | None = None,
+        stacked: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> list[tuple[dict[str, float] | None, Estimate]]:
         """:meth:`evidence` (where ``update``) then :meth:`estimate` of many states of this
         metric at once: the same arithmetic element for element, on the states stacked into
         one matrix (one row per candidate and route).  Returns, per state, the evidence
         (None where not updated) and the estimate; the states' running maxima ``A``, ``B`` are
         raised as :meth:`evidence` raises them.  ``tots_*``: the totals' latency counts;
-        ``quantiles``: their quantiles when already known (:func:`quantile_values`)."""
+        ``quantiles``: their quantiles when already known (:func:`quantile_values`);
+        ``stacked``: the states' ``W`` and ``I`` already as matrices, row for row (the look's
+        sums as core._add_batches left them), read and never written."""
         n = len(states)
         if n == 0:
             return []
         G = len(self.grid)
-        W = _rows([s.W for s in states], G)
-        I = _rows([s.I for s in states], G)  # noqa: E741
+        if stacked is None:
+            W = _rows([s.W for s in states], G)
+            I = _rows([s.I for s in states], G)  # noqa: E741
+        else:
+            W, I = stacked  # noqa: E741
         A = _rows([s.A for s in states], G)
         B = _rows([s.B for s in states], G)
         has_info = I > 0
         any_info = has_info.any(axis=1)
         upd = np.asarray(update, dtype=bool) & any_info
-        if upd.any():
+        if upd.all():
+            # every row raised (the usual look): on the whole matrices, without gathering
+            # and scattering the rows (A and B are this call's own copies)
+            logl = np.where(has_info, log_mixture_two_sided(W, I, self.tau2), 0.0)
+            np.maximum(A, np.where(W > 0, logl, 0.0), out=A)
+            np.maximum(B, np.where(W < 0, logl, 0.0), out=B)
+            for r, ls in enumerate(states):
+                ls.A = A[r]
+                ls.B = B[r]
+        elif upd.any():
             rows = np.flatnonzero(upd)
             Wu, Iu = W[rows], I[rows]
             logl = np.where(Iu > 0, log_mixture_two_sided(Wu, Iu, self.tau2), 0.0)
@@ -503,23 +529,34 @@ def quantile_values(counts: list[np.ndarray], qs: tuple[float, ...]) -> dict[flo
     each distinct array computed once (the control's totals recur for every candidate)."""
     index: dict[int, int] = {}
     uniq: list[np.ndarray] = []
+    of: list[int] = []  # each histogram's row among the distinct ones
     for c in counts:
-        if id(c) not in index:
-            index[id(c)] = len(uniq)
+        i = index.get(id(c))
+        if i is None:
+            i = index[id(c)] = len(uniq)
             uniq.append(c)
+        of.append(i)
     dense = _rows(uniq, NUM_BUCKETS)
     lo, hi = _span(dense)
     cum = np.cumsum(dense[:, lo:hi], axis=1)
     total = cum[:, -1]
+    rows = np.asarray(of, dtype=np.intp)
+    empty = total <= 0
     out: dict[float, list[float]] = {}
     for q in qs:
         target = q * (total - 1).astype(float)
         # buckets below lo are empty (cum 0 <= target), buckets from hi on hold none of the
         # rest: searchsorted over the cropped cumulative counts, shifted back by lo
         idx = lo + (cum <= target[:, None]).sum(axis=1)
-        vals = [bucket_value(int(i)) if t > 0 else math.nan for i, t in zip(idx.tolist(), total.tolist())]
-        out[q] = [vals[index[id(c)]] for c in counts]
+        # (bucket_value read from its table: the same floats, without a call per histogram)
+        vals = _BUCKET_VALUES[idx]
+        vals[empty] = math.nan
+        out[q] = vals[rows].tolist()
     return out
+
+
+# bucket_value of every index quantile_values can give (0 .. NUM_BUCKETS)
+_BUCKET_VALUES = np.array([bucket_value(i) for i in range(NUM_BUCKETS + 1)])
 
 
 @dataclass
