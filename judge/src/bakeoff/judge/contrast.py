@@ -61,9 +61,6 @@ from bakeoff.judge.sequential import log_mixture_two_sided as log_two_sided_many
 from bakeoff.judge.sequential import log_one_sided, one_sided_cs_half_width, one_sided_cs_half_widths
 from bakeoff.judge.sequential import log_two_sided as log_mixture_two_sided
 
-# From this many strata (routes) on, update_strata of a binary metric works on arrays.
-_MANY_STRATA = 8
-
 
 def unit_stats(spec: MetricSpec, v: VariantCounters) -> tuple[float, float, float]:
     """(n, mean, per-unit variance) of the metric in cumulative counters: the Bernoulli
@@ -226,9 +223,6 @@ class ContrastTest:
         for its variance at the null boundary (a weight must be fixed before its batch).
         Each route's batch also goes, on its own, to its state in ``route_states``.
         """
-        if self.binary and len(strata) >= _MANY_STRATA:
-            self._update_binary_strata(st, strata, route_states)
-            return
         rows = [self._row(stratum) for stratum in strata]
         self._add_rows(st, [r for r in rows if r is not None])
         if route_states is not None:
@@ -248,77 +242,6 @@ class ContrastTest:
         var = {"diff": self._variances("diff", prior_t, prior_c)}
         var["tol"] = self._variances("tol", prior_t, prior_c) if self.null_var else var["diff"]
         return n_t, m_t, n_c, m_c, var
-
-    def _update_binary_strata(
-        self, st: ContrastState, strata: list[Stratum], route_states: list[ContrastState] | None
-    ) -> None:
-        """:meth:`update_strata` of an error rate or a proportion over many routes: what
-        :meth:`_row` and :meth:`_add_rows` compute, with the per-route arithmetic on arrays
-        (the same IEEE operations element for element, so the same floats) and the
-        whole-service sums still added route by route in order.  The restricted MLE of the
-        tolerance variances stays scalar (:func:`null_variances`' own arithmetic)."""
-        spec = self.spec
-        k = len(strata)
-        counts = [binary_counts(spec, c) for stratum in strata for c in stratum]
-        x = np.array([c[0] for c in counts], dtype=float).reshape(k, 4)
-        n = np.array([c[1] for c in counts], dtype=float).reshape(k, 4)
-        # the batch means (batch_mean) of the candidate and the control
-        with np.errstate(divide="ignore", invalid="ignore"):
-            m = np.where(n[:, :2] > 0, x[:, :2] / n[:, :2], math.nan)
-        n_t, n_c, m_t, m_c = n[:, 0], n[:, 1], m[:, 0], m[:, 1]
-        ok = (n_t > 0) & (n_c > 0) & np.isfinite(m_t) & np.isfinite(m_c)
-        if not ok.any():
-            return
-        live = np.flatnonzero(ok)
-        # the plug-in variances of the totals before the batch (unit_stats)
-        p = (x[live, 2:] + 0.5) / (n[live, 2:] + 1.0)
-        var_diff = np.maximum(p * (1.0 - p), 1e-12)
-        var = {"diff": var_diff}
-        if self.null_var:
-            tol = np.empty((len(live), 2))
-            for row, i in enumerate(live.tolist()):
-                (x_t, n_pt), (x_c, n_pc) = counts[4 * i + 2], counts[4 * i + 3]
-                if n_pt <= 0 or n_pc <= 0:
-                    tol[row] = math.nan
-                    continue
-                if self.c_tol == 1.0:
-                    p_t, p_c = rmle_difference(x_t, n_pt, x_c, n_pc, self.a_tol)
-                else:
-                    p_t, p_c = rmle_ratio(x_t, n_pt, x_c, n_pc, self.c_tol)
-                tol[row] = (p_t * (1.0 - p_t), p_c * (1.0 - p_c))
-            var["tol"] = tol
-        else:
-            var["tol"] = var_diff
-        n_t, n_c, m_t, m_c = n_t[live], n_c[live], m_t[live], m_c[live]
-        size = n_t + n_c
-        total = float(size.sum())  # a sum of integers: exact in any order
-        w = size / total
-        w_route = size / size  # a route on its own: its whole batch (1.0)
-        rs_all = [route_states[i] for i in live.tolist()] if route_states is not None else None
-        for name, c, a in (("diff", 1.0, 0.0), ("tol", self.c_tol, self.a_tol)):
-            vt, vc = var[name][:, 0], var[name][:, 1]
-            finite = np.isfinite(vt) & np.isfinite(vc)
-            diff = m_t - c * m_c
-            spread = vt / n_t + c * c * vc / n_c
-            if finite.all():
-                # (the sums in route order, as _add_rows adds them)
-                d, v = -a, 0.0
-                for term in (w * diff).tolist():
-                    d += term
-                for term in (w * w * spread).tolist():
-                    v += term
-                if v > 0:
-                    acc = st.acc(name)
-                    acc[0] += d / v
-                    acc[1] += 1.0 / v
-            if rs_all is not None:
-                d_r = (-a + w_route * diff).tolist()
-                v_r = (0.0 + w_route * w_route * spread).tolist()
-                for rs, f, dr, vr in zip(rs_all, finite.tolist(), d_r, v_r):
-                    if f and vr > 0:
-                        acc = rs.acc(name)
-                        acc[0] += dr / vr
-                        acc[1] += 1.0 / vr
 
     def _add_rows(self, st: ContrastState, rows: list[tuple[int, float, int, float, dict[str, tuple[float, float]]]]):
         if not rows:

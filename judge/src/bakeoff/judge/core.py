@@ -369,9 +369,6 @@ def _step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Ver
                 t.update(ts, inc_v, inc_c, pri_v, pri_c)  # type: ignore[arg-type]
     # The latency quantiles judge the same batches: stacked once (prepare_batches).
     prepared: dict[tuple[int, ...], Batches] = {}
-    # per metric, the states the batches went to and their new sums as matrices: the
-    # verdict reads them as they are when its tests are the same states in the same order
-    stacked: dict[MetricSpec, Stacked] = {}
     for spec, jobs in latency_jobs.items():
         lt = _test_for(spec)
         assert isinstance(lt, LatencyTest)
@@ -380,19 +377,11 @@ def _step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Ver
         prep = prepared.get(same)
         if prep is None:
             prep = prepared[same] = prepare_batches(pairs)
-        sums = _add_batches(jobs, *lt.increments_rows(pairs, prep))
-        if sums is not None:
-            stacked[spec] = sums
-    return st, _verdict(st, now, notes, fresh=True, stacked=stacked)
+        _add_batches(jobs, *lt.increments_rows(pairs, prep))
+    return st, _verdict(st, now, notes, fresh=True)
 
 
-# The states of one metric that took batches in a look, and their W and I (one row each).
-Stacked = tuple[list[LatencyState], np.ndarray, np.ndarray]
-
-
-def _add_batches(
-    jobs: list[tuple[list[LatencyState], np.ndarray, np.ndarray]], rows: list[int], dW, dI
-) -> Stacked | None:
+def _add_batches(jobs: list[tuple[list[LatencyState], np.ndarray, np.ndarray]], rows: list[int], dW, dI) -> None:
     """Add each batch (row ``r`` of ``dW``, ``dI``: the batch of ``jobs[rows[r]]``) to the
     ``W``, ``I`` of the states it goes to: a route's state gets its own batch, the
     whole-service state the batches of all its routes.  On the states' sums stacked as one
@@ -400,10 +389,9 @@ def _add_batches(
     jobs), so each state's sum is formed in the same order as adding batch after batch to
     it -- the same floating-point numbers -- with one array addition per round instead of
     two per state and batch.  Each state then holds its row of the new matrix (a new array:
-    the earlier state's arrays are left as they were).  Returns the states and the new ``W``,
-    ``I`` as matrices (row ``i``: ``states[i]``'s), which nothing may write to."""
+    the earlier state's arrays are left as they were)."""
     if not rows:
-        return None
+        return
     index: dict[int, int] = {}
     states: list[LatencyState] = []
     seen: list[int] = []  # batches added to each state so far
@@ -431,7 +419,6 @@ def _add_batches(
         WI[to] += dWI[src]  # (no state twice in a round)
     for ls, row in zip(states, WI):
         ls.W, ls.I = row[:g], row[g:]
-    return states, WI[:, :g], WI[:, g:]
 
 
 def _state(tests: dict[str, TestState], key: str, t: LatencyTest | ContrastTest) -> TestState:
@@ -705,12 +692,9 @@ class _Item:
     ci: tuple[float, float] = (math.nan, math.nan)
 
 
-def _verdict(
-    st: JudgeState, now: float, notes: list[str], fresh: bool, stacked: dict[MetricSpec, Stacked] | None = None
-) -> Verdict:
+def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdict:
     """Evaluate states and the decision. ``fresh``: new data was consumed this look
-    (only then may p-values move and new decisions be taken).  ``stacked``: per latency
-    metric, the sums :func:`_add_batches` left as matrices."""
+    (only then may p-values move and new decisions be taken)."""
     cfg = st.config
     k = max(cfg.candidates or 0, len(st.seen_candidates))
     n_routes = len(st.routes)
@@ -809,9 +793,6 @@ def _verdict(
         states = [it.ts for it, _, _, _ in jobs]
         updates = [u for _, _, _, u in jobs]
         if isinstance(t, LatencyTest):
-            sums = (stacked or {}).get(spec)
-            # (every test of the metric took a batch, in the order of the tests: the usual look)
-            same = sums is not None and len(sums[0]) == len(states) and all(a is b for a, b in zip(sums[0], states))
             results = t.assess_many(
                 states,  # type: ignore[arg-type]
                 [tv.latency for _, tv, _, _ in jobs],
@@ -822,7 +803,6 @@ def _verdict(
                     quantiles[float(spec.quantile)][offset : offset + len(jobs)],  # type: ignore[arg-type]
                     quantiles[float(spec.quantile)][n_lat + offset : n_lat + offset + len(jobs)],  # type: ignore[arg-type]
                 ),
-                stacked=(sums[1], sums[2]) if same and sums is not None else None,
             )
             offset += len(jobs)
         else:

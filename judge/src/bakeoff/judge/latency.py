@@ -285,23 +285,12 @@ class LatencyTest:
             (prep.ctrl.astype(idt) * width + left + lo0)[:, None], (M, len(shifts[0]))
         ).copy()
         it: np.ndarray = (np.arange(M, dtype=idt) * width + left + lo0)[:, None] + shifts.astype(idt)
-        # P(u) is an integer: P <= target exactly when P <= floor(target), so the search
-        # compares integers (no conversion of every P to float); each step writes into the
-        # same few buffers instead of allocating seven arrays
-        thr = np.floor(target).astype(idt)
-        pos, vc, vt = (np.empty(ic.shape, dtype=idt) for _ in range(3))
-        below = np.empty(ic.shape, dtype=bool)
         for e in range(steps - 1, -1, -1):
             half = 1 << e
-            np.add(ic, half, out=pos)
-            flat_c.take(pos, out=vc)
-            np.add(it, half, out=pos)
-            flat_t.take(pos, out=vt)
-            np.add(vc, vt, out=vc)
-            np.less_equal(vc, thr, out=below)
-            np.multiply(below, idt(half), out=pos)
-            ic += pos
-            it += pos
+            below: np.ndarray = (flat_c.take(ic + half) + flat_t.take(it + half)) <= target
+            step: np.ndarray = below.astype(idt) * half
+            ic += step
+            it += step
         # j = the last u with P(u) <= target: ic and it point at u = j and j + s
         fc0, fc1 = flat_c.take(ic).astype(np.int64), flat_c.take(ic + 1).astype(np.int64)
         ft0, ft1 = flat_t.take(it).astype(np.int64), flat_t.take(it + 1).astype(np.int64)
@@ -409,40 +398,25 @@ class LatencyTest:
         update: list[bool],
         alpha_ci: float,
         quantiles: tuple[list[float], list[float]] | None = None,
-        stacked: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> list[tuple[dict[str, float] | None, Estimate]]:
         """:meth:`evidence` (where ``update``) then :meth:`estimate` of many states of this
         metric at once: the same arithmetic element for element, on the states stacked into
         one matrix (one row per candidate and route).  Returns, per state, the evidence
         (None where not updated) and the estimate; the states' running maxima ``A``, ``B`` are
         raised as :meth:`evidence` raises them.  ``tots_*``: the totals' latency counts;
-        ``quantiles``: their quantiles when already known (:func:`quantile_values`);
-        ``stacked``: the states' ``W`` and ``I`` already as matrices, row for row (the look's
-        sums as core._add_batches left them), read and never written."""
+        ``quantiles``: their quantiles when already known (:func:`quantile_values`)."""
         n = len(states)
         if n == 0:
             return []
         G = len(self.grid)
-        if stacked is None:
-            W = _rows([s.W for s in states], G)
-            I = _rows([s.I for s in states], G)  # noqa: E741
-        else:
-            W, I = stacked  # noqa: E741
+        W = _rows([s.W for s in states], G)
+        I = _rows([s.I for s in states], G)  # noqa: E741
         A = _rows([s.A for s in states], G)
         B = _rows([s.B for s in states], G)
         has_info = I > 0
         any_info = has_info.any(axis=1)
         upd = np.asarray(update, dtype=bool) & any_info
-        if upd.all():
-            # every row raised (the usual look): on the whole matrices, without gathering
-            # and scattering the rows (A and B are this call's own copies)
-            logl = np.where(has_info, log_mixture_two_sided(W, I, self.tau2), 0.0)
-            np.maximum(A, np.where(W > 0, logl, 0.0), out=A)
-            np.maximum(B, np.where(W < 0, logl, 0.0), out=B)
-            for r, ls in enumerate(states):
-                ls.A = A[r]
-                ls.B = B[r]
-        elif upd.any():
+        if upd.any():
             rows = np.flatnonzero(upd)
             Wu, Iu = W[rows], I[rows]
             logl = np.where(Iu > 0, log_mixture_two_sided(Wu, Iu, self.tau2), 0.0)
@@ -548,7 +522,8 @@ def quantile_values(counts: list[np.ndarray], qs: tuple[float, ...]) -> dict[flo
         # buckets below lo are empty (cum 0 <= target), buckets from hi on hold none of the
         # rest: searchsorted over the cropped cumulative counts, shifted back by lo
         idx = lo + (cum <= target[:, None]).sum(axis=1)
-        # (bucket_value read from its table: the same floats, without a call per histogram)
+        # bucket_value read from its table (the same floats) and spread to every histogram
+        # by one gather, instead of a call per distinct histogram and a lookup per histogram
         vals = _BUCKET_VALUES[idx]
         vals[empty] = math.nan
         out[q] = vals[rows].tolist()
