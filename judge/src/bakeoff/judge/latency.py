@@ -503,23 +503,35 @@ def quantile_values(counts: list[np.ndarray], qs: tuple[float, ...]) -> dict[flo
     each distinct array computed once (the control's totals recur for every candidate)."""
     index: dict[int, int] = {}
     uniq: list[np.ndarray] = []
+    of: list[int] = []  # each histogram's row among the distinct ones
     for c in counts:
-        if id(c) not in index:
-            index[id(c)] = len(uniq)
+        i = index.get(id(c))
+        if i is None:
+            i = index[id(c)] = len(uniq)
             uniq.append(c)
+        of.append(i)
     dense = _rows(uniq, NUM_BUCKETS)
     lo, hi = _span(dense)
     cum = np.cumsum(dense[:, lo:hi], axis=1)
     total = cum[:, -1]
+    rows = np.asarray(of, dtype=np.intp)
+    empty = total <= 0
     out: dict[float, list[float]] = {}
     for q in qs:
         target = q * (total - 1).astype(float)
         # buckets below lo are empty (cum 0 <= target), buckets from hi on hold none of the
         # rest: searchsorted over the cropped cumulative counts, shifted back by lo
         idx = lo + (cum <= target[:, None]).sum(axis=1)
-        vals = [bucket_value(int(i)) if t > 0 else math.nan for i, t in zip(idx.tolist(), total.tolist())]
-        out[q] = [vals[index[id(c)]] for c in counts]
+        # bucket_value read from its table (the same floats) and spread to every histogram
+        # by one gather, instead of a call per distinct histogram and a lookup per histogram
+        vals = _BUCKET_VALUES[idx]
+        vals[empty] = math.nan
+        out[q] = vals[rows].tolist()
     return out
+
+
+# bucket_value of every index quantile_values can give (0 .. NUM_BUCKETS)
+_BUCKET_VALUES = np.array([bucket_value(i) for i in range(NUM_BUCKETS + 1)])
 
 
 @dataclass
