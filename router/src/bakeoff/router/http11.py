@@ -54,6 +54,27 @@ RESPONSE_SPECIAL = re.compile(
 PLAIN_CONNECTION_TOKENS = frozenset((b"keep-alive", b"close", b""))
 
 
+def response_head_by_regex(head: bytes) -> list[int] | None:
+    """``headscan.response_head`` by the regular expressions: the pure-Python build's faster way to the same answer.
+
+    None for a head outside ``RESPONSE_HEAD``; else the end of the status
+    line, then each field line's colon and end.
+    """
+    m = RESPONSE_LINE.match(head)
+    if m is None:
+        return None
+    pos = m.end()
+    spans = [pos]
+    fields: list[tuple[bytes, bytes]] = RESPONSE_FIELD.findall(head, pos)
+    for line, name in fields:
+        spans.append(pos + len(name))
+        pos += len(line)
+        spans.append(pos)
+    if pos != len(head):
+        return None  # a line the grammar does not allow (findall skipped it)
+    return spans
+
+
 def error_response(status: int, reason: str, message: str, extra: str = "") -> bytes:
     body = f"{status} {reason}: {message}\n".encode()
     return (

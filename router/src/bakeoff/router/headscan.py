@@ -1,0 +1,130 @@
+"""A byte-at-a-time scanner of HTTP/1.1 heads, for the compiled fast paths.
+
+``response_head`` accepts exactly the heads ``http11.RESPONSE_HEAD``
+fullmatches (tests/router/test_headscan.py compares the two on generated
+heads) and, in the same pass, returns where each field line's colon and end
+are: the grammar check and the header scan the regular expressions did in
+two state machines (the status line, then a ``findall`` of the field lines
+that built a tuple and two bytes objects per line) take one loop over the
+head here.  Compiled by mypyc, the loop indexes ``bytes`` with C integers
+and allocates nothing per byte; interpreted, it is several times slower
+than the regular expressions, so the pure-Python build keeps those
+(``COMPILED`` tells the callers which to use).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# RFC 9110 section 5.6.2: tchar, as a table indexed by the byte.
+_TCHAR: Final = bytes(
+    1 if chr(c) in "!#$%&'*+-.^_`|~" or chr(c).isascii() and chr(c).isalnum() else 0 for c in range(256)
+)
+
+
+def _compiled() -> bool:
+    # A function of a module mypyc compiled is a builtin, not a Python function.
+    return type(_compiled).__name__ != "function"
+
+
+COMPILED: Final = _compiled()
+
+
+def _fields(head: bytes, i: int, out: list[int], high: bool) -> list[int] | None:
+    """The field lines from ``i`` to the end of ``head``: each line's colon and end appended to ``out``.
+
+    A line is a token, a colon and value bytes (HTAB, SP, VCHAR, and
+    obs-text when ``high``), then CRLF; the lines must end exactly at the
+    end of the head.  None if a byte breaks that.
+    """
+    n = len(head)
+    while i < n:
+        # The name: one or more tchar, then a colon.
+        c = head[i]
+        if not _TCHAR[c]:
+            return None
+        i += 1
+        while True:
+            if i >= n:
+                return None
+            c = head[i]
+            if c == 58:  # ':'
+                break
+            if not _TCHAR[c]:
+                return None
+            i += 1
+        out.append(i)
+        i += 1
+        # The value, up to the CR of its CRLF.
+        while True:
+            if i >= n:
+                return None
+            c = head[i]
+            if c < 32:
+                if c == 13:
+                    break
+                if c != 9:
+                    return None
+            elif c >= 127:
+                if c == 127 or not high:
+                    return None
+            i += 1
+        i += 1
+        if i >= n or head[i] != 10:
+            return None
+        i += 1
+        out.append(i)
+    return out
+
+
+def response_head(head: bytes) -> list[int] | None:
+    """Check a response head (status line and field lines, each ending in CRLF, no blank line) and find its fields.
+
+    The grammar is ``http11.RESPONSE_HEAD``'s, matched whole: ``HTTP/1.1``, a
+    status of 100-599, a reason of value bytes; then field lines.  Returns
+    None for a head outside it; else the end of the status line, then for
+    each field line the position of its colon and the end of the line (past
+    its LF), which is where the next line begins.
+    """
+    n = len(head)
+    if (
+        n < 15
+        or head[0] != 72  # H
+        or head[1] != 84  # T
+        or head[2] != 84  # T
+        or head[3] != 80  # P
+        or head[4] != 47  # /
+        or head[5] != 49  # 1
+        or head[6] != 46  # .
+        or head[7] != 49  # 1
+        or head[8] != 32
+    ):
+        return None
+    c = head[9]
+    if c < 49 or c > 53:  # 1-5
+        return None
+    c = head[10]
+    if c < 48 or c > 57:
+        return None
+    c = head[11]
+    if c < 48 or c > 57 or head[12] != 32:
+        return None
+    i = 13
+    while True:
+        if i >= n:
+            return None
+        c = head[i]
+        if c < 32:
+            if c == 13:
+                break
+            if c != 9:
+                return None
+        elif c == 127:
+            return None
+        i += 1
+    i += 1
+    if i >= n or head[i] != 10:
+        return None
+    i += 1
+    out = [i]
+    return _fields(head, i, out, True)
