@@ -1,9 +1,9 @@
 """A byte-at-a-time scanner of HTTP/1.1 heads, for the compiled fast paths.
 
 ``response_head`` accepts exactly the heads ``http11.RESPONSE_HEAD``
-fullmatches (tests/router/test_headscan.py compares the two on generated
-heads) and, in the same pass, returns where each field line's colon and end
-are: the grammar check and the header scan the regular expressions did in
+fullmatches, ``request_head`` those ``http11.REQUEST_HEAD`` fullmatches
+(tests/router/test_headscan.py compares them on generated heads), and, in
+the same pass, they return where each field line's colon and end are: the grammar check and the header scan the regular expressions did in
 two state machines (the status line, then a ``findall`` of the field lines
 that built a tuple and two bytes objects per line) take one loop over the
 head here.  Compiled by mypyc, the loop indexes ``bytes`` with C integers
@@ -128,3 +128,62 @@ def response_head(head: bytes) -> list[int] | None:
     i += 1
     out = [i]
     return _fields(head, i, out, True)
+
+
+def _at(head: bytes, i: int, literal: bytes) -> bool:
+    """Whether ``literal`` is in ``head`` at ``i`` (the caller knows ``head`` is long enough)."""
+    for j in range(len(literal)):
+        if head[i + j] != literal[j]:
+            return False
+    return True
+
+
+def request_head(head: bytes) -> list[int] | None:
+    """Check a request head (request line and field lines, each ending in CRLF, no blank line) and find its fields.
+
+    The grammar is ``http11.REQUEST_HEAD``'s, matched whole: one of the
+    methods the fast path takes, an origin-form target of visible bytes,
+    ``HTTP/1.1``; then field lines whose values hold no obs-text.  Returns
+    None for a head outside it; else the length of the method, the end of
+    the request line, then for each field line the position of its colon and
+    the end of the line.
+    """
+    n = len(head)
+    if n < 16:  # "GET / HTTP/1.1" and CRLF
+        return None
+    c = head[0]
+    if c == 71:  # G
+        k = 3 if head.startswith(b"GET ") else 0
+    elif c == 80:  # P
+        if head.startswith(b"POST "):
+            k = 4
+        elif head.startswith(b"PUT "):
+            k = 3
+        elif head.startswith(b"PATCH "):
+            k = 5
+        else:
+            k = 0
+    elif c == 72:  # H
+        k = 4 if head.startswith(b"HEAD ") else 0
+    elif c == 68:  # D
+        k = 6 if head.startswith(b"DELETE ") else 0
+    elif c == 79:  # O
+        k = 7 if head.startswith(b"OPTIONS ") else 0
+    else:
+        k = 0
+    if k == 0 or head[k + 1] != 47:  # "/"
+        return None
+    # The rest of the target: visible bytes, up to the space before the version.
+    i = k + 2
+    while True:
+        if i >= n:
+            return None
+        c = head[i]
+        if c < 33 or c > 126:
+            break
+        i += 1
+    if i + 11 > n or not _at(head, i, b" HTTP/1.1\r\n"):
+        return None
+    i += 11
+    out = [k, i]
+    return _fields(head, i, out, False)

@@ -189,3 +189,20 @@ def drop_connection_listed(headers: list[bytes], tokens: bytes) -> list[bytes]:
     if not names:
         return headers
     return [h for h in headers if h.split(b":", 1)[0].strip().lower() not in names]
+
+
+def request_head_by_regex(head: bytes) -> list[int] | None:
+    """``headscan.request_head`` by the regular expressions, for the pure-Python build (as response_head_by_regex)."""
+    m = REQUEST_LINE.match(head)
+    if m is None:
+        return None
+    pos = m.end()
+    spans = [m.end(1), pos]
+    fields: list[tuple[bytes, bytes]] = REQUEST_FIELD.findall(head, pos)
+    for line, name in fields:
+        spans.append(pos + len(name))
+        pos += len(line)
+        spans.append(pos)
+    if pos != len(head):
+        return None  # a line the grammar does not allow (findall skipped it)
+    return spans
