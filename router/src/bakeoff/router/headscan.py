@@ -3,18 +3,25 @@
 ``response_head`` accepts exactly the heads ``http11.RESPONSE_HEAD``
 fullmatches, ``request_head`` those ``http11.REQUEST_HEAD`` fullmatches
 (tests/router/test_headscan.py compares them on generated heads), and, in
-the same pass, they return where each field line's colon and end are: the grammar check and the header scan the regular expressions did in
-two state machines (the status line, then a ``findall`` of the field lines
-that built a tuple and two bytes objects per line) take one loop over the
-head here.  Compiled by mypyc, the loop indexes ``bytes`` with C integers
-and allocates nothing per byte; interpreted, it is several times slower
-than the regular expressions, so the pure-Python build keeps those
+the same pass, they return where each field line's colon and end are: the
+grammar check and the header scan that the regular expressions did in two
+state machines (the first line, then a ``findall`` of the field lines that
+built a tuple and two bytes objects per line) take one loop over the head
+here.  Compiled by mypyc, the loop indexes ``bytes`` with C integers
+(``i64``) and allocates nothing per byte; interpreted, it is two to six times
+slower than the regular expressions, so the pure-Python build keeps those
 (``COMPILED`` tells the callers which to use).
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    # mypyc compiles an i64 to a C int64_t: no tagged-integer checks per byte.
+    # Only annotations name it (never evaluated here: PEP 563), so the
+    # interpreted module does not need mypy_extensions installed.
+    from mypy_extensions import i64
 
 # RFC 9110 section 5.6.2: tchar, as a table indexed by the byte.
 _TCHAR: Final = bytes(
@@ -30,17 +37,17 @@ def _compiled() -> bool:
 COMPILED: Final = _compiled()
 
 
-def _fields(head: bytes, i: int, out: list[int], high: bool) -> list[int] | None:
+def _fields(head: bytes, i: i64, out: list[int], high: bool) -> list[int] | None:
     """The field lines from ``i`` to the end of ``head``: each line's colon and end appended to ``out``.
 
     A line is a token, a colon and value bytes (HTAB, SP, VCHAR, and
     obs-text when ``high``), then CRLF; the lines must end exactly at the
     end of the head.  None if a byte breaks that.
     """
-    n = len(head)
+    n: i64 = len(head)
     while i < n:
         # The name: one or more tchar, then a colon.
-        c = head[i]
+        c: i64 = head[i]
         if not _TCHAR[c]:
             return None
         i += 1
@@ -86,7 +93,7 @@ def response_head(head: bytes) -> list[int] | None:
     each field line the position of its colon and the end of the line (past
     its LF), which is where the next line begins.
     """
-    n = len(head)
+    n: i64 = len(head)
     if (
         n < 15
         or head[0] != 72  # H
@@ -100,7 +107,7 @@ def response_head(head: bytes) -> list[int] | None:
         or head[8] != 32
     ):
         return None
-    c = head[9]
+    c: i64 = head[9]
     if c < 49 or c > 53:  # 1-5
         return None
     c = head[10]
@@ -109,7 +116,7 @@ def response_head(head: bytes) -> list[int] | None:
     c = head[11]
     if c < 48 or c > 57 or head[12] != 32:
         return None
-    i = 13
+    i: i64 = 13
     while True:
         if i >= n:
             return None
@@ -130,7 +137,7 @@ def response_head(head: bytes) -> list[int] | None:
     return _fields(head, i, out, True)
 
 
-def _at(head: bytes, i: int, literal: bytes) -> bool:
+def _at(head: bytes, i: i64, literal: bytes) -> bool:
     """Whether ``literal`` is in ``head`` at ``i`` (the caller knows ``head`` is long enough)."""
     for j in range(len(literal)):
         if head[i + j] != literal[j]:
@@ -148,12 +155,12 @@ def request_head(head: bytes) -> list[int] | None:
     the request line, then for each field line the position of its colon and
     the end of the line.
     """
-    n = len(head)
+    n: i64 = len(head)
     if n < 16:  # "GET / HTTP/1.1" and CRLF
         return None
-    c = head[0]
+    c: i64 = head[0]
     if c == 71:  # G
-        k = 3 if head.startswith(b"GET ") else 0
+        k: i64 = 3 if head.startswith(b"GET ") else 0
     elif c == 80:  # P
         if head.startswith(b"POST "):
             k = 4
@@ -174,7 +181,7 @@ def request_head(head: bytes) -> list[int] | None:
     if k == 0 or head[k + 1] != 47:  # "/"
         return None
     # The rest of the target: visible bytes, up to the space before the version.
-    i = k + 2
+    i: i64 = k + 2
     while True:
         if i >= n:
             return None

@@ -35,7 +35,9 @@ REQUEST_HEAD = re.compile(
     rb"(GET|HEAD|POST|PUT|DELETE|PATCH|OPTIONS) /[\x21-\x7e]*+ HTTP/1\.1\r\n"
     rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]++:[\t\x20-\x7e]*+\r\n)*+"
 )
-# The same grammars in two parts, as the fast paths use them: the first line,
+# The same grammars in two parts, as the pure-Python fast paths use them (the
+# compiled ones use headscan's byte loop, held to RESPONSE_HEAD and REQUEST_HEAD
+# by tests/router/test_headscan.py): the first line,
 # then every field line found by one ``findall`` that returns each line and its
 # name.  findall skips what does not match, so a head is in the grammar exactly
 # when the lines found, which never overlap, add up to the rest of the head (a
