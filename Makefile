@@ -30,7 +30,7 @@ demo: $(if $(wildcard $(STAMP)),$(STAMP),$(DEMO_STAMP))
 # The router's hot path is compiled by mypyc at install (setup.py); an edit to
 # one of its modules rebuilds it (until then the router runs those modules as
 # pure Python: `bakeoff --version` says which).
-HOT_SRC := $(foreach m,http11 downstream upstream flow_control routing stats,router/src/bakeoff/router/$(m).py)
+HOT_SRC := $(foreach m,http11 headscan downstream upstream flow_control routing stats,router/src/bakeoff/router/$(m).py)
 HOT_STAMP := $(VENV)/.hot-path-built
 
 $(HOT_STAMP): $(HOT_SRC) | $(STAMP)

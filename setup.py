@@ -16,7 +16,7 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 ROUTER = "router/src/bakeoff/router"
-HOT_MODULES = ("http11", "downstream", "upstream", "flow_control", "routing", "stats")
+HOT_MODULES = ("http11", "headscan", "downstream", "upstream", "flow_control", "routing", "stats")
 
 
 def note(msg: str) -> None:

@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-HOT_MODULES = ("http11", "downstream", "upstream", "flow_control", "routing", "stats")
+HOT_MODULES = ("http11", "headscan", "downstream", "upstream", "flow_control", "routing", "stats")
 PURE_ENV = "BAKEOFF_PURE_PYTHON"
 _HERE = Path(__file__).resolve().parent
 

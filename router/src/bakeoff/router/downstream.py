@@ -30,6 +30,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from bakeoff.contracts.snapshot import ABORTED, CONNECT_ERROR, TIMEOUT, UPGRADED
 from bakeoff.router.flow_control import FlowControl
+from bakeoff.router.headscan import COMPILED, request_head
 from bakeoff.router.http11 import (
     BAD_FRAMING,
     BAD_HOST,
@@ -38,14 +39,13 @@ from bakeoff.router.http11 import (
     HOP_BY_HOP,
     METHOD_NOT_ALLOWED,
     NO_VARIANT,
-    REQUEST_FIELD,
-    REQUEST_LINE,
     REQUEST_TIMEOUT,
     HeadTooLarge,
     Rejected,
     drop_connection_listed,
     error_response,
     origin_form,
+    request_head_by_regex,
     request_id_line,
     request_transfer_codings,
 )
@@ -374,8 +374,9 @@ class ClientConnection(asyncio.Protocol):
 
         The common request -- one read holding a head and, if any, its
         whole Content-Length body, on an otherwise idle connection -- is
-        checked against a strict grammar with one regular expression; the
-        headers the router acts on are found with one more, by position.
+        checked against a strict grammar, and its field lines found, in one
+        pass (``headscan.request_head``); the headers the router acts on are
+        then looked up by name, and cut out by position.
         Anything else (HTTP/1.0, chunked, Upgrade, a split head, pipelining,
         a doubtful byte) returns False and takes httptools' path, the
         reference behaviour; tests/router/test_request_paths.py holds the
@@ -385,8 +386,10 @@ class ClientConnection(asyncio.Protocol):
         if end < 0:
             return False
         head = data[: end + 2]
-        m = REQUEST_LINE.match(head)
-        if m is None:
+        # One byte loop when compiled, the regular expressions when not (the
+        # faster of the two for each build; see upstream._fast_response).
+        spans = request_head(head) if COMPILED else request_head_by_regex(head)
+        if spans is None:
             return False
         settings = self.settings
         if end + 2 > settings.max_header_bytes:
@@ -401,24 +404,28 @@ class ClientConnection(asyncio.Protocol):
         sticky = settings.sticky_header
         override_name = settings.override_header
         tracing = settings.tracer is not None
-        pos = m.end()
-        fields: list[tuple[bytes, bytes]] = REQUEST_FIELD.findall(head, pos)
-        for line, name in fields:
+        lower = head.lower()  # one lower() for every name (same offsets), not one per name
+        pos = spans[1]
+        k = 2
+        n = len(spans)
+        while k < n:
             start = pos
-            pos += len(line)
-            lname = name.lower()
+            colon = spans[k]
+            pos = spans[k + 1]
+            k += 2
+            lname = lower[start:colon]
             # One dict look-up instead of up to ten bytes comparisons; the
             # order of the tests, and so which one a configured header name
             # shadows, is the same as on the general path (on_header).
             code = _REQUEST_CODES.get(lname, _OTHER)
             drop = False
             if code == _CONTENT_LENGTH:
-                value = line[len(name) + 1 :].strip()
+                value = head[colon + 1 : pos].strip()
                 if length >= 0 or not value.isdigit() or len(value) > 18:
                     return False
                 length = int(value)
             elif code == _CONNECTION:
-                tokens = {t.strip() for t in line[len(name) + 1 : -2].lower().split(b",")}
+                tokens = {t.strip() for t in lower[colon + 1 : pos - 2].split(b",")}
                 if not tokens <= {b"keep-alive", b"close", b""}:
                     return False
                 if b"close" in tokens:
@@ -428,12 +435,12 @@ class ClientConnection(asyncio.Protocol):
                 return False
             elif lname == sticky:
                 if key is None:  # several lines: the first that holds a key (see on_header)
-                    key = settings.sticky.key_from(line[len(name) + 1 : -2].lstrip(b" \t"))  # type: ignore[union-attr]
+                    key = settings.sticky.key_from(head[colon + 1 : pos - 2].lstrip(b" \t"))  # type: ignore[union-attr]
             elif lname == override_name:
-                override = line[len(name) + 1 :].strip()
+                override = head[colon + 1 : pos].strip()
                 drop = True
             elif code == _XFF:
-                value = line[len(name) + 1 : -2].strip(b" \t")
+                value = head[colon + 1 : pos - 2].strip(b" \t")
                 xff = value if xff is None else xff + b", " + value
                 drop = True
             elif code == _XFP:
@@ -445,15 +452,13 @@ class ClientConnection(asyncio.Protocol):
             elif code == _HOP:  # keep-alive, proxy-connection, te, trailer: this hop's only
                 drop = True
             elif tracing and lname == b"traceparent":
-                value = line[len(name) + 1 : -2].lstrip(b" \t")
+                value = head[colon + 1 : pos - 2].lstrip(b" \t")
                 traceparent = value if traceparent is None else b"several"
                 drop = True
             if drop:
                 if cuts is None:
                     cuts = []
                 cuts.append((start, pos))
-        if pos != len(head):
-            return False  # a line the grammar does not allow (findall skipped it): the general path
         body_len = len(data) - end - 4
         if hosts != 1:
             return False  # the general path answers it
@@ -478,7 +483,7 @@ class ClientConnection(asyncio.Protocol):
             parts.append(self._xfp_line)
         if not has_rid:
             parts.append(request_id_line())
-        method = m.group(1)
+        method = head[: spans[0]]
         ex = Exchange()
         if settings.tracer is not None:
             parts.append(settings.tracer.begin(ex, traceparent, method))
