@@ -27,7 +27,8 @@ from .test_controller import (
     variant_doc,
 )
 from .test_controller import controller_for as _controller_for
-from .test_controller import ns as ns  # noqa: F401 - the fixture
+
+NS_PREFIX = "notify"
 
 kclient = pytest.importorskip("kubernetes.client")
 

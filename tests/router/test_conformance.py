@@ -290,7 +290,7 @@ def test_workers_start_on_a_port_in_time_wait_and_a_failed_start_leaves_no_temp_
         # The router closes first (Connection: close), so its side of these
         # connections sits in TIME_WAIT on the traffic port.
         for _ in range(3):
-            with socket.create_connection(("127.0.0.1", port)) as s:
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
                 s.sendall(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
                 while s.recv(65536):
                     pass
@@ -306,7 +306,7 @@ def test_workers_start_on_a_port_in_time_wait_and_a_failed_start_leaves_no_temp_
     )
     try:
         _wait_port(port, workers)
-        with socket.create_connection(("127.0.0.1", port)) as s:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
             s.sendall(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
             assert s.recv(65536).startswith(b"HTTP/1.1 502")
     finally:

@@ -247,8 +247,12 @@ class H2Client(asyncio.Protocol):
                     if call is not None:
                         self._pump_response(call)
             elif isinstance(ev, ConnectionTerminated):
-                self.flush()
-                self.close()
+                # The client is leaving: what it sent after its GOAWAY (a PING, say) is drained, not
+                # answered with a reset (h2spec generic 3.8 read one instead of the close).
+                calls, self.calls = self.calls, {}
+                for call in calls.values():
+                    self._abandon(call)
+                self._close_lingering()
                 return
         self.flush()
 
