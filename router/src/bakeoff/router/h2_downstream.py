@@ -515,9 +515,7 @@ class H2Client(asyncio.Protocol):
         """grpc-timeout passed: cancel the upstream call, answer DEADLINE_EXCEEDED."""
         if call.finished:
             return
-        if call.up is not None:
-            call.up.cancel(call)
-            call.up = None
+        self._cancel_upstream(call)
         if call.resp_started:
             try:
                 self.h2.send_headers(call.sid, grpc.error_trailers(4, "deadline exceeded")[2:], end_stream=True)
@@ -553,13 +551,16 @@ class H2Client(asyncio.Protocol):
 
     def _abandon(self, call: Call) -> None:
         """The client reset the stream or left: cancel upstream, count it aborted."""
-        if call.up is not None:
-            call.up.cancel(call)
-            call.up = None
+        self._cancel_upstream(call)
         if not call.finished:
             # A client that cancels as its own deadline passes (it keeps the same clock) timed out.
             expired = call.deadline and self.loop.time() >= call.deadline - 0.05
             self._finish(call, outcome=TIMEOUT if expired else ABORTED)
+
+    def _cancel_upstream(self, call: Call) -> None:
+        if call.up is not None:
+            call.up.cancel(call)
+            call.up = None
 
     def _reset(self, call: Call, code: int) -> None:
         self.calls.pop(call.sid, None)
@@ -643,9 +644,7 @@ class H2Client(asyncio.Protocol):
         """
         if call.finished:
             return
-        if call.up is not None:
-            call.up.cancel(call)
-            call.up = None
+        self._cancel_upstream(call)
         if call.resp_started:
             self._reset(call, ErrorCodes.CANCEL)
             self._finish(call, outcome=TIMEOUT)

@@ -65,16 +65,7 @@ def response_head_by_regex(head: bytes) -> list[int] | None:
     m = RESPONSE_LINE.match(head)
     if m is None:
         return None
-    pos = m.end()
-    spans = [pos]
-    fields: list[tuple[bytes, bytes]] = RESPONSE_FIELD.findall(head, pos)
-    for line, name in fields:
-        spans.append(pos + len(name))
-        pos += len(line)
-        spans.append(pos)
-    if pos != len(head):
-        return None  # a line the grammar does not allow (findall skipped it)
-    return spans
+    return _field_spans(RESPONSE_FIELD, head, [m.end()])
 
 
 def error_response(status: int, reason: str, message: str, extra: str = "") -> bytes:
@@ -198,9 +189,13 @@ def request_head_by_regex(head: bytes) -> list[int] | None:
     m = REQUEST_LINE.match(head)
     if m is None:
         return None
-    pos = m.end()
-    spans = [m.end(1), pos]
-    fields: list[tuple[bytes, bytes]] = REQUEST_FIELD.findall(head, pos)
+    return _field_spans(REQUEST_FIELD, head, [m.end(1), m.end()])
+
+
+def _field_spans(field: re.Pattern[bytes], head: bytes, spans: list[int]) -> list[int] | None:
+    """Append each field line's colon and end to ``spans`` (its last item: where the field lines begin)."""
+    pos = spans[-1]
+    fields: list[tuple[bytes, bytes]] = field.findall(head, pos)
     for line, name in fields:
         spans.append(pos + len(name))
         pos += len(line)
