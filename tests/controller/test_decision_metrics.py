@@ -138,7 +138,14 @@ async def test_bakeoff_run_metrics_scraped_by_prometheus_and_every_dashboard_que
             assert named and named <= set(SERIES), named - set(SERIES)
             assert named == set(SERIES)  # and it shows them all
             for expr in exprs:
-                assert await query(concrete(expr)), f"the dashboard's query {expr!r} found nothing"
+                # increase() needs two samples of a series: a decision's counter is born at 1, so until the
+                # next scrape (1 s) its increase is empty (CI saw exactly that once).
+                await eventually_async(
+                    lambda expr=expr: query(concrete(expr)),
+                    what=f"the dashboard's query {expr!r} to find data",
+                    timeout=30,
+                    interval=1,
+                )
             for v in variables:
                 m = re.fullmatch(r"label_values\((.+), *([a-z_]+)\)", v)
                 assert m, v
