@@ -166,7 +166,7 @@ def test_a_silent_upstream_times_out_an_http2_call_but_not_a_grpc_stream(router_
     started = router_process({"variants": [{"name": "a", "upstreams": [half.address]}], "timeouts": timeouts}).start()
 
     c = RawH2(router.port)
-    sid = c.headers("/silent")
+    c.headers("/silent")
     c.send()
     evs = c.events_until(lambda e: isinstance(e, h2.events.StreamEnded), timeout=20)
     status = [dict(e.headers)[b":status"] for e in evs if isinstance(e, h2.events.ResponseReceived)]

@@ -37,6 +37,7 @@ from bakeoff.router.http11 import (
     BAD_REQUEST,
     HEAD_TOO_LARGE,
     HOP_BY_HOP,
+    LINGER_SECONDS,
     METHOD_NOT_ALLOWED,
     NO_VARIANT,
     REQUEST_TIMEOUT,
@@ -61,8 +62,6 @@ if TYPE_CHECKING:
 
 # Bytes of request body held while no upstream connection is ready yet.
 _MAX_PENDING_BODY = 256 * 1024
-# How long a connection answered with a 400 or 431 drains before it closes.
-_LINGER_SECONDS = 2.0
 _perf = time.perf_counter
 _H2_PAUSE = "Pause on PRI/Upgrade"  # httptools' error at HTTP/2's connection preface
 log = structlog.get_logger("bakeoff.router")
@@ -821,7 +820,7 @@ class ClientConnection(asyncio.Protocol):
         # error response before the client has read it.
         self.transport.write_eof()
         self.flow.read_client_regardless()
-        self.loop.call_later(_LINGER_SECONDS, self._close)
+        self.loop.call_later(LINGER_SECONDS, self._close)
 
     def _fail_connection(self, response: bytes) -> None:
         """A request could not be parsed: answer once everything before it is."""

@@ -53,7 +53,7 @@ from bakeoff.contracts.snapshot import ABORTED, CONNECT_ERROR, TIMEOUT
 from bakeoff.router import grpc
 from bakeoff.router.h2_tuning import fast_codec, tune_hpack
 from bakeoff.router.h2_upstream import CONNECTION_WINDOW, Http1Bridge
-from bakeoff.router.http11 import HOP_BY_HOP, METRIC_PREFIX, METRIC_PREFIX_LEN, request_id_line
+from bakeoff.router.http11 import HOP_BY_HOP, LINGER_SECONDS, METRIC_PREFIX, METRIC_PREFIX_LEN, request_id_line
 
 if TYPE_CHECKING:
     from bakeoff.router.routing import Upstream, Variant
@@ -63,7 +63,6 @@ log = structlog.get_logger("bakeoff.router")
 tune_hpack()
 _perf = time.perf_counter
 _REQUEST_ID = request_id_line  # "X-Request-Id: <id>\r\n"
-LINGER_SECONDS = 2.0  # as HTTP/1.1's lingering close (downstream._LINGER_SECONDS)
 
 
 class Pipe:
@@ -249,9 +248,6 @@ class H2Client(asyncio.Protocol):
             elif isinstance(ev, ConnectionTerminated):
                 # The client is leaving: what it sent after its GOAWAY (a PING, say) is drained, not
                 # answered with a reset (h2spec generic 3.8 read one instead of the close).
-                calls, self.calls = self.calls, {}
-                for call in calls.values():
-                    self._abandon(call)
                 self._close_lingering()
                 return
         self.flush()
@@ -284,14 +280,10 @@ class H2Client(asyncio.Protocol):
             self.h2.close_connection(error_code=code)
         except H2Error:
             pass
-        self.flush()
-        calls, self.calls = self.calls, {}
-        for call in calls.values():
-            self._abandon(call)
         self._close_lingering()
 
     def _close_lingering(self) -> None:
-        """Send the GOAWAY, half-close, and read and drop what the client still sends for up to LINGER_SECONDS.
+        """End the connection: abandon its calls, send the GOAWAY, half-close, then drain for LINGER_SECONDS.
 
         Closing a socket with unread bytes in its receive buffer makes the
         kernel answer with a reset, which can reach the client before the
@@ -299,6 +291,9 @@ class H2Client(asyncio.Protocol):
         seen; nginx's ``lingering_close`` exists for the same reason).  TLS
         cannot half-close, so it closes at once.
         """
+        calls, self.calls = self.calls, {}
+        for call in calls.values():
+            self._abandon(call)
         transport = self.transport
         if self.closed or transport is None:
             return

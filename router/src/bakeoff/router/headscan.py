@@ -61,27 +61,36 @@ def _fields(head: bytes, i: i64, out: list[int], high: bool) -> list[int] | None
                 return None
             i += 1
         out.append(i)
-        i += 1
-        # The value, up to the CR of its CRLF.
-        while True:
-            if i >= n:
-                return None
-            c = head[i]
-            if c < 32:
-                if c == 13:
-                    break
-                if c != 9:
-                    return None
-            elif c >= 127:
-                if c == 127 or not high:
-                    return None
-            i += 1
-        i += 1
-        if i >= n or head[i] != 10:
+        i = _line_end(head, i + 1, high)
+        if i < 0:
             return None
-        i += 1
         out.append(i)
     return out
+
+
+def _line_end(head: bytes, i: i64, high: bool) -> i64:
+    """Past the CRLF that ends the value bytes from ``i`` (HTAB, SP, VCHAR, obs-text when ``high``); -1 if none does.
+
+    A field value and a status line's reason share this grammar.
+    """
+    n: i64 = len(head)
+    while True:
+        if i >= n:
+            return -1
+        c: i64 = head[i]
+        if c < 32:
+            if c == 13:
+                break
+            if c != 9:
+                return -1
+        elif c >= 127:
+            if c == 127 or not high:
+                return -1
+        i += 1
+    i += 1
+    if i >= n or head[i] != 10:
+        return -1
+    return i + 1
 
 
 def response_head(head: bytes) -> list[int] | None:
@@ -116,23 +125,9 @@ def response_head(head: bytes) -> list[int] | None:
     c = head[11]
     if c < 48 or c > 57 or head[12] != 32:
         return None
-    i: i64 = 13
-    while True:
-        if i >= n:
-            return None
-        c = head[i]
-        if c < 32:
-            if c == 13:
-                break
-            if c != 9:
-                return None
-        elif c == 127:
-            return None
-        i += 1
-    i += 1
-    if i >= n or head[i] != 10:
+    i = _line_end(head, 13, True)  # the reason: value bytes
+    if i < 0:
         return None
-    i += 1
     out = [i]
     return _fields(head, i, out, True)
 

@@ -54,6 +54,9 @@ RESPONSE_SPECIAL = re.compile(
     rb"|bakeoff-metric-[^:]*):[ \t]*([^\r]*)"
 )
 PLAIN_CONNECTION_TOKENS = frozenset((b"keep-alive", b"close", b""))
+# How long a connection the router ends on an error (an HTTP/1.1 400 or 431, an HTTP/2 GOAWAY)
+# half-closed reads and drops what the client still sends before it closes (lingering close).
+LINGER_SECONDS = 2.0
 
 
 def response_head_by_regex(head: bytes) -> list[int] | None:
