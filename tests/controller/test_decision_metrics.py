@@ -108,11 +108,19 @@ async def test_bakeoff_run_metrics_scraped_by_prometheus_and_every_dashboard_que
             # A decision was taken and scraped: a promotion or a rollback (which one is the judge's business).
             decided = await eventually_async(
                 lambda: query('bakeoff_decisions_total{bakeoff="quotes", action=~"promoted|rolled_back"}'),
+                until=lambda got: any(float(x["value"][1]) >= 1 for x in got),  # a new series reads 0 once
                 what="a promotion or a rollback counted in Prometheus",
                 timeout=240,
                 interval=1,
             )
-            assert decided and all(float(x["value"][1]) >= 1 for x in decided)
+            assert decided and any(float(x["value"][1]) >= 1 for x in decided)
+            # Both candidates were admitted in the run's first pass, before more than a scrape or two: the
+            # dashboard's increase() still counts that decision (a series first scraped at 1 would read 0).
+            admitted = await query('increase(bakeoff_decisions_total{bakeoff="quotes", action="admitted"}[1h])')
+            assert {x["metric"]["variant"]: round(float(x["value"][1])) for x in admitted} == {
+                "indexed": 1,
+                "pretty": 1,
+            }, admitted
             # Each series, as scraped: labels and plausible values.
             shares = await query('bakeoff_variant_share{bakeoff="quotes"}')
             assert {x["metric"]["variant"] for x in shares} >= {"mainline"}
@@ -138,8 +146,8 @@ async def test_bakeoff_run_metrics_scraped_by_prometheus_and_every_dashboard_que
             assert named and named <= set(SERIES), named - set(SERIES)
             assert named == set(SERIES)  # and it shows them all
             for expr in exprs:
-                # increase() needs two samples of a series: a decision's counter is born at 1, so until the
-                # next scrape (1 s) its increase is empty (CI saw exactly that once).
+                # increase() needs two samples of a series: a new decision series is shown at 0 first, so until
+                # the next scrape (1 s) its increase is empty.
                 await eventually_async(
                     lambda expr=expr: query(concrete(expr)),
                     what=f"the dashboard's query {expr!r} to find data",
@@ -172,6 +180,41 @@ async def test_bakeoff_run_metrics_scraped_by_prometheus_and_every_dashboard_que
 
 def _tail(tmp_path: Path) -> str:
     return (tmp_path / "run.out").read_text(errors="replace")[-3000:]
+
+
+def test_a_decision_series_is_scraped_at_zero_once_then_at_its_count():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from bakeoff.controller.decision_metrics import DecisionMetrics
+
+    registry = CollectorRegistry()
+    metrics = DecisionMetrics(registry)
+
+    def scraped() -> dict[tuple[str, str], float]:
+        out = {}
+        for line in generate_latest(registry).decode().splitlines():
+            m = re.fullmatch(r'bakeoff_decisions_total\{action="(\w+)",bakeoff="shop",variant="(\w*)"\} (\S+)', line)
+            if m:
+                out[(m.group(1), m.group(2))] = float(m.group(3))
+        return out
+
+    assert scraped() == {}
+    metrics.decided("shop", [{"type": "admitted", "variant": "fast"}, {"type": "admitted", "variant": "slow"}])
+    assert scraped() == {("admitted", "fast"): 0, ("admitted", "slow"): 0}
+    metrics.decided("shop", [{"type": "rolled_back", "variant": "slow"}, {"type": "stopped", "variant": None}])
+    assert scraped() == {
+        ("admitted", "fast"): 1,
+        ("admitted", "slow"): 1,
+        ("rolled_back", "slow"): 0,
+        ("stopped", ""): 0,
+    }
+    metrics.decided("shop", [{"type": "admitted", "variant": "fast"}])
+    assert scraped() == {
+        ("admitted", "fast"): 2,
+        ("admitted", "slow"): 1,
+        ("rolled_back", "slow"): 1,
+        ("stopped", ""): 1,
+    }
 
 
 def test_bad_metrics_address_is_refused_naming_the_option():

@@ -81,7 +81,13 @@ async def test_controller_decision_metrics_scraped_by_prometheus(kube, crds, tmp
                 timeout=60,
             )
             assert shares == {"fast": pytest.approx(0.3), "mainline": pytest.approx(0.7)}
-            admitted = await query(f'bakeoff_decisions_total{{bakeoff="{key}", action="admitted"}}')
+            # A new decision series is scraped at 0 once, then at its count (controller/decision_metrics.py).
+            admitted = await eventually_async(
+                lambda: query(f'bakeoff_decisions_total{{bakeoff="{key}", action="admitted"}}'),
+                until=lambda got: got.get("fast") == 1.0,
+                what="the admission counted in Prometheus",
+                timeout=30,
+            )
             assert admitted == {"fast": 1.0}
             assert await query(f'bakeoff_phase{{bakeoff="{key}"}} == 1') == {"Running": 1.0}
             phases = await query(f'bakeoff_variant_phase{{bakeoff="{key}"}} == 1')

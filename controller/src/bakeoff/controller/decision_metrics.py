@@ -13,6 +13,11 @@ One set of series for both (charts/bakeoff/dashboards/bakeoff-decisions.json rea
 - ``bakeoff_decisions_total{bakeoff, action, variant}`` -- a counter of the decisions taken
   (admitted, ramped, rolled_back, winner, promoted, failed, ...; variant "" for the bake-off's own).
 
+A decision counter's series is shown at 0 the first time it is scraped and at its count from then
+on. Prometheus's ``increase()`` starts from a series' first sample, so a series first scraped at 1
+hides its first decision from every dashboard panel built on it; the one scrape of delay keeps it.
+(With two Prometheus servers scraping, only the first sees the 0.)
+
 The gauges are rendered at scrape time from the last observation of each bake-off
 (``observe``); a bake-off that is gone is dropped with ``forget``.
 """
@@ -24,8 +29,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 ALL_ROUTES = "all"
 
@@ -44,12 +49,8 @@ class DecisionMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._observed: dict[str, _Observed] = {}
-        self.decisions = Counter(
-            "bakeoff_decisions_total",
-            "Decisions taken, by bake-off, action and variant",
-            ["bakeoff", "action", "variant"],
-            registry=registry,
-        )
+        self.decisions: dict[tuple[str, str, str], int] = {}  # (bakeoff, action, variant) -> count
+        self._scraped: set[tuple[str, str, str]] = set()  # series already shown once (at 0)
         registry.register(_Collector(self))
 
     def observe(
@@ -79,13 +80,25 @@ class DecisionMetrics:
     def decided(self, bakeoff: str, events: list[dict[str, Any]]) -> None:
         """Count the decisions (controller events) of one pass."""
         for e in events:
-            self.decisions.labels(bakeoff, str(e.get("type")), e.get("variant") or "").inc()
+            key = (bakeoff, str(e.get("type")), e.get("variant") or "")
+            self.decisions[key] = self.decisions.get(key, 0) + 1
 
     def forget(self, keep: set[str]) -> None:
-        """Drop the gauges of bake-offs not in ``keep`` (deleted ones)."""
+        """Drop the gauges of bake-offs not in ``keep`` (deleted ones); their decision counts stay."""
         for name in list(self._observed):
             if name not in keep:
                 del self._observed[name]
+
+    def _decision_family(self) -> Metric:
+        fam = CounterMetricFamily(
+            "bakeoff_decisions",
+            "Decisions taken, by bake-off, action and variant",
+            labels=["bakeoff", "action", "variant"],
+        )
+        for key, count in sorted(self.decisions.items()):
+            fam.add_metric(list(key), count if key in self._scraped else 0)
+            self._scraped.add(key)
+        return fam
 
     def families(self) -> Iterator[Metric]:
         phase = GaugeMetricFamily("bakeoff_phase", "1 for the bake-off's current phase", labels=["bakeoff", "phase"])
@@ -117,7 +130,7 @@ class DecisionMetrics:
             if o.verdict is not None:
                 for v, vv in sorted(o.verdict.variants.items()):
                     requests.add_metric([name, v], vv.requests)
-        yield from (phase, share, vphase, estimate, lower, upper, requests)
+        yield from (phase, share, vphase, estimate, lower, upper, requests, self._decision_family())
 
 
 class _Collector:
