@@ -257,11 +257,25 @@ async def test_bad_chunk_size_after_a_streamed_head_is_counted_and_logged_once(m
 def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
     def listening() -> bool:
         if proc.poll() is not None:
-            raise AssertionError(f"router exited with {proc.returncode}: {proc.stdout.read() if proc.stdout else ''}")
+            raise AssertionError(f"router exited with {proc.returncode}: {_output(proc)}")
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):
             return True
 
     eventually(listening, timeout=timeout, what=f"the router to listen on {port}", retry=(OSError,))
+
+
+def _output(proc: subprocess.Popen) -> str:
+    """What a router started with ``stdout=<a file>`` wrote (a file, not a pipe nobody reads while it runs)."""
+    out = getattr(proc, "output_path", None)
+    return out.read_text(errors="replace")[-3000:] if out else ""
+
+
+def _start_router(tmp_path, argv: list[str], env: dict[str, str], name: str) -> subprocess.Popen:
+    out = tmp_path / f"{name}.out"
+    with open(out, "wb") as f:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
+    proc.output_path = out  # type: ignore[attr-defined]
+    return proc
 
 
 def _router_cmd(tmp_path, port: int, *extra: str) -> list[str]:
@@ -282,9 +296,7 @@ def test_workers_start_on_a_port_in_time_wait_and_a_failed_start_leaves_no_temp_
     tmp.mkdir()
     env = os.environ | {"TMPDIR": str(tmp)}
     port = free_port()
-    single = subprocess.Popen(
-        _router_cmd(tmp_path, port), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    single = _start_router(tmp_path, _router_cmd(tmp_path, port), env, "single")
     try:
         _wait_port(port, single)
         # The router closes first (Connection: close), so its side of these
@@ -296,14 +308,8 @@ def test_workers_start_on_a_port_in_time_wait_and_a_failed_start_leaves_no_temp_
                     pass
     finally:
         single.terminate()
-        assert single.wait(20) == 0
-    workers = subprocess.Popen(
-        _router_cmd(tmp_path, port, "--workers", "2"),
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+        assert single.wait(20) == 0, _output(single)
+    workers = _start_router(tmp_path, _router_cmd(tmp_path, port, "--workers", "2"), env, "workers")
     try:
         _wait_port(port, workers)
         with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
@@ -311,7 +317,7 @@ def test_workers_start_on_a_port_in_time_wait_and_a_failed_start_leaves_no_temp_
             assert s.recv(65536).startswith(b"HTTP/1.1 502")
     finally:
         workers.terminate()
-        assert workers.wait(30) == 0
+        assert workers.wait(30) == 0, _output(workers)
     assert list(tmp.iterdir()) == []
     # A start that fails (the port is taken by a listener) says why and
     # leaves nothing behind in the temporary directory.
