@@ -502,6 +502,11 @@ class Judge(_Model):  # spec.judge
     min_samples: int = Field(500, description="Requests per variant before any decision.", ge=1)
     max_samples: int | None = Field(None, ge=1)
     max_duration: Duration | None = None
+    warmup: Duration | None = Field(
+        None,
+        description="A candidate's requests in its first this-long after its first judged look are not"
+        " judged (cold caches, JIT, connection pools); absent: judged from the first request.",
+    )
     interval: Duration = Field("1s", description="How often the judge looks.")
     candidates: int | None = Field(None, description="The Bonferroni split (default, the number of Variants).", ge=1)
     source: str | None = Field(

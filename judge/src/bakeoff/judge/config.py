@@ -91,6 +91,7 @@ class JudgeConfig:
     min_samples: int = schema.default(schema.Judge, "min_samples")
     max_samples: int | None = None
     max_duration: float | None = None  # seconds
+    warmup: float = 0.0  # seconds of each candidate's traffic left unjudged, from its first requests
     guardrails: tuple[MetricSpec, ...] = ()
     objective: MetricSpec | None = None
     candidates: int | None = None  # number of candidates alpha is split over (default: as seen)
@@ -331,6 +332,9 @@ def config_from_dict(raw: Any, origin: str = "judge config") -> JudgeConfig:
     max_duration = None
     if "maxDuration" in raw and raw["maxDuration"] is not None:
         max_duration = parse_duration(raw["maxDuration"], f("maxDuration"))
+    warmup = 0.0
+    if "warmup" in raw and raw["warmup"] is not None:
+        warmup = parse_duration(raw["warmup"], f("warmup"))
     candidates = None
     if "candidates" in raw and raw["candidates"] is not None:
         v = raw["candidates"]
@@ -359,6 +363,7 @@ def config_from_dict(raw: Any, origin: str = "judge config") -> JudgeConfig:
         min_samples=min_samples,
         max_samples=max_samples,
         max_duration=max_duration,
+        warmup=warmup,
         guardrails=guardrails,
         objective=objective,
         candidates=candidates,

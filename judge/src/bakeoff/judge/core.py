@@ -119,6 +119,7 @@ class JudgeState:
     routes: list[str] = field(default_factory=list)
     final: dict[str, Any] | None = None
     resets: int = 0
+    first_seen: dict[str, float] = field(default_factory=dict)  # candidate -> the look that first had its requests
 
     @classmethod
     def new(cls, config: JudgeConfig) -> JudgeState:
@@ -136,6 +137,7 @@ class JudgeState:
             seen_candidates=list(self.seen_candidates),
             routes=list(self.routes),
             final=None if self.final is None else dict(self.final),
+            first_seen=dict(self.first_seen),
         )
 
     def _successor(self) -> JudgeState:
@@ -155,6 +157,7 @@ class JudgeState:
             seen_candidates=list(self.seen_candidates),
             routes=list(self.routes),
             final=None if self.final is None else dict(self.final),
+            first_seen=dict(self.first_seen),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -173,6 +176,7 @@ class JudgeState:
             "routes": self.routes,
             "final": self.final,
             "resets": self.resets,
+            "first_seen": self.first_seen,
         }
 
     @classmethod
@@ -194,7 +198,37 @@ class JudgeState:
             routes=list(d.get("routes", [])),
             final=d["final"],
             resets=d.get("resets", 0),
+            first_seen=dict(d.get("first_seen", {})),
         )
+
+
+def _without_warming(
+    st: JudgeState, increments: dict[str, VariantCounters], now: float, notes: list[str]
+) -> dict[str, VariantCounters]:
+    """This look's increments less those of candidates still in their warm-up (``spec.judge.warmup``).
+
+    A candidate's warm-up starts at the first look that brings requests of it and lasts
+    ``warmup`` seconds; what it served until then went into the baselines already, so it is
+    never judged.  The rule looks only at the clock, never at the data, so what is judged
+    afterwards keeps the tests' guarantees (a stopping rule or a sample chosen without
+    looking at the outcomes leaves a test's error rate as it was).  Spinnaker's Kayenta
+    canary stage waits out a warm-up the same way (``beginCanaryAnalysisAfterMins``), as do
+    Argo Rollouts' analyses (``initialDelay``).
+    """
+    ctrl, warmup = st.config.control, st.config.warmup
+    warming: list[str] = []
+    for name, inc in increments.items():
+        if name == ctrl or inc.requests <= 0:
+            continue
+        first = st.first_seen.setdefault(name, float(now))
+        if now - first < warmup:
+            warming.append(name)
+    if not warming:
+        return increments
+    for name in warming:
+        left = warmup - (now - st.first_seen[name])
+        notes.append(f"{name}: warming up, not judged for {left:.1f}s more (warmup {warmup:g}s)")
+    return {n: inc for n, inc in increments.items() if n not in warming}
 
 
 def _successor_state(s: TestState) -> TestState:
@@ -298,6 +332,8 @@ def _step(state: JudgeState, snapshot: Any, now: float) -> tuple[JudgeState, Ver
         allowed = {cfg.control, *cfg.entrants}
         increments = {n: inc for n, inc in increments.items() if n in allowed}
         present = {n for n in present if n in allowed}
+    if cfg.warmup > 0:
+        increments = _without_warming(st, increments, now, notes)
     if not any(inc.requests > 0 for inc in increments.values()):
         if not present:
             notes.append("no variants in the snapshot yet")
@@ -862,6 +898,9 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
             vv.status = "judging"
             if cfg.objective is not None and obj_better and ni_all and fresh:
                 promotable.append((obj_bound, v))
+        elif tot.requests == 0 and v in st.first_seen:
+            left = cfg.warmup - (now - st.first_seen[v])
+            vv.status, vv.reason = "waiting", f"warming up: not judged for {max(left, 0):.1f}s more (warmup)"
         elif tot.requests == 0:
             vv.status, vv.reason = "waiting", "no traffic yet (maxSamples does not wait for it)"
         else:
@@ -885,7 +924,8 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
         # evidence and must not hold the run open: maxSamples counts the candidates with
         # traffic, or the control when none has any (it had maxSamples requests and the
         # candidates nothing).
-        idle = [v for v in remaining if st.totals.get(v, VariantCounters()).requests == 0]
+        # (one in its warm-up has had traffic: it is waited for)
+        idle = [v for v in remaining if st.totals.get(v, VariantCounters()).requests == 0 and v not in st.first_seen]
         served = [v for v in remaining if v not in idle]
         if st.seen_candidates and not remaining:
             st.final = {"action": STOP, "winner": None, "reason": "no candidate left that could win; mainline stays"}

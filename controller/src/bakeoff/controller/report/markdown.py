@@ -40,7 +40,13 @@ def markdown(rep: dict[str, Any]) -> str:
     lines += [
         "",
         f"Judge: alpha {rep['judge']['alpha']}, Bonferroni over {rep['judge']['candidates']} candidate(s), "
-        f"minSamples {rep['judge']['minSamples']}.",
+        f"minSamples {rep['judge']['minSamples']}"
+        + (
+            f", each candidate's first {rep['judge']['warmup_s']:g} s unjudged (warmup)"
+            if rep["judge"].get("warmup_s")
+            else ""
+        )
+        + ".",
         "",
         "## Variants",
         "",

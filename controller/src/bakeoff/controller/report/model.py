@@ -179,6 +179,7 @@ def build(runner: Any, snap: dict[str, Any] | None) -> dict[str, Any]:
         "judge": {
             "alpha": runner.b.judge.alpha,
             "minSamples": runner.b.judge.min_samples,
+            "warmup_s": runner.b.judge.warmup,
             "candidates": runner.b.judge.candidates,
             "metrics": [m.to_json() for m in runner.b.judge.metrics],
         },
