@@ -32,7 +32,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from h2.config import H2Configuration
@@ -65,6 +65,17 @@ _perf = time.perf_counter
 _REQUEST_ID = request_id_line  # "X-Request-Id: <id>\r\n"
 
 
+class Sender(Protocol):
+    """What Pipe needs of a connection: h2's H2Connection (downstream) or h2_wire's (upstream)."""
+
+    max_outbound_frame_size: int
+
+    def local_flow_control_window(self, stream_id: int) -> int: ...
+    def send_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> Any: ...
+    def send_headers(self, stream_id: int, headers: Any, end_stream: bool = False) -> Any: ...
+    def end_stream(self, stream_id: int) -> Any: ...
+
+
 class Pipe:
     """One direction of one call: bytes waiting for the receiver's stream window."""
 
@@ -84,7 +95,7 @@ class Pipe:
             self.chunks.append(data)
             self.size += len(data)
 
-    def pump(self, conn: H2Connection, sid: int) -> bool:
+    def pump(self, conn: Sender, sid: int) -> bool:
         """Send what the window allows; True once the stream's end has been sent."""
         while self.chunks:
             room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
