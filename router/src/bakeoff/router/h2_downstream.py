@@ -327,6 +327,8 @@ class H2Client(asyncio.Protocol):
         xff = None
         out: list[tuple[bytes, bytes]] = []
         sticky = router.sticky_header
+        override_header = router.override_header  # Router's settings are properties: read once, not per field
+        tracing = router.tracer is not None
         for field in headers:
             name, value = field
             if name == b":path":
@@ -343,13 +345,13 @@ class H2Client(asyncio.Protocol):
                 has_xfp = True
             if name == sticky and key is None:
                 key = router.sticky.key_from(value)  # type: ignore[union-attr]
-            if name == router.override_header:
+            if name == override_header:
                 override = value.strip()
                 continue
             if name == b"x-forwarded-for":
                 xff = value if xff is None else xff + b", " + value
                 continue
-            if name == b"traceparent" and router.tracer is not None:
+            if name == b"traceparent" and tracing:
                 traceparent = value if traceparent is None else b"several"  # several: invalid, a new trace
                 continue
             out.append(field)  # as it came: a never-indexed field stays so (RFC 7541 section 6.2.3)
