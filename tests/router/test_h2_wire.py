@@ -229,3 +229,23 @@ def test_a_flow_control_violation_is_a_connection_error():
     with pytest.raises(WireError) as e:
         p.client.receive_data(head + b"\x00\x00" + sid.to_bytes(4, "big") + b"x" * 10)
     assert e.value.error_code == 0x6  # FRAME_SIZE_ERROR
+
+
+def test_stream_ids_run_out():
+    p = Pair()
+    p.client.next_stream_id = 2**31 - 1  # the last odd id
+    last = p.request()
+    assert last == 2**31 - 1
+    with pytest.raises(WireError):
+        p.client.get_next_available_stream_id()
+
+
+def test_a_larger_initial_window_moves_open_streams_windows():
+    p = Pair()
+    sid = p.request(end=False)
+    assert p.client.local_flow_control_window(sid) == 65535
+    p.server.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 100000})
+    p.server.increment_flow_control_window(1 << 20)  # the connection's window, so the stream's is the bound
+    p.pump()
+    assert p.client.local_flow_control_window(sid) == 100000
+    assert ("settings",) in p.rec.other

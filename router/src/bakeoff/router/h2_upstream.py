@@ -24,7 +24,7 @@ import structlog
 from h2.errors import ErrorCodes
 from httptools import HttpParserError, HttpResponseParser
 
-from bakeoff.router.h2_wire import CANCEL, ClientConnection, WireError
+from bakeoff.router.h2_wire import CANCEL, MAX_STREAM_ID, ClientConnection, WireError
 from bakeoff.router.http11 import HOP_BY_HOP
 
 if TYPE_CHECKING:
@@ -129,6 +129,9 @@ class H2Upstream(asyncio.Protocol):
             self.close()
 
     def h2_settings(self) -> None:
+        # A larger SETTINGS_INITIAL_WINDOW_SIZE opened every stream's window: request bodies waiting on it go on.
+        for c in list(self.calls.values()):
+            self.pump(c)
         self.pool.wake(self.target)
 
     # -- the upstream interface of a Call -----------------------------------
@@ -147,6 +150,9 @@ class H2Upstream(asyncio.Protocol):
         self.calls[sid] = call
         call.up = self
         call.up_sid = sid
+        if self.h2.next_stream_id > MAX_STREAM_ID:  # stream ids used up: no new stream here; closed once idle
+            self.goaway = True
+            self.pool.discard(self)
         if end:
             call.req.sent_end = True
         else:
