@@ -78,7 +78,7 @@ def test_caching_decoder_matches_hpack_on_a_churning_table(monkeypatch):
 
 
 def test_static_encoder_round_trips_and_inserts_nothing():
-    from bakeoff.router.h2_tuning import StaticEncoder
+    from bakeoff.router.h2_tuning import _FIELD_CACHE, StaticEncoder
 
     enc = StaticEncoder()
     dec = hpack.Decoder()
@@ -96,7 +96,28 @@ def test_static_encoder_round_trips_and_inserts_nothing():
     assert isinstance(got[3], hpack.NeverIndexedHeaderTuple)
     assert not dec.header_table.dynamic_entries
     assert first[:1] == b"\x88"  # :status 200 is static index 8
+    # A per-call field: its value sent as it is (not Huffman-coded), and not remembered.
+    assert b"\x07abc-123" in first
+    assert all(k[0] != b"x-request-id" for k in _FIELD_CACHE)
     enc.header_table_size = 0  # the peer shrank its table: signalled at the start of the next block
     block = enc.encode(headers[:1])
     assert block == b"\x20\x88"
     assert dec.decode(block, raw=True) == [(b":status", b"200")]
+
+
+def test_a_remembered_blocks_insertions_are_replayed_as_hpack_would_make_them():
+    """nginx's way: the same literals with incremental indexing every call; evictions, and an entry too big."""
+    from bakeoff.router.h2_tuning import CachingDecoder
+
+    fields = [(b"server", b"nginx"), (b"x-long", b"v" * 70), (b"content-type", b"application/grpc")]
+    block = hpack.Encoder().encode(fields)  # a fresh encoder: every field a literal with incremental indexing
+    huge = hpack.Encoder().encode([(b"x-huge", b"h" * 200)])  # larger than the table: empties it
+    plain, cached = hpack.Decoder(), CachingDecoder()
+    for d in (plain, cached):
+        d.header_table_size = 160
+    for i in range(40):
+        b = huge if i % 7 == 6 else block
+        assert cached.decode(b, raw=True) == plain.decode(b, raw=True), i
+        assert list(cached.header_table.dynamic_entries) == list(plain.header_table.dynamic_entries), i
+        assert cached.header_table._current_size == plain.header_table._current_size, i
+    assert cached._blocks  # the blocks were remembered, so most of the above were replays

@@ -24,6 +24,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.settings
+import hyperframe.frame
 import pytest
 
 from tests.conftest import eventually
@@ -599,3 +600,119 @@ def test_unary_calls_cost_few_writes(router_process, grpc_server):
     assert per_call <= 3.5, per_call
     got = eventually(lambda: outcomes(router), what="the calls counted", until=lambda o: o.get("2xx") == n + 1)
     assert got["2xx"] == n + 1
+
+
+def test_responses_larger_than_the_stream_window_flow(router_process, grpc_server):
+    """4 MiB on one stream, 64 times the upstream stream window the router grants: all of it arrives."""
+    router = grpc_router(router_process, grpc_server())
+    ch = grpc.insecure_channel(f"127.0.0.1:{router.port}")
+    parts = list(grpc_peer.method(ch, "unary_stream", "Big")(b"4", timeout=60))
+    ch.close()
+    assert [len(p) for p in parts] == [1 << 20] * 4 and all(set(p) == {ord("z")} for p in parts)
+
+
+class H2Variant:
+    """A threaded h2c server (the h2 library) that resets or GOAWAYs calls on request, by path.
+
+    ``/t.S/Reset``: RST_STREAM INTERNAL_ERROR.  ``/t.S/Leave`` on the first
+    connection: a graceful GOAWAY that leaves this very stream unprocessed
+    (last_stream_id below it), then the connection closes.  ``/t.S/Bye``: a
+    graceful GOAWAY naming this stream, then its answer, then the close.
+    Every other path: a gRPC answer naming the connection it came on.
+    """
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.seen: list[tuple[int, str]] = []  # (connection number, path)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn, self.connections), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, number: int) -> None:
+        c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
+        c.initiate_connection()
+        conn.sendall(c.data_to_send())
+        leaving = False
+        with conn:
+            while not leaving:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                for ev in c.receive_data(data):
+                    if isinstance(ev, h2.events.DataReceived):
+                        c.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    if not isinstance(ev, h2.events.RequestReceived):
+                        continue
+                    path = dict(ev.headers)[b":path"].decode()
+                    self.seen.append((number, path))
+                    if path == "/t.S/Reset":
+                        c.reset_stream(ev.stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
+                    elif path == "/t.S/Leave" and number == 1:
+                        c.close_connection(last_stream_id=ev.stream_id - 2)
+                        leaving = True
+                    else:
+                        msg = b"conn %d" % number
+                        c.send_headers(ev.stream_id, [(b":status", b"200"), (b"content-type", b"application/grpc")])
+                        if path == "/t.S/Bye":  # h2 sends nothing after its own GOAWAY: this one is by hand
+                            goaway = hyperframe.frame.GoAwayFrame(0)
+                            goaway.last_stream_id = ev.stream_id
+                            conn.sendall(c.data_to_send() + goaway.serialize())
+                            leaving = True
+                        c.send_data(ev.stream_id, b"\x00" + len(msg).to_bytes(4, "big") + msg)
+                        c.send_headers(ev.stream_id, [(b"grpc-status", b"0")], end_stream=True)
+                conn.sendall(c.data_to_send())
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_variants_reset_and_goaway(router_process):
+    """A variant's RST_STREAM fails that call only; its GOAWAY moves calls to a new connection.
+
+    The stream the GOAWAY left unprocessed (above its last_stream_id) had
+    sent its request body, which the router no longer holds: it fails as
+    UNAVAILABLE, and the next call goes to a new connection.
+    """
+    variant = H2Variant()
+    router = grpc_router(router_process, variant.port)
+    ch = grpc.insecure_channel(f"127.0.0.1:{router.port}")
+
+    def call(name: str) -> bytes:
+        return ch.unary_unary(f"/t.S/{name}", request_serializer=None, response_deserializer=None)(b"x", timeout=20)
+
+    try:
+        assert call("Ok") == b"conn 1"
+        with pytest.raises(grpc.RpcError) as e:
+            call("Reset")
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE and "INTERNAL_ERROR" in e.value.details()
+        assert call("Ok") == b"conn 1"  # the reset took one stream, not the connection
+        with pytest.raises(grpc.RpcError) as e:
+            call("Leave")
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE and "GOAWAY" in e.value.details()
+        assert call("Ok") == b"conn 2"
+        assert call("Bye") == b"conn 2"  # its GOAWAY kept it: it finished on its connection
+        assert call("Ok") == b"conn 3"
+    finally:
+        ch.close()
+        variant.close()
+    assert variant.seen == [
+        (1, "/t.S/Ok"),
+        (1, "/t.S/Reset"),
+        (1, "/t.S/Ok"),
+        (1, "/t.S/Leave"),
+        (2, "/t.S/Ok"),
+        (2, "/t.S/Bye"),
+        (3, "/t.S/Ok"),
+    ]
+    got = eventually(lambda: outcomes(router), what="seven calls counted", until=lambda o: sum(o.values()) == 7)
+    assert got["2xx"] == 5, got

@@ -32,7 +32,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from h2.config import H2Configuration
@@ -65,6 +65,17 @@ _perf = time.perf_counter
 _REQUEST_ID = request_id_line  # "X-Request-Id: <id>\r\n"
 
 
+class Sender(Protocol):
+    """What Pipe needs of a connection: h2's H2Connection (downstream) or h2_wire's (upstream)."""
+
+    max_outbound_frame_size: int
+
+    def local_flow_control_window(self, stream_id: int) -> int: ...
+    def send_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> Any: ...
+    def send_headers(self, stream_id: int, headers: Any, end_stream: bool = False) -> Any: ...
+    def end_stream(self, stream_id: int) -> Any: ...
+
+
 class Pipe:
     """One direction of one call: bytes waiting for the receiver's stream window."""
 
@@ -84,7 +95,7 @@ class Pipe:
             self.chunks.append(data)
             self.size += len(data)
 
-    def pump(self, conn: H2Connection, sid: int) -> bool:
+    def pump(self, conn: Sender, sid: int) -> bool:
         """Send what the window allows; True once the stream's end has been sent."""
         while self.chunks:
             room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
@@ -316,6 +327,8 @@ class H2Client(asyncio.Protocol):
         xff = None
         out: list[tuple[bytes, bytes]] = []
         sticky = router.sticky_header
+        override_header = router.override_header  # Router's settings are properties: read once, not per field
+        tracing = router.tracer is not None
         for field in headers:
             name, value = field
             if name == b":path":
@@ -332,13 +345,13 @@ class H2Client(asyncio.Protocol):
                 has_xfp = True
             if name == sticky and key is None:
                 key = router.sticky.key_from(value)  # type: ignore[union-attr]
-            if name == router.override_header:
+            if name == override_header:
                 override = value.strip()
                 continue
             if name == b"x-forwarded-for":
                 xff = value if xff is None else xff + b", " + value
                 continue
-            if name == b"traceparent" and router.tracer is not None:
+            if name == b"traceparent" and tracing:
                 traceparent = value if traceparent is None else b"several"  # several: invalid, a new trace
                 continue
             out.append(field)  # as it came: a never-indexed field stays so (RFC 7541 section 6.2.3)

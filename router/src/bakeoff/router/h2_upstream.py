@@ -3,7 +3,10 @@
 ``H2Upstream`` is one cleartext HTTP/2 connection to a variant's address
 carrying many calls at once (``H2UpstreamPool`` opens another when the
 peer's ``MAX_CONCURRENT_STREAMS`` is reached).  ``Http1Bridge`` carries one
-HTTP/2 call to an HTTP/1.1 upstream on a connection of its own.
+HTTP/2 call to an HTTP/1.1 upstream on a connection of its own.  An h2c
+connection's framing is ``h2_wire.ClientConnection``, a client for the relay
+only (the variants are the operator's services; hostile peers are the
+downstream side's, which keeps ``h2``).
 
 Flow control is honoured both ways and per stream: bytes received on one
 side are acknowledged (their WINDOW_UPDATE sent) only once the other side's
@@ -18,23 +21,10 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from h2.config import H2Configuration
-from h2.connection import ConnectionState, H2Connection
 from h2.errors import ErrorCodes
-from h2.events import (
-    ConnectionTerminated,
-    DataReceived,
-    RemoteSettingsChanged,
-    ResponseReceived,
-    StreamEnded,
-    StreamReset,
-    TrailersReceived,
-    WindowUpdated,
-)
-from h2.exceptions import H2Error, ProtocolError
 from httptools import HttpParserError, HttpResponseParser
 
-from bakeoff.router.h2_tuning import fast_codec
+from bakeoff.router.h2_wire import CANCEL, MAX_STREAM_ID, ClientConnection, WireError
 from bakeoff.router.http11 import HOP_BY_HOP
 
 if TYPE_CHECKING:
@@ -51,34 +41,13 @@ CONNECTION_WINDOW = 16 * 1024 * 1024
 _BRIDGE_HIGH_WATER = 256 * 1024
 
 
-class _GracefulH2(H2Connection):
-    """h2's client connection, but a graceful GOAWAY (NO_ERROR) lets the streams it keeps finish.
-
-    RFC 9113 section 6.8: streams up to the GOAWAY's last_stream_id go on to
-    their end; h2 moves the whole connection to CLOSED on any GOAWAY and then
-    rejects their responses.  nginx, for one, sends such a GOAWAY every
-    keepalive_requests calls.
-    """
-
-    def _receive_goaway_frame(self, frame: Any) -> Any:
-        frames, events = super()._receive_goaway_frame(frame)
-        if frame.error_code == 0:
-            self.state_machine.state = ConnectionState.CLIENT_OPEN
-        return frames, events
-
-
 class H2Upstream(asyncio.Protocol):
-    """One h2c connection to an upstream address, shared by many calls."""
+    """One h2c connection to an upstream address, shared by many calls (framing: ``h2_wire``)."""
 
     def __init__(self, pool: H2UpstreamPool, target: Upstream) -> None:
         self.pool = pool
         self.target = target
-        # Outbound headers were validated and normalised when they came in from the client.
-        config = H2Configuration(
-            client_side=True, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False
-        )
-        self.h2 = _GracefulH2(config)
-        fast_codec(self.h2)
+        self.h2 = ClientConnection(self, CONNECTION_WINDOW)
         self.transport: asyncio.Transport | None = None
         self.calls: dict[int, Call] = {}
         self.closed = False
@@ -92,7 +61,6 @@ class H2Upstream(asyncio.Protocol):
 
         nodelay(transport)
         self.h2.initiate_connection()
-        self.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -104,110 +72,131 @@ class H2Upstream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            events = self.h2.receive_data(data)
-        except ProtocolError as e:
+            self.h2.receive_data(data)
+        except WireError as e:
             log.warning("upstream broke HTTP/2", upstream=str(self.target), error=str(e))
-            self.h2.close_connection(error_code=e.error_code)
-            self.flush()
+            self.h2.close_connection(e.error_code)
             self.close()
             return
-        for ev in events:
-            call = self.calls.get(getattr(ev, "stream_id", 0) or 0)
-            if isinstance(ev, ResponseReceived):
-                if call is not None:
-                    call.client.on_response(call, ev.headers, ev.stream_ended is not None)
-            elif isinstance(ev, DataReceived):
-                if call is None:
-                    self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-                else:
-                    if ev.flow_controlled_length > len(ev.data):  # padding: nobody waits for it
-                        self._ack(ev.stream_id, ev.flow_controlled_length - len(ev.data))
-                    call.client.on_data(call, ev.data)
-            elif isinstance(ev, TrailersReceived):
-                if call is not None:
-                    call.client.on_trailers(call, ev.headers)
-            elif isinstance(ev, StreamEnded):
-                if call is not None:
-                    call.client.on_end(call)
-            elif isinstance(ev, StreamReset):
-                if call is not None:
-                    del self.calls[ev.stream_id]
-                    call.client.upstream_failed(call, f"stream reset ({_code_name(ev.error_code)})")
-            elif isinstance(ev, WindowUpdated):
-                targets = list(self.calls.values()) if ev.stream_id == 0 else ([call] if call else [])
-                for c in targets:
-                    self.pump(c)
-            elif isinstance(ev, ConnectionTerminated):
-                self.goaway = True
-                self.pool.discard(self)
-                for sid in [s for s in self.calls if s > (ev.last_stream_id or 0) or ev.error_code]:
-                    c = self.calls.pop(sid)
-                    c.client.refused(c, "connection terminated (GOAWAY)", sid > (ev.last_stream_id or 0))
-            elif isinstance(ev, RemoteSettingsChanged):
-                self.pool.wake(self.target)
         self.flush()
+
+    # -- what the connection reports (h2_wire.Handler) -----------------------
+    def h2_response(self, sid: int, headers: list[Any], end: bool) -> None:
+        call = self.calls.get(sid)
+        if call is not None:
+            call.client.on_response(call, headers, end)
+
+    def h2_data(self, sid: int, data: bytes) -> None:
+        call = self.calls.get(sid)
+        if call is None:
+            self.h2.acknowledge_received_data(len(data), sid)
+        else:
+            call.client.on_data(call, data)
+
+    def h2_trailers(self, sid: int, headers: list[Any]) -> None:
+        call = self.calls.get(sid)
+        if call is not None:
+            call.client.on_trailers(call, headers)
+
+    def h2_end(self, sid: int) -> None:
+        call = self.calls.get(sid)
+        if call is not None:
+            call.client.on_end(call)
+
+    def h2_reset(self, sid: int, error_code: int) -> None:
+        call = self.calls.pop(sid, None)
+        if call is not None:
+            call.client.upstream_failed(call, f"stream reset ({_code_name(error_code)})")
+
+    def h2_window(self, sid: int) -> None:
+        if sid == 0:
+            for c in list(self.calls.values()):
+                self.pump(c)
+        else:
+            call = self.calls.get(sid)
+            if call is not None:
+                self.pump(call)
+
+    def h2_goaway(self, last_stream_id: int, error_code: int) -> None:
+        # RFC 9113 section 6.8: streams up to last_stream_id go on to their end after a graceful GOAWAY
+        # (nginx sends one every keepalive_requests calls); the others were not processed.
+        self.goaway = True
+        self.pool.discard(self)
+        for sid in [s for s in self.calls if s > last_stream_id or error_code]:
+            c = self.calls.pop(sid)
+            c.client.refused(c, "connection terminated (GOAWAY)", sid > last_stream_id)
+        if not self.calls:
+            self.close()
+
+    def h2_settings(self) -> None:
+        # A larger SETTINGS_INITIAL_WINDOW_SIZE opened every stream's window: request bodies waiting on it go on.
+        for c in list(self.calls.values()):
+            self.pump(c)
+        self.pool.wake(self.target)
 
     # -- the upstream interface of a Call -----------------------------------
     def has_room(self) -> bool:
         if self.closed or self.goaway:
             return False
-        limit = self.h2.remote_settings.max_concurrent_streams
-        # h2's count walks every stream; the streams open are those of self.calls (a finished call's
-        # stream closed), so below half the limit that count is not needed.
-        return len(self.calls) < limit // 2 or self.h2.open_outbound_streams < limit
+        return len(self.h2.streams) < self.h2.max_concurrent_streams
 
     def start(self, call: Call, headers: list[tuple[bytes, bytes]], end: bool) -> None:
         try:
             sid = self.h2.get_next_available_stream_id()
             self.h2.send_headers(sid, headers, end_stream=end)
-        except H2Error as e:  # no stream to be had on this connection: the call fails, the connection stays
-            call.client.upstream_failed(call, f"could not open a stream ({type(e).__name__})")
+        except WireError as e:  # no stream to be had on this connection: the call fails, the connection stays
+            call.client.upstream_failed(call, f"could not open a stream ({e})")
             return
         self.calls[sid] = call
         call.up = self
         call.up_sid = sid
+        if self.h2.next_stream_id > MAX_STREAM_ID:  # stream ids used up: no new stream here; closed once idle
+            self.goaway = True
+            self.pool.discard(self)
         if end:
             call.req.sent_end = True
-        self.pump(call)
+        else:
+            self.pump(call)
+        self.flush()
 
     def pump(self, call: Call) -> None:
         """Send the call's request bytes its stream window allows."""
         if call.up_sid in self.calls:
             try:
                 call.req.pump(self.h2, call.up_sid)
-            except H2Error:
-                pass  # the stream closed under us; its reset event follows
+            except WireError:
+                pass  # the stream closed under us; its reset was reported
             self.flush()
 
     def sent(self, call: Call, n: int) -> None:
         """n response bytes reached the client: let the upstream send as many more."""
         if n and not self.closed:
-            self._ack(call.up_sid, n)
+            self.h2.acknowledge_received_data(n, call.up_sid)
             self.flush()
 
     def cancel(self, call: Call) -> None:
         """The client gave up (or the deadline passed): reset the upstream stream."""
         if self.calls.pop(call.up_sid, None) is not None and not self.closed:
-            try:
-                self.h2.reset_stream(call.up_sid, ErrorCodes.CANCEL)
-            except H2Error:
-                pass
+            self.h2.reset_stream(call.up_sid, CANCEL)
             self.flush()
-        self.pool.wake(self.target)
+        self._idle_after_goaway()
 
     def done(self, call: Call) -> None:
-        self.calls.pop(call.up_sid, None)
-        self.pool.wake(self.target)
+        if self.calls.pop(call.up_sid, None) is not None and call.up_sid in self.h2.streams:
+            # The answer is complete while the request is not: nothing will read the rest of it.
+            self.h2.reset_stream(call.up_sid, CANCEL)
+            self.flush()
+        self._idle_after_goaway()
 
     # -- helpers ---------------------------------------------------------------
-    def _ack(self, sid: int, n: int) -> None:
-        try:
-            self.h2.acknowledge_received_data(n, sid)
-        except H2Error:
-            pass
+    def _idle_after_goaway(self) -> None:
+        if self.goaway and not self.calls:
+            self.close()
+        else:
+            self.pool.wake(self.target)
 
     def flush(self) -> None:
-        """Send what h2 has queued, once per loop iteration: many calls' frames go in one write."""
+        """Send what is queued, once per loop iteration: many calls' frames go in one write."""
         if not self._flush_pending:
             self._flush_pending = True
             self.pool.router.loop.call_soon(self._flush_now)
