@@ -425,13 +425,18 @@ class LatencyTest:
             for r in rows.tolist():
                 states[r].A = A[r]
                 states[r].B = B[r]
-        above = np.minimum.accumulate(A, axis=1)
-        below = np.minimum.accumulate(B[:, ::-1], axis=1)[:, ::-1]
-        up, down = (above, below) if self.h > 0 else (below, above)
+        # The monotone evidence (:meth:`_monotone`: the running minimum of A from the left, of B
+        # from the right) is read at two columns only, each a min over the row's prefix or
+        # suffix: the same floats as the accumulated matrices' columns, without writing them.
         k0, kt = self.k0, self.k_tol
-        no_change = np.maximum(above[:, k0], below[:, k0]).tolist()
-        better, wtc = down[:, k0].tolist(), up[:, k0].tolist()
-        worse, ni = up[:, kt].tolist(), down[:, kt].tolist()
+        above0, below0 = A[:, : k0 + 1].min(axis=1), B[:, k0:].min(axis=1)
+        above_t, below_t = A[:, : kt + 1].min(axis=1), B[:, kt:].min(axis=1)
+        up0, down0, up_t, down_t = (
+            (above0, below0, above_t, below_t) if self.h > 0 else (below0, above0, below_t, above_t)
+        )
+        no_change = np.maximum(above0, below0).tolist()
+        better, wtc = down0.tolist(), up0.tolist()
+        worse, ni = up_t.tolist(), down_t.tolist()
         # Point estimates: where the accumulated exceedance difference changes sign.
         cols = np.arange(G)
         neg = has_info & (W <= 0)
@@ -439,14 +444,18 @@ class LatencyTest:
         first_neg = neg.argmax(axis=1)
         first_info = has_info.argmax(axis=1)
         last_info = G - 1 - has_info[:, ::-1].argmax(axis=1)
-        prev_info = np.maximum.accumulate(np.where(has_info, cols, -1), axis=1)
         grid = self.grid
-        # Confidence sequences: the grid ratios not excluded by either side.
+        # Confidence sequences: the grid ratios not excluded by either side.  "Excluded from
+        # below" holds on a prefix of the row (the running minimum of A from the left stays
+        # >= thr until A first falls below it), "from above" on a suffix, so the last and first
+        # excluded ratios are where A first and B last fall short (NaN falls short, as the
+        # running minimum propagates it).
         thr = math.log(1.0 / alpha_ci)
-        rej_lo, rej_hi = above >= thr, below >= thr
-        has_lo, has_hi = rej_lo.any(axis=1), rej_hi.any(axis=1)
-        k_lo_all = G - 1 - rej_lo[:, ::-1].argmax(axis=1)
-        k_hi_all = rej_hi.argmax(axis=1)
+        short_lo, short_hi = ~(A >= thr), ~(B >= thr)
+        has_lo, has_hi = ~short_lo[:, 0], ~short_hi[:, G - 1]
+        any_lo, any_hi = short_lo.any(axis=1), short_hi.any(axis=1)
+        k_lo_all = np.where(has_lo, np.where(any_lo, short_lo.argmax(axis=1), G) - 1, G - 1)
+        k_hi_all = np.where(has_hi & any_hi, G - short_hi[:, ::-1].argmax(axis=1), 0)
         if quantiles is None:
             qt, qc = self._quantiles(tots_t), self._quantiles(tots_c)
         else:
@@ -454,7 +463,9 @@ class LatencyTest:
         # The point estimates and intervals of every row at once (:meth:`_estimate`, element
         # for element): the grid position where the exceedance difference changes sign...
         rix = np.arange(n)
-        k_prev = prev_info[rix, np.maximum(first_neg - 1, 0)]
+        # the last grid point with information at or before max(first_neg - 1, 0) (-1: none)
+        before = has_info & (cols <= np.maximum(first_neg - 1, 0)[:, None])
+        k_prev = np.where(before.any(axis=1), G - 1 - before[:, ::-1].argmax(axis=1), -1)
         wk, wp = W[rix, first_neg], W[rix, k_prev]
         with np.errstate(divide="ignore", invalid="ignore"):
             between = grid[k_prev] + wp / (wp - wk) * (grid[first_neg] - grid[k_prev])
