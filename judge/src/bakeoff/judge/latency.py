@@ -307,12 +307,24 @@ class LatencyTest:
         V = N * N * var_g / (n_t.astype(float) * n_c.astype(float) * (N - 1).astype(float))
         D = x_t / n_t - x_c / n_c
         k0 = i0 - (smin + SPAN)
-        d0, d1, v0, v1 = D[:, k0], D[:, k0 + 1], V[:, k0], V[:, k0 + 1]
-        Dg = (1 - f) * d0 + f * d1
-        Vg = (1 - f) * v0 + f * v1
-        ok = ((v0 > 0) | (f == 1.0)) & ((v1 > 0) | (f == 0.0)) & (Vg > 0)
-        inv = np.where(ok, 1.0 / np.where(ok, Vg, 1.0), 0.0)
-        return rows, Dg * inv, inv
+        # (1 - f) d0 + f d1 and the same of V, each 1/V where defined: the arithmetic of
+        # :meth:`increments`, written into the gathered columns (fresh copies) rather than
+        # into a new M x grid matrix per operation, whose pages a look would fault in anew
+        v0, v1 = V[:, k0], V[:, k0 + 1]
+        ok = (v0 > 0) | (f == 1.0)
+        ok &= (v1 > 0) | (f == 0.0)
+        g = 1 - f
+        Vg = np.multiply(v0, g, out=v0)
+        Vg += np.multiply(v1, f, out=v1)
+        ok &= Vg > 0
+        np.copyto(Vg, 1.0, where=~ok)
+        inv = np.divide(1.0, Vg, out=v1)
+        inv[~ok] = 0.0
+        d0, d1 = D[:, k0], D[:, k0 + 1]
+        Dg = np.multiply(d0, g, out=d0)
+        Dg += np.multiply(d1, f, out=d1)
+        Dg *= inv
+        return rows, Dg, inv
 
     # -- evidence, interval, estimate -------------------------------------------
     def _monotone(self, st: LatencyState) -> tuple[np.ndarray, np.ndarray]:
@@ -418,10 +430,19 @@ class LatencyTest:
         upd = np.asarray(update, dtype=bool) & any_info
         if upd.any():
             rows = np.flatnonzero(upd)
-            Wu, Iu = W[rows], I[rows]
-            logl = np.where(Iu > 0, log_mixture_two_sided(Wu, Iu, self.tau2), 0.0)
-            A[rows] = np.maximum(A[rows], np.where(Wu > 0, logl, 0.0))
-            B[rows] = np.maximum(B[rows], np.where(Wu < 0, logl, 0.0))
+            every = len(rows) == n  # (the usual look: no row to leave out, no gather)
+            Wu, Iu = (W, I) if every else (W[rows], I[rows])
+            logl = _log_mixture_two_sided(Wu, Iu, self.tau2)
+            logl[~(Iu > 0)] = 0.0
+            lift = np.where(Wu > 0, logl, 0.0)
+            if every:
+                np.maximum(A, lift, out=A)
+                np.copyto(lift, logl)
+                lift[~(Wu < 0)] = 0.0
+                np.maximum(B, lift, out=B)
+            else:
+                A[rows] = np.maximum(A[rows], lift)
+                B[rows] = np.maximum(B[rows], np.where(Wu < 0, logl, 0.0))
             for r in rows.tolist():
                 states[r].A = A[r]
                 states[r].B = B[r]
@@ -507,6 +528,21 @@ class LatencyTest:
 
     def _quantiles(self, counts: list[np.ndarray]) -> list[float]:
         return quantile_values(counts, (self.q,))[self.q]
+
+
+def _log_mixture_two_sided(w0: np.ndarray, info: np.ndarray, tau2: float) -> np.ndarray:
+    """:func:`bakeoff.judge.sequential.log_mixture_two_sided` of matrices, operation for
+    operation (the same floats) in two buffers instead of a new matrix per operation."""
+    a = np.multiply(info, tau2)
+    a += 1.0
+    out = np.log(a)
+    out *= -0.5
+    q = np.multiply(w0, tau2)
+    q *= w0
+    a *= 2.0
+    q /= a
+    out += q
+    return out
 
 
 def quantile_values(counts: list[np.ndarray], qs: tuple[float, ...]) -> dict[float, list[float]]:
