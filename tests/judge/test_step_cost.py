@@ -108,7 +108,7 @@ def test_a_look_leaves_every_earlier_state_as_it_was():
 
 @pytest.mark.parametrize("alpha", [0.05, 1e-3, 1e-6])
 def test_vectorised_interval_half_widths_are_the_scalar_ones(alpha):
-    """one_sided_cs_half_widths (bisection over arrays) gives the scalar Brent root of
+    """one_sided_cs_half_widths (Newton's method over arrays) gives the scalar Brent root of
     one_sided_cs_half_width within 1e-12, from tiny to huge information, and inf where
     there is none."""
     one_sided_cs_half_width = sequential.one_sided_cs_half_width

@@ -307,12 +307,24 @@ class LatencyTest:
         V = N * N * var_g / (n_t.astype(float) * n_c.astype(float) * (N - 1).astype(float))
         D = x_t / n_t - x_c / n_c
         k0 = i0 - (smin + SPAN)
-        d0, d1, v0, v1 = D[:, k0], D[:, k0 + 1], V[:, k0], V[:, k0 + 1]
-        Dg = (1 - f) * d0 + f * d1
-        Vg = (1 - f) * v0 + f * v1
-        ok = ((v0 > 0) | (f == 1.0)) & ((v1 > 0) | (f == 0.0)) & (Vg > 0)
-        inv = np.where(ok, 1.0 / np.where(ok, Vg, 1.0), 0.0)
-        return rows, Dg * inv, inv
+        # (1 - f) d0 + f d1 and the same of V, each 1/V where defined: the arithmetic of
+        # :meth:`increments`, written into the gathered columns (fresh copies) rather than
+        # into a new M x grid matrix per operation, whose pages a look would fault in anew
+        v0, v1 = V[:, k0], V[:, k0 + 1]
+        ok = (v0 > 0) | (f == 1.0)
+        ok &= (v1 > 0) | (f == 0.0)
+        g = 1 - f
+        Vg = np.multiply(v0, g, out=v0)
+        Vg += np.multiply(v1, f, out=v1)
+        ok &= Vg > 0
+        np.copyto(Vg, 1.0, where=~ok)
+        inv = np.divide(1.0, Vg, out=v1)
+        inv[~ok] = 0.0
+        d0, d1 = D[:, k0], D[:, k0 + 1]
+        Dg = np.multiply(d0, g, out=d0)
+        Dg += np.multiply(d1, f, out=d1)
+        Dg *= inv
+        return rows, Dg, inv
 
     # -- evidence, interval, estimate -------------------------------------------
     def _monotone(self, st: LatencyState) -> tuple[np.ndarray, np.ndarray]:
@@ -418,20 +430,34 @@ class LatencyTest:
         upd = np.asarray(update, dtype=bool) & any_info
         if upd.any():
             rows = np.flatnonzero(upd)
-            Wu, Iu = W[rows], I[rows]
-            logl = np.where(Iu > 0, log_mixture_two_sided(Wu, Iu, self.tau2), 0.0)
-            A[rows] = np.maximum(A[rows], np.where(Wu > 0, logl, 0.0))
-            B[rows] = np.maximum(B[rows], np.where(Wu < 0, logl, 0.0))
+            every = len(rows) == n  # (the usual look: no row to leave out, no gather)
+            Wu, Iu = (W, I) if every else (W[rows], I[rows])
+            logl = _log_mixture_two_sided(Wu, Iu, self.tau2)
+            logl[~(Iu > 0)] = 0.0
+            lift = np.where(Wu > 0, logl, 0.0)
+            if every:
+                np.maximum(A, lift, out=A)
+                np.copyto(lift, logl)
+                lift[~(Wu < 0)] = 0.0
+                np.maximum(B, lift, out=B)
+            else:
+                A[rows] = np.maximum(A[rows], lift)
+                B[rows] = np.maximum(B[rows], np.where(Wu < 0, logl, 0.0))
             for r in rows.tolist():
                 states[r].A = A[r]
                 states[r].B = B[r]
-        above = np.minimum.accumulate(A, axis=1)
-        below = np.minimum.accumulate(B[:, ::-1], axis=1)[:, ::-1]
-        up, down = (above, below) if self.h > 0 else (below, above)
+        # The monotone evidence (:meth:`_monotone`: the running minimum of A from the left, of B
+        # from the right) is read at two columns only, each a min over the row's prefix or
+        # suffix: the same floats as the accumulated matrices' columns, without writing them.
         k0, kt = self.k0, self.k_tol
-        no_change = np.maximum(above[:, k0], below[:, k0]).tolist()
-        better, wtc = down[:, k0].tolist(), up[:, k0].tolist()
-        worse, ni = up[:, kt].tolist(), down[:, kt].tolist()
+        above0, below0 = A[:, : k0 + 1].min(axis=1), B[:, k0:].min(axis=1)
+        above_t, below_t = A[:, : kt + 1].min(axis=1), B[:, kt:].min(axis=1)
+        up0, down0, up_t, down_t = (
+            (above0, below0, above_t, below_t) if self.h > 0 else (below0, above0, below_t, above_t)
+        )
+        no_change = np.maximum(above0, below0).tolist()
+        better, wtc = down0.tolist(), up0.tolist()
+        worse, ni = up_t.tolist(), down_t.tolist()
         # Point estimates: where the accumulated exceedance difference changes sign.
         cols = np.arange(G)
         neg = has_info & (W <= 0)
@@ -439,14 +465,18 @@ class LatencyTest:
         first_neg = neg.argmax(axis=1)
         first_info = has_info.argmax(axis=1)
         last_info = G - 1 - has_info[:, ::-1].argmax(axis=1)
-        prev_info = np.maximum.accumulate(np.where(has_info, cols, -1), axis=1)
         grid = self.grid
-        # Confidence sequences: the grid ratios not excluded by either side.
+        # Confidence sequences: the grid ratios not excluded by either side.  "Excluded from
+        # below" holds on a prefix of the row (the running minimum of A from the left stays
+        # >= thr until A first falls below it), "from above" on a suffix, so the last and first
+        # excluded ratios are where A first and B last fall short (NaN falls short, as the
+        # running minimum propagates it).
         thr = math.log(1.0 / alpha_ci)
-        rej_lo, rej_hi = above >= thr, below >= thr
-        has_lo, has_hi = rej_lo.any(axis=1), rej_hi.any(axis=1)
-        k_lo_all = G - 1 - rej_lo[:, ::-1].argmax(axis=1)
-        k_hi_all = rej_hi.argmax(axis=1)
+        short_lo, short_hi = ~(A >= thr), ~(B >= thr)
+        has_lo, has_hi = ~short_lo[:, 0], ~short_hi[:, G - 1]
+        any_lo, any_hi = short_lo.any(axis=1), short_hi.any(axis=1)
+        k_lo_all = np.where(has_lo, np.where(any_lo, short_lo.argmax(axis=1), G) - 1, G - 1)
+        k_hi_all = np.where(has_hi & any_hi, G - short_hi[:, ::-1].argmax(axis=1), 0)
         if quantiles is None:
             qt, qc = self._quantiles(tots_t), self._quantiles(tots_c)
         else:
@@ -454,7 +484,9 @@ class LatencyTest:
         # The point estimates and intervals of every row at once (:meth:`_estimate`, element
         # for element): the grid position where the exceedance difference changes sign...
         rix = np.arange(n)
-        k_prev = prev_info[rix, np.maximum(first_neg - 1, 0)]
+        # the last grid point with information at or before max(first_neg - 1, 0) (-1: none)
+        before = has_info & (cols <= np.maximum(first_neg - 1, 0)[:, None])
+        k_prev = np.where(before.any(axis=1), G - 1 - before[:, ::-1].argmax(axis=1), -1)
         wk, wp = W[rix, first_neg], W[rix, k_prev]
         with np.errstate(divide="ignore", invalid="ignore"):
             between = grid[k_prev] + wp / (wp - wk) * (grid[first_neg] - grid[k_prev])
@@ -496,6 +528,21 @@ class LatencyTest:
 
     def _quantiles(self, counts: list[np.ndarray]) -> list[float]:
         return quantile_values(counts, (self.q,))[self.q]
+
+
+def _log_mixture_two_sided(w0: np.ndarray, info: np.ndarray, tau2: float) -> np.ndarray:
+    """:func:`bakeoff.judge.sequential.log_mixture_two_sided` of matrices, operation for
+    operation (the same floats) in two buffers instead of a new matrix per operation."""
+    a = np.multiply(info, tau2)
+    a += 1.0
+    out = np.log(a)
+    out *= -0.5
+    q = np.multiply(w0, tau2)
+    q *= w0
+    a *= 2.0
+    q /= a
+    out += q
+    return out
 
 
 def quantile_values(counts: list[np.ndarray], qs: tuple[float, ...]) -> dict[float, list[float]]:

@@ -155,10 +155,13 @@ def one_sided_cs_half_widths(info: np.ndarray, tau2: np.ndarray, alpha: float) -
     """:func:`one_sided_cs_half_width` of many (info, tau2) pairs at once (the judge's look).
 
     The same root of ``log Lambda+(w0) = log(1/alpha)`` (Robbins 1970; Johari et al. 2022)
-    on the same bracket, found by bisection vectorised over the pairs (Burden & Faires,
-    *Numerical Analysis*, Section 2.1): ``log Lambda+`` increases in ``w0``, and 56
-    halvings narrow the bracket to 1.4e-17 of its width, so the root agrees with the
-    scalar Brent root to within that one's tolerance (1e-14 of the bracket)."""
+    on the same bracket, found by Newton's method vectorised over the pairs (Burden & Faires,
+    *Numerical Analysis*, Section 2.3) from the bracket's upper end: ``f(w) = log Lambda+(w) -
+    thr`` increases in ``w`` and is convex (``log Phi``'s second derivative is above -1, so
+    ``f'' > 0``), so every Newton iterate stays at or above the root and the sequence
+    falls to it -- about eight evaluations instead of the 56 halvings a bisection needs for
+    the same accuracy.  The result is the smallest iterate with ``f >= 0`` (the end the
+    bisection returned), within rounding of the scalar Brent root."""
     info = np.asarray(info, dtype=float)
     tau2 = np.asarray(tau2, dtype=float)
     out = np.full(info.shape, math.inf)
@@ -166,22 +169,45 @@ def one_sided_cs_half_widths(info: np.ndarray, tau2: np.ndarray, alpha: float) -
     if not ok.any():
         return out
     i, t = info[ok], tau2[ok]
-    if len(i) <= _FEW:  # a handful: the scalar roots cost less than 56 array steps
+    if len(i) <= _FEW:  # a handful: the scalar roots cost less than the array steps
         out[ok] = [one_sided_cs_half_width(x, y, alpha) for x, y in zip(i.tolist(), t.tolist())]
         return out
     thr = math.log(1.0 / alpha)
     a = 1.0 + t * i
     hi = np.sqrt(a / (t * i * i) * (2.0 * math.log(2.0 / alpha) + np.log(a))) * i
-    lo = np.zeros_like(hi)
-    at_zero = log_mixture_one_sided(lo, i, t) >= thr
-    # log Lambda+(w) - thr = c0 + c1 w^2 + log Phi(c2 w), its parts fixed once
+    at_zero = log_mixture_one_sided(np.zeros_like(hi), i, t) >= thr
+    # f(w) = c0 + c1 w^2 + log Phi(c2 w), f'(w) = 2 c1 w + c2 phi(c2 w) / Phi(c2 w)
     c0 = LOG2 - 0.5 * np.log(a) - thr
     c1 = t / (2.0 * a)
     c2 = np.sqrt(t) / np.sqrt(a)
-    for _ in range(56):
-        mid = 0.5 * (lo + hi)
-        above = c0 + c1 * mid * mid + log_ndtr(c2 * mid) >= 0.0
-        hi = np.where(above, mid, hi)
-        lo = np.where(above, lo, mid)
-    out[ok] = np.where(at_zero, 0.0, hi) / i
+    log_phi0 = -0.5 * math.log(2.0 * math.pi)
+    w = hi
+    best = hi  # f(hi) >= 0: the bracket's upper end
+    for _ in range(_NEWTON_STEPS):
+        x = c2 * w
+        log_cdf = log_ndtr(x)
+        f = c0 + c1 * w * w + log_cdf
+        best = np.where((f >= 0.0) & (w < best), w, best)
+        slope = 2.0 * c1 * w + c2 * np.exp(log_phi0 - 0.5 * x * x - log_cdf)
+        nxt = w - f / slope
+        if not (np.abs(nxt - w) > _NEWTON_TOL * w).any():
+            w = nxt
+            break
+        w = nxt
+    # Rounding can leave the converged iterate a few ulps short of the root (f < 0 by ~1e-16);
+    # the bisection's answer was the upper end, so step up to the first float with f >= 0.
+    for _ in range(_NUDGES):
+        short = ~(c0 + c1 * w * w + log_ndtr(c2 * w) >= 0.0)
+        if not short.any():
+            break
+        w = np.where(short, np.nextafter(w, math.inf), w)
+    else:
+        w = np.where(c0 + c1 * w * w + log_ndtr(c2 * w) >= 0.0, w, best)
+    best = np.minimum(w, best)
+    out[ok] = np.where(at_zero, 0.0, best) / i
     return out
+
+
+_NEWTON_STEPS = 60  # a bound, never reached: convergence takes about eight
+_NEWTON_TOL = 1e-15
+_NUDGES = 8
