@@ -161,7 +161,7 @@ def _by_regex(
     pos = m.end()
     spans = [len(head), m.end(1), pos] if request else [len(head), pos]
     for line, name in (REQUEST_FIELD if request else RESPONSE_FIELD).findall(head, pos):
-        spans += [pos + len(name), pos + len(line), _code(name, request, sticky, override)]
+        spans.append(headscan.line(_code(name, request, sticky, override), pos + len(name), pos + len(line)))
         pos += len(line)
     assert pos == len(head)
     return spans
@@ -242,7 +242,9 @@ def test_a_configured_name_shadows_the_fixed_ones_except_the_framing_ones(sticky
         b"traceparent: p\r\n\r\n"
     )
     expected = _by_regex(data, True, sticky, b"")
-    assert expected is not None and (headscan.STICKY in expected) == (sticky in (b"host", b"te", b"traceparent"))
+    assert expected is not None
+    codes = [x & 255 for x in expected[3:]]
+    assert (headscan.STICKY in codes) == (sticky in (b"host", b"te", b"traceparent"))
     assert headscan.request_head(data, sticky, b"") == expected
     assert request_head_by_regex(data, sticky, b"") == expected
 
@@ -261,3 +263,19 @@ def test_content_length_reads_what_strip_isdigit_and_int_read() -> None:
     for value in values:
         data = b"Content-Length:" + value + b"\r\n"
         assert headscan.content_length(data, 15, len(data) - 2) == _length_by_methods(value), value
+
+
+def test_a_line_unpacks_to_its_code_colon_and_end() -> None:
+    for code, colon, end in [(0, 0, 0), (12, 17, 19), (255, headscan.MAX_DATA - 3, headscan.MAX_DATA - 1)]:
+        x = headscan.line(code, colon, end)
+        assert (x & 255, x >> 8 & headscan.COLON_MASK, x >> 34) == (code, colon, end)
+
+
+def test_keep_alive_and_skip_ows_read_what_strip_and_lower_read() -> None:
+    rng = random.Random(8)
+    words = [b"keep-alive", b"Keep-Alive", b"KEEP-ALIVE", b"keep-alivE", b"keep_alive", b"keep-aliv", b"close", b""]
+    for _ in range(5_000):
+        value = rng.choice([b"", b" ", b"\t", b" \t"]) + rng.choice(words) + rng.choice([b"", b" ", b"\t ", b"x"])
+        data = b"Connection:" + value + b"\r\n"
+        assert headscan.is_keep_alive(data, 11, len(data) - 2) == (value.strip(b" \t").lower() == b"keep-alive")
+        assert data[headscan.skip_ows(data, 11, len(data) - 2) : len(data) - 2] == value.lstrip(b" \t")

@@ -31,6 +31,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 from bakeoff.contracts.snapshot import ABORTED, CONNECT_ERROR, TIMEOUT, UPGRADED
 from bakeoff.router.flow_control import FlowControl
 from bakeoff.router.headscan import (
+    COLON_MASK,
     COMPILED,
     CONNECTION,
     CONTENT_LENGTH,
@@ -407,16 +408,18 @@ class ClientConnection(asyncio.Protocol):
         k = 3
         n = len(spans)
         while k < n:
-            start = pos
-            colon = spans[k]
-            pos = spans[k + 1]
-            # The code of the name, from the same pass: the order of the tests,
-            # and so which one a configured header name shadows, is the same as
-            # on the general path (on_header).
-            code = spans[k + 2]
-            k += 3
+            # headscan.line: the code of the name, from the same pass (the order
+            # of the tests, and so which one a configured header name shadows, is
+            # the same as on the general path, on_header), the colon, the end.
+            x = spans[k]
+            k += 1
+            code = x & 255
             if code == OTHER:
+                pos = x >> 34
                 continue
+            start = pos
+            colon = x >> 8 & COLON_MASK
+            pos = x >> 34
             drop = False
             if code == CONTENT_LENGTH:
                 length_value = content_length(data, colon + 1, pos - 2)

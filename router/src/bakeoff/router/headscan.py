@@ -3,7 +3,8 @@
 ``response_head`` accepts exactly the heads ``http11.RESPONSE_HEAD``
 fullmatches, ``request_head`` those ``http11.REQUEST_HEAD`` fullmatches
 (tests/router/test_headscan.py compares them on generated heads), and, in
-the same pass, they return where each field line's colon and end are: the
+the same pass, they find the blank line and return where each field line's
+colon and end are, and a code for the names the router acts on: the
 grammar check and the header scan that the regular expressions did in two
 state machines (the first line, then a ``findall`` of the field lines that
 built a tuple and two bytes objects per line) take one loop over the head
@@ -62,6 +63,19 @@ REQUEST_CODES: Final = {
     **RESPONSE_CODES, b"x-forwarded-for": XFF, b"x-forwarded-proto": XFP, b"x-request-id": REQUEST_ID,
     b"host": HOST, b"traceparent": TRACEPARENT,
 }  # fmt: skip
+# Each field line is one item of the scans' answers: its code, the position of
+# its colon and its end, in one int (``code | colon << 8 | end << 34``; a read
+# longer than ``MAX_DATA`` is not scanned), where three items cost three list
+# appends and three boxed ints (about 250 instructions a line, callgrind).
+MAX_DATA: Final = 1 << 26
+COLON_MASK: Final = (1 << 26) - 1
+
+
+def line(code: int, colon: int, end: int) -> int:
+    """The item of a field line in the scans' answers (``x & 255``, ``x >> 8 & COLON_MASK``, ``x >> 34`` undo it)."""
+    return code | colon << 8 | end << 34
+
+
 _LOWER: Final = bytes(c + 32 if 65 <= c <= 90 else c for c in range(256))
 
 
@@ -118,7 +132,7 @@ def _code(head: bytes, i: i64, colon: i64, request: bool) -> i64:
 
 
 def _fields(head: bytes, i: i64, out: list[int], request: bool, sticky: bytes, override: bytes) -> list[int] | None:
-    """The field lines from ``i`` to the blank line: each line's colon, end and code appended to ``out``.
+    """The field lines from ``i`` to the blank line: each line's code, colon and end appended to ``out`` (``line``).
 
     A line is a token, a colon and value bytes (HTAB, SP, VCHAR, and
     obs-text in a response), then CRLF; the lines end at a blank line (CRLF),
@@ -148,7 +162,7 @@ def _fields(head: bytes, i: i64, out: list[int], request: bool, sticky: bytes, o
             if not _TCHAR[c]:
                 return None
             i += 1
-        out.append(i)
+        colon = i
         code = _code(head, start, i, request)
         if request and code != CONTENT_LENGTH and code != CONNECTION and code != NOT_FAST:
             if i - start == len(sticky) and _is(head, start, sticky):
@@ -158,9 +172,23 @@ def _fields(head: bytes, i: i64, out: list[int], request: bool, sticky: bytes, o
         i = _line_end(head, i + 1, high)
         if i < 0:
             return None
-        out.append(i)
-        out.append(code)
+        out.append(code | colon << 8 | i << 34)
     return None
+
+
+def skip_ows(head: bytes, i: i64, end: i64) -> i64:
+    """Past the SP and HTAB from ``i`` (at most to ``end``): where ``head[i:end].lstrip(b" \\t")`` begins."""
+    while i < end and (head[i] == 32 or head[i] == 9):
+        i += 1
+    return i
+
+
+def is_keep_alive(head: bytes, i: i64, end: i64) -> bool:
+    """Whether ``head[i:end]`` is ``keep-alive`` in any case between optional SP and HTAB."""
+    i = skip_ows(head, i, end)
+    while end > i and (head[end - 1] == 32 or head[end - 1] == 9):
+        end -= 1
+    return end - i == 10 and _is(head, i, b"keep-alive")
 
 
 def content_length(head: bytes, i: i64, end: i64) -> i64:
@@ -221,14 +249,16 @@ def response_head(data: bytes) -> list[int] | None:
     100-599, a reason of value bytes, then field lines.  Returns None for a
     head outside it or no blank line; else the length of the head (where its
     blank line begins), the end of the status line, then for each field line
-    the position of its colon, the end of the line (past its LF, where the
-    next line begins) and the code of its name (OTHER, CONTENT_LENGTH, ...).
+    the code of its name (OTHER, CONTENT_LENGTH, ...), the position of its
+    colon and the end of the line (past its LF, where the next line begins),
+    packed in one int (``line``).
     Only lines end in CRLF, so the blank line the scan stops at is the first
     CRLF CRLF in ``data``, as a ``find`` would have it.
     """
     n: i64 = len(data)
     if (
         n < 15
+        or n >= MAX_DATA
         or data[0] != 72  # H
         or data[1] != 84  # T
         or data[2] != 84  # T
@@ -272,12 +302,13 @@ def request_head(data: bytes, sticky: bytes, override: bytes) -> list[int] | Non
     bytes, ``HTTP/1.1``; then field lines whose values hold no obs-text.
     Returns None for a head outside it or no blank line; else the length of
     the head, the length of the method, the end of the request line, then
-    for each field line its colon, its end and the code of its name (with
+    for each field line the code of its name, its colon and its end in one
+    int (``line``; with
     ``sticky`` and ``override``, lower case, the configured names: see
     ``_fields``).
     """
     n: i64 = len(data)
-    if n < 16:  # "GET / HTTP/1.1" and CRLF
+    if n < 16 or n >= MAX_DATA:  # "GET / HTTP/1.1" and CRLF
         return None
     c: i64 = data[0]
     if c == 71:  # G

@@ -14,6 +14,7 @@ from typing import Final
 from bakeoff.router.headscan import (
     CONNECTION,
     CONTENT_LENGTH,
+    MAX_DATA,
     METRIC,
     NOT_FAST,
     OTHER,
@@ -71,10 +72,10 @@ def response_head_by_regex(data: bytes) -> list[int] | None:
 
     None for a head outside ``RESPONSE_HEAD`` or no blank line; else the
     length of the head, the end of the status line, then each field line's
-    colon, end and code.
+    code, colon and end, in one int as ``headscan.line`` packs them.
     """
     end = data.find(b"\r\n\r\n")
-    if end < 0:
+    if end < 0 or len(data) >= MAX_DATA:
         return None
     head = data[: end + 2]
     m = RESPONSE_LINE.match(head)
@@ -226,7 +227,7 @@ def drop_connection_listed(headers: list[bytes], tokens: bytes) -> list[bytes]:
 def request_head_by_regex(data: bytes, sticky: bytes, override: bytes) -> list[int] | None:
     """``headscan.request_head`` by the regular expressions, for the pure-Python build (as response_head_by_regex)."""
     end = data.find(b"\r\n\r\n")
-    if end < 0:
+    if end < 0 or len(data) >= MAX_DATA:
         return None
     head = data[: end + 2]
     m = REQUEST_LINE.match(head)
@@ -238,7 +239,7 @@ def request_head_by_regex(data: bytes, sticky: bytes, override: bytes) -> list[i
 def _field_spans(
     field: re.Pattern[bytes], head: bytes, spans: list[int], request: bool, sticky: bytes, override: bytes
 ) -> list[int] | None:
-    """Append each field line's colon, end and code to ``spans`` (its last item: where the field lines begin)."""
+    """Append each field line's code, colon and end (one int) to ``spans`` (its last item: where the field lines begin)."""
     pos = spans[-1]
     fields: list[tuple[bytes, bytes]] = field.findall(head, pos)
     codes = REQUEST_CODES if request else RESPONSE_CODES
@@ -253,10 +254,9 @@ def _field_spans(
                     code = OVERRIDE
         elif code == OTHER and lname.startswith(METRIC_PREFIX):
             code = METRIC
-        spans.append(pos + len(name))
+        colon = pos + len(name)
         pos += len(line)
-        spans.append(pos)
-        spans.append(code)
+        spans.append(code | colon << 8 | pos << 34)  # as headscan.line
     if pos != len(head):
         return None  # a line the grammar does not allow (findall skipped it)
     return spans

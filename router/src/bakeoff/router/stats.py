@@ -35,6 +35,9 @@ _INV_LOG_GAMMA: Final = 1.0 / math.log(GAMMA)
 _OFFSET: Final = math.ceil(math.log(MIN_VALUE) * _INV_LOG_GAMMA)
 
 
+_WIRE_NAMES: Final = 64
+
+
 class BusinessMetric:
     """Count, sum and sum of squares of one reported business value."""
 
@@ -115,11 +118,12 @@ class RouteStats:
 
 
 class VariantStats(RouteStats):
-    __slots__ = ("metrics", "invalid_metrics", "route_names", "by_route")
+    __slots__ = ("metrics", "invalid_metrics", "route_names", "by_route", "_wire_names")
 
     def __init__(self, route_names: list[str]) -> None:
         super().__init__()
         self.metrics: dict[str, BusinessMetric] = {}
+        self._wire_names: dict[bytes, BusinessMetric] = {}  # see record_wire_metric
         self.invalid_metrics = 0
         # Indexed like route_names, the router's append-only list of every
         # route it has counted; None while no routes are configured.
@@ -141,6 +145,29 @@ class VariantStats(RouteStats):
             metric = self.metrics[name] = BusinessMetric()
         metric.add(value)
         return True
+
+    def record_wire_metric(self, wire_name: bytes, raw: bytes) -> None:
+        """``record_metric`` for a metric named as a response header named it (after the prefix, in any case).
+
+        Its metric is found by those bytes, as sent, without lower-casing and
+        decoding the name each time (about 700 instructions a response);
+        the names seen are few, and at most ``_WIRE_NAMES`` are kept.
+        """
+        metric = self._wire_names.get(wire_name)
+        if metric is None:
+            name = wire_name.lower().decode("latin-1")
+            if self.record_metric(name, raw) and len(self._wire_names) < _WIRE_NAMES:
+                self._wire_names[wire_name] = self.metrics[name]
+            return
+        try:
+            value = float(raw)
+        except ValueError:
+            self.invalid_metrics += 1
+            return
+        if value - value != 0.0:  # inf or nan
+            self.invalid_metrics += 1
+            return
+        metric.add(value)
 
     def record(self, route: int, status: int, outcome: int | None, seconds: float) -> None:
         """One finished request (HTTP/1.1 or HTTP/2): its status, or its outcome if it has one, for the variant

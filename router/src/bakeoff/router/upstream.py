@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from bakeoff.router.headscan import (
+    COLON_MASK,
     COMPILED,
     CONNECTION,
     CONTENT_LENGTH,
@@ -22,7 +23,9 @@ from bakeoff.router.headscan import (
     NOT_FAST,
     OTHER,
     content_length,
+    is_keep_alive,
     response_head,
+    skip_ows,
 )
 from bakeoff.router.http11 import (
     HOP_BY_HOP,
@@ -230,18 +233,22 @@ class UpstreamConnection(asyncio.Protocol):
         k = 2
         n = len(spans)
         while k < n:
-            start = pos
-            colon = spans[k]
-            pos = spans[k + 1]
-            code = spans[k + 2]
-            k += 3
+            x = spans[k]  # headscan.line: the name's code, the colon, the end
+            k += 1
+            code = x & 255
             if code == OTHER:
+                pos = x >> 34
                 continue
+            start = pos
+            colon = x >> 8 & COLON_MASK
+            pos = x >> 34
             if code == METRIC:
                 if metrics is None:
                     metrics = []
-                name = data[start + METRIC_PREFIX_LEN : colon].lower()
-                metrics.append((name, data[colon + 1 : pos - 2].lstrip(b" \t")))
+                # The name as sent (after the prefix): VariantStats finds its metric by these bytes.
+                metrics.append(
+                    (data[start + METRIC_PREFIX_LEN : colon], data[skip_ows(data, colon + 1, pos) : pos - 2])
+                )
             elif code == CONTENT_LENGTH:
                 length_value = content_length(data, colon + 1, pos - 2)
                 if length >= 0 or length_value < 0:
@@ -251,8 +258,8 @@ class UpstreamConnection(asyncio.Protocol):
             elif code == NOT_FAST:  # transfer-encoding, upgrade
                 return False
             elif code == CONNECTION:
-                value_bytes = data[colon + 1 : pos - 2].lower()
-                if value_bytes.strip(b" \t") != b"keep-alive":
+                if not is_keep_alive(data, colon + 1, pos - 2):
+                    value_bytes = data[colon + 1 : pos - 2].lower()
                     tokens = {t.strip() for t in value_bytes.split(b",")}
                     if not tokens <= PLAIN_CONNECTION_TOKENS:
                         return False  # names more hop-by-hop headers: the general path drops them
@@ -273,7 +280,7 @@ class UpstreamConnection(asyncio.Protocol):
         if metrics is not None:
             stats = client.settings.stats.variant(ex.variant.name)  # type: ignore[union-attr]
             for name, value in metrics:
-                stats.record_metric(name.decode("latin-1"), value)
+                stats.record_wire_metric(name, value)
         if cuts is None:
             parts = [data[:end]]
         else:
