@@ -271,7 +271,7 @@ def test_a_line_unpacks_to_its_code_colon_and_end() -> None:
         assert (x & 255, x >> 8 & headscan.COLON_MASK, x >> 34) == (code, colon, end)
 
 
-def test_keep_alive_and_skip_ows_read_what_strip_and_lower_read() -> None:
+def test_keep_alive_skip_ows_and_trim_ows_read_what_strip_and_lower_read() -> None:
     rng = random.Random(8)
     words = [b"keep-alive", b"Keep-Alive", b"KEEP-ALIVE", b"keep-alivE", b"keep_alive", b"keep-aliv", b"close", b""]
     for _ in range(5_000):
@@ -279,3 +279,4 @@ def test_keep_alive_and_skip_ows_read_what_strip_and_lower_read() -> None:
         data = b"Connection:" + value + b"\r\n"
         assert headscan.is_keep_alive(data, 11, len(data) - 2) == (value.strip(b" \t").lower() == b"keep-alive")
         assert data[headscan.skip_ows(data, 11, len(data) - 2) : len(data) - 2] == value.lstrip(b" \t")
+        assert data[11 : headscan.trim_ows(data, 11, len(data) - 2)] == value.rstrip(b" \t")

@@ -47,6 +47,8 @@ from bakeoff.router.headscan import (
     XFP,
     content_length,
     request_head,
+    skip_ows,
+    trim_ows,
 )
 from bakeoff.router.http11 import (
     BAD_FRAMING,
@@ -67,6 +69,7 @@ from bakeoff.router.http11 import (
     request_id_line,
     request_transfer_codings,
 )
+from bakeoff.router.stickiness.header import HeaderKey
 from bakeoff.router.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
@@ -437,7 +440,13 @@ class ClientConnection(asyncio.Protocol):
                 return False
             elif code == STICKY:
                 if key is None:  # several lines: the first that holds a key (see on_header)
-                    key = settings.sticky.key_from(data[colon + 1 : pos - 2].lstrip(b" \t"))  # type: ignore[union-attr]
+                    a = skip_ows(data, colon + 1, pos - 2)  # lstrip(b" \t"), no method call
+                    if type(settings.sticky) is HeaderKey:
+                        # HeaderKey.key_from (the value stripped, or None) by a byte loop, not an interpreted call.
+                        b = trim_ows(data, a, pos - 2)
+                        key = data[a:b] if b > a else None
+                    else:
+                        key = settings.sticky.key_from(data[a : pos - 2])  # type: ignore[union-attr]
             elif code == OVERRIDE:
                 override = data[colon + 1 : pos].strip()
                 drop = True
@@ -454,7 +463,7 @@ class ClientConnection(asyncio.Protocol):
             elif code == HOP:  # keep-alive, proxy-connection, te, trailer: this hop's only
                 drop = True
             elif tracing and code == TRACEPARENT:
-                value = data[colon + 1 : pos - 2].lstrip(b" \t")
+                value = data[skip_ows(data, colon + 1, pos - 2) : pos - 2]
                 traceparent = value if traceparent is None else b"several"
                 drop = True
             if drop:

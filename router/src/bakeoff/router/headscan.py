@@ -81,9 +81,12 @@ _LOWER: Final = bytes(c + 32 if 65 <= c <= 90 else c for c in range(256))
 
 def _is(head: bytes, i: i64, name: bytes) -> bool:
     """Whether the field name at ``i`` is ``name`` (lower case) in any case; the caller has checked the length."""
-    for j in range(len(name)):
+    m: i64 = len(name)
+    j: i64 = 0
+    while j < m:
         if _LOWER[head[i + j]] != name[j]:
             return False
+        j += 1
     return True
 
 
@@ -183,11 +186,17 @@ def skip_ows(head: bytes, i: i64, end: i64) -> i64:
     return i
 
 
+def trim_ows(head: bytes, i: i64, end: i64) -> i64:
+    """Before the SP and HTAB that end ``head[i:end]``: where ``head[i:end].rstrip(b" \\t")`` ends."""
+    while end > i and (head[end - 1] == 32 or head[end - 1] == 9):
+        end -= 1
+    return end
+
+
 def is_keep_alive(head: bytes, i: i64, end: i64) -> bool:
     """Whether ``head[i:end]`` is ``keep-alive`` in any case between optional SP and HTAB."""
     i = skip_ows(head, i, end)
-    while end > i and (head[end - 1] == 32 or head[end - 1] == 9):
-        end -= 1
+    end = trim_ows(head, i, end)
     return end - i == 10 and _is(head, i, b"keep-alive")
 
 
