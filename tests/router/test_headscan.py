@@ -35,7 +35,25 @@ TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrs
 # Bytes a value may hold (HTAB, SP, VCHAR, obs-text), and the ones around the edges of those classes.
 VALUE = bytes([9, *range(0x20, 0x7F), *range(0x80, 0x100)])
 EDGE = bytes([0, 8, 9, 10, 11, 13, 31, 32, 34, 40, 41, 44, 47, 58, 59, 64, 91, 92, 93, 123, 125, 126, 127, 128, 255])
-NAMES = [b"Content-Length", b"Connection", b"Bakeoff-Metric-revenue", b"X-A", b"te", b"Date", b"Server", b"k"]
+NAMES = [
+    b"Content-Length", b"Connection", b"Bakeoff-Metric-revenue", b"X-A", b"te", b"Date", b"Server", b"k",
+    b"HOST", b"x-forwarded-For", b"X-Forwarded-Proto", b"X-Request-Id", b"Transfer-Encoding", b"upgrade",
+    b"TraceParent", b"Keep-Alive", b"Proxy-Connection", b"Trailer", b"bakeoff-metric-", b"Bakeoff-Metric",
+    b"Contentlength", b"tE", b"hosts", b"X-User-Id",
+]  # fmt: skip
+# The configured names the request scan is given (lower case): a sticky header, an override header.
+STICKY_NAME = b"x-user-id"
+OVERRIDE_NAME = b"x-a"
+# The code each name the fast paths act on gets (headscan's constants), by the lower-cased name.
+FIXED = {
+    b"content-length": headscan.CONTENT_LENGTH, b"connection": headscan.CONNECTION,
+    b"transfer-encoding": headscan.NOT_FAST, b"upgrade": headscan.NOT_FAST, b"keep-alive": headscan.HOP,
+    b"proxy-connection": headscan.HOP, b"te": headscan.HOP, b"trailer": headscan.HOP,
+}  # fmt: skip
+REQUEST_ONLY = {
+    b"x-forwarded-for": headscan.XFF, b"x-forwarded-proto": headscan.XFP, b"x-request-id": headscan.REQUEST_ID,
+    b"host": headscan.HOST, b"traceparent": headscan.TRACEPARENT,
+}  # fmt: skip
 
 
 def _value(rng: random.Random, request: bool = False) -> bytes:
@@ -113,19 +131,54 @@ def _heads(seed: int, count: int, request: bool) -> list[bytes]:
     return heads
 
 
-def _by_regex(head: bytes, request: bool) -> list[int] | None:
-    """What the regular-expression path finds: None outside the grammar, else the positions headscan returns."""
+def _code(name: bytes, request: bool, sticky: bytes, override: bytes) -> int:
+    lname = name.lower()
+    code = FIXED.get(lname, headscan.OTHER)
+    if not request:
+        return headscan.METRIC if code == headscan.OTHER and lname.startswith(b"bakeoff-metric-") else code
+    if code in (headscan.CONTENT_LENGTH, headscan.CONNECTION, headscan.NOT_FAST):
+        return code  # never shadowed by a configured name
+    if lname == sticky:
+        return headscan.STICKY
+    if lname == override:
+        return headscan.OVERRIDE
+    return REQUEST_ONLY.get(lname, code)
+
+
+def _by_regex(
+    data: bytes, request: bool, sticky: bytes = STICKY_NAME, override: bytes = OVERRIDE_NAME
+) -> list[int] | None:
+    """What the fast path found before the scan did it all: the head is what precedes the first CRLF CRLF;
+    None if there is none or the head is outside the grammar, else the positions and codes headscan returns."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = data[: end + 2]
     if (REQUEST_HEAD if request else RESPONSE_HEAD).fullmatch(head) is None:
         return None
     m = (REQUEST_LINE if request else RESPONSE_LINE).match(head)
     assert m is not None
     pos = m.end()
-    spans = [m.end(1), pos] if request else [pos]
+    spans = [len(head), m.end(1), pos] if request else [len(head), pos]
     for line, name in (REQUEST_FIELD if request else RESPONSE_FIELD).findall(head, pos):
-        spans += [pos + len(name), pos + len(line)]
+        spans.append(headscan.line(_code(name, request, sticky, override), pos + len(name), pos + len(line)))
         pos += len(line)
     assert pos == len(head)
     return spans
+
+
+def _scans(request: bool) -> list:
+    """The compiled build's scan and the pure-Python build's, as the fast paths call them."""
+    if request:
+        return [
+            lambda d: headscan.request_head(d, STICKY_NAME, OVERRIDE_NAME),
+            lambda d: request_head_by_regex(d, STICKY_NAME, OVERRIDE_NAME),
+        ]
+    return [headscan.response_head, response_head_by_regex]
+
+
+# What follows a head in a read: its blank line and a body (which may hold another CRLF CRLF), or nothing yet.
+TAILS = [b"\r\n", b"\r\nbody\r\n\r\nmore", b"", b"\r", b"\r\n\r\n"]
 
 
 COUNT = 30_000
@@ -142,18 +195,22 @@ def test_the_generated_heads_cover_both_outcomes(request_side: bool) -> None:
 
 @pytest.mark.parametrize("part", range(6))
 def test_response_head_accepts_what_the_regex_accepts_and_finds_the_same_fields(part: int) -> None:
-    for head in RESPONSES[part::6]:
-        expected = _by_regex(head, request=False)
-        assert headscan.response_head(head) == expected, head
-        assert response_head_by_regex(head) == expected, head  # the pure-Python build's way
+    scans = _scans(request=False)
+    for i, head in enumerate(RESPONSES[part::6]):
+        data = head + TAILS[i % len(TAILS)]
+        expected = _by_regex(data, request=False)
+        for scan in scans:  # the compiled build's, and the pure-Python build's way
+            assert scan(data) == expected, data
 
 
 @pytest.mark.parametrize("part", range(6))
 def test_request_head_accepts_what_the_regex_accepts_and_finds_the_same_fields(part: int) -> None:
-    for head in REQUESTS[part::6]:
-        expected = _by_regex(head, request=True)
-        assert headscan.request_head(head) == expected, head
-        assert request_head_by_regex(head) == expected, head
+    scans = _scans(request=True)
+    for i, head in enumerate(REQUESTS[part::6]):
+        data = head + TAILS[i % len(TAILS)]
+        expected = _by_regex(data, request=True)
+        for scan in scans:
+            assert scan(data) == expected, data
 
 
 @pytest.mark.parametrize(
@@ -166,12 +223,60 @@ def test_request_head_accepts_what_the_regex_accepts_and_finds_the_same_fields(p
 )
 def test_every_single_byte_in_every_position_of_a_head(base: bytes) -> None:
     request = not base.startswith(b"HTTP/")
-    scan = headscan.request_head if request else headscan.response_head
+    scan = _scans(request)[0]
     for i in range(len(base) + 1):
         for b in range(256):
             for head in (base[:i] + bytes([b]) + base[i:], base[:i] + bytes([b]) + base[i + 1 :]):
-                assert scan(head) == _by_regex(head, request), head
+                data = head + b"\r\n"
+                assert scan(data) == _by_regex(data, request), data
 
 
 def test_compiled_means_the_extension() -> None:
     assert headscan.COMPILED == headscan.__file__.endswith((".so", ".pyd"))
+
+
+@pytest.mark.parametrize("sticky", [b"host", b"content-length", b"connection", b"upgrade", b"te", b"traceparent"])
+def test_a_configured_name_shadows_the_fixed_ones_except_the_framing_ones(sticky: bytes) -> None:
+    data = (
+        b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nConnection: close\r\nUpgrade: x\r\nTE: t\r\n"
+        b"traceparent: p\r\n\r\n"
+    )
+    expected = _by_regex(data, True, sticky, b"")
+    assert expected is not None
+    codes = [x & 255 for x in expected[3:]]
+    assert (headscan.STICKY in codes) == (sticky in (b"host", b"te", b"traceparent"))
+    assert headscan.request_head(data, sticky, b"") == expected
+    assert request_head_by_regex(data, sticky, b"") == expected
+
+
+def _length_by_methods(value: bytes) -> int:
+    """What the fast paths did with a Content-Length value before: strip, isdigit, at most 18 digits, int."""
+    v = value.strip()
+    return int(v) if v.isdigit() and len(v) <= 18 else -1
+
+
+def test_content_length_reads_what_strip_isdigit_and_int_read() -> None:
+    rng = random.Random(7)
+    alphabet = b"0123456789 \t+-x\xff"
+    values = [b"0", b"7", b" 42 ", b"\t1\t", b"", b" ", b"1 2", b"+1", b"-1", b"0x1", b"9" * 18, b"9" * 19, b"0" * 25]
+    values += [bytes(rng.choice(alphabet) for _ in range(rng.randrange(0, 24))) for _ in range(20_000)]
+    for value in values:
+        data = b"Content-Length:" + value + b"\r\n"
+        assert headscan.content_length(data, 15, len(data) - 2) == _length_by_methods(value), value
+
+
+def test_a_line_unpacks_to_its_code_colon_and_end() -> None:
+    for code, colon, end in [(0, 0, 0), (12, 17, 19), (255, headscan.MAX_DATA - 3, headscan.MAX_DATA - 1)]:
+        x = headscan.line(code, colon, end)
+        assert (x & 255, x >> 8 & headscan.COLON_MASK, x >> 34) == (code, colon, end)
+
+
+def test_keep_alive_skip_ows_and_trim_ows_read_what_strip_and_lower_read() -> None:
+    rng = random.Random(8)
+    words = [b"keep-alive", b"Keep-Alive", b"KEEP-ALIVE", b"keep-alivE", b"keep_alive", b"keep-aliv", b"close", b""]
+    for _ in range(5_000):
+        value = rng.choice([b"", b" ", b"\t", b" \t"]) + rng.choice(words) + rng.choice([b"", b" ", b"\t ", b"x"])
+        data = b"Connection:" + value + b"\r\n"
+        assert headscan.is_keep_alive(data, 11, len(data) - 2) == (value.strip(b" \t").lower() == b"keep-alive")
+        assert data[headscan.skip_ows(data, 11, len(data) - 2) : len(data) - 2] == value.lstrip(b" \t")
+        assert data[11 : headscan.trim_ows(data, 11, len(data) - 2)] == value.rstrip(b" \t")

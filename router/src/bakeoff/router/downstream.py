@@ -23,14 +23,33 @@ import asyncio
 import socket
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 import structlog
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from bakeoff.contracts.snapshot import ABORTED, CONNECT_ERROR, TIMEOUT, UPGRADED
 from bakeoff.router.flow_control import FlowControl
-from bakeoff.router.headscan import COMPILED, request_head
+from bakeoff.router.headscan import (
+    COLON_MASK,
+    COMPILED,
+    CONNECTION,
+    CONTENT_LENGTH,
+    HOP,
+    HOST,
+    NOT_FAST,
+    OTHER,
+    OVERRIDE,
+    REQUEST_ID,
+    STICKY,
+    TRACEPARENT,
+    XFF,
+    XFP,
+    content_length,
+    request_head,
+    skip_ows,
+    trim_ows,
+)
 from bakeoff.router.http11 import (
     BAD_FRAMING,
     BAD_HOST,
@@ -50,6 +69,7 @@ from bakeoff.router.http11 import (
     request_id_line,
     request_transfer_codings,
 )
+from bakeoff.router.stickiness.header import HeaderKey
 from bakeoff.router.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
@@ -65,23 +85,6 @@ _MAX_PENDING_BODY = 256 * 1024
 _perf = time.perf_counter
 _H2_PAUSE = "Pause on PRI/Upgrade"  # httptools' error at HTTP/2's connection preface
 log = structlog.get_logger("bakeoff.router")
-
-# The fixed names among the request headers the fast path acts on.
-_OTHER: Final = 0
-_CONTENT_LENGTH: Final = 1
-_CONNECTION: Final = 2
-_NOT_FAST: Final = 3
-_XFF: Final = 4
-_XFP: Final = 5
-_REQUEST_ID: Final = 6
-_HOST: Final = 7
-_HOP: Final = 8
-_REQUEST_CODES: Final = {
-    b"keep-alive": _HOP, b"proxy-connection": _HOP, b"te": _HOP, b"trailer": _HOP,
-    b"content-length": _CONTENT_LENGTH, b"connection": _CONNECTION, b"transfer-encoding": _NOT_FAST,
-    b"upgrade": _NOT_FAST, b"x-forwarded-for": _XFF, b"x-forwarded-proto": _XFP, b"x-request-id": _REQUEST_ID,
-    b"host": _HOST,
-}  # fmt: skip
 
 
 class RouterSettings:
@@ -374,24 +377,27 @@ class ClientConnection(asyncio.Protocol):
         The common request -- one read holding a head and, if any, its
         whole Content-Length body, on an otherwise idle connection -- is
         checked against a strict grammar, and its field lines found, in one
-        pass (``headscan.request_head``); the headers the router acts on are
-        then looked up by name, and cut out by position.
+        pass (``headscan.request_head``, which also tells the headers the
+        router acts on, by a code per line); those are cut out by position.
         Anything else (HTTP/1.0, chunked, Upgrade, a split head, pipelining,
         a doubtful byte) returns False and takes httptools' path, the
         reference behaviour; tests/router/test_request_paths.py holds the
         two to the same results.
         """
-        end = data.find(b"\r\n\r\n")
-        if end < 0:
-            return False
-        head = data[: end + 2]
+        settings = self.settings
+        sticky = settings.sticky_header or b""
+        override_name = settings.override_header
         # One byte loop when compiled, the regular expressions when not (the
         # faster of the two for each build; see upstream._fast_response).
-        spans = request_head(head) if COMPILED else request_head_by_regex(head)
+        spans = (
+            request_head(data, sticky, override_name)
+            if COMPILED
+            else request_head_by_regex(data, sticky, override_name)
+        )
         if spans is None:
             return False
-        settings = self.settings
-        if end + 2 > settings.max_header_bytes:
+        end = spans[0]  # the head's length: its blank line follows
+        if end > settings.max_header_bytes:
             return False
         keep_alive = True
         length = -1
@@ -400,65 +406,71 @@ class ClientConnection(asyncio.Protocol):
         hosts = 0
         traceparent: bytes | None = None
         cuts: list[tuple[int, int]] | None = None
-        sticky = settings.sticky_header
-        override_name = settings.override_header
         tracing = settings.tracer is not None
-        lower = head.lower()  # one lower() for every name (same offsets), not one per name
-        pos = spans[1]
-        k = 2
+        pos = spans[2]
+        k = 3
         n = len(spans)
         while k < n:
+            # headscan.line: the code of the name, from the same pass (the order
+            # of the tests, and so which one a configured header name shadows, is
+            # the same as on the general path, on_header), the colon, the end.
+            x = spans[k]
+            k += 1
+            code = x & 255
+            if code == OTHER:
+                pos = x >> 34
+                continue
             start = pos
-            colon = spans[k]
-            pos = spans[k + 1]
-            k += 2
-            lname = lower[start:colon]
-            # One dict look-up instead of up to ten bytes comparisons; the
-            # order of the tests, and so which one a configured header name
-            # shadows, is the same as on the general path (on_header).
-            code = _REQUEST_CODES.get(lname, _OTHER)
+            colon = x >> 8 & COLON_MASK
+            pos = x >> 34
             drop = False
-            if code == _CONTENT_LENGTH:
-                value = head[colon + 1 : pos].strip()
-                if length >= 0 or not value.isdigit() or len(value) > 18:
+            if code == CONTENT_LENGTH:
+                length_value = content_length(data, colon + 1, pos - 2)
+                if length >= 0 or length_value < 0:
                     return False
-                length = int(value)
-            elif code == _CONNECTION:
-                tokens = {t.strip() for t in lower[colon + 1 : pos - 2].split(b",")}
+                length = length_value
+            elif code == CONNECTION:
+                tokens = {t.strip() for t in data[colon + 1 : pos - 2].lower().split(b",")}
                 if not tokens <= {b"keep-alive", b"close", b""}:
                     return False
                 if b"close" in tokens:
                     keep_alive = False
                 drop = True
-            elif code == _NOT_FAST:  # transfer-encoding, upgrade
+            elif code == NOT_FAST:  # transfer-encoding, upgrade
                 return False
-            elif lname == sticky:
+            elif code == STICKY:
                 if key is None:  # several lines: the first that holds a key (see on_header)
-                    key = settings.sticky.key_from(head[colon + 1 : pos - 2].lstrip(b" \t"))  # type: ignore[union-attr]
-            elif lname == override_name:
-                override = head[colon + 1 : pos].strip()
+                    a = skip_ows(data, colon + 1, pos - 2)  # lstrip(b" \t"), no method call
+                    if type(settings.sticky) is HeaderKey:
+                        # HeaderKey.key_from (the value stripped, or None) by a byte loop, not an interpreted call.
+                        b = trim_ows(data, a, pos - 2)
+                        key = data[a:b] if b > a else None
+                    else:
+                        key = settings.sticky.key_from(data[a : pos - 2])  # type: ignore[union-attr]
+            elif code == OVERRIDE:
+                override = data[colon + 1 : pos].strip()
                 drop = True
-            elif code == _XFF:
-                value = head[colon + 1 : pos - 2].strip(b" \t")
+            elif code == XFF:
+                value = data[colon + 1 : pos - 2].strip(b" \t")
                 xff = value if xff is None else xff + b", " + value
                 drop = True
-            elif code == _XFP:
+            elif code == XFP:
                 has_xfp = True
-            elif code == _REQUEST_ID:
+            elif code == REQUEST_ID:
                 has_rid = True
-            elif code == _HOST:
+            elif code == HOST:
                 hosts += 1
-            elif code == _HOP:  # keep-alive, proxy-connection, te, trailer: this hop's only
+            elif code == HOP:  # keep-alive, proxy-connection, te, trailer: this hop's only
                 drop = True
-            elif tracing and lname == b"traceparent":
-                value = head[colon + 1 : pos - 2].lstrip(b" \t")
+            elif tracing and code == TRACEPARENT:
+                value = data[skip_ows(data, colon + 1, pos - 2) : pos - 2]
                 traceparent = value if traceparent is None else b"several"
                 drop = True
             if drop:
                 if cuts is None:
                     cuts = []
                 cuts.append((start, pos))
-        body_len = len(data) - end - 4
+        body_len = len(data) - end - 2
         if hosts != 1:
             return False  # the general path answers it
         if body_len != (length if length > 0 else 0):
@@ -469,11 +481,11 @@ class ClientConnection(asyncio.Protocol):
         if cuts is not None:
             pos = 0
             for a, b in cuts:
-                parts.append(head[pos:a])
+                parts.append(data[pos:a])
                 pos = b
-            parts.append(head[pos:])
+            parts.append(data[pos:end])
         else:
-            parts.append(head)
+            parts.append(data[:end])
         if xff is not None:
             parts.append(b"X-Forwarded-For: " + xff + b", " + self.peer + b"\r\n")
         else:
@@ -482,23 +494,22 @@ class ClientConnection(asyncio.Protocol):
             parts.append(self._xfp_line)
         if not has_rid:
             parts.append(request_id_line())
-        method = head[: spans[0]]
         ex = Exchange()
         if settings.tracer is not None:
-            parts.append(settings.tracer.begin(ex, traceparent, method))
+            parts.append(settings.tracer.begin(ex, traceparent, data[: spans[1]]))
         parts.append(b"\r\n")
         ex.started = _perf()
         ex.last_activity = self.last_active
-        ex.is_head = method == b"HEAD"
+        ex.is_head = spans[1] == 4 and data[0] == 72  # HEAD, the one four-letter method starting with H
         ex.keep_alive = keep_alive and not settings.draining
         ex.head = b"".join(parts)
         ex.body_done = True
         if body_len:
-            ex.pending = [data[end + 4 :]]
+            ex.pending = [data[end + 2 :]]
             ex.pending_bytes = body_len
         ex.variant = settings.routes.choose(key, override if settings.override_enabled else None)
         if settings.request_routes is not None:
-            ex.route = settings.request_routes.index(head[len(method) + 1 : head.find(b" HTTP/1.1\r\n")])
+            ex.route = settings.request_routes.index(data[spans[1] + 1 : spans[2] - 11])  # the target
         self.exchanges.append(ex)
         self._start(ex, fresh=True)
         return True
