@@ -219,3 +219,24 @@ def test_set_flags_refuses_flags_the_frame_does_not_define():
         DataFrame(1).flags.add("END_HEADERS")
     parsed, _ = HeadersFrame.parse_frame_header(memoryview(f.serialize()[:9]))
     assert set(parsed.flags) == {"END_STREAM", "END_HEADERS"}
+
+
+def test_remembered_blocks_keep_never_indexed_fields_apart():
+    """A block equal to a remembered one but with a never-indexed field encodes that field never indexed."""
+    from hpack import NeverIndexedHeaderTuple
+
+    from bakeoff.router.h2_tuning import StaticEncoder
+
+    enc = StaticEncoder()
+    enc.remember_blocks = True
+    plain = [(b":status", b"200"), (b"authorization", b"secret")]
+    hidden = [(b":status", b"200"), NeverIndexedHeaderTuple(b"authorization", b"secret")]
+    assert hidden == plain  # equal as tuples: the block memo must not confuse them
+    first = enc.encode(plain)
+    assert enc.encode(plain) == first
+    sensitive = enc.encode(hidden)
+    assert sensitive != first
+    decoded = hpack.Decoder().decode(sensitive, raw=True)
+    assert decoded == hidden and not decoded[1].indexable
+    per_call = [(b":status", b"200"), (b"x-request-id", b"abc")]
+    assert hpack.Decoder().decode(enc.encode(per_call), raw=True) == per_call

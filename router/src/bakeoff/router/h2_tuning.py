@@ -58,6 +58,8 @@ PROCESSED_CACHE_ENTRIES = 1024
 _HUFFMAN = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
 _FIELD_CACHE: dict[tuple[Any, ...], bytes] = {}
 _NAME_CACHE: dict[bytes, bytes] = {}
+BLOCK_CACHE_ENTRIES = 1024
+_BLOCK_CACHE: dict[tuple[Any, ...], bytes] = {}
 
 _tuned = False
 # Fields whose value is new on every call (the router sets them): not memoised, which would only churn the
@@ -250,9 +252,24 @@ class StaticEncoder(Encoder):
     ``FIELD_CACHE_MAX_BYTES`` bytes, cleared when full).  The cost is a few
     bytes per repeated literal on the wire.  Table size changes the peer
     asks for (SETTINGS_HEADER_TABLE_SIZE) are still signalled as hpack does.
+    With ``remember_blocks`` (the client-facing side, whose response and
+    trailer blocks recur whole) a block without a per-call field is memoised
+    too (``BLOCK_CACHE_ENTRIES``, cleared when full): one dict lookup a block.
     """
 
+    remember_blocks = False  # whole blocks memoised too: for a side whose blocks carry no per-call field
+
     def encode(self, headers: Any, huffman: bool = True) -> bytes:
+        block_key = None
+        if self.remember_blocks and type(headers) is list and not self.header_table.resized:
+            # The field types are in the key: a never-indexed field equals its plain tuple, encodes otherwise.
+            block_key = (tuple(headers), tuple(map(type, headers)))
+            try:
+                return _BLOCK_CACHE[block_key]
+            except KeyError:
+                pass
+            except TypeError:  # an unhashable field: encoded field by field
+                block_key = None
         cache = _FIELD_CACHE
         parts = []
         if self.header_table.resized:
@@ -278,6 +295,7 @@ class StaticEncoder(Encoder):
                 name, value = _to_bytes(name), _to_bytes(value)
             if name in PER_CALL_FIELDS and not sensitive:
                 parts.append(_per_call_field(name, value))
+                block_key = None  # a block with a per-call value would only churn the block cache
                 continue
             field = encode_field(name, value, sensitive)
             if len(name) + len(value) <= FIELD_CACHE_MAX_BYTES:
@@ -285,7 +303,12 @@ class StaticEncoder(Encoder):
                     cache.clear()
                 cache[key] = field
             parts.append(field)
-        return b"".join(parts)
+        block = b"".join(parts)
+        if block_key is not None and len(block) <= FIELD_CACHE_MAX_BYTES * 4:
+            if len(_BLOCK_CACHE) >= BLOCK_CACHE_ENTRIES:
+                _BLOCK_CACHE.clear()
+            _BLOCK_CACHE[block_key] = block
+        return block
 
 
 class _CountedTable(HeaderTable):
@@ -413,6 +436,7 @@ def fast_codec(conn: H2Connection) -> None:
     decoder.max_allowed_table_size = old.max_allowed_table_size
     conn.decoder = decoder
     conn.encoder = StaticEncoder()
+    conn.encoder.remember_blocks = True  # responses and trailers recur whole, call after call
 
 
 def cached_received_headers(process: Callable[..., list[Any]]) -> Callable[..., list[Any]]:
