@@ -121,3 +121,122 @@ def test_a_remembered_blocks_insertions_are_replayed_as_hpack_would_make_them():
         assert list(cached.header_table.dynamic_entries) == list(plain.header_table.dynamic_entries), i
         assert cached.header_table._current_size == plain.header_table._current_size, i
     assert cached._blocks  # the blocks were remembered, so most of the above were replays
+
+
+def _server_and_client():
+    """An h2 server connection (tuned as the router's) and an h2 client, each request stream opened, in memory."""
+    from h2.config import H2Configuration
+    from h2.connection import H2Connection
+
+    from bakeoff.router.h2_tuning import fast_codec
+
+    tune_hpack()
+    server = H2Connection(
+        H2Configuration(client_side=False, header_encoding=None, validate_outbound_headers=False,
+                        normalize_outbound_headers=False)
+    )  # fmt: skip
+    fast_codec(server)
+    client = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+    client.initiate_connection()
+    server.initiate_connection()
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    server.receive_data(client.data_to_send())
+    for sid in (1, 3, 5):
+        client.send_headers(sid, [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/a.B/C"),
+                                  (b":authority", b"x"), (b"te", b"trailers")], end_stream=sid != 5)  # fmt: skip
+    server.receive_data(client.data_to_send())
+    server.data_to_send()
+    return server, client
+
+
+def _exchange(send_on, sid: int) -> None:
+    send_on.send_headers(sid, [(b":status", b"200"), (b"content-type", b"application/grpc")])
+    send_on.send_data(sid, b"\x00\x00\x00\x00\x02hi")
+    send_on.send_headers(sid, [(b"grpc-status", b"0")], end_stream=True)
+
+
+def test_response_sender_writes_what_h2_writes_and_moves_the_same_state():
+    """ResponseSender's frames are h2's own bytes, and it leaves streams, windows and the state machine as h2 does."""
+    from h2.events import DataReceived, ResponseReceived, StreamEnded, TrailersReceived
+
+    from bakeoff.router.h2_tuning import ResponseSender
+
+    plain, _ = _server_and_client()
+    fast_conn, client = _server_and_client()
+    fast = ResponseSender(fast_conn)
+    for sid in (1, 3, 5):
+        _exchange(plain, sid)
+        _exchange(fast, sid)
+    wire = fast_conn.data_to_send()
+    assert wire == plain.data_to_send()
+    for sid in (1, 3, 5):
+        a, b = plain.streams[sid], fast_conn.streams[sid]
+        assert a.state_machine.state == b.state_machine.state
+        assert (a.state_machine.headers_sent, a.state_machine.trailers_sent) == (True, True)
+        assert (b.state_machine.headers_sent, b.state_machine.trailers_sent) == (True, True)
+        assert a.outbound_flow_control_window == b.outbound_flow_control_window
+        assert a.request_method == b.request_method
+    assert plain.outbound_flow_control_window == fast_conn.outbound_flow_control_window
+    kinds = [type(e) for e in client.receive_data(wire)]
+    assert kinds.count(ResponseReceived) == kinds.count(TrailersReceived) == kinds.count(StreamEnded) == 3
+    assert kinds.count(DataReceived) == 3
+
+
+def test_response_sender_leaves_the_rare_cases_to_h2():
+    """Informational responses, CONTINUATION-sized blocks, DATA beyond the window, closed streams: h2's behaviour."""
+    from h2.exceptions import FlowControlError, ProtocolError, StreamClosedError
+
+    from bakeoff.router.h2_tuning import ResponseSender
+
+    plain, _ = _server_and_client()
+    fast_conn, _ = _server_and_client()
+    fast = ResponseSender(fast_conn)
+    big = [(b":status", b"200"), (b"x-big", b"v" * 20000)]  # beyond the 16 KiB frame size: CONTINUATION
+    for conn in (plain, fast):
+        conn.send_headers(1, [(b":status", b"103"), (b"link", b"</a>")])
+        conn.send_headers(1, big)
+        with pytest.raises(FlowControlError):
+            conn.send_data(1, b"x" * 70000)  # beyond the stream window
+        conn.send_headers(3, [(b":status", b"200")], end_stream=True)
+        with pytest.raises(StreamClosedError):
+            conn.send_headers(3, [(b"grpc-status", b"0")], end_stream=True)  # the stream is closed
+        with pytest.raises(ProtocolError):
+            conn.send_headers(5, [(b":status", b"100")], end_stream=True)  # END_STREAM on an informational
+    assert fast_conn.data_to_send() == plain.data_to_send()
+    assert fast.max_outbound_frame_size == fast_conn.max_outbound_frame_size
+    assert fast.local_flow_control_window(1) == plain.local_flow_control_window(1)
+
+
+def test_set_flags_refuses_flags_the_frame_does_not_define():
+    from hyperframe.frame import DataFrame, HeadersFrame
+
+    tune_hpack()
+    f = HeadersFrame(1, flags=["END_STREAM"])
+    f.flags.add("END_HEADERS")
+    assert "END_STREAM" in f.flags and "END_HEADERS" in f.flags and "PADDED" not in f.flags
+    with pytest.raises(ValueError, match="Unexpected flag"):
+        DataFrame(1).flags.add("END_HEADERS")
+    parsed, _ = HeadersFrame.parse_frame_header(memoryview(f.serialize()[:9]))
+    assert set(parsed.flags) == {"END_STREAM", "END_HEADERS"}
+
+
+def test_remembered_blocks_keep_never_indexed_fields_apart():
+    """A block equal to a remembered one but with a never-indexed field encodes that field never indexed."""
+    from hpack import NeverIndexedHeaderTuple
+
+    from bakeoff.router.h2_tuning import StaticEncoder
+
+    enc = StaticEncoder()
+    enc.remember_blocks = True
+    plain = [(b":status", b"200"), (b"authorization", b"secret")]
+    hidden = [(b":status", b"200"), NeverIndexedHeaderTuple(b"authorization", b"secret")]
+    assert hidden == plain  # equal as tuples: the block memo must not confuse them
+    first = enc.encode(plain)
+    assert enc.encode(plain) == first
+    sensitive = enc.encode(hidden)
+    assert sensitive != first
+    decoded = hpack.Decoder().decode(sensitive, raw=True)
+    assert decoded == hidden and not decoded[1].indexable
+    per_call = [(b":status", b"200"), (b"x-request-id", b"abc")]
+    assert hpack.Decoder().decode(enc.encode(per_call), raw=True) == per_call

@@ -51,7 +51,7 @@ from h2.settings import SettingCodes, Settings
 
 from bakeoff.contracts.snapshot import ABORTED, CONNECT_ERROR, TIMEOUT
 from bakeoff.router import grpc
-from bakeoff.router.h2_tuning import fast_codec, tune_hpack
+from bakeoff.router.h2_tuning import ResponseSender, fast_codec, tune_hpack
 from bakeoff.router.h2_upstream import CONNECTION_WINDOW, Http1Bridge
 from bakeoff.router.http11 import HOP_BY_HOP, LINGER_SECONDS, METRIC_PREFIX, METRIC_PREFIX_LEN, request_id_line
 
@@ -68,7 +68,8 @@ _REQUEST_ID = request_id_line  # "X-Request-Id: <id>\r\n"
 class Sender(Protocol):
     """What Pipe needs of a connection: h2's H2Connection (downstream) or h2_wire's (upstream)."""
 
-    max_outbound_frame_size: int
+    @property
+    def max_outbound_frame_size(self) -> int: ...
 
     def local_flow_control_window(self, stream_id: int) -> int: ...
     def send_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> Any: ...
@@ -176,6 +177,7 @@ class H2Client(asyncio.Protocol):
         )
         self.h2 = H2Connection(config)
         fast_codec(self.h2)
+        self.out = ResponseSender(self.h2)  # responses, trailers and their DATA, without h2's frame objects
         self.h2.local_settings = Settings(
             client=False,
             initial_values={
@@ -326,9 +328,11 @@ class H2Client(asyncio.Protocol):
         has_rid = has_xfp = False
         xff = None
         out: list[tuple[bytes, bytes]] = []
-        sticky = router.sticky_header
-        override_header = router.override_header  # Router's settings are properties: read once, not per field
-        tracing = router.tracer is not None
+        settings = router.settings  # Router's settings are properties over this object: read it directly
+        sticky = settings.sticky_header
+        override_header = settings.override_header
+        tracer = settings.tracer
+        tracing = tracer is not None
         for field in headers:
             name, value = field
             if name == b":path":
@@ -344,7 +348,7 @@ class H2Client(asyncio.Protocol):
             elif name == b"x-forwarded-proto":
                 has_xfp = True
             if name == sticky and key is None:
-                key = router.sticky.key_from(value)  # type: ignore[union-attr]
+                key = settings.sticky.key_from(value)  # type: ignore[union-attr]
             if name == override_header:
                 override = value.strip()
                 continue
@@ -361,16 +365,17 @@ class H2Client(asyncio.Protocol):
         if not has_rid:
             out.append((b"x-request-id", _REQUEST_ID()[len(b"X-Request-Id: ") : -2]))
         call.grpc = grpc.is_grpc(content_type)
-        call.variant = router.routes.choose(key, override if router.override_enabled else None)
-        if router.request_routes is not None and path is not None:
-            call.route = router.request_routes.index(path)
+        call.variant = settings.routes.choose(key, override if settings.override_enabled else None)
+        request_routes = settings.request_routes
+        if request_routes is not None and path is not None:
+            call.route = request_routes.index(path)
         if end:
             call.req.end = True
         if call.variant is None:
             self._own_error(call, 503, grpc.UNAVAILABLE, "no variant has weight", None)
             return
-        if router.tracer is not None:
-            line = router.tracer.begin(call, traceparent, method)  # b"traceparent: <value>\r\n"
+        if tracer is not None:
+            line = tracer.begin(call, traceparent, method)  # b"traceparent: <value>\r\n"
             out.append((b"traceparent", line[13:-2]))
         if timeout is not None:
             call.deadline = self.loop.time() + timeout
@@ -423,10 +428,10 @@ class H2Client(asyncio.Protocol):
             code = grpc.status_of(out)
             if code is not None:
                 call.status = grpc.http_equivalent(code) or call.status
-        if self.router.expose_variant:
+        if self.router.settings.expose_variant:
             out.append((b"x-bakeoff-variant", call.variant.name_bytes))  # type: ignore[union-attr]
         try:
-            self.h2.send_headers(call.sid, out, end_stream=end)
+            self.out.send_headers(call.sid, out, end_stream=end)
         except H2Error:
             return self._upstream_done(call, outcome=ABORTED)
         if end:
@@ -488,7 +493,7 @@ class H2Client(asyncio.Protocol):
             name, value = field
             if name.startswith(METRIC_PREFIX):
                 if stats is None:
-                    stats = self.router.stats.variant(call.variant.name)  # type: ignore[union-attr]
+                    stats = self.router.settings.stats.variant(call.variant.name)  # type: ignore[union-attr]
                 stats.record_metric(name[METRIC_PREFIX_LEN:].decode("latin-1"), value)
             elif name not in HOP_BY_HOP:
                 out.append(field)
@@ -499,7 +504,7 @@ class H2Client(asyncio.Protocol):
         if call.finished or not call.resp_started:
             return
         try:
-            done = call.resp.pump(self.h2, call.sid)
+            done = call.resp.pump(self.out, call.sid)
         except H2Error:
             return self._upstream_done(call, outcome=ABORTED)
         if done:
@@ -526,7 +531,7 @@ class H2Client(asyncio.Protocol):
         self._cancel_upstream(call)
         if call.resp_started:
             try:
-                self.h2.send_headers(call.sid, grpc.error_trailers(4, "deadline exceeded")[2:], end_stream=True)
+                self.out.send_headers(call.sid, grpc.error_trailers(4, "deadline exceeded")[2:], end_stream=True)
             except H2Error:
                 self._reset(call, ErrorCodes.CANCEL)
             self.calls.pop(call.sid, None)
@@ -546,9 +551,9 @@ class H2Client(asyncio.Protocol):
             headers = [(b":status", str(status).encode()), (b"content-type", b"text/plain; charset=utf-8")]
             headers.append((b"content-length", str(len(body)).encode()))
         try:
-            self.h2.send_headers(call.sid, headers, end_stream=not body)
+            self.out.send_headers(call.sid, headers, end_stream=not body)
             if body:
-                self.h2.send_data(call.sid, body, end_stream=True)
+                self.out.send_data(call.sid, body, end_stream=True)
         except H2Error:
             pass
         if outcome is None:
@@ -586,9 +591,10 @@ class H2Client(asyncio.Protocol):
         variant = call.variant
         if variant is None:
             return
+        settings = self.router.settings
         if call.span is not None:
-            self.router.tracer.end(call, status, outcome)  # type: ignore[union-attr]
-        self.router.stats.variant(variant.name).record(call.route, status, outcome, _perf() - call.started)
+            settings.tracer.end(call, status, outcome)  # type: ignore[union-attr]
+        settings.stats.variant(variant.name).record(call.route, status, outcome, _perf() - call.started)
 
     # -- plumbing --------------------------------------------------------------
     def ack(self, sid: int, n: int) -> None:
