@@ -8,6 +8,8 @@ import random
 import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -222,3 +224,21 @@ async def get_json(url: str, **kw) -> tuple[int, dict]:
     async with aiohttp.ClientSession() as s:
         async with s.get(url, **kw) as r:
             return r.status, await r.json(content_type=None)
+
+
+def accept_in_threads(sock: socket.socket, serve: Callable[[socket.socket, int], None]) -> None:
+    """Serve each connection ``sock`` accepts on a thread of its own: ``serve(conn, n)``, n = 1, 2, ...
+
+    A test's threaded server (a raw h2c peer, say) stops accepting when ``sock`` is closed."""
+
+    def accept() -> None:
+        n = 0
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            n += 1
+            threading.Thread(target=serve, args=(conn, n), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()

@@ -29,7 +29,7 @@ import pytest
 
 from tests.conftest import eventually
 from tests.router import grpc_peer
-from tests.router.conftest import RouterProcess
+from tests.router.conftest import RouterProcess, accept_in_threads
 
 # h2spec cases allowed to fail, with the reason (mirrored in docs/http2.md).
 H2SPEC_ALLOWED_FAILURES = {
@@ -624,18 +624,8 @@ class H2Variant:
     def __init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        self.connections = 0
         self.seen: list[tuple[int, str]] = []  # (connection number, path)
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn, self.connections), daemon=True).start()
+        accept_in_threads(self.sock, self._serve)
 
     def _serve(self, conn: socket.socket, number: int) -> None:
         c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))

@@ -10,7 +10,6 @@ mean different fields as its dynamic table changes) and a raw h2c upstream
 from __future__ import annotations
 
 import socket
-import threading
 
 import h2.config
 import h2.connection
@@ -19,7 +18,7 @@ import pytest
 from hpack import NeverIndexedHeaderTuple
 from hyperframe.frame import DataFrame, Frame, HeadersFrame, SettingsFrame
 
-from tests.router.conftest import RouterProcess
+from tests.router.conftest import RouterProcess, accept_in_threads
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -35,17 +34,9 @@ class H2cUpstream:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        accept_in_threads(self.sock, self._serve)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, sock: socket.socket) -> None:
+    def _serve(self, sock: socket.socket, _number: int) -> None:
         c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
         self.decoders.append(c.decoder)
         c.initiate_connection()
