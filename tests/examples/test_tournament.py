@@ -48,9 +48,25 @@ def test_the_tournament_rolls_back_the_broken_route_and_promotes_the_better_chec
     d = status["decision"]
     assert d["action"] == "promote" and d["winner"] == "one-page-checkout", d
     assert "conversion" in d["reason"]
-    # the build that fails on one route is rolled back on that route's error rate
+    # the build that fails on one route is rolled back on its error rate, and the judge puts the failure on
+    # that route: at the look that rolled it back, the item route's estimate is the one far above the
+    # mainline's.  (Which of the whole-service and the item tests crosses first is a race: usually both at
+    # the same look, "error_rate +18 points, item error_rate +56 points"; once in about nine runs the
+    # whole-service test alone, with the item route's 80-odd requests still inconclusive.)
     assert v["broken-item"]["phase"] == "RolledBack", v["broken-item"]
-    assert "item error_rate" in v["broken-item"]["reason"], v["broken-item"]["reason"]
+    assert "error_rate" in v["broken-item"]["reason"], v["broken-item"]["reason"]
+    looks = [json.loads(line) for line in (state / "verdicts.jsonl").read_text().splitlines() if line.strip()]
+    at = next(
+        x["variants"]["broken-item"]["metrics"]
+        for x in looks
+        if x["variants"].get("broken-item", {}).get("status") == "rolled_back"
+    )
+    by_route = {
+        k.split("@")[1]: m["estimate"]
+        for k, m in at.items()
+        if k.startswith("error_rate @") and m["estimate"] is not None
+    }
+    assert by_route["item"] > 0.3 and all(e < 0.05 for r, e in by_route.items() if r != "item"), by_route
     # no worse build is promoted (or still serving)
     for name in WORSE:
         assert v[name]["phase"] in ("RolledBack", "Lost"), (name, v[name])
