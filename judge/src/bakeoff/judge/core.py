@@ -220,15 +220,19 @@ def _without_warming(
     for name, inc in increments.items():
         if name == ctrl or inc.requests <= 0:
             continue
-        first = st.first_seen.setdefault(name, float(now))
-        if now - first < warmup:
+        st.first_seen.setdefault(name, float(now))
+        left = _warmup_left(st, name, now)
+        if left > 0:
             warming.append(name)
+            notes.append(f"{name}: warming up, not judged for {left:.1f}s more (warmup {warmup:g}s)")
     if not warming:
         return increments
-    for name in warming:
-        left = warmup - (now - st.first_seen[name])
-        notes.append(f"{name}: warming up, not judged for {left:.1f}s more (warmup {warmup:g}s)")
     return {n: inc for n, inc in increments.items() if n not in warming}
+
+
+def _warmup_left(st: JudgeState, name: str, now: float) -> float:
+    """Seconds of ``name``'s warm-up still to run at ``now`` (<= 0: over); it must be in ``first_seen``."""
+    return st.config.warmup - (now - st.first_seen[name])
 
 
 def _successor_state(s: TestState) -> TestState:
@@ -899,8 +903,8 @@ def _verdict(st: JudgeState, now: float, notes: list[str], fresh: bool) -> Verdi
             if cfg.objective is not None and obj_better and ni_all and fresh:
                 promotable.append((obj_bound, v))
         elif tot.requests == 0 and v in st.first_seen:
-            left = cfg.warmup - (now - st.first_seen[v])
-            vv.status, vv.reason = "waiting", f"warming up: not judged for {max(left, 0):.1f}s more (warmup)"
+            left = max(_warmup_left(st, v, now), 0.0)
+            vv.status, vv.reason = "waiting", f"warming up: not judged for {left:.1f}s more (warmup)"
         elif tot.requests == 0:
             vv.status, vv.reason = "waiting", "no traffic yet (maxSamples does not wait for it)"
         else:
